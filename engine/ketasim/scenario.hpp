@@ -1,0 +1,132 @@
+#pragma once
+// The typed, validated scenario: what a YAML scenario file means once it has been checked.
+// Every value is in base units (mg, kg, L, h; times as Ticks). Nothing downstream re-validates.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <Eigen/Core>
+
+#include "ketasim/errors.hpp"
+#include "ketasim/time.hpp"
+
+namespace ketasim {
+
+enum class Route { iv_infusion, iv_bolus };
+enum class DoseBasis { flat, per_body_weight };  // mg, or mg per kg of body weight
+
+struct DoseAmount {
+  double value = 0.0;  // mg (flat) or mg/kg (per_body_weight)
+  DoseBasis basis = DoseBasis::flat;
+};
+
+struct WeeklySlot {
+  int weekday = 0;           // 0 = Monday ... 6 = Sunday
+  Ticks time_of_day = 0;     // from midnight
+};
+
+enum class ScheduleKind {
+  weekly,          // weekday + clock-time slots, repeated every week
+  interval,        // every `interval` from `start`
+  explicit_times,  // a list of times from the simulation start
+};
+
+// One dosing rule: a route, a dose, and when. An arm's regimen is one or more rules; their doses
+// are merged (overlapping infusions add their rates).
+struct DosingRule {
+  Route route = Route::iv_infusion;
+  DoseAmount dose;
+  Ticks infusion_duration = 0;  // > 0 for infusions, 0 for boluses
+  ScheduleKind schedule = ScheduleKind::weekly;
+  std::vector<WeeklySlot> weekly_slots;  // ScheduleKind::weekly, sorted by time in the week
+  Ticks interval = 0;                    // ScheduleKind::interval
+  std::vector<Ticks> explicit_times;     // ScheduleKind::explicit_times, sorted
+  Ticks start = 0;                       // offset of the schedule from the simulation start
+  // For weekly and interval schedules exactly one of these bounds the doses: doses whose start
+  // lies in [start, start + repeat_for), or the first `count` doses.
+  std::optional<Ticks> repeat_for;
+  std::optional<int> count;
+  SourceLocation where;  // the rule's YAML node, for messages raised after loading
+};
+
+struct Arm {
+  std::string name;
+  std::vector<DosingRule> regimen;
+};
+
+struct WeightDistribution {
+  enum class Kind { fixed, truncated_normal };
+  Kind kind = Kind::fixed;
+  double fixed_kg = 70.0;
+  double mean_kg = 70.0;
+  double sd_kg = 0.0;
+  double min_kg = 0.0;
+  double max_kg = 0.0;
+};
+
+// Log-normal inter-individual variability: P_i = P_typical * exp(eta_i), eta ~ N(0, Omega),
+// Omega = diag(omega) * correlation * diag(omega), omega^2 = ln(1 + CV^2).
+struct Variability {
+  std::vector<std::string> parameters;  // model parameter names, in the order given
+  std::vector<double> cv;               // as fractions (0.3 for 30%)
+  Eigen::MatrixXd correlation;          // identity when not given; validated positive definite
+};
+
+struct Cohort {
+  std::int64_t size = 0;
+  std::uint64_t seed = 0;
+  WeightDistribution weight;
+  Variability variability;
+};
+
+struct ParameterOverride {
+  std::string name;
+  double value = 0.0;  // base units
+};
+
+struct ModelChoice {
+  std::string name;  // a built-in model (see model_catalog.hpp)
+  std::vector<ParameterOverride> overrides;
+};
+
+enum class OutputVariable { plasma_ketamine, effect_site, dissociation };
+
+struct OutputSpec {
+  Ticks grid_step = 5 * kTicksPerMinute;
+  Ticks grid_end = 21 * kTicksPerDay;  // the grid is 0, step, 2*step, ... up to and including end
+  std::vector<OutputVariable> variables{OutputVariable::plasma_ketamine, OutputVariable::effect_site,
+                                        OutputVariable::dissociation};
+  double dissociation_threshold = 5.0;  // score points, for time_above_dissociation_h
+};
+
+enum class SolverMethod {
+  automatic,  // exact stepping where the model allows it, the ODE path otherwise
+  exact,      // exact (matrix-exponential) stepping of the linear system
+  ode,        // Boost.Odeint, adaptive Dormand-Prince 5(4), restarted at every boundary
+};
+
+struct SolverSpec {
+  SolverMethod method = SolverMethod::automatic;
+  double rtol = 1e-8;
+  double atol = 1e-10;  // on amounts in mg and concentrations in mg/L
+};
+
+struct Scenario {
+  std::string source_file;  // as given on the command line
+  std::string yaml_text;    // verbatim, stored in the output for provenance
+  std::string name;
+  std::string description;
+  ModelChoice model;
+  Cohort cohort;
+  std::vector<Arm> arms;
+  OutputSpec output;
+  SolverSpec solver;
+};
+
+std::string to_string(Route route);
+std::string to_string(OutputVariable variable);
+std::string to_string(SolverMethod method);
+
+}  // namespace ketasim
