@@ -1,1 +1,24 @@
-// placeholder: being written
+#include "ketasim/blocks.hpp"
+
+#include <algorithm>
+#include <stdexcept>
+
+namespace ketasim {
+
+std::vector<SubjectRange> split_into_blocks(SubjectRange range, std::int64_t block_size) {
+  if (block_size <= 0) throw std::invalid_argument("block size must be positive");
+  std::vector<SubjectRange> blocks;
+  for (std::int64_t offset = 0; offset < range.count; offset += block_size)
+    blocks.push_back({range.first + offset, std::min(block_size, range.count - offset)});
+  return blocks;
+}
+
+SubjectRange share_of(std::int64_t total, std::int64_t parts, std::int64_t part) {
+  if (parts <= 0 || part < 0 || part >= parts) throw std::invalid_argument("part must be in [0, parts)");
+  const std::int64_t base = total / parts;
+  const std::int64_t extra = total % parts;
+  const std::int64_t first = part * base + std::min(part, extra);
+  return {first, base + (part < extra ? 1 : 0)};
+}
+
+}  // namespace ketasim

@@ -1,0 +1,61 @@
+#pragma once
+// A whole scenario run: subjects in blocks over threads, every arm per subject, blocks streamed
+// to the HDF5 writer as they finish. Memory is bounded by the blocks in flight, not by subjects
+// times time points. Results are identical for any thread count.
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "ketasim/results.hpp"
+#include "ketasim/scenario.hpp"
+
+namespace ketasim {
+
+struct Progress {
+  std::int64_t subjects_done = 0;  // subjects with every arm simulated
+  std::int64_t subjects_total = 0;
+  double elapsed_seconds = 0.0;
+};
+
+struct RunOptions {
+  std::string output_path;          // "" = simulate and summarise without writing a file
+  unsigned threads = 0;             // 0 = all cores
+  std::int64_t block_size = 0;      // 0 = chosen from the size of a subject's output
+  std::function<void(const Progress&)> on_progress;  // called from the calling thread
+};
+
+struct Quantiles {
+  double p05 = 0.0, p50 = 0.0, p95 = 0.0;
+};
+
+struct ArmReport {
+  std::string name;
+  std::string description;
+  std::int64_t subjects = 0;
+  std::int64_t failed = 0;
+  std::int64_t ode_fallbacks = 0;  // subjects solved by the ODE path under method auto
+  std::size_t doses = 0;
+  Quantiles cmax_ng_per_ml;
+  Quantiles first_dose_peak_dissociation;
+  Quantiles weekly_auc_ng_h_per_ml;      // mean AUC per week over the run
+  Quantiles dissociation_hours_per_week; // time above the threshold, per week
+};
+
+struct RunReport {
+  std::vector<ArmReport> arms;
+  std::int64_t subjects_per_arm = 0;
+  unsigned threads = 0;
+  double elapsed_seconds = 0.0;
+};
+
+RunReport run_scenario(const Scenario& scenario, const RunOptions& options);
+
+// Type-7 quantile (linear interpolation, R's default) of the finite values; NaN if none.
+double quantile(std::vector<double> values, double probability);
+
+// The layout of every arm's output (columns, grid, nominal doses), as written to the file.
+std::vector<ArmLayout> arm_layouts(const Scenario& scenario);
+
+}  // namespace ketasim
