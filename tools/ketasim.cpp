@@ -1,1 +1,222 @@
-int main() { return 0; }
+// ketasim: the command-line front end. Thin by design: parse arguments, call the engine, print.
+
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <iostream>
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+#include "ketasim/cohort.hpp"
+#include "ketasim/errors.hpp"
+#include "ketasim/model_catalog.hpp"
+#include "ketasim/run.hpp"
+#include "ketasim/scenario_loader.hpp"
+#include "ketasim/timeline.hpp"
+#include "ketasim/version.hpp"
+
+namespace {
+
+using namespace ketasim;
+
+std::string format_duration(double seconds) {
+  if (!std::isfinite(seconds) || seconds < 0) return "?";
+  const auto total = static_cast<long long>(std::llround(seconds));
+  char text[32];
+  std::snprintf(text, sizeof text, "%lld:%02lld:%02lld", total / 3600, (total / 60) % 60, total % 60);
+  return text;
+}
+
+std::string format_quantiles(const Quantiles& q, int decimals) {
+  char text[96];
+  std::snprintf(text, sizeof text, "%.*f [%.*f-%.*f]", decimals, q.p50, decimals, q.p05, decimals, q.p95);
+  return text;
+}
+
+void print_summary(const RunReport& report, const Scenario& scenario, const std::string& output) {
+  std::printf("\n%s: %lld subjects per arm, %zu arms, %.1f s on %u threads (%.0f subject-arms/s)\n",
+              scenario.name.c_str(), static_cast<long long>(report.subjects_per_arm), report.arms.size(),
+              report.elapsed_seconds, report.threads,
+              static_cast<double>(report.subjects_per_arm * static_cast<std::int64_t>(report.arms.size())) /
+                  std::max(report.elapsed_seconds, 1e-9));
+  std::printf("median [5th-95th percentile] over subjects\n");
+  std::printf("%-18s %5s  %-24s %-24s %-22s %-24s\n", "arm", "doses", "Cmax (ng/mL)", "AUC per week (ng*h/mL)",
+              "dose-1 dissociation", "h/week dissociation>=thr");
+  for (const ArmReport& arm : report.arms) {
+    std::printf("%-18s %5zu  %-24s %-24s %-22s %-24s\n", arm.name.c_str(), arm.doses,
+                format_quantiles(arm.cmax_ng_per_ml, 0).c_str(), format_quantiles(arm.weekly_auc_ng_h_per_ml, 0).c_str(),
+                format_quantiles(arm.first_dose_peak_dissociation, 1).c_str(),
+                format_quantiles(arm.dissociation_hours_per_week, 2).c_str());
+  }
+  for (const ArmReport& arm : report.arms) {
+    if (arm.failed > 0)
+      std::printf("warning: arm %s: %lld subjects failed to solve (metrics/status and metrics/message in the file)\n",
+                  arm.name.c_str(), static_cast<long long>(arm.failed));
+    if (arm.ode_fallbacks > 0)
+      std::printf("note: arm %s: %lld subjects were solved by the ODE path (exact stepping not possible)\n",
+                  arm.name.c_str(), static_cast<long long>(arm.ode_fallbacks));
+  }
+  std::printf("dissociation threshold: %g score points\n", scenario.output.dissociation_threshold);
+  if (!output.empty()) std::printf("results: %s\n", output.c_str());
+}
+
+int command_run(const std::string& scenario_path, const std::string& output, unsigned threads, std::int64_t subjects,
+                bool quiet) {
+  Scenario scenario = load_scenario_file(scenario_path);
+  if (subjects > 0) scenario.cohort.size = subjects;
+  RunOptions options;
+  options.output_path = output;
+  options.threads = threads;
+  const bool show_progress = !quiet && isatty(STDERR_FILENO);
+  if (show_progress) {
+    options.on_progress = [](const Progress& p) {
+      const double rate = static_cast<double>(p.subjects_done) / std::max(p.elapsed_seconds, 1e-9);
+      const double left = static_cast<double>(p.subjects_total - p.subjects_done) / std::max(rate, 1e-9);
+      std::fprintf(stderr, "\r%lld/%lld subjects  %.0f subjects/s  %s left   ", static_cast<long long>(p.subjects_done),
+                   static_cast<long long>(p.subjects_total), rate, format_duration(left).c_str());
+      if (p.subjects_done == p.subjects_total) std::fputc('\n', stderr);
+    };
+  }
+  const RunReport report = run_scenario(scenario, options);
+  if (!quiet) print_summary(report, scenario, output);
+  for (const ArmReport& arm : report.arms)
+    if (arm.subjects > 0 && arm.failed == arm.subjects) {
+      std::fprintf(stderr, "error: every subject of arm %s failed to solve\n", arm.name.c_str());
+      return static_cast<int>(ExitCode::solver);
+    }
+  return 0;
+}
+
+int command_validate(const std::string& scenario_path) {
+  const Scenario scenario = load_scenario_file(scenario_path);
+  std::printf("%s: valid scenario '%s': model %s, %lld subjects, %zu arms (", scenario_path.c_str(),
+              scenario.name.c_str(), scenario.model.name.c_str(), static_cast<long long>(scenario.cohort.size),
+              scenario.arms.size());
+  for (std::size_t a = 0; a < scenario.arms.size(); ++a)
+    std::printf("%s%s: %zu doses", a ? ", " : "", scenario.arms[a].name.c_str(), expand_doses(scenario.arms[a], 1.0).size());
+  std::printf(")\n");
+  return 0;
+}
+
+int command_timeline(const std::string& scenario_path, const std::string& arm_name, std::int64_t subject_id,
+                     bool csv) {
+  const Scenario scenario = load_scenario_file(scenario_path);
+  const Arm* arm = nullptr;
+  std::string names;
+  for (const Arm& candidate : scenario.arms) {
+    if (candidate.name == arm_name) arm = &candidate;
+    names += (names.empty() ? "" : ", ") + candidate.name;
+  }
+  if (!arm) throw Error(ExitCode::usage, "no arm '" + arm_name + "' in " + scenario_path + " (arms: " + names + ")");
+  if (subject_id < 0 || subject_id >= scenario.cohort.size)
+    throw Error(ExitCode::usage, "--subject must be in [0, " + std::to_string(scenario.cohort.size) + ")");
+  const ModelCard* card = find_builtin_model(scenario.model.name);
+  const CohortSampler sampler(scenario, *card);
+  const Subject subject = sampler.draw(subject_id);
+  const std::vector<Dose> doses = expand_doses(*arm, subject.weight_kg);
+  const auto events = dose_events(doses);
+
+  if (csv) {
+    std::printf("time_h,when,event,dose,amount_mg,rate_mg_per_h\n");
+  } else {
+    std::printf("# scenario %s, arm %s, subject %lld, weight %.2f kg\n", scenario.name.c_str(), arm->name.c_str(),
+                static_cast<long long>(subject_id), subject.weight_kg);
+    std::printf("# same-time rule: infusion_stop, infusion_start, bolus, observation\n");
+    std::printf("%12s  %-22s %-15s %5s %11s %14s\n", "time_h", "when", "event", "dose", "amount_mg", "rate_mg_per_h");
+  }
+  for (const TimelineEvent& event : events) {
+    const std::string when = describe_time(event.time);
+    if (csv)
+      std::printf("%.6f,%s,%s,%d,%.6g,%.6g\n", ticks_to_hours(event.time), when.c_str(), to_string(event.kind).c_str(),
+                  event.dose, event.amount_mg, event.rate_mg_per_h);
+    else
+      std::printf("%12.4f  %-22s %-15s %5d %11.4f %14.4f\n", ticks_to_hours(event.time), when.c_str(),
+                  to_string(event.kind).c_str(), event.dose, event.amount_mg, event.rate_mg_per_h);
+  }
+  if (!csv) std::printf("# %zu doses, %.3f mg in total\n", doses.size(), [&] {
+    double total = 0.0;
+    for (const Dose& dose : doses) total += dose.amount_mg;
+    return total;
+  }());
+  return 0;
+}
+
+void print_card(const ModelCard& card) {
+  std::printf("%s: %s\n  citation: %s\n  sampling: %s; reference weight %.0f kg\n", card.name.c_str(), card.title.c_str(),
+              card.citation.c_str(), card.sampling.c_str(), card.reference_weight_kg);
+  std::printf("  %-11s %12s %-7s %9s  %s\n", "parameter", "value", "unit", "allometry", "description [source]");
+  for (const ParameterSpec& spec : card.parameters)
+    std::printf("  %-11s %12.6g %-7s %9.2f  %s [%s%s]\n", spec.name.c_str(), to_display_unit(spec, spec.value),
+                spec.unit.empty() ? "-" : spec.unit.c_str(), spec.allometric_exponent, spec.description.c_str(),
+                spec.assumed ? "ASSUMED: " : "", spec.source.c_str());
+  std::printf("  notes: %s\n", card.notes.c_str());
+}
+
+int command_models(const std::string& name) {
+  if (name.empty()) {
+    for (const ModelCard& card : builtin_models())
+      std::printf("%-26s %s\n%-26s   %s\n", card.name.c_str(), card.title.c_str(), "", card.citation.c_str());
+    return 0;
+  }
+  const ModelCard* card = find_builtin_model(name);
+  if (!card) throw Error(ExitCode::usage, "no model '" + name + "' (see `ketasim models`)");
+  print_card(*card);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"ketasim: PK/PD simulation of ketamine therapy for virtual patient cohorts"};
+  app.set_version_flag("--version", std::string("ketasim ") + ketasim::kVersion + " (" + ketasim::kSourceRevision +
+                                        ", HDF5 layout " + std::to_string(ketasim::kLayoutVersion) + ")");
+  app.require_subcommand(1);
+
+  std::string scenario_path, output = "results.h5", arm_name, model_name;
+  unsigned threads = 0;
+  std::int64_t subjects = 0, subject_id = 0;
+  bool quiet = false, csv = false;
+
+  auto* run = app.add_subcommand("run", "Simulate a scenario and write one HDF5 file");
+  run->add_option("scenario", scenario_path, "Scenario YAML file")->required();
+  run->add_option("-o,--output", output, "Output HDF5 file (written to a temporary name, renamed on success)")
+      ->capture_default_str();
+  run->add_option("-t,--threads", threads, "Worker threads (default: all cores); results do not depend on it");
+  run->add_option("--subjects", subjects, "Override the cohort size of the scenario")->check(CLI::PositiveNumber);
+  run->add_flag("-q,--quiet", quiet, "No progress and no summary");
+
+  auto* validate = app.add_subcommand("validate", "Check a scenario without running it");
+  validate->add_option("scenario", scenario_path, "Scenario YAML file")->required();
+
+  auto* timeline = app.add_subcommand("timeline", "Print the expanded dose events of one subject");
+  timeline->add_option("scenario", scenario_path, "Scenario YAML file")->required();
+  timeline->add_option("--arm", arm_name, "Arm name")->required();
+  timeline->add_option("--subject", subject_id, "Subject id (0-based)")->capture_default_str();
+  timeline->add_flag("--csv", csv, "CSV instead of an aligned table");
+
+  auto* models = app.add_subcommand("models", "List the built-in model cards, or show one");
+  models->add_option("name", model_name, "Model to show in full");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& error) {
+    const int code = app.exit(error);
+    return code == 0 ? 0 : static_cast<int>(ketasim::ExitCode::usage);
+  }
+
+  try {
+    if (*run) return command_run(scenario_path, output, threads, subjects, quiet);
+    if (*validate) return command_validate(scenario_path);
+    if (*timeline) return command_timeline(scenario_path, arm_name, subject_id, csv);
+    if (*models) return command_models(model_name);
+  } catch (const ketasim::Error& error) {
+    std::cerr << error.what() << '\n';
+    return static_cast<int>(error.code());
+  } catch (const std::exception& error) {
+    std::cerr << "internal error: " << error.what() << '\n';
+    return static_cast<int>(ketasim::ExitCode::internal);
+  }
+  return 0;
+}

@@ -39,45 +39,49 @@ std::optional<ExactPropagator> ExactPropagator::create(const LinearSystem& syste
     set_reason(why, "the system has complex eigenvalues");
     return std::nullopt;
   }
-  ExactPropagator propagator;
-  propagator.eigenvalues_ = solver.eigenvalues().real();
-  propagator.eigenvectors_ = solver.eigenvectors().real();
-  const Eigen::PartialPivLU<LinearSystem::Matrix> lu(propagator.eigenvectors_);
+  const LinearSystem::Vector lambda = solver.eigenvalues().real();
+  const LinearSystem::Matrix V = solver.eigenvectors().real();
+  const Eigen::PartialPivLU<LinearSystem::Matrix> lu(V);
   const LinearSystem::Matrix inverse = lu.inverse();
   // Nearly repeated eigenvalues (e.g. ke0 equal to a disposition rate) make V nearly singular;
   // then rounding would dominate, so refuse. 1e8 keeps at least 7 of 16 significant digits.
-  const double condition = propagator.eigenvectors_.cwiseAbs().rowwise().sum().maxCoeff() *
-                           inverse.cwiseAbs().rowwise().sum().maxCoeff();
+  const double condition = V.cwiseAbs().rowwise().sum().maxCoeff() * inverse.cwiseAbs().rowwise().sum().maxCoeff();
   if (!std::isfinite(condition) || condition > 1e8) {
     set_reason(why, "nearly repeated eigenvalues (eigenvector condition number " + std::to_string(condition) + ")");
     return std::nullopt;
   }
-  const LinearSystem::Matrix rebuilt =
-      propagator.eigenvectors_ * propagator.eigenvalues_.asDiagonal() * inverse;
+  const LinearSystem::Matrix rebuilt = V * lambda.asDiagonal() * inverse;
   if ((rebuilt - system.A).cwiseAbs().maxCoeff() > 1e-9 * scale) {
     set_reason(why, "the eigen-decomposition does not reproduce the system matrix");
     return std::nullopt;
   }
-  propagator.input_modal_ = inverse * system.input;
-  propagator.bolus_modal_ = inverse.col(0);
-  propagator.plasma_modal_ = (system.plasma * propagator.eigenvectors_).transpose();
-  propagator.effect_modal_ = (system.effect * propagator.eigenvectors_).transpose();
-  (void)n;
+  if (n > kModes) {
+    set_reason(why, "the system has more than " + std::to_string(kModes) + " states");
+    return std::nullopt;
+  }
+  LinearSystem::RowVector compartments = LinearSystem::RowVector::Ones(n);
+  compartments(n - 1) = 0.0;  // the effect site holds a concentration, not drug
+  ExactPropagator propagator;
+  propagator.eigenvalues_.setZero();
+  propagator.input_modal_.setZero();
+  propagator.bolus_modal_.setZero();
+  propagator.plasma_modal_.setZero();
+  propagator.effect_modal_.setZero();
+  propagator.amount_modal_.setZero();
+  propagator.eigenvalues_.head(n) = lambda;
+  propagator.input_modal_.head(n) = inverse * system.input;
+  propagator.bolus_modal_.head(n) = inverse.col(0);
+  propagator.plasma_modal_.head(n) = (system.plasma * V).transpose();
+  propagator.effect_modal_.head(n) = (system.effect * V).transpose();
+  propagator.amount_modal_.head(n) = (compartments * V).transpose();
   return propagator;
 }
 
-ExactPropagator::State ExactPropagator::initial_state() const {
-  return State{Vector::Zero(eigenvalues_.size())};
-}
+ExactPropagator::State ExactPropagator::initial_state() const { return State{Vector::Zero()}; }
 
 ExactPropagator::StepFactors ExactPropagator::factors(double duration_h) const {
-  const Eigen::Index n = eigenvalues_.size();
   StepFactors f;
-  f.decay.resize(n);
-  f.input_gain.resize(n);
-  f.state_integral.resize(n);
-  f.input_integral.resize(n);
-  for (Eigen::Index i = 0; i < n; ++i) {
+  for (Eigen::Index i = 0; i < kModes; ++i) {
     const double x = eigenvalues_(i) * duration_h;
     const double first = duration_h * phi1(x);
     f.decay(i) = std::exp(x);
@@ -85,18 +89,9 @@ ExactPropagator::StepFactors ExactPropagator::factors(double duration_h) const {
     f.input_gain(i) = first * input_modal_(i);
     f.input_integral(i) = duration_h * duration_h * phi2(x) * input_modal_(i);
   }
+  f.plasma_state_integral = plasma_modal_.cwiseProduct(f.state_integral);
+  f.plasma_input_integral = plasma_modal_.dot(f.input_integral);
   return f;
-}
-
-double ExactPropagator::advance(State& state, const StepFactors& f, double rate_mg_per_h) const {
-  const Eigen::Index n = eigenvalues_.size();
-  double plasma_integral = 0.0;
-  for (Eigen::Index i = 0; i < n; ++i) {
-    const double z = state.modal(i);
-    plasma_integral += plasma_modal_(i) * (f.state_integral(i) * z + f.input_integral(i) * rate_mg_per_h);
-    state.modal(i) = f.decay(i) * z + f.input_gain(i) * rate_mg_per_h;
-  }
-  return plasma_integral;
 }
 
 ExactPropagator::State ExactPropagator::peek(const State& state, double tau_h, double rate_mg_per_h) const {

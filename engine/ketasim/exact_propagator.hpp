@@ -11,6 +11,10 @@
 //
 // A system whose eigenvalues are complex or nearly repeated (ill-conditioned V) is refused;
 // the caller then uses the ODE path.
+//
+// Modal vectors have a fixed size of 4 (the largest model's state count) so the hot loop is a
+// handful of vector instructions; a smaller system is padded with inert modes (lambda = 0, no
+// input, no output), which stay exactly zero.
 
 #include <optional>
 #include <string>
@@ -22,7 +26,8 @@ namespace ketasim {
 
 class ExactPropagator {
  public:
-  using Vector = LinearSystem::Vector;
+  static constexpr int kModes = MammillaryEffectModel::kMaxStates;
+  using Vector = Eigen::Matrix<double, kModes, 1>;
   struct State {
     Vector modal;
   };
@@ -31,6 +36,8 @@ class ExactPropagator {
     Vector input_gain;      // h phi1(lambda h) g
     Vector state_integral;  // h phi1(lambda h)
     Vector input_integral;  // h^2 phi2(lambda h) g
+    Vector plasma_state_integral;   // plasma row times state_integral: AUC per unit modal state
+    double plasma_input_integral;   // plasma row dot input_integral: AUC per unit rate
   };
 
   // nullopt (with the reason in *why) when the decomposition cannot be trusted.
@@ -42,26 +49,25 @@ class ExactPropagator {
   StepFactors factors(double duration_h) const;
   // Advances by the step the factors were made for, at a constant infusion rate; returns the integral of the
   // plasma concentration over the step (mg h / L).
-  double advance(State& state, const StepFactors& factors, double rate_mg_per_h) const;
+  double advance(State& state, const StepFactors& f, double rate_mg_per_h) const {
+    const double plasma_integral = f.plasma_state_integral.dot(state.modal) + f.plasma_input_integral * rate_mg_per_h;
+    state.modal = f.decay.cwiseProduct(state.modal) + f.input_gain * rate_mg_per_h;
+    return plasma_integral;
+  }
   // The state `tau_h` after `state` at a constant rate, without changing `state`.
   State peek(const State& state, double tau_h, double rate_mg_per_h) const;
 
   double plasma(const State& state) const { return plasma_modal_.dot(state.modal); }
   double effect(const State& state) const { return effect_modal_.dot(state.modal); }
-  // Physical state x = V z (amounts in mg, effect site in mg/L).
-  Vector physical(const State& state) const { return eigenvectors_ * state.modal; }
-  // Drug in the compartments (every state but the effect site, which is last).
-  double amount_in_body_mg(const State& state) const {
-    const Vector x = physical(state);
-    return x.head(x.size() - 1).sum();
-  }
+  // Drug in the compartments (every state but the effect site).
+  double amount_in_body_mg(const State& state) const { return amount_modal_.dot(state.modal); }
   const Vector& eigenvalues() const { return eigenvalues_; }
 
  private:
   ExactPropagator() = default;
 
-  LinearSystem::Matrix eigenvectors_;
   Vector eigenvalues_;
+  Vector amount_modal_;  // row of ones over the compartments, times V
   Vector input_modal_;  // g = V^-1 b
   Vector bolus_modal_;  // V^-1 e_central
   Vector plasma_modal_;

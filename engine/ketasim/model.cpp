@@ -109,14 +109,6 @@ double MammillaryEffectModel::amount_in_body_mg(const State& x) const {
   return amount;
 }
 
-double MammillaryEffectModel::dissociation(double effect_mg_per_L) const {
-  const double drive = p_.s_fraction * effect_mg_per_L;
-  if (!(drive > 0.0)) return 0.0;
-  const double ratio = drive / p_.ec50_s_mg_per_L;
-  const double powered = p_.hill == 1.0 ? ratio : std::pow(ratio, p_.hill);
-  return p_.emax * powered / (1.0 + powered);
-}
-
 double MammillaryEffectModel::effect_concentration_for_score(double score) const {
   if (score <= 0.0) return 0.0;
   if (score >= p_.emax || p_.s_fraction <= 0.0) return std::numeric_limits<double>::infinity();

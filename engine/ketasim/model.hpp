@@ -4,6 +4,7 @@
 // of the current segment and applies boluses as jumps on the central amount.
 
 #include <array>
+#include <cmath>
 #include <span>
 
 #include <Eigen/Core>
@@ -66,7 +67,22 @@ class MammillaryEffectModel {
   double clearance_L_per_h() const { return p_.k10_per_h * p_.V1_L; }
 
   // CADSS-like score from the effect-site concentration of the racemate (mg/L).
-  double dissociation(double effect_mg_per_L) const;
+  double dissociation(double effect_mg_per_L) const {
+    const double drive = p_.s_fraction * effect_mg_per_L;
+    if (!(drive > 0.0)) return 0.0;
+    const double ratio = drive / p_.ec50_s_mg_per_L;
+    // Common Hill coefficients without pow(): this runs at every output time point.
+    double powered;
+    if (p_.hill == 1.0)
+      powered = ratio;
+    else if (p_.hill == 1.5)
+      powered = ratio * std::sqrt(ratio);
+    else if (p_.hill == 2.0)
+      powered = ratio * ratio;
+    else
+      powered = std::pow(ratio, p_.hill);
+    return p_.emax * powered / (1.0 + powered);
+  }
   // The effect-site concentration at which the score equals `score`; +inf if never reached.
   double effect_concentration_for_score(double score) const;
 

@@ -61,21 +61,24 @@ class EffectTracker {
   // The dose windows [start of dose k, start of dose k+1): the point t closes the old window and
   // opens the new one.
   void at_point(Ticks t, double effect) {
-    record(effect, ticks_to_hours(t));
+    record(effect, t);
+    if (next_dose_ >= doses_.size() || doses_[next_dose_].start > t) return;
     while (next_dose_ < doses_.size() && doses_[next_dose_].start <= t) {
       window_ = static_cast<int>(next_dose_++);
-      record(effect, ticks_to_hours(t));
+      peak_ = -1.0;
+      record(effect, t);
     }
   }
 
-  // A step from t0 (hours) of length h: the effect rises where plasma > effect site.
+  // A step from t0 (hours) of length h, with the concentrations (mg/L) at both ends. The effect
+  // site rises while plasma exceeds it, so a sign change of (plasma - effect) brackets an extremum.
   template <class Propagator>
   void over_step(const Propagator& propagator, const typename Propagator::State& start, double t0, double h,
-                 double rate, const typename Propagator::State& end) {
-    const double effect0 = propagator.effect(start);
-    const double effect1 = propagator.effect(end);
-    const double slope0 = propagator.plasma(start) - effect0;
-    const double slope1 = propagator.plasma(end) - effect1;
+                 double rate, double plasma0, double effect0, double plasma1, double effect1) {
+    // Most steps are monotone and below the threshold: nothing to do (the hot path).
+    if ((plasma0 > effect0) == (plasma1 > effect1) && effect0 < threshold_ && effect1 < threshold_) return;
+    const double slope0 = plasma0 - effect0;
+    const double slope1 = plasma1 - effect1;
     const bool tracks_threshold = threshold_ != std::numeric_limits<double>::infinity();
     const bool extremum_inside = slope0 != 0.0 && slope1 != 0.0 && (slope0 > 0.0) != (slope1 > 0.0);
     if (!extremum_inside) {
@@ -90,22 +93,25 @@ class EffectTracker {
     };
     const double tau = bracketed_root(slope_at, 0.0, slope0, h, slope1);
     const double effect_tau = propagator.effect(propagator.peek(start, tau, rate));
-    if (maximum) record(effect_tau, t0 + tau);
+    if (maximum) record_interior(effect_tau, t0 + tau);
     if (tracks_threshold) {
       add_time_above(propagator, start, 0.0, effect0, tau, effect_tau, rate);
       add_time_above(propagator, start, tau, effect_tau, h, effect1, rate);
     }
   }
 
+  // A point inside a dose window (no dose starts there).
+  void record(double effect, Ticks t) {
+    if (effect > peak_ && window_ >= 0) record_interior(effect, ticks_to_hours(t));
+  }
+
  private:
-  void record(double effect, double time_h) {
-    if (window_ < 0) return;
+  void record_interior(double effect, double time_h) {
+    if (!(effect > peak_) || window_ < 0) return;
+    peak_ = effect;
     const auto k = static_cast<std::size_t>(window_);
-    const double effect_ng_per_ml = effect * kNgPerMlPerMgPerL;
-    if (!(metrics_.peak_effect_ng_per_ml[k] >= effect_ng_per_ml)) {
-      metrics_.peak_effect_ng_per_ml[k] = effect_ng_per_ml;
-      metrics_.peak_dissociation_time_h[k] = time_h;
-    }
+    metrics_.peak_effect_ng_per_ml[k] = effect * kNgPerMlPerMgPerL;
+    metrics_.peak_dissociation_time_h[k] = time_h;
   }
 
   // The effect site is monotone on [a, b]: at most one threshold crossing.
@@ -128,6 +134,7 @@ class EffectTracker {
   SubjectMetrics& metrics_;
   std::size_t next_dose_ = 0;
   int window_ = -1;
+  double peak_ = -1.0;  // of the current window, mg/L
 };
 
 double dosed_by(const std::vector<Dose>& doses, Ticks end) {
@@ -146,7 +153,8 @@ double dosed_by(const std::vector<Dose>& doses, Ticks end) {
 
 // The integration loop shared by both paths. Breakpoints are the union of the output grid,
 // infusion edges, bolus times, dose starts and week boundaries; between two breakpoints the
-// input is constant and the propagator takes one step.
+// input is constant and the propagator takes one step. Each point's concentrations are computed
+// once and handed to the metrics.
 template <class Propagator>
 void integrate(const Propagator& propagator, const MammillaryEffectModel& model, const SimulationPlan& plan,
                const std::vector<Dose>& doses, const TrajectoryRows& rows, SubjectMetrics& metrics) {
@@ -158,8 +166,6 @@ void integrate(const Propagator& propagator, const MammillaryEffectModel& model,
     dose_starts.push_back(dose.start);
   }
 
-  metrics.cmax_ng_per_ml = 0.0;
-  metrics.tmax_h = 0.0;
   metrics.time_above_dissociation_h = 0.0;
   metrics.auc_per_week_ng_h_per_ml.assign(plan.weeks(), 0.0);
   EffectTracker effect_tracker(doses, model.effect_concentration_for_score(plan.dissociation_threshold), metrics);
@@ -167,50 +173,84 @@ void integrate(const Propagator& propagator, const MammillaryEffectModel& model,
   const auto grid_factors = propagator.factors(ticks_to_hours(plan.grid_step));
   const std::size_t n_time = plan.time_points();
   auto state = propagator.initial_state();
-  double auc = 0.0;
-  double auc_at_week_start = 0.0;
+  double auc = 0.0, auc_at_week_start = 0.0, cmax = -1.0;
   std::size_t week = 0, grid = 0, segment = 0, bolus = 0, dose_start = 0;
   Ticks t = 0;
-  double cmax = -1.0;
+  Ticks next_grid_time = 0;  // grid * grid_step, kept by multiplication, never accumulated
+  Ticks week_end = kTicksPerWeek;
+  Ticks next_edge = 0;  // the next breakpoint that is not a grid point
+  double plasma = propagator.plasma(state), effect = propagator.effect(state);
+
+  const auto write_grid_point = [&](double plasma_now, double effect_now) {
+    if (rows.plasma_ng_per_ml) rows.plasma_ng_per_ml[grid] = static_cast<float>(plasma_now * kNgPerMlPerMgPerL);
+    if (rows.effect_ng_per_ml) rows.effect_ng_per_ml[grid] = static_cast<float>(effect_now * kNgPerMlPerMgPerL);
+    if (rows.dissociation) rows.dissociation[grid] = static_cast<float>(model.dissociation(effect_now));
+    ++grid;
+    next_grid_time = grid < n_time ? static_cast<Ticks>(grid) * plan.grid_step : std::numeric_limits<Ticks>::max();
+  };
+  const auto update_cmax = [&](double plasma_now, Ticks t_now) {
+    if (plasma_now > cmax) {
+      cmax = plasma_now;
+      metrics.tmax_h = ticks_to_hours(t_now);
+    }
+  };
 
   while (true) {
     // Same-time rule: infusion edges are segment boundaries (the next segment's rate already
     // holds both the stop and the start), then boluses, then the observation.
-    for (; bolus < boluses.size() && boluses[bolus].first == t; ++bolus) propagator.bolus(state, boluses[bolus].second);
-    const double plasma = propagator.plasma(state);
-    const double effect = propagator.effect(state);
+    if (bolus < boluses.size() && boluses[bolus].first == t) {
+      for (; bolus < boluses.size() && boluses[bolus].first == t; ++bolus) propagator.bolus(state, boluses[bolus].second);
+      plasma = propagator.plasma(state);
+      effect = propagator.effect(state);
+    }
+    // Checked at every edge; a non-finite value inside a run of grid steps propagates to the next.
     if (!std::isfinite(plasma) || !std::isfinite(effect)) throw SolverError("the solution became non-finite");
-    if (plasma > cmax) {
-      cmax = plasma;
-      metrics.tmax_h = ticks_to_hours(t);
-    }
+    update_cmax(plasma, t);
     effect_tracker.at_point(t, effect);
-    if (grid < n_time && static_cast<Ticks>(grid) * plan.grid_step == t) {
-      if (rows.plasma_ng_per_ml) rows.plasma_ng_per_ml[grid] = static_cast<float>(plasma * kNgPerMlPerMgPerL);
-      if (rows.effect_ng_per_ml) rows.effect_ng_per_ml[grid] = static_cast<float>(effect * kNgPerMlPerMgPerL);
-      if (rows.dissociation) rows.dissociation[grid] = static_cast<float>(model.dissociation(effect));
-      ++grid;
-    }
-    const Ticks week_end = static_cast<Ticks>(week + 1) * kTicksPerWeek;
+    if (t == next_grid_time) write_grid_point(plasma, effect);
     if (t == week_end || t == plan.grid_end) {
       metrics.auc_per_week_ng_h_per_ml[week] = (auc - auc_at_week_start) * kNgPerMlPerMgPerL;
       auc_at_week_start = auc;
       ++week;
+      week_end = static_cast<Ticks>(week + 1) * kTicksPerWeek;
     }
     if (t >= plan.grid_end) break;
 
-    while (segments[segment].end <= t) ++segment;
-    while (dose_start < dose_starts.size() && dose_starts[dose_start] <= t) ++dose_start;
-    Ticks next = std::min({segments[segment].end, static_cast<Ticks>(grid) * plan.grid_step, week_end});
-    if (bolus < boluses.size()) next = std::min(next, boluses[bolus].first);
-    if (dose_start < dose_starts.size()) next = std::min(next, dose_starts[dose_start]);
-
+    if (t >= next_edge) {
+      while (segments[segment].end <= t) ++segment;
+      while (dose_start < dose_starts.size() && dose_starts[dose_start] <= t) ++dose_start;
+      next_edge = std::min({segments[segment].end, week_end, plan.grid_end});
+      if (bolus < boluses.size()) next_edge = std::min(next_edge, boluses[bolus].first);
+      if (dose_start < dose_starts.size()) next_edge = std::min(next_edge, dose_starts[dose_start]);
+    }
     const double rate = segments[segment].rate_mg_per_h;
+    // The hot path: whole grid steps strictly before the next edge, where nothing but the grid
+    // happens (no dose, no segment change, no week boundary).
+    if (t + plan.grid_step == next_grid_time) {
+      while (next_grid_time < next_edge) {
+        const auto start = state;
+        auc += propagator.advance(state, grid_factors, rate);
+        const double plasma_next = propagator.plasma(state), effect_next = propagator.effect(state);
+        effect_tracker.over_step(propagator, start, ticks_to_hours(t), ticks_to_hours(plan.grid_step), rate, plasma,
+                                 effect, plasma_next, effect_next);
+        plasma = plasma_next;
+        effect = effect_next;
+        t = next_grid_time;
+        update_cmax(plasma, t);
+        effect_tracker.record(effect, t);
+        write_grid_point(plasma, effect);
+      }
+    }
+    const Ticks next = std::min(next_edge, next_grid_time);
     const Ticks step = next - t;
     const auto start = state;
     auc += step == plan.grid_step ? propagator.advance(state, grid_factors, rate)
                                   : propagator.advance(state, propagator.factors(ticks_to_hours(step)), rate);
-    effect_tracker.over_step(propagator, start, ticks_to_hours(t), ticks_to_hours(step), rate, state);
+    const double plasma_next = propagator.plasma(state), effect_next = propagator.effect(state);
+    effect_tracker.over_step(propagator, start, ticks_to_hours(t), ticks_to_hours(step), rate, plasma, effect,
+                             plasma_next, effect_next);
+    plasma = plasma_next;
+    effect = effect_next;
     t = next;
   }
 
