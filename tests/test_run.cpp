@@ -1,1 +1,214 @@
+// Whole runs: results independent of thread count and block size, the published end-of-infusion
+// concentration for the default scenario, and failed subjects recorded without stopping the run.
+
 #include <catch2/catch.hpp>
+
+#include <H5Cpp.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "ketasim/errors.hpp"
+#include "ketasim/model_catalog.hpp"
+#include "ketasim/run.hpp"
+#include "ketasim/scenario_loader.hpp"
+
+using namespace ketasim;
+namespace fs = std::filesystem;
+
+namespace {
+
+const char* kTwoArmScenario = R"(
+name: run_test
+model:
+  name: ketamine_domino_3cmt
+cohort:
+  size: 150
+  seed: 99
+  weight: {distribution: normal, mean: 80 kg, sd: 15 kg, min: 45 kg, max: 150 kg}
+  variability:
+    cv: {V1: 30%, k10: 30%, ke0: 20%}
+arms:
+  - name: once_weekly
+    regimen: {route: iv_infusion, dose: 0.5 mg/kg, infusion_duration: 40 min, schedule: [Mon 09:00], for: 2 weeks}
+  - name: twice_weekly
+    regimen:
+      - {route: iv_infusion, dose: 0.5 mg/kg, infusion_duration: 40 min, schedule: [Mon 09:00, Thu 09:00], for: 2 weeks}
+      - {route: iv_bolus, dose: 5 mg, schedule: {at: [30 h]}}
+output:
+  grid: {every: 10 min, for: 10 d}
+  dissociation_threshold: 4
+)";
+
+fs::path temporary_file(const std::string& name) {
+  return fs::temp_directory_path() / ("ketasim_test_run_" + std::to_string(::getpid()) + "_" + name);
+}
+
+// Every numeric dataset of every arm, as raw bytes, by path.
+std::vector<std::pair<std::string, std::vector<char>>> numeric_datasets(const fs::path& file,
+                                                                        const std::vector<ArmLayout>& layouts) {
+  H5::H5File h5(file.string(), H5F_ACC_RDONLY);
+  std::vector<std::string> paths;
+  for (const ArmLayout& arm : layouts) {
+    const std::string base = "/arms/" + arm.name + "/";
+    paths.push_back(base + "time_h");
+    paths.push_back(base + "subjects/id");
+    paths.push_back(base + "metrics/status");
+    for (const auto& c : arm.subject_columns) paths.push_back(base + "subjects/" + c.name);
+    for (const auto& c : arm.metrics) paths.push_back(base + "metrics/" + c.name);
+    for (const auto& c : arm.trajectories) {
+      paths.push_back(base + "trajectories/" + c.name);
+      for (const char* q : {"p05", "p50", "p95"}) paths.push_back(base + "summary/" + c.name + "/" + q);
+    }
+  }
+  std::vector<std::pair<std::string, std::vector<char>>> result;
+  for (const std::string& path : paths) {
+    H5::DataSet dataset = h5.openDataSet(path);
+    const H5::DataType type = dataset.getDataType();
+    const auto points = static_cast<std::size_t>(dataset.getSpace().getSimpleExtentNpoints());
+    std::vector<char> bytes(points * type.getSize());
+    if (!bytes.empty()) dataset.read(bytes.data(), type);
+    result.emplace_back(path, std::move(bytes));
+  }
+  return result;
+}
+
+RunReport run_to(const Scenario& scenario, const fs::path& output, unsigned threads, std::int64_t block_size) {
+  RunOptions options;
+  options.output_path = output.string();
+  options.threads = threads;
+  options.block_size = block_size;
+  return run_scenario(scenario, options);
+}
+
+}  // namespace
+
+TEST_CASE("output is identical for any thread count and block size", "[run]") {
+  const Scenario scenario = parse_scenario(kTwoArmScenario, "run_test.yaml");
+  const fs::path one = temporary_file("one.h5"), two = temporary_file("two.h5");
+  run_to(scenario, one, 1, 64);
+  run_to(scenario, two, 2, 13);  // many small, unaligned blocks finishing out of order
+  const auto layouts = arm_layouts(scenario);
+  const auto a = numeric_datasets(one, layouts);
+  const auto b = numeric_datasets(two, layouts);
+  REQUIRE(a.size() == b.size());
+  REQUIRE(a.size() > 40);
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    INFO(a[i].first);
+    CHECK(a[i].second.size() > 0);
+    const bool identical = a[i].second == b[i].second;  // not CHECK(a == b): Catch would print megabytes
+    CHECK(identical);
+  }
+  fs::remove(one);
+  fs::remove(two);
+}
+
+TEST_CASE("paired arms: subject i has the same weight and parameters in every arm", "[run]") {
+  const Scenario scenario = parse_scenario(kTwoArmScenario, "run_test.yaml");
+  const fs::path output = temporary_file("paired.h5");
+  run_to(scenario, output, 2, 64);
+  const auto layouts = arm_layouts(scenario);
+  const auto datasets = numeric_datasets(output, layouts);
+  const auto find = [&](const std::string& path) {
+    for (const auto& entry : datasets)
+      if (entry.first == path) return entry.second;
+    FAIL("no dataset " << path);
+    return std::vector<char>();
+  };
+  for (const char* column : {"weight_kg", "V1", "k10", "ke0"}) {
+    INFO(column);
+    const bool same = find(std::string("/arms/once_weekly/subjects/") + column) == find(std::string("/arms/twice_weekly/subjects/") + column);
+    CHECK(same);
+  }
+  const bool distinct = find("/arms/once_weekly/subjects/weight_kg") != find("/arms/once_weekly/subjects/V1");
+  CHECK(distinct);
+  fs::remove(output);
+}
+
+TEST_CASE("default scenario: median end-of-infusion ketamine is near the published 185 ng/mL", "[run]") {
+  // Venous samples after 0.5 mg/kg over 40 min average about 185 ng/mL (shared/science/ketamine.md);
+  // the Clements model predicts about 177 ng/mL at 70 kg.
+  Scenario scenario = load_scenario_file(std::string(KETASIM_SOURCE_DIR) + "/scenarios/once_vs_twice_weekly.yaml");
+  scenario.cohort.size = 400;
+  RunOptions options;
+  options.threads = 2;
+  const RunReport report = run_scenario(scenario, options);
+  REQUIRE(report.arms.size() == 2);
+  for (const ArmReport& arm : report.arms) {
+    INFO(arm.name);
+    CHECK(arm.failed == 0);
+    CHECK(std::abs(arm.cmax_ng_per_ml.p50 - 185.0) / 185.0 < 0.10);
+    // Weekly exposure doubles with the second weekly infusion.
+  }
+  CHECK(report.arms[1].weekly_auc_ng_h_per_ml.p50 == Approx(2.0 * report.arms[0].weekly_auc_ng_h_per_ml.p50).epsilon(0.02));
+  CHECK(report.arms[1].doses == 2 * report.arms[0].doses);
+}
+
+TEST_CASE("a subject that cannot be solved is recorded and the run goes on", "[run]") {
+  // ke0 set to the slow disposition rate of the 70-kg Clements model makes the effect compartment
+  // resonate with it: the eigenvectors are degenerate and exact stepping is refused.
+  const ModelCard& card = *find_builtin_model("ketamine_clements_2cmt");
+  const auto value = [&](const char* name) { return card.parameters[static_cast<std::size_t>(card.index_of(name))].value; };
+  const double k10 = value("k10"), k12 = value("k12"), k21 = value("k21");
+  const double sum = k10 + k12 + k21;
+  const double beta = 0.5 * (sum - std::sqrt(sum * sum - 4.0 * k10 * k21));
+  char text[1024];
+  std::snprintf(text, sizeof text, R"(
+name: degenerate
+model:
+  name: ketamine_clements_2cmt
+  parameters: {ke0: %.17g 1/h}
+cohort: {size: 5, seed: 1, weight: 70 kg}
+arms:
+  - name: single
+    regimen: {route: iv_infusion, dose: 35 mg, infusion_duration: 40 min, schedule: {at: [1 h]}}
+output:
+  grid: {every: 30 min, for: 1 d}
+solver:
+  method: %s
+)", beta, "exact");
+  const fs::path output = temporary_file("failed.h5");
+  {
+    const Scenario scenario = parse_scenario(text, "degenerate.yaml");
+    const RunReport report = run_to(scenario, output, 1, 64);
+    CHECK(report.arms[0].failed == 5);
+    H5::H5File h5(output.string(), H5F_ACC_RDONLY);
+    std::vector<std::int8_t> status(5);
+    h5.openDataSet("/arms/single/metrics/status").read(status.data(), H5::PredType::NATIVE_INT8);
+    CHECK(status == std::vector<std::int8_t>(5, 1));
+    std::vector<float> plasma(5 * 49);
+    h5.openDataSet("/arms/single/trajectories/plasma_ketamine_ng_per_ml").read(plasma.data(), H5::PredType::NATIVE_FLOAT);
+    CHECK(std::isnan(plasma[10]));
+  }
+  std::snprintf(text, sizeof text, R"(
+name: degenerate
+model:
+  name: ketamine_clements_2cmt
+  parameters: {ke0: %.17g 1/h}
+cohort: {size: 5, seed: 1, weight: 70 kg}
+arms:
+  - name: single
+    regimen: {route: iv_infusion, dose: 35 mg, infusion_duration: 40 min, schedule: {at: [1 h]}}
+output:
+  grid: {every: 30 min, for: 1 d}
+solver:
+  method: %s
+)", beta, "auto");
+  const Scenario fallback = parse_scenario(text, "degenerate.yaml");
+  const RunReport report = run_to(fallback, output, 1, 64);
+  CHECK(report.arms[0].failed == 0);
+  CHECK(report.arms[0].ode_fallbacks == 5);
+  CHECK(report.arms[0].cmax_ng_per_ml.p50 > 100.0);
+  fs::remove(output);
+}
+
+TEST_CASE("an unwritable output path fails before simulating and creates nothing", "[run]") {
+  const Scenario scenario = parse_scenario(kTwoArmScenario, "run_test.yaml");
+  const fs::path missing_dir = temporary_file("no_such_dir") / "results.h5";
+  CHECK_THROWS_AS(run_to(scenario, missing_dir, 1, 64), IoError);
+  CHECK_FALSE(fs::exists(missing_dir.parent_path()));
+}
