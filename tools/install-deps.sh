@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs everything ketasim needs from Debian 12's packages (run as root). Idempotent.
+set -euo pipefail
+packages=(
+  build-essential cmake git pkg-config
+  libboost-dev libeigen3-dev libhdf5-dev hdf5-tools libyaml-cpp-dev
+  catch2 libcli11-dev librandom123-dev libbenchmark-dev libnlopt-cxx-dev
+  libopenmpi-dev openmpi-bin
+  python3 python3-h5py python3-matplotlib
+)
+missing=()
+for package in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if ((${#missing[@]})); then
+  echo "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+else
+  echo "all ${#packages[@]} Debian packages already installed"
+fi
