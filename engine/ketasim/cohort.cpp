@@ -32,11 +32,12 @@ CohortSampler::CohortSampler(const Scenario& scenario, const ModelCard& card)
     for (Eigen::Index i = 0; i < n; ++i) omega(i) = std::sqrt(std::log1p(std::pow(variability.cv[static_cast<std::size_t>(i)], 2)));
     const Eigen::MatrixXd correlation =
         variability.correlation.size() == n * n ? variability.correlation : Eigen::MatrixXd::Identity(n, n);
-    const Eigen::MatrixXd covariance = omega.asDiagonal() * correlation * omega.asDiagonal();
-    Eigen::LLT<Eigen::MatrixXd> cholesky(covariance);
+    // Factor the correlation and scale by omega (Omega = D C D = (D L)(D L)^T): a parameter with
+    // 0% CV then simply gets no variability instead of making the covariance singular.
+    Eigen::LLT<Eigen::MatrixXd> cholesky(correlation);
     if (cholesky.info() != Eigen::Success)
-      throw ModelParameterError("the variability covariance matrix is not positive definite");
-    eta_factor_ = cholesky.matrixL();
+      throw ModelParameterError("the variability correlation matrix is not positive definite");
+    eta_factor_ = omega.asDiagonal() * Eigen::MatrixXd(cholesky.matrixL());
   }
 }
 

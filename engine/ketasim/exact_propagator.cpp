@@ -95,8 +95,15 @@ ExactPropagator::StepFactors ExactPropagator::factors(double duration_h) const {
 }
 
 ExactPropagator::State ExactPropagator::peek(const State& state, double tau_h, double rate_mg_per_h) const {
-  State result = state;
-  advance(result, factors(tau_h), rate_mg_per_h);
+  // Only the state is needed (root finding within a step): one expm1 per mode, no integrals.
+  // e^x = 1 + expm1(x) loses relative precision only where e^x is negligible next to 1.
+  State result;
+  for (Eigen::Index i = 0; i < kModes; ++i) {
+    const double x = eigenvalues_(i) * tau_h;
+    const double growth = std::expm1(x);
+    const double first = x == 0.0 ? tau_h : growth / eigenvalues_(i);
+    result.modal(i) = (1.0 + growth) * state.modal(i) + first * input_modal_(i) * rate_mg_per_h;
+  }
   return result;
 }
 

@@ -1,1 +1,33 @@
-// placeholder: being written
+#include "ketasim/scenario.hpp"
+
+namespace ketasim {
+
+// These spellings are the scenario-file vocabulary; the loader matches input against them.
+
+std::string to_string(Route route) {
+  switch (route) {
+    case Route::iv_infusion: return "iv_infusion";
+    case Route::iv_bolus: return "iv_bolus";
+  }
+  return "unknown_route";
+}
+
+std::string to_string(OutputVariable variable) {
+  switch (variable) {
+    case OutputVariable::plasma_ketamine: return "plasma_ketamine";
+    case OutputVariable::effect_site: return "effect_site";
+    case OutputVariable::dissociation: return "dissociation";
+  }
+  return "unknown_variable";
+}
+
+std::string to_string(SolverMethod method) {
+  switch (method) {
+    case SolverMethod::automatic: return "auto";
+    case SolverMethod::exact: return "exact";
+    case SolverMethod::ode: return "ode";
+  }
+  return "unknown_method";
+}
+
+}  // namespace ketasim

@@ -1,1 +1,649 @@
-// placeholder: being written
+#include "ketasim/scenario_loader.hpp"
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <Eigen/Cholesky>
+
+#include "ketasim/model_catalog.hpp"
+#include "ketasim/units.hpp"
+#include "ketasim/yaml_reader.hpp"
+
+namespace ketasim {
+
+namespace {
+
+using yaml::MapEntry;
+using yaml::NodeRef;
+using yaml::in_quotes;
+using yaml::trim;
+
+// Limits that keep every later computation in range (Ticks are int64 milliseconds).
+constexpr std::int64_t kMaxCohortSize = std::int64_t{1} << 40;
+constexpr double kMaxTimeHours = 100.0 * 365.25 * 24.0;  // 100 years
+constexpr std::int64_t kMaxDoseCount = 1'000'000;
+constexpr std::int64_t kMaxGridPoints = 10'000'000;  // per subject and variable
+constexpr double kMaxCv = 5.0;                       // 500%
+
+std::string format_hours(Ticks ticks) { return yaml::format_number(ticks_to_hours(ticks)) + " h"; }
+
+bool equals_ignoring_case(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Numbers and times
+
+enum class Sign { positive, non_negative };
+
+// Fails unless `value` (read from `node`) has the required sign.
+void check_sign(const NodeRef& node, double value, Sign sign) {
+  if (sign == Sign::positive && !(value > 0.0)) node.fail(node.kind() + " must be greater than 0");
+  if (sign == Sign::non_negative && !(value >= 0.0)) node.fail(node.kind() + " must not be negative");
+}
+
+double read_quantity(const NodeRef& node, const Dimension& dimension, Sign sign) {
+  const double value = node.as_quantity(dimension).value;
+  check_sign(node, value, sign);
+  return value;
+}
+
+// A time in hours from a quantity text, as Ticks. All scenario times pass through here.
+Ticks to_ticks(const NodeRef& node, const std::string& text, Sign sign) {
+  const double hours = node.quantity_from(text, dim::time).value;
+  if (sign == Sign::positive && !(hours > 0.0)) node.fail(in_quotes(text) + " must be greater than 0");
+  if (sign == Sign::non_negative && !(hours >= 0.0)) node.fail(in_quotes(text) + " must not be negative");
+  if (hours > kMaxTimeHours) node.fail(in_quotes(text) + " is longer than the limit of 100 years");
+  const Ticks ticks = std::llround(hours * static_cast<double>(kTicksPerHour));
+  if (hours > 0.0 && ticks == 0) node.fail(in_quotes(text) + " is shorter than the time resolution of 1 ms");
+  return ticks;
+}
+
+Ticks read_duration(const NodeRef& node) { return to_ticks(node, node.scalar(describe(dim::time)), Sign::positive); }
+Ticks read_time_point(const NodeRef& node) {
+  return to_ticks(node, node.scalar(describe(dim::time)), Sign::non_negative);
+}
+
+// One of the names `to_string` gives the values of an enum.
+template <typename Enum, std::size_t N>
+Enum read_choice(const NodeRef& node, const std::array<Enum, N>& choices, std::string_view what) {
+  const std::string text = node.scalar(what);
+  std::vector<std::string> names;
+  for (const Enum choice : choices) {
+    if (to_string(choice) == text) return choice;
+    names.push_back(to_string(choice));
+  }
+  node.fail("unknown " + std::string(what) + " " + in_quotes(text) + yaml::did_you_mean(text, names) + "; expected " +
+            yaml::join_alternatives(names));
+}
+
+// ---------------------------------------------------------------------------------------------
+// model
+
+std::vector<std::string> parameter_names(const ModelCard& card) {
+  std::vector<std::string> names;
+  for (const auto& spec : card.parameters) names.push_back(spec.name);
+  return names;
+}
+
+// The card parameter a map key names; fails at the key, with a suggestion, when there is none.
+const ParameterSpec& card_parameter(const ModelCard& card, const MapEntry& entry) {
+  const int index = card.index_of(entry.key);
+  if (index < 0) {
+    const auto names = parameter_names(card);
+    throw ScenarioError(entry.key_where, entry.value.path,
+                        in_quotes(entry.key) + " is not a parameter of model " + in_quotes(card.name) +
+                            yaml::did_you_mean(entry.key, names) + "; expected " +
+                            yaml::join_alternatives(names));
+  }
+  return card.parameters[static_cast<std::size_t>(index)];
+}
+
+double read_parameter_value(const NodeRef& node, const ParameterSpec& spec) {
+  const double value = read_quantity(node, spec.dimension, spec.positive ? Sign::positive : Sign::non_negative);
+  if (spec.upper_bound > 0.0 && value > spec.upper_bound) {
+    const std::string unit = spec.unit.empty() ? "" : " " + spec.unit;
+    node.fail(node.kind() + " exceeds the upper bound of " + spec.name + " (" +
+              yaml::format_number(to_display_unit(spec, spec.upper_bound)) + unit + ")");
+  }
+  return value;
+}
+
+ModelChoice read_model(const NodeRef& node) {
+  node.expect_map("a map of model settings (name, parameters)");
+  node.check_keys({"name", "parameters"});
+  const NodeRef name_node = node.require("name", "a built-in model, e.g. name: ketamine_clements_2cmt");
+  ModelChoice model;
+  model.name = name_node.as_string();
+  const ModelCard* card = find_builtin_model(model.name);
+  if (!card) {
+    std::vector<std::string> names;
+    for (const auto& known : builtin_models()) names.push_back(known.name);
+    name_node.fail("unknown model " + in_quotes(model.name) + yaml::did_you_mean(model.name, names) +
+                   "; the built-in models are " + yaml::join_alternatives(names, "and"));
+  }
+  if (const auto parameters = node.find("parameters")) {
+    parameters->expect_map("a map of parameter overrides (e.g. {V1: 120 L, k10: 0.7 1/h})");
+    for (const auto& entry : parameters->entries()) {
+      const ParameterSpec& spec = card_parameter(*card, entry);
+      model.overrides.push_back(ParameterOverride{spec.name, read_parameter_value(entry.value, spec)});
+    }
+  }
+  return model;
+}
+
+// ---------------------------------------------------------------------------------------------
+// cohort
+
+void forbid_keys(const NodeRef& node, const std::vector<std::string>& keys, const std::string& reason) {
+  for (const auto& entry : node.entries()) {
+    if (std::find(keys.begin(), keys.end(), entry.key) != keys.end())
+      throw ScenarioError(entry.key_where, entry.value.path, in_quotes(entry.key) + " " + reason);
+  }
+}
+
+WeightDistribution read_weight(const NodeRef& node) {
+  WeightDistribution weight;
+  if (node.is_scalar()) {
+    weight.kind = WeightDistribution::Kind::fixed;
+    weight.fixed_kg = read_quantity(node, dim::body_mass, Sign::positive);
+    weight.mean_kg = weight.fixed_kg;
+    return weight;
+  }
+  node.expect_map("a body weight (e.g. 70 kg) or a distribution (e.g. {distribution: normal, mean: 80 kg, "
+                  "sd: 15 kg, min: 45 kg, max: 150 kg})");
+  node.check_keys({"distribution", "value", "mean", "sd", "min", "max"});
+  const NodeRef kind_node = node.require("distribution", "normal or fixed");
+  const std::string kind = kind_node.scalar("a distribution name");
+  if (kind == "fixed") {
+    forbid_keys(node, {"mean", "sd", "min", "max"}, "does not apply to distribution 'fixed' (give value: 70 kg)");
+    weight.kind = WeightDistribution::Kind::fixed;
+    weight.fixed_kg = read_quantity(node.require("value", "the body weight, e.g. value: 70 kg"), dim::body_mass,
+                                    Sign::positive);
+    weight.mean_kg = weight.fixed_kg;
+    return weight;
+  }
+  if (kind != "normal") {
+    const std::vector<std::string> kinds{"normal", "fixed"};
+    kind_node.fail("unknown weight distribution " + in_quotes(kind) + yaml::did_you_mean(kind, kinds) +
+                   "; expected normal or fixed");
+  }
+  forbid_keys(node, {"value"}, "does not apply to distribution 'normal' (give mean, sd, min and max)");
+  weight.kind = WeightDistribution::Kind::truncated_normal;
+  const NodeRef mean = node.require("mean", "e.g. mean: 80 kg");
+  const NodeRef sd = node.require("sd", "e.g. sd: 15 kg");
+  const NodeRef min = node.require("min", "the truncation bound, e.g. min: 45 kg");
+  const NodeRef max = node.require("max", "the truncation bound, e.g. max: 150 kg");
+  weight.sd_kg = read_quantity(sd, dim::body_mass, Sign::non_negative);
+  weight.min_kg = read_quantity(min, dim::body_mass, Sign::positive);
+  weight.max_kg = read_quantity(max, dim::body_mass, Sign::positive);
+  weight.mean_kg = read_quantity(mean, dim::body_mass, Sign::positive);
+  if (!(weight.min_kg < weight.max_kg)) min.fail("min " + min.kind() + " must be less than max " + max.kind());
+  if (weight.mean_kg < weight.min_kg || weight.mean_kg > weight.max_kg)
+    mean.fail("mean " + mean.kind() + " lies outside [min, max] = [" + min.kind() + ", " + max.kind() + "]");
+  weight.fixed_kg = weight.mean_kg;
+  return weight;
+}
+
+// The correlation block of `variability`; fills variability.correlation in cv order.
+void read_correlation(const NodeRef& node, Variability& variability) {
+  node.expect_map("a map {parameters: [V1, k10], matrix: [[1, 0.5], [0.5, 1]]}");
+  node.check_keys({"parameters", "matrix"});
+  const NodeRef names_node = node.require("parameters", "the correlated parameters, e.g. parameters: [V1, k10]");
+  const auto names = names_node.items("the names of the correlated parameters");
+  if (names.size() < 2)
+    names_node.fail("a correlation needs at least two parameters, found " + std::to_string(names.size()));
+  std::vector<std::size_t> cv_index;
+  for (const auto& name_node : names) {
+    const std::string name = name_node.scalar("a parameter name");
+    const auto found = std::find(variability.parameters.begin(), variability.parameters.end(), name);
+    if (found == variability.parameters.end()) {
+      name_node.fail(in_quotes(name) + " has no entry in variability.cv; correlated parameters must have a cv" +
+                     yaml::did_you_mean(name, variability.parameters));
+    }
+    const auto index = static_cast<std::size_t>(found - variability.parameters.begin());
+    if (std::find(cv_index.begin(), cv_index.end(), index) != cv_index.end())
+      name_node.fail(in_quotes(name) + " is listed twice");
+    cv_index.push_back(index);
+  }
+
+  const std::size_t n = names.size();
+  const std::string shape = std::to_string(n) + " x " + std::to_string(n);
+  const NodeRef matrix_node = node.require("matrix", "a " + shape + " correlation matrix, one list per row");
+  const auto rows = matrix_node.items("the correlation matrix (one list per row)");
+  if (rows.size() != n) {
+    matrix_node.fail("expected a " + shape + " matrix (one row per entry of correlation.parameters), found " +
+                     std::to_string(rows.size()) + " rows");
+  }
+  std::vector<std::vector<NodeRef>> cells;
+  Eigen::MatrixXd matrix(static_cast<Eigen::Index>(n), static_cast<Eigen::Index>(n));
+  for (std::size_t r = 0; r < n; ++r) {
+    cells.push_back(rows[r].items("a matrix row"));
+    if (cells[r].size() != n) {
+      rows[r].fail("expected " + std::to_string(n) + " entries in this row of the " + shape + " matrix, found " +
+                   std::to_string(cells[r].size()));
+    }
+    for (std::size_t c = 0; c < n; ++c)
+      matrix(static_cast<Eigen::Index>(r), static_cast<Eigen::Index>(c)) = cells[r][c].as_number();
+  }
+  constexpr double kTolerance = 1e-12;
+  const auto at = [&matrix](std::size_t r, std::size_t c) {
+    return matrix(static_cast<Eigen::Index>(r), static_cast<Eigen::Index>(c));
+  };
+  for (std::size_t r = 0; r < n; ++r) {
+    for (std::size_t c = 0; c < n; ++c) {
+      const NodeRef& cell = cells[r][c];
+      if (r == c && std::fabs(at(r, c) - 1.0) > kTolerance)
+        cell.fail("a correlation matrix has 1 on its diagonal, found " + cell.kind());
+      if (r != c && std::fabs(at(r, c)) > 1.0) cell.fail("correlation " + cell.kind() + " lies outside [-1, 1]");
+      if (c < r && std::fabs(at(r, c) - at(c, r)) > kTolerance) {
+        cell.fail("the correlation matrix is not symmetric: " + cell.kind() + " here but " + cells[c][r].kind() +
+                  " at " + cells[c][r].path);
+      }
+    }
+  }
+  const Eigen::LLT<Eigen::MatrixXd> cholesky(matrix);
+  if (cholesky.info() != Eigen::Success) {
+    matrix_node.fail("the correlation matrix is not positive definite (its correlations are inconsistent, or "
+                     "some are +-1)");
+  }
+  for (std::size_t r = 0; r < n; ++r) {
+    for (std::size_t c = 0; c < n; ++c) {
+      variability.correlation(static_cast<Eigen::Index>(cv_index[r]), static_cast<Eigen::Index>(cv_index[c])) =
+          at(r, c);
+    }
+  }
+}
+
+Variability read_variability(const NodeRef& node, const ModelCard& card) {
+  node.expect_map("a map of variability settings (cv, correlation)");
+  node.check_keys({"cv", "correlation"});
+  const NodeRef cv_node = node.require("cv", "coefficients of variation by parameter, e.g. cv: {V1: 25%, k10: 30%}");
+  cv_node.expect_map("a map of coefficients of variation by parameter (e.g. {V1: 25%, k10: 30%})");
+  Variability variability;
+  for (const auto& entry : cv_node.entries()) {
+    const ParameterSpec& spec = card_parameter(card, entry);
+    const double cv = entry.value.as_percentage();
+    if (cv < 0.0 || cv > kMaxCv) entry.value.fail(entry.value.kind() + " lies outside the accepted range 0% to 500%");
+    variability.parameters.push_back(spec.name);
+    variability.cv.push_back(cv);
+  }
+  const auto n = static_cast<Eigen::Index>(variability.parameters.size());
+  variability.correlation = Eigen::MatrixXd::Identity(n, n);
+  if (const auto correlation = node.find("correlation")) read_correlation(*correlation, variability);
+  return variability;
+}
+
+Cohort read_cohort(const NodeRef& node, const ModelCard& card) {
+  node.expect_map("a map of cohort settings (size, seed, weight, variability)");
+  node.check_keys({"size", "seed", "weight", "variability"});
+  Cohort cohort;
+  cohort.size = node.require("size", "the number of subjects per arm, e.g. size: 1000").as_integer(1, kMaxCohortSize);
+  cohort.seed = node.require("seed", "a non-negative integer that fixes the random draws, e.g. seed: 42").as_unsigned();
+  cohort.weight = read_weight(node.require("weight", "e.g. weight: 70 kg, or weight: {distribution: normal, "
+                                                     "mean: 80 kg, sd: 15 kg, min: 45 kg, max: 150 kg}"));
+  if (const auto variability = node.find("variability")) {
+    cohort.variability = read_variability(*variability, card);
+  } else {
+    cohort.variability.correlation = Eigen::MatrixXd(0, 0);
+  }
+  return cohort;
+}
+
+// ---------------------------------------------------------------------------------------------
+// arms
+
+constexpr std::array<const char*, 7> kWeekdays{"Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"};
+
+Ticks time_in_week(const WeeklySlot& slot) { return slot.weekday * kTicksPerDay + slot.time_of_day; }
+
+// "Fri 09:00".
+std::string format_slot(const WeeklySlot& slot) {
+  const auto minutes = slot.time_of_day / kTicksPerMinute;
+  const auto two_digits = [](std::int64_t value) { return (value < 10 ? "0" : "") + std::to_string(value); };
+  return std::string(kWeekdays[static_cast<std::size_t>(slot.weekday)]) + " " + two_digits(minutes / 60) + ":" +
+         two_digits(minutes % 60);
+}
+
+// "Mon 09:00" -> weekday 0, 9 h. Fails at `node` with what is wrong.
+WeeklySlot parse_weekly_slot(const NodeRef& node) {
+  const std::string text = node.scalar("a weekly slot such as 'Mon 09:00'");
+  const std::string_view trimmed = trim(text);
+  const std::string expected = "expected a weekday and a 24-hour time such as 'Mon 09:00'";
+  const std::size_t space = trimmed.find_first_of(" \t");
+  if (space == std::string_view::npos) {
+    node.fail(in_quotes(text) + " is not a weekly slot; " + expected +
+              " (for times from the start, write schedule: {at: [9 h, 81 h]})");
+  }
+  const std::string_view day = trimmed.substr(0, space);
+  const std::string_view clock = trim(trimmed.substr(space));
+  WeeklySlot slot;
+  const auto found = std::find_if(kWeekdays.begin(), kWeekdays.end(),
+                                  [day](const char* name) { return equals_ignoring_case(day, name); });
+  if (found == kWeekdays.end()) {
+    node.fail("unknown weekday " + in_quotes(day) + " in " + in_quotes(text) +
+              "; expected Mon, Tue, Wed, Thu, Fri, Sat or Sun");
+  }
+  slot.weekday = static_cast<int>(found - kWeekdays.begin());
+  const std::size_t colon = clock.find(':');
+  const auto all_digits = [](std::string_view part) {
+    return !part.empty() && std::all_of(part.begin(), part.end(), [](char c) { return c >= '0' && c <= '9'; });
+  };
+  const std::string_view hour_text = colon == std::string_view::npos ? clock : clock.substr(0, colon);
+  const std::string_view minute_text = colon == std::string_view::npos ? std::string_view() : clock.substr(colon + 1);
+  if (colon == std::string_view::npos || hour_text.size() > 2 || minute_text.size() != 2 || !all_digits(hour_text) ||
+      !all_digits(minute_text)) {
+    node.fail(in_quotes(text) + " is not a weekly slot; " + expected + " (time as HH:MM)");
+  }
+  const int hour = std::stoi(std::string(hour_text));
+  const int minute = std::stoi(std::string(minute_text));
+  if (hour > 23 || minute > 59)
+    node.fail(in_quotes(text) + " is not a valid 24-hour time; expected 00:00 to 23:59, e.g. 'Mon 09:00'");
+  slot.time_of_day = hour * kTicksPerHour + minute * kTicksPerMinute;
+  return slot;
+}
+
+void read_weekly_schedule(const std::vector<NodeRef>& items, DosingRule& rule) {
+  for (const auto& item : items) {
+    const WeeklySlot slot = parse_weekly_slot(item);
+    for (std::size_t i = 0; i < rule.weekly_slots.size(); ++i) {
+      if (time_in_week(rule.weekly_slots[i]) == time_in_week(slot))
+        item.fail("slot " + item.kind() + " is listed twice (also at " + items[i].path + ")");
+    }
+    rule.weekly_slots.push_back(slot);
+  }
+  std::sort(rule.weekly_slots.begin(), rule.weekly_slots.end(),
+            [](const WeeklySlot& a, const WeeklySlot& b) { return time_in_week(a) < time_in_week(b); });
+}
+
+void read_schedule(const NodeRef& node, DosingRule& rule) {
+  const std::string expected =
+      "expected weekly slots (e.g. [Mon 09:00, Thu 09:00]), an interval (e.g. 'every 3.5 d') or "
+      "explicit times (e.g. {at: [9 h, 81 h]})";
+  if (node.is_sequence()) {
+    const auto items = node.items("weekly slots");
+    if (items.empty()) node.fail("the schedule lists no weekly slots; " + expected);
+    rule.schedule = ScheduleKind::weekly;
+    read_weekly_schedule(items, rule);
+  } else if (node.is_scalar()) {
+    const std::string text = node.scalar("a schedule");
+    const std::string_view trimmed = trim(text);
+    const std::string_view keyword = "every";
+    const bool is_interval = trimmed.size() > keyword.size() &&
+                             equals_ignoring_case(trimmed.substr(0, keyword.size()), keyword) &&
+                             std::isspace(static_cast<unsigned char>(trimmed[keyword.size()]));
+    if (!is_interval) node.fail(in_quotes(text) + " is not a schedule; " + expected);
+    rule.schedule = ScheduleKind::interval;
+    rule.interval = to_ticks(node, std::string(trim(trimmed.substr(keyword.size()))), Sign::positive);
+  } else if (node.is_map()) {
+    node.check_keys({"at"});
+    const NodeRef at = node.require("at", "the dose times from the simulation start, e.g. at: [9 h, 81 h]");
+    const auto items = at.items("dose times (e.g. [9 h, 81 h])");
+    if (items.empty()) at.fail("the schedule lists no dose times");
+    rule.schedule = ScheduleKind::explicit_times;
+    for (std::size_t i = 0; i < items.size(); ++i) {
+      const Ticks t = read_time_point(items[i]);
+      if (i > 0 && t == rule.explicit_times.back())
+        items[i].fail("time " + items[i].kind() + " is listed twice (also at " + items[i - 1].path + ")");
+      if (i > 0 && t < rule.explicit_times.back()) {
+        items[i].fail("dose times must be in ascending order: " + items[i].kind() + " comes after " +
+                      items[i - 1].kind());
+      }
+      rule.explicit_times.push_back(t);
+    }
+  } else {
+    node.fail(expected + ", found " + node.kind());
+  }
+}
+
+DoseAmount read_dose(const NodeRef& node) {
+  const std::string expected = "a drug amount (e.g. 35 mg) or a weight-based dose (e.g. 0.5 mg/kg)";
+  const std::string text = node.scalar(expected);
+  std::string problem;
+  const auto quantity = parse_quantity(text, &problem);
+  if (!quantity) node.fail("cannot read " + in_quotes(text) + " as a dose: " + problem);
+  DoseAmount dose;
+  if (quantity->dimension == dim::drug_mass) {
+    dose.basis = DoseBasis::flat;
+  } else if (quantity->dimension == dim::dose_per_weight) {
+    dose.basis = DoseBasis::per_body_weight;
+  } else if (quantity->dimension == dim::dimensionless) {
+    node.fail(in_quotes(text) + " has no unit, expected " + expected);
+  } else {
+    node.fail(in_quotes(text) + " is " + describe(quantity->dimension) + ", expected " + expected);
+  }
+  dose.value = quantity->value;
+  check_sign(node, dose.value, Sign::positive);
+  return dose;
+}
+
+std::string schedule_name(ScheduleKind kind) {
+  switch (kind) {
+    case ScheduleKind::weekly: return "weekly";
+    case ScheduleKind::interval: return "interval";
+    case ScheduleKind::explicit_times: return "explicit";
+  }
+  return "unknown";
+}
+
+// `for` / `count`: exactly one for repeating schedules, neither for an explicit list.
+void read_repeat_bounds(const NodeRef& node, DosingRule& rule) {
+  const auto repeat_for = node.find("for");
+  const auto count = node.find("count");
+  if (rule.schedule == ScheduleKind::explicit_times) {
+    for (const auto* bound : {&repeat_for, &count}) {
+      if (*bound) {
+        (*bound)->fail("'for' and 'count' do not apply to an explicit {at: [...]} schedule, whose doses are "
+                       "listed; remove the key");
+      }
+    }
+    return;
+  }
+  const std::string name = schedule_name(rule.schedule);
+  if (repeat_for && count)
+    count->fail("give either 'for' or 'count' for a " + name + " schedule, not both");
+  if (!repeat_for && !count) {
+    node.fail((name == "interval" ? "an " : "a ") + name +
+              " schedule needs 'for' (e.g. for: 3 weeks) or 'count' (e.g. count: 6) to say when dosing stops");
+  }
+  if (count) rule.count = static_cast<int>(count->as_integer(1, kMaxDoseCount));
+  if (repeat_for) {
+    rule.repeat_for = read_duration(*repeat_for);
+    // The same cap as for `count`, so a short interval over a long window cannot expand into
+    // billions of events (for weekly slots this counts whole weeks, an upper bound).
+    const Ticks period = rule.schedule == ScheduleKind::interval ? rule.interval : kTicksPerWeek;
+    const std::int64_t per_period =
+        rule.schedule == ScheduleKind::interval ? 1 : static_cast<std::int64_t>(rule.weekly_slots.size());
+    const std::int64_t doses = (*rule.repeat_for + period - 1) / period * per_period;
+    if (doses > kMaxDoseCount) {
+      repeat_for->fail(repeat_for->kind() + " gives up to " + std::to_string(doses) + " doses; at most " +
+                       std::to_string(kMaxDoseCount) + " per rule are supported");
+    }
+    // Weekly doses start at `start` plus their time in the week: the window must reach the first.
+    if (rule.schedule == ScheduleKind::weekly && *rule.repeat_for <= time_in_week(rule.weekly_slots.front())) {
+      const WeeklySlot& first = rule.weekly_slots.front();
+      repeat_for->fail(repeat_for->kind() + " ends before the first weekly slot (" + format_slot(first) + ", " +
+                       format_hours(time_in_week(first)) + " into the week): no dose would be given");
+    }
+  }
+}
+
+DosingRule read_rule(const NodeRef& node) {
+  node.expect_map("a dosing rule (a map with route, dose, infusion_duration, schedule, ...)");
+  node.check_keys({"route", "dose", "infusion_duration", "schedule", "start", "for", "count"});
+  DosingRule rule;
+  rule.where = node.where;
+  rule.route = read_choice(node.require("route", "iv_infusion or iv_bolus"),
+                           std::array{Route::iv_infusion, Route::iv_bolus}, "route");
+  rule.dose = read_dose(node.require("dose", "e.g. dose: 0.5 mg/kg or dose: 35 mg"));
+  if (rule.route == Route::iv_infusion) {
+    rule.infusion_duration =
+        read_duration(node.require("infusion_duration", "an iv_infusion needs its duration, e.g. 40 min"));
+  } else if (const auto duration = node.find("infusion_duration")) {
+    duration->fail("an iv_bolus has no infusion_duration; remove the key or use route: iv_infusion");
+  }
+  read_schedule(node.require("schedule", "e.g. schedule: [Mon 09:00, Thu 09:00], 'every 3.5 d' or {at: [9 h]}"),
+                rule);
+  if (const auto start = node.find("start")) rule.start = read_time_point(*start);
+  read_repeat_bounds(node, rule);
+  return rule;
+}
+
+void check_arm_name(const NodeRef& node, const std::string& name) {
+  if (name.empty()) node.fail("an arm name must not be empty");
+  const bool safe = std::all_of(name.begin(), name.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-';
+  });
+  if (!safe) {
+    node.fail("arm name " + in_quotes(name) +
+              " may contain only letters, digits, '_' and '-' (it becomes an HDF5 group name)");
+  }
+}
+
+std::vector<Arm> read_arms(const NodeRef& node) {
+  const auto items = node.items("the arms (a list of {name, regimen})");
+  if (items.empty()) node.fail("a scenario needs at least one arm");
+  std::vector<Arm> arms;
+  std::vector<std::string> name_paths;
+  for (const auto& item : items) {
+    item.expect_map("an arm (a map with name and regimen)");
+    item.check_keys({"name", "regimen"});
+    const NodeRef name_node = item.require("name", "e.g. name: twice_weekly");
+    Arm arm;
+    arm.name = name_node.scalar("an arm name");
+    check_arm_name(name_node, arm.name);
+    for (std::size_t i = 0; i < arms.size(); ++i) {
+      if (arms[i].name == arm.name)
+        name_node.fail("duplicate arm name " + in_quotes(arm.name) + " (also " + name_paths[i] + ")");
+    }
+    const NodeRef regimen = item.require("regimen", "a dosing rule, or a list of dosing rules");
+    if (regimen.is_sequence()) {
+      const auto rules = regimen.items("dosing rules");
+      if (rules.empty()) regimen.fail("the regimen lists no dosing rules");
+      for (const auto& rule : rules) arm.regimen.push_back(read_rule(rule));
+    } else {
+      arm.regimen.push_back(read_rule(regimen));
+    }
+    name_paths.push_back(name_node.path);
+    arms.push_back(std::move(arm));
+  }
+  return arms;
+}
+
+// ---------------------------------------------------------------------------------------------
+// output and solver
+
+void read_grid(const NodeRef& node, OutputSpec& output) {
+  node.expect_map("a map {every: 5 min, for: 21 d}");
+  node.check_keys({"every", "for"});
+  const auto every = node.find("every");
+  const auto end = node.find("for");
+  if (every) output.grid_step = read_duration(*every);
+  if (end) output.grid_end = read_duration(*end);
+  const NodeRef& blame = end ? *end : every ? *every : node;
+  if (output.grid_end < output.grid_step) {
+    blame.fail("the grid ends (" + format_hours(output.grid_end) + ") before its first step (" +
+               format_hours(output.grid_step) + ")");
+  }
+  if (output.grid_end / output.grid_step + 1 > kMaxGridPoints) {
+    blame.fail("the grid has " + std::to_string(output.grid_end / output.grid_step + 1) + " points; at most " +
+               std::to_string(kMaxGridPoints) + " are supported (use a coarser step)");
+  }
+}
+
+OutputSpec read_output(const NodeRef& node) {
+  node.expect_map("a map of output settings (grid, variables, dissociation_threshold); remove the key for defaults");
+  node.check_keys({"grid", "variables", "dissociation_threshold"});
+  OutputSpec output;
+  if (const auto grid = node.find("grid")) read_grid(*grid, output);
+  if (const auto variables = node.find("variables")) {
+    const auto items = variables->items("output variables (e.g. [plasma_ketamine, effect_site, dissociation])");
+    if (items.empty()) variables->fail("at least one output variable is required");
+    output.variables.clear();
+    for (std::size_t i = 0; i < items.size(); ++i) {
+      const OutputVariable variable = read_choice(
+          items[i],
+          std::array{OutputVariable::plasma_ketamine, OutputVariable::effect_site, OutputVariable::dissociation},
+          "output variable");
+      const auto earlier = std::find(output.variables.begin(), output.variables.end(), variable);
+      if (earlier != output.variables.end()) {
+        items[i].fail(items[i].kind() + " is listed twice (also at " +
+                      items[static_cast<std::size_t>(earlier - output.variables.begin())].path + ")");
+      }
+      output.variables.push_back(variable);
+    }
+  }
+  if (const auto threshold = node.find("dissociation_threshold")) {
+    output.dissociation_threshold = threshold->as_number();
+    check_sign(*threshold, output.dissociation_threshold, Sign::non_negative);
+  }
+  return output;
+}
+
+SolverSpec read_solver(const NodeRef& node) {
+  node.expect_map("a map of solver settings (method, rtol, atol); remove the key for defaults");
+  node.check_keys({"method", "rtol", "atol"});
+  SolverSpec solver;
+  if (const auto method = node.find("method")) {
+    solver.method =
+        read_choice(*method, std::array{SolverMethod::automatic, SolverMethod::exact, SolverMethod::ode}, "method");
+  }
+  if (const auto rtol = node.find("rtol")) {
+    solver.rtol = rtol->as_number();
+    if (!(solver.rtol > 0.0 && solver.rtol <= 0.1))
+      rtol->fail("expected a relative tolerance in (0, 0.1], found " + rtol->kind());
+  }
+  if (const auto atol = node.find("atol")) {
+    solver.atol = atol->as_number();
+    if (!(solver.atol > 0.0)) atol->fail("expected an absolute tolerance > 0, found " + atol->kind());
+  }
+  return solver;
+}
+
+}  // namespace
+
+Scenario parse_scenario(const std::string& yaml_text, const std::string& source_name) {
+  const NodeRef root = yaml::load_document(yaml_text, source_name);
+  const std::string top_level = "a map with the keys name, model, cohort and arms";
+  if (root.is_null()) root.fail("the scenario is empty; expected " + top_level);
+  if (!root.is_map()) root.fail("expected " + top_level + ", found " + root.kind());
+  root.check_keys({"name", "description", "model", "cohort", "arms", "output", "solver"});
+
+  Scenario scenario;
+  scenario.source_file = source_name;
+  scenario.yaml_text = yaml_text;
+  const NodeRef name = root.require("name", "a name for the scenario, e.g. name: once_vs_twice_weekly");
+  scenario.name = name.as_string();
+  if (trim(scenario.name).empty()) name.fail("the scenario name must not be empty");
+  if (const auto description = root.find("description")) scenario.description = description->as_string();
+  scenario.model = read_model(root.require("model", "e.g. model: {name: ketamine_clements_2cmt}"));
+  const ModelCard& card = *find_builtin_model(scenario.model.name);  // read_model checked it exists
+  scenario.cohort = read_cohort(root.require("cohort", "size, seed and weight of the simulated subjects"), card);
+  scenario.arms = read_arms(root.require("arms", "a list of arms, each {name, regimen}"));
+  if (const auto output = root.find("output")) scenario.output = read_output(*output);
+  if (const auto solver = root.find("solver")) scenario.solver = read_solver(*solver);
+  return scenario;
+}
+
+Scenario load_scenario_file(const std::string& path) {
+  std::error_code error;
+  if (std::filesystem::is_directory(path, error))
+    throw IoError("cannot read scenario file '" + path + "': it is a directory");
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw IoError("cannot read scenario file '" + path + "': " + std::strerror(errno));
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) throw IoError("cannot read scenario file '" + path + "': read failed");
+  return parse_scenario(text.str(), path);
+}
+
+}  // namespace ketasim
