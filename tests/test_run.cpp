@@ -5,6 +5,7 @@
 
 #include <H5Cpp.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -211,4 +212,31 @@ TEST_CASE("an unwritable output path fails before simulating and creates nothing
   const fs::path missing_dir = temporary_file("no_such_dir") / "results.h5";
   CHECK_THROWS_AS(run_to(scenario, missing_dir, 1, 64), IoError);
   CHECK_FALSE(fs::exists(missing_dir.parent_path()));
+}
+
+TEST_CASE("output.metrics and an empty variable list select what is written", "[run]") {
+  const Scenario scenario = parse_scenario(R"(
+name: metrics_only
+model: {name: ketamine_clements_2cmt}
+cohort: {size: 20, seed: 3, weight: 70 kg}
+arms:
+  - name: weekly
+    regimen: {route: iv_infusion, dose: 35 mg, infusion_duration: 40 min, schedule: [Mon 09:00], count: 2}
+output:
+  grid: {every: 15 min, for: 14 d}
+  variables: []
+  metrics: [cmax, time_above_dissociation]
+)", "metrics_only.yaml");
+  const fs::path output = temporary_file("metrics_only.h5");
+  const RunReport report = run_to(scenario, output, 2, 64);
+  CHECK(report.arms[0].cmax_ng_per_ml.p50 > 100.0);
+  CHECK(std::isnan(report.arms[0].weekly_auc_ng_h_per_ml.p50));  // AUC was not selected
+  H5::H5File h5(output.string(), H5F_ACC_RDONLY);
+  H5::Group metrics = h5.openGroup("/arms/weekly/metrics");
+  std::vector<std::string> names;
+  for (hsize_t i = 0; i < metrics.getNumObjs(); ++i) names.push_back(metrics.getObjnameByIdx(i));
+  std::sort(names.begin(), names.end());
+  CHECK(names == std::vector<std::string>{"cmax_ng_per_ml", "message", "solver_path", "status", "time_above_dissociation_h", "tmax_h"});
+  CHECK_FALSE(h5.exists("/arms/weekly/trajectories/plasma_ketamine_ng_per_ml"));
+  fs::remove(output);
 }

@@ -211,8 +211,11 @@ int main(int argc, char** argv) {
     if (*validate) return command_validate(scenario_path);
     if (*timeline) return command_timeline(scenario_path, arm_name, subject_id, csv);
     if (*models) return command_models(model_name);
+  } catch (const ketasim::ScenarioError& error) {
+    std::cerr << error.what() << '\n';  // already "file:line:column: error: key: ..."
+    return static_cast<int>(error.code());
   } catch (const ketasim::Error& error) {
-    std::cerr << error.what() << '\n';
+    std::cerr << "ketasim: error: " << error.what() << '\n';
     return static_cast<int>(error.code());
   } catch (const std::exception& error) {
     std::cerr << "internal error: " << error.what() << '\n';

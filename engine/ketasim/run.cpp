@@ -36,32 +36,49 @@ namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
-// Every per-subject metric, in file order. Building the layout and filling a row both go
-// through this one function, so names, widths and values cannot drift apart.
+// Every per-subject metric, in file order, tagged with the Metric that selects it (none for the
+// always-written solver path). Building the layout and filling a row both go through
+// for_each_selected_metric, so names, widths and values cannot drift apart.
 template <class Visit>
 void for_each_metric(const SubjectMetrics& m, const double& solver_path, Visit&& visit) {
   const auto one = [](const double& value) { return std::span<const double>(&value, 1); };
-  visit(ColumnSpec{"cmax_ng_per_ml", "ng/mL", 1, "maximum plasma ketamine concentration"}, one(m.cmax_ng_per_ml));
-  visit(ColumnSpec{"tmax_h", "h", 1, "time of the maximum plasma concentration"}, one(m.tmax_h));
-  visit(ColumnSpec{"auc_ng_h_per_ml", "ng*h/mL", 1, "plasma AUC over the whole output grid (exact integral)"},
+  visit(Metric::cmax, ColumnSpec{"cmax_ng_per_ml", "ng/mL", 1, "maximum plasma ketamine concentration"},
+        one(m.cmax_ng_per_ml));
+  visit(Metric::cmax, ColumnSpec{"tmax_h", "h", 1, "time of the maximum plasma concentration"}, one(m.tmax_h));
+  visit(Metric::auc, ColumnSpec{"auc_ng_h_per_ml", "ng*h/mL", 1, "plasma AUC over the whole output grid (exact integral)"},
         one(m.auc_ng_h_per_ml));
-  visit(ColumnSpec{"auc_per_week_ng_h_per_ml", "ng*h/mL", m.auc_per_week_ng_h_per_ml.size(),
+  visit(Metric::auc_per_week,
+        ColumnSpec{"auc_per_week_ng_h_per_ml", "ng*h/mL", m.auc_per_week_ng_h_per_ml.size(),
                    "plasma AUC in each week from the start (the last may be partial)"},
         std::span<const double>(m.auc_per_week_ng_h_per_ml));
-  visit(ColumnSpec{"peak_effect_site_ng_per_ml", "ng/mL", m.peak_effect_ng_per_ml.size(),
+  visit(Metric::peak_dissociation,
+        ColumnSpec{"peak_effect_site_ng_per_ml", "ng/mL", m.peak_effect_ng_per_ml.size(),
                    "per dose: maximum effect-site concentration from its start to the next dose"},
         std::span<const double>(m.peak_effect_ng_per_ml));
-  visit(ColumnSpec{"peak_dissociation", "", m.peak_dissociation.size(),
+  visit(Metric::peak_dissociation,
+        ColumnSpec{"peak_dissociation", "", m.peak_dissociation.size(),
                    "per dose: peak dissociation score (CADSS-like points)"},
         std::span<const double>(m.peak_dissociation));
-  visit(ColumnSpec{"peak_dissociation_time_h", "h", m.peak_dissociation_time_h.size(),
+  visit(Metric::peak_dissociation,
+        ColumnSpec{"peak_dissociation_time_h", "h", m.peak_dissociation_time_h.size(),
                    "per dose: time of the peak dissociation"},
         std::span<const double>(m.peak_dissociation_time_h));
-  visit(ColumnSpec{"time_above_dissociation_h", "h", 1,
+  visit(Metric::time_above_dissociation,
+        ColumnSpec{"time_above_dissociation_h", "h", 1,
                    "total time with the dissociation score at or above output.dissociation_threshold"},
         one(m.time_above_dissociation_h));
-  visit(ColumnSpec{"dosed_mg", "mg", 1, "drug given within the output grid (infusions pro rata)"}, one(m.dosed_mg));
-  visit(ColumnSpec{"solver_path", "", 1, "0 = exact stepping, 1 = ODE (Dormand-Prince 5(4))"}, one(solver_path));
+  visit(Metric::dosed, ColumnSpec{"dosed_mg", "mg", 1, "drug given within the output grid (infusions pro rata)"},
+        one(m.dosed_mg));
+  visit(std::optional<Metric>(), ColumnSpec{"solver_path", "", 1, "0 = exact stepping, 1 = ODE (Dormand-Prince 5(4))"},
+        one(solver_path));
+}
+
+template <class Visit>
+void for_each_selected_metric(const std::vector<Metric>& selected, const SubjectMetrics& m, const double& solver_path,
+                              Visit&& visit) {
+  for_each_metric(m, solver_path, [&](std::optional<Metric> metric, const ColumnSpec& spec, std::span<const double> values) {
+    if (!metric || std::find(selected.begin(), selected.end(), *metric) != selected.end()) visit(spec, values);
+  });
 }
 
 struct TrajectoryColumn {
@@ -197,7 +214,7 @@ class ScenarioRunner {
         std::fill_n(trajectory.begin() + static_cast<std::ptrdiff_t>(row * n_time), n_time, std::numeric_limits<float>::quiet_NaN());
     }
     std::size_t metric = 0;
-    for_each_metric(metrics, solver_path, [&](const ColumnSpec& spec, std::span<const double> values) {
+    for_each_selected_metric(scenario_.output.metrics, metrics, solver_path, [&](const ColumnSpec& spec, std::span<const double> values) {
       std::copy(values.begin(), values.end(), block.metrics[metric++].begin() + static_cast<std::ptrdiff_t>(row * spec.width));
     });
   }
@@ -239,11 +256,14 @@ class ReportCollector {
         ++report.failed;
         continue;
       }
-      if (block.metrics[index.solver_path][row] == 1.0 && scenario_method_auto_) ++report.ode_fallbacks;
-      values[0][subject] = block.metrics[index.cmax][row];
-      values[1][subject] = doses > 0 ? block.metrics[index.peak_dissociation][row * doses] : kNaN;
-      values[2][subject] = block.metrics[index.auc][row] / weeks_;
-      values[3][subject] = block.metrics[index.time_above][row] / weeks_;
+      if (block.metrics[index.solver_path][row] == 1.0 && scenario_method_auto_) ++report.ode_fallbacks;  // always written
+      const auto value = [&](std::size_t metric, std::size_t position) {
+        return metric == kAbsent ? kNaN : block.metrics[metric][position];
+      };
+      values[0][subject] = value(index.cmax, row);
+      values[1][subject] = doses > 0 ? value(index.peak_dissociation, row * doses) : kNaN;
+      values[2][subject] = value(index.auc, row) / weeks_;
+      values[3][subject] = value(index.time_above, row) / weeks_;
     }
   }
 
@@ -260,8 +280,9 @@ class ReportCollector {
   bool scenario_method_auto_ = true;
 
  private:
+  static constexpr std::size_t kAbsent = std::numeric_limits<std::size_t>::max();
   struct MetricIndex {
-    std::size_t cmax = 0, auc = 0, peak_dissociation = 0, time_above = 0, solver_path = 0;
+    std::size_t cmax = kAbsent, auc = kAbsent, peak_dissociation = kAbsent, time_above = kAbsent, solver_path = kAbsent;
   };
   static MetricIndex index_metrics(const ArmLayout& layout) {
     MetricIndex index;
@@ -314,7 +335,8 @@ std::vector<ArmLayout> arm_layouts(const Scenario& scenario) {
       layout.subject_columns.push_back({spec.name, spec.unit, 1, "individual " + spec.description});
     layout.subject_columns.push_back({"dose_amount_mg", "mg", nominal.size(), "amount of each dose"});
     const SubjectMetrics sized = sized_metrics(plan, nominal.size());
-    for_each_metric(sized, kNaN, [&](const ColumnSpec& spec, std::span<const double>) { layout.metrics.push_back(spec); });
+    for_each_selected_metric(scenario.output.metrics, sized, kNaN,
+                             [&](const ColumnSpec& spec, std::span<const double>) { layout.metrics.push_back(spec); });
     layouts.push_back(std::move(layout));
   }
   return layouts;

@@ -30,4 +30,16 @@ std::string to_string(SolverMethod method) {
   return "unknown_method";
 }
 
+std::string to_string(Metric metric) {
+  switch (metric) {
+    case Metric::cmax: return "cmax";
+    case Metric::auc: return "auc";
+    case Metric::auc_per_week: return "auc_per_week";
+    case Metric::peak_dissociation: return "peak_dissociation";
+    case Metric::time_above_dissociation: return "time_above_dissociation";
+    case Metric::dosed: return "dosed";
+  }
+  return "unknown";
+}
+
 }  // namespace ketasim

@@ -93,11 +93,24 @@ struct ModelChoice {
 
 enum class OutputVariable { plasma_ketamine, effect_site, dissociation };
 
+// Per-subject metrics that can be selected in output.metrics (docs/model.md defines them).
+enum class Metric {
+  cmax,                     // cmax_ng_per_ml and tmax_h
+  auc,                      // auc_ng_h_per_ml
+  auc_per_week,             // auc_per_week_ng_h_per_ml
+  peak_dissociation,        // per dose: peak effect site, peak score and its time
+  time_above_dissociation,  // time_above_dissociation_h
+  dosed,                    // dosed_mg
+};
+
 struct OutputSpec {
   Ticks grid_step = 5 * kTicksPerMinute;
   Ticks grid_end = 21 * kTicksPerDay;  // the grid is 0, step, 2*step, ... up to and including end
+  // Trajectories written as [subject x time]; empty = metrics only (for very large cohorts).
   std::vector<OutputVariable> variables{OutputVariable::plasma_ketamine, OutputVariable::effect_site,
                                         OutputVariable::dissociation};
+  std::vector<Metric> metrics{Metric::cmax, Metric::auc, Metric::auc_per_week, Metric::peak_dissociation,
+                              Metric::time_above_dissociation, Metric::dosed};
   double dissociation_threshold = 5.0;  // score points, for time_above_dissociation_h
 };
 
@@ -127,6 +140,7 @@ struct Scenario {
 
 std::string to_string(Route route);
 std::string to_string(OutputVariable variable);
+std::string to_string(Metric metric);
 std::string to_string(SolverMethod method);
 
 }  // namespace ketasim

@@ -561,13 +561,14 @@ void read_grid(const NodeRef& node, OutputSpec& output) {
 }
 
 OutputSpec read_output(const NodeRef& node) {
-  node.expect_map("a map of output settings (grid, variables, dissociation_threshold); remove the key for defaults");
-  node.check_keys({"grid", "variables", "dissociation_threshold"});
+  node.expect_map(
+      "a map of output settings (grid, variables, metrics, dissociation_threshold); remove the key for defaults");
+  node.check_keys({"grid", "variables", "metrics", "dissociation_threshold"});
   OutputSpec output;
   if (const auto grid = node.find("grid")) read_grid(*grid, output);
   if (const auto variables = node.find("variables")) {
+    // An empty list writes no trajectories: metrics only, for very large cohorts.
     const auto items = variables->items("output variables (e.g. [plasma_ketamine, effect_site, dissociation])");
-    if (items.empty()) variables->fail("at least one output variable is required");
     output.variables.clear();
     for (std::size_t i = 0; i < items.size(); ++i) {
       const OutputVariable variable = read_choice(
@@ -580,6 +581,22 @@ OutputSpec read_output(const NodeRef& node) {
                       items[static_cast<std::size_t>(earlier - output.variables.begin())].path + ")");
       }
       output.variables.push_back(variable);
+    }
+  }
+  if (const auto metrics = node.find("metrics")) {
+    const auto items = metrics->items("per-subject metrics (e.g. [cmax, auc, peak_dissociation])");
+    output.metrics.clear();
+    for (std::size_t i = 0; i < items.size(); ++i) {
+      const Metric metric = read_choice(items[i],
+                                        std::array{Metric::cmax, Metric::auc, Metric::auc_per_week, Metric::peak_dissociation,
+                                                   Metric::time_above_dissociation, Metric::dosed},
+                                        "metric");
+      const auto earlier = std::find(output.metrics.begin(), output.metrics.end(), metric);
+      if (earlier != output.metrics.end()) {
+        items[i].fail(items[i].kind() + " is listed twice (also at " +
+                      items[static_cast<std::size_t>(earlier - output.metrics.begin())].path + ")");
+      }
+      output.metrics.push_back(metric);
     }
   }
   if (const auto threshold = node.find("dissociation_threshold")) {
