@@ -73,10 +73,12 @@ class EffectTracker {
   // A step from t0 (hours) of length h, with the concentrations (mg/L) at both ends. The effect
   // site rises while plasma exceeds it, so a sign change of (plasma - effect) brackets an extremum.
   template <class Propagator>
-  void over_step(const Propagator& propagator, const typename Propagator::State& start, double t0, double h,
+  void over_step(const Propagator& propagator, const typename Propagator::State& start, Ticks t0_ticks, Ticks h_ticks,
                  double rate, double plasma0, double effect0, double plasma1, double effect1) {
     // Most steps are monotone and below the threshold: nothing to do (the hot path).
     if ((plasma0 > effect0) == (plasma1 > effect1) && effect0 < threshold_ && effect1 < threshold_) return;
+    const double t0 = ticks_to_hours(t0_ticks);
+    const double h = ticks_to_hours(h_ticks);
     const double slope0 = plasma0 - effect0;
     const double slope1 = plasma1 - effect1;
     const bool tracks_threshold = threshold_ != std::numeric_limits<double>::infinity();
@@ -181,12 +183,10 @@ void integrate(const Propagator& propagator, const MammillaryEffectModel& model,
   Ticks next_edge = 0;  // the next breakpoint that is not a grid point
   double plasma = propagator.plasma(state), effect = propagator.effect(state);
 
-  const auto write_grid_point = [&](double plasma_now, double effect_now) {
+  const auto write_grid_row = [&](double plasma_now, double effect_now) {
     if (rows.plasma_ng_per_ml) rows.plasma_ng_per_ml[grid] = static_cast<float>(plasma_now * kNgPerMlPerMgPerL);
     if (rows.effect_ng_per_ml) rows.effect_ng_per_ml[grid] = static_cast<float>(effect_now * kNgPerMlPerMgPerL);
     if (rows.dissociation) rows.dissociation[grid] = static_cast<float>(model.dissociation(effect_now));
-    ++grid;
-    next_grid_time = grid < n_time ? static_cast<Ticks>(grid) * plan.grid_step : std::numeric_limits<Ticks>::max();
   };
   const auto update_cmax = [&](double plasma_now, Ticks t_now) {
     if (plasma_now > cmax) {
@@ -207,7 +207,11 @@ void integrate(const Propagator& propagator, const MammillaryEffectModel& model,
     if (!std::isfinite(plasma) || !std::isfinite(effect)) throw SolverError("the solution became non-finite");
     update_cmax(plasma, t);
     effect_tracker.at_point(t, effect);
-    if (t == next_grid_time) write_grid_point(plasma, effect);
+    if (t == next_grid_time) {
+      write_grid_row(plasma, effect);
+      ++grid;
+      next_grid_time = grid < n_time ? static_cast<Ticks>(grid) * plan.grid_step : std::numeric_limits<Ticks>::max();
+    }
     if (t == week_end || t == plan.grid_end) {
       metrics.auc_per_week_ng_h_per_ml[week] = (auc - auc_at_week_start) * kNgPerMlPerMgPerL;
       auc_at_week_start = auc;
@@ -231,14 +235,15 @@ void integrate(const Propagator& propagator, const MammillaryEffectModel& model,
         const auto start = state;
         auc += propagator.advance(state, grid_factors, rate);
         const double plasma_next = propagator.plasma(state), effect_next = propagator.effect(state);
-        effect_tracker.over_step(propagator, start, ticks_to_hours(t), ticks_to_hours(plan.grid_step), rate, plasma,
-                                 effect, plasma_next, effect_next);
+        effect_tracker.over_step(propagator, start, t, plan.grid_step, rate, plasma, effect, plasma_next, effect_next);
         plasma = plasma_next;
         effect = effect_next;
         t = next_grid_time;
         update_cmax(plasma, t);
         effect_tracker.record(effect, t);
-        write_grid_point(plasma, effect);
+        write_grid_row(plasma, effect);
+        // next_grid_time < next_edge <= grid_end, so the grid index stays in range here.
+        next_grid_time = static_cast<Ticks>(++grid) * plan.grid_step;
       }
     }
     const Ticks next = std::min(next_edge, next_grid_time);
@@ -247,8 +252,7 @@ void integrate(const Propagator& propagator, const MammillaryEffectModel& model,
     auc += step == plan.grid_step ? propagator.advance(state, grid_factors, rate)
                                   : propagator.advance(state, propagator.factors(ticks_to_hours(step)), rate);
     const double plasma_next = propagator.plasma(state), effect_next = propagator.effect(state);
-    effect_tracker.over_step(propagator, start, ticks_to_hours(t), ticks_to_hours(step), rate, plasma, effect,
-                             plasma_next, effect_next);
+    effect_tracker.over_step(propagator, start, t, step, rate, plasma, effect, plasma_next, effect_next);
     plasma = plasma_next;
     effect = effect_next;
     t = next;
