@@ -157,8 +157,9 @@ TEST_CASE("a subject that cannot be solved is recorded and the run goes on", "[r
   const double k10 = value("k10"), k12 = value("k12"), k21 = value("k21");
   const double sum = k10 + k12 + k21;
   const double beta = 0.5 * (sum - std::sqrt(sum * sum - 4.0 * k10 * k21));
-  char text[1024];
-  std::snprintf(text, sizeof text, R"(
+  const auto degenerate = [beta](const char* method) {
+    char text[1024];
+    std::snprintf(text, sizeof text, R"(
 name: degenerate
 model:
   name: ketamine_clements_2cmt
@@ -171,11 +172,12 @@ output:
   grid: {every: 30 min, for: 1 d}
 solver:
   method: %s
-)", beta, "exact");
+)", beta, method);
+    return parse_scenario(text, "degenerate.yaml");
+  };
   const fs::path output = temporary_file("failed.h5");
   {
-    const Scenario scenario = parse_scenario(text, "degenerate.yaml");
-    const RunReport report = run_to(scenario, output, 1, 64);
+    const RunReport report = run_to(degenerate("exact"), output, 1, 64);
     CHECK(report.arms[0].failed == 5);
     H5::H5File h5(output.string(), H5F_ACC_RDONLY);
     std::vector<std::int8_t> status(5);
@@ -185,21 +187,7 @@ solver:
     h5.openDataSet("/arms/single/trajectories/plasma_ketamine_ng_per_ml").read(plasma.data(), H5::PredType::NATIVE_FLOAT);
     CHECK(std::isnan(plasma[10]));
   }
-  std::snprintf(text, sizeof text, R"(
-name: degenerate
-model:
-  name: ketamine_clements_2cmt
-  parameters: {ke0: %.17g 1/h}
-cohort: {size: 5, seed: 1, weight: 70 kg}
-arms:
-  - name: single
-    regimen: {route: iv_infusion, dose: 35 mg, infusion_duration: 40 min, schedule: {at: [1 h]}}
-output:
-  grid: {every: 30 min, for: 1 d}
-solver:
-  method: %s
-)", beta, "auto");
-  const Scenario fallback = parse_scenario(text, "degenerate.yaml");
+  const Scenario fallback = degenerate("auto");
   const RunReport report = run_to(fallback, output, 1, 64);
   CHECK(report.arms[0].failed == 0);
   CHECK(report.arms[0].ode_fallbacks == 5);

@@ -86,6 +86,24 @@ Enum read_choice(const NodeRef& node, const std::array<Enum, N>& choices, std::s
             yaml::join_alternatives(names));
 }
 
+// A list of choices in which each may appear once; a repeat names where it first appeared.
+template <class Enum, std::size_t N>
+std::vector<Enum> read_unique_choices(const NodeRef& node, const std::array<Enum, N>& choices, std::string_view list_what,
+                                      std::string_view item_what) {
+  const auto items = node.items(std::string(list_what));
+  std::vector<Enum> chosen;
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    const Enum choice = read_choice(items[i], choices, item_what);
+    const auto earlier = std::find(chosen.begin(), chosen.end(), choice);
+    if (earlier != chosen.end()) {
+      items[i].fail(items[i].kind() + " is listed twice (also at " +
+                    items[static_cast<std::size_t>(earlier - chosen.begin())].path + ")");
+    }
+    chosen.push_back(choice);
+  }
+  return chosen;
+}
+
 // ---------------------------------------------------------------------------------------------
 // model
 
@@ -568,36 +586,15 @@ OutputSpec read_output(const NodeRef& node) {
   if (const auto grid = node.find("grid")) read_grid(*grid, output);
   if (const auto variables = node.find("variables")) {
     // An empty list writes no trajectories: metrics only, for very large cohorts.
-    const auto items = variables->items("output variables (e.g. [plasma_ketamine, effect_site, dissociation])");
-    output.variables.clear();
-    for (std::size_t i = 0; i < items.size(); ++i) {
-      const OutputVariable variable = read_choice(
-          items[i],
-          std::array{OutputVariable::plasma_ketamine, OutputVariable::effect_site, OutputVariable::dissociation},
-          "output variable");
-      const auto earlier = std::find(output.variables.begin(), output.variables.end(), variable);
-      if (earlier != output.variables.end()) {
-        items[i].fail(items[i].kind() + " is listed twice (also at " +
-                      items[static_cast<std::size_t>(earlier - output.variables.begin())].path + ")");
-      }
-      output.variables.push_back(variable);
-    }
+    output.variables = read_unique_choices(
+        *variables, std::array{OutputVariable::plasma_ketamine, OutputVariable::effect_site, OutputVariable::dissociation},
+        "output variables (e.g. [plasma_ketamine, effect_site, dissociation])", "output variable");
   }
   if (const auto metrics = node.find("metrics")) {
-    const auto items = metrics->items("per-subject metrics (e.g. [cmax, auc, peak_dissociation])");
-    output.metrics.clear();
-    for (std::size_t i = 0; i < items.size(); ++i) {
-      const Metric metric = read_choice(items[i],
-                                        std::array{Metric::cmax, Metric::auc, Metric::auc_per_week, Metric::peak_dissociation,
-                                                   Metric::time_above_dissociation, Metric::dosed},
-                                        "metric");
-      const auto earlier = std::find(output.metrics.begin(), output.metrics.end(), metric);
-      if (earlier != output.metrics.end()) {
-        items[i].fail(items[i].kind() + " is listed twice (also at " +
-                      items[static_cast<std::size_t>(earlier - output.metrics.begin())].path + ")");
-      }
-      output.metrics.push_back(metric);
-    }
+    output.metrics = read_unique_choices(*metrics,
+                                         std::array{Metric::cmax, Metric::auc, Metric::auc_per_week, Metric::peak_dissociation,
+                                                    Metric::time_above_dissociation, Metric::dosed},
+                                         "per-subject metrics (e.g. [cmax, auc, peak_dissociation])", "metric");
   }
   if (const auto threshold = node.find("dissociation_threshold")) {
     output.dissociation_threshold = threshold->as_number();
