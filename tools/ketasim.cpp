@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <iostream>
 #include <string>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 
@@ -174,7 +175,7 @@ int main(int argc, char** argv) {
                                         ", HDF5 layout " + std::to_string(ketasim::kLayoutVersion) + ")");
   app.require_subcommand(1);
 
-  std::string scenario_path, output = "results.h5", arm_name, model_name;
+  std::string scenario_path, output = "results.h5", arm_name;
   unsigned threads = 0;
   std::int64_t subjects = 0, subject_id = 0;
   bool quiet = false, csv = false;
@@ -196,8 +197,9 @@ int main(int argc, char** argv) {
   timeline->add_option("--subject", subject_id, "Subject id (0-based)")->capture_default_str();
   timeline->add_flag("--csv", csv, "CSV instead of an aligned table");
 
-  auto* models = app.add_subcommand("models", "List the built-in model cards, or show one");
-  models->add_option("name", model_name, "Model to show in full");
+  auto* models = app.add_subcommand("models", "List the built-in model cards, or show one (`models show NAME`)");
+  std::vector<std::string> model_words;
+  models->add_option("name", model_words, "[show] NAME: the model to show in full")->expected(0, 2);
 
   try {
     app.parse(argc, argv);
@@ -210,7 +212,11 @@ int main(int argc, char** argv) {
     if (*run) return command_run(scenario_path, output, threads, subjects, quiet);
     if (*validate) return command_validate(scenario_path);
     if (*timeline) return command_timeline(scenario_path, arm_name, subject_id, csv);
-    if (*models) return command_models(model_name);
+    if (*models) {
+      if (!model_words.empty() && model_words.front() == "show") model_words.erase(model_words.begin());
+      if (model_words.size() > 1) throw ketasim::Error(ketasim::ExitCode::usage, "usage: ketasim models [show] NAME");
+      return command_models(model_words.empty() ? std::string() : model_words.front());
+    }
   } catch (const ketasim::ScenarioError& error) {
     std::cerr << error.what() << '\n';  // already "file:line:column: error: key: ..."
     return static_cast<int>(error.code());

@@ -1,0 +1,17 @@
+"""The README's h5py example, kept runnable (ctest runs it): python3 readme_example.py results.h5"""
+import sys
+
+import h5py
+import numpy as np
+
+path = sys.argv[1] if len(sys.argv) > 1 else "results.h5"
+with h5py.File(path, "r") as f:
+    print(f.attrs["ketasim_version"], f.attrs["source_revision"], f.attrs["seed"])
+    for arm in f.attrs["arms"]:
+        g = f["arms"][arm]
+        t = g["time_h"][:]
+        median = g["summary/plasma_ketamine_ng_per_ml/p50"][:]
+        peak = g["metrics/peak_dissociation"][:]          # [subject x dose]
+        print(arm, "median Cmax %.0f ng/mL" % np.median(g["metrics/cmax_ng_per_ml"][:]),
+              "| median peak of the summary curve %.0f ng/mL at %.2f h" % (median.max(), t[median.argmax()]),
+              "| dose-1 peak dissociation %.1f" % np.median(peak[:, 0]))
