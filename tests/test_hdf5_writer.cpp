@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <bit>
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstdint>
@@ -15,8 +16,11 @@
 #include <fstream>
 #include <iterator>
 #include <limits>
+#include <optional>
 #include <regex>
 #include <string>
+#include <thread>
+#include <utility>
 #include <vector>
 
 #include "ketasim/errors.hpp"
@@ -586,4 +590,351 @@ TEST_CASE("ResultWriter writes arms of zero subjects", "[hdf5]") {
   check_values(read_doubles(file, root + "summary/effect/p50"), {kNaN, kNaN, kNaN, kNaN});
   CHECK(shape(file, "/arms/no_grid/trajectories/concentration_ng_per_ml") == std::vector<hsize_t>{0, 0});
   CHECK(shape(file, "/arms/no_grid/summary/concentration_ng_per_ml/p95") == std::vector<hsize_t>{0});
+}
+
+// ---- Prepared blocks (compressed on worker threads, written with H5Dwrite_chunk) --------------
+
+namespace {
+
+// One arm long enough for two chunks of time points (the second an edge chunk, 4100 - 4096 wide)
+// and, with 150 subjects, three chunk rows (the last an edge chunk of 22 subjects).
+std::vector<ArmLayout> make_long_layout() {
+  ArmLayout arm;
+  arm.name = "long";
+  arm.description = "two chunks of time points";
+  for (std::size_t t = 0; t < 4100; ++t) arm.time_h.push_back(0.25 * static_cast<double>(t));
+  arm.trajectories = {{"concentration_ng_per_ml", "ng/mL", 1, "plasma concentration"},
+                      {"effect", "", 1, "normalized effect"}};
+  arm.subject_columns = {{"weight_kg", "kg", 1, "body weight"}};
+  arm.metrics = {{"cmax_ng_per_ml", "ng/mL", 1, "peak concentration"}};
+  return {arm};
+}
+
+struct SubjectRange {
+  std::int64_t first;
+  std::int64_t count;
+};
+
+enum class WritePath { plain, prepared };
+
+// Every arm is written in the given ranges, through write(SubjectBlock) or prepare + write.
+void write_in_blocks(const fs::path& path, const std::vector<ArmLayout>& arms, std::int64_t subjects,
+                     const std::vector<SubjectRange>& ranges, WritePath how) {
+  ResultWriter writer(path.string(), make_info(subjects), arms, subjects);
+  for (std::size_t arm = 0; arm < arms.size(); ++arm) {
+    for (const SubjectRange& range : ranges) {
+      SubjectBlock block = make_block(arms, arm, range.first, range.count);
+      if (how == WritePath::plain) {
+        writer.write(block);
+      } else {
+        writer.write(writer.prepare(std::move(block)));
+      }
+    }
+  }
+  writer.finish();
+}
+
+// A chunk as HDF5 stored it: after the filters, and which filters were skipped.
+struct StoredChunk {
+  std::array<hsize_t, 2> offset{};
+  std::uint32_t filter_mask = 0;
+  std::vector<unsigned char> bytes;
+  bool operator==(const StoredChunk&) const = default;
+};
+
+// Every chunk of a chunked 2-D dataset, row of chunks by row of chunks.
+std::vector<StoredChunk> stored_chunks(const H5::H5File& file, const std::string& path) {
+  const H5::DataSet dataset = file.openDataSet(path);
+  const std::vector<hsize_t> dims = shape_of(dataset);
+  const H5::DSetCreatPropList creation = dataset.getCreatePlist();
+  if (creation.getLayout() != H5D_CHUNKED) return {};
+  std::array<hsize_t, 2> chunk{};
+  creation.getChunk(2, chunk.data());
+  std::vector<StoredChunk> chunks;
+  for (hsize_t row = 0; row < dims[0]; row += chunk[0]) {
+    for (hsize_t column = 0; column < dims[1]; column += chunk[1]) {
+      StoredChunk& stored = chunks.emplace_back();
+      stored.offset = {row, column};
+      hsize_t size = 0;
+      REQUIRE(H5Dget_chunk_storage_size(dataset.getId(), stored.offset.data(), &size) >= 0);
+      stored.bytes.resize(static_cast<std::size_t>(size));
+      REQUIRE(H5Dread_chunk(dataset.getId(), H5P_DEFAULT, stored.offset.data(), &stored.filter_mask,
+                            stored.bytes.data()) >= 0);
+    }
+  }
+  return chunks;
+}
+
+std::vector<std::uint64_t> bits_of(const std::vector<double>& values) {
+  std::vector<std::uint64_t> bits;
+  for (const double value : values) bits.push_back(std::bit_cast<std::uint64_t>(value));
+  return bits;
+}
+
+std::vector<std::string> filters_of(const H5::DataSet& dataset) {
+  const H5::DSetCreatPropList creation = dataset.getCreatePlist();
+  std::vector<std::string> filters;
+  for (int i = 0; i < creation.getNfilters(); ++i) {
+    unsigned flags = 0;
+    std::size_t count = 0;
+    std::array<char, 64> name{};
+    const H5Z_filter_t filter = creation.getFilter(i, flags, count, nullptr, name.size(), name.data(), flags);
+    filters.push_back(std::to_string(filter) + " " + name.data());
+  }
+  return filters;
+}
+
+// Both files hold the same values in every dataset of every arm (NaN included, bit for bit), the
+// trajectories with the same filters and the very same stored chunks.
+void check_same_files(const fs::path& expected_path, const fs::path& actual_path, const std::vector<ArmLayout>& arms) {
+  const H5::H5File expected(expected_path.string(), H5F_ACC_RDONLY);
+  const H5::H5File actual(actual_path.string(), H5F_ACC_RDONLY);
+  for (const ArmLayout& layout : arms) {
+    const std::string root = "/arms/" + layout.name + "/";
+    std::vector<std::string> numeric{root + "subjects/id", root + "metrics/status"};
+    for (const ColumnSpec& column : layout.subject_columns) numeric.push_back(root + "subjects/" + column.name);
+    for (const ColumnSpec& column : layout.metrics) numeric.push_back(root + "metrics/" + column.name);
+    for (const ColumnSpec& trajectory : layout.trajectories) {
+      const std::string name = root + "trajectories/" + trajectory.name;
+      INFO(name);
+      numeric.push_back(name);
+      for (const char* quantile : {"p05", "p50", "p95"})
+        numeric.push_back(root + "summary/" + trajectory.name + "/" + quantile);
+      CHECK(filters_of(actual.openDataSet(name)) == filters_of(expected.openDataSet(name)));
+      const std::vector<StoredChunk> expected_chunks = stored_chunks(expected, name);
+      const std::vector<StoredChunk> actual_chunks = stored_chunks(actual, name);
+      REQUIRE(actual_chunks.size() == expected_chunks.size());
+      for (std::size_t c = 0; c < expected_chunks.size(); ++c) {
+        INFO("chunk at subject " << expected_chunks[c].offset[0] << ", time point " << expected_chunks[c].offset[1]);
+        CHECK(actual_chunks[c].filter_mask == 0);
+        CHECK(actual_chunks[c] == expected_chunks[c]);
+      }
+    }
+    for (const std::string& name : numeric) {
+      INFO(name);
+      CHECK(shape(actual, name) == shape(expected, name));
+      CHECK(bits_of(read_doubles(actual, name)) == bits_of(read_doubles(expected, name)));
+    }
+    CHECK(read_strings(actual, root + "metrics/message") == read_strings(expected, root + "metrics/message"));
+  }
+}
+
+}  // namespace
+
+TEST_CASE("ResultWriter prepared and plain writes store the same chunks", "[hdf5]") {
+  const std::vector<ArmLayout> arms = make_long_layout();
+  // Blocks on chunk boundaries as run_scenario makes them (the last one partial: an edge chunk
+  // padded with the fill value), one block for everything, and blocks that split chunk rows.
+  const std::vector<std::pair<const char*, std::vector<SubjectRange>>> partitions{
+      {"aligned, partial last block", {{0, 64}, {64, 64}, {128, 22}}},
+      {"one block", {{0, 150}}},
+      {"unaligned", {{100, 50}, {0, 50}, {50, 50}}},
+      {"single subjects around a boundary", {{0, 63}, {63, 1}, {64, 1}, {65, 85}}},
+  };
+  const TemporaryDirectory directory;
+  const fs::path plain = directory / "plain.h5";
+  write_in_blocks(plain, arms, 150, {{0, 150}}, WritePath::plain);
+  {
+    const H5::H5File file(plain.string(), H5F_ACC_RDONLY);
+    const auto values = read_all<float>(file, "/arms/long/trajectories/effect", H5::PredType::NATIVE_FLOAT);
+    REQUIRE(values.size() == 150 * 4100);
+    CHECK(values[149 * 4100 + 4099] == trajectory_value(0, 1, 149, 4099));  // the far corner, in both edge chunks
+  }
+  for (const auto& [name, ranges] : partitions) {
+    INFO(name);
+    const fs::path prepared = directory / (std::string(name) + ".h5");
+    write_in_blocks(prepared, arms, 150, ranges, WritePath::prepared);
+    check_same_files(plain, prepared, arms);
+  }
+}
+
+TEST_CASE("ResultWriter prepare compresses exactly the chunks a block covers whole", "[hdf5]") {
+  const std::vector<ArmLayout> arms = make_long_layout();
+  const TemporaryDirectory directory;
+  ResultWriter writer((directory / "result.h5").string(), make_info(150), arms, 150);
+  const auto chunk_origins = [](const ketasim::PreparedBlock& block) {
+    std::vector<std::array<std::int64_t, 3>> origins;
+    for (const auto& chunk : block.chunks()) {
+      origins.push_back({static_cast<std::int64_t>(chunk.trajectory), chunk.first_subject, chunk.first_time_point});
+    }
+    return origins;
+  };
+  const auto row_ranges = [](const ketasim::PreparedBlock& block) {
+    std::vector<std::array<std::int64_t, 2>> ranges;
+    for (const auto& rows : block.uncompressed_rows()) {
+      ranges.push_back({rows.first_subject, rows.count});
+      for (const auto& values : rows.trajectories) CHECK(values.size() == static_cast<std::size_t>(rows.count) * 4100);
+    }
+    return ranges;
+  };
+
+  // The last block: its chunk row ends at N, so it is whole (stored padded).
+  const ketasim::PreparedBlock last = writer.prepare(make_block(arms, 0, 128, 22));
+  CHECK(chunk_origins(last) ==
+        std::vector<std::array<std::int64_t, 3>>{{0, 128, 0}, {0, 128, 4096}, {1, 128, 0}, {1, 128, 4096}});
+  CHECK(row_ranges(last).empty());
+  CHECK(last.columns().trajectories.empty());
+  CHECK(last.columns().first_subject == 128);
+  CHECK(last.columns().count == 22);
+  CHECK(last.columns().metrics == make_block(arms, 0, 128, 22).metrics);
+
+  // [40, 140): rows 40..63 and 128..139 share chunks with other blocks.
+  const ketasim::PreparedBlock middle = writer.prepare(make_block(arms, 0, 40, 100));
+  CHECK(chunk_origins(middle) ==
+        std::vector<std::array<std::int64_t, 3>>{{0, 64, 0}, {0, 64, 4096}, {1, 64, 0}, {1, 64, 4096}});
+  CHECK(row_ranges(middle) == std::vector<std::array<std::int64_t, 2>>{{40, 24}, {128, 12}});
+  CHECK(middle.uncompressed_rows()[1].trajectories[1][4100 + 7] == trajectory_value(0, 1, 129, 7));
+
+  // Inside one chunk row: nothing to compress.
+  const ketasim::PreparedBlock inside = writer.prepare(make_block(arms, 0, 70, 10));
+  CHECK(inside.chunks().empty());
+  CHECK(row_ranges(inside) == std::vector<std::array<std::int64_t, 2>>{{70, 10}});
+}
+
+TEST_CASE("ResultWriter prepare gives the same bytes on concurrent threads as on one", "[hdf5]") {
+  const std::vector<ArmLayout> arms = make_long_layout();
+  const TemporaryDirectory directory;
+  ResultWriter writer((directory / "result.h5").string(), make_info(150), arms, 150);
+  const auto chunks_of = [](const ketasim::PreparedBlock& block) {
+    std::vector<std::vector<unsigned char>> bytes;
+    for (const auto& chunk : block.chunks()) bytes.push_back(chunk.bytes);
+    return bytes;
+  };
+  const ketasim::PreparedBlock first_alone = writer.prepare(make_block(arms, 0, 0, 64));
+  const ketasim::PreparedBlock second_alone = writer.prepare(make_block(arms, 0, 64, 86));
+  REQUIRE(first_alone.chunks().size() == 4);
+  REQUIRE(second_alone.chunks().size() == 8);
+  REQUIRE(chunks_of(first_alone) != chunks_of(second_alone));  // so that mixing them up would show
+
+  for (int round = 0; round < 4; ++round) {
+    INFO("round " << round);
+    SubjectBlock first_block = make_block(arms, 0, 0, 64);
+    SubjectBlock second_block = make_block(arms, 0, 64, 86);
+    std::optional<ketasim::PreparedBlock> first, second;
+    std::atomic<int> ready{0};
+    const auto prepare = [&](SubjectBlock& block, std::optional<ketasim::PreparedBlock>& result) {
+      ++ready;
+      while (ready.load() < 2) {
+      }  // start together
+      result.emplace(writer.prepare(std::move(block)));
+    };
+    std::thread one(prepare, std::ref(first_block), std::ref(first));
+    std::thread two(prepare, std::ref(second_block), std::ref(second));
+    one.join();
+    two.join();
+    CHECK(chunks_of(*first) == chunks_of(first_alone));
+    CHECK(chunks_of(*second) == chunks_of(second_alone));
+  }
+}
+
+TEST_CASE("ResultWriter prepared blocks of the general layout read back like plain ones", "[hdf5]") {
+  // Fewer subjects than a chunk row (chunks of 5 rows), a [5 x 0] metric, an arm with an empty
+  // time grid (not chunked), blocks out of order and split inside the single chunk row.
+  const std::vector<ArmLayout> arms = make_layout();
+  const TemporaryDirectory directory;
+  write_in_blocks(directory / "plain.h5", arms, 5, {{3, 2}, {0, 3}}, WritePath::plain);
+  write_in_blocks(directory / "prepared.h5", arms, 5, {{3, 2}, {0, 3}}, WritePath::prepared);
+  write_in_blocks(directory / "whole.h5", arms, 5, {{0, 5}}, WritePath::prepared);
+  check_same_files(directory / "plain.h5", directory / "prepared.h5", arms);
+  check_same_files(directory / "plain.h5", directory / "whole.h5", arms);
+}
+
+TEST_CASE("ResultWriter rejects prepared blocks that do not fit", "[hdf5]") {
+  const std::vector<ArmLayout> arms = make_layout();
+  const TemporaryDirectory directory;
+  ResultWriter writer((directory / "result.h5").string(), make_info(5), arms, 5);
+  ResultWriter other((directory / "other.h5").string(), make_info(5), arms, 5);
+
+  SubjectBlock short_trajectory = make_block(arms, 0, 0, 1);
+  short_trajectory.trajectories[1].pop_back();
+  CHECK_THROWS_WITH(writer.prepare(short_trajectory), Catch::Contains("trajectory 'effect': 3 values, expected 4"));
+  CHECK_THROWS_WITH(writer.prepare(make_block(arms, 0, 4, 2)), Catch::Contains("the arm has subjects [0, 5)"));
+
+  CHECK_THROWS_WITH(writer.write(other.prepare(make_block(arms, 0, 0, 5))),
+                    Catch::Contains("not prepared by this writer"));
+  ketasim::PreparedBlock moved = writer.prepare(make_block(arms, 0, 0, 5));
+  const ketasim::PreparedBlock taken = std::move(moved);
+  CHECK_THROWS_WITH(writer.write(std::move(moved)), Catch::Contains("moved from"));  // NOLINT(bugprone-use-after-move)
+
+  writer.write(writer.prepare(make_block(arms, 0, 2, 2)));
+  CHECK_THROWS_WITH(writer.write(writer.prepare(make_block(arms, 0, 0, 3))),
+                    Catch::Contains("subject 2 of arm 'weekly_0.5mg_per_kg' was already written"));
+  // Still usable: the rest of the file is written and finished.
+  writer.write(writer.prepare(make_block(arms, 0, 0, 2)));
+  writer.write(writer.prepare(make_block(arms, 0, 4, 1)));
+  for (std::size_t arm = 1; arm < arms.size(); ++arm) writer.write(writer.prepare(make_block(arms, arm, 0, 5)));
+  writer.finish();
+}
+
+TEST_CASE("ResultWriter summaries equal sorted type-7 quantiles for any thread count, budget and write path",
+          "[hdf5]") {
+  // 70 subjects x 70 time points; at time t only subjects 0..t have a value (the others are NaN),
+  // so every n from 1 to 70 occurs. Values are small multiples of 1/8 with many ties.
+  const std::int64_t subjects = 70;
+  const std::size_t time_points = 70;
+  Matrix matrix{subjects, time_points, {}};
+  std::uint32_t state = 12345;
+  for (std::int64_t s = 0; s < subjects; ++s) {
+    for (std::size_t t = 0; t < time_points; ++t) {
+      state = state * 1664525U + 1013904223U;  // LCG: deterministic, platform-independent
+      matrix.values.push_back(static_cast<std::size_t>(s) <= t ? static_cast<float>(state >> 27) / 8.0f : NAN);
+    }
+  }
+  // The reference sorts everything; the writer selects. Same arithmetic: (1 - f) x[lo] + f x[lo + 1].
+  std::array<std::vector<double>, 3> expected;
+  for (std::size_t t = 0; t < time_points; ++t) {
+    std::vector<double> sorted;
+    for (std::int64_t s = 0; s < subjects; ++s) {
+      const float value = matrix.values[static_cast<std::size_t>(s) * time_points + t];
+      if (!std::isnan(value)) sorted.push_back(value);
+    }
+    std::sort(sorted.begin(), sorted.end());
+    const std::array<double, 3> probabilities{0.05, 0.50, 0.95};
+    for (std::size_t q = 0; q < 3; ++q) {
+      const double position = static_cast<double>(sorted.size() - 1) * probabilities[q];
+      const auto low = static_cast<std::size_t>(std::floor(position));
+      const double fraction = position - static_cast<double>(low);
+      const bool exact = fraction == 0.0 || low + 1 == sorted.size() || sorted[low] == sorted[low + 1];
+      expected[q].push_back(exact ? sorted[fraction == 0.0 || low + 1 == sorted.size() ? low : low + 1]
+                                  : (1.0 - fraction) * sorted[low] + fraction * sorted[low + 1]);
+    }
+  }
+
+  const auto check_file = [&](const fs::path& path) {
+    const H5::H5File file(path.string(), H5F_ACC_RDONLY);
+    const std::string root = "/arms/arm/summary/concentration_ng_per_ml/";
+    CHECK(bits_of(read_doubles(file, root + "p05")) == bits_of(expected[0]));
+    CHECK(bits_of(read_doubles(file, root + "p50")) == bits_of(expected[1]));
+    CHECK(bits_of(read_doubles(file, root + "p95")) == bits_of(expected[2]));
+  };
+  const TemporaryDirectory directory;
+  for (const unsigned threads : {1U, 3U}) {
+    for (const std::size_t budget : {ResultWriterOptions{}.summary_memory_bytes, std::size_t{1}}) {
+      INFO(threads << " summary threads, budget " << budget);
+      const ResultWriterOptions options{budget, threads};
+      // One subject per block: every row goes through HDF5's pipeline and chunk cache.
+      const fs::path plain = directory / "plain.h5";
+      write_matrix(plain, matrix, options);
+      check_file(plain);
+      // One prepared block: the chunks are written compressed with H5Dwrite_chunk.
+      ArmLayout arm;
+      arm.name = "arm";
+      for (std::size_t t = 0; t < time_points; ++t) arm.time_h.push_back(static_cast<double>(t));
+      arm.trajectories = {{"concentration_ng_per_ml", "ng/mL", 1, "plasma concentration"}};
+      const fs::path prepared = directory / "prepared.h5";
+      {
+        ResultWriter writer(prepared.string(), make_info(subjects), {arm}, subjects, options);
+        SubjectBlock block;
+        block.count = subjects;
+        block.trajectories = {matrix.values};
+        block.status.assign(static_cast<std::size_t>(subjects), 0);
+        block.message.assign(static_cast<std::size_t>(subjects), "");
+        ketasim::PreparedBlock ready = writer.prepare(std::move(block));
+        REQUIRE(ready.chunks().size() == 2);  // rows 0-63 and the edge chunk of rows 64-69
+        writer.write(std::move(ready));
+        writer.finish();
+      }
+      check_file(prepared);
+    }
+  }
 }

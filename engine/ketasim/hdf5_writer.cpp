@@ -3,19 +3,26 @@
 #include <H5Cpp.h>
 #include <fcntl.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include <algorithm>
 #include <array>
+#include <atomic>
+#include <bit>
 #include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstring>
 #include <ctime>
+#include <exception>
 #include <filesystem>
+#include <iterator>
 #include <limits>
+#include <mutex>
 #include <numeric>
 #include <optional>
 #include <set>
+#include <thread>
 #include <utility>
 
 #include "ketasim/errors.hpp"
@@ -35,6 +42,16 @@ constexpr hsize_t kChunkTimePoints = 4096;  // 64 x 4096 float32 = 1 MiB, the la
 constexpr int kDeflateLevel = 1;
 constexpr std::size_t kMinChunkCacheBytes = std::size_t{1} << 20;
 constexpr std::size_t kMaxChunkCacheBytes = std::size_t{8} << 20;
+// HDF5's default preemption weight. At 1.0 the chunk cache never evicts a chunk that was only
+// partly written or read, and HDF5 counts an edge chunk (T not a multiple of 4096) as partly
+// accessed forever: every edge chunk then stayed in memory, uncompressed, until the dataset was
+// closed (~470 MiB for 10000 W1 subjects).
+constexpr double kChunkCachePreemptionWeight = 0.75;
+// The summary pass reads compressed chunks ahead for its decoding threads, this many per thread.
+constexpr std::size_t kSummaryBatchPerThread = 2;
+// Bits of a stored chunk's filter mask: filter i of the pipeline was skipped for that chunk.
+constexpr std::uint32_t kShuffleSkipped = 1U << 0;  // the pipeline is shuffle (0), deflate (1)
+constexpr std::uint32_t kDeflateSkipped = 1U << 1;
 
 struct SummaryQuantile {
   const char* name;
@@ -166,13 +183,32 @@ void write_vector(const H5::Group& parent, const std::string& name, const std::v
   if (!values.empty()) dataset.write(values.data(), H5::PredType::NATIVE_DOUBLE);
 }
 
-// [N x T] float32, chunked by subjects x time points, shuffle + deflate. Chunks must have
-// non-zero sizes, so an empty matrix stays contiguous (and uncompressed).
+// ---- Trajectory chunks -----------------------------------------------------------------------
+
+constexpr float kTrajectoryFill = std::numeric_limits<float>::quiet_NaN();
+
+// How an [N x T] trajectory matrix is cut into chunks. Chunks must have non-zero sizes, so an
+// empty matrix is not chunked: it stays contiguous (and uncompressed).
+struct ChunkGrid {
+  hsize_t subjects = 0;
+  hsize_t time_points = 0;
+  hsize_t chunk_rows = 0;  // 0: not chunked
+  hsize_t chunk_columns = 0;
+
+  static ChunkGrid of(hsize_t subjects, hsize_t time_points) {
+    if (subjects == 0 || time_points == 0) return {subjects, time_points, 0, 0};
+    return {subjects, time_points, std::min(subjects, kChunkSubjects), std::min(time_points, kChunkTimePoints)};
+  }
+  bool chunked() const { return chunk_rows > 0; }
+};
+
+// [N x T] float32, chunked by subjects x time points, shuffle + deflate.
 H5::DSetCreatPropList trajectory_creation(hsize_t subjects, hsize_t time_points) {
-  const float fill = std::numeric_limits<float>::quiet_NaN();
+  const float fill = kTrajectoryFill;
   H5::DSetCreatPropList creation = float_creation(H5::PredType::NATIVE_FLOAT, &fill);
-  if (subjects == 0 || time_points == 0) return creation;
-  const std::array<hsize_t, 2> chunk{std::min(subjects, kChunkSubjects), std::min(time_points, kChunkTimePoints)};
+  const ChunkGrid grid = ChunkGrid::of(subjects, time_points);
+  if (!grid.chunked()) return creation;
+  const std::array<hsize_t, 2> chunk{grid.chunk_rows, grid.chunk_columns};
   creation.setChunk(2, chunk.data());
   creation.setShuffle();  // before deflate: the filters run in the order they are added
   creation.setDeflate(kDeflateLevel);
@@ -187,9 +223,133 @@ H5::DSetAccPropList trajectory_access(hsize_t subjects, hsize_t time_points) {
   const std::size_t band_bytes =
       static_cast<std::size_t>(std::min(subjects, kChunkSubjects) * time_points) * sizeof(float);
   const std::size_t cache_bytes = std::clamp(2 * band_bytes, kMinChunkCacheBytes, kMaxChunkCacheBytes);
-  access.setChunkCache(521, cache_bytes, 1.0);  // 521: HDF5's default slot count, a prime
+  access.setChunkCache(521, cache_bytes, kChunkCachePreemptionWeight);  // 521: HDF5's default slot count, a prime
   return access;
 }
+
+// The rows of a block [first, end) that make up whole chunk rows: [begin, stop), both on chunk
+// boundaries (the last chunk row ends at N: HDF5 stores that edge chunk full size, padded with
+// the fill value). The rows before and after share their chunks with other blocks. When no chunk
+// row is covered whole, begin = stop = end.
+struct WholeChunkRows {
+  hsize_t begin = 0;
+  hsize_t stop = 0;
+};
+
+WholeChunkRows whole_chunk_rows(const ChunkGrid& grid, hsize_t first, hsize_t end) {
+  if (!grid.chunked()) return {end, end};
+  const hsize_t begin = std::min((first + grid.chunk_rows - 1) / grid.chunk_rows * grid.chunk_rows, end);
+  const hsize_t stop = end == grid.subjects ? end : end / grid.chunk_rows * grid.chunk_rows;
+  return begin < stop ? WholeChunkRows{begin, stop} : WholeChunkRows{end, end};
+}
+
+// HDF5's filter pipeline, outside HDF5, for whole chunks. What HDF5 1.10 stores for a chunk of a
+// shuffle + deflate dataset is (H5Zshuffle.c, H5Zdeflate.c):
+//   shuffle: the chunk's n elements of s bytes (n > 1) become s planes of n bytes, byte b of
+//            element e going to b * n + e;
+//   deflate: compress2(level) of the shuffled bytes (zlib format, default window and memory
+//            level), into a buffer of ceil(1.001 * size) + 12 bytes, never smaller than zlib's
+//            compressBound, so it cannot overflow there or here.
+// The chunk is always full size; the part outside the dataset holds the fill value, as HDF5
+// initialises a new chunk with it. Test "prepared and plain writes store the same chunks" pins it.
+static_assert(std::endian::native == std::endian::little,
+              "the trajectories are stored as IEEE_F32LE: the shuffle planes assume native = little-endian");
+static_assert(sizeof(float) == 4);
+
+class ChunkCompressor {
+ public:
+  // Compresses the chunk whose first element is (first_row, first_column) of the matrix; `rows`
+  // is the block's matrix [row * T + t], its row 0 being subject `rows_first_subject`; every row
+  // of the chunk that lies inside the dataset must be in it.
+  std::vector<unsigned char> compress(const ChunkGrid& grid, const float* rows, hsize_t rows_first_subject,
+                                      hsize_t first_row, hsize_t first_column) {
+    const auto elements = static_cast<std::size_t>(grid.chunk_rows * grid.chunk_columns);
+    shuffled_.resize(elements * sizeof(float));
+    const std::array<unsigned char*, sizeof(float)> planes{shuffled_.data(), shuffled_.data() + elements,
+                                                           shuffled_.data() + 2 * elements,
+                                                           shuffled_.data() + 3 * elements};
+    const auto put = [&](std::size_t element, float value) {
+      const auto bits = std::bit_cast<std::uint32_t>(value);
+      for (std::size_t byte = 0; byte < sizeof(float); ++byte) {
+        planes[byte][element] = static_cast<unsigned char>(bits >> (8 * byte));
+      }
+    };
+    const hsize_t valid_columns = std::min(grid.chunk_columns, grid.time_points - first_column);
+    for (hsize_t r = 0; r < grid.chunk_rows; ++r) {
+      const auto element = static_cast<std::size_t>(r * grid.chunk_columns);
+      const hsize_t row = first_row + r;
+      hsize_t c = 0;
+      if (row < grid.subjects) {
+        const float* source = rows + (row - rows_first_subject) * grid.time_points + first_column;
+        for (; c < valid_columns; ++c) put(element + c, source[c]);
+      }
+      for (; c < grid.chunk_columns; ++c) put(element + c, kTrajectoryFill);
+    }
+    // (One element: HDF5 skips the shuffle, and the planes above are then the element's bytes.)
+
+    uLongf length = compressBound(static_cast<uLong>(shuffled_.size()));
+    deflated_.resize(length);
+    const int status =
+        compress2(deflated_.data(), &length, shuffled_.data(), static_cast<uLong>(shuffled_.size()), kDeflateLevel);
+    if (status != Z_OK) throw IoError("zlib compress2 failed with status " + std::to_string(status));
+    return {deflated_.begin(), deflated_.begin() + static_cast<std::ptrdiff_t>(length)};
+  }
+
+ private:
+  std::vector<unsigned char> shuffled_;  // scratch, reused from chunk to chunk
+  std::vector<unsigned char> deflated_;
+};
+
+// A chunk as stored in the file, read back for the summaries.
+struct StoredChunk {
+  std::array<hsize_t, 2> origin{};  // first row, first column
+  std::uint32_t filter_mask = 0;
+  std::vector<unsigned char> bytes;
+};
+
+// The reverse of ChunkCompressor (and of HDF5's pipeline for a chunk it compressed itself): the
+// chunk's chunk_rows x chunk_columns values, row-major. Throws IoError for a corrupt chunk.
+class ChunkDecoder {
+ public:
+  const std::vector<float>& decode(const ChunkGrid& grid, const StoredChunk& chunk) {
+    const auto elements = static_cast<std::size_t>(grid.chunk_rows * grid.chunk_columns);
+    const std::size_t size = elements * sizeof(float);
+    const unsigned char* shuffled = chunk.bytes.data();
+    std::size_t shuffled_size = chunk.bytes.size();
+    if ((chunk.filter_mask & kDeflateSkipped) == 0) {
+      inflated_.resize(size);
+      uLongf length = static_cast<uLongf>(size);
+      const int status =
+          uncompress(inflated_.data(), &length, chunk.bytes.data(), static_cast<uLong>(chunk.bytes.size()));
+      if (status != Z_OK) fail(chunk, "zlib uncompress status " + std::to_string(status));
+      shuffled = inflated_.data();
+      shuffled_size = length;
+    }
+    if (shuffled_size != size) fail(chunk, std::to_string(shuffled_size) + " bytes, expected " + std::to_string(size));
+    values_.resize(elements);
+    if ((chunk.filter_mask & kShuffleSkipped) != 0) {
+      std::memcpy(values_.data(), shuffled, size);
+      return values_;
+    }
+    for (std::size_t element = 0; element < elements; ++element) {
+      std::uint32_t bits = 0;
+      for (std::size_t byte = 0; byte < sizeof(float); ++byte) {
+        bits |= std::uint32_t{shuffled[byte * elements + element]} << (8 * byte);
+      }
+      values_[element] = std::bit_cast<float>(bits);
+    }
+    return values_;
+  }
+
+ private:
+  [[noreturn]] static void fail(const StoredChunk& chunk, const std::string& problem) {
+    throw IoError("the chunk at subject " + std::to_string(chunk.origin[0]) + ", time point " +
+                  std::to_string(chunk.origin[1]) + " is corrupt: " + problem);
+  }
+
+  std::vector<unsigned char> inflated_;  // scratch, reused from chunk to chunk
+  std::vector<float> values_;
+};
 
 void write_rows(const H5::DataSet& dataset, const H5::DataType& memory_type, const void* data, hsize_t first_row,
                 hsize_t rows, hsize_t width, bool is_matrix) {
@@ -203,34 +363,115 @@ void write_rows(const H5::DataSet& dataset, const H5::DataType& memory_type, con
   dataset.write(data, memory_type, memory_space, file_space);
 }
 
+// Every chunk of a trajectory matrix exists once every subject was written. A chunk still dirty in
+// HDF5's chunk cache (rows written uncompressed) is first written to the file by HDF5 itself:
+// both H5Dget_chunk_storage_size and H5Dread_chunk evict it before looking it up.
+void read_stored_chunk(const H5::DataSet& dataset, const std::array<hsize_t, 2>& origin, StoredChunk& chunk) {
+  chunk.origin = origin;
+  hsize_t size = 0;
+  if (H5Dget_chunk_storage_size(dataset.getId(), origin.data(), &size) < 0) {
+    throw H5::DataSetIException("H5Dget_chunk_storage_size", "cannot find a trajectory chunk");
+  }
+  chunk.bytes.resize(static_cast<std::size_t>(size));
+  if (H5Dread_chunk(dataset.getId(), H5P_DEFAULT, origin.data(), &chunk.filter_mask, chunk.bytes.data()) < 0) {
+    throw H5::DataSetIException("H5Dread_chunk", "cannot read a trajectory chunk");
+  }
+}
+
 // ---- Quantiles -----------------------------------------------------------------------------
 
 // Hyndman & Fan type 7 (R's default): with the n values sorted x[0..n-1], h = (n - 1) p and
-// Q(p) = x[floor h] + (h - floor h) (x[floor h + 1] - x[floor h]). Reorders `values`; the result
-// depends only on the multiset of values, never on their order. No values → NaN.
-double type7_quantile(std::vector<double>& values, double probability) {
-  if (values.empty()) return kNaN;
-  const double position = static_cast<double>(values.size() - 1) * probability;
-  const auto low_index = static_cast<std::size_t>(std::floor(position));
-  const double fraction = position - static_cast<double>(low_index);
-  const auto low = values.begin() + static_cast<std::ptrdiff_t>(low_index);
-  std::nth_element(values.begin(), low, values.end());
-  if (fraction == 0.0 || low_index + 1 == values.size()) return *low;
-  const double high = *std::min_element(low + 1, values.end());  // after nth_element, all >= *low
-  return *low == high ? high : (1.0 - fraction) * *low + fraction * high;
+// Q(p) = x[floor h] + (h - floor h) (x[floor h + 1] - x[floor h]), in double (float32 values widen
+// exactly). The result depends only on the multiset of values, never on their order. No values
+// → NaN.
+//
+// Reorders `values`, and each quantile narrows the selection of the next: once x[r] is in its
+// sorted place (nth_element), a later rank above r is selected among the values after it only,
+// a rank below r among those before it.
+class Type7Quantiles {
+ public:
+  explicit Type7Quantiles(std::vector<float>& values) : values_(values) {}
+
+  double operator()(double probability) {
+    const std::size_t n = values_.size();
+    if (n == 0) return kNaN;
+    const double position = static_cast<double>(n - 1) * probability;
+    const auto rank = static_cast<std::size_t>(std::floor(position));
+    const double fraction = position - static_cast<double>(rank);
+    select(rank);
+    const double low = values_[rank];
+    if (fraction == 0.0 || rank + 1 == n) return low;
+    // Everything after a value in its sorted place is >= it, so x[rank + 1] is their minimum.
+    const double high = *std::min_element(at(rank + 1), values_.end());
+    return low == high ? high : (1.0 - fraction) * low + fraction * high;
+  }
+
+ private:
+  std::vector<float>::iterator at(std::size_t index) { return values_.begin() + static_cast<std::ptrdiff_t>(index); }
+
+  // Puts x[rank] in its sorted place, searching only between the neighbouring placed ranks.
+  void select(std::size_t rank) {
+    std::size_t begin = 0;
+    std::size_t end = values_.size();
+    for (const std::size_t placed : placed_) {
+      if (placed == rank) return;
+      if (placed < rank) begin = std::max(begin, placed + 1);
+      if (placed > rank) end = std::min(end, placed);
+    }
+    std::nth_element(at(begin), at(rank), at(end));
+    placed_.push_back(rank);
+  }
+
+  std::vector<float>& values_;
+  std::vector<std::size_t> placed_;
+};
+
+// Memory the summary pass needs besides the slab, per decoding thread: the chunk being decoded
+// (inflated bytes and floats), one compressed chunk in the batch read ahead for it, and one
+// time column of values.
+std::size_t summary_scratch_bytes(const ChunkGrid& grid, unsigned threads) {
+  const auto chunk_bytes = static_cast<std::size_t>(grid.chunk_rows * grid.chunk_columns) * sizeof(float);
+  const auto column_bytes = static_cast<std::size_t>(grid.subjects) * sizeof(float);
+  return threads * (kSummaryBatchPerThread * chunk_bytes + 2 * chunk_bytes + column_bytes);
 }
 
-// Time columns per slab read back in finish(): the slab (N x columns float32) plus one column of
-// double scratch must fit in the budget. Slabs wider than a chunk are whole multiples of the
+// Time columns per slab read back in finish(): the slab (N x columns float32) plus the scratch of
+// the decoding threads must fit in the budget. Slabs wider than a chunk are whole multiples of the
 // chunk width, so that each chunk is decompressed once.
-hsize_t summary_columns_per_slab(hsize_t subjects, hsize_t time_points, std::size_t budget_bytes) {
-  const std::size_t scratch_bytes = static_cast<std::size_t>(subjects) * sizeof(double);
+hsize_t summary_columns_per_slab(const ChunkGrid& grid, std::size_t budget_bytes, unsigned threads) {
+  const std::size_t scratch_bytes = summary_scratch_bytes(grid, threads);
   const std::size_t slab_bytes = budget_bytes > scratch_bytes ? budget_bytes - scratch_bytes : 0;
-  hsize_t columns = std::max<hsize_t>(1, slab_bytes / (static_cast<std::size_t>(subjects) * sizeof(float)));
-  columns = std::min(columns, time_points);
-  const hsize_t chunk_columns = std::min(time_points, kChunkTimePoints);
-  if (columns >= chunk_columns) columns -= columns % chunk_columns;
+  hsize_t columns = std::max<hsize_t>(1, slab_bytes / (static_cast<std::size_t>(grid.subjects) * sizeof(float)));
+  columns = std::min(columns, grid.time_points);
+  if (columns >= grid.chunk_columns) columns -= columns % grid.chunk_columns;
   return columns;
+}
+
+// Runs task(thread, index) for every index in [0, count) on up to `threads` threads, the calling
+// thread being thread 0 (so that a task can use per-thread scratch). After every thread has
+// stopped, rethrows the first exception a task threw; the remaining indices are then skipped.
+template <class Task>
+void parallel_for(unsigned threads, std::size_t count, const Task& task) {
+  std::atomic<std::size_t> next{0};
+  std::atomic<bool> failed{false};
+  std::mutex failure_mutex;
+  std::exception_ptr failure;
+  const auto work = [&](unsigned thread) {
+    try {
+      for (std::size_t index = next++; index < count && !failed; index = next++) task(thread, index);
+    } catch (...) {
+      const std::lock_guard lock(failure_mutex);
+      if (!failure) failure = std::current_exception();
+      failed = true;
+    }
+  };
+  {
+    std::vector<std::jthread> helpers;  // joined at the end of the scope, also if starting one throws
+    const auto used = static_cast<unsigned>(std::min<std::size_t>(threads, count));
+    for (unsigned thread = 1; thread < used; ++thread) helpers.emplace_back(work, thread);
+    work(0);
+  }
+  if (failure) std::rethrow_exception(failure);
 }
 
 // ---- Layout validation ---------------------------------------------------------------------
@@ -313,7 +554,7 @@ struct ColumnDataset {
 };
 
 struct ArmDatasets {
-  ArmLayout layout;
+  const ArmLayout* layout = nullptr;                                         // in State::layouts
   std::vector<H5::DataSet> trajectories;                                     // [N x T]
   std::vector<std::array<H5::DataSet, kSummaryQuantiles.size()>> summaries;  // [trajectory][quantile]
   std::vector<ColumnDataset> subject_columns;
@@ -330,10 +571,14 @@ struct ArmDatasets {
 struct ResultWriter::State {
   enum class Phase { open, finished, failed };
 
+  // Set by the constructor and never changed afterwards: prepare() reads them from any thread.
   std::string final_path;
   std::string temporary_path;
   std::int64_t subjects_per_arm = 0;
   ResultWriterOptions options;
+  std::vector<ArmLayout> layouts;
+
+  // Used by the writer thread only.
   Hdf5ErrorStack error_stack;
   std::optional<H5::H5File> file;  // emplaced: H5File's copy assignment is deprecated
   std::vector<ArmDatasets> arms;
@@ -358,12 +603,18 @@ struct ResultWriter::State {
 
   void create_file();
   void write_root_attributes(const RunInfo& info);
-  void define_arm(const ArmLayout& layout);
+  void define_arm(const ArmLayout& layout);  // layout: an element of `layouts`
   void define_subjects(const H5::Group& arm_group, ArmDatasets& arm) const;
   void define_metrics(const H5::Group& arm_group, ArmDatasets& arm) const;
   void define_trajectories(const H5::Group& arm_group, ArmDatasets& arm) const;
-  void check_block(const SubjectBlock& block) const;
+  void check_block_shape(const SubjectBlock& block) const;  // thread-safe
+  void check_not_written(const SubjectBlock& block) const;
   void write_block(const SubjectBlock& block);
+  void write_prepared_block(const PreparedBlock& block);
+  void write_trajectory_rows(const ArmDatasets& arm, hsize_t first, hsize_t rows,
+                             const std::vector<std::vector<float>>& trajectories) const;
+  void write_subject_columns(const ArmDatasets& arm, const SubjectBlock& block) const;
+  static void mark_written(ArmDatasets& arm, const SubjectBlock& block);
   void check_every_subject_written() const;
   void write_summary(const ArmDatasets& arm, std::size_t trajectory);
   void close_file();
@@ -424,7 +675,7 @@ void ResultWriter::State::write_root_attributes(const RunInfo& info) {
 
 void ResultWriter::State::define_arm(const ArmLayout& layout) {
   ArmDatasets arm;
-  arm.layout = layout;
+  arm.layout = &layout;
   arm.written.assign(static_cast<std::size_t>(subjects_per_arm), false);
   hdf5("define arm '" + layout.name + "'", [&] {
     const H5::Group group = file->createGroup("arms/" + layout.name);
@@ -446,7 +697,7 @@ void ResultWriter::State::define_subjects(const H5::Group& arm_group, ArmDataset
   const H5::Group group = arm_group.createGroup("subjects");
   arm.subject_id =
       create_dataset(group, "id", H5::PredType::STD_I64LE, {subjects}, "", "subject id (row index within the arm)");
-  for (const ColumnSpec& column : arm.layout.subject_columns) {
+  for (const ColumnSpec& column : arm.layout->subject_columns) {
     arm.subject_columns.push_back(
         {create_dataset(group, column.name, H5::PredType::IEEE_F64LE, column_shape(subjects, column.width), column.unit,
                         column.description, nan_filled_doubles()),
@@ -457,7 +708,7 @@ void ResultWriter::State::define_subjects(const H5::Group& arm_group, ArmDataset
 void ResultWriter::State::define_metrics(const H5::Group& arm_group, ArmDatasets& arm) const {
   const auto subjects = static_cast<hsize_t>(subjects_per_arm);
   const H5::Group group = arm_group.createGroup("metrics");
-  for (const ColumnSpec& column : arm.layout.metrics) {
+  for (const ColumnSpec& column : arm.layout->metrics) {
     arm.metrics.push_back(
         {create_dataset(group, column.name, H5::PredType::IEEE_F64LE, column_shape(subjects, column.width), column.unit,
                         column.description, nan_filled_doubles()),
@@ -471,12 +722,12 @@ void ResultWriter::State::define_metrics(const H5::Group& arm_group, ArmDatasets
 
 void ResultWriter::State::define_trajectories(const H5::Group& arm_group, ArmDatasets& arm) const {
   const auto subjects = static_cast<hsize_t>(subjects_per_arm);
-  const hsize_t time_points = arm.layout.time_h.size();
+  const hsize_t time_points = arm.layout->time_h.size();
   const H5::DSetCreatPropList creation = trajectory_creation(subjects, time_points);
   const H5::DSetAccPropList access = trajectory_access(subjects, time_points);
   const H5::Group trajectories = arm_group.createGroup("trajectories");
   const H5::Group summary = arm_group.createGroup("summary");
-  for (const ColumnSpec& column : arm.layout.trajectories) {
+  for (const ColumnSpec& column : arm.layout->trajectories) {
     arm.trajectories.push_back(create_dataset(trajectories, column.name, H5::PredType::IEEE_F32LE,
                                               {subjects, time_points}, column.unit, column.description, creation,
                                               access));
@@ -493,14 +744,20 @@ void ResultWriter::State::define_trajectories(const H5::Group& arm_group, ArmDat
   }
 }
 
-void ResultWriter::State::check_block(const SubjectBlock& block) const {
-  const auto reject = [&](const std::string& problem) {
-    throw IoError(final_path + ": cannot write subjects [" + std::to_string(block.first_subject) + ", " +
-                  std::to_string(block.first_subject + block.count) + ") of arm " + std::to_string(block.arm) + ": " +
-                  problem);
-  };
-  if (block.arm >= arms.size()) reject("there are only " + std::to_string(arms.size()) + " arms");
-  const ArmDatasets& arm = arms[block.arm];
+namespace {
+
+[[noreturn]] void reject_block(const std::string& final_path, const SubjectBlock& block, const std::string& problem) {
+  throw IoError(final_path + ": cannot write subjects [" + std::to_string(block.first_subject) + ", " +
+                std::to_string(block.first_subject + block.count) + ") of arm " + std::to_string(block.arm) + ": " +
+                problem);
+}
+
+}  // namespace
+
+void ResultWriter::State::check_block_shape(const SubjectBlock& block) const {
+  const auto reject = [&](const std::string& problem) { reject_block(final_path, block, problem); };
+  if (block.arm >= layouts.size()) reject("there are only " + std::to_string(layouts.size()) + " arms");
+  const ArmLayout& layout = layouts[block.arm];
   if (block.first_subject < 0 || block.count < 0 || block.first_subject > subjects_per_arm - block.count) {
     reject("the arm has subjects [0, " + std::to_string(subjects_per_arm) + ")");
   }
@@ -520,10 +777,10 @@ void ResultWriter::State::check_block(const SubjectBlock& block) const {
     }
   };
   const auto width = [](const ColumnSpec& spec) { return spec.width; };
-  const auto time_points = [&](const ColumnSpec&) { return arm.layout.time_h.size(); };
-  check_sizes("trajectory", arm.layout.trajectories, block.trajectories, time_points);
-  check_sizes("subject column", arm.layout.subject_columns, block.subject_columns, width);
-  check_sizes("metric", arm.layout.metrics, block.metrics, width);
+  const auto time_points = [&](const ColumnSpec&) { return layout.time_h.size(); };
+  check_sizes("trajectory", layout.trajectories, block.trajectories, time_points);
+  check_sizes("subject column", layout.subject_columns, block.subject_columns, width);
+  check_sizes("metric", layout.metrics, block.metrics, width);
   if (block.status.size() != rows || block.message.size() != rows) {
     reject(std::to_string(block.status.size()) + " status values and " + std::to_string(block.message.size()) +
            " messages for " + std::to_string(rows) + " subjects");
@@ -533,40 +790,84 @@ void ResultWriter::State::check_block(const SubjectBlock& block) const {
       reject("status " + std::to_string(block.status[row]) + " of subject " +
              std::to_string(block.first_subject + static_cast<std::int64_t>(row)) + " is neither 0 nor 1");
     }
-    if (arm.written[static_cast<std::size_t>(block.first_subject) + row]) {
-      reject("subject " + std::to_string(block.first_subject + static_cast<std::int64_t>(row)) + " of arm '" +
-             arm.layout.name + "' was already written");
+  }
+}
+
+// The block's arm and range are valid (check_block_shape).
+void ResultWriter::State::check_not_written(const SubjectBlock& block) const {
+  const ArmDatasets& arm = arms[block.arm];
+  for (std::int64_t subject = block.first_subject; subject < block.first_subject + block.count; ++subject) {
+    if (arm.written[static_cast<std::size_t>(subject)]) {
+      reject_block(final_path, block,
+                   "subject " + std::to_string(subject) + " of arm '" + arm.layout->name + "' was already written");
     }
   }
 }
 
-void ResultWriter::State::write_block(const SubjectBlock& block) {
-  ArmDatasets& arm = arms[block.arm];
+void ResultWriter::State::write_trajectory_rows(const ArmDatasets& arm, hsize_t first, hsize_t rows,
+                                                const std::vector<std::vector<float>>& trajectories) const {
+  for (std::size_t i = 0; i < arm.trajectories.size(); ++i) {
+    write_rows(arm.trajectories[i], H5::PredType::NATIVE_FLOAT, trajectories[i].data(), first, rows,
+               arm.layout->time_h.size(), true);
+  }
+}
+
+// Everything of the block but its trajectories.
+void ResultWriter::State::write_subject_columns(const ArmDatasets& arm, const SubjectBlock& block) const {
   const auto first = static_cast<hsize_t>(block.first_subject);
   const auto rows = static_cast<hsize_t>(block.count);
-  hdf5("write subjects of arm '" + arm.layout.name + "'", [&] {
-    for (std::size_t i = 0; i < arm.trajectories.size(); ++i) {
-      write_rows(arm.trajectories[i], H5::PredType::NATIVE_FLOAT, block.trajectories[i].data(), first, rows,
-                 arm.layout.time_h.size(), true);
+  const auto write_columns = [&](const std::vector<ColumnDataset>& columns, const auto& buffers) {
+    for (std::size_t i = 0; i < columns.size(); ++i) {
+      write_rows(columns[i].dataset, H5::PredType::NATIVE_DOUBLE, buffers[i].data(), first, rows, columns[i].width,
+                 columns[i].width != 1);
     }
-    const auto write_columns = [&](const std::vector<ColumnDataset>& columns, const auto& buffers) {
-      for (std::size_t i = 0; i < columns.size(); ++i) {
-        write_rows(columns[i].dataset, H5::PredType::NATIVE_DOUBLE, buffers[i].data(), first, rows, columns[i].width,
-                   columns[i].width != 1);
-      }
-    };
-    write_columns(arm.subject_columns, block.subject_columns);
-    write_columns(arm.metrics, block.metrics);
-    std::vector<std::int64_t> ids(block.status.size());
-    std::iota(ids.begin(), ids.end(), block.first_subject);
-    write_rows(arm.subject_id, H5::PredType::NATIVE_INT64, ids.data(), first, rows, 1, false);
-    write_rows(arm.status, H5::PredType::NATIVE_INT8, block.status.data(), first, rows, 1, false);
-    std::vector<const char*> messages;
-    for (const std::string& message : block.message) messages.push_back(message.c_str());
-    write_rows(arm.message, utf8_text_type(), messages.data(), first, rows, 1, false);
-  });
+  };
+  write_columns(arm.subject_columns, block.subject_columns);
+  write_columns(arm.metrics, block.metrics);
+  std::vector<std::int64_t> ids(block.status.size());
+  std::iota(ids.begin(), ids.end(), block.first_subject);
+  write_rows(arm.subject_id, H5::PredType::NATIVE_INT64, ids.data(), first, rows, 1, false);
+  write_rows(arm.status, H5::PredType::NATIVE_INT8, block.status.data(), first, rows, 1, false);
+  std::vector<const char*> messages;
+  for (const std::string& message : block.message) messages.push_back(message.c_str());
+  write_rows(arm.message, utf8_text_type(), messages.data(), first, rows, 1, false);
+}
+
+void ResultWriter::State::mark_written(ArmDatasets& arm, const SubjectBlock& block) {
   std::fill_n(arm.written.begin() + block.first_subject, block.count, true);
   arm.written_count += block.count;
+}
+
+void ResultWriter::State::write_block(const SubjectBlock& block) {
+  ArmDatasets& arm = arms[block.arm];
+  hdf5("write subjects of arm '" + arm.layout->name + "'", [&] {
+    write_trajectory_rows(arm, static_cast<hsize_t>(block.first_subject), static_cast<hsize_t>(block.count),
+                          block.trajectories);
+    write_subject_columns(arm, block);
+  });
+  mark_written(arm, block);
+}
+
+void ResultWriter::State::write_prepared_block(const PreparedBlock& block) {
+  const SubjectBlock& columns = block.columns_;
+  ArmDatasets& arm = arms[columns.arm];
+  hdf5("write subjects of arm '" + arm.layout->name + "'", [&] {
+    for (const PreparedBlock::Chunk& chunk : block.chunks_) {
+      const std::array<hsize_t, 2> offset{static_cast<hsize_t>(chunk.first_subject),
+                                          static_cast<hsize_t>(chunk.first_time_point)};
+      const unsigned all_filters_applied = 0;
+      if (H5Dwrite_chunk(arm.trajectories[chunk.trajectory].getId(), H5P_DEFAULT, all_filters_applied, offset.data(),
+                         chunk.bytes.size(), chunk.bytes.data()) < 0) {
+        throw H5::DataSetIException("H5Dwrite_chunk", "cannot write a compressed trajectory chunk");
+      }
+    }
+    for (const PreparedBlock::Rows& rows : block.uncompressed_rows_) {
+      write_trajectory_rows(arm, static_cast<hsize_t>(rows.first_subject), static_cast<hsize_t>(rows.count),
+                            rows.trajectories);
+    }
+    write_subject_columns(arm, columns);
+  });
+  mark_written(arm, columns);
 }
 
 void ResultWriter::State::check_every_subject_written() const {
@@ -574,48 +875,77 @@ void ResultWriter::State::check_every_subject_written() const {
     if (arm.written_count == subjects_per_arm) continue;
     const auto first_missing = std::find(arm.written.begin(), arm.written.end(), false) - arm.written.begin();
     throw IoError(final_path + ": cannot finish the output: " + std::to_string(subjects_per_arm - arm.written_count) +
-                  " of " + std::to_string(subjects_per_arm) + " subjects of arm '" + arm.layout.name +
+                  " of " + std::to_string(subjects_per_arm) + " subjects of arm '" + arm.layout->name +
                   "' were never written (the first is subject " + std::to_string(first_missing) + ")");
   }
 }
 
 // Reads the [N x T] matrix back in slabs of whole time columns, so memory stays within
-// options.summary_memory_bytes whatever N is.
+// options.summary_memory_bytes whatever N is. HDF5 calls stay on this thread: it reads the
+// compressed chunks of a slab in small batches, and the summary threads decode them into the slab
+// (column-major, so that each time point's values are contiguous) and then compute the quantiles
+// of the slab's time points.
 void ResultWriter::State::write_summary(const ArmDatasets& arm, std::size_t trajectory) {
-  const auto subjects = static_cast<hsize_t>(subjects_per_arm);
-  const hsize_t time_points = arm.layout.time_h.size();
+  const H5::DataSet& dataset = arm.trajectories[trajectory];
+  const ChunkGrid grid = ChunkGrid::of(static_cast<hsize_t>(subjects_per_arm), arm.layout->time_h.size());
+  const auto subjects = static_cast<std::size_t>(grid.subjects);
   std::array<std::vector<double>, kSummaryQuantiles.size()> quantiles;
-  for (auto& values : quantiles) values.assign(time_points, kNaN);
+  for (auto& values : quantiles) values.assign(grid.time_points, kNaN);
   const std::string what =
-      "summarize trajectory '" + arm.layout.trajectories[trajectory].name + "' of arm '" + arm.layout.name + "'";
-  if (subjects > 0 && time_points > 0) {
-    const hsize_t slab_columns = summary_columns_per_slab(subjects, time_points, options.summary_memory_bytes);
-    std::vector<float> slab(static_cast<std::size_t>(subjects * slab_columns));
-    std::vector<double> column;
-    column.reserve(static_cast<std::size_t>(subjects));
-    for (hsize_t first = 0; first < time_points; first += slab_columns) {
-      const hsize_t columns = std::min(slab_columns, time_points - first);
-      hdf5(what, [&] {
-        H5::DataSpace file_space = arm.trajectories[trajectory].getSpace();
-        const std::array<hsize_t, 2> start{0, first};
-        const std::array<hsize_t, 2> count{subjects, columns};
-        file_space.selectHyperslab(H5S_SELECT_SET, count.data(), start.data());
-        const H5::DataSpace memory_space(2, count.data());
-        arm.trajectories[trajectory].read(slab.data(), H5::PredType::NATIVE_FLOAT, memory_space, file_space);
-      });
-      for (hsize_t t = 0; t < columns; ++t) {
-        column.clear();
-        for (hsize_t subject = 0; subject < subjects; ++subject) {
-          const float value = slab[subject * columns + t];
-          if (!std::isnan(value)) column.push_back(value);
+      "summarize trajectory '" + arm.layout->trajectories[trajectory].name + "' of arm '" + arm.layout->name + "'";
+  if (grid.chunked()) {
+    const unsigned threads =
+        options.summary_threads > 0 ? options.summary_threads : std::max(1U, std::thread::hardware_concurrency());
+    const hsize_t slab_columns = summary_columns_per_slab(grid, options.summary_memory_bytes, threads);
+    std::vector<float> slab(subjects * static_cast<std::size_t>(slab_columns));  // [t - first][subject]
+    std::vector<ChunkDecoder> decoders(threads);
+    std::vector<std::vector<float>> columns(threads);
+    std::vector<StoredChunk> batch;
+    for (hsize_t first = 0; first < grid.time_points; first += slab_columns) {
+      const hsize_t width = std::min(slab_columns, grid.time_points - first);
+      std::vector<std::array<hsize_t, 2>> origins;
+      for (hsize_t column = first / grid.chunk_columns * grid.chunk_columns; column < first + width;
+           column += grid.chunk_columns) {
+        for (hsize_t row = 0; row < grid.subjects; row += grid.chunk_rows) origins.push_back({row, column});
+      }
+      const auto decode_into_slab = [&](unsigned thread, std::size_t index) {
+        const StoredChunk& chunk = batch[index];
+        const std::vector<float>& values = decoders[thread].decode(grid, chunk);
+        const hsize_t rows = std::min(grid.chunk_rows, grid.subjects - chunk.origin[0]);
+        const hsize_t t_begin = std::max(first, chunk.origin[1]);
+        const hsize_t t_end = std::min({first + width, chunk.origin[1] + grid.chunk_columns, grid.time_points});
+        for (hsize_t t = t_begin; t < t_end; ++t) {
+          float* destination = slab.data() + (t - first) * subjects + chunk.origin[0];
+          const float* source = values.data() + (t - chunk.origin[1]);
+          for (hsize_t r = 0; r < rows; ++r) destination[r] = source[r * grid.chunk_columns];
         }
-        for (std::size_t q = 0; q < kSummaryQuantiles.size(); ++q) {
-          quantiles[q][first + t] = type7_quantile(column, kSummaryQuantiles[q].probability);
+      };
+      const std::size_t batch_size = kSummaryBatchPerThread * threads;
+      for (std::size_t next = 0; next < origins.size(); next += batch_size) {
+        batch.resize(std::min(batch_size, origins.size() - next));
+        hdf5(what, [&] {
+          for (std::size_t i = 0; i < batch.size(); ++i) read_stored_chunk(dataset, origins[next + i], batch[i]);
+        });
+        try {
+          parallel_for(threads, batch.size(), decode_into_slab);
+        } catch (const IoError& error) {
+          throw IoError(temporary_path + ": cannot " + what + ": " + error.what());
         }
       }
+      parallel_for(threads, static_cast<std::size_t>(width), [&](unsigned thread, std::size_t t) {
+        std::vector<float>& column = columns[thread];
+        const float* values = slab.data() + t * subjects;
+        column.clear();
+        std::copy_if(values, values + subjects, std::back_inserter(column),
+                     [](float value) { return !std::isnan(value); });
+        Type7Quantiles quantile(column);
+        for (std::size_t q = 0; q < kSummaryQuantiles.size(); ++q) {
+          quantiles[q][first + t] = quantile(kSummaryQuantiles[q].probability);
+        }
+      });
     }
   }
-  if (time_points == 0) return;
+  if (grid.time_points == 0) return;
   hdf5(what, [&] {
     for (std::size_t q = 0; q < kSummaryQuantiles.size(); ++q) {
       arm.summaries[trajectory][q].write(quantiles[q].data(), H5::PredType::NATIVE_DOUBLE);
@@ -643,17 +973,18 @@ ResultWriter::ResultWriter(std::string final_path, const RunInfo& info, std::vec
   state.subjects_per_arm = subjects_per_arm;
   state.options = options;
   check_layout(state.final_path, info, arms, subjects_per_arm);
+  state.layouts = std::move(arms);  // never resized again: the arms' datasets point into it
 
   ErrorStackRecorder recorder(state.error_stack);
   state.create_file();
   state.write_root_attributes(info);
   std::vector<std::string> arm_names;
-  for (const ArmLayout& arm : arms) arm_names.push_back(arm.name);
+  for (const ArmLayout& arm : state.layouts) arm_names.push_back(arm.name);
   state.hdf5("write the arm names", [&] {
     set_text_array_attribute(*state.file, "arms", arm_names);
     state.file->createGroup("arms");
   });
-  for (const ArmLayout& arm : arms) state.define_arm(arm);
+  for (const ArmLayout& arm : state.layouts) state.define_arm(arm);
 }
 
 ResultWriter::ResultWriter(ResultWriter&&) noexcept = default;
@@ -671,10 +1002,63 @@ ResultWriter::State& ResultWriter::open_state(const char* operation) {
 
 void ResultWriter::write(const SubjectBlock& block) {
   State& state = open_state("write");
-  state.check_block(block);
+  state.check_block_shape(block);
+  state.check_not_written(block);
   ErrorStackRecorder recorder(state.error_stack);
   state.phase = State::Phase::failed;  // until the write completes
   state.write_block(block);
+  state.phase = State::Phase::open;
+}
+
+PreparedBlock ResultWriter::prepare(SubjectBlock block) const {
+  if (!state_) throw IoError("ResultWriter::prepare: the writer was moved from");
+  const State& state = *state_;  // only what the constructor set; nothing here may touch HDF5
+  state.check_block_shape(block);
+  const ArmLayout& layout = state.layouts[block.arm];
+  const ChunkGrid grid = ChunkGrid::of(static_cast<hsize_t>(state.subjects_per_arm), layout.time_h.size());
+  const auto first = static_cast<hsize_t>(block.first_subject);
+  const auto end = first + static_cast<hsize_t>(block.count);
+  const WholeChunkRows whole = whole_chunk_rows(grid, first, end);
+
+  PreparedBlock prepared;
+  prepared.writer_state_ = state_.get();
+  ChunkCompressor compressor;
+  for (std::size_t trajectory = 0; trajectory < block.trajectories.size(); ++trajectory) {
+    for (hsize_t row = whole.begin; row < whole.stop; row += grid.chunk_rows) {
+      for (hsize_t column = 0; column < grid.time_points; column += grid.chunk_columns) {
+        prepared.chunks_.push_back(
+            {trajectory, static_cast<std::int64_t>(row), static_cast<std::int64_t>(column),
+             compressor.compress(grid, block.trajectories[trajectory].data(), first, row, column)});
+      }
+    }
+  }
+  const auto keep_rows = [&](hsize_t begin, hsize_t stop) {
+    if (begin == stop) return;
+    PreparedBlock::Rows& rows = prepared.uncompressed_rows_.emplace_back();
+    rows.first_subject = static_cast<std::int64_t>(begin);
+    rows.count = static_cast<std::int64_t>(stop - begin);
+    for (const std::vector<float>& values : block.trajectories) {
+      const auto from = values.begin() + static_cast<std::ptrdiff_t>((begin - first) * grid.time_points);
+      rows.trajectories.emplace_back(from, from + static_cast<std::ptrdiff_t>((stop - begin) * grid.time_points));
+    }
+  };
+  keep_rows(first, whole.begin);
+  keep_rows(whole.stop, end);
+  block.trajectories.clear();
+  prepared.columns_ = std::move(block);
+  return prepared;
+}
+
+void ResultWriter::write(PreparedBlock&& block) {
+  State& state = open_state("write");
+  if (block.writer_state_ != state_.get()) {
+    throw IoError(state.final_path + ": cannot write a prepared block: it was not prepared by this writer" +
+                  (block.writer_state_ == nullptr ? " (it was moved from)" : ""));
+  }
+  state.check_not_written(block.columns_);
+  ErrorStackRecorder recorder(state.error_stack);
+  state.phase = State::Phase::failed;  // until the write completes
+  state.write_prepared_block(block);
   state.phase = State::Phase::open;
 }
 

@@ -4,13 +4,19 @@
 // next to the final one and renamed into place only by finish(), so a run that fails or is
 // interrupted never leaves a half-written file and never touches an existing result.
 //
-// HDF5 types stay out of this header (the engine links HDF5 privately). Only one thread may use
-// a writer: Debian's HDF5 build is not thread-safe.
+// HDF5 types stay out of this header (the engine links HDF5 privately). Debian's HDF5 build is
+// not thread-safe, so everything that calls HDF5 (construction, write, finish, destruction) must
+// stay on one thread. The expensive part of writing, compressing the trajectory chunks, is split
+// off into prepare(), which does not call HDF5 and may run on any number of threads at once:
+//
+//   worker threads:   PreparedBlock prepared = writer.prepare(std::move(block));
+//   writer thread:    writer.write(std::move(prepared));
 
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "ketasim/results.hpp"
@@ -21,12 +27,70 @@ namespace ketasim {
 // that start on a multiple of it fill whole chunks, which is the cheapest way to write them.
 inline constexpr std::int64_t kTrajectoryChunkSubjects = 64;
 
+class ResultWriter;
+
+// A block of subjects made ready for ResultWriter::write(PreparedBlock&&) by
+// ResultWriter::prepare: every trajectory chunk the block covers whole is already shuffled and
+// deflated, byte for byte as HDF5's own filter pipeline would have stored it, and is written
+// with H5Dwrite_chunk. Rows that share a chunk with subjects outside the block stay uncompressed
+// and go through HDF5's pipeline when written. Only the writer that prepared it can write it.
+class PreparedBlock {
+ public:
+  // One trajectory chunk as stored in the file (all filters applied).
+  struct Chunk {
+    std::size_t trajectory = 0;         // index into ArmLayout::trajectories
+    std::int64_t first_subject = 0;     // the chunk's first row
+    std::int64_t first_time_point = 0;  // the chunk's first column
+    std::vector<unsigned char> bytes;   // shuffled, then deflated
+  };
+  // Consecutive rows written uncompressed; [trajectory][row * time points + t].
+  struct Rows {
+    std::int64_t first_subject = 0;
+    std::int64_t count = 0;
+    std::vector<std::vector<float>> trajectories;
+  };
+
+  // A moved-from block is empty and no writer accepts it.
+  PreparedBlock(PreparedBlock&& other) noexcept
+      : writer_state_(std::exchange(other.writer_state_, nullptr)),
+        columns_(std::move(other.columns_)),
+        chunks_(std::move(other.chunks_)),
+        uncompressed_rows_(std::move(other.uncompressed_rows_)) {}
+  PreparedBlock& operator=(PreparedBlock&& other) noexcept {
+    writer_state_ = std::exchange(other.writer_state_, nullptr);
+    columns_ = std::move(other.columns_);
+    chunks_ = std::move(other.chunks_);
+    uncompressed_rows_ = std::move(other.uncompressed_rows_);
+    return *this;
+  }
+  PreparedBlock(const PreparedBlock&) = delete;
+  PreparedBlock& operator=(const PreparedBlock&) = delete;
+  ~PreparedBlock() = default;
+
+  // The prepared block's arm, subject range, subject columns, metrics, status and messages. Its
+  // `trajectories` is empty: the trajectory values are in chunks() and uncompressed_rows().
+  const SubjectBlock& columns() const { return columns_; }
+  const std::vector<Chunk>& chunks() const { return chunks_; }
+  const std::vector<Rows>& uncompressed_rows() const { return uncompressed_rows_; }
+
+ private:
+  friend class ResultWriter;
+  PreparedBlock() = default;
+  const void* writer_state_ = nullptr;  // identifies the writer that prepared the block
+  SubjectBlock columns_;
+  std::vector<Chunk> chunks_;
+  std::vector<Rows> uncompressed_rows_;
+};
+
 struct ResultWriterOptions {
   // Upper bound on the memory finish() uses to compute the per-time quantiles (the trajectory
-  // slab read back from the file plus one column of scratch). Tests shrink it to force many
-  // slabs; at least one time column is always read, so for more than ~20 million subjects per
-  // arm the bound is exceeded.
+  // slab read back from the file, plus per summary thread a few chunks being decoded and one
+  // column of scratch). Tests shrink it to force many slabs; at least one time column is always
+  // read, so for more than ~20 million subjects per arm the bound is exceeded.
   std::size_t summary_memory_bytes = std::size_t{256} << 20;
+  // Threads that decompress the trajectories and compute the quantiles in finish(); 0 = one per
+  // core. The summaries do not depend on it.
+  unsigned summary_threads = 0;
 };
 
 class ResultWriter {
@@ -51,6 +115,18 @@ class ResultWriter {
   // rejected with IoError before anything is written, and the writer stays usable. An HDF5
   // failure while writing leaves the writer unusable.
   void write(const SubjectBlock& block);
+
+  // Checks `block` against the layout (as write does, except whether its subjects were already
+  // written) and compresses the trajectory chunks it covers whole. Does not call HDF5 and reads
+  // only what the constructor set, so any number of threads may call it at once, also while
+  // another thread is in write(); not concurrently with finish(), a move or the destructor.
+  // Throws IoError if the block does not match the layout.
+  PreparedBlock prepare(SubjectBlock block) const;
+
+  // Writes a block made by this writer's prepare(); the file gets the same contents as
+  // write(const SubjectBlock&) of the original block would give it. Rejects with IoError, before
+  // writing anything, a block from another writer or whose subjects were already written.
+  void write(PreparedBlock&& block);
 
   // Checks that every subject of every arm was written, computes the per-arm summaries, closes
   // the file, flushes it to disk and renames it to the final path atomically. On failure throws

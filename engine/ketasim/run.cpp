@@ -373,9 +373,18 @@ RunReport run_scenario(const Scenario& scenario, const RunOptions& options) {
   ReportCollector collector(scenario, runner.arms(), runner.plan());
   collector.scenario_method_auto_ = scenario.solver.method == SolverMethod::automatic;
 
+  // What a worker hands to the calling thread for one range of subjects, one block per arm:
+  // with an output file the blocks prepared for the writer (trajectory chunks already
+  // compressed, on the worker), without one the blocks themselves.
+  struct FinishedRange {
+    std::int64_t subjects = 0;
+    std::vector<PreparedBlock> prepared;
+    std::vector<SubjectBlock> blocks;
+  };
+
   std::mutex mutex;
   std::condition_variable changed;
-  std::deque<std::vector<SubjectBlock>> finished;
+  std::deque<FinishedRange> finished;
   std::size_t in_flight = 0;
   std::size_t next_range = 0;
   bool abort = false;
@@ -392,9 +401,13 @@ RunReport run_scenario(const Scenario& scenario, const RunOptions& options) {
         ++in_flight;
       }
       try {
-        auto blocks = runner.simulate(ranges[index]);
+        FinishedRange range{ranges[index].count, {}, runner.simulate(ranges[index])};
+        if (writer) {
+          for (SubjectBlock& block : range.blocks) range.prepared.push_back(writer->prepare(std::move(block)));
+          range.blocks.clear();
+        }
         std::lock_guard lock(mutex);
-        finished.push_back(std::move(blocks));
+        finished.push_back(std::move(range));
       } catch (...) {
         std::lock_guard lock(mutex);
         if (!failure) failure = std::current_exception();
@@ -411,24 +424,25 @@ RunReport run_scenario(const Scenario& scenario, const RunOptions& options) {
   progress.subjects_total = scenario.cohort.size;
   try {
     for (std::size_t written = 0; written < ranges.size(); ++written) {
-      std::vector<SubjectBlock> blocks;
+      FinishedRange range;
       {
         std::unique_lock lock(mutex);
         changed.wait(lock, [&] { return abort || !finished.empty(); });
         if (abort) break;
-        blocks = std::move(finished.front());
+        range = std::move(finished.front());
         finished.pop_front();
       }
-      for (const SubjectBlock& block : blocks) {
-        if (writer) writer->write(block);
-        collector.add(block);
+      for (PreparedBlock& block : range.prepared) {
+        collector.add(block.columns());
+        writer->write(std::move(block));
       }
+      for (const SubjectBlock& block : range.blocks) collector.add(block);
       {
         std::lock_guard lock(mutex);
         --in_flight;
       }
       changed.notify_all();
-      progress.subjects_done += blocks.empty() ? 0 : blocks.front().count;
+      progress.subjects_done += range.subjects;
       progress.elapsed_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
       if (options.on_progress) options.on_progress(progress);
     }
