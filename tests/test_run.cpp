@@ -6,6 +6,7 @@
 #include <H5Cpp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -200,6 +201,26 @@ TEST_CASE("an unwritable output path fails before simulating and creates nothing
   const fs::path missing_dir = temporary_file("no_such_dir") / "results.h5";
   CHECK_THROWS_AS(run_to(scenario, missing_dir, 1, 64), IoError);
   CHECK_FALSE(fs::exists(missing_dir.parent_path()));
+}
+
+TEST_CASE("a cancelled run throws InterruptedError and leaves no file, temporary or final", "[run]") {
+  const Scenario scenario = parse_scenario(kTwoArmScenario, "run_test.yaml");
+  const fs::path folder = temporary_file("cancel");
+  fs::create_directories(folder);
+  std::atomic<bool> cancel{false};
+  std::int64_t progress_calls = 0;
+  RunOptions options;
+  options.output_path = (folder / "results.h5").string();
+  options.threads = 2;
+  options.block_size = 10;
+  options.cancel = &cancel;
+  options.on_progress = [&](const Progress&) {
+    if (++progress_calls == 3) cancel = true;  // part-way through the 15 blocks
+  };
+  CHECK_THROWS_AS(run_scenario(scenario, options), InterruptedError);
+  CHECK(progress_calls == 3);
+  CHECK(fs::is_empty(folder));
+  fs::remove_all(folder);
 }
 
 TEST_CASE("output.metrics and an empty variable list select what is written", "[run]") {

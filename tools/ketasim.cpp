@@ -2,6 +2,8 @@
 
 #include <unistd.h>
 
+#include <atomic>
+#include <csignal>
 #include <cmath>
 #include <cstdio>
 #include <iostream>
@@ -21,6 +23,21 @@
 namespace {
 
 using namespace ketasim;
+
+// Ctrl-C or SIGTERM (Slurm's time limit) asks the run to stop cleanly: it removes its temporary
+// file and exits with code 130. A second signal takes the default action (immediate exit).
+std::atomic<bool> g_interrupted{false};
+static_assert(std::atomic<bool>::is_always_lock_free, "set from a signal handler");
+
+extern "C" void on_interrupt(int signal_number) {
+  g_interrupted.store(true);
+  std::signal(signal_number, SIG_DFL);
+}
+
+void install_interrupt_handlers() {
+  std::signal(SIGINT, on_interrupt);
+  std::signal(SIGTERM, on_interrupt);
+}
 
 std::string format_duration(double seconds) {
   if (!std::isfinite(seconds) || seconds < 0) return "?";
@@ -70,6 +87,8 @@ int command_run(const std::string& scenario_path, const std::string& output, uns
   RunOptions options;
   options.output_path = output;
   options.threads = threads;
+  options.cancel = &g_interrupted;
+  install_interrupt_handlers();
   const bool show_progress = !quiet && isatty(STDERR_FILENO);
   if (show_progress) {
     options.on_progress = [](const Progress& p) {

@@ -14,6 +14,7 @@ enum class ExitCode : int {
   model_parameter = 4,  // a model parameter is out of its domain
   solver = 5,           // every subject of a run failed to solve
   io = 6,               // reading or writing a file failed
+  interrupted = 130,    // stopped by SIGINT or SIGTERM (128 + SIGINT, as shells report it)
 };
 
 // Where in a YAML file a value came from. Lines and columns are 1-based; 0 means unknown.
@@ -60,6 +61,12 @@ class SolverError : public Error {
 class IoError : public Error {
  public:
   explicit IoError(const std::string& message) : Error(ExitCode::io, message) {}
+};
+
+// The run was cancelled (RunOptions::cancel) before it finished; no output file was written.
+class InterruptedError : public Error {
+ public:
+  explicit InterruptedError(const std::string& message) : Error(ExitCode::interrupted, message) {}
 };
 
 }  // namespace ketasim

@@ -389,6 +389,7 @@ RunReport run_scenario(const Scenario& scenario, const RunOptions& options) {
   std::size_t next_range = 0;
   bool abort = false;
   std::exception_ptr failure;
+  const auto cancelled = [&] { return options.cancel != nullptr && options.cancel->load(); };
 
   const auto worker = [&] {
     while (true) {
@@ -396,7 +397,7 @@ RunReport run_scenario(const Scenario& scenario, const RunOptions& options) {
       {
         std::unique_lock lock(mutex);
         changed.wait(lock, [&] { return abort || in_flight < max_in_flight; });
-        if (abort || next_range >= ranges.size()) return;
+        if (abort || cancelled() || next_range >= ranges.size()) return;
         index = next_range++;
         ++in_flight;
       }
@@ -427,7 +428,11 @@ RunReport run_scenario(const Scenario& scenario, const RunOptions& options) {
       FinishedRange range;
       {
         std::unique_lock lock(mutex);
-        changed.wait(lock, [&] { return abort || !finished.empty(); });
+        // A signal handler cannot notify the condition variable: poll for cancellation.
+        do {
+          if (cancelled()) throw InterruptedError("interrupted after " + std::to_string(progress.subjects_done) + " of " +
+                                                  std::to_string(progress.subjects_total) + " subjects; nothing written");
+        } while (!changed.wait_for(lock, std::chrono::milliseconds(100), [&] { return abort || !finished.empty(); }));
         if (abort) break;
         range = std::move(finished.front());
         finished.pop_front();

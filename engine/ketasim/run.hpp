@@ -3,6 +3,7 @@
 // to the HDF5 writer as they finish. Memory is bounded by the blocks in flight, not by subjects
 // times time points. Results are identical for any thread count.
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -24,6 +25,9 @@ struct RunOptions {
   unsigned threads = 0;             // 0 = all cores
   std::int64_t block_size = 0;      // 0 = chosen from the size of a subject's output
   std::function<void(const Progress&)> on_progress;  // called from the calling thread
+  // When set and it becomes true (e.g. from a signal handler), the run stops at the next block,
+  // removes its temporary file and throws InterruptedError. Polled a few times a second.
+  const std::atomic<bool>* cancel = nullptr;
 };
 
 struct Quantiles {
