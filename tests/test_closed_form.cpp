@@ -170,9 +170,9 @@ TEST_CASE("the per-dose effect-site peak is the closed-form maximum", "[closed_f
       const double peak_time = 0.5 * (a + b);
       INFO("dose " << k << (method == SolverMethod::exact ? " exact" : " ode"));
       CHECK(run.metrics.peak_effect_ng_per_ml[k] == Approx(effect_at(d, doses, peak_time) * 1000.0).epsilon(1e-8));
-      CHECK(run.metrics.peak_dissociation_time_h[k] == Approx(peak_time).margin(1e-5));
+      CHECK(run.metrics.peak_effect_time_h[k] == Approx(peak_time).margin(1e-5));
       // The effect-site peak lags the end of the infusion by a few minutes.
-      CHECK(run.metrics.peak_dissociation_time_h[k] > ticks_to_hours(doses[k].start + doses[k].duration));
+      CHECK(run.metrics.peak_effect_time_h[k] > ticks_to_hours(doses[k].start + doses[k].duration));
     }
   }
 }
@@ -180,8 +180,8 @@ TEST_CASE("the per-dose effect-site peak is the closed-form maximum", "[closed_f
 TEST_CASE("time above the dissociation threshold matches the closed-form crossings", "[closed_form]") {
   const auto doses = twice_weekly(1);
   const double threshold_score = 4.0;
-  const MammillaryEffectModel model(two_compartment());
-  const double threshold = model.effect_concentration_for_score(threshold_score);
+  const TestModel model(two_compartment());
+  const double threshold = model.dissociation().input_for(threshold_score, 0.0);
   const Disposition d = disposition(two_compartment());
   // Closed-form crossings by bisection on a fine scan of the effect-site curve.
   double expected = 0.0;

@@ -17,11 +17,11 @@ Scenario cohort_scenario() {
   scenario.model.name = "ketamine_clements_2cmt";
   scenario.cohort.size = 1000;
   scenario.cohort.seed = 12345;
-  scenario.cohort.weight.kind = WeightDistribution::Kind::truncated_normal;
-  scenario.cohort.weight.mean_kg = 80.0;
-  scenario.cohort.weight.sd_kg = 15.0;
-  scenario.cohort.weight.min_kg = 45.0;
-  scenario.cohort.weight.max_kg = 150.0;
+  scenario.cohort.weight.kind = CovariateDistribution::Kind::truncated_normal;
+  scenario.cohort.weight.mean = 80.0;
+  scenario.cohort.weight.sd = 15.0;
+  scenario.cohort.weight.min = 45.0;
+  scenario.cohort.weight.max = 150.0;
   scenario.cohort.variability.parameters = {"V1", "k10"};
   scenario.cohort.variability.cv = {0.25, 0.30};
   scenario.cohort.variability.correlation = Eigen::MatrixXd::Identity(2, 2);

@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "ketasim/errors.hpp"
-#include "ketasim/model_catalog.hpp"
+#include "ketasim/model_card.hpp"
 #include "ketasim/run.hpp"
 #include "ketasim/scenario_loader.hpp"
 

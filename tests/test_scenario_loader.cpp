@@ -59,11 +59,11 @@ TEST_CASE("the default scenario loads with the values it states", "[scenario]") 
   const Cohort& cohort = scenario.cohort;
   CHECK(cohort.size == 2000);
   CHECK(cohort.seed == 20261122u);
-  CHECK(cohort.weight.kind == WeightDistribution::Kind::truncated_normal);
-  CHECK(cohort.weight.mean_kg == 80.0);
-  CHECK(cohort.weight.sd_kg == 15.0);
-  CHECK(cohort.weight.min_kg == 45.0);
-  CHECK(cohort.weight.max_kg == 150.0);
+  CHECK(cohort.weight.kind == CovariateDistribution::Kind::truncated_normal);
+  CHECK(cohort.weight.mean == 80.0);
+  CHECK(cohort.weight.sd == 15.0);
+  CHECK(cohort.weight.min == 45.0);
+  CHECK(cohort.weight.max == 150.0);
   CHECK(cohort.variability.parameters == std::vector<std::string>{"V1", "k10"});
   REQUIRE(cohort.variability.cv.size() == 2);
   CHECK(cohort.variability.cv[0] == Approx(0.25));
@@ -105,9 +105,7 @@ TEST_CASE("the default scenario loads with the values it states", "[scenario]") 
 
   CHECK(scenario.output.grid_step == 5 * kTicksPerMinute);
   CHECK(scenario.output.grid_end == 21 * kTicksPerDay);
-  CHECK(scenario.output.variables ==
-        std::vector<OutputVariable>{OutputVariable::plasma_ketamine, OutputVariable::effect_site,
-                                    OutputVariable::dissociation});
+  CHECK_FALSE(scenario.output.variables.has_value());  // the model's defaults
   CHECK(scenario.output.dissociation_threshold == 5.0);
   CHECK(scenario.solver.method == SolverMethod::automatic);
   CHECK(scenario.solver.rtol == 1e-8);
@@ -190,8 +188,8 @@ TEST_CASE("a regimen may be a list of rules, each with its own location", "[scen
 TEST_CASE("a fixed body weight, as a quantity or as a distribution", "[scenario][cohort]") {
   const Scenario plain = parse_scenario(with_regimen("      {route: iv_bolus, dose: 1 mg, schedule: {at: [0 h]}}\n"),
                                         "weight.yaml");
-  CHECK(plain.cohort.weight.kind == WeightDistribution::Kind::fixed);
-  CHECK(plain.cohort.weight.fixed_kg == 70.0);
+  CHECK(plain.cohort.weight.kind == CovariateDistribution::Kind::fixed);
+  CHECK(plain.cohort.weight.fixed == 70.0);
   CHECK(plain.cohort.variability.parameters.empty());
 
   const std::string text =
@@ -204,8 +202,8 @@ TEST_CASE("a fixed body weight, as a quantity or as a distribution", "[scenario]
   std::string in_kg = text;
   in_kg.replace(in_kg.find("65000 g"), 7, "65 kg");
   const Scenario fixed = parse_scenario(in_kg, "weight.yaml");
-  CHECK(fixed.cohort.weight.kind == WeightDistribution::Kind::fixed);
-  CHECK(fixed.cohort.weight.fixed_kg == 65.0);
+  CHECK(fixed.cohort.weight.kind == CovariateDistribution::Kind::fixed);
+  CHECK(fixed.cohort.weight.fixed == 65.0);
   CHECK(fixed.cohort.size == (std::int64_t{1} << 40));
   CHECK(fixed.cohort.seed == 18446744073709551615u);
 }
@@ -237,7 +235,7 @@ TEST_CASE("model overrides are stored in base units", "[scenario][model]") {
       "name: t\n"
       "model:\n"
       "  name: ketamine_clements_2cmt\n"
-      "  parameters: {V1: 120000 mL, k10: 0.0109 /min, ec50_s: 121 ng/mL, hill: 2, s_fraction: 50%}\n"
+      "  parameters: {V1: 120000 mL, k10: 0.0109 /min, ec50_s: 121 ng/mL, diss_hill: 2, s_fraction: 50%}\n"
       "cohort: {size: 3, seed: 0, weight: 70 kg}\n"
       "arms: [{name: a, regimen: {route: iv_bolus, dose: 1 mg, schedule: {at: [0 h]}}}]\n",
       "overrides.yaml");
@@ -249,7 +247,7 @@ TEST_CASE("model overrides are stored in base units", "[scenario][model]") {
   CHECK(overrides[1].value == Approx(0.654));
   CHECK(overrides[2].name == "ec50_s");
   CHECK(overrides[2].value == Approx(0.121));
-  CHECK(overrides[3].name == "hill");
+  CHECK(overrides[3].name == "diss_hill");
   CHECK(overrides[3].value == 2.0);
   CHECK(overrides[4].name == "s_fraction");
   CHECK(overrides[4].value == Approx(0.5));
@@ -265,7 +263,7 @@ TEST_CASE("output and solver settings are read; omitted ones keep their defaults
   CHECK(defaults.arms[0].name == "a-1_B");
   CHECK(defaults.output.grid_step == OutputSpec{}.grid_step);
   CHECK(defaults.output.grid_end == OutputSpec{}.grid_end);
-  CHECK(defaults.output.variables.size() == 3);
+  CHECK_FALSE(defaults.output.variables.has_value());
   CHECK(defaults.solver.method == SolverMethod::automatic);
 
   const Scenario custom = parse_scenario(base +
@@ -277,8 +275,7 @@ TEST_CASE("output and solver settings are read; omitted ones keep their defaults
                                          "custom.yaml");
   CHECK(custom.output.grid_step == 10 * kTicksPerMinute);
   CHECK(custom.output.grid_end == 2 * kTicksPerDay);
-  CHECK(custom.output.variables ==
-        std::vector<OutputVariable>{OutputVariable::dissociation, OutputVariable::plasma_ketamine});
+  CHECK(custom.output.variables == std::vector<std::string>{"dissociation", "plasma_ketamine"});
   CHECK(custom.output.dissociation_threshold == 3.5);
   CHECK(custom.solver.method == SolverMethod::ode);
   CHECK(custom.solver.rtol == 1e-6);
@@ -341,9 +338,8 @@ TEST_CASE("an unreadable scenario file is an I/O error naming the path", "[scena
 TEST_CASE("enum names round-trip the scenario vocabulary", "[scenario]") {
   CHECK(to_string(Route::iv_infusion) == "iv_infusion");
   CHECK(to_string(Route::iv_bolus) == "iv_bolus");
-  CHECK(to_string(OutputVariable::plasma_ketamine) == "plasma_ketamine");
-  CHECK(to_string(OutputVariable::effect_site) == "effect_site");
-  CHECK(to_string(OutputVariable::dissociation) == "dissociation");
+  CHECK(to_string(Route::intranasal) == "intranasal");
+  CHECK(to_string(DoseDrug::active_placebo) == "midazolam");
   CHECK(to_string(SolverMethod::automatic) == "auto");
   CHECK(to_string(SolverMethod::exact) == "exact");
   CHECK(to_string(SolverMethod::ode) == "ode");

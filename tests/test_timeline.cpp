@@ -66,7 +66,7 @@ TEST_CASE("the same-time rule orders stop, start, bolus, observation", "[timelin
   CHECK(events[3].kind == EventKind::bolus);
   CHECK(events[4].kind == EventKind::observation);
 
-  const auto from_doses = dose_events({infusion(0, 100, 1.0), infusion(100, 100, 1.0), bolus(100, 1.0)});
+  const auto from_doses = input_events(iv_inputs({infusion(0, 100, 1.0), infusion(100, 100, 1.0), bolus(100, 1.0)}));
   REQUIRE(from_doses.size() == 5);
   CHECK(from_doses[1].kind == EventKind::infusion_stop);
   CHECK(from_doses[2].kind == EventKind::infusion_start);
@@ -82,18 +82,19 @@ TEST_CASE("an observation at the time of a bolus sees the bolus", "[timeline]") 
 }
 
 TEST_CASE("overlapping infusions add their rates; back-to-back ones leave no gap", "[timeline]") {
-  const auto segments = input_segments({infusion(0, 60 * kTicksPerMinute, 60.0), infusion(30 * kTicksPerMinute, 60 * kTicksPerMinute, 30.0),
-                                        infusion(90 * kTicksPerMinute, 30 * kTicksPerMinute, 15.0)},
-                                       3 * kTicksPerHour);
+  const auto segments = input_segments(iv_inputs({infusion(0, 60 * kTicksPerMinute, 60.0),
+                                                  infusion(30 * kTicksPerMinute, 60 * kTicksPerMinute, 30.0),
+                                                  infusion(90 * kTicksPerMinute, 30 * kTicksPerMinute, 15.0)}),
+                                       3 * kTicksPerHour, 1);
   REQUIRE(segments.size() == 4);
-  CHECK(segments[0].rate_mg_per_h == 60.0);
+  CHECK(segments[0].rates[0] == 60.0);
   CHECK(segments[1].start == 30 * kTicksPerMinute);
-  CHECK(segments[1].rate_mg_per_h == 90.0);
+  CHECK(segments[1].rates[0] == 90.0);
   // 60-90 min: only the second (30 mg/h); 90-120 min: the third, also 30 mg/h, so one segment.
   CHECK(segments[2].start == 60 * kTicksPerMinute);
   CHECK(segments[2].end == 120 * kTicksPerMinute);
-  CHECK(segments[2].rate_mg_per_h == 30.0);
-  CHECK(segments[3].rate_mg_per_h == 0.0);
+  CHECK(segments[2].rates[0] == 30.0);
+  CHECK(segments[3].rates[0] == 0.0);
   CHECK(segments[3].end == 3 * kTicksPerHour);
 }
 

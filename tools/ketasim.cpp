@@ -14,7 +14,8 @@
 
 #include "ketasim/cohort.hpp"
 #include "ketasim/errors.hpp"
-#include "ketasim/model_catalog.hpp"
+#include "ketasim/model.hpp"
+#include "ketasim/model_card.hpp"
 #include "ketasim/run.hpp"
 #include "ketasim/scenario_loader.hpp"
 #include "ketasim/timeline.hpp"
@@ -135,43 +136,96 @@ int command_timeline(const std::string& scenario_path, const std::string& arm_na
   const ModelCard* card = find_builtin_model(scenario.model.name);
   const CohortSampler sampler(scenario, *card);
   const Subject subject = sampler.draw(subject_id);
+  const Model model(*card);
+  const SubjectModel subject_model = model.instantiate(subject.parameters);
   const std::vector<Dose> doses = expand_doses(*arm, subject.weight_kg);
-  const auto events = dose_events(doses);
+  const std::vector<ModelInput> inputs = model_inputs(doses, model, subject_model);
+  const auto events = input_events(inputs);
+  const std::vector<std::string> channels = channel_names(model);
 
   if (csv) {
-    std::printf("time_h,when,event,dose,amount_mg,rate_mg_per_h\n");
+    std::printf("time_h,when,event,dose,route,drug,into,amount,rate_per_h\n");
   } else {
-    std::printf("# scenario %s, arm %s, subject %lld, weight %.2f kg\n", scenario.name.c_str(), arm->name.c_str(),
-                static_cast<long long>(subject_id), subject.weight_kg);
-    std::printf("# same-time rule: infusion_stop, infusion_start, bolus, observation\n");
-    std::printf("%12s  %-22s %-15s %5s %11s %14s\n", "time_h", "when", "event", "dose", "amount_mg", "rate_mg_per_h");
+    std::printf("# scenario %s, arm %s, subject %lld, weight %.2f kg, age %.1f y\n", scenario.name.c_str(), arm->name.c_str(),
+                static_cast<long long>(subject_id), subject.weight_kg, subject.age_years);
+    std::printf("# same-time rule: infusion_stop, infusion_start, bolus, observation; amounts in mg (sessions: count)\n");
+    std::printf("%12s  %-22s %-15s %5s %-12s %-10s %-24s %11s %12s\n", "time_h", "when", "event", "dose", "route", "drug",
+                "into", "amount", "rate_per_h");
   }
   for (const TimelineEvent& event : events) {
     const std::string when = describe_time(event.time);
+    const Dose& dose = doses[static_cast<std::size_t>(event.dose)];
+    const std::string drug = dose.drug == DoseDrug::model_drug ? card->drug : to_string(dose.drug);
+    const std::string& into = channels[static_cast<std::size_t>(event.channel)];
     if (csv)
-      std::printf("%.6f,%s,%s,%d,%.6g,%.6g\n", ticks_to_hours(event.time), when.c_str(), to_string(event.kind).c_str(),
-                  event.dose, event.amount_mg, event.rate_mg_per_h);
+      std::printf("%.6f,%s,%s,%d,%s,%s,%s,%.6g,%.6g\n", ticks_to_hours(event.time), when.c_str(), to_string(event.kind).c_str(),
+                  event.dose, to_string(dose.route).c_str(), drug.c_str(), into.c_str(), event.amount, event.rate_per_h);
     else
-      std::printf("%12.4f  %-22s %-15s %5d %11.4f %14.4f\n", ticks_to_hours(event.time), when.c_str(),
-                  to_string(event.kind).c_str(), event.dose, event.amount_mg, event.rate_mg_per_h);
+      std::printf("%12.4f  %-22s %-15s %5d %-12s %-10s %-24s %11.4f %12.4f\n", ticks_to_hours(event.time), when.c_str(),
+                  to_string(event.kind).c_str(), event.dose, to_string(dose.route).c_str(), drug.c_str(), into.c_str(),
+                  event.amount, event.rate_per_h);
   }
-  if (!csv) std::printf("# %zu doses, %.3f mg in total\n", doses.size(), [&] {
+  if (!csv) std::printf("# %zu doses, %.3f mg of %s in total\n", doses.size(), [&] {
     double total = 0.0;
-    for (const Dose& dose : doses) total += dose.amount_mg;
+    for (const Dose& dose : doses)
+      if (dose.drug == DoseDrug::model_drug) total += dose.amount_mg;
     return total;
-  }());
+  }(), card->drug.c_str());
   return 0;
 }
 
+std::string describe_iiv(const Iiv& iiv) {
+  char text[48];
+  switch (iiv.kind) {
+    case IivKind::none: return "-";
+    case IivKind::log_normal: std::snprintf(text, sizeof text, "%.3g%% CV", iiv.magnitude * 100.0); return text;
+    case IivKind::logit_normal: std::snprintf(text, sizeof text, "logit SD %.3g", iiv.magnitude); return text;
+    case IivKind::normal: std::snprintf(text, sizeof text, "SD %.3g", iiv.magnitude); return text;
+  }
+  return "?";
+}
+
 void print_card(const ModelCard& card) {
-  std::printf("%s: %s\n  citation: %s\n  sampling: %s; reference weight %.0f kg\n", card.name.c_str(), card.title.c_str(),
-              card.citation.c_str(), card.sampling.c_str(), card.reference_weight_kg);
-  std::printf("  %-11s %12s %-7s %9s  %s\n", "parameter", "value", "unit", "allometry", "description [source]");
-  for (const ParameterSpec& spec : card.parameters)
-    std::printf("  %-11s %12.6g %-7s %9.2f  %s [%s%s]\n", spec.name.c_str(), to_display_unit(spec, spec.value),
-                spec.unit.empty() ? "-" : spec.unit.c_str(), spec.allometric_exponent, spec.description.c_str(),
-                spec.assumed ? "ASSUMED: " : "", spec.source.c_str());
-  std::printf("  notes: %s\n", card.notes.c_str());
+  const Model model(card);
+  std::printf("%s: %s\n  citation: %s\n  sampling: %s; dosed drug %s; reference weight %.0f kg\n", card.name.c_str(),
+              card.title.c_str(), card.citation.c_str(), card.sampling.c_str(), card.drug.c_str(), card.reference_weight_kg);
+  if (!card.included_modules.empty()) {
+    std::string modules;
+    for (const std::string& module : card.included_modules) modules += (modules.empty() ? "" : ", ") + module;
+    std::printf("  modules: %s%s\n", modules.c_str(),
+                card.calibration.empty() ? "" : ("; calibrated by `ketasim calibrate " + card.calibration + "`").c_str());
+  }
+  std::printf("  %-24s %12s %-8s %5s %-14s %s\n", "parameter", "value", "unit", "allom", "IIV", "description [source]");
+  for (const ParameterSpec& spec : card.parameters) {
+    std::string source = spec.source;
+    if (!spec.calibrated_by.empty()) source = "CALIBRATED (" + spec.calibrated_by + "): " + source;
+    else if (spec.assumed) source = "ASSUMED: " + source;
+    std::string iiv = describe_iiv(spec.iiv);
+    if (spec.covariate_effect) iiv += " +age";
+    std::printf("  %-24s %12.6g %-8s %5.2f %-14s %s [%s]\n", spec.name.c_str(), to_display_unit(spec, spec.value),
+                spec.unit.empty() ? "-" : spec.unit.c_str(), spec.allometric_exponent, iiv.c_str(), spec.description.c_str(),
+                source.c_str());
+  }
+  std::string states;
+  for (const std::string& state : model.state_names()) states += (states.empty() ? "" : ", ") + state;
+  std::printf("  states (%d): %s\n", model.state_count(), states.c_str());
+  std::string outputs;
+  for (const ModelOutput& output : model.outputs())
+    outputs += (outputs.empty() ? "" : ", ") + output.name + (output.unit.empty() ? "" : " (" + output.unit + ")");
+  std::printf("  outputs (scenario output.variables): %s\n", outputs.c_str());
+  std::string routes;
+  if (card.routes.iv) routes += "iv_infusion, iv_bolus (into " + card.routes.iv->drug + ".central)";
+  if (card.routes.intranasal) {
+    char text[160];
+    std::snprintf(text, sizeof text, "%sintranasal (%g mg devices, %g min apart)", routes.empty() ? "" : "; ",
+                  card.routes.intranasal->device_mg, card.routes.intranasal->device_interval_h * 60.0);
+    routes += text;
+  }
+  std::printf("  routes: %s\n", routes.c_str());
+  for (const ResidualError& error : card.residual_errors)
+    std::printf("  residual error of %s: %s %.3g [%s]\n", error.analyte.c_str(), error.log_scale ? "log-scale SD" : "proportional",
+                error.proportional, error.source.c_str());
+  std::printf("  notes: %s\n  card: %s\n", card.notes.c_str(), card.source_file.c_str());
 }
 
 int command_models(const std::string& name) {

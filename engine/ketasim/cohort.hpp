@@ -1,12 +1,17 @@
 #pragma once
-// Scenario cohort -> one subject's covariates and individual parameters.
+// Scenario cohort + model card -> one subject's covariates and individual parameters.
+//
+// P_i = g(P_typical * (WT_i / WT_ref)^allometry + covariate effects, eta_i), where g applies the
+// parameter's variability: log-normal (P exp(eta)), logit-normal (expit(logit P + eta)) or normal
+// (P + eta). The card gives each parameter's default variability; the scenario may override it
+// (cohort.variability.cv, log-normal, optionally correlated) or switch the card's off.
 
 #include <cstdint>
 #include <vector>
 
 #include <Eigen/Core>
 
-#include "ketasim/model_catalog.hpp"
+#include "ketasim/model_card.hpp"
 #include "ketasim/scenario.hpp"
 
 namespace ketasim {
@@ -14,6 +19,9 @@ namespace ketasim {
 struct Subject {
   std::int64_t id = 0;
   double weight_kg = 0.0;
+  double age_years = 0.0;
+  bool female = false;
+  double baseline_madrs = 0.0;
   std::vector<double> parameters;  // individual values in card order, base units
 };
 
@@ -26,16 +34,21 @@ class CohortSampler {
   const ModelCard& card() const { return card_; }
   // Typical values (card plus overrides) for the reference weight, base units.
   const std::vector<double>& typical_parameters() const { return typical_; }
+  // The parameters with variability and their kinds, in draw order.
+  const std::vector<int>& variable_parameters() const { return eta_parameter_index_; }
 
  private:
-  double draw_weight(std::int64_t subject_id) const;
-
   const ModelCard& card_;
   std::uint64_t seed_;
-  WeightDistribution weight_;
+  Cohort cohort_;
   std::vector<double> typical_;
   std::vector<int> eta_parameter_index_;  // card index of each variable parameter
+  std::vector<IivKind> eta_kind_;
   Eigen::MatrixXd eta_factor_;            // lower-triangular L with L L^T = Omega
 };
+
+// A draw from a covariate distribution with the subject's stream for that purpose.
+double draw_covariate(const CovariateDistribution& distribution, std::uint64_t seed, std::int64_t subject_id,
+                      std::uint32_t purpose);
 
 }  // namespace ketasim

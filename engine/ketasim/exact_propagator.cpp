@@ -27,84 +27,94 @@ void set_reason(std::string* why, const std::string& text) {
 
 }  // namespace
 
-std::optional<ExactPropagator> ExactPropagator::create(const LinearSystem& system, std::string* why) {
-  const Eigen::Index n = system.A.rows();
-  Eigen::EigenSolver<LinearSystem::Matrix> solver(system.A, true);
+template <int N>
+std::optional<ExactPropagator<N>> ExactPropagator<N>::create(const SubjectModel& model, std::string* why) {
+  const Eigen::Index n = model.states;
+  if (n > N) {
+    set_reason(why, "the system has more than " + std::to_string(N) + " states");
+    return std::nullopt;
+  }
+  Eigen::EigenSolver<StateMatrix> solver(model.A, true);
   if (solver.info() != Eigen::Success) {
     set_reason(why, "eigen-decomposition failed");
     return std::nullopt;
   }
-  const double scale = system.A.cwiseAbs().maxCoeff();
+  const double scale = std::max(model.A.cwiseAbs().maxCoeff(), 1e-300);
   if (solver.eigenvalues().imag().cwiseAbs().maxCoeff() > 1e-12 * scale) {
     set_reason(why, "the system has complex eigenvalues");
     return std::nullopt;
   }
-  const LinearSystem::Vector lambda = solver.eigenvalues().real();
-  const LinearSystem::Matrix V = solver.eigenvectors().real();
-  const Eigen::PartialPivLU<LinearSystem::Matrix> lu(V);
-  const LinearSystem::Matrix inverse = lu.inverse();
+  ExactPropagator propagator;
+  propagator.n_ = static_cast<int>(n);
+  const StateVector lambda = solver.eigenvalues().real();
+  propagator.V_ = solver.eigenvectors().real();
+  const Eigen::PartialPivLU<StateMatrix> lu(propagator.V_);
+  propagator.V_inverse_ = lu.inverse();
   // Nearly repeated eigenvalues (e.g. ke0 equal to a disposition rate) make V nearly singular;
-  // then rounding would dominate, so refuse. 1e8 keeps at least 7 of 16 significant digits.
-  const double condition = V.cwiseAbs().rowwise().sum().maxCoeff() * inverse.cwiseAbs().rowwise().sum().maxCoeff();
-  if (!std::isfinite(condition) || condition > 1e8) {
+  // rounding errors grow with its condition number, so refuse above 1e7 (at least 9 of 16
+  // significant digits kept). An exact coincidence lands near 1/sqrt(machine epsilon) ~ 7e7.
+  const double condition = propagator.V_.cwiseAbs().rowwise().sum().maxCoeff() *
+                           propagator.V_inverse_.cwiseAbs().rowwise().sum().maxCoeff();
+  if (!std::isfinite(condition) || condition > 1e7) {
     set_reason(why, "nearly repeated eigenvalues (eigenvector condition number " + std::to_string(condition) + ")");
     return std::nullopt;
   }
-  const LinearSystem::Matrix rebuilt = V * lambda.asDiagonal() * inverse;
-  if ((rebuilt - system.A).cwiseAbs().maxCoeff() > 1e-9 * scale) {
+  const StateMatrix rebuilt = propagator.V_ * lambda.asDiagonal() * propagator.V_inverse_;
+  if ((rebuilt - model.A).cwiseAbs().maxCoeff() > 1e-9 * scale) {
     set_reason(why, "the eigen-decomposition does not reproduce the system matrix");
     return std::nullopt;
   }
-  if (n > kModes) {
-    set_reason(why, "the system has more than " + std::to_string(kModes) + " states");
-    return std::nullopt;
-  }
-  LinearSystem::RowVector compartments = LinearSystem::RowVector::Ones(n);
-  compartments(n - 1) = 0.0;  // the effect site holds a concentration, not drug
-  ExactPropagator propagator;
   propagator.eigenvalues_.setZero();
-  propagator.input_modal_.setZero();
-  propagator.bolus_modal_.setZero();
-  propagator.plasma_modal_.setZero();
-  propagator.effect_modal_.setZero();
-  propagator.amount_modal_.setZero();
   propagator.eigenvalues_.head(n) = lambda;
-  propagator.input_modal_.head(n) = inverse * system.input;
-  propagator.bolus_modal_.head(n) = inverse.col(0);
-  propagator.plasma_modal_.head(n) = (system.plasma * V).transpose();
-  propagator.effect_modal_.head(n) = (system.effect * V).transpose();
-  propagator.amount_modal_.head(n) = (compartments * V).transpose();
+  for (const StateVector& b : model.channels) propagator.channels_.push_back(propagator.input(b));
+  propagator.signals_.setZero(model.signals.rows(), N);
+  propagator.signals_.leftCols(n) = model.signals * propagator.V_;
   return propagator;
 }
 
-ExactPropagator::State ExactPropagator::initial_state() const { return State{Vector::Zero()}; }
+template <int N>
+typename ExactPropagator<N>::Input ExactPropagator<N>::input(const StateVector& rates) const {
+  Input g = Input::Zero();
+  g.head(n_) = V_inverse_ * rates;
+  return g;
+}
 
-ExactPropagator::StepFactors ExactPropagator::factors(double duration_h) const {
+template <int N>
+typename ExactPropagator<N>::Vector ExactPropagator<N>::to_modal(const StateRow& row) const {
+  Vector modal = Vector::Zero();
+  modal.head(n_) = (row * V_).transpose();
+  return modal;
+}
+
+template <int N>
+typename ExactPropagator<N>::StepFactors ExactPropagator<N>::factors(double duration_h) const {
   StepFactors f;
-  for (Eigen::Index i = 0; i < kModes; ++i) {
+  for (Eigen::Index i = 0; i < N; ++i) {
     const double x = eigenvalues_(i) * duration_h;
-    const double first = duration_h * phi1(x);
     f.decay(i) = std::exp(x);
-    f.state_integral(i) = first;
-    f.input_gain(i) = first * input_modal_(i);
-    f.input_integral(i) = duration_h * duration_h * phi2(x) * input_modal_(i);
+    f.first(i) = duration_h * phi1(x);
+    f.second(i) = duration_h * duration_h * phi2(x);
   }
-  f.plasma_state_integral = plasma_modal_.cwiseProduct(f.state_integral);
-  f.plasma_input_integral = plasma_modal_.dot(f.input_integral);
   return f;
 }
 
-ExactPropagator::State ExactPropagator::peek(const State& state, double tau_h, double rate_mg_per_h) const {
+template <int N>
+typename ExactPropagator<N>::State ExactPropagator<N>::peek(const State& state, double tau_h, const Input& g) const {
   // Only the state is needed (root finding within a step): one expm1 per mode, no integrals.
   // e^x = 1 + expm1(x) loses relative precision only where e^x is negligible next to 1.
   State result;
-  for (Eigen::Index i = 0; i < kModes; ++i) {
+  result.integral = state.integral;
+  for (Eigen::Index i = 0; i < N; ++i) {
     const double x = eigenvalues_(i) * tau_h;
     const double growth = std::expm1(x);
     const double first = x == 0.0 ? tau_h : growth / eigenvalues_(i);
-    result.modal(i) = (1.0 + growth) * state.modal(i) + first * input_modal_(i) * rate_mg_per_h;
+    result.modal(i) = (1.0 + growth) * state.modal(i) + first * g(i);
   }
   return result;
 }
+
+template class ExactPropagator<4>;
+template class ExactPropagator<8>;
+template class ExactPropagator<16>;
 
 }  // namespace ketasim

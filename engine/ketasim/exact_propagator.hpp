@@ -1,77 +1,86 @@
 #pragma once
-// Exact stepping of a linear system x' = A x + b r with constant input r over a step.
+// Exact stepping of a linear system x' = A x + b with a constant input b over a step.
 //
 // A is diagonalised once per subject, A = V diag(lambda) V^-1, and the state is carried in
 // modal coordinates z = V^-1 x, where every step is a diagonal update:
-//   z(t + h)       = e^(lambda h) z(t) + h phi1(lambda h) g r,          g = V^-1 b
-//   int_0^h z dt   = h phi1(lambda h) z(t) + h^2 phi2(lambda h) g r
-// with phi1(x) = (e^x - 1)/x and phi2(x) = (e^x - 1 - x)/x^2. Outputs are dot products with
-// rows premultiplied by V. This is exact up to rounding for any step length, so the output grid
-// and the dose edges cost one diagonal update each.
+//   z(t + h)       = e^(lambda h) z(t) + h phi1(lambda h) g,          g = V^-1 b
+//   int_0^h z dt   = h phi1(lambda h) z(t) + h^2 phi2(lambda h) g
+// with phi1(x) = (e^x - 1)/x and phi2(x) = (e^x - 1 - x)/x^2. The running integral of z is kept
+// too, so any linear quantity's exact integral (plasma AUC, amounts eliminated) is one dot
+// product at the end. Outputs are dot products with rows premultiplied by V. This is exact up
+// to rounding for any step length, so the output grid and the dose edges cost one diagonal
+// update each.
 //
 // A system whose eigenvalues are complex or nearly repeated (ill-conditioned V) is refused;
 // the caller then uses the ODE path.
 //
-// Modal vectors have a fixed size of 4 (the largest model's state count) so the hot loop is a
+// Modal vectors have a fixed size N >= the state count (4, 8 or 16) so the hot loop is a
 // handful of vector instructions; a smaller system is padded with inert modes (lambda = 0, no
 // input, no output), which stay exactly zero.
 
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "ketasim/model.hpp"
-#include "ketasim/time.hpp"
 
 namespace ketasim {
 
+template <int N>
 class ExactPropagator {
  public:
-  static constexpr int kModes = MammillaryEffectModel::kMaxStates;
-  using Vector = Eigen::Matrix<double, kModes, 1>;
+  static constexpr int kModes = N;
+  using Vector = Eigen::Matrix<double, N, 1>;
   struct State {
     Vector modal;
+    Vector integral;  // of the modal state since the start
   };
+  using Input = Vector;  // a constant input in modal coordinates
   struct StepFactors {
-    Vector decay;           // e^(lambda h)
-    Vector input_gain;      // h phi1(lambda h) g
-    Vector state_integral;  // h phi1(lambda h)
-    Vector input_integral;  // h^2 phi2(lambda h) g
-    Vector plasma_state_integral;   // plasma row times state_integral: AUC per unit modal state
-    double plasma_input_integral;   // plasma row dot input_integral: AUC per unit rate
+    Vector decay;   // e^(lambda h)
+    Vector first;   // h phi1(lambda h)
+    Vector second;  // h^2 phi2(lambda h)
   };
 
   // nullopt (with the reason in *why) when the decomposition cannot be trusted.
-  static std::optional<ExactPropagator> create(const LinearSystem& system, std::string* why = nullptr);
+  static std::optional<ExactPropagator> create(const SubjectModel& model, std::string* why = nullptr);
 
-  State initial_state() const;
-  void bolus(State& state, double amount_mg) const { state.modal.noalias() += amount_mg * bolus_modal_; }
+  State initial_state() const { return State{Vector::Zero(), Vector::Zero()}; }
+  // The modal input of a state-space input vector (rates per state).
+  Input input(const StateVector& rates) const;
+  const Input& channel(int c) const { return channels_[static_cast<std::size_t>(c)]; }
+  void bolus(State& state, int c, double amount) const { state.modal.noalias() += amount * channel(c); }
 
   StepFactors factors(double duration_h) const;
-  // Advances by the step the factors were made for, at a constant infusion rate; returns the integral of the
-  // plasma concentration over the step (mg h / L).
-  double advance(State& state, const StepFactors& f, double rate_mg_per_h) const {
-    const double plasma_integral = f.plasma_state_integral.dot(state.modal) + f.plasma_input_integral * rate_mg_per_h;
-    state.modal = f.decay.cwiseProduct(state.modal) + f.input_gain * rate_mg_per_h;
-    return plasma_integral;
+  // Advances by the step the factors were made for, at a constant input.
+  void advance(State& state, const StepFactors& f, const Input& g) const {
+    state.integral += f.first.cwiseProduct(state.modal) + f.second.cwiseProduct(g);
+    state.modal = f.decay.cwiseProduct(state.modal) + f.first.cwiseProduct(g);
   }
-  // The state `tau_h` after `state` at a constant rate, without changing `state`.
-  State peek(const State& state, double tau_h, double rate_mg_per_h) const;
+  // The state `tau_h` after `state` at a constant input, without changing `state` (its
+  // integral is not advanced: peeking serves root finding only).
+  State peek(const State& state, double tau_h, const Input& g) const;
 
-  double plasma(const State& state) const { return plasma_modal_.dot(state.modal); }
-  double effect(const State& state) const { return effect_modal_.dot(state.modal); }
-  // Drug in the compartments (every state but the effect site).
-  double amount_in_body_mg(const State& state) const { return amount_modal_.dot(state.modal); }
+  double signal(const State& state, int k) const { return signals_.row(k).dot(state.modal); }
+  double signal_integral(const State& state, int k) const { return signals_.row(k).dot(state.integral); }
+  // A state-space row applied to the state, and to its integral since the start.
+  double apply(const State& state, const StateRow& row) const { return to_modal(row).dot(state.modal); }
+  double apply_integral(const State& state, const StateRow& row) const { return to_modal(row).dot(state.integral); }
   const Vector& eigenvalues() const { return eigenvalues_; }
 
  private:
   ExactPropagator() = default;
+  Vector to_modal(const StateRow& row) const;
 
+  int n_ = 0;
   Vector eigenvalues_;
-  Vector amount_modal_;  // row of ones over the compartments, times V
-  Vector input_modal_;  // g = V^-1 b
-  Vector bolus_modal_;  // V^-1 e_central
-  Vector plasma_modal_;
-  Vector effect_modal_;
+  StateMatrix V_, V_inverse_;
+  std::vector<Input> channels_;                          // V^-1 b_c
+  Eigen::Matrix<double, Eigen::Dynamic, N, Eigen::RowMajor, kMaxSignals, N> signals_;  // signal rows times V
 };
+
+extern template class ExactPropagator<4>;
+extern template class ExactPropagator<8>;
+extern template class ExactPropagator<16>;
 
 }  // namespace ketasim

@@ -687,6 +687,8 @@ void ResultWriter::State::define_arm(const ArmLayout& layout) {
     write_vector(doses, "time_h", layout.dose_time_h, "h",
                  "nominal dose times, hours from the start of the simulation");
     write_vector(doses, "duration_h", layout.dose_duration_h, "h", "infusion durations; 0 for a bolus");
+    write_vector(group, "assessments_h", layout.assessment_time_h, "h",
+                 "MADRS assessment times, hours after the start of the first session (columns of the *_at metrics)");
     define_trajectories(group, arm);
   });
   arms.push_back(std::move(arm));

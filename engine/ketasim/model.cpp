@@ -1,119 +1,368 @@
 #include "ketasim/model.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
-#include <string>
+#include <numbers>
 
 #include "ketasim/errors.hpp"
 
 namespace ketasim {
 
 namespace {
-double value_of(const ModelCard& card, std::span<const double> values, const char* name, double fallback) {
-  const int index = card.index_of(name);
-  return index < 0 ? fallback : values[static_cast<std::size_t>(index)];
+
+constexpr double kLn2 = std::numbers::ln2;
+constexpr double kMaxMadrs = 60.0;
+
+// Display unit and factor of a signal, from its base dimension.
+struct Display {
+  std::string unit;
+  double per_base = 1.0;
+};
+
+Display display_of_unit(const std::string& unit) {
+  if (unit.empty()) return {};
+  const auto parsed = parse_unit(unit);
+  return {unit, parsed ? 1.0 / parsed->scale : 1.0};
 }
+
 }  // namespace
 
-MammillaryEffectParameters to_model_parameters(const ModelCard& card, std::span<const double> values) {
-  MammillaryEffectParameters p;
-  p.peripheral_compartments = card.peripheral_compartments;
-  p.V1_L = value_of(card, values, "V1", 0.0);
-  if (card.parameterization == PkParameterization::micro) {
-    p.k10_per_h = value_of(card, values, "k10", 0.0);
-    p.k12_per_h = value_of(card, values, "k12", 0.0);
-    p.k21_per_h = value_of(card, values, "k21", 0.0);
-    p.k13_per_h = value_of(card, values, "k13", 0.0);
-    p.k31_per_h = value_of(card, values, "k31", 0.0);
-  } else {
-    const double cl = value_of(card, values, "CL", 0.0);
-    const double q2 = value_of(card, values, "Q2", 0.0);
-    const double v2 = value_of(card, values, "V2", 1.0);
-    const double q3 = value_of(card, values, "Q3", 0.0);
-    const double v3 = value_of(card, values, "V3", 1.0);
-    p.k10_per_h = cl / p.V1_L;
-    p.k12_per_h = q2 / p.V1_L;
-    p.k21_per_h = q2 / v2;
-    p.k13_per_h = q3 / p.V1_L;
-    p.k31_per_h = q3 / v3;
+double LinkValues::input_for(double value, double tolerance) const {
+  if (!(value > 0.0)) return 0.0;
+  if (shape == LinkShape::linear) return slope > 0.0 ? value / (slope * scale) : std::numeric_limits<double>::infinity();
+  const double top = attenuation > 0.0 ? emax / (1.0 + attenuation * tolerance) : emax;
+  if (value >= top || scale <= 0.0) return std::numeric_limits<double>::infinity();
+  const double powered = value / (top - value);
+  return ec50 * std::pow(powered, 1.0 / hill) / scale;
+}
+
+double DepressionValues::score(double baseline, double hours_since_first, double drug_input, double session_memory,
+                               bool background_antidepressant) const {
+  double improvement = session_magnitude * session_memory;
+  if (hours_since_first >= 0.0) {
+    improvement += placebo * -std::expm1(-placebo_rate_per_h * hours_since_first);
+    if (background_antidepressant) improvement += background * -std::expm1(-background_rate_per_h * hours_since_first);
   }
-  p.ke0_per_h = value_of(card, values, "ke0", 0.0);
-  p.s_fraction = value_of(card, values, "s_fraction", 1.0);
-  p.ec50_s_mg_per_L = value_of(card, values, "ec50_s", 1.0);
-  p.emax = value_of(card, values, "emax", 0.0);
-  p.hill = value_of(card, values, "hill", 1.0);
-  if (!(p.V1_L > 0.0) || !(p.k10_per_h > 0.0) || !(p.ke0_per_h > 0.0) || !(p.ec50_s_mg_per_L > 0.0) ||
-      !(p.hill > 0.0))
-    throw ModelParameterError("model " + card.name + ": V1, k10, ke0, ec50_s and hill must be positive");
-  return p;
-}
-
-MammillaryEffectModel::MammillaryEffectModel(const MammillaryEffectParameters& parameters) : p_(parameters) {
-  if (p_.peripheral_compartments < 0 || p_.peripheral_compartments > 2)
-    throw ModelParameterError("a mammillary model has 0, 1 or 2 peripheral compartments, not " +
-                              std::to_string(p_.peripheral_compartments));
-  if (p_.peripheral_compartments < 2) p_.k13_per_h = p_.k31_per_h = 0.0;
-  if (p_.peripheral_compartments < 1) p_.k12_per_h = p_.k21_per_h = 0.0;
-}
-
-void MammillaryEffectModel::rhs(const State& x, State& dxdt, double infusion_rate_mg_per_h) const {
-  const double V1 = p_.V1_L;
-  const double k10 = p_.k10_per_h, k12 = p_.k12_per_h, k21 = p_.k21_per_h;
-  const double k13 = p_.k13_per_h, k31 = p_.k31_per_h, ke0 = p_.ke0_per_h;
-  const double A1 = x[kCentral];
-  const double A2 = p_.peripheral_compartments >= 1 ? x[kPeripheral2] : 0.0;
-  const double A3 = p_.peripheral_compartments >= 2 ? x[kPeripheral3] : 0.0;
-  const auto effect = static_cast<std::size_t>(effect_state());
-  const double Ce = x[effect];
-
-  dxdt.fill(0.0);
-  dxdt[kCentral] = infusion_rate_mg_per_h - (k10 + k12 + k13) * A1 + k21 * A2 + k31 * A3;
-  if (p_.peripheral_compartments >= 1) dxdt[kPeripheral2] = k12 * A1 - k21 * A2;
-  if (p_.peripheral_compartments >= 2) dxdt[kPeripheral3] = k13 * A1 - k31 * A3;
-  dxdt[effect] = ke0 * (A1 / V1 - Ce);
-}
-
-LinearSystem MammillaryEffectModel::linear_system() const {
-  const Eigen::Index n = state_count();
-  const Eigen::Index effect = effect_state();
-  LinearSystem system;
-  system.A = LinearSystem::Matrix::Zero(n, n);
-  system.input = LinearSystem::Vector::Zero(n);
-  system.plasma = LinearSystem::RowVector::Zero(n);
-  system.effect = LinearSystem::RowVector::Zero(n);
-
-  const double k_out = p_.k10_per_h + p_.k12_per_h + p_.k13_per_h;
-  system.A(kCentral, kCentral) = -k_out;
-  if (p_.peripheral_compartments >= 1) {
-    system.A(kCentral, kPeripheral2) = p_.k21_per_h;
-    system.A(kPeripheral2, kCentral) = p_.k12_per_h;
-    system.A(kPeripheral2, kPeripheral2) = -p_.k21_per_h;
+  double drug = 0.0;
+  if (drug_input > 0.0) {
+    const double ratio = drug_input / ec50;
+    const double powered = hill == 2.0 ? ratio * ratio : std::pow(ratio, hill);
+    drug = emax * powered / (1.0 + powered);
   }
-  if (p_.peripheral_compartments >= 2) {
-    system.A(kCentral, kPeripheral3) = p_.k31_per_h;
-    system.A(kPeripheral3, kCentral) = p_.k13_per_h;
-    system.A(kPeripheral3, kPeripheral3) = -p_.k31_per_h;
+  return std::clamp(baseline * (1.0 - improvement) * (1.0 - drug), 0.0, kMaxMadrs);
+}
+
+int Model::add_state(const std::string& name) {
+  if (state_count() >= kMaxStates)
+    throw ModelParameterError("model " + card_.name + " has more than " + std::to_string(kMaxStates) + " states");
+  state_names_.push_back(name);
+  return state_count() - 1;
+}
+
+int Model::add_signal(const std::string& name) {
+  if (signal_count() >= kMaxSignals)
+    throw ModelParameterError("model " + card_.name + " has more than " + std::to_string(kMaxSignals) + " signals");
+  signal_names_.push_back(name);
+  return signal_count() - 1;
+}
+
+int Model::find_signal(std::string_view name) const {
+  for (std::size_t i = 0; i < signal_names_.size(); ++i)
+    if (signal_names_[i] == name) return static_cast<int>(i);
+  return -1;
+}
+
+const ModelOutput* Model::find_output(std::string_view name) const {
+  for (const ModelOutput& output : outputs_)
+    if (output.name == name) return &output;
+  return nullptr;
+}
+
+Model::Model(const ModelCard& card) : card_(card) {
+  std::vector<Display> signal_display;
+  const auto linear_output = [&](const std::string& name, const std::string& dataset, const Display& display,
+                                 const std::string& description) {
+    const int signal = add_signal(name);
+    signal_display.push_back(display);
+    outputs_.push_back({name, dataset, display.unit, display.per_base, description, OutputKind::linear, signal});
+    return signal;
+  };
+  const auto drug_index = [&](const std::string& name) {
+    for (std::size_t d = 0; d < drugs_.size(); ++d)
+      if (drugs_[d].name == name) return static_cast<int>(d);
+    throw ModelParameterError("model " + card_.name + ": unknown drug '" + name + "'");
+  };
+  const Display ng_per_ml{"ng/mL", 1000.0};
+
+  for (const Block& block : card.blocks) {
+    BlockStates states;
+    if (const auto* compartments = std::get_if<CompartmentsBlock>(&block)) {
+      DrugSpec drug;
+      drug.name = compartments->drug;
+      drug.molar_mass_g_per_mol = compartments->molar_mass_g_per_mol;
+      drug.central_state = states.first = add_state(drug.name + ".central");
+      drug.states.push_back(states.first);
+      for (std::size_t p = 0; p < compartments->peripherals.size(); ++p) {
+        states.peripherals.push_back(add_state(drug.name + ".peripheral" + std::to_string(p + 1)));
+        drug.states.push_back(states.peripherals.back());
+      }
+      if (compartments->liver) {
+        states.liver = add_state(drug.name + ".liver");
+        drug.states.push_back(states.liver);
+      }
+      if (compartments->formed_from) drug.formed_from = drug_index(compartments->formed_from->drug);
+      drug.plasma_signal = linear_output("plasma_" + drug.name, "plasma_" + drug.name + "_ng_per_ml", ng_per_ml,
+                                         "plasma " + drug.name + " concentration");
+      states.drug = static_cast<int>(drugs_.size());
+      drugs_.push_back(std::move(drug));
+    } else if (const auto* depot = std::get_if<DepotBlock>(&block)) {
+      states.drug = drug_index(depot->drug);
+      states.first = add_state(depot->drug + "." + depot->name);
+      drugs_[static_cast<std::size_t>(states.drug)].states.push_back(states.first);
+    } else if (const auto* effect = std::get_if<EffectSiteBlock>(&block)) {
+      states.drug = drug_index(effect->drug);
+      states.first = add_state(effect->name);
+      linear_output(effect->name, effect->name + "_ng_per_ml", ng_per_ml, "effect-site " + effect->drug + " concentration");
+    } else if (const auto* turnover = std::get_if<TurnoverBlock>(&block)) {
+      states.first = add_state(turnover->name);
+      const Display input = signal_display[static_cast<std::size_t>(find_signal(turnover->input))];
+      const Display display = input.unit == "ng/mL" ? Display{"ng*h/mL", 1000.0} : Display{input.unit + "*h", input.per_base};
+      linear_output(turnover->name, turnover->name, display,
+                    "turnover state driven by " + turnover->input + " (decaying exposure)");
+    } else if (const auto* memory = std::get_if<SessionMemoryBlock>(&block)) {
+      states.first = add_state(memory->name);
+      linear_output(memory->name, memory->name, Display{}, "memory of treatment sessions (sessions, decaying)");
+    } else if (const auto* link = std::get_if<LinkBlock>(&block)) {
+      const int index = static_cast<int>(links_.size());
+      links_.push_back(link);
+      if (link->attenuation_strength) {
+        link_tolerance_state_.push_back(states.first = add_state(link->name + ".tolerance"));
+        link_tolerance_signal_.push_back(add_signal(link->name + ".tolerance"));
+        signal_display.push_back({});
+      } else {
+        link_tolerance_state_.push_back(-1);
+        link_tolerance_signal_.push_back(-1);
+      }
+      const Display display = display_of_unit(link->unit);
+      outputs_.push_back({link->name, link->dataset, display.unit, display.per_base,
+                          link->name + " (" + to_string(link->shape) + " link on " + link->input + ")",
+                          OutputKind::link, index});
+      if (link->role == "dissociation" && dissociation_link_ < 0) {
+        dissociation_link_ = index;
+        dissociation_effect_site_ = find_signal(link->input);
+      }
+    } else if (const auto* depression = std::get_if<DepressionBlock>(&block)) {
+      depression_ = depression;
+      outputs_.push_back({depression->name, depression->name, "", 1.0, "MADRS-like depression score (points)",
+                          OutputKind::depression, 0});
+    }
+    block_states_.push_back(states);
   }
-  system.A(effect, kCentral) = p_.ke0_per_h / p_.V1_L;
-  system.A(effect, effect) = -p_.ke0_per_h;
-  system.input(kCentral) = 1.0;
-  system.plasma(kCentral) = 1.0 / p_.V1_L;
-  system.effect(effect) = 1.0;
-  return system;
+  dosed_drug_ = drug_index(card.drug);
+  // The dissociation effect site is driven by its drug's plasma concentration.
+  if (dissociation_effect_site_ >= 0) {
+    for (const EffectSiteBlock* effect : card.blocks_of<EffectSiteBlock>()) {
+      if (find_signal(effect->name) == dissociation_effect_site_)
+        dissociation_driver_ = drugs_[static_cast<std::size_t>(drug_index(effect->drug))].plasma_signal;
+    }
+    if (dissociation_driver_ < 0) {  // the link reads something other than an effect site
+      dissociation_link_ = -1;
+      dissociation_effect_site_ = -1;
+    }
+  }
+
+  const auto find_depot_state = [&](const std::string& drug, const std::string& name) {
+    for (std::size_t b = 0; b < card.blocks.size(); ++b)
+      if (const auto* depot = std::get_if<DepotBlock>(&card.blocks[b]); depot && depot->drug == drug && depot->name == name)
+        return block_states_[b].first;
+    throw ModelParameterError("model " + card_.name + ": no depot '" + name + "'");
+  };
+  if (card.routes.iv) {
+    iv_channel_ = channel_count_++;
+    channel_state_.push_back(drugs_[static_cast<std::size_t>(drug_index(card.routes.iv->drug))].central_state);
+  }
+  if (card.routes.intranasal) {
+    nasal_channel_ = channel_count_++;
+    channel_state_.push_back(find_depot_state(card.routes.intranasal->drug, card.routes.intranasal->nasal_depot));
+    swallowed_channel_ = channel_count_++;
+    channel_state_.push_back(find_depot_state(card.routes.intranasal->drug, card.routes.intranasal->swallowed_depot));
+  }
+  session_states_.assign(3, {});
+  for (std::size_t b = 0; b < card.blocks.size(); ++b) {
+    if (const auto* memory = std::get_if<SessionMemoryBlock>(&card.blocks[b]))
+      for (const SessionKind kind : memory->sessions) session_states_[static_cast<std::size_t>(kind)].push_back(block_states_[b].first);
+  }
+  for (std::size_t kind = 0; kind < 3; ++kind) {
+    if (session_states_[kind].empty()) continue;
+    session_channel_[kind] = channel_count_++;
+    channel_state_.push_back(-1);  // a session channel feeds several memories
+  }
 }
 
-double MammillaryEffectModel::amount_in_body_mg(const State& x) const {
-  double amount = x[kCentral];
-  if (p_.peripheral_compartments >= 1) amount += x[kPeripheral2];
-  if (p_.peripheral_compartments >= 2) amount += x[kPeripheral3];
-  return amount;
-}
+SubjectModel Model::instantiate(std::span<const double> parameters) const {
+  const int n = state_count();
+  const auto value = [&](ParameterRef ref, double fallback = 0.0) {
+    return ref ? parameters[static_cast<std::size_t>(ref.index)] : fallback;
+  };
+  const auto positive = [&](ParameterRef ref) {
+    const double v = value(ref);
+    if (!(v > 0.0) || !std::isfinite(v))
+      throw ModelParameterError("parameter " + card_.parameter(ref).name + " = " + std::to_string(v) + " must be positive");
+    return v;
+  };
+  const auto fraction = [&](ParameterRef ref) {
+    const double v = value(ref, 1.0);
+    if (!(v >= 0.0 && v <= 1.0))
+      throw ModelParameterError("parameter " + card_.parameter(ref).name + " = " + std::to_string(v) + " must lie in [0, 1]");
+    return v;
+  };
+  const auto first_order = [&](const FirstOrder& transfer, double volume) {
+    return transfer.rate ? positive(transfer.rate) : positive(transfer.clearance) / volume;
+  };
 
-double MammillaryEffectModel::effect_concentration_for_score(double score) const {
-  if (score <= 0.0) return 0.0;
-  if (score >= p_.emax || p_.s_fraction <= 0.0) return std::numeric_limits<double>::infinity();
-  const double powered = score / (p_.emax - score);
-  return p_.ec50_s_mg_per_L * std::pow(powered, 1.0 / p_.hill) / p_.s_fraction;
+  SubjectModel model;
+  model.states = n;
+  model.A = StateMatrix::Zero(n, n);
+  model.signals = SignalMatrix::Zero(signal_count(), n);
+  model.drug_amount.assign(drugs_.size(), StateRow::Zero(n));
+  model.drug_loss.assign(drugs_.size(), StateRow::Zero(n));
+  model.drug_formed.assign(drugs_.size(), StateRow::Zero(n));
+  for (std::size_t d = 0; d < drugs_.size(); ++d)
+    for (const int state : drugs_[d].states) model.drug_amount[d](state) = 1.0;
+
+  StateMatrix& A = model.A;
+  std::vector<double> central_volume(drugs_.size(), 0.0), liver_volume(drugs_.size(), 0.0);
+  std::vector<int> liver_state(drugs_.size(), -1);
+  for (std::size_t b = 0; b < card_.blocks.size(); ++b) {
+    const Block& block = card_.blocks[b];
+    const BlockStates& states = block_states_[b];
+    if (const auto* compartments = std::get_if<CompartmentsBlock>(&block)) {
+      const auto d = static_cast<std::size_t>(states.drug);
+      const int c = states.first;
+      const double V1 = positive(compartments->central_volume);
+      central_volume[d] = V1;
+      model.signals(drugs_[d].plasma_signal, c) = 1.0 / V1;
+      for (std::size_t p = 0; p < compartments->peripherals.size(); ++p) {
+        const PeripheralSpec& spec = compartments->peripherals[p];
+        const int s = states.peripherals[p];
+        const double out = first_order(spec.out, V1);
+        const double back = spec.back.rate ? positive(spec.back.rate) : positive(spec.back.clearance) / positive(spec.volume);
+        A(c, c) -= out;
+        A(s, c) += out;
+        A(s, s) -= back;
+        A(c, s) += back;
+      }
+      if (compartments->elimination) {
+        const double k = first_order(*compartments->elimination, V1);
+        A(c, c) -= k;
+        model.drug_loss[d](c) += k;
+      }
+      if (compartments->liver) {
+        const int l = states.liver;
+        const double flow = positive(compartments->liver->flow);
+        const double Vh = positive(compartments->liver->volume);
+        double elimination = 0.0;
+        for (const ParameterRef rate : compartments->liver->elimination_rates) elimination += positive(rate);
+        A(c, c) -= flow / V1;
+        A(l, c) += flow / V1;
+        A(l, l) -= flow / Vh + elimination;
+        A(c, l) += flow / Vh;
+        model.drug_loss[d](l) += elimination;
+        liver_volume[d] = Vh;
+        liver_state[d] = l;
+      }
+      if (compartments->formed_from) {
+        const FormationSpec& formation = *compartments->formed_from;
+        const auto parent = static_cast<std::size_t>(drugs_[d].formed_from);
+        const bool from_liver = formation.compartment == "liver";
+        const int source = from_liver ? liver_state[parent] : drugs_[parent].central_state;
+        const double k = first_order(formation.flux, from_liver ? liver_volume[parent] : central_volume[parent]);
+        const double molar_ratio = drugs_[d].molar_mass_g_per_mol / drugs_[parent].molar_mass_g_per_mol;
+        const double formed = fraction(formation.fraction) * k * molar_ratio;  // mg of metabolite per mg of parent per h
+        A(c, source) += formed;
+        model.drug_formed[d](source) += formed;
+      }
+    } else if (const auto* depot = std::get_if<DepotBlock>(&block)) {
+      const auto d = static_cast<std::size_t>(states.drug);
+      const int s = states.first;
+      const double ka = positive(depot->ka);
+      const double F = fraction(depot->bioavailability);
+      const int into = depot->into == "liver" ? liver_state[d] : drugs_[d].central_state;
+      A(s, s) -= ka;
+      A(into, s) += F * ka;
+      model.drug_loss[d](s) += (1.0 - F) * ka;
+    } else if (const auto* effect = std::get_if<EffectSiteBlock>(&block)) {
+      const auto d = static_cast<std::size_t>(states.drug);
+      const double ke0 = positive(effect->ke0);
+      A(states.first, drugs_[d].central_state) += ke0 / central_volume[d];
+      A(states.first, states.first) -= ke0;
+      model.signals(find_signal(effect->name), states.first) = 1.0;
+    } else if (const auto* turnover = std::get_if<TurnoverBlock>(&block)) {
+      const double scale = value(turnover->scale, 1.0);
+      A.row(states.first) += scale * model.signals.row(find_signal(turnover->input));
+      A(states.first, states.first) -= kLn2 / positive(turnover->half_life);
+      model.signals(find_signal(turnover->name), states.first) = 1.0;
+    } else if (const auto* memory = std::get_if<SessionMemoryBlock>(&block)) {
+      A(states.first, states.first) -= kLn2 / positive(memory->half_life);
+      model.signals(find_signal(memory->name), states.first) = 1.0;
+    } else if (const auto* link = std::get_if<LinkBlock>(&block)) {
+      const auto index = model.links.size();
+      LinkValues values;
+      values.input_signal = find_signal(link->input);
+      values.shape = link->shape;
+      values.scale = value(link->scale, 1.0);
+      if (link->shape == LinkShape::linear) {
+        values.slope = value(link->slope);
+      } else {
+        values.emax = value(link->emax);
+        values.ec50 = positive(link->ec50);
+        values.hill = link->hill ? positive(link->hill) : 1.0;
+      }
+      const int tolerance_state = link_tolerance_state_[index];
+      if (tolerance_state >= 0) {
+        values.attenuation = value(link->attenuation_strength);
+        values.tolerance_signal = link_tolerance_signal_[index];
+        // dT/dt = x / ec50 - ln 2 / half-life * T: exposure in ec50-hours, decaying.
+        A.row(tolerance_state) += values.scale / values.ec50 * model.signals.row(values.input_signal);
+        A(tolerance_state, tolerance_state) -= kLn2 / positive(link->attenuation_half_life);
+        model.signals(values.tolerance_signal, tolerance_state) = 1.0;
+      }
+      model.links.push_back(values);
+    } else if (const auto* depression = std::get_if<DepressionBlock>(&block)) {
+      DepressionValues values;
+      values.drug_signal = find_signal(depression->drug_input);
+      values.emax = fraction(depression->drug_emax);
+      values.ec50 = positive(depression->drug_ec50);
+      values.hill = positive(depression->drug_hill);
+      values.placebo = value(depression->placebo_magnitude);
+      values.placebo_rate_per_h = kLn2 / positive(depression->placebo_onset_half_life);
+      if (!depression->session_input.empty()) {
+        values.session_signal = find_signal(depression->session_input);
+        values.session_magnitude = value(depression->session_magnitude);
+      }
+      if (depression->background_magnitude) {
+        values.background = value(depression->background_magnitude);
+        values.background_rate_per_h = kLn2 / positive(depression->background_onset_half_life);
+      }
+      values.residual_sd = value(depression->residual_sd);
+      model.depression = values;
+    }
+  }
+
+  model.channels.assign(static_cast<std::size_t>(channel_count_), StateVector::Zero(n));
+  for (int c = 0; c < channel_count_; ++c)
+    if (channel_state_[static_cast<std::size_t>(c)] >= 0) model.channels[static_cast<std::size_t>(c)](channel_state_[static_cast<std::size_t>(c)]) = 1.0;
+  for (std::size_t kind = 0; kind < 3; ++kind) {
+    if (session_channel_[kind] < 0) continue;
+    for (const int state : session_states_[kind]) model.channels[static_cast<std::size_t>(session_channel_[kind])](state) = 1.0;
+  }
+  if (const auto& nasal = card_.routes.intranasal) {
+    model.nasal_fraction = fraction(nasal->nasal_fraction);
+    model.later_device_factor = nasal->later_device_factor ? fraction(nasal->later_device_factor) : 1.0;
+    model.swallowed_duration_h = positive(nasal->swallowed_duration);
+  }
+  return model;
 }
 
 }  // namespace ketasim

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include <boost/numeric/odeint.hpp>
 
@@ -11,46 +12,34 @@ namespace ketasim {
 
 namespace odeint = boost::numeric::odeint;
 
-namespace {
-using OdeState = std::array<double, MammillaryEffectModel::kMaxStates + 1>;
+OdePropagator::OdePropagator(const SubjectModel& model, double rtol, double atol)
+    : model_(model), rtol_(rtol), atol_(atol) {}
 
-MammillaryEffectModel::State model_part(const OdeState& values) {
-  MammillaryEffectModel::State x{};
-  std::copy_n(values.begin(), x.size(), x.begin());
-  return x;
-}
-}  // namespace
-
-double OdePropagator::advance(State& state, StepFactors duration_h, double rate_mg_per_h) const {
-  const double auc_before = state.values[kAucIndex];
-  const auto system = [this, rate_mg_per_h](const OdeState& values, OdeState& derivative, double /*t*/) {
-    MammillaryEffectModel::State dxdt{};
-    const auto x = model_part(values);
-    model_.rhs(x, dxdt, rate_mg_per_h);
-    std::copy(dxdt.begin(), dxdt.end(), derivative.begin());
-    derivative[kAucIndex] = model_.plasma_concentration(x);
+void OdePropagator::advance(State& state, StepFactors duration_h, const Input& input) const {
+  const Eigen::Index n = model_.states;
+  // [x; integral of x], integrated together.
+  std::vector<double> values(static_cast<std::size_t>(2 * n));
+  Eigen::Map<Eigen::VectorXd>(values.data(), n) = state.x;
+  Eigen::Map<Eigen::VectorXd>(values.data() + n, n) = state.integral;
+  const auto system = [&](const std::vector<double>& y, std::vector<double>& dydt, double /*t*/) {
+    const Eigen::Map<const Eigen::VectorXd> x(y.data(), n);
+    Eigen::Map<Eigen::VectorXd>(dydt.data(), n) = model_.A * x + input;
+    Eigen::Map<Eigen::VectorXd>(dydt.data() + n, n) = x;
   };
   // A fresh controlled stepper per step: the restart at every boundary happens here and only here.
-  auto stepper = odeint::make_controlled(atol_, rtol_, odeint::runge_kutta_dopri5<OdeState>());
+  auto stepper = odeint::make_controlled(atol_, rtol_, odeint::runge_kutta_dopri5<std::vector<double>>());
   const double first_step = std::min(duration_h, 1.0 / 60.0);
-  odeint::integrate_adaptive(stepper, system, state.values, 0.0, duration_h, first_step);
-  for (const double value : state.values)
+  odeint::integrate_adaptive(stepper, system, values, 0.0, duration_h, first_step);
+  for (const double value : values)
     if (!std::isfinite(value)) throw SolverError("the ODE solution became non-finite");
-  return state.values[kAucIndex] - auc_before;
+  state.x = Eigen::Map<const Eigen::VectorXd>(values.data(), n);
+  state.integral = Eigen::Map<const Eigen::VectorXd>(values.data() + n, n);
 }
 
-OdePropagator::State OdePropagator::peek(const State& state, double tau_h, double rate_mg_per_h) const {
+OdePropagator::State OdePropagator::peek(const State& state, double tau_h, const Input& input) const {
   State result = state;
-  advance(result, tau_h, rate_mg_per_h);
+  if (tau_h > 0.0) advance(result, tau_h, input);
   return result;
-}
-
-double OdePropagator::plasma(const State& state) const { return model_.plasma_concentration(model_part(state.values)); }
-
-double OdePropagator::effect(const State& state) const { return model_.effect_concentration(model_part(state.values)); }
-
-double OdePropagator::amount_in_body_mg(const State& state) const {
-  return model_.amount_in_body_mg(model_part(state.values));
 }
 
 }  // namespace ketasim

@@ -1,10 +1,8 @@
 #pragma once
-// The general numerical path: Boost.Odeint's adaptive Dormand-Prince 5(4) with error control.
-// The stepper is created afresh for every step between boundaries, so an adaptive step never
-// straddles a dose edge and no stale FSAL derivative survives a jump: this is the one place
-// where the stepper restarts. The plasma AUC is integrated as an extra state.
-
-#include <array>
+// The general numerical path: Boost.Odeint's adaptive Dormand-Prince 5(4) with error control,
+// integrating x' = A x + b and the running integral of x as written. The stepper is created
+// afresh for every step between boundaries, so an adaptive step never straddles a dose edge and
+// no stale FSAL derivative survives a jump: this is the one place where the stepper restarts.
 
 #include "ketasim/model.hpp"
 
@@ -12,29 +10,31 @@ namespace ketasim {
 
 class OdePropagator {
  public:
-  static constexpr std::size_t kAucIndex = MammillaryEffectModel::kMaxStates;
   struct State {
-    std::array<double, MammillaryEffectModel::kMaxStates + 1> values{};
+    StateVector x;
+    StateVector integral;
   };
+  using Input = StateVector;  // rates per state
   using StepFactors = double;  // the step length in hours: nothing to precompute
 
-  OdePropagator(const MammillaryEffectModel& model, double rtol, double atol)
-      : model_(model), rtol_(rtol), atol_(atol) {}
+  OdePropagator(const SubjectModel& model, double rtol, double atol);
 
-  State initial_state() const { return State{}; }
-  void bolus(State& state, double amount_mg) const { state.values[MammillaryEffectModel::kCentral] += amount_mg; }
+  State initial_state() const { return State{StateVector::Zero(model_.states), StateVector::Zero(model_.states)}; }
+  Input input(const StateVector& rates) const { return rates; }
+  const Input& channel(int c) const { return model_.channels[static_cast<std::size_t>(c)]; }
+  void bolus(State& state, int c, double amount) const { state.x += amount * channel(c); }
 
   StepFactors factors(double duration_h) const { return duration_h; }
-  // Integrates over the step at a constant infusion rate; returns the plasma AUC over the step.
-  double advance(State& state, StepFactors duration_h, double rate_mg_per_h) const;
-  State peek(const State& state, double tau_h, double rate_mg_per_h) const;
+  void advance(State& state, StepFactors duration_h, const Input& input) const;
+  State peek(const State& state, double tau_h, const Input& input) const;
 
-  double plasma(const State& state) const;
-  double effect(const State& state) const;
-  double amount_in_body_mg(const State& state) const;
+  double signal(const State& state, int k) const { return model_.signals.row(k).dot(state.x); }
+  double signal_integral(const State& state, int k) const { return model_.signals.row(k).dot(state.integral); }
+  double apply(const State& state, const StateRow& row) const { return row.dot(state.x); }
+  double apply_integral(const State& state, const StateRow& row) const { return row.dot(state.integral); }
 
  private:
-  const MammillaryEffectModel& model_;
+  const SubjectModel& model_;
   double rtol_;
   double atol_;
 };

@@ -15,8 +15,12 @@ namespace ketasim {
 // Independent streams of one subject. A new kind of draw gets a new purpose, so adding it never
 // shifts the draws of the others.
 enum class StreamPurpose : std::uint32_t {
-  covariates = 1,
+  covariates = 1,  // body weight
   random_effects = 2,
+  age = 3,
+  sex = 4,
+  baseline_madrs = 5,
+  residuals = 6,  // residual errors of simulated observations (one draw per assessment)
 };
 
 class RandomStream {

@@ -28,6 +28,7 @@ struct ArmLayout {
   // and are then in a subject column).
   std::vector<double> dose_time_h;
   std::vector<double> dose_duration_h;  // 0 for a bolus
+  std::vector<double> assessment_time_h;  // MADRS assessments, hours after the first session
 };
 
 // Provenance written as root attributes.

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
+#include <cstdio>
 #include <deque>
 #include <exception>
 #include <limits>
@@ -17,6 +18,7 @@
 #include "ketasim/cohort.hpp"
 #include "ketasim/hdf5_writer.hpp"
 #include "ketasim/model.hpp"
+#include "ketasim/random_stream.hpp"
 #include "ketasim/simulate.hpp"
 #include "ketasim/timeline.hpp"
 
@@ -36,88 +38,152 @@ namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
+std::string short_number(double value) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%g", value);
+  return text;
+}
+
+std::string format_hours_short(double hours) {
+  char text[32];
+  if (hours >= 24.0 && std::fmod(hours, 24.0) == 0.0)
+    std::snprintf(text, sizeof text, "%g d", hours / 24.0);
+  else
+    std::snprintf(text, sizeof text, "%g h", hours);
+  return text;
+}
+
 // Every per-subject metric, in file order, tagged with the Metric that selects it (none for the
 // always-written solver path). Building the layout and filling a row both go through
 // for_each_selected_metric, so names, widths and values cannot drift apart.
 template <class Visit>
-void for_each_metric(const SubjectMetrics& m, const double& solver_path, Visit&& visit) {
+void for_each_metric(const Model& model, const SimulationPlan& plan, const SubjectMetrics& m, const double& solver_path,
+                     Visit&& visit) {
   const auto one = [](const double& value) { return std::span<const double>(&value, 1); };
-  visit(Metric::cmax, ColumnSpec{"cmax_ng_per_ml", "ng/mL", 1, "maximum plasma ketamine concentration"},
+  const auto many = [](const std::vector<double>& values) { return std::span<const double>(values); };
+  const std::string drug = model.card().drug;
+  visit(Metric::cmax, ColumnSpec{"cmax_ng_per_ml", "ng/mL", 1, "maximum plasma " + drug + " concentration"},
         one(m.cmax_ng_per_ml));
   visit(Metric::cmax, ColumnSpec{"tmax_h", "h", 1, "time of the maximum plasma concentration"}, one(m.tmax_h));
-  visit(Metric::auc, ColumnSpec{"auc_ng_h_per_ml", "ng*h/mL", 1, "plasma AUC over the whole output grid (exact integral)"},
+  visit(Metric::auc, ColumnSpec{"auc_ng_h_per_ml", "ng*h/mL", 1, "plasma " + drug + " AUC over the whole output grid (exact integral)"},
         one(m.auc_ng_h_per_ml));
   visit(Metric::auc_per_week,
         ColumnSpec{"auc_per_week_ng_h_per_ml", "ng*h/mL", m.auc_per_week_ng_h_per_ml.size(),
                    "plasma AUC in each week from the start (the last may be partial)"},
-        std::span<const double>(m.auc_per_week_ng_h_per_ml));
-  visit(Metric::peak_dissociation,
-        ColumnSpec{"peak_effect_site_ng_per_ml", "ng/mL", m.peak_effect_ng_per_ml.size(),
-                   "per dose: maximum effect-site concentration from its start to the next dose"},
-        std::span<const double>(m.peak_effect_ng_per_ml));
-  visit(Metric::peak_dissociation,
-        ColumnSpec{"peak_dissociation", "", m.peak_dissociation.size(),
-                   "per dose: peak dissociation score (CADSS-like points)"},
-        std::span<const double>(m.peak_dissociation));
-  visit(Metric::peak_dissociation,
-        ColumnSpec{"peak_dissociation_time_h", "h", m.peak_dissociation_time_h.size(),
-                   "per dose: time of the peak dissociation"},
-        std::span<const double>(m.peak_dissociation_time_h));
-  visit(Metric::time_above_dissociation,
-        ColumnSpec{"time_above_dissociation_h", "h", 1,
-                   "total time with the dissociation score at or above output.dissociation_threshold"},
-        one(m.time_above_dissociation_h));
-  visit(Metric::dosed, ColumnSpec{"dosed_mg", "mg", 1, "drug given within the output grid (infusions pro rata)"},
+        many(m.auc_per_week_ng_h_per_ml));
+  if (model.dissociation_link() >= 0) {
+    const std::size_t doses = m.peak_effect_ng_per_ml.size();
+    visit(Metric::peak_dissociation,
+          ColumnSpec{"peak_effect_site_ng_per_ml", "ng/mL", doses,
+                     "per dose: maximum effect-site concentration from its start to the next dose"},
+          many(m.peak_effect_ng_per_ml));
+    for (std::size_t l = 0; l < model.links().size(); ++l) {
+      const LinkBlock& link = *model.links()[l];
+      if (model.find_signal(link.input) != model.dissociation_effect_site()) continue;
+      visit(Metric::peak_dissociation,
+            ColumnSpec{"peak_" + link.name, link.unit, doses, "per dose: " + link.name + " at the effect-site maximum"},
+            many(m.peak_link[l]));
+    }
+    visit(Metric::peak_dissociation,
+          ColumnSpec{"peak_dissociation_time_h", "h", doses, "per dose: time of the effect-site maximum (and peak dissociation)"},
+          many(m.peak_effect_time_h));
+    visit(Metric::time_above_dissociation,
+          ColumnSpec{"time_above_dissociation_h", "h", 1,
+                     "total time with the dissociation score at or above output.dissociation_threshold"},
+          one(m.time_above_dissociation_h));
+  }
+  visit(Metric::dosed, ColumnSpec{"dosed_mg", "mg", 1, drug + " given within the output grid (constant-rate inputs pro rata)"},
         one(m.dosed_mg));
+  std::size_t slot = 0;
+  for (std::size_t d = 0; d < model.drugs().size(); ++d) {
+    if (static_cast<int>(d) == model.dosed_drug()) continue;
+    const std::string& name = model.drugs()[d].name;
+    visit(Metric::metabolites, ColumnSpec{"cmax_" + name + "_ng_per_ml", "ng/mL", 1, "maximum plasma " + name + " concentration"},
+          one(m.metabolite_cmax_ng_per_ml[slot]));
+    visit(Metric::metabolites, ColumnSpec{"tmax_" + name + "_h", "h", 1, "time of the maximum plasma " + name + " concentration"},
+          one(m.metabolite_tmax_h[slot]));
+    ++slot;
+  }
+  if (model.has_depression()) {
+    std::string at = "per assessment (";
+    for (std::size_t k = 0; k < plan.assessments.size(); ++k)
+      at += (k ? ", " : "") + format_hours_short(ticks_to_hours(plan.assessments[k]));
+    at += " after the first session)";
+    const std::size_t a = plan.assessments.size();
+    visit(Metric::response, ColumnSpec{"madrs_baseline", "", 1, "MADRS at baseline"}, one(m.baseline_madrs));
+    visit(Metric::response, ColumnSpec{"madrs_at", "", a, at + ": the model's MADRS (no residual error)"}, many(m.madrs_at));
+    visit(Metric::response, ColumnSpec{"madrs_observed_at", "", a, at + ": observed MADRS (with residual error, in [0, 60])"},
+          many(m.madrs_observed_at));
+    visit(Metric::response, ColumnSpec{"response_at", "", a, at + ": 1 if the observed MADRS fell by at least the response fraction"},
+          many(m.response_at));
+    visit(Metric::response, ColumnSpec{"remission_at", "", a, at + ": 1 if the observed MADRS is at or below the remission threshold"},
+          many(m.remission_at));
+    visit(Metric::response, ColumnSpec{"first_response_day", "d", 1, "days from the first session to the first response (model MADRS); NaN if none"},
+          one(m.first_response_day));
+    visit(Metric::response, ColumnSpec{"days_in_response", "d", 1, "days in response (model MADRS) over the output grid"},
+          one(m.days_in_response));
+    visit(Metric::response, ColumnSpec{"responder_end_of_treatment", "", 1, "1 if in response 1 d after the last session; NaN if past the grid"},
+          one(m.responder_end_of_treatment));
+    visit(Metric::response, ColumnSpec{"relapse_day", "d", 1, "responders at the end of treatment: days from the last session to the loss of response (censored at the end of the grid)"},
+          one(m.relapse_day));
+    visit(Metric::response, ColumnSpec{"relapse_observed", "", 1, "1 if the loss of response happened within the grid, 0 if censored"},
+          one(m.relapse_observed));
+  }
+  const std::size_t drugs = model.drugs().size();
+  std::string drug_names;
+  for (const DrugSpec& spec : model.drugs()) drug_names += (drug_names.empty() ? "" : ", ") + spec.name;
+  visit(Metric::mass_balance, ColumnSpec{"given_mg", "mg", drugs, "per drug (" + drug_names + "): entered by dosing"}, many(m.given_mg));
+  visit(Metric::mass_balance, ColumnSpec{"amount_in_body_end_mg", "mg", drugs, "per drug: in the body at the end of the grid"},
+        many(m.amount_in_body_end_mg));
+  visit(Metric::mass_balance, ColumnSpec{"eliminated_mg", "mg", drugs, "per drug: eliminated, metabolised or lost before absorption"},
+        many(m.eliminated_mg));
+  visit(Metric::mass_balance, ColumnSpec{"formed_mg", "mg", drugs, "per drug: formed from a parent drug"}, many(m.formed_mg));
   visit(std::optional<Metric>(), ColumnSpec{"solver_path", "", 1, "0 = exact stepping, 1 = ODE (Dormand-Prince 5(4))"},
         one(solver_path));
 }
 
 template <class Visit>
-void for_each_selected_metric(const std::vector<Metric>& selected, const SubjectMetrics& m, const double& solver_path,
-                              Visit&& visit) {
-  for_each_metric(m, solver_path, [&](std::optional<Metric> metric, const ColumnSpec& spec, std::span<const double> values) {
+void for_each_selected_metric(const std::vector<Metric>& selected, const Model& model, const SimulationPlan& plan,
+                              const SubjectMetrics& m, const double& solver_path, Visit&& visit) {
+  for_each_metric(model, plan, m, solver_path, [&](std::optional<Metric> metric, const ColumnSpec& spec, std::span<const double> values) {
     if (!metric || std::find(selected.begin(), selected.end(), *metric) != selected.end()) visit(spec, values);
   });
-}
-
-struct TrajectoryColumn {
-  OutputVariable variable;
-  ColumnSpec spec;
-};
-
-ColumnSpec trajectory_spec(OutputVariable variable) {
-  switch (variable) {
-    case OutputVariable::plasma_ketamine:
-      return {"plasma_ketamine_ng_per_ml", "ng/mL", 1, "plasma (racemic) ketamine concentration"};
-    case OutputVariable::effect_site:
-      return {"effect_site_ng_per_ml", "ng/mL", 1, "effect-site (racemic) ketamine concentration"};
-    case OutputVariable::dissociation:
-      return {"dissociation_score", "", 1, "dissociation proxy (CADSS-like points)"};
-  }
-  return {};
 }
 
 std::string describe_regimen(const Arm& arm) {
   std::string text;
   for (const DosingRule& rule : arm.regimen) {
     if (!text.empty()) text += "; ";
-    text += to_string(rule.route) + " " + std::to_string(rule.dose.value) +
-            (rule.dose.basis == DoseBasis::per_body_weight ? " mg/kg" : " mg");
-    if (rule.route == Route::iv_infusion)
-      text += " over " + std::to_string(ticks_to_hours(rule.infusion_duration) * 60.0) + " min";
+    text += to_string(rule.route);
+    if (rule.drug != DoseDrug::model_drug) text += " " + to_string(rule.drug);
+    if (rule.dose.value > 0.0) {
+      text += " " + short_number(rule.dose.value) + (rule.dose.basis == DoseBasis::per_body_weight ? " mg/kg" : " mg");
+    }
+    if (rule.route == Route::iv_infusion) text += " over " + short_number(ticks_to_hours(rule.infusion_duration) * 60.0) + " min";
     text += ", " + std::to_string(dose_times(rule).size()) + " doses";
   }
+  if (arm.oral_antidepressant) text += "; oral antidepressant started";
   return text;
 }
 
-SubjectMetrics sized_metrics(const SimulationPlan& plan, std::size_t doses) {
-  SubjectMetrics metrics;
-  metrics.auc_per_week_ng_h_per_ml.assign(plan.weeks(), kNaN);
-  metrics.peak_effect_ng_per_ml.assign(doses, kNaN);
-  metrics.peak_dissociation.assign(doses, kNaN);
-  metrics.peak_dissociation_time_h.assign(doses, kNaN);
-  return metrics;
+// The trajectories a scenario asks for, or the model's defaults.
+std::vector<const ModelOutput*> selected_outputs(const Scenario& scenario, const Model& model) {
+  std::vector<const ModelOutput*> outputs;
+  if (scenario.output.variables) {
+    for (const std::string& name : *scenario.output.variables) {
+      const ModelOutput* output = model.find_output(name);
+      if (!output) throw ModelParameterError("model " + model.card().name + " has no output '" + name + "'");
+      outputs.push_back(output);
+    }
+    return outputs;
+  }
+  const std::string plasma = "plasma_" + model.card().drug;
+  for (const ModelOutput& output : model.outputs()) {
+    const bool dissociation = output.kind == OutputKind::link && output.index == model.dissociation_link();
+    if (output.name == plasma || output.name == "effect_site" || dissociation || output.kind == OutputKind::depression)
+      outputs.push_back(&output);
+  }
+  return outputs;
 }
 
 // What every subject of one arm shares.
@@ -130,7 +196,8 @@ struct ArmPlan {
 class ScenarioRunner {
  public:
   ScenarioRunner(const Scenario& scenario, const ModelCard& card)
-      : scenario_(scenario), card_(card), sampler_(scenario, card), plan_(SimulationPlan::from(scenario.output)) {
+      : scenario_(scenario), card_(card), model_(card), sampler_(scenario, card), plan_(SimulationPlan::from(scenario.output)),
+        outputs_(selected_outputs(scenario, model_)) {
     const auto layouts = arm_layouts(scenario);
     for (std::size_t a = 0; a < scenario.arms.size(); ++a)
       arms_.push_back({&scenario.arms[a], layouts[a], layouts[a].dose_time_h.size()});
@@ -138,6 +205,7 @@ class ScenarioRunner {
 
   const std::vector<ArmPlan>& arms() const { return arms_; }
   const SimulationPlan& plan() const { return plan_; }
+  const Model& model() const { return model_; }
 
   // All arms for the subjects of one range; one block per arm.
   std::vector<SubjectBlock> simulate(SubjectRange range) const {
@@ -145,15 +213,22 @@ class ScenarioRunner {
     for (std::size_t a = 0; a < arms_.size(); ++a) allocate(blocks[a], a, range);
     for (std::int64_t row = 0; row < range.count; ++row) {
       const Subject subject = sampler_.draw(range.first + row);
-      std::optional<MammillaryEffectModel> model;
+      std::optional<SubjectModel> model;
       std::string model_problem;
       try {
-        model.emplace(to_model_parameters(card_, subject.parameters));
+        model.emplace(model_.instantiate(subject.parameters));
       } catch (const Error& error) {
         model_problem = error.what();
       }
-      for (std::size_t a = 0; a < arms_.size(); ++a)
-        simulate_one(blocks[a], static_cast<std::size_t>(row), subject, model ? &*model : nullptr, model_problem);
+      SubjectContext context;
+      context.baseline_madrs = subject.baseline_madrs;
+      // Residual errors come from the subject's own stream: the same draws in every arm.
+      RandomStream residuals(scenario_.cohort.seed, static_cast<std::uint64_t>(subject.id), StreamPurpose::residuals);
+      for (std::size_t k = 0; k < plan_.assessments.size(); ++k) context.residual_normals.push_back(residuals.normal());
+      for (std::size_t a = 0; a < arms_.size(); ++a) {
+        context.oral_antidepressant = arms_[a].arm->oral_antidepressant;
+        simulate_one(blocks[a], static_cast<std::size_t>(row), subject, context, model ? &*model : nullptr, model_problem);
+      }
     }
     return blocks;
   }
@@ -174,55 +249,53 @@ class ScenarioRunner {
     block.message.assign(rows, std::string());
   }
 
-  void simulate_one(SubjectBlock& block, std::size_t row, const Subject& subject, const MammillaryEffectModel* model,
-                    const std::string& model_problem) const {
+  void simulate_one(SubjectBlock& block, std::size_t row, const Subject& subject, const SubjectContext& context,
+                    const SubjectModel* model, const std::string& model_problem) const {
     const ArmPlan& arm = arms_[block.arm];
     const std::vector<Dose> doses = expand_doses(*arm.arm, subject.weight_kg);
 
     // Covariates and individual parameters (display units), then the dose amounts.
     std::size_t column = 0;
     block.subject_columns[column++][row] = subject.weight_kg;
+    block.subject_columns[column++][row] = subject.age_years;
+    block.subject_columns[column++][row] = subject.female ? 1.0 : 0.0;
+    block.subject_columns[column++][row] = subject.baseline_madrs;
     for (std::size_t p = 0; p < card_.parameters.size(); ++p)
       block.subject_columns[column++][row] = to_display_unit(card_.parameters[p], subject.parameters[p]);
     for (std::size_t d = 0; d < arm.doses; ++d) block.subject_columns[column][row * arm.doses + d] = doses[d].amount_mg;
 
     const std::size_t n_time = arm.layout.time_h.size();
     TrajectoryRows rows;
-    for (std::size_t v = 0; v < scenario_.output.variables.size(); ++v) {
-      float* destination = block.trajectories[v].data() + row * n_time;
-      switch (scenario_.output.variables[v]) {
-        case OutputVariable::plasma_ketamine: rows.plasma_ng_per_ml = destination; break;
-        case OutputVariable::effect_site: rows.effect_ng_per_ml = destination; break;
-        case OutputVariable::dissociation: rows.dissociation = destination; break;
-      }
-    }
+    for (std::size_t v = 0; v < outputs_.size(); ++v) rows.push_back({outputs_[v], block.trajectories[v].data() + row * n_time});
 
-    SubjectMetrics metrics = sized_metrics(plan_, arm.doses);
+    SubjectMetrics metrics = sized_metrics(model_, plan_, arm.doses);
     double solver_path = kNaN;
     try {
       if (!model) throw ModelParameterError(model_problem);
-      const SolveOutcome outcome = simulate_subject(*model, scenario_.solver, plan_, doses, rows, metrics);
+      const SolveOutcome outcome = simulate_subject(model_, *model, scenario_.solver, plan_, doses, context, rows, metrics);
       solver_path = outcome.path == SolverPath::exact ? 0.0 : 1.0;
     } catch (const Error& error) {
       // A subject that cannot be solved is recorded and the run goes on.
       block.status[row] = 1;
       block.message[row] = error.what();
-      metrics = sized_metrics(plan_, arm.doses);
-      metrics.cmax_ng_per_ml = metrics.tmax_h = metrics.auc_ng_h_per_ml = kNaN;
-      metrics.time_above_dissociation_h = metrics.dosed_mg = kNaN;
+      metrics = sized_metrics(model_, plan_, arm.doses);
       for (auto& trajectory : block.trajectories)
         std::fill_n(trajectory.begin() + static_cast<std::ptrdiff_t>(row * n_time), n_time, std::numeric_limits<float>::quiet_NaN());
     }
     std::size_t metric = 0;
-    for_each_selected_metric(scenario_.output.metrics, metrics, solver_path, [&](const ColumnSpec& spec, std::span<const double> values) {
-      std::copy(values.begin(), values.end(), block.metrics[metric++].begin() + static_cast<std::ptrdiff_t>(row * spec.width));
-    });
+    for_each_selected_metric(scenario_.output.metrics, model_, plan_, metrics, solver_path,
+                             [&](const ColumnSpec& spec, std::span<const double> values) {
+                               std::copy(values.begin(), values.end(),
+                                         block.metrics[metric++].begin() + static_cast<std::ptrdiff_t>(row * spec.width));
+                             });
   }
 
   const Scenario& scenario_;
   const ModelCard& card_;
+  Model model_;
   CohortSampler sampler_;
   SimulationPlan plan_;
+  std::vector<const ModelOutput*> outputs_;
   std::vector<ArmPlan> arms_;
 };
 
@@ -230,7 +303,7 @@ class ScenarioRunner {
 class ReportCollector {
  public:
   ReportCollector(const Scenario& scenario, const std::vector<ArmPlan>& arms, const SimulationPlan& plan)
-      : weeks_(ticks_to_hours(plan.grid_end) / 168.0) {
+      : weeks_(ticks_to_hours(plan.grid_end) / 168.0), assessments_(plan.assessments.size()) {
     const auto n = static_cast<std::size_t>(scenario.cohort.size);
     for (const ArmPlan& arm : arms) {
       ArmReport report;
@@ -238,8 +311,9 @@ class ReportCollector {
       report.description = arm.layout.description;
       report.subjects = scenario.cohort.size;
       report.doses = arm.doses;
+      if (assessments_ > 0) report.last_assessment_h = ticks_to_hours(plan.assessments.back());
       reports_.push_back(report);
-      values_.emplace_back(4, std::vector<double>(n, kNaN));
+      values_.emplace_back(kValues, std::vector<double>(n, kNaN));
       metric_index_.push_back(index_metrics(arm.layout));
     }
   }
@@ -264,15 +338,24 @@ class ReportCollector {
       values[1][subject] = doses > 0 ? value(index.peak_dissociation, row * doses) : kNaN;
       values[2][subject] = value(index.auc, row) / weeks_;
       values[3][subject] = value(index.time_above, row) / weeks_;
+      if (assessments_ > 0) {
+        const std::size_t last = row * assessments_ + assessments_ - 1;
+        values[4][subject] = value(index.madrs_observed_at, last) - value(index.madrs_baseline, row);
+        values[5][subject] = value(index.response_at, last);
+        values[6][subject] = value(index.remission_at, last);
+      }
     }
   }
 
   std::vector<ArmReport> finish() {
     for (std::size_t a = 0; a < reports_.size(); ++a) {
       Quantiles* targets[] = {&reports_[a].cmax_ng_per_ml, &reports_[a].first_dose_peak_dissociation,
-                              &reports_[a].weekly_auc_ng_h_per_ml, &reports_[a].dissociation_hours_per_week};
-      for (std::size_t k = 0; k < 4; ++k)
+                              &reports_[a].weekly_auc_ng_h_per_ml, &reports_[a].dissociation_hours_per_week,
+                              &reports_[a].madrs_change_last_assessment};
+      for (std::size_t k = 0; k < 5; ++k)
         *targets[k] = {quantile(values_[a][k], 0.05), quantile(values_[a][k], 0.5), quantile(values_[a][k], 0.95)};
+      reports_[a].response_last_assessment = mean_of_finite(values_[a][5]);
+      reports_[a].remission_last_assessment = mean_of_finite(values_[a][6]);
     }
     return reports_;
   }
@@ -280,9 +363,11 @@ class ReportCollector {
   bool scenario_method_auto_ = true;
 
  private:
+  static constexpr std::size_t kValues = 7;
   static constexpr std::size_t kAbsent = std::numeric_limits<std::size_t>::max();
   struct MetricIndex {
     std::size_t cmax = kAbsent, auc = kAbsent, peak_dissociation = kAbsent, time_above = kAbsent, solver_path = kAbsent;
+    std::size_t madrs_baseline = kAbsent, madrs_observed_at = kAbsent, response_at = kAbsent, remission_at = kAbsent;
   };
   static MetricIndex index_metrics(const ArmLayout& layout) {
     MetricIndex index;
@@ -293,11 +378,26 @@ class ReportCollector {
       if (name == "peak_dissociation") index.peak_dissociation = i;
       if (name == "time_above_dissociation_h") index.time_above = i;
       if (name == "solver_path") index.solver_path = i;
+      if (name == "madrs_baseline") index.madrs_baseline = i;
+      if (name == "madrs_observed_at") index.madrs_observed_at = i;
+      if (name == "response_at") index.response_at = i;
+      if (name == "remission_at") index.remission_at = i;
     }
     return index;
   }
+  static double mean_of_finite(const std::vector<double>& values) {
+    double sum = 0.0;
+    std::size_t count = 0;
+    for (const double v : values)
+      if (std::isfinite(v)) {
+        sum += v;
+        ++count;
+      }
+    return count ? sum / static_cast<double>(count) : kNaN;
+  }
 
   double weeks_;
+  std::size_t assessments_;
   std::vector<ArmReport> reports_;
   std::vector<std::vector<std::vector<double>>> values_;
   std::vector<MetricIndex> metric_index_;
@@ -316,6 +416,7 @@ std::int64_t default_block_size(const std::vector<ArmPlan>& arms) {
 std::vector<ArmLayout> arm_layouts(const Scenario& scenario) {
   const ModelCard* card = find_builtin_model(scenario.model.name);
   if (!card) throw ModelParameterError("unknown model '" + scenario.model.name + "'");
+  const Model model(*card);
   const SimulationPlan plan = SimulationPlan::from(scenario.output);
   std::vector<ArmLayout> layouts;
   for (const Arm& arm : scenario.arms) {
@@ -324,18 +425,24 @@ std::vector<ArmLayout> arm_layouts(const Scenario& scenario) {
     layout.description = describe_regimen(arm);
     for (std::size_t k = 0; k < plan.time_points(); ++k)
       layout.time_h.push_back(ticks_to_hours(static_cast<Ticks>(k) * plan.grid_step));
-    for (const OutputVariable variable : scenario.output.variables) layout.trajectories.push_back(trajectory_spec(variable));
+    for (const ModelOutput* output : selected_outputs(scenario, model))
+      layout.trajectories.push_back({output->dataset, output->unit, 1, output->description});
     const std::vector<Dose> nominal = expand_doses(arm, 1.0);
     for (const Dose& dose : nominal) {
       layout.dose_time_h.push_back(ticks_to_hours(dose.start));
       layout.dose_duration_h.push_back(ticks_to_hours(dose.duration));
     }
+    if (model.has_depression())
+      for (const Ticks a : plan.assessments) layout.assessment_time_h.push_back(ticks_to_hours(a));
     layout.subject_columns.push_back({"weight_kg", "kg", 1, "body weight"});
+    layout.subject_columns.push_back({"age_y", "y", 1, "age"});
+    layout.subject_columns.push_back({"female", "", 1, "1 female, 0 male"});
+    layout.subject_columns.push_back({"baseline_madrs", "", 1, "MADRS at baseline"});
     for (const auto& spec : card->parameters)
       layout.subject_columns.push_back({spec.name, spec.unit, 1, "individual " + spec.description});
     layout.subject_columns.push_back({"dose_amount_mg", "mg", nominal.size(), "amount of each dose"});
-    const SubjectMetrics sized = sized_metrics(plan, nominal.size());
-    for_each_selected_metric(scenario.output.metrics, sized, kNaN,
+    const SubjectMetrics sized = sized_metrics(model, plan, nominal.size());
+    for_each_selected_metric(scenario.output.metrics, model, plan, sized, kNaN,
                              [&](const ColumnSpec& spec, std::span<const double>) { layout.metrics.push_back(spec); });
     layouts.push_back(std::move(layout));
   }
@@ -403,7 +510,7 @@ RunReport run_scenario(const Scenario& scenario, const RunOptions& options) {
       }
       try {
         FinishedRange range{ranges[index].count, {}, runner.simulate(ranges[index])};
-        if (writer) {
+        if (writer && !options.on_block) {
           for (SubjectBlock& block : range.blocks) range.prepared.push_back(writer->prepare(std::move(block)));
           range.blocks.clear();
         }
@@ -441,7 +548,11 @@ RunReport run_scenario(const Scenario& scenario, const RunOptions& options) {
         collector.add(block.columns());
         writer->write(std::move(block));
       }
-      for (const SubjectBlock& block : range.blocks) collector.add(block);
+      for (const SubjectBlock& block : range.blocks) {
+        collector.add(block);
+        if (options.on_block) options.on_block(block);
+        if (writer) writer->write(block);
+      }
       {
         std::lock_guard lock(mutex);
         --in_flight;

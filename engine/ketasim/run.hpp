@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -28,6 +29,9 @@ struct RunOptions {
   // When set and it becomes true (e.g. from a signal handler), the run stops at the next block,
   // removes its temporary file and throws InterruptedError. Polled a few times a second.
   const std::atomic<bool>* cancel = nullptr;
+  // Every finished block of subjects, on the calling thread, in completion order (not subject
+  // order): for callers that analyse the results in memory (reproduction checks, calibration).
+  std::function<void(const SubjectBlock&)> on_block;
 };
 
 struct Quantiles {
@@ -45,6 +49,11 @@ struct ArmReport {
   Quantiles first_dose_peak_dissociation;
   Quantiles weekly_auc_ng_h_per_ml;      // mean AUC per week over the run
   Quantiles dissociation_hours_per_week; // time above the threshold, per week
+  // Models with a MADRS: at the last assessment (NaN without one)
+  double last_assessment_h = std::numeric_limits<double>::quiet_NaN();
+  Quantiles madrs_change_last_assessment;  // observed MADRS minus baseline
+  double response_last_assessment = std::numeric_limits<double>::quiet_NaN();   // fraction of subjects
+  double remission_last_assessment = std::numeric_limits<double>::quiet_NaN();
 };
 
 struct RunReport {

@@ -8,17 +8,18 @@ std::string to_string(Route route) {
   switch (route) {
     case Route::iv_infusion: return "iv_infusion";
     case Route::iv_bolus: return "iv_bolus";
+    case Route::intranasal: return "intranasal";
   }
   return "unknown_route";
 }
 
-std::string to_string(OutputVariable variable) {
-  switch (variable) {
-    case OutputVariable::plasma_ketamine: return "plasma_ketamine";
-    case OutputVariable::effect_site: return "effect_site";
-    case OutputVariable::dissociation: return "dissociation";
+std::string to_string(DoseDrug drug) {
+  switch (drug) {
+    case DoseDrug::model_drug: return "model_drug";
+    case DoseDrug::placebo: return "placebo";
+    case DoseDrug::active_placebo: return "midazolam";
   }
-  return "unknown_variable";
+  return "unknown_drug";
 }
 
 std::string to_string(SolverMethod method) {
@@ -38,6 +39,9 @@ std::string to_string(Metric metric) {
     case Metric::peak_dissociation: return "peak_dissociation";
     case Metric::time_above_dissociation: return "time_above_dissociation";
     case Metric::dosed: return "dosed";
+    case Metric::metabolites: return "metabolites";
+    case Metric::response: return "response";
+    case Metric::mass_balance: return "mass_balance";
   }
   return "unknown";
 }

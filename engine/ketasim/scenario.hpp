@@ -14,7 +14,11 @@
 
 namespace ketasim {
 
-enum class Route { iv_infusion, iv_bolus };
+enum class Route { iv_infusion, iv_bolus, intranasal };
+
+// What a dose gives: the model's drug, an inert placebo (saline), or an active placebo
+// (midazolam). Placebo doses put no drug into the model; they are treatment sessions.
+enum class DoseDrug { model_drug, placebo, active_placebo };
 enum class DoseBasis { flat, per_body_weight };  // mg, or mg per kg of body weight
 
 struct DoseAmount {
@@ -37,7 +41,8 @@ enum class ScheduleKind {
 // are merged (overlapping infusions add their rates).
 struct DosingRule {
   Route route = Route::iv_infusion;
-  DoseAmount dose;
+  DoseDrug drug = DoseDrug::model_drug;
+  DoseAmount dose;  // 0 for a placebo given without an amount
   Ticks infusion_duration = 0;  // > 0 for infusions, 0 for boluses
   ScheduleKind schedule = ScheduleKind::weekly;
   std::vector<WeeklySlot> weekly_slots;  // ScheduleKind::weekly, sorted by time in the week
@@ -54,30 +59,42 @@ struct DosingRule {
 struct Arm {
   std::string name;
   std::vector<DosingRule> regimen;
+  // An oral antidepressant started with the treatment adds the model's background improvement.
+  bool oral_antidepressant = false;
 };
 
-struct WeightDistribution {
+// A covariate's distribution: a fixed value, or a normal truncated to [min, max]. Values are in
+// the covariate's unit (kg, years, MADRS points).
+struct CovariateDistribution {
   enum class Kind { fixed, truncated_normal };
   Kind kind = Kind::fixed;
-  double fixed_kg = 70.0;
-  double mean_kg = 70.0;
-  double sd_kg = 0.0;
-  double min_kg = 0.0;
-  double max_kg = 0.0;
+  double fixed = 70.0;
+  double mean = 70.0;
+  double sd = 0.0;
+  double min = 0.0;
+  double max = 0.0;
+
+  static CovariateDistribution constant(double value) { return {Kind::fixed, value, value, 0.0, value, value}; }
 };
 
-// Log-normal inter-individual variability: P_i = P_typical * exp(eta_i), eta ~ N(0, Omega),
-// Omega = diag(omega) * correlation * diag(omega), omega^2 = ln(1 + CV^2).
+// Inter-individual variability the scenario adds to (or overrides in) the card's own: log-normal,
+// P_i = P_typical * exp(eta_i), eta ~ N(0, Omega), Omega = diag(omega) * correlation *
+// diag(omega), omega^2 = ln(1 + CV^2).
 struct Variability {
   std::vector<std::string> parameters;  // model parameter names, in the order given
   std::vector<double> cv;               // as fractions (0.3 for 30%)
   Eigen::MatrixXd correlation;          // identity when not given; validated positive definite
+  bool from_card = true;                // also apply the card's variability (for parameters not listed here)
 };
 
 struct Cohort {
   std::int64_t size = 0;
   std::uint64_t seed = 0;
-  WeightDistribution weight;
+  CovariateDistribution weight;                                           // kg
+  CovariateDistribution age = CovariateDistribution::constant(45.0);      // years
+  double female_fraction = 0.5;
+  // MADRS at baseline: TRD trials enrol at about 30-38 (shared/science/ketamine.md).
+  CovariateDistribution baseline_madrs{CovariateDistribution::Kind::truncated_normal, 33.0, 33.0, 5.0, 20.0, 50.0};
   Variability variability;
 };
 
@@ -87,31 +104,37 @@ struct ParameterOverride {
 };
 
 struct ModelChoice {
-  std::string name;  // a built-in model (see model_catalog.hpp)
+  std::string name;  // a built-in model (see model_card.hpp)
   std::vector<ParameterOverride> overrides;
 };
 
-enum class OutputVariable { plasma_ketamine, effect_site, dissociation };
-
 // Per-subject metrics that can be selected in output.metrics (docs/model.md defines them).
 enum class Metric {
-  cmax,                     // cmax_ng_per_ml and tmax_h
+  cmax,                     // cmax_ng_per_ml and tmax_h (the dosed drug)
   auc,                      // auc_ng_h_per_ml
   auc_per_week,             // auc_per_week_ng_h_per_ml
-  peak_dissociation,        // per dose: peak effect site, peak score and its time
+  peak_dissociation,        // per dose: peak effect site, the links there (dissociation, blood pressure) and its time
   time_above_dissociation,  // time_above_dissociation_h
   dosed,                    // dosed_mg
+  metabolites,              // cmax and tmax of every metabolite
+  response,                 // MADRS at the assessments, response, remission, relapse
+  mass_balance,             // per drug: in the body at the end, eliminated, formed
 };
 
 struct OutputSpec {
   Ticks grid_step = 5 * kTicksPerMinute;
   Ticks grid_end = 21 * kTicksPerDay;  // the grid is 0, step, 2*step, ... up to and including end
-  // Trajectories written as [subject x time]; empty = metrics only (for very large cohorts).
-  std::vector<OutputVariable> variables{OutputVariable::plasma_ketamine, OutputVariable::effect_site,
-                                        OutputVariable::dissociation};
+  // Trajectories written as [subject x time], by the model's output names (`ketasim models show
+  // NAME` lists them); empty = metrics only (for very large cohorts). Unset: the model's
+  // defaults (plasma of the dosed drug, effect site, dissociation, and the MADRS if it has one).
+  std::optional<std::vector<std::string>> variables;
   std::vector<Metric> metrics{Metric::cmax, Metric::auc, Metric::auc_per_week, Metric::peak_dissociation,
-                              Metric::time_above_dissociation, Metric::dosed};
+                              Metric::time_above_dissociation, Metric::dosed, Metric::metabolites, Metric::response};
   double dissociation_threshold = 5.0;  // score points, for time_above_dissociation_h
+  // MADRS assessments, as times after the start of the first session (e.g. 2 h, 1 d, 15 d).
+  std::vector<Ticks> assessments{kTicksPerDay, 7 * kTicksPerDay, 14 * kTicksPerDay};
+  double response_fraction = 0.5;   // response: a fall of at least this fraction from baseline
+  double remission_threshold = 10;  // remission: MADRS at or below this
 };
 
 enum class SolverMethod {
@@ -139,7 +162,7 @@ struct Scenario {
 };
 
 std::string to_string(Route route);
-std::string to_string(OutputVariable variable);
+std::string to_string(DoseDrug drug);
 std::string to_string(Metric metric);
 std::string to_string(SolverMethod method);
 

@@ -12,7 +12,8 @@
 
 #include <Eigen/Cholesky>
 
-#include "ketasim/model_catalog.hpp"
+#include "ketasim/model.hpp"
+#include "ketasim/model_card.hpp"
 #include "ketasim/units.hpp"
 #include "ketasim/yaml_reader.hpp"
 
@@ -139,7 +140,7 @@ double read_parameter_value(const NodeRef& node, const ParameterSpec& spec) {
 ModelChoice read_model(const NodeRef& node) {
   node.expect_map("a map of model settings (name, parameters)");
   node.check_keys({"name", "parameters"});
-  const NodeRef name_node = node.require("name", "a built-in model, e.g. name: ketamine_clements_2cmt");
+  const NodeRef name_node = node.require("name", "a built-in model, e.g. name: ketamine_venous");
   ModelChoice model;
   model.name = name_node.as_string();
   const ModelCard* card = find_builtin_model(model.name);
@@ -169,48 +170,60 @@ void forbid_keys(const NodeRef& node, const std::vector<std::string>& keys, cons
   }
 }
 
-WeightDistribution read_weight(const NodeRef& node) {
-  WeightDistribution weight;
-  if (node.is_scalar()) {
-    weight.kind = WeightDistribution::Kind::fixed;
-    weight.fixed_kg = read_quantity(node, dim::body_mass, Sign::positive);
-    weight.mean_kg = weight.fixed_kg;
-    return weight;
-  }
-  node.expect_map("a body weight (e.g. 70 kg) or a distribution (e.g. {distribution: normal, mean: 80 kg, "
-                  "sd: 15 kg, min: 45 kg, max: 150 kg})");
+// A covariate: a fixed value ("70 kg") or a truncated normal distribution. `read` turns a node
+// into a value in the covariate's unit (kg, years, points); `example` shows the expected form.
+struct CovariateKind {
+  const char* what;      // "a body weight"
+  const char* example;   // "80 kg"
+  double (*read)(const NodeRef&, Sign);  // a value (positive where the covariate must be) or a spread (non-negative)
+};
+
+double read_body_weight(const NodeRef& node, Sign sign) { return read_quantity(node, dim::body_mass, sign); }
+double read_age(const NodeRef& node, Sign) { return read_quantity(node, dim::time, Sign::non_negative) / 8766.0; }
+double read_score(const NodeRef& node, Sign = Sign::non_negative) {
+  const double value = node.as_number();
+  check_sign(node, value, Sign::non_negative);
+  if (value > 60.0) node.fail(node.kind() + " exceeds the MADRS maximum of 60");
+  return value;
+}
+
+CovariateDistribution read_covariate(const NodeRef& node, const CovariateKind& covariate) {
+  const std::string example = covariate.example;
+  CovariateDistribution distribution;
+  if (node.is_scalar()) return CovariateDistribution::constant(covariate.read(node, Sign::positive));
+  node.expect_map(std::string(covariate.what) + " (e.g. " + example + ") or a distribution (e.g. {distribution: normal, mean: " +
+                  example + ", sd: ..., min: ..., max: ...})");
   node.check_keys({"distribution", "value", "mean", "sd", "min", "max"});
   const NodeRef kind_node = node.require("distribution", "normal or fixed");
   const std::string kind = kind_node.scalar("a distribution name");
   if (kind == "fixed") {
-    forbid_keys(node, {"mean", "sd", "min", "max"}, "does not apply to distribution 'fixed' (give value: 70 kg)");
-    weight.kind = WeightDistribution::Kind::fixed;
-    weight.fixed_kg = read_quantity(node.require("value", "the body weight, e.g. value: 70 kg"), dim::body_mass,
-                                    Sign::positive);
-    weight.mean_kg = weight.fixed_kg;
-    return weight;
+    forbid_keys(node, {"mean", "sd", "min", "max"}, "does not apply to distribution 'fixed' (give value: " + example + ")");
+    return CovariateDistribution::constant(covariate.read(node.require("value", "e.g. value: " + example), Sign::positive));
   }
   if (kind != "normal") {
     const std::vector<std::string> kinds{"normal", "fixed"};
-    kind_node.fail("unknown weight distribution " + in_quotes(kind) + yaml::did_you_mean(kind, kinds) +
-                   "; expected normal or fixed");
+    kind_node.fail("unknown distribution " + in_quotes(kind) + yaml::did_you_mean(kind, kinds) + "; expected normal or fixed");
   }
   forbid_keys(node, {"value"}, "does not apply to distribution 'normal' (give mean, sd, min and max)");
-  weight.kind = WeightDistribution::Kind::truncated_normal;
-  const NodeRef mean = node.require("mean", "e.g. mean: 80 kg");
-  const NodeRef sd = node.require("sd", "e.g. sd: 15 kg");
-  const NodeRef min = node.require("min", "the truncation bound, e.g. min: 45 kg");
-  const NodeRef max = node.require("max", "the truncation bound, e.g. max: 150 kg");
-  weight.sd_kg = read_quantity(sd, dim::body_mass, Sign::non_negative);
-  weight.min_kg = read_quantity(min, dim::body_mass, Sign::positive);
-  weight.max_kg = read_quantity(max, dim::body_mass, Sign::positive);
-  weight.mean_kg = read_quantity(mean, dim::body_mass, Sign::positive);
-  if (!(weight.min_kg < weight.max_kg)) min.fail("min " + min.kind() + " must be less than max " + max.kind());
-  if (weight.mean_kg < weight.min_kg || weight.mean_kg > weight.max_kg)
+  distribution.kind = CovariateDistribution::Kind::truncated_normal;
+  const NodeRef mean = node.require("mean", "e.g. mean: " + example);
+  const NodeRef sd = node.require("sd", "the standard deviation");
+  const NodeRef min = node.require("min", "the lower truncation bound");
+  const NodeRef max = node.require("max", "the upper truncation bound");
+  distribution.sd = covariate.read(sd, Sign::non_negative);
+  distribution.min = covariate.read(min, Sign::positive);
+  distribution.max = covariate.read(max, Sign::positive);
+  distribution.mean = covariate.read(mean, Sign::positive);
+  if (!(distribution.min < distribution.max)) min.fail("min " + min.kind() + " must be less than max " + max.kind());
+  if (distribution.mean < distribution.min || distribution.mean > distribution.max)
     mean.fail("mean " + mean.kind() + " lies outside [min, max] = [" + min.kind() + ", " + max.kind() + "]");
-  weight.fixed_kg = weight.mean_kg;
-  return weight;
+  distribution.fixed = distribution.mean;
+  return distribution;
 }
+
+constexpr CovariateKind kWeight{"a body weight", "80 kg", read_body_weight};
+constexpr CovariateKind kAge{"an age", "45 y", read_age};
+constexpr CovariateKind kBaselineMadrs{"a MADRS score", "33", read_score};
 
 // The correlation block of `variability`; fills variability.correlation in cv order.
 void read_correlation(const NodeRef& node, Variability& variability) {
@@ -282,12 +295,25 @@ void read_correlation(const NodeRef& node, Variability& variability) {
   }
 }
 
+bool read_flag(const NodeRef& node) {
+  const std::string text = node.scalar("true or false");
+  if (text != "true" && text != "false") node.fail("expected true or false, found " + node.kind());
+  return text == "true";
+}
+
 Variability read_variability(const NodeRef& node, const ModelCard& card) {
-  node.expect_map("a map of variability settings (cv, correlation)");
-  node.check_keys({"cv", "correlation"});
-  const NodeRef cv_node = node.require("cv", "coefficients of variation by parameter, e.g. cv: {V1: 25%, k10: 30%}");
-  cv_node.expect_map("a map of coefficients of variation by parameter (e.g. {V1: 25%, k10: 30%})");
+  node.expect_map("a map of variability settings (cv, correlation, from_card)");
+  node.check_keys({"cv", "correlation", "from_card"});
   Variability variability;
+  if (const auto from_card = node.find("from_card")) variability.from_card = read_flag(*from_card);
+  const auto cv_found = node.find("cv");
+  if (!cv_found) {
+    if (node.find("correlation")) node.require("cv", "the correlated parameters need a cv");
+    variability.correlation = Eigen::MatrixXd(0, 0);
+    return variability;
+  }
+  const NodeRef cv_node = *cv_found;
+  cv_node.expect_map("a map of coefficients of variation by parameter (e.g. {V1: 25%, k10: 30%})");
   for (const auto& entry : cv_node.entries()) {
     const ParameterSpec& spec = card_parameter(card, entry);
     const double cv = entry.value.as_percentage();
@@ -302,13 +328,20 @@ Variability read_variability(const NodeRef& node, const ModelCard& card) {
 }
 
 Cohort read_cohort(const NodeRef& node, const ModelCard& card) {
-  node.expect_map("a map of cohort settings (size, seed, weight, variability)");
-  node.check_keys({"size", "seed", "weight", "variability"});
+  node.expect_map("a map of cohort settings (size, seed, weight, age, female_fraction, baseline_madrs, variability)");
+  node.check_keys({"size", "seed", "weight", "age", "female_fraction", "baseline_madrs", "variability"});
   Cohort cohort;
   cohort.size = node.require("size", "the number of subjects per arm, e.g. size: 1000").as_integer(1, kMaxCohortSize);
   cohort.seed = node.require("seed", "a non-negative integer that fixes the random draws, e.g. seed: 42").as_unsigned();
-  cohort.weight = read_weight(node.require("weight", "e.g. weight: 70 kg, or weight: {distribution: normal, "
-                                                     "mean: 80 kg, sd: 15 kg, min: 45 kg, max: 150 kg}"));
+  cohort.weight = read_covariate(node.require("weight", "e.g. weight: 70 kg, or weight: {distribution: normal, "
+                                                         "mean: 80 kg, sd: 15 kg, min: 45 kg, max: 150 kg}"),
+                                 kWeight);
+  if (const auto age = node.find("age")) cohort.age = read_covariate(*age, kAge);
+  if (const auto baseline = node.find("baseline_madrs")) cohort.baseline_madrs = read_covariate(*baseline, kBaselineMadrs);
+  if (const auto female = node.find("female_fraction")) {
+    cohort.female_fraction = female->as_percentage();
+    if (cohort.female_fraction < 0.0 || cohort.female_fraction > 1.0) female->fail(female->kind() + " lies outside 0% to 100%");
+  }
   if (const auto variability = node.find("variability")) {
     cohort.variability = read_variability(*variability, card);
   } else {
@@ -495,19 +528,48 @@ void read_repeat_bounds(const NodeRef& node, DosingRule& rule) {
   }
 }
 
-DosingRule read_rule(const NodeRef& node) {
+DoseDrug read_dose_drug(const NodeRef& node, const ModelCard& card) {
+  const std::string text = node.scalar("a drug");
+  if (text == card.drug) return DoseDrug::model_drug;
+  if (text == "placebo" || text == "saline") return DoseDrug::placebo;
+  if (text == "midazolam" || text == "active_placebo") return DoseDrug::active_placebo;
+  const std::vector<std::string> names{card.drug, "placebo", "saline", "midazolam", "active_placebo"};
+  node.fail("unknown drug " + in_quotes(text) + yaml::did_you_mean(text, names) + "; model " + in_quotes(card.name) +
+            " doses " + in_quotes(card.drug) + ", and a session may give placebo (saline) or midazolam (active placebo)");
+}
+
+DosingRule read_rule(const NodeRef& node, const ModelCard& card) {
   node.expect_map("a dosing rule (a map with route, dose, infusion_duration, schedule, ...)");
-  node.check_keys({"route", "dose", "infusion_duration", "schedule", "start", "for", "count"});
+  node.check_keys({"route", "drug", "dose", "infusion_duration", "schedule", "start", "for", "count"});
   DosingRule rule;
   rule.where = node.where;
-  rule.route = read_choice(node.require("route", "iv_infusion or iv_bolus"),
-                           std::array{Route::iv_infusion, Route::iv_bolus}, "route");
-  rule.dose = read_dose(node.require("dose", "e.g. dose: 0.5 mg/kg or dose: 35 mg"));
+  const NodeRef route = node.require("route", "iv_infusion, iv_bolus or intranasal");
+  rule.route = read_choice(route, std::array{Route::iv_infusion, Route::iv_bolus, Route::intranasal}, "route");
+  if (const auto drug = node.find("drug")) rule.drug = read_dose_drug(*drug, card);
+  const bool gives_drug = rule.drug == DoseDrug::model_drug;
+  if (gives_drug) {
+    if (rule.route == Route::intranasal && !card.routes.intranasal)
+      route.fail("model " + in_quotes(card.name) + " has no intranasal route (see `ketasim models show " + card.name + "`)");
+    if (rule.route != Route::intranasal && !card.routes.iv)
+      route.fail("model " + in_quotes(card.name) + " has no intravenous route");
+    rule.dose = read_dose(node.require("dose", "e.g. dose: 0.5 mg/kg or dose: 35 mg"));
+  } else if (const auto dose = node.find("dose")) {
+    rule.dose = read_dose(*dose);  // recorded (e.g. midazolam 0.045 mg/kg); no drug enters the model
+  }
+  if (gives_drug && rule.route == Route::intranasal) {
+    const NodeRef dose = *node.find("dose");
+    const double device = card.routes.intranasal->device_mg;
+    const double devices = rule.dose.value / device;
+    if (rule.dose.basis != DoseBasis::flat || std::abs(devices - std::round(devices)) > 1e-9 || devices < 1.0) {
+      dose.fail("an intranasal dose is a whole number of " + yaml::format_number(device) + " mg devices (e.g. " +
+                yaml::format_number(2 * device) + " mg), found " + dose.kind());
+    }
+  }
   if (rule.route == Route::iv_infusion) {
     rule.infusion_duration =
         read_duration(node.require("infusion_duration", "an iv_infusion needs its duration, e.g. 40 min"));
   } else if (const auto duration = node.find("infusion_duration")) {
-    duration->fail("an iv_bolus has no infusion_duration; remove the key or use route: iv_infusion");
+    duration->fail("an " + to_string(rule.route) + " dose has no infusion_duration; remove the key or use route: iv_infusion");
   }
   read_schedule(node.require("schedule", "e.g. schedule: [Mon 09:00, Thu 09:00], 'every 3.5 d' or {at: [9 h]}"),
                 rule);
@@ -527,14 +589,14 @@ void check_arm_name(const NodeRef& node, const std::string& name) {
   }
 }
 
-std::vector<Arm> read_arms(const NodeRef& node) {
+std::vector<Arm> read_arms(const NodeRef& node, const ModelCard& card) {
   const auto items = node.items("the arms (a list of {name, regimen})");
   if (items.empty()) node.fail("a scenario needs at least one arm");
   std::vector<Arm> arms;
   std::vector<std::string> name_paths;
   for (const auto& item : items) {
     item.expect_map("an arm (a map with name and regimen)");
-    item.check_keys({"name", "regimen"});
+    item.check_keys({"name", "regimen", "oral_antidepressant"});
     const NodeRef name_node = item.require("name", "e.g. name: twice_weekly");
     Arm arm;
     arm.name = name_node.scalar("an arm name");
@@ -547,10 +609,11 @@ std::vector<Arm> read_arms(const NodeRef& node) {
     if (regimen.is_sequence()) {
       const auto rules = regimen.items("dosing rules");
       if (rules.empty()) regimen.fail("the regimen lists no dosing rules");
-      for (const auto& rule : rules) arm.regimen.push_back(read_rule(rule));
+      for (const auto& rule : rules) arm.regimen.push_back(read_rule(rule, card));
     } else {
-      arm.regimen.push_back(read_rule(regimen));
+      arm.regimen.push_back(read_rule(regimen, card));
     }
+    if (const auto background = item.find("oral_antidepressant")) arm.oral_antidepressant = read_flag(*background);
     name_paths.push_back(name_node.path);
     arms.push_back(std::move(arm));
   }
@@ -578,27 +641,61 @@ void read_grid(const NodeRef& node, OutputSpec& output) {
   }
 }
 
-OutputSpec read_output(const NodeRef& node) {
-  node.expect_map(
-      "a map of output settings (grid, variables, metrics, dissociation_threshold); remove the key for defaults");
-  node.check_keys({"grid", "variables", "metrics", "dissociation_threshold"});
+OutputSpec read_output(const NodeRef& node, const ModelCard& card) {
+  node.expect_map("a map of output settings (grid, variables, metrics, dissociation_threshold, assessments, "
+                  "response); remove the key for defaults");
+  node.check_keys({"grid", "variables", "metrics", "dissociation_threshold", "assessments", "response"});
   OutputSpec output;
   if (const auto grid = node.find("grid")) read_grid(*grid, output);
   if (const auto variables = node.find("variables")) {
     // An empty list writes no trajectories: metrics only, for very large cohorts.
-    output.variables = read_unique_choices(
-        *variables, std::array{OutputVariable::plasma_ketamine, OutputVariable::effect_site, OutputVariable::dissociation},
-        "output variables (e.g. [plasma_ketamine, effect_site, dissociation])", "output variable");
+    const Model model(card);
+    std::vector<std::string> names;
+    for (const ModelOutput& known : model.outputs()) names.push_back(known.name);
+    std::vector<std::string> chosen;
+    const auto items = variables->items("output variables (e.g. [plasma_" + card.drug + ", dissociation])");
+    for (std::size_t i = 0; i < items.size(); ++i) {
+      const std::string name = items[i].scalar("an output variable");
+      if (!model.find_output(name)) {
+        items[i].fail("model " + in_quotes(card.name) + " has no output " + in_quotes(name) + yaml::did_you_mean(name, names) +
+                      "; expected " + yaml::join_alternatives(names));
+      }
+      const auto earlier = std::find(chosen.begin(), chosen.end(), name);
+      if (earlier != chosen.end())
+        items[i].fail(items[i].kind() + " is listed twice (also at " + items[static_cast<std::size_t>(earlier - chosen.begin())].path + ")");
+      chosen.push_back(name);
+    }
+    output.variables = chosen;
   }
   if (const auto metrics = node.find("metrics")) {
     output.metrics = read_unique_choices(*metrics,
                                          std::array{Metric::cmax, Metric::auc, Metric::auc_per_week, Metric::peak_dissociation,
-                                                    Metric::time_above_dissociation, Metric::dosed},
+                                                    Metric::time_above_dissociation, Metric::dosed, Metric::metabolites,
+                                                    Metric::response, Metric::mass_balance},
                                          "per-subject metrics (e.g. [cmax, auc, peak_dissociation])", "metric");
   }
   if (const auto threshold = node.find("dissociation_threshold")) {
     output.dissociation_threshold = threshold->as_number();
     check_sign(*threshold, output.dissociation_threshold, Sign::non_negative);
+  }
+  if (const auto assessments = node.find("assessments")) {
+    output.assessments.clear();
+    const auto items = assessments->items("assessment times after the first session (e.g. [2 h, 1 d, 15 d])");
+    for (std::size_t i = 0; i < items.size(); ++i) {
+      const Ticks t = read_time_point(items[i]);
+      if (i > 0 && t <= output.assessments.back())
+        items[i].fail("assessment times must be in ascending order without repeats: " + items[i].kind() + " follows " + items[i - 1].kind());
+      output.assessments.push_back(t);
+    }
+  }
+  if (const auto response = node.find("response")) {
+    response->expect_map("{fraction: 50%, remission_at_or_below: 10}");
+    response->check_keys({"fraction", "remission_at_or_below"});
+    if (const auto fraction = response->find("fraction")) {
+      output.response_fraction = fraction->as_percentage();
+      if (!(output.response_fraction > 0.0 && output.response_fraction < 1.0)) fraction->fail(fraction->kind() + " must lie strictly between 0% and 100%");
+    }
+    if (const auto remission = response->find("remission_at_or_below")) output.remission_threshold = read_score(*remission);
   }
   return output;
 }
@@ -642,8 +739,8 @@ Scenario parse_scenario(const std::string& yaml_text, const std::string& source_
   scenario.model = read_model(root.require("model", "e.g. model: {name: ketamine_clements_2cmt}"));
   const ModelCard& card = *find_builtin_model(scenario.model.name);  // read_model checked it exists
   scenario.cohort = read_cohort(root.require("cohort", "size, seed and weight of the simulated subjects"), card);
-  scenario.arms = read_arms(root.require("arms", "a list of arms, each {name, regimen}"));
-  if (const auto output = root.find("output")) scenario.output = read_output(*output);
+  scenario.arms = read_arms(root.require("arms", "a list of arms, each {name, regimen}"), card);
+  if (const auto output = root.find("output")) scenario.output = read_output(*output, card);
   if (const auto solver = root.find("solver")) scenario.solver = read_solver(*solver);
   return scenario;
 }

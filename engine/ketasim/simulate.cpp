@@ -10,18 +10,53 @@
 
 namespace ketasim {
 
+namespace {
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+constexpr double kNgPerMlPerMgPerL = 1000.0;
+constexpr double kHoursPerDay = 24.0;
+
+}  // namespace
+
 SimulationPlan SimulationPlan::from(const OutputSpec& output) {
   SimulationPlan plan;
   // The grid is whole steps: an end that is not a multiple of the step is cut back to one.
   plan.grid_step = output.grid_step;
   plan.grid_end = output.grid_end - output.grid_end % output.grid_step;
   plan.dissociation_threshold = output.dissociation_threshold;
+  plan.assessments = output.assessments;
+  plan.response_fraction = output.response_fraction;
+  plan.remission_threshold = output.remission_threshold;
+  plan.metabolites = std::find(output.metrics.begin(), output.metrics.end(), Metric::metabolites) != output.metrics.end();
+  plan.response = std::find(output.metrics.begin(), output.metrics.end(), Metric::response) != output.metrics.end();
   return plan;
 }
 
-namespace {
+SubjectMetrics sized_metrics(const Model& model, const SimulationPlan& plan, std::size_t doses) {
+  SubjectMetrics m;
+  m.cmax_ng_per_ml = m.tmax_h = m.auc_ng_h_per_ml = m.time_above_dissociation_h = m.dosed_mg = kNaN;
+  m.auc_per_week_ng_h_per_ml.assign(plan.weeks(), kNaN);
+  m.peak_effect_ng_per_ml.assign(doses, kNaN);
+  m.peak_effect_time_h.assign(doses, kNaN);
+  m.peak_link.assign(model.links().size(), std::vector<double>(doses, kNaN));
+  const std::size_t drugs = model.drugs().size();
+  m.metabolite_cmax_ng_per_ml.assign(drugs - 1, kNaN);
+  m.metabolite_tmax_h.assign(drugs - 1, kNaN);
+  m.baseline_madrs = m.first_response_day = m.days_in_response = kNaN;
+  m.responder_end_of_treatment = m.relapse_day = m.relapse_observed = kNaN;
+  const std::size_t assessments = plan.assessments.size();
+  m.madrs_at.assign(assessments, kNaN);
+  m.madrs_observed_at.assign(assessments, kNaN);
+  m.response_at.assign(assessments, kNaN);
+  m.remission_at.assign(assessments, kNaN);
+  m.amount_in_body_end_mg.assign(drugs, kNaN);
+  m.eliminated_mg.assign(drugs, kNaN);
+  m.formed_mg.assign(drugs, kNaN);
+  m.given_mg.assign(drugs, kNaN);
+  return m;
+}
 
-constexpr double kNgPerMlPerMgPerL = 1000.0;
+namespace {
 
 // A root of f in (a, b) where f(a) and f(b) differ in sign, by the Illinois variant of regula
 // falsi: superlinear, and it never leaves the bracket.
@@ -48,33 +83,49 @@ double bracketed_root(const Function& f, double a, double fa, double b, double f
   return 0.5 * (a + b);
 }
 
-// Metrics of the effect-site concentration that need more than the grid: the exact maximum
-// per dose and the exact time above the dissociation threshold.
+// Metrics of the dissociation effect site that need more than the grid: the exact maximum per
+// dose (where every effect-site link peaks too, the links being increasing) and the exact time
+// above the dissociation threshold. The effect site rises while its driving plasma
+// concentration exceeds it, so a sign change of (plasma - effect) brackets an extremum.
+template <class Propagator>
 class EffectTracker {
  public:
-  EffectTracker(const std::vector<Dose>& doses, double threshold_mg_per_L, SubjectMetrics& metrics)
-      : doses_(doses), threshold_(threshold_mg_per_L), metrics_(metrics) {
-    metrics_.peak_effect_ng_per_ml.assign(doses.size(), std::numeric_limits<double>::quiet_NaN());
-    metrics_.peak_dissociation_time_h.assign(doses.size(), std::numeric_limits<double>::quiet_NaN());
+  using State = typename Propagator::State;
+  using Input = typename Propagator::Input;
+
+  EffectTracker(const Propagator& propagator, const Model& model, const SubjectModel& subject,
+                const std::vector<Dose>& doses, double threshold_score, SubjectMetrics& metrics)
+      : propagator_(propagator), doses_(doses), metrics_(metrics), driver_(model.dissociation_driver()),
+        effect_(model.dissociation_effect_site()), threshold_score_(threshold_score) {
+    const LinkValues& link = subject.links[static_cast<std::size_t>(model.dissociation_link())];
+    link_ = &link;
+    tolerance_signal_ = link.tolerance_signal;
+    threshold_ = link.input_for(threshold_score, 0.0);
+    peak_tolerance_.assign(doses.size(), 0.0);
+  }
+
+  // When the link attenuates, the effect-site threshold follows the tolerance, which changes over
+  // days: it is updated once per step from the state at the step's start.
+  void start_step(const State& state) {
+    if (tolerance_signal_ >= 0 && link_->attenuation > 0.0)
+      threshold_ = link_->input_for(threshold_score_, propagator_.signal(state, tolerance_signal_));
   }
 
   // The dose windows [start of dose k, start of dose k+1): the point t closes the old window and
   // opens the new one.
-  void at_point(Ticks t, double effect) {
-    record(effect, t);
+  void at_point(Ticks t, const State& state, double effect) {
+    record(effect, t, state);
     if (next_dose_ >= doses_.size() || doses_[next_dose_].start > t) return;
     while (next_dose_ < doses_.size() && doses_[next_dose_].start <= t) {
       window_ = static_cast<int>(next_dose_++);
       peak_ = -1.0;
-      record(effect, t);
+      record(effect, t, state);
     }
   }
 
-  // A step from t0 (hours) of length h, with the concentrations (mg/L) at both ends. The effect
-  // site rises while plasma exceeds it, so a sign change of (plasma - effect) brackets an extremum.
-  template <class Propagator>
-  void over_step(const Propagator& propagator, const typename Propagator::State& start, Ticks t0_ticks, Ticks h_ticks,
-                 double rate, double plasma0, double effect0, double plasma1, double effect1) {
+  // A step from t0 of length h at a constant input, with the concentrations (mg/L) at both ends.
+  void over_step(const State& start, Ticks t0_ticks, Ticks h_ticks, const Input& input, double plasma0, double effect0,
+                 double plasma1, double effect1) {
     // Most steps are monotone and below the threshold: nothing to do (the hot path).
     if ((plasma0 > effect0) == (plasma1 > effect1) && effect0 < threshold_ && effect1 < threshold_) return;
     const double t0 = ticks_to_hours(t0_ticks);
@@ -84,135 +135,304 @@ class EffectTracker {
     const bool tracks_threshold = threshold_ != std::numeric_limits<double>::infinity();
     const bool extremum_inside = slope0 != 0.0 && slope1 != 0.0 && (slope0 > 0.0) != (slope1 > 0.0);
     if (!extremum_inside) {
-      if (tracks_threshold) add_time_above(propagator, start, 0.0, effect0, h, effect1, rate);
+      if (tracks_threshold) add_time_above(start, 0.0, effect0, h, effect1, input);
       return;
     }
     const bool maximum = slope0 > 0.0;
     if (!maximum && !tracks_threshold) return;  // a minimum matters only for the threshold
     const auto slope_at = [&](double tau) {
-      const auto state = propagator.peek(start, tau, rate);
-      return propagator.plasma(state) - propagator.effect(state);
+      const auto state = propagator_.peek(start, tau, input);
+      return propagator_.signal(state, driver_) - propagator_.signal(state, effect_);
     };
     const double tau = bracketed_root(slope_at, 0.0, slope0, h, slope1);
-    const double effect_tau = propagator.effect(propagator.peek(start, tau, rate));
-    if (maximum) record_interior(effect_tau, t0 + tau);
+    const State at_peak = propagator_.peek(start, tau, input);
+    const double effect_tau = propagator_.signal(at_peak, effect_);
+    if (maximum) record_interior(effect_tau, t0 + tau, start);
     if (tracks_threshold) {
-      add_time_above(propagator, start, 0.0, effect0, tau, effect_tau, rate);
-      add_time_above(propagator, start, tau, effect_tau, h, effect1, rate);
+      add_time_above(start, 0.0, effect0, tau, effect_tau, input);
+      add_time_above(start, tau, effect_tau, h, effect1, input);
     }
   }
 
-  // A point inside a dose window (no dose starts there).
-  void record(double effect, Ticks t) {
-    if (effect > peak_ && window_ >= 0) record_interior(effect, ticks_to_hours(t));
-  }
+  // The tolerance signal at each dose's peak (0 without attenuation).
+  const std::vector<double>& peak_tolerance() const { return peak_tolerance_; }
 
  private:
-  void record_interior(double effect, double time_h) {
+  void record(double effect, Ticks t, const State& state) {
+    if (effect > peak_ && window_ >= 0) record_interior(effect, ticks_to_hours(t), state);
+  }
+
+  void record_interior(double effect, double time_h, const State& state) {
     if (!(effect > peak_) || window_ < 0) return;
     peak_ = effect;
     const auto k = static_cast<std::size_t>(window_);
     metrics_.peak_effect_ng_per_ml[k] = effect * kNgPerMlPerMgPerL;
-    metrics_.peak_dissociation_time_h[k] = time_h;
+    metrics_.peak_effect_time_h[k] = time_h;
+    if (tolerance_signal_ >= 0) peak_tolerance_[k] = propagator_.signal(state, tolerance_signal_);
   }
 
   // The effect site is monotone on [a, b]: at most one threshold crossing.
-  template <class Propagator>
-  void add_time_above(const Propagator& propagator, const typename Propagator::State& start, double a,
-                      double effect_a, double b, double effect_b, double rate) {
+  void add_time_above(const State& start, double a, double effect_a, double b, double effect_b, const Input& input) {
     const bool above_a = effect_a >= threshold_;
     const bool above_b = effect_b >= threshold_;
     if (above_a && above_b) {
       metrics_.time_above_dissociation_h += b - a;
     } else if (above_a != above_b) {
-      const auto excess = [&](double tau) { return propagator.effect(propagator.peek(start, tau, rate)) - threshold_; };
+      const auto excess = [&](double tau) { return propagator_.signal(propagator_.peek(start, tau, input), effect_) - threshold_; };
       const double crossing = bracketed_root(excess, a, effect_a - threshold_, b, effect_b - threshold_);
       metrics_.time_above_dissociation_h += above_a ? crossing - a : b - crossing;
     }
   }
 
+  const Propagator& propagator_;
   const std::vector<Dose>& doses_;
-  double threshold_;
   SubjectMetrics& metrics_;
+  int driver_;
+  int effect_;
+  const LinkValues* link_ = nullptr;
+  int tolerance_signal_ = -1;
+  double threshold_score_;
+  double threshold_;  // effect-site concentration (mg/L) of the threshold score
+  std::vector<double> peak_tolerance_;
   std::size_t next_dose_ = 0;
   int window_ = -1;
   double peak_ = -1.0;  // of the current window, mg/L
 };
 
-double dosed_by(const std::vector<Dose>& doses, Ticks end) {
-  double dosed = 0.0;
-  for (const Dose& dose : doses) {
-    if (dose.start > end) continue;
-    if (dose.duration == 0) {
-      dosed += dose.amount_mg;
-    } else {
-      const double fraction = std::min(1.0, static_cast<double>(end - dose.start) / static_cast<double>(dose.duration));
-      dosed += dose.amount_mg * fraction;
+// The MADRS-based metrics, from the model's score at every point (grid and breakpoints) and at
+// the assessments. Crossings of the response threshold between two points are placed by linear
+// interpolation of the score.
+class ResponseTracker {
+ public:
+  ResponseTracker(const DepressionValues& depression, const SimulationPlan& plan, const SubjectContext& context,
+                  Ticks first_session, Ticks last_session, bool has_sessions, SubjectMetrics& metrics)
+      : depression_(depression), plan_(plan), context_(context), metrics_(metrics), first_session_(first_session),
+        last_session_(last_session), threshold_((1.0 - plan.response_fraction) * context.baseline_madrs) {
+    metrics_.baseline_madrs = context.baseline_madrs;
+    metrics_.days_in_response = 0.0;
+    end_of_treatment_ = has_sessions ? last_session + kTicksPerDay : -1;
+  }
+
+  double score(Ticks t, double drug_input, double session_memory) const {
+    const double hours = t >= first_session_ ? ticks_to_hours(t - first_session_) : -1.0;
+    return depression_.score(context_.baseline_madrs, hours, drug_input, session_memory, context_.oral_antidepressant);
+  }
+
+  // The times that must be breakpoints: the assessments and the end of treatment.
+  std::vector<Ticks> marks() const {
+    std::vector<Ticks> times;
+    for (const Ticks a : plan_.assessments) times.push_back(first_session_ + a);
+    if (end_of_treatment_ >= 0) times.push_back(end_of_treatment_);
+    return times;
+  }
+
+  void at_point(Ticks t, double score) {
+    const bool responding = score <= threshold_;
+    if (previous_time_ >= 0) {
+      const double t0 = ticks_to_hours(previous_time_);
+      const double t1 = ticks_to_hours(t);
+      double crossing = t1;
+      if (responding != previous_responding_) {
+        const double d0 = previous_score_ - threshold_;
+        const double d1 = score - threshold_;
+        crossing = d0 == d1 ? t1 : t0 + (t1 - t0) * d0 / (d0 - d1);
+        if (responding && std::isnan(metrics_.first_response_day) && previous_time_ >= first_session_)
+          metrics_.first_response_day = (crossing - ticks_to_hours(first_session_)) / kHoursPerDay;
+        if (!responding && relapse_watch_ && previous_time_ >= end_of_treatment_) {
+          metrics_.relapse_day = (crossing - ticks_to_hours(last_session_)) / kHoursPerDay;
+          metrics_.relapse_observed = 1.0;
+          relapse_watch_ = false;
+        }
+      }
+      if (responding && previous_responding_) metrics_.days_in_response += (t1 - t0) / kHoursPerDay;
+      else if (responding) metrics_.days_in_response += (t1 - crossing) / kHoursPerDay;
+      else if (previous_responding_) metrics_.days_in_response += (crossing - t0) / kHoursPerDay;
+    } else if (responding && t >= first_session_) {
+      metrics_.first_response_day = ticks_to_hours(t - first_session_) / kHoursPerDay;
+    }
+    if (t == end_of_treatment_) {
+      metrics_.responder_end_of_treatment = responding ? 1.0 : 0.0;
+      relapse_watch_ = responding;
+    }
+    for (std::size_t k = 0; k < plan_.assessments.size(); ++k) {
+      if (first_session_ + plan_.assessments[k] != t) continue;
+      const double observed = std::clamp(score + depression_.residual_sd * context_.residual_normals[k], 0.0, 60.0);
+      metrics_.madrs_at[k] = score;
+      metrics_.madrs_observed_at[k] = observed;
+      metrics_.response_at[k] = observed <= threshold_ ? 1.0 : 0.0;
+      metrics_.remission_at[k] = observed <= plan_.remission_threshold ? 1.0 : 0.0;
+    }
+    previous_time_ = t;
+    previous_score_ = score;
+    previous_responding_ = responding;
+  }
+
+  void finish(Ticks grid_end) {
+    if (relapse_watch_) {  // still in response at the end: censored
+      metrics_.relapse_day = ticks_to_hours(grid_end - last_session_) / kHoursPerDay;
+      metrics_.relapse_observed = 0.0;
     }
   }
-  return dosed;
+
+ private:
+  const DepressionValues& depression_;
+  const SimulationPlan& plan_;
+  const SubjectContext& context_;
+  SubjectMetrics& metrics_;
+  Ticks first_session_;
+  Ticks last_session_;
+  double threshold_;
+  Ticks end_of_treatment_ = -1;
+  Ticks previous_time_ = -1;
+  double previous_score_ = 0.0;
+  bool previous_responding_ = false;
+  bool relapse_watch_ = false;
+};
+
+// Drug entering each drug by the end of the grid (constant-rate inputs pro rata).
+std::vector<double> given_by(const Model& model, const std::vector<ModelInput>& inputs, const SubjectModel& subject, Ticks end) {
+  std::vector<double> given(model.drugs().size(), 0.0);
+  for (const ModelInput& input : inputs) {
+    if (input.start > end) continue;
+    const double fraction =
+        input.duration == 0 ? 1.0 : std::min(1.0, static_cast<double>(end - input.start) / static_cast<double>(input.duration));
+    for (std::size_t d = 0; d < given.size(); ++d)
+      given[d] += input.amount * fraction * subject.drug_amount[d].dot(subject.channels[static_cast<std::size_t>(input.channel)].transpose());
+  }
+  return given;
 }
 
 // The integration loop shared by both paths. Breakpoints are the union of the output grid,
-// infusion edges, bolus times, dose starts and week boundaries; between two breakpoints the
-// input is constant and the propagator takes one step. Each point's concentrations are computed
-// once and handed to the metrics.
+// input edges, jumps, dose starts, week boundaries, assessments and the end of treatment;
+// between two breakpoints the input is constant and the propagator takes one step. Each point's
+// values are computed once and handed to the outputs and metrics.
 template <class Propagator>
-void integrate(const Propagator& propagator, const MammillaryEffectModel& model, const SimulationPlan& plan,
-               const std::vector<Dose>& doses, const TrajectoryRows& rows, SubjectMetrics& metrics) {
-  const std::vector<InputSegment> segments = input_segments(doses, plan.grid_end);
-  std::vector<std::pair<Ticks, double>> boluses;
-  std::vector<Ticks> dose_starts;
-  for (const Dose& dose : doses) {
-    if (dose.duration == 0) boluses.emplace_back(dose.start, dose.amount_mg);
-    dose_starts.push_back(dose.start);
+void integrate(const Propagator& propagator, const Model& model, const SubjectModel& subject, const SimulationPlan& plan,
+               const std::vector<Dose>& doses, const SubjectContext& context, const TrajectoryRows& rows,
+               SubjectMetrics& metrics) {
+  using State = typename Propagator::State;
+  using Input = typename Propagator::Input;
+  const std::vector<ModelInput> inputs = model_inputs(doses, model, subject);
+  const std::vector<InputSegment> segments = input_segments(inputs, plan.grid_end, model.channel_count());
+  std::vector<Input> segment_input;
+  for (const InputSegment& segment : segments) {
+    StateVector rates = StateVector::Zero(subject.states);
+    for (std::size_t c = 0; c < segment.rates.size(); ++c)
+      if (segment.rates[c] != 0.0) rates += segment.rates[c] * subject.channels[c];
+    segment_input.push_back(propagator.input(rates));
   }
+  std::vector<const ModelInput*> jumps;
+  for (const ModelInput& input : inputs)
+    if (input.duration == 0) jumps.push_back(&input);
 
+  const bool has_sessions = !doses.empty();
+  const Ticks first_session = has_sessions ? doses.front().start : 0;
+  const Ticks last_session = has_sessions ? doses.back().start : 0;
+  std::optional<ResponseTracker> response;
+  if (plan.response && subject.depression)
+    response.emplace(*subject.depression, plan, context, first_session, last_session, has_sessions, metrics);
+  std::vector<Ticks> marks;  // breakpoints besides the inputs, the grid and the weeks
+  for (const Dose& dose : doses) marks.push_back(dose.start);
+  if (response)
+    for (const Ticks mark : response->marks()) marks.push_back(mark);
+  std::sort(marks.begin(), marks.end());
+  marks.erase(std::unique(marks.begin(), marks.end()), marks.end());
+
+  std::optional<EffectTracker<Propagator>> effect_tracker;
   metrics.time_above_dissociation_h = 0.0;
+  if (model.dissociation_link() >= 0)
+    effect_tracker.emplace(propagator, model, subject, doses, plan.dissociation_threshold, metrics);
   metrics.auc_per_week_ng_h_per_ml.assign(plan.weeks(), 0.0);
-  EffectTracker effect_tracker(doses, model.effect_concentration_for_score(plan.dissociation_threshold), metrics);
+
+  const int plasma_signal = model.drugs()[static_cast<std::size_t>(model.dosed_drug())].plasma_signal;
+  const int driver = model.dissociation_driver();
+  const int effect_site = model.dissociation_effect_site();
+  std::vector<std::pair<std::size_t, int>> metabolites;  // metric slot, plasma signal
+  if (plan.metabolites) {
+    std::size_t slot = 0;
+    for (std::size_t d = 0; d < model.drugs().size(); ++d)
+      if (static_cast<int>(d) != model.dosed_drug()) metabolites.emplace_back(slot++, model.drugs()[d].plasma_signal);
+    for (const auto& [slot_index, signal] : metabolites) metrics.metabolite_cmax_ng_per_ml[slot_index] = -1.0;
+  }
 
   const auto grid_factors = propagator.factors(ticks_to_hours(plan.grid_step));
   const std::size_t n_time = plan.time_points();
-  auto state = propagator.initial_state();
-  double auc = 0.0, auc_at_week_start = 0.0, cmax = -1.0;
-  std::size_t week = 0, grid = 0, segment = 0, bolus = 0, dose_start = 0;
+  State state = propagator.initial_state();
+  double cmax = -1.0;
+  double auc_at_week_start = 0.0;
+  std::size_t week = 0, grid = 0, segment = 0, jump = 0, mark = 0;
   Ticks t = 0;
   Ticks next_grid_time = 0;  // grid * grid_step, kept by multiplication, never accumulated
   Ticks week_end = kTicksPerWeek;
   Ticks next_edge = 0;  // the next breakpoint that is not a grid point
-  double plasma = propagator.plasma(state), effect = propagator.effect(state);
 
-  const auto write_grid_row = [&](double plasma_now, double effect_now) {
-    if (rows.plasma_ng_per_ml) rows.plasma_ng_per_ml[grid] = static_cast<float>(plasma_now * kNgPerMlPerMgPerL);
-    if (rows.effect_ng_per_ml) rows.effect_ng_per_ml[grid] = static_cast<float>(effect_now * kNgPerMlPerMgPerL);
-    if (rows.dissociation) rows.dissociation[grid] = static_cast<float>(model.dissociation(effect_now));
+  const auto link_value = [&](const LinkValues& link, const State& at) {
+    const double tolerance = link.tolerance_signal >= 0 ? propagator.signal(at, link.tolerance_signal) : 0.0;
+    return link(propagator.signal(at, link.input_signal), tolerance);
   };
-  const auto update_cmax = [&](double plasma_now, Ticks t_now) {
-    if (plasma_now > cmax) {
-      cmax = plasma_now;
-      metrics.tmax_h = ticks_to_hours(t_now);
+  const auto score_at = [&](Ticks when, const State& at) {
+    const DepressionValues& depression = *subject.depression;
+    const double session = depression.session_signal >= 0 ? propagator.signal(at, depression.session_signal) : 0.0;
+    return response->score(when, propagator.signal(at, depression.drug_signal), session);
+  };
+  const auto write_grid_row = [&](const State& at) {
+    for (const TrajectoryRow& row : rows) {
+      const ModelOutput& output = *row.output;
+      double value = 0.0;
+      switch (output.kind) {
+        case OutputKind::linear: value = propagator.signal(at, output.index); break;
+        case OutputKind::link: value = link_value(subject.links[static_cast<std::size_t>(output.index)], at); break;
+        case OutputKind::depression: {
+          const DepressionValues& depression = *subject.depression;
+          const double session = depression.session_signal >= 0 ? propagator.signal(at, depression.session_signal) : 0.0;
+          const double hours = has_sessions && t >= first_session ? ticks_to_hours(t - first_session) : -1.0;
+          value = depression.score(context.baseline_madrs, hours, propagator.signal(at, depression.drug_signal), session,
+                                   context.oral_antidepressant);
+          break;
+        }
+      }
+      row.values[grid] = static_cast<float>(value * output.display_per_base);
     }
   };
+  // Everything observed at a point (a grid point or a breakpoint) except the trajectories.
+  const auto observe = [&](const State& at, double plasma) {
+    if (plasma > cmax) {
+      cmax = plasma;
+      metrics.tmax_h = ticks_to_hours(t);
+    }
+    for (const auto& [slot, signal] : metabolites) {
+      const double concentration = propagator.signal(at, signal) * kNgPerMlPerMgPerL;
+      if (concentration > metrics.metabolite_cmax_ng_per_ml[slot]) {
+        metrics.metabolite_cmax_ng_per_ml[slot] = concentration;
+        metrics.metabolite_tmax_h[slot] = ticks_to_hours(t);
+      }
+    }
+    if (response) response->at_point(t, score_at(t, at));
+  };
 
+  double plasma = propagator.signal(state, plasma_signal);
+  double driver_value = driver >= 0 ? propagator.signal(state, driver) : 0.0;
+  double effect = effect_site >= 0 ? propagator.signal(state, effect_site) : 0.0;
   while (true) {
-    // Same-time rule: infusion edges are segment boundaries (the next segment's rate already
-    // holds both the stop and the start), then boluses, then the observation.
-    if (bolus < boluses.size() && boluses[bolus].first == t) {
-      for (; bolus < boluses.size() && boluses[bolus].first == t; ++bolus) propagator.bolus(state, boluses[bolus].second);
-      plasma = propagator.plasma(state);
-      effect = propagator.effect(state);
+    // Same-time rule: input edges are segment boundaries (the next segment's rates already hold
+    // both the stop and the start), then jumps, then the observation.
+    if (jump < jumps.size() && jumps[jump]->start == t) {
+      for (; jump < jumps.size() && jumps[jump]->start == t; ++jump) propagator.bolus(state, jumps[jump]->channel, jumps[jump]->amount);
+      plasma = propagator.signal(state, plasma_signal);
+      if (driver >= 0) driver_value = propagator.signal(state, driver);
+      if (effect_site >= 0) effect = propagator.signal(state, effect_site);
     }
     // Checked at every edge; a non-finite value inside a run of grid steps propagates to the next.
     if (!std::isfinite(plasma) || !std::isfinite(effect)) throw SolverError("the solution became non-finite");
-    update_cmax(plasma, t);
-    effect_tracker.at_point(t, effect);
+    observe(state, plasma);
+    if (effect_tracker) effect_tracker->at_point(t, state, effect);
     if (t == next_grid_time) {
-      write_grid_row(plasma, effect);
+      write_grid_row(state);
       ++grid;
       next_grid_time = grid < n_time ? static_cast<Ticks>(grid) * plan.grid_step : std::numeric_limits<Ticks>::max();
     }
     if (t == week_end || t == plan.grid_end) {
+      const double auc = propagator.signal_integral(state, plasma_signal);
       metrics.auc_per_week_ng_h_per_ml[week] = (auc - auc_at_week_start) * kNgPerMlPerMgPerL;
       auc_at_week_start = auc;
       ++week;
@@ -222,68 +442,114 @@ void integrate(const Propagator& propagator, const MammillaryEffectModel& model,
 
     if (t >= next_edge) {
       while (segments[segment].end <= t) ++segment;
-      while (dose_start < dose_starts.size() && dose_starts[dose_start] <= t) ++dose_start;
+      while (mark < marks.size() && marks[mark] <= t) ++mark;
       next_edge = std::min({segments[segment].end, week_end, plan.grid_end});
-      if (bolus < boluses.size()) next_edge = std::min(next_edge, boluses[bolus].first);
-      if (dose_start < dose_starts.size()) next_edge = std::min(next_edge, dose_starts[dose_start]);
+      if (jump < jumps.size()) next_edge = std::min(next_edge, jumps[jump]->start);
+      if (mark < marks.size()) next_edge = std::min(next_edge, marks[mark]);
     }
-    const double rate = segments[segment].rate_mg_per_h;
+    const Input& input = segment_input[segment];
     // The hot path: whole grid steps strictly before the next edge, where nothing but the grid
-    // happens (no dose, no segment change, no week boundary).
+    // happens (no dose, no segment change, no week boundary, no assessment).
     if (t + plan.grid_step == next_grid_time) {
       while (next_grid_time < next_edge) {
-        const auto start = state;
-        auc += propagator.advance(state, grid_factors, rate);
-        const double plasma_next = propagator.plasma(state), effect_next = propagator.effect(state);
-        effect_tracker.over_step(propagator, start, t, plan.grid_step, rate, plasma, effect, plasma_next, effect_next);
+        if (effect_tracker) effect_tracker->start_step(state);
+        const State start = state;
+        propagator.advance(state, grid_factors, input);
+        const double plasma_next = propagator.signal(state, plasma_signal);
+        if (effect_tracker) {
+          const double driver_next = propagator.signal(state, driver);
+          const double effect_next = propagator.signal(state, effect_site);
+          effect_tracker->over_step(start, t, plan.grid_step, input, driver_value, effect, driver_next, effect_next);
+          driver_value = driver_next;
+          effect = effect_next;
+        }
         plasma = plasma_next;
-        effect = effect_next;
         t = next_grid_time;
-        update_cmax(plasma, t);
-        effect_tracker.record(effect, t);
-        write_grid_row(plasma, effect);
+        observe(state, plasma);
+        if (effect_tracker) effect_tracker->at_point(t, state, effect);
+        write_grid_row(state);
         // next_grid_time < next_edge <= grid_end, so the grid index stays in range here.
         next_grid_time = static_cast<Ticks>(++grid) * plan.grid_step;
       }
     }
     const Ticks next = std::min(next_edge, next_grid_time);
     const Ticks step = next - t;
-    const auto start = state;
-    auc += step == plan.grid_step ? propagator.advance(state, grid_factors, rate)
-                                  : propagator.advance(state, propagator.factors(ticks_to_hours(step)), rate);
-    const double plasma_next = propagator.plasma(state), effect_next = propagator.effect(state);
-    effect_tracker.over_step(propagator, start, t, step, rate, plasma, effect, plasma_next, effect_next);
-    plasma = plasma_next;
-    effect = effect_next;
+    if (effect_tracker) effect_tracker->start_step(state);
+    const State start = state;
+    if (step == plan.grid_step)
+      propagator.advance(state, grid_factors, input);
+    else
+      propagator.advance(state, propagator.factors(ticks_to_hours(step)), input);
+    plasma = propagator.signal(state, plasma_signal);
+    if (effect_tracker) {
+      const double driver_next = propagator.signal(state, driver);
+      const double effect_next = propagator.signal(state, effect_site);
+      effect_tracker->over_step(start, t, step, input, driver_value, effect, driver_next, effect_next);
+      driver_value = driver_next;
+      effect = effect_next;
+    }
     t = next;
   }
 
   metrics.cmax_ng_per_ml = cmax * kNgPerMlPerMgPerL;
-  metrics.auc_ng_h_per_ml = auc * kNgPerMlPerMgPerL;
-  metrics.peak_dissociation.resize(doses.size());
-  for (std::size_t k = 0; k < doses.size(); ++k)
-    metrics.peak_dissociation[k] = model.dissociation(metrics.peak_effect_ng_per_ml[k] / kNgPerMlPerMgPerL);
-  metrics.dosed_mg = dosed_by(doses, plan.grid_end);
-  metrics.amount_in_body_end_mg = propagator.amount_in_body_mg(state);
-  metrics.eliminated_mg = model.clearance_L_per_h() * auc;
+  metrics.auc_ng_h_per_ml = propagator.signal_integral(state, plasma_signal) * kNgPerMlPerMgPerL;
+  if (effect_tracker) {
+    for (std::size_t l = 0; l < subject.links.size(); ++l) {
+      const LinkValues& link = subject.links[l];
+      const double display = model.outputs().empty() ? 1.0 : [&] {
+        for (const ModelOutput& output : model.outputs())
+          if (output.kind == OutputKind::link && output.index == static_cast<int>(l)) return output.display_per_base;
+        return 1.0;
+      }();
+      // Only links of the dissociation effect site peak where it peaks.
+      if (link.input_signal != effect_site) continue;
+      for (std::size_t k = 0; k < doses.size(); ++k) {
+        const double peak = metrics.peak_effect_ng_per_ml[k] / kNgPerMlPerMgPerL;
+        metrics.peak_link[l][k] = std::isnan(peak) ? peak : link(peak, effect_tracker->peak_tolerance()[k]) * display;
+      }
+    }
+  } else {
+    metrics.time_above_dissociation_h = kNaN;
+  }
+  for (auto& value : metrics.metabolite_cmax_ng_per_ml)
+    if (value < 0.0) value = kNaN;
+  if (response) response->finish(plan.grid_end);
+  const std::vector<double> given = given_by(model, inputs, subject, plan.grid_end);
+  metrics.dosed_mg = given[static_cast<std::size_t>(model.dosed_drug())];
+  for (std::size_t d = 0; d < model.drugs().size(); ++d) {
+    metrics.amount_in_body_end_mg[d] = propagator.apply(state, subject.drug_amount[d]);
+    metrics.eliminated_mg[d] = propagator.apply_integral(state, subject.drug_loss[d]);
+    metrics.formed_mg[d] = propagator.apply_integral(state, subject.drug_formed[d]);
+    metrics.given_mg[d] = given[d];
+  }
+}
+
+template <int N>
+bool try_exact(const Model& model, const SubjectModel& subject, const SimulationPlan& plan, const std::vector<Dose>& doses,
+               const SubjectContext& context, const TrajectoryRows& rows, SubjectMetrics& metrics, std::string& why) {
+  const auto exact = ExactPropagator<N>::create(subject, &why);
+  if (!exact) return false;
+  integrate(*exact, model, subject, plan, doses, context, rows, metrics);
+  return true;
 }
 
 }  // namespace
 
-SolveOutcome simulate_subject(const MammillaryEffectModel& model, const SolverSpec& solver, const SimulationPlan& plan,
-                              const std::vector<Dose>& doses, const TrajectoryRows& rows, SubjectMetrics& metrics) {
+SolveOutcome simulate_subject(const Model& model, const SubjectModel& subject, const SolverSpec& solver,
+                              const SimulationPlan& plan, const std::vector<Dose>& doses, const SubjectContext& context,
+                              const TrajectoryRows& rows, SubjectMetrics& metrics) {
   SolveOutcome outcome;
   if (solver.method != SolverMethod::ode) {
     std::string why;
-    if (const auto exact = ExactPropagator::create(model.linear_system(), &why)) {
-      integrate(*exact, model, plan, doses, rows, metrics);
-      return outcome;
-    }
+    const bool solved = subject.states <= 4    ? try_exact<4>(model, subject, plan, doses, context, rows, metrics, why)
+                        : subject.states <= 8 ? try_exact<8>(model, subject, plan, doses, context, rows, metrics, why)
+                                              : try_exact<16>(model, subject, plan, doses, context, rows, metrics, why);
+    if (solved) return outcome;
     if (solver.method == SolverMethod::exact) throw SolverError("exact stepping is not possible: " + why);
     outcome.note = why;
   }
   outcome.path = SolverPath::ode;
-  integrate(OdePropagator(model, solver.rtol, solver.atol), model, plan, doses, rows, metrics);
+  integrate(OdePropagator(subject, solver.rtol, solver.atol), model, subject, plan, doses, context, rows, metrics);
   return outcome;
 }
 

@@ -17,6 +17,11 @@ struct SimulationPlan {
   Ticks grid_step = 0;
   Ticks grid_end = 0;
   double dissociation_threshold = 0.0;  // score points
+  std::vector<Ticks> assessments;       // after the start of the first session
+  double response_fraction = 0.5;
+  double remission_threshold = 10.0;
+  bool metabolites = true;   // metabolite Cmax/Tmax
+  bool response = true;      // MADRS metrics (when the model has a depression score)
 
   std::size_t time_points() const { return static_cast<std::size_t>(grid_end / grid_step) + 1; }
   // Weeks for AUC per week; the last one is partial when grid_end is not a whole number of weeks.
@@ -24,25 +29,53 @@ struct SimulationPlan {
   static SimulationPlan from(const OutputSpec& output);
 };
 
-// Where one subject's trajectories go (one row each, time_points() long); null = not requested.
-struct TrajectoryRows {
-  float* plasma_ng_per_ml = nullptr;
-  float* effect_ng_per_ml = nullptr;
-  float* dissociation = nullptr;
+// Where one subject's trajectories go: one row (time_points() long) per requested output.
+struct TrajectoryRow {
+  const ModelOutput* output = nullptr;
+  float* values = nullptr;
 };
+using TrajectoryRows = std::vector<TrajectoryRow>;
 
+// Per-subject metrics (docs/model.md defines each). Concentrations in ng/mL, times in h unless
+// the name says days, link values in their display units.
 struct SubjectMetrics {
   double cmax_ng_per_ml = 0.0;
   double tmax_h = 0.0;
   double auc_ng_h_per_ml = 0.0;                    // over [0, grid_end], exact
   std::vector<double> auc_per_week_ng_h_per_ml;    // weeks()
   std::vector<double> peak_effect_ng_per_ml;       // per dose: max effect-site concentration
-  std::vector<double> peak_dissociation;           // per dose: score at that maximum
-  std::vector<double> peak_dissociation_time_h;    // per dose: when
+  std::vector<double> peak_effect_time_h;          // per dose: when
+  std::vector<std::vector<double>> peak_link;      // [link][dose]: the link at that maximum
   double time_above_dissociation_h = 0.0;          // total time with score >= threshold
-  double dosed_mg = 0.0;                           // doses started before grid_end (infusions pro rata)
-  double amount_in_body_end_mg = 0.0;              // at grid_end
-  double eliminated_mg = 0.0;                      // CL * AUC
+  double dosed_mg = 0.0;                           // drug given within the grid (constant-rate parts pro rata)
+  std::vector<double> metabolite_cmax_ng_per_ml;   // per metabolite (every drug but the dosed one)
+  std::vector<double> metabolite_tmax_h;
+  // Response (models with a depression score)
+  double baseline_madrs = 0.0;
+  std::vector<double> madrs_at;           // per assessment: the model's score
+  std::vector<double> madrs_observed_at;  // with residual error, in [0, 60]
+  std::vector<double> response_at;        // observed: 1 if it fell by >= response_fraction from baseline
+  std::vector<double> remission_at;       // observed: 1 if <= remission_threshold
+  double first_response_day = 0.0;        // days from the first session to the first response (model score); NaN if none
+  double days_in_response = 0.0;          // days with the model score in response
+  double responder_end_of_treatment = 0.0;  // 1 if in response 1 d after the last session (NaN past the grid)
+  double relapse_day = 0.0;               // responders: days from the last session to the loss of response (censored at the end)
+  double relapse_observed = 0.0;          // 1 if the loss of response happened within the grid, 0 if censored
+  // Mass balance, per drug (model order), mg
+  std::vector<double> amount_in_body_end_mg;
+  std::vector<double> eliminated_mg;      // left the drug: eliminated, metabolised, or lost before absorption
+  std::vector<double> formed_mg;          // formed from a parent (metabolites)
+  std::vector<double> given_mg;           // entered by dosing
+};
+
+// Sizes every per-dose, per-week, per-assessment and per-drug vector, filled with NaN.
+SubjectMetrics sized_metrics(const Model& model, const SimulationPlan& plan, std::size_t doses);
+
+// What one subject brings besides its model.
+struct SubjectContext {
+  double baseline_madrs = 0.0;
+  bool oral_antidepressant = false;
+  std::vector<double> residual_normals;  // one standard normal draw per assessment
 };
 
 enum class SolverPath { exact, ode };
@@ -53,7 +86,8 @@ struct SolveOutcome {
 };
 
 // Runs one subject. Throws SolverError when the requested path cannot solve it.
-SolveOutcome simulate_subject(const MammillaryEffectModel& model, const SolverSpec& solver, const SimulationPlan& plan,
-                              const std::vector<Dose>& doses, const TrajectoryRows& rows, SubjectMetrics& metrics);
+SolveOutcome simulate_subject(const Model& model, const SubjectModel& subject, const SolverSpec& solver,
+                              const SimulationPlan& plan, const std::vector<Dose>& doses, const SubjectContext& context,
+                              const TrajectoryRows& rows, SubjectMetrics& metrics);
 
 }  // namespace ketasim

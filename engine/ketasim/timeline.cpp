@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cmath>
 #include <tuple>
 
 namespace ketasim {
@@ -17,7 +18,17 @@ std::string to_string(EventKind kind) {
 }
 
 bool happens_before(const TimelineEvent& a, const TimelineEvent& b) {
-  return std::tuple(a.time, static_cast<int>(a.kind), a.dose) < std::tuple(b.time, static_cast<int>(b.kind), b.dose);
+  return std::tuple(a.time, static_cast<int>(a.kind), a.dose, a.channel) <
+         std::tuple(b.time, static_cast<int>(b.kind), b.dose, b.channel);
+}
+
+SessionKind Dose::session() const {
+  switch (drug) {
+    case DoseDrug::model_drug: return SessionKind::drug;
+    case DoseDrug::placebo: return SessionKind::placebo;
+    case DoseDrug::active_placebo: return SessionKind::active_placebo;
+  }
+  return SessionKind::drug;
 }
 
 std::vector<Ticks> dose_times(const DosingRule& rule) {
@@ -61,6 +72,7 @@ std::vector<Dose> expand_doses(const Arm& arm, double weight_kg) {
       dose.duration = rule.route == Route::iv_infusion ? rule.infusion_duration : 0;
       dose.amount_mg = amount_mg;
       dose.route = rule.route;
+      dose.drug = rule.drug;
       dose.rule = static_cast<int>(r);
       doses.push_back(dose);
     }
@@ -69,28 +81,58 @@ std::vector<Dose> expand_doses(const Arm& arm, double weight_kg) {
   return doses;
 }
 
-std::vector<TimelineEvent> dose_events(const std::vector<Dose>& doses) {
-  std::vector<TimelineEvent> events;
+std::vector<ModelInput> model_inputs(const std::vector<Dose>& doses, const Model& model, const SubjectModel& subject) {
+  std::vector<ModelInput> inputs;
   for (std::size_t i = 0; i < doses.size(); ++i) {
     const Dose& dose = doses[i];
     const int index = static_cast<int>(i);
-    if (dose.duration > 0) {
-      const double rate = dose.rate_mg_per_h();
-      events.push_back({dose.start, EventKind::infusion_start, index, dose.amount_mg, rate});
-      events.push_back({dose.start + dose.duration, EventKind::infusion_stop, index, dose.amount_mg, rate});
+    const int session = model.session_channel(dose.session());
+    if (session >= 0) inputs.push_back({dose.start, 0, 1.0, session, index});
+    if (dose.drug != DoseDrug::model_drug || dose.amount_mg == 0.0) continue;
+    switch (dose.route) {
+      case Route::iv_infusion:
+      case Route::iv_bolus:
+        inputs.push_back({dose.start, dose.duration, dose.amount_mg, model.iv_channel(), index});
+        break;
+      case Route::intranasal: {
+        const IntranasalEntry& entry = *model.card().routes.intranasal;
+        const auto devices = static_cast<int>(std::llround(dose.amount_mg / entry.device_mg));
+        const Ticks interval = std::llround(entry.device_interval_h * static_cast<double>(kTicksPerHour));
+        const Ticks swallowed = std::max<Ticks>(1, std::llround(subject.swallowed_duration_h * static_cast<double>(kTicksPerHour)));
+        for (int device = 0; device < devices; ++device) {
+          const Ticks at = dose.start + device * interval;
+          const double nasal = subject.nasal_fraction * (device > 0 ? subject.later_device_factor : 1.0);
+          inputs.push_back({at, 0, entry.device_mg * nasal, model.nasal_channel(), index});
+          inputs.push_back({at, swallowed, entry.device_mg * (1.0 - nasal), model.swallowed_channel(), index});
+        }
+        break;
+      }
+    }
+  }
+  std::stable_sort(inputs.begin(), inputs.end(), [](const ModelInput& a, const ModelInput& b) { return a.start < b.start; });
+  return inputs;
+}
+
+std::vector<TimelineEvent> input_events(const std::vector<ModelInput>& inputs) {
+  std::vector<TimelineEvent> events;
+  for (const ModelInput& input : inputs) {
+    if (input.duration > 0) {
+      const double rate = input.rate_per_h();
+      events.push_back({input.start, EventKind::infusion_start, input.dose, input.amount, rate, input.channel});
+      events.push_back({input.start + input.duration, EventKind::infusion_stop, input.dose, input.amount, rate, input.channel});
     } else {
-      events.push_back({dose.start, EventKind::bolus, index, dose.amount_mg, 0.0});
+      events.push_back({input.start, EventKind::bolus, input.dose, input.amount, 0.0, input.channel});
     }
   }
   std::sort(events.begin(), events.end(), happens_before);
   return events;
 }
 
-std::vector<InputSegment> input_segments(const std::vector<Dose>& doses, Ticks end) {
+std::vector<InputSegment> input_segments(const std::vector<ModelInput>& inputs, Ticks end, int channels) {
   std::vector<Ticks> edges{0, end};
-  for (const Dose& dose : doses) {
-    if (dose.duration <= 0) continue;
-    for (const Ticks edge : {dose.start, dose.start + dose.duration})
+  for (const ModelInput& input : inputs) {
+    if (input.duration <= 0) continue;
+    for (const Ticks edge : {input.start, input.start + input.duration})
       if (edge > 0 && edge < end) edges.push_back(edge);
   }
   std::sort(edges.begin(), edges.end());
@@ -98,18 +140,32 @@ std::vector<InputSegment> input_segments(const std::vector<Dose>& doses, Ticks e
 
   std::vector<InputSegment> segments;
   for (std::size_t i = 0; i + 1 < edges.size(); ++i) {
-    InputSegment segment{edges[i], edges[i + 1], 0.0};
-    for (const Dose& dose : doses)
-      if (dose.duration > 0 && dose.start <= segment.start && segment.start < dose.start + dose.duration)
-        segment.rate_mg_per_h += dose.rate_mg_per_h();
-    // Merge neighbours with the same rate so a solver restarts only where the input changes.
-    if (!segments.empty() && segments.back().rate_mg_per_h == segment.rate_mg_per_h)
+    InputSegment segment{edges[i], edges[i + 1], std::vector<double>(static_cast<std::size_t>(channels), 0.0)};
+    for (const ModelInput& input : inputs)
+      if (input.duration > 0 && input.start <= segment.start && segment.start < input.start + input.duration)
+        segment.rates[static_cast<std::size_t>(input.channel)] += input.rate_per_h();
+    // Merge neighbours with the same rates so a solver restarts only where the input changes.
+    if (!segments.empty() && segments.back().rates == segment.rates)
       segments.back().end = segment.end;
     else
-      segments.push_back(segment);
+      segments.push_back(std::move(segment));
   }
-  if (segments.empty()) segments.push_back({0, end, 0.0});
+  if (segments.empty()) segments.push_back({0, end, std::vector<double>(static_cast<std::size_t>(channels), 0.0)});
   return segments;
+}
+
+std::vector<std::string> channel_names(const Model& model) {
+  std::vector<std::string> names(static_cast<std::size_t>(model.channel_count()));
+  const auto& card = model.card();
+  if (model.iv_channel() >= 0) names[static_cast<std::size_t>(model.iv_channel())] = card.routes.iv->drug + ".central";
+  if (model.nasal_channel() >= 0) {
+    names[static_cast<std::size_t>(model.nasal_channel())] = card.routes.intranasal->drug + "." + card.routes.intranasal->nasal_depot;
+    names[static_cast<std::size_t>(model.swallowed_channel())] =
+        card.routes.intranasal->drug + "." + card.routes.intranasal->swallowed_depot;
+  }
+  for (const SessionKind kind : {SessionKind::drug, SessionKind::placebo, SessionKind::active_placebo})
+    if (model.session_channel(kind) >= 0) names[static_cast<std::size_t>(model.session_channel(kind))] = "session:" + to_string(kind);
+  return names;
 }
 
 std::string describe_time(Ticks time) {

@@ -1,15 +1,22 @@
 #pragma once
-// Regimen -> the doses of one subject -> the ordered event timeline and the constant-input
-// segments the solver integrates over.
+// Regimen -> the doses of one subject -> the model inputs they become -> the ordered event
+// timeline and the constant-input segments the solver integrates over.
+//
+// A dose is what the clinic gives (an infusion, a bolus, an intranasal session of n devices, or a
+// placebo session); a model input is what enters one input channel of the model (a jump, or a
+// constant rate over a time). An intranasal device becomes a jump into the nasal depot and a
+// constant-rate input of the swallowed part into the gut depot; every dose is also a treatment
+// session, a unit jump into the session memories of its kind.
 //
 // The same-time rule: events at the same instant happen in the order of EventKind below:
-// infusion stops, then infusion starts, then boluses, then observations. An observation at the
+// input stops, then input starts, then jumps (boluses), then observations. An observation at the
 // time of a bolus therefore sees the bolus, and an infusion that stops when another starts
-// leaves no gap. Ties within a kind keep the regimen order.
+// leaves no gap. Ties within a kind keep the dose order.
 
 #include <string>
 #include <vector>
 
+#include "ketasim/model.hpp"
 #include "ketasim/scenario.hpp"
 
 namespace ketasim {
@@ -20,23 +27,38 @@ std::string to_string(EventKind kind);
 
 struct Dose {
   Ticks start = 0;
-  Ticks duration = 0;  // 0 for a bolus
+  Ticks duration = 0;  // infusions; 0 for a bolus or an intranasal session
   double amount_mg = 0.0;
   Route route = Route::iv_infusion;
+  DoseDrug drug = DoseDrug::model_drug;
   int rule = 0;  // index of the dosing rule in the arm's regimen
 
   double rate_mg_per_h() const { return duration > 0 ? amount_mg / ticks_to_hours(duration) : 0.0; }
+  SessionKind session() const;
+};
+
+// What enters one channel of the model: a jump (duration 0) or `amount` spread evenly over
+// `duration`.
+struct ModelInput {
+  Ticks start = 0;
+  Ticks duration = 0;
+  double amount = 0.0;  // mg for drug channels, sessions for session channels
+  int channel = 0;
+  int dose = 0;  // the dose it comes from
+
+  double rate_per_h() const { return duration > 0 ? amount / ticks_to_hours(duration) : 0.0; }
 };
 
 struct TimelineEvent {
   Ticks time = 0;
   EventKind kind = EventKind::observation;
   int dose = -1;  // index into the dose list; -1 for observations
-  double amount_mg = 0.0;
-  double rate_mg_per_h = 0.0;
+  double amount = 0.0;
+  double rate_per_h = 0.0;
+  int channel = -1;
 };
 
-// The strict order of the same-time rule: by time, then kind, then dose index.
+// The strict order of the same-time rule: by time, then kind, then dose index, then channel.
 bool happens_before(const TimelineEvent& a, const TimelineEvent& b);
 
 // Nominal start times of one rule's doses (t_k = start + k * interval, never accumulated).
@@ -45,19 +67,25 @@ std::vector<Ticks> dose_times(const DosingRule& rule);
 // All doses of an arm for a subject of this weight, ordered by start time (then rule order).
 std::vector<Dose> expand_doses(const Arm& arm, double weight_kg);
 
-// Dose events (no observations) ordered by the same-time rule.
-std::vector<TimelineEvent> dose_events(const std::vector<Dose>& doses);
+// The model inputs of the doses, for one subject's model.
+std::vector<ModelInput> model_inputs(const std::vector<Dose>& doses, const Model& model, const SubjectModel& subject);
 
-// A stretch of time with a constant total infusion rate. Overlapping infusions add.
+// Input events (no observations) ordered by the same-time rule.
+std::vector<TimelineEvent> input_events(const std::vector<ModelInput>& inputs);
+
+// A stretch of time with constant input rates, one per channel. Overlapping inputs add.
 struct InputSegment {
   Ticks start = 0;
   Ticks end = 0;
-  double rate_mg_per_h = 0.0;
+  std::vector<double> rates;  // per channel
 };
 
-// Piecewise-constant infusion input covering [0, end] exactly, split at every infusion edge.
-// Each segment's rate is summed afresh over the infusions covering it (no running counter).
-std::vector<InputSegment> input_segments(const std::vector<Dose>& doses, Ticks end);
+// Piecewise-constant input covering [0, end] exactly, split at every edge of a constant-rate
+// input. Each segment's rates are summed afresh over the inputs covering it (no running counter).
+std::vector<InputSegment> input_segments(const std::vector<ModelInput>& inputs, Ticks end, int channels);
+
+// The channel names of a model, for the timeline ("ketamine.central", "session:placebo").
+std::vector<std::string> channel_names(const Model& model);
 
 // "Mon 09:00 (week 1)" style label of a time, for the timeline command.
 std::string describe_time(Ticks time);

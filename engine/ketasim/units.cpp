@@ -36,13 +36,16 @@ std::string describe(const Dimension& dimension) {
       {dim::dose_per_weight, "a weight-based dose (e.g. 0.5 mg/kg)"},
       {dim::volume_per_weight, "a volume per body weight (e.g. 1.75 L/kg)"},
       {dim::infusion_rate, "an infusion rate (e.g. 52.5 mg/h)"},
+      {dim::exposure, "an exposure (e.g. 150 ng*h/mL)"},
+      {dim::pressure, "a blood pressure (e.g. 12 mmHg)"},
+      {dim::heart_rate, "a heart rate (e.g. 8 bpm)"},
   };
   for (const auto& entry : known)
     if (entry.dimension == dimension) return entry.text;
-  static const char* base[] = {"mg", "kg", "L", "h"};
+  static const char* base[] = {"mg", "kg", "L", "h", "mmHg", "beat"};
   std::string text = "a quantity in ";
   bool first = true;
-  for (std::size_t i = 0; i < 4; ++i) {
+  for (std::size_t i = 0; i < dimension.exponents.size(); ++i) {
     const int e = dimension.exponents[i];
     if (e == 0) continue;
     if (!first) text += '*';
@@ -88,6 +91,13 @@ constexpr AtomicUnit kAtomicUnits[] = {
     {"wk", 168.0, dim::time},
     {"week", 168.0, dim::time},
     {"weeks", 168.0, dim::time},
+    {"y", 8766.0, dim::time},  // 365.25 d
+    {"year", 8766.0, dim::time},
+    {"years", 8766.0, dim::time},
+    {"mmHg", 1.0, dim::pressure},
+    {"beat", 1.0, Dimension{{0, 0, 0, 0, 0, 1}}},
+    {"beats", 1.0, Dimension{{0, 0, 0, 0, 0, 1}}},
+    {"bpm", 60.0, dim::heart_rate},
     {"%", 0.01, dim::dimensionless},
 };
 
@@ -129,7 +139,7 @@ std::optional<Unit> parse_unit(std::string_view text, std::string* problem) {
     const AtomicUnit* unit = find_atomic(symbol);
     if (!unit) {
       set_problem(problem, "unknown unit '" + std::string(symbol) +
-                               "' (known: mg g ug ng kg L dL mL s min h d week %, combined with '/' or '*')");
+                               "' (known: mg g ug ng kg L dL mL s min h d week y mmHg bpm %, combined with '/' or '*')");
       return std::nullopt;
     }
     if (dividing) {

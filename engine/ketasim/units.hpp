@@ -2,7 +2,8 @@
 // Quantities with units. Every number in a scenario carries its unit; this is where a text such
 // as "0.5 mg/kg" or "40 min" becomes a value in ketasim's base units and a dimension to check.
 //
-// Base units: drug mass mg, body mass kg, volume L, time h. "kg" always means body mass
+// Base units: drug mass mg, body mass kg, volume L, time h (ages too: 1 y = 365.25 d), blood
+// pressure mmHg, heart beats (heart rate in beats/h internally; "bpm" is beats per minute). "kg" always means body mass
 // (weight), so "mg/kg" is a weight-based dose and cannot be mistaken for a duration.
 // Concentrations are therefore mg/L internally (1 mg/L = 1000 ng/mL).
 
@@ -14,8 +15,8 @@
 namespace ketasim {
 
 struct Dimension {
-  // Exponents of drug mass, body mass, volume, time.
-  std::array<int, 4> exponents{0, 0, 0, 0};
+  // Exponents of drug mass, body mass, volume, time, pressure, heart beats.
+  std::array<int, 6> exponents{0, 0, 0, 0, 0, 0};
 
   friend bool operator==(const Dimension&, const Dimension&) = default;
   Dimension operator*(const Dimension& other) const;
@@ -23,17 +24,20 @@ struct Dimension {
 };
 
 namespace dim {
-inline constexpr Dimension dimensionless{{0, 0, 0, 0}};
-inline constexpr Dimension drug_mass{{1, 0, 0, 0}};            // mg
-inline constexpr Dimension body_mass{{0, 1, 0, 0}};            // kg
-inline constexpr Dimension volume{{0, 0, 1, 0}};               // L
-inline constexpr Dimension time{{0, 0, 0, 1}};                 // h
-inline constexpr Dimension rate_constant{{0, 0, 0, -1}};       // 1/h
-inline constexpr Dimension concentration{{1, 0, -1, 0}};       // mg/L
-inline constexpr Dimension clearance{{0, 0, 1, -1}};           // L/h
-inline constexpr Dimension dose_per_weight{{1, -1, 0, 0}};     // mg/kg
-inline constexpr Dimension volume_per_weight{{0, -1, 1, 0}};   // L/kg
-inline constexpr Dimension infusion_rate{{1, 0, 0, -1}};       // mg/h
+inline constexpr Dimension dimensionless{{0, 0, 0, 0, 0, 0}};
+inline constexpr Dimension drug_mass{{1, 0, 0, 0, 0, 0}};            // mg
+inline constexpr Dimension body_mass{{0, 1, 0, 0, 0, 0}};            // kg
+inline constexpr Dimension volume{{0, 0, 1, 0, 0, 0}};               // L
+inline constexpr Dimension time{{0, 0, 0, 1, 0, 0}};                 // h
+inline constexpr Dimension rate_constant{{0, 0, 0, -1, 0, 0}};       // 1/h
+inline constexpr Dimension concentration{{1, 0, -1, 0, 0, 0}};       // mg/L
+inline constexpr Dimension clearance{{0, 0, 1, -1, 0, 0}};           // L/h
+inline constexpr Dimension dose_per_weight{{1, -1, 0, 0, 0, 0}};     // mg/kg
+inline constexpr Dimension volume_per_weight{{0, -1, 1, 0, 0, 0}};   // L/kg
+inline constexpr Dimension infusion_rate{{1, 0, 0, -1, 0, 0}};       // mg/h
+inline constexpr Dimension exposure{{1, 0, -1, 1, 0, 0}};            // mg*h/L (AUC)
+inline constexpr Dimension pressure{{0, 0, 0, 0, 1, 0}};             // mmHg
+inline constexpr Dimension heart_rate{{0, 0, 0, -1, 0, 1}};          // beats/h (shown as bpm)
 }  // namespace dim
 
 // Human-readable name of a dimension with an example unit, e.g. "a duration (e.g. 40 min)".
@@ -46,7 +50,7 @@ struct Quantity {
 
 // Parses "<number> <unit>" (the space is optional; "%" and dimensionless numbers allowed).
 // Units: mg g ug µg ng (drug mass); kg (body mass); L mL dL (volume); s min h d day(s) week(s)
-// wk (time); products and quotients with '/' and '*' and '1/h'. Returns nullopt and fills
+// wk y year(s) (time); mmHg; beat(s) and bpm; products and quotients with '/' and '*' and '1/h'. Returns nullopt and fills
 // `problem` with a one-line explanation on failure.
 std::optional<Quantity> parse_quantity(std::string_view text, std::string* problem = nullptr);
 
