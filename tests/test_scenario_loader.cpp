@@ -53,7 +53,7 @@ TEST_CASE("the default scenario loads with the values it states", "[scenario]") 
   CHECK(scenario.yaml_text == read_text(kDefaultScenario));
   CHECK(scenario.name == "once_vs_twice_weekly");
   CHECK_THAT(scenario.description, Catch::StartsWith("Racemic ketamine 0.5 mg/kg over 40 min"));
-  CHECK(scenario.model.name == "ketamine_clements_2cmt");
+  CHECK(scenario.model.name == "ketamine_venous");
   CHECK(scenario.model.overrides.empty());
 
   const Cohort& cohort = scenario.cohort;
@@ -64,11 +64,14 @@ TEST_CASE("the default scenario loads with the values it states", "[scenario]") 
   CHECK(cohort.weight.sd == 15.0);
   CHECK(cohort.weight.min == 45.0);
   CHECK(cohort.weight.max == 150.0);
-  CHECK(cohort.variability.parameters == std::vector<std::string>{"V1", "k10"});
-  REQUIRE(cohort.variability.cv.size() == 2);
-  CHECK(cohort.variability.cv[0] == Approx(0.25));
-  CHECK(cohort.variability.cv[1] == Approx(0.30));
-  CHECK(cohort.variability.correlation.isApprox(Eigen::MatrixXd::Identity(2, 2)));
+  CHECK(cohort.baseline_madrs.kind == CovariateDistribution::Kind::truncated_normal);
+  CHECK(cohort.baseline_madrs.mean == 33.0);
+  CHECK(cohort.baseline_madrs.sd == 5.0);
+  CHECK(cohort.age.kind == CovariateDistribution::Kind::fixed);  // the default, 45 y
+  CHECK(cohort.age.fixed == 45.0);
+  // No scenario variability: the card's own applies.
+  CHECK(cohort.variability.parameters.empty());
+  CHECK(cohort.variability.from_card);
 
   REQUIRE(scenario.arms.size() == 2);
   CHECK(scenario.arms[0].name == "once_weekly");
@@ -103,9 +106,11 @@ TEST_CASE("the default scenario loads with the values it states", "[scenario]") 
   CHECK(twice[1].time_of_day == 9 * kTicksPerHour);
   CHECK(twice[1].weekday * kTicksPerDay + twice[1].time_of_day == 81 * kTicksPerHour);
 
-  CHECK(scenario.output.grid_step == 5 * kTicksPerMinute);
-  CHECK(scenario.output.grid_end == 21 * kTicksPerDay);
+  CHECK(scenario.output.grid_step == 10 * kTicksPerMinute);
+  CHECK(scenario.output.grid_end == 6 * kTicksPerWeek);
   CHECK_FALSE(scenario.output.variables.has_value());  // the model's defaults
+  CHECK(scenario.output.assessments ==
+        std::vector<Ticks>{kTicksPerDay, 7 * kTicksPerDay, 14 * kTicksPerDay, 21 * kTicksPerDay, 28 * kTicksPerDay, 41 * kTicksPerDay});
   CHECK(scenario.output.dissociation_threshold == 5.0);
   CHECK(scenario.solver.method == SolverMethod::automatic);
   CHECK(scenario.solver.rtol == 1e-8);

@@ -2,7 +2,10 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <filesystem>
+#include <fstream>
 #include <csignal>
 #include <cmath>
 #include <cstdio>
@@ -12,9 +15,11 @@
 
 #include <CLI/CLI.hpp>
 
+#include "ketasim/calibration.hpp"
 #include "ketasim/cohort.hpp"
 #include "ketasim/errors.hpp"
 #include "ketasim/model.hpp"
+#include "ketasim/reproduction.hpp"
 #include "ketasim/model_card.hpp"
 #include "ketasim/run.hpp"
 #include "ketasim/scenario_loader.hpp"
@@ -54,6 +59,15 @@ std::string format_quantiles(const Quantiles& q, int decimals) {
   return text;
 }
 
+std::string format_assessment(double hours) {
+  char text[32];
+  if (hours >= 24.0 && std::fmod(hours, 24.0) == 0.0)
+    std::snprintf(text, sizeof text, "%g d", hours / 24.0);
+  else
+    std::snprintf(text, sizeof text, "%g h", hours);
+  return text;
+}
+
 void print_summary(const RunReport& report, const Scenario& scenario, const std::string& output) {
   std::printf("\n%s: %lld subjects per arm, %zu arms, %.1f s on %u threads (%.0f subject-arms/s)\n",
               scenario.name.c_str(), static_cast<long long>(report.subjects_per_arm), report.arms.size(),
@@ -69,6 +83,24 @@ void print_summary(const RunReport& report, const Scenario& scenario, const std:
                 format_quantiles(arm.first_dose_peak_dissociation, 1).c_str(),
                 format_quantiles(arm.dissociation_hours_per_week, 2).c_str());
   }
+  std::printf("dissociation threshold: %g score points\n", scenario.output.dissociation_threshold);
+  if (!report.arms.empty() && !report.arms.front().assessment_h.empty()) {
+    const std::vector<double>& times = report.arms.front().assessment_h;
+    std::printf("\nMADRS after the first session: median change from baseline | %% in response | %% in remission (observed)\n");
+    std::printf("%-18s", "arm");
+    for (const double t : times) std::printf(" %17s", format_assessment(t).c_str());
+    std::printf("\n");
+    for (const ArmReport& arm : report.arms) {
+      std::printf("%-18s", arm.name.c_str());
+      for (std::size_t k = 0; k < times.size(); ++k) {
+        char cell[48];
+        std::snprintf(cell, sizeof cell, "%.1f|%.0f%%|%.0f%%", arm.madrs_change_median[k], 100.0 * arm.response_fraction[k],
+                      100.0 * arm.remission_fraction[k]);
+        std::printf(" %17s", cell);
+      }
+      std::printf("\n");
+    }
+  }
   for (const ArmReport& arm : report.arms) {
     if (arm.failed > 0)
       std::printf("warning: arm %s: %lld subjects failed to solve (metrics/status and metrics/message in the file)\n",
@@ -77,7 +109,6 @@ void print_summary(const RunReport& report, const Scenario& scenario, const std:
       std::printf("note: arm %s: %lld subjects were solved by the ODE path (exact stepping not possible)\n",
                   arm.name.c_str(), static_cast<long long>(arm.ode_fallbacks));
   }
-  std::printf("dissociation threshold: %g score points\n", scenario.output.dissociation_threshold);
   if (!output.empty()) std::printf("results: %s\n", output.c_str());
 }
 
@@ -228,6 +259,107 @@ void print_card(const ModelCard& card) {
   std::printf("  notes: %s\n  card: %s\n", card.notes.c_str(), card.source_file.c_str());
 }
 
+// Writes `text` to `path` through a temporary file renamed into place: never a half-written file.
+void write_file_atomically(const std::string& path, const std::string& text) {
+  const std::string temporary = path + ".tmp-" + std::to_string(::getpid());
+  {
+    std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
+    if (!out) throw IoError("cannot write '" + temporary + "'");
+    out << text;
+    out.close();
+    if (!out) {
+      std::remove(temporary.c_str());
+      throw IoError("cannot write '" + temporary + "'");
+    }
+  }
+  if (std::rename(temporary.c_str(), path.c_str()) != 0) {
+    std::remove(temporary.c_str());
+    throw IoError("cannot rename '" + temporary + "' to '" + path + "'");
+  }
+}
+
+std::string joined_command(int argc, char** argv) {
+  std::string command = "ketasim";
+  for (int i = 1; i < argc; ++i) command += std::string(" ") + argv[i];
+  return command;
+}
+
+void print_outcomes(const std::vector<TargetOutcome>& outcomes) {
+  std::printf("%-44s %10s %-26s %10s  %s\n", "target", "published", "tolerance", "simulated", "result");
+  for (const TargetOutcome& outcome : outcomes) {
+    const ReproductionTarget& target = *outcome.target;
+    std::printf("%-44s %10.4g %-26s %10.4g  %s\n", target.name.c_str(), target.expected,
+                target.tolerance.describe(target.expected).c_str(), outcome.simulated, outcome.passed ? "pass" : "FAIL");
+  }
+}
+
+int command_reproduce(std::vector<std::string> files, const std::string& markdown, unsigned threads, const std::string& command) {
+  if (files.empty()) {
+    // Every target of the suite, in name order.
+    const std::filesystem::path folder = std::filesystem::path(KETASIM_SOURCE_DIR) / "benchmarks" / "reproduction";
+    for (const auto& entry : std::filesystem::directory_iterator(folder))
+      if (entry.is_regular_file() && entry.path().extension() == ".yaml") files.push_back(entry.path().string());
+    std::sort(files.begin(), files.end());
+  }
+  std::vector<ReproductionTarget> targets;
+  for (const std::string& file : files) targets.push_back(load_target(file));
+  EvaluationOptions options;
+  options.threads = threads;
+  const std::vector<TargetOutcome> outcomes = evaluate_targets(targets, options);
+  print_outcomes(outcomes);
+  if (!markdown.empty()) {
+    write_file_atomically(markdown, validation_markdown(outcomes, command));
+    std::printf("written: %s\n", markdown.c_str());
+  }
+  for (const TargetOutcome& outcome : outcomes)
+    if (!outcome.passed) return static_cast<int>(ExitCode::check_failed);
+  return 0;
+}
+
+int command_calibrate(const std::string& spec_path, bool write, bool check, unsigned threads, bool quiet,
+                      const std::string& command) {
+  const CalibrationSpec spec = load_calibration(spec_path);
+  const bool show_progress = !quiet && isatty(STDERR_FILENO);
+  const auto progress = [&](int evaluation, double objective) {
+    if (show_progress) std::fprintf(stderr, "\revaluation %d/%d  objective %.6g   ", evaluation, spec.max_evaluations, objective);
+  };
+  const CalibrationResult result = calibrate(spec, threads, progress);
+  if (show_progress) std::fputc('\n', stderr);
+  std::printf("calibration %s: %d evaluations, %s; objective %.6g (start %.6g)\n", spec.name.c_str(), result.evaluations,
+              result.stop_reason.c_str(), result.objective, result.start_objective);
+  const ModelCard& card = *find_builtin_model(spec.model);
+  for (std::size_t i = 0; i < spec.parameters.size(); ++i) {
+    const CalibratedParameter& parameter = spec.parameters[i];
+    const bool iiv = parameter.name.ends_with(".iiv");
+    const double shown = iiv ? result.fitted[i]
+                             : to_display_unit(card.parameters[static_cast<std::size_t>(card.index_of(parameter.name))], result.fitted[i]);
+    std::printf("  %-24s %14.8g %s\n", parameter.name.c_str(), shown, parameter.unit.c_str());
+  }
+  print_outcomes(result.outcomes);
+  const std::filesystem::path base = std::filesystem::path(spec_path).replace_extension();
+  const std::string fit_path = base.string() + ".fit.yaml";
+  if (write) {
+    write_file_atomically(fit_path, fit_yaml(spec, result, command));
+    write_file_atomically(base.string() + ".report.md", calibration_report(spec, result, command));
+    std::printf("written: %s and %s.report.md (rebuild to use the fitted values)\n", fit_path.c_str(), base.string().c_str());
+  }
+  if (check) {
+    const auto committed = read_fit_values(read_text_file(fit_path, "fit file"), spec, fit_path);
+    bool same = committed.size() == spec.parameters.size();
+    for (std::size_t i = 0; same && i < committed.size(); ++i) {
+      const double difference = std::abs(committed[i].second - result.fitted[i]);
+      const bool close = committed[i].first == spec.parameters[i].name && difference <= 1e-6 * std::abs(result.fitted[i]);
+      if (!close)
+        std::printf("differs from %s: %s committed %.10g, refitted %.10g\n", fit_path.c_str(), committed[i].first.c_str(),
+                    committed[i].second, result.fitted[i]);
+      same = same && close;
+    }
+    std::printf("%s\n", same ? "the refit reproduces the committed values" : "the refit does NOT reproduce the committed values");
+    if (!same) return static_cast<int>(ExitCode::check_failed);
+  }
+  return 0;
+}
+
 int command_models(const std::string& name) {
   if (name.empty()) {
     for (const ModelCard& card : builtin_models())
@@ -271,6 +403,22 @@ int main(int argc, char** argv) {
   timeline->add_flag("--csv", csv, "CSV instead of an aligned table");
 
   auto* models = app.add_subcommand("models", "List the built-in model cards, or show one (`models show NAME`)");
+
+  std::vector<std::string> target_files;
+  std::string markdown;
+  auto* reproduce = app.add_subcommand("reproduce", "Check published results (benchmarks/reproduction/); exit 7 if one fails");
+  reproduce->add_option("targets", target_files, "Target files (default: the whole suite)");
+  reproduce->add_option("--markdown", markdown, "Also write the validation table (e.g. docs/validation.md)");
+  reproduce->add_option("-t,--threads", threads, "Worker threads (default: all cores)");
+
+  std::string spec_path;
+  bool write = false, check = false;
+  auto* calibrate_command = app.add_subcommand("calibrate", "Fit model parameters to published results (models/calibration/)");
+  calibrate_command->add_option("spec", spec_path, "Calibration spec, e.g. models/calibration/ketamine_response.yaml")->required();
+  calibrate_command->add_flag("--write", write, "Write NAME.fit.yaml and NAME.report.md next to the spec");
+  calibrate_command->add_flag("--check", check, "Exit 7 unless the fit reproduces the committed NAME.fit.yaml");
+  calibrate_command->add_option("-t,--threads", threads, "Worker threads (default: all cores); results do not depend on it");
+  calibrate_command->add_flag("-q,--quiet", quiet, "No progress");
   std::vector<std::string> model_words;
   models->add_option("name", model_words, "[show] NAME: the model to show in full")->expected(0, 2);
 
@@ -285,6 +433,8 @@ int main(int argc, char** argv) {
     if (*run) return command_run(scenario_path, output, threads, subjects, quiet);
     if (*validate) return command_validate(scenario_path);
     if (*timeline) return command_timeline(scenario_path, arm_name, subject_id, csv);
+    if (*reproduce) return command_reproduce(target_files, markdown, threads, joined_command(argc, argv));
+    if (*calibrate_command) return command_calibrate(spec_path, write, check, threads, quiet, joined_command(argc, argv));
     if (*models) {
       if (!model_words.empty() && model_words.front() == "show") model_words.erase(model_words.begin());
       if (model_words.size() > 1) throw ketasim::Error(ketasim::ExitCode::usage, "usage: ketasim models [show] NAME");

@@ -41,9 +41,10 @@ CohortSampler::CohortSampler(const Scenario& scenario, const ModelCard& card)
     const int index = card.index_of(variability.parameters[i]);
     if (index < 0) throw ModelParameterError("model " + card.name + " has no parameter '" + variability.parameters[i] + "'");
     eta_parameter_index_.push_back(index);
-    eta_kind_.push_back(IivKind::log_normal);
+    const IivKind kind = i < variability.kinds.size() ? variability.kinds[i] : IivKind::log_normal;
+    eta_kind_.push_back(kind);
     // omega^2 = ln(1 + CV^2): the exact log-normal relation, not the small-CV approximation.
-    omega.push_back(std::sqrt(std::log1p(variability.cv[i] * variability.cv[i])));
+    omega.push_back(kind == IivKind::log_normal ? std::sqrt(std::log1p(variability.cv[i] * variability.cv[i])) : variability.cv[i]);
   }
   if (variability.from_card) {
     for (std::size_t p = 0; p < card.parameters.size(); ++p) {

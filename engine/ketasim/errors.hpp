@@ -14,6 +14,7 @@ enum class ExitCode : int {
   model_parameter = 4,  // a model parameter is out of its domain
   solver = 5,           // every subject of a run failed to solve
   io = 6,               // reading or writing a file failed
+  check_failed = 7,     // a reproduction target or a calibration check did not hold
   interrupted = 130,    // stopped by SIGINT or SIGTERM (128 + SIGINT, as shells report it)
 };
 

@@ -127,9 +127,19 @@ Model::Model(const ModelCard& card) : card_(card) {
     } else if (const auto* turnover = std::get_if<TurnoverBlock>(&block)) {
       states.first = add_state(turnover->name);
       const Display input = signal_display[static_cast<std::size_t>(find_signal(turnover->input))];
-      const Display display = input.unit == "ng/mL" ? Display{"ng*h/mL", 1000.0} : Display{input.unit + "*h", input.per_base};
+      const bool integrating = turnover->form == TurnoverBlock::Form::integrating;
+      const Display display = !integrating             ? input
+                              : input.unit == "ng/mL" ? Display{"ng*h/mL", 1000.0}
+                                                       : Display{input.unit + "*h", input.per_base};
       linear_output(turnover->name, turnover->name, display,
-                    "turnover state driven by " + turnover->input + " (decaying exposure)");
+                    "turnover state driven by " + turnover->input + (integrating ? " (decaying exposure)" : " (slow follower)"));
+    } else if (const auto* sum = std::get_if<SumBlock>(&block)) {
+      linear_output(sum->name, sum->name, signal_display[static_cast<std::size_t>(find_signal(sum->inputs.front()))],
+                    "sum of " + [&] {
+                      std::string names;
+                      for (const std::string& input : sum->inputs) names += (names.empty() ? "" : " + ") + input;
+                      return names;
+                    }());
     } else if (const auto* memory = std::get_if<SessionMemoryBlock>(&block)) {
       states.first = add_state(memory->name);
       linear_output(memory->name, memory->name, Display{}, "memory of treatment sessions (sessions, decaying)");
@@ -198,6 +208,56 @@ Model::Model(const ModelCard& card) : card_(card) {
     session_channel_[kind] = channel_count_++;
     channel_state_.push_back(-1);  // a session channel feeds several memories
   }
+}
+
+std::vector<int> states_needed(const SubjectModel& subject, const std::vector<int>& signals) {
+  std::vector<bool> needed(static_cast<std::size_t>(subject.states), false);
+  std::vector<int> pending;
+  const auto need = [&](int state) {
+    if (!needed[static_cast<std::size_t>(state)]) {
+      needed[static_cast<std::size_t>(state)] = true;
+      pending.push_back(state);
+    }
+  };
+  for (const int signal : signals)
+    for (int state = 0; state < subject.states; ++state)
+      if (subject.signals(signal, state) != 0.0) need(state);
+  while (!pending.empty()) {
+    const int state = pending.back();
+    pending.pop_back();
+    for (int source = 0; source < subject.states; ++source)
+      if (source != state && subject.A(state, source) != 0.0) need(source);
+  }
+  std::vector<int> states;
+  for (int state = 0; state < subject.states; ++state)
+    if (needed[static_cast<std::size_t>(state)]) states.push_back(state);
+  return states;
+}
+
+SubjectModel restrict_to(const SubjectModel& subject, const std::vector<int>& states) {
+  const auto n = static_cast<Eigen::Index>(states.size());
+  SubjectModel reduced = subject;
+  reduced.states = static_cast<int>(n);
+  reduced.A.resize(n, n);
+  reduced.signals.resize(subject.signals.rows(), n);
+  for (Eigen::Index j = 0; j < n; ++j) {
+    for (Eigen::Index i = 0; i < n; ++i) reduced.A(i, j) = subject.A(states[static_cast<std::size_t>(i)], states[static_cast<std::size_t>(j)]);
+    reduced.signals.col(j) = subject.signals.col(states[static_cast<std::size_t>(j)]);
+  }
+  const auto restrict_rows = [&](std::vector<StateRow>& rows, const std::vector<StateRow>& full) {
+    for (std::size_t r = 0; r < rows.size(); ++r) {
+      rows[r].resize(n);
+      for (Eigen::Index j = 0; j < n; ++j) rows[r](j) = full[r](states[static_cast<std::size_t>(j)]);
+    }
+  };
+  restrict_rows(reduced.drug_amount, subject.drug_amount);
+  restrict_rows(reduced.drug_loss, subject.drug_loss);
+  restrict_rows(reduced.drug_formed, subject.drug_formed);
+  for (std::size_t c = 0; c < reduced.channels.size(); ++c) {
+    reduced.channels[c].resize(n);
+    for (Eigen::Index i = 0; i < n; ++i) reduced.channels[c](i) = subject.channels[c](states[static_cast<std::size_t>(i)]);
+  }
+  return reduced;
 }
 
 SubjectModel Model::instantiate(std::span<const double> parameters) const {
@@ -299,10 +359,14 @@ SubjectModel Model::instantiate(std::span<const double> parameters) const {
       A(states.first, states.first) -= ke0;
       model.signals(find_signal(effect->name), states.first) = 1.0;
     } else if (const auto* turnover = std::get_if<TurnoverBlock>(&block)) {
-      const double scale = value(turnover->scale, 1.0);
-      A.row(states.first) += scale * model.signals.row(find_signal(turnover->input));
-      A(states.first, states.first) -= kLn2 / positive(turnover->half_life);
+      const double k = kLn2 / positive(turnover->half_life);
+      const double drive = value(turnover->scale, 1.0) * (turnover->form == TurnoverBlock::Form::equilibrating ? k : 1.0);
+      A.row(states.first) += drive * model.signals.row(find_signal(turnover->input));
+      A(states.first, states.first) -= k;
       model.signals(find_signal(turnover->name), states.first) = 1.0;
+    } else if (const auto* sum = std::get_if<SumBlock>(&block)) {
+      for (std::size_t i = 0; i < sum->inputs.size(); ++i)
+        model.signals.row(find_signal(sum->name)) += value(sum->weights[i], 1.0) * model.signals.row(find_signal(sum->inputs[i]));
     } else if (const auto* memory = std::get_if<SessionMemoryBlock>(&block)) {
       A(states.first, states.first) -= kLn2 / positive(memory->half_life);
       model.signals(find_signal(memory->name), states.first) = 1.0;

@@ -114,6 +114,16 @@ struct SubjectModel {
   double swallowed_duration_h = 0.0;
 };
 
+// The states that the given signals depend on, directly or through the dynamics (if a needed
+// state's derivative reads state i, i is needed too), ascending. `subject` gives the structure:
+// an entry that is zero for it is taken as absent.
+std::vector<int> states_needed(const SubjectModel& subject, const std::vector<int>& signals);
+
+// The system restricted to `states` (ascending): what no requested output or metric can observe
+// is not integrated. Signals and rows keep their meaning for every signal that depends only on
+// the kept states.
+SubjectModel restrict_to(const SubjectModel& subject, const std::vector<int>& states);
+
 class Model {
  public:
   explicit Model(const ModelCard& card);

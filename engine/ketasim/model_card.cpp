@@ -280,7 +280,13 @@ class Signals {
     if (!entry->linear) node.fail(in_quotes(name) + " is an algebraic signal; a state can only read linear signals");
     return entry->dimension;
   }
-  bool defines_drug(const std::string& drug) const { return find("plasma_" + drug) != nullptr; }
+  // The dimension of the linear signal `name` (read at `node`).
+  Dimension linear_signal(const NodeRef& node, const std::string& name) const {
+    const Entry* entry = find(name);
+    if (!entry) node.fail("no signal " + in_quotes(name) + " defined before this block");
+    if (!entry->linear) node.fail(in_quotes(name) + " is an algebraic signal; only linear signals can be added");
+    return entry->dimension;
+  }
 
  private:
   struct Entry {
@@ -409,7 +415,7 @@ const Block& read_block(const NodeRef& item, const Resolver& resolve, Signals& s
   if (entries.size() != 1) item.fail("a block is a map with exactly one key, its kind");
   const MapEntry& entry = entries.front();
   const NodeRef& node = entry.value;
-  const std::vector<std::string> kinds{"compartments", "depot", "effect_site", "turnover", "session_memory", "link",
+  const std::vector<std::string> kinds{"compartments", "depot", "effect_site", "turnover", "sum", "session_memory", "link",
                                        "depression"};
   if (entry.key == "compartments") {
     CompartmentsBlock block = read_compartments(node, resolve, dosed_drug);
@@ -464,15 +470,48 @@ const Block& read_block(const NodeRef& item, const Resolver& resolve, Signals& s
     return blocks.back();
   }
   if (entry.key == "turnover") {
-    node.expect_map("a turnover {name, input, scale, half_life}");
-    node.check_keys({"name", "input", "scale", "half_life"});
+    node.expect_map("a turnover {name, input, scale, half_life, form}");
+    node.check_keys({"name", "input", "scale", "half_life", "form"});
     TurnoverBlock block;
     block.name = read_name(node, "name", "e.g. plasticity");
     const Dimension input = signals.linear_input(node, "input");
     block.input = node.require("input", "").as_string();
     block.scale = resolve.optional(node, "scale", dim::dimensionless);
     block.half_life = resolve.require(node, "half_life", dim::time);
-    signals.add(node, block.name, input * dim::time, true);
+    if (const auto form = node.find("form")) {
+      const std::string name = form->as_string();
+      if (name == "equilibrating") block.form = TurnoverBlock::Form::equilibrating;
+      else if (name != "integrating") form->fail("unknown form " + form->kind() + "; expected integrating or equilibrating");
+    }
+    signals.add(node, block.name, block.form == TurnoverBlock::Form::integrating ? input * dim::time : input, true);
+    blocks.emplace_back(block);
+    return blocks.back();
+  }
+  if (entry.key == "sum") {
+    node.expect_map("a sum {name, inputs: [a, {signal: b, weight: w}]}");
+    node.check_keys({"name", "inputs"});
+    SumBlock block;
+    block.name = read_name(node, "name", "e.g. response_drive");
+    const NodeRef inputs = node.require("inputs", "the signals added, e.g. [plasticity, consolidation]");
+    std::optional<Dimension> dimension;
+    for (const NodeRef& input : inputs.items("signal names")) {
+      std::string name;
+      if (input.is_map()) {
+        input.check_keys({"signal", "weight"});
+        name = input.require("signal", "the signal added").as_string();
+        block.weights.push_back(resolve.require(input, "weight", dim::dimensionless));
+      } else {
+        name = input.as_string();
+        block.weights.push_back(ParameterRef{});
+      }
+      // Each input must be a linear signal defined earlier, all of one dimension.
+      const Dimension d = signals.linear_signal(input, name);
+      if (dimension && !(*dimension == d)) input.fail("the inputs of a sum must have one dimension");
+      dimension = d;
+      block.inputs.push_back(name);
+    }
+    if (block.inputs.empty()) inputs.fail("a sum needs at least one input");
+    signals.add(node, block.name, *dimension, true);
     blocks.emplace_back(block);
     return blocks.back();
   }
@@ -598,11 +637,20 @@ void apply_calibration(const std::string& name, const CardSources& sources, std:
   const NodeRef root = yaml::load_document(text, "models/calibration/" + name + ".fit.yaml");
   root.expect_map("a calibration result {calibration, fitted: {...}}");
   const NodeRef fitted = root.require("fitted", "the fitted values by parameter");
+  // "P: value" replaces a typical value; "P.iiv: magnitude" the size of P's variability (a CV as
+  // a fraction for log-normal, else an SD), keeping its kind.
   for (const MapEntry& entry : fitted.entries()) {
-    const auto found = std::find_if(parameters.begin(), parameters.end(), [&](const ParameterSpec& p) { return p.name == entry.key; });
+    const bool iiv = entry.key.size() > 4 && entry.key.ends_with(".iiv");
+    const std::string parameter = iiv ? entry.key.substr(0, entry.key.size() - 4) : entry.key;
+    const auto found = std::find_if(parameters.begin(), parameters.end(), [&](const ParameterSpec& p) { return p.name == parameter; });
     if (found == parameters.end())
       throw ScenarioError(entry.key_where, entry.value.path, "the calibration fitted " + in_quotes(entry.key) + ", which the card does not have");
-    found->value = entry.value.as_quantity(found->dimension).value;
+    if (iiv) {
+      if (found->iiv.kind == IivKind::none) found->iiv.kind = IivKind::log_normal;
+      found->iiv.magnitude = entry.value.as_number();
+    } else {
+      found->value = entry.value.as_quantity(found->dimension).value;
+    }
     found->calibrated_by = name;
     found->assumed = false;
   }

@@ -9,6 +9,7 @@
 //   depot          first-order absorption into a compartment, with bioavailability
 //   effect_site    effect compartment of a drug's plasma concentration (ke0)
 //   turnover       a slowly turning-over state driven linearly by a signal (indirect response)
+//   sum            a linear signal adding others (e.g. fast plasticity + its consolidation)
 //   session_memory a state that jumps at every treatment session of given kinds and decays
 //   link           linear / Emax / sigmoid-Emax function of a signal (dissociation, blood pressure)
 //   depression     the MADRS-like score: baseline, placebo, session effect and drug response
@@ -126,13 +127,24 @@ struct EffectSiteBlock {
   ParameterRef ke0;
 };
 
-// dR/dt = scale * input - ln 2 / half_life * R, R(0) = 0 (an indirect response with linear
-// stimulation; R integrates the input with exponential forgetting, in the input's unit times h).
+// A slowly turning-over state driven linearly by a signal (an indirect response with linear
+// stimulation), R(0) = 0, k = ln 2 / half_life:
+//   integrating:   dR/dt = scale * input - k R     (R in the input's unit times h: exposure with forgetting)
+//   equilibrating: dR/dt = k (scale * input - R)   (R in the input's unit: a slow follower)
 struct TurnoverBlock {
+  enum class Form { integrating, equilibrating };
   std::string name;
   std::string input;   // a signal
   ParameterRef scale;  // dimensionless
   ParameterRef half_life;
+  Form form = Form::integrating;
+};
+
+// A linear signal that is the weighted sum of others of the same dimension (no state).
+struct SumBlock {
+  std::string name;
+  std::vector<std::string> inputs;
+  std::vector<ParameterRef> weights;  // per input; unset = 1
 };
 
 // Kinds of treatment session: the model's drug, an inert placebo, an active placebo (midazolam).
@@ -179,7 +191,7 @@ struct DepressionBlock {
   ParameterRef residual_sd;
 };
 
-using Block = std::variant<CompartmentsBlock, DepotBlock, EffectSiteBlock, TurnoverBlock, SessionMemoryBlock,
+using Block = std::variant<CompartmentsBlock, DepotBlock, EffectSiteBlock, TurnoverBlock, SumBlock, SessionMemoryBlock,
                            LinkBlock, DepressionBlock>;
 
 // How a dose given by a route enters the model.

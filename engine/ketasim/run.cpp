@@ -10,6 +10,7 @@
 #include <exception>
 #include <limits>
 #include <mutex>
+#include <numeric>
 #include <optional>
 #include <span>
 #include <thread>
@@ -186,6 +187,40 @@ std::vector<const ModelOutput*> selected_outputs(const Scenario& scenario, const
   return outputs;
 }
 
+// The states a run must integrate: those its trajectories and metrics observe (model.hpp,
+// states_needed). A parameter of zero in the typical subject (e.g. no dissociation tolerance)
+// drops what only it would observe.
+std::vector<int> observed_states(const Scenario& scenario, const Model& model, const SimulationPlan& plan,
+                                 const std::vector<const ModelOutput*>& outputs, const SubjectModel& typical) {
+  std::vector<int> all(static_cast<std::size_t>(typical.states));
+  std::iota(all.begin(), all.end(), 0);
+  const auto& metrics = scenario.output.metrics;
+  if (std::find(metrics.begin(), metrics.end(), Metric::mass_balance) != metrics.end()) return all;
+  std::vector<int> signals{model.drugs()[static_cast<std::size_t>(model.dosed_drug())].plasma_signal};
+  const auto add_link = [&](const LinkValues& link) {
+    signals.push_back(link.input_signal);
+    if (link.tolerance_signal >= 0 && link.attenuation != 0.0) signals.push_back(link.tolerance_signal);
+  };
+  const auto add_depression = [&] {
+    const DepressionValues& depression = *typical.depression;
+    signals.push_back(depression.drug_signal);
+    if (depression.session_signal >= 0) signals.push_back(depression.session_signal);
+  };
+  if (plan.metabolites)
+    for (const DrugSpec& drug : model.drugs()) signals.push_back(drug.plasma_signal);
+  if (model.dissociation_link() >= 0) {
+    signals.push_back(model.dissociation_driver());
+    add_link(typical.links[static_cast<std::size_t>(model.dissociation_link())]);
+  }
+  if (plan.response && typical.depression) add_depression();
+  for (const ModelOutput* output : outputs) {
+    if (output->kind == OutputKind::linear) signals.push_back(output->index);
+    if (output->kind == OutputKind::link) add_link(typical.links[static_cast<std::size_t>(output->index)]);
+    if (output->kind == OutputKind::depression) add_depression();
+  }
+  return states_needed(typical, signals);
+}
+
 // What every subject of one arm shares.
 struct ArmPlan {
   const Arm* arm = nullptr;
@@ -198,6 +233,9 @@ class ScenarioRunner {
   ScenarioRunner(const Scenario& scenario, const ModelCard& card)
       : scenario_(scenario), card_(card), model_(card), sampler_(scenario, card), plan_(SimulationPlan::from(scenario.output)),
         outputs_(selected_outputs(scenario, model_)) {
+    SubjectModel typical = model_.instantiate(sampler_.typical_parameters());
+    states_ = observed_states(scenario, model_, plan_, outputs_, typical);
+    if (static_cast<int>(states_.size()) == typical.states) states_.clear();  // nothing to drop
     const auto layouts = arm_layouts(scenario);
     for (std::size_t a = 0; a < scenario.arms.size(); ++a)
       arms_.push_back({&scenario.arms[a], layouts[a], layouts[a].dose_time_h.size()});
@@ -217,6 +255,7 @@ class ScenarioRunner {
       std::string model_problem;
       try {
         model.emplace(model_.instantiate(subject.parameters));
+        if (!states_.empty()) model = restrict_to(*model, states_);
       } catch (const Error& error) {
         model_problem = error.what();
       }
@@ -296,6 +335,7 @@ class ScenarioRunner {
   CohortSampler sampler_;
   SimulationPlan plan_;
   std::vector<const ModelOutput*> outputs_;
+  std::vector<int> states_;  // the observed states; empty = all
   std::vector<ArmPlan> arms_;
 };
 
@@ -303,7 +343,7 @@ class ScenarioRunner {
 class ReportCollector {
  public:
   ReportCollector(const Scenario& scenario, const std::vector<ArmPlan>& arms, const SimulationPlan& plan)
-      : weeks_(ticks_to_hours(plan.grid_end) / 168.0), assessments_(plan.assessments.size()) {
+      : weeks_(ticks_to_hours(plan.grid_end) / 168.0) {
     const auto n = static_cast<std::size_t>(scenario.cohort.size);
     for (const ArmPlan& arm : arms) {
       ArmReport report;
@@ -311,9 +351,10 @@ class ReportCollector {
       report.description = arm.layout.description;
       report.subjects = scenario.cohort.size;
       report.doses = arm.doses;
-      if (assessments_ > 0) report.last_assessment_h = ticks_to_hours(plan.assessments.back());
+      report.assessment_h = arm.layout.assessment_time_h;
+      const std::size_t assessments = report.assessment_h.size();
       reports_.push_back(report);
-      values_.emplace_back(kValues, std::vector<double>(n, kNaN));
+      values_.emplace_back(kValues + 3 * assessments, std::vector<double>(n, kNaN));
       metric_index_.push_back(index_metrics(arm.layout));
     }
   }
@@ -323,6 +364,7 @@ class ReportCollector {
     auto& values = values_[block.arm];
     const auto& index = metric_index_[block.arm];
     const std::size_t doses = report.doses;
+    const std::size_t assessments = report.assessment_h.size();
     for (std::int64_t r = 0; r < block.count; ++r) {
       const auto row = static_cast<std::size_t>(r);
       const auto subject = static_cast<std::size_t>(block.first_subject + r);
@@ -338,24 +380,28 @@ class ReportCollector {
       values[1][subject] = doses > 0 ? value(index.peak_dissociation, row * doses) : kNaN;
       values[2][subject] = value(index.auc, row) / weeks_;
       values[3][subject] = value(index.time_above, row) / weeks_;
-      if (assessments_ > 0) {
-        const std::size_t last = row * assessments_ + assessments_ - 1;
-        values[4][subject] = value(index.madrs_observed_at, last) - value(index.madrs_baseline, row);
-        values[5][subject] = value(index.response_at, last);
-        values[6][subject] = value(index.remission_at, last);
+      for (std::size_t k = 0; k < assessments; ++k) {
+        const std::size_t at = row * assessments + k;
+        values[kValues + k][subject] = value(index.madrs_observed_at, at) - value(index.madrs_baseline, row);
+        values[kValues + assessments + k][subject] = value(index.response_at, at);
+        values[kValues + 2 * assessments + k][subject] = value(index.remission_at, at);
       }
     }
   }
 
   std::vector<ArmReport> finish() {
     for (std::size_t a = 0; a < reports_.size(); ++a) {
-      Quantiles* targets[] = {&reports_[a].cmax_ng_per_ml, &reports_[a].first_dose_peak_dissociation,
-                              &reports_[a].weekly_auc_ng_h_per_ml, &reports_[a].dissociation_hours_per_week,
-                              &reports_[a].madrs_change_last_assessment};
-      for (std::size_t k = 0; k < 5; ++k)
+      ArmReport& report = reports_[a];
+      Quantiles* targets[] = {&report.cmax_ng_per_ml, &report.first_dose_peak_dissociation, &report.weekly_auc_ng_h_per_ml,
+                              &report.dissociation_hours_per_week};
+      for (std::size_t k = 0; k < kValues; ++k)
         *targets[k] = {quantile(values_[a][k], 0.05), quantile(values_[a][k], 0.5), quantile(values_[a][k], 0.95)};
-      reports_[a].response_last_assessment = mean_of_finite(values_[a][5]);
-      reports_[a].remission_last_assessment = mean_of_finite(values_[a][6]);
+      const std::size_t assessments = report.assessment_h.size();
+      for (std::size_t k = 0; k < assessments; ++k) {
+        report.madrs_change_median.push_back(quantile(values_[a][kValues + k], 0.5));
+        report.response_fraction.push_back(mean_of_finite(values_[a][kValues + assessments + k]));
+        report.remission_fraction.push_back(mean_of_finite(values_[a][kValues + 2 * assessments + k]));
+      }
     }
     return reports_;
   }
@@ -363,7 +409,7 @@ class ReportCollector {
   bool scenario_method_auto_ = true;
 
  private:
-  static constexpr std::size_t kValues = 7;
+  static constexpr std::size_t kValues = 4;  // Cmax, dose-1 dissociation, weekly AUC, hours above the threshold per week
   static constexpr std::size_t kAbsent = std::numeric_limits<std::size_t>::max();
   struct MetricIndex {
     std::size_t cmax = kAbsent, auc = kAbsent, peak_dissociation = kAbsent, time_above = kAbsent, solver_path = kAbsent;
@@ -397,7 +443,6 @@ class ReportCollector {
   }
 
   double weeks_;
-  std::size_t assessments_;
   std::vector<ArmReport> reports_;
   std::vector<std::vector<std::vector<double>>> values_;
   std::vector<MetricIndex> metric_index_;

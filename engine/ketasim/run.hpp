@@ -49,11 +49,12 @@ struct ArmReport {
   Quantiles first_dose_peak_dissociation;
   Quantiles weekly_auc_ng_h_per_ml;      // mean AUC per week over the run
   Quantiles dissociation_hours_per_week; // time above the threshold, per week
-  // Models with a MADRS: at the last assessment (NaN without one)
-  double last_assessment_h = std::numeric_limits<double>::quiet_NaN();
-  Quantiles madrs_change_last_assessment;  // observed MADRS minus baseline
-  double response_last_assessment = std::numeric_limits<double>::quiet_NaN();   // fraction of subjects
-  double remission_last_assessment = std::numeric_limits<double>::quiet_NaN();
+  // Models with a MADRS, per assessment (empty without one): observed MADRS minus baseline
+  // (median over subjects), and the fractions of subjects in response and in remission.
+  std::vector<double> assessment_h;
+  std::vector<double> madrs_change_median;
+  std::vector<double> response_fraction;
+  std::vector<double> remission_fraction;
 };
 
 struct RunReport {

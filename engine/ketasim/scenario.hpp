@@ -10,6 +10,7 @@
 #include <Eigen/Core>
 
 #include "ketasim/errors.hpp"
+#include "ketasim/model_card.hpp"
 #include "ketasim/time.hpp"
 
 namespace ketasim {
@@ -82,7 +83,8 @@ struct CovariateDistribution {
 // diag(omega), omega^2 = ln(1 + CV^2).
 struct Variability {
   std::vector<std::string> parameters;  // model parameter names, in the order given
-  std::vector<double> cv;               // as fractions (0.3 for 30%)
+  std::vector<double> cv;               // as fractions (0.3 for 30%); the SD for a kind other than log-normal
+  std::vector<IivKind> kinds;           // log-normal from a scenario file; calibration may set the card's kind
   Eigen::MatrixXd correlation;          // identity when not given; validated positive definite
   bool from_card = true;                // also apply the card's variability (for parameters not listed here)
 };

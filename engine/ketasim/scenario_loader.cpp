@@ -745,16 +745,17 @@ Scenario parse_scenario(const std::string& yaml_text, const std::string& source_
   return scenario;
 }
 
-Scenario load_scenario_file(const std::string& path) {
+std::string read_text_file(const std::string& path, const std::string& what) {
   std::error_code error;
-  if (std::filesystem::is_directory(path, error))
-    throw IoError("cannot read scenario file '" + path + "': it is a directory");
+  if (std::filesystem::is_directory(path, error)) throw IoError("cannot read " + what + " '" + path + "': it is a directory");
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw IoError("cannot read scenario file '" + path + "': " + std::strerror(errno));
+  if (!in) throw IoError("cannot read " + what + " '" + path + "': " + std::strerror(errno));
   std::ostringstream text;
   text << in.rdbuf();
-  if (in.bad()) throw IoError("cannot read scenario file '" + path + "': read failed");
-  return parse_scenario(text.str(), path);
+  if (in.bad()) throw IoError("cannot read " + what + " '" + path + "': read failed");
+  return text.str();
 }
+
+Scenario load_scenario_file(const std::string& path) { return parse_scenario(read_text_file(path, "scenario file"), path); }
 
 }  // namespace ketasim
