@@ -24,7 +24,10 @@ for candidate in /usr/bin/python3 $(which -a python3 2>/dev/null); do
 done
 [ -n "$python" ] || { echo "compare_desolve: needs a python3 with h5py: apt-get install python3-h5py" >&2; exit 2; }
 
-Rscript "$here/desolve/w1.R" "$desolve_subjects"
+# The card's current dissociation link, so that both solve the same model.
+card_value() { "$build/tools/ketasim" models show ketamine_domino_3cmt | awk -v name="$1" '$1 == name {print $2}'; }
+Rscript "$here/desolve/w1.R" "$desolve_subjects" "$(card_value diss_emax)" "$(card_value diss_hill)" "$(card_value ec50_s)" \
+  "$(card_value ke0)" "$(card_value s_fraction)"
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -18,6 +18,7 @@
 #include "ketasim/calibration.hpp"
 #include "ketasim/cohort.hpp"
 #include "ketasim/errors.hpp"
+#include "ketasim/format.hpp"
 #include "ketasim/model.hpp"
 #include "ketasim/reproduction.hpp"
 #include "ketasim/model_card.hpp"
@@ -59,15 +60,6 @@ std::string format_quantiles(const Quantiles& q, int decimals) {
   return text;
 }
 
-std::string format_assessment(double hours) {
-  char text[32];
-  if (hours >= 24.0 && std::fmod(hours, 24.0) == 0.0)
-    std::snprintf(text, sizeof text, "%g d", hours / 24.0);
-  else
-    std::snprintf(text, sizeof text, "%g h", hours);
-  return text;
-}
-
 void print_summary(const RunReport& report, const Scenario& scenario, const std::string& output) {
   std::printf("\n%s: %lld subjects per arm, %zu arms, %.1f s on %u threads (%.0f subject-arms/s)\n",
               scenario.name.c_str(), static_cast<long long>(report.subjects_per_arm), report.arms.size(),
@@ -88,7 +80,7 @@ void print_summary(const RunReport& report, const Scenario& scenario, const std:
     const std::vector<double>& times = report.arms.front().assessment_h;
     std::printf("\nMADRS after the first session: median change from baseline | %% in response | %% in remission (observed)\n");
     std::printf("%-18s", "arm");
-    for (const double t : times) std::printf(" %17s", format_assessment(t).c_str());
+    for (const double t : times) std::printf(" %17s", format_duration_h(t).c_str());
     std::printf("\n");
     for (const ArmReport& arm : report.arms) {
       std::printf("%-18s", arm.name.c_str());
@@ -226,14 +218,14 @@ void print_card(const ModelCard& card) {
     std::printf("  modules: %s%s\n", modules.c_str(),
                 card.calibration.empty() ? "" : ("; calibrated by `ketasim calibrate " + card.calibration + "`").c_str());
   }
-  std::printf("  %-24s %12s %-8s %5s %-14s %s\n", "parameter", "value", "unit", "allom", "IIV", "description [source]");
+  std::printf("  %-28s %12s %-8s %5s %-14s %s\n", "parameter", "value", "unit", "allom", "IIV", "description [source]");
   for (const ParameterSpec& spec : card.parameters) {
     std::string source = spec.source;
     if (!spec.calibrated_by.empty()) source = "CALIBRATED (" + spec.calibrated_by + "): " + source;
     else if (spec.assumed) source = "ASSUMED: " + source;
     std::string iiv = describe_iiv(spec.iiv);
     if (spec.covariate_effect) iiv += " +age";
-    std::printf("  %-24s %12.6g %-8s %5.2f %-14s %s [%s]\n", spec.name.c_str(), to_display_unit(spec, spec.value),
+    std::printf("  %-28s %12.6g %-8s %5.2f %-14s %s [%s]\n", spec.name.c_str(), to_display_unit(spec, spec.value),
                 spec.unit.empty() ? "-" : spec.unit.c_str(), spec.allometric_exponent, iiv.c_str(), spec.description.c_str(),
                 source.c_str());
   }
@@ -289,7 +281,7 @@ void print_outcomes(const std::vector<TargetOutcome>& outcomes) {
   for (const TargetOutcome& outcome : outcomes) {
     const ReproductionTarget& target = *outcome.target;
     std::printf("%-44s %10.4g %-26s %10.4g  %s\n", target.name.c_str(), target.expected,
-                target.tolerance.describe(target.expected).c_str(), outcome.simulated, outcome.passed ? "pass" : "FAIL");
+                target.tolerance.describe(target.expected).c_str(), outcome.simulated, outcome.verdict().c_str());
   }
 }
 
@@ -312,7 +304,7 @@ int command_reproduce(std::vector<std::string> files, const std::string& markdow
     std::printf("written: %s\n", markdown.c_str());
   }
   for (const TargetOutcome& outcome : outcomes)
-    if (!outcome.passed) return static_cast<int>(ExitCode::check_failed);
+    if (outcome.failed()) return static_cast<int>(ExitCode::check_failed);
   return 0;
 }
 

@@ -6,7 +6,7 @@ import numpy as np
 
 path = sys.argv[1] if len(sys.argv) > 1 else "results.h5"
 with h5py.File(path, "r") as f:
-    print(f.attrs["ketasim_version"], f.attrs["source_revision"], f.attrs["seed"])
+    print(f.attrs["ketasim_version"], f.attrs["source_revision"], f.attrs["model"], f.attrs["seed"])
     for arm in f.attrs["arms"]:
         g = f["arms"][arm]
         t = g["time_h"][:]
@@ -15,3 +15,10 @@ with h5py.File(path, "r") as f:
         print(arm, "median Cmax %.0f ng/mL" % np.median(g["metrics/cmax_ng_per_ml"][:]),
               "| median peak of the summary curve %.0f ng/mL at %.2f h" % (median.max(), t[median.argmax()]),
               "| dose-1 peak dissociation %.1f" % np.median(peak[:, 0]))
+        # MADRS at the assessments (hours after the first infusion): change from baseline, response.
+        days = g["assessments_h"][:] / 24
+        change = g["metrics/madrs_observed_at"][:] - g["metrics/madrs_baseline"][:][:, None]
+        response = g["metrics/response_at"][:]            # [subject x assessment], 1 = responder
+        print("   MADRS change (median) and response by day:",
+              ", ".join("%g d %.1f %.0f%%" % (d, c, 100 * r)
+                        for d, c, r in zip(days, np.median(change, axis=0), response.mean(axis=0))))

@@ -2,7 +2,10 @@
 # lsoda with its default tolerances, integrated piece by piece between infusion edges (so no
 # step straddles a dose edge, as in ketasim and mrgsolve), output every 5 min for 21 days.
 #
-#   Rscript benchmarks/desolve/w1.R [SUBJECTS]
+#   Rscript benchmarks/desolve/w1.R [SUBJECTS] [DISS_EMAX DISS_HILL EC50_S_NG_PER_ML KE0_PER_H S_FRACTION]
+#
+# The dissociation link's values default to those the card had when this was written; the
+# comparison script passes the card's current ones (`ketasim models show ketamine_domino_3cmt`).
 #
 # Prints subjects per second (one core) and, as a check that the same model is solved, the median
 # Cmax and dose-1 peak dissociation over its subjects. Run by benchmarks/compare_desolve.sh.
@@ -15,9 +18,10 @@ set.seed(1)
 
 # Domino 3-compartment (per-kg V1 times 70 kg; micro constants per hour), effect compartment with
 # t1/2ke0 8.3 min, sigmoid Emax on the S share: the card ketamine_domino_3cmt.
+link <- if (length(args) >= 6) as.numeric(args[2:6]) else c(24, 1.5, 121, log(2) / (8.3 / 60), 0.5)
 typical <- c(V1 = 0.063 * 70, k10 = 0.4381 * 60, k12 = 0.5921 * 60, k21 = 0.2470 * 60,
-             k13 = 0.5900 * 60, k31 = 0.0146 * 60, ke0 = log(2) / (8.3 / 60))
-s_fraction <- 0.5; ec50_s <- 0.121; emax <- 24; hill <- 1.5  # ec50 in mg/L
+             k13 = 0.5900 * 60, k31 = 0.0146 * 60, ke0 = link[4])
+emax <- link[1]; hill <- link[2]; ec50_s <- link[3] / 1000; s_fraction <- link[5]  # ec50 in mg/L
 
 model <- function(t, y, p) {
   with(as.list(c(y, p)), {

@@ -8,6 +8,7 @@
 #include <nlopt.hpp>
 
 #include "ketasim/errors.hpp"
+#include "ketasim/format.hpp"
 #include "ketasim/model_card.hpp"
 #include "ketasim/scenario_loader.hpp"
 #include "ketasim/yaml_reader.hpp"
@@ -23,17 +24,6 @@ constexpr double kFailedTargetPenalty = 1e6;  // a target whose statistic is NaN
 
 bool is_iiv(const std::string& name) { return name.size() > 4 && name.ends_with(".iiv"); }
 
-std::string format_value(double value) {
-  char text[40];
-  std::snprintf(text, sizeof text, "%.17g", value);
-  return text;
-}
-
-std::string format_short(double value) {
-  char text[40];
-  std::snprintf(text, sizeof text, "%.4g", value);
-  return text;
-}
 
 // A value in the parameter's display unit, and back.
 double to_display(const ModelCard& card, const CalibratedParameter& parameter, double base) {
@@ -104,42 +94,40 @@ CalibrationSpec load_calibration(const std::string& path) {
 namespace {
 
 EvaluationOptions options_for(const CalibrationSpec& spec, const std::vector<double>& values, unsigned threads) {
-  const ModelCard& card = *find_builtin_model(spec.model);
   EvaluationOptions options;
   options.seed = spec.seed;
   options.subjects = spec.subjects;
   options.threads = threads;
   for (std::size_t i = 0; i < spec.parameters.size(); ++i) {
     const std::string& name = spec.parameters[i].name;
-    if (is_iiv(name)) {
+    if (is_iiv(name))
       options.iiv_overrides.emplace_back(name.substr(0, name.size() - 4), values[i]);
-    } else {
+    else
       options.overrides.push_back({name, values[i]});
-      (void)card;
-    }
   }
   return options;
+}
+
+// A target's residual in tolerance units; NaN when its statistic could not be computed.
+double residual(const TargetOutcome& outcome) {
+  const ReproductionTarget& target = *outcome.target;
+  if (!std::isfinite(outcome.simulated)) return std::numeric_limits<double>::quiet_NaN();
+  if (const auto& range = target.tolerance.range) {
+    // A range is a constraint: no cost inside it; outside, the distance in tenths of its width
+    // (being outside by a tenth of the range costs as much as a point target off by its tolerance).
+    const double unit = std::max(0.1 * (range->second - range->first), 1e-9 * (1.0 + std::abs(target.expected)));
+    if (outcome.simulated < range->first) return (range->first - outcome.simulated) / unit;
+    if (outcome.simulated > range->second) return (outcome.simulated - range->second) / unit;
+    return 0.0;
+  }
+  return (outcome.simulated - target.expected) / target.tolerance.scale(target.expected);
 }
 
 double objective_of(const std::vector<TargetOutcome>& outcomes) {
   double sum = 0.0;
   for (const TargetOutcome& outcome : outcomes) {
-    const ReproductionTarget& target = *outcome.target;
-    if (!std::isfinite(outcome.simulated)) {
-      sum += kFailedTargetPenalty;
-      continue;
-    }
-    double z = 0.0;
-    if (const auto& range = target.tolerance.range) {
-      // A range is a constraint: no cost inside it; outside, the distance in tenths of its width
-      // (being outside by a tenth of the range costs as much as a point target off by its tolerance).
-      const double unit = std::max(0.1 * (range->second - range->first), 1e-9 * (1.0 + std::abs(target.expected)));
-      if (outcome.simulated < range->first) z = (range->first - outcome.simulated) / unit;
-      if (outcome.simulated > range->second) z = (outcome.simulated - range->second) / unit;
-    } else {
-      z = (outcome.simulated - target.expected) / target.tolerance.scale(target.expected);
-    }
-    sum += z * z;
+    const double z = residual(outcome);
+    sum += std::isnan(z) ? kFailedTargetPenalty : z * z;
   }
   return sum;
 }
@@ -218,11 +206,11 @@ std::string fit_yaml(const CalibrationSpec& spec, const CalibrationResult& resul
   const ModelCard& card = *find_builtin_model(spec.model);
   std::string text = "# Fitted by `" + command + "` (" + spec.file +
                      "): do not edit by hand.\n# The model cards that include the calibrated module use these values; the report is " +
-                     spec.name + ".report.md.\ncalibration: " + spec.name + "\nobjective: " + format_value(result.objective) +
+                     spec.name + ".report.md.\ncalibration: " + spec.name + "\nobjective: " + format_significant(result.objective, 17) +
                      "\nevaluations: " + std::to_string(result.evaluations) + "\nfitted:\n";
   for (std::size_t i = 0; i < spec.parameters.size(); ++i) {
     const CalibratedParameter& parameter = spec.parameters[i];
-    text += "  " + parameter.name + ": " + format_value(to_display(card, parameter, result.fitted[i])) +
+    text += "  " + parameter.name + ": " + format_significant(to_display(card, parameter, result.fitted[i]), 17) +
             (parameter.unit.empty() ? "" : " " + parameter.unit) + "\n";
   }
   return text;
@@ -234,21 +222,20 @@ std::string calibration_report(const CalibrationSpec& spec, const CalibrationRes
                      spec.description + "\n\n" + "Cohorts: " + std::to_string(spec.subjects) + " subjects per arm, seed " +
                      std::to_string(spec.seed) + " (not the targets' own seeds). Optimiser: NLopt " + spec.algorithm +
                      " on log-scaled parameters, " + std::to_string(result.evaluations) + " evaluations; " + result.stop_reason +
-                     ". Objective (sum of squared residuals in tolerance units): " + format_short(result.start_objective) +
-                     " at the start, " + format_short(result.objective) + " fitted.\n\n" +
+                     ". Objective (sum of squared residuals in tolerance units): " + format_significant(result.start_objective, 4) +
+                     " at the start, " + format_significant(result.objective, 4) + " fitted.\n\n" +
                      "| parameter | start | min | max | fitted | unit |\n|---|---|---|---|---|---|\n";
   for (std::size_t i = 0; i < spec.parameters.size(); ++i) {
     const CalibratedParameter& p = spec.parameters[i];
-    text += "| `" + p.name + "` | " + format_short(to_display(card, p, p.start)) + " | " + format_short(to_display(card, p, p.lower)) +
-            " | " + format_short(to_display(card, p, p.upper)) + " | " + format_short(to_display(card, p, result.fitted[i])) +
+    text += "| `" + p.name + "` | " + format_significant(to_display(card, p, p.start), 4) + " | " + format_significant(to_display(card, p, p.lower), 4) +
+            " | " + format_significant(to_display(card, p, p.upper), 4) + " | " + format_significant(to_display(card, p, result.fitted[i]), 4) +
             " | " + (p.unit.empty() ? (is_iiv(p.name) ? "CV or SD" : "") : p.unit) + " |\n";
   }
   text += "\n| target | published | tolerance | simulated (calibration cohorts) | residual / tolerance |\n|---|---|---|---|---|\n";
   for (const TargetOutcome& outcome : result.outcomes) {
     const ReproductionTarget& target = *outcome.target;
-    const double scale = target.tolerance.scale(target.expected);
-    text += "| `" + target.name + "` | " + format_short(target.expected) + " | " + target.tolerance.describe(target.expected) + " | " +
-            format_short(outcome.simulated) + " | " + format_short((outcome.simulated - target.expected) / scale) + " |\n";
+    text += "| `" + target.name + "` | " + format_significant(target.expected, 4) + " | " + target.tolerance.describe(target.expected) + " | " +
+            format_significant(outcome.simulated, 4) + " | " + format_significant(residual(outcome), 4) + " |\n";
   }
   return text;
 }

@@ -87,6 +87,12 @@ Iiv read_iiv(const NodeRef& node, const ParameterSpec& spec) {
   return Iiv{IivKind::normal, sd};
 }
 
+bool read_boolean(const NodeRef& node) {
+  const std::string flag = node.as_string();
+  if (flag != "true" && flag != "false") node.fail("expected true or false, found " + node.kind());
+  return flag == "true";
+}
+
 ParameterSpec read_parameter(const MapEntry& entry) {
   const NodeRef& node = entry.value;
   node.expect_map("a parameter {value: 80 L/h, allometry: 0.75, iiv: 30%, description: ..., source: ...}");
@@ -112,7 +118,7 @@ ParameterSpec read_parameter(const MapEntry& entry) {
     if (!parsed || !(parsed->dimension == spec.dimension))
       unit->fail("the display unit " + unit->kind() + " does not match the value " + in_quotes(text));
   }
-  if (const auto non_negative = node.find("non_negative")) spec.positive = non_negative->as_string() != "true";
+  if (const auto non_negative = node.find("non_negative")) spec.positive = !read_boolean(*non_negative);
   if (spec.positive ? !(spec.value > 0.0) : !(spec.value >= 0.0))
     value.fail(value.kind() + (spec.positive ? " must be greater than 0" : " must not be negative"));
   if (const auto max = node.find("max")) {
@@ -130,11 +136,7 @@ ParameterSpec read_parameter(const MapEntry& entry) {
     effect.slope = age->require("per_year", "the change per year, e.g. per_year: -2.19 L/h").as_quantity(spec.dimension).value;
     spec.covariate_effect = effect;
   }
-  if (const auto assumed = node.find("assumed")) {
-    const std::string flag = assumed->as_string();
-    if (flag != "true" && flag != "false") assumed->fail("expected true or false, found " + assumed->kind());
-    spec.assumed = flag == "true";
-  }
+  if (const auto assumed = node.find("assumed")) spec.assumed = read_boolean(*assumed);
   spec.description = node.require("description", "what the parameter is").as_string();
   spec.source = node.require("source", "where the value comes from (or why it is assumed)").as_string();
   return spec;
@@ -377,7 +379,7 @@ DepressionBlock read_depression(const NodeRef& node, const Resolver& resolve, Si
     session->expect_map("{input: active_placebo_memory, magnitude: act_magnitude}");
     session->check_keys({"input", "magnitude"});
     const Dimension session_dimension = signals.linear_input(*session, "input");
-    if (!(session_dimension == dim::dimensionless)) session->fail("the session input must be a session_memory");
+    if (!(session_dimension == dim::dimensionless)) session->fail("the session input must be dimensionless (a session_memory)");
     block.session_input = session->require("input", "").as_string();
     block.session_magnitude = resolve.require(*session, "magnitude", dim::dimensionless);
   }
@@ -410,7 +412,7 @@ std::vector<SessionKind> read_session_kinds(const NodeRef& node) {
 
 const Block& read_block(const NodeRef& item, const Resolver& resolve, Signals& signals, const std::string& dosed_drug,
                  std::map<std::string, const CompartmentsBlock*>& drugs, std::vector<Block>& blocks) {
-  item.expect_map("a block: a map with one key (compartments, depot, effect_site, turnover, session_memory, link or depression)");
+  item.expect_map("a block: a map with one key (compartments, depot, effect_site, turnover, sum, session_memory, link or depression)");
   const auto entries = item.entries();
   if (entries.size() != 1) item.fail("a block is a map with exactly one key, its kind");
   const MapEntry& entry = entries.front();
@@ -531,6 +533,8 @@ const Block& read_block(const NodeRef& item, const Resolver& resolve, Signals& s
     return blocks.back();
   }
   if (entry.key == "depression") {
+    for (const Block& earlier : blocks)
+      if (std::holds_alternative<DepressionBlock>(earlier)) node.fail("a card has at most one depression block");
     blocks.emplace_back(read_depression(node, resolve, signals));
     return blocks.back();
   }
@@ -598,6 +602,7 @@ std::vector<ResidualError> read_residual_errors(const NodeRef& node) {
       error.log_scale = true;
       error.proportional = log_sd->as_number();
     }
+    if (error.proportional == 0.0 && error.additive_mg_per_L == 0.0) item.fail("give proportional, additive or log_sd");
     error.source = item.require("source", "where the error model comes from").as_string();
     if (const auto assumed = item.find("assumed"); assumed && assumed->as_string() == "true") error.source = "ASSUMED: " + error.source;
     errors.push_back(error);
@@ -708,7 +713,13 @@ ModelCard parse_model_card(const std::string& yaml_text, const std::string& sour
   if (!drugs.count(card.drug)) root.require("drug", "").fail("no compartments block for the dosed drug " + in_quotes(card.drug));
   card.routes = read_routes(root.require("routes", "how doses enter, e.g. routes: {iv: {drug: ketamine}}"), resolve,
                             card.blocks, card.drug);
-  if (const auto errors = root.find("residual_error")) card.residual_errors = read_residual_errors(*errors);
+  if (const auto errors = root.find("residual_error")) {
+    card.residual_errors = read_residual_errors(*errors);
+    for (std::size_t i = 0; i < card.residual_errors.size(); ++i) {
+      if (!drugs.count(card.residual_errors[i].analyte))
+        errors->items("residual errors")[i].fail("no compartments block for the analyte " + in_quotes(card.residual_errors[i].analyte));
+    }
+  }
   return card;
 }
 

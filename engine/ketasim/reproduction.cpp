@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "ketasim/errors.hpp"
+#include "ketasim/format.hpp"
 #include "ketasim/model_card.hpp"
 #include "ketasim/run.hpp"
 #include "ketasim/scenario_loader.hpp"
@@ -272,11 +273,15 @@ Tolerance read_tolerance(const NodeRef& node) {
   node.expect_map("{absolute: 5.5, why: ...}, {relative: 10%, why: ...} or {range: [a, b], why: ...}");
   node.check_keys({"absolute", "relative", "range", "why"});
   Tolerance tolerance;
+  int forms = 0;
+  for (const char* key : {"absolute", "relative", "range"}) forms += node.find(key) ? 1 : 0;
+  if (forms > 1) node.fail("give one of absolute, relative or range, not several");
   if (const auto absolute = node.find("absolute")) {
     tolerance.absolute = absolute->as_number();
     if (!(*tolerance.absolute >= 0.0)) absolute->fail("a tolerance must not be negative");
   } else if (const auto relative = node.find("relative")) {
     tolerance.relative = relative->as_percentage();
+    if (!(*tolerance.relative >= 0.0)) relative->fail("a tolerance must not be negative");
   } else if (const auto range = node.find("range")) {
     const auto bounds = range->items("[low, high]");
     if (bounds.size() != 2) range->fail("expected [low, high]");
@@ -295,7 +300,7 @@ ReproductionTarget load_target(const std::string& path) {
   const std::string text = read_text_file(path, "reproduction target");
   const NodeRef root = yaml::load_document(text, path);
   root.expect_map("a reproduction target (target, title, source, scenario, statistic, expected, tolerance)");
-  root.check_keys({"target", "title", "source", "scenario", "statistic", "expected", "tolerance"});
+  root.check_keys({"target", "title", "source", "scenario", "statistic", "expected", "tolerance", "known_miss"});
   ReproductionTarget target;
   target.file = path;
   target.name = root.require("target", "a name").as_string();
@@ -306,6 +311,7 @@ ReproductionTarget load_target(const std::string& path) {
   target.statistic = read_statistic(root.require("statistic", "what is computed from the simulated cohort"));
   target.expected = root.require("expected", "the published value").as_number();
   target.tolerance = read_tolerance(root.require("tolerance", "how close the simulation must be"));
+  if (const auto miss = root.find("known_miss")) target.known_miss = miss->as_string();
   return target;
 }
 
@@ -358,6 +364,11 @@ std::vector<TargetOutcome> evaluate_targets(const std::vector<ReproductionTarget
   return outcomes;
 }
 
+std::string TargetOutcome::verdict() const {
+  if (passed) return target->known_miss.empty() ? "pass" : "pass (marked known miss)";
+  return target->known_miss.empty() ? "FAIL" : "known miss";
+}
+
 std::string validation_markdown(const std::vector<TargetOutcome>& outcomes, const std::string& command) {
   std::string text =
       "# Validation: published results reproduced\n\n"
@@ -371,15 +382,18 @@ std::string validation_markdown(const std::vector<TargetOutcome>& outcomes, cons
   std::size_t passed = 0;
   for (const TargetOutcome& outcome : outcomes) {
     const ReproductionTarget& target = *outcome.target;
-    char simulated[32], expected[32];
-    std::snprintf(simulated, sizeof simulated, "%.4g", outcome.simulated);
-    std::snprintf(expected, sizeof expected, "%g", target.expected);
-    text += "| `" + target.name + "` | " + target.title + " | " + target.source + " | " + expected + " | " +
-            target.tolerance.describe(target.expected) + " (" + target.tolerance.why + ") | " + simulated + " | " +
-            (outcome.passed ? "pass" : "**FAIL**") + " |\n";
+    text += "| `" + target.name + "` | " + target.title + " | " + target.source + " | " + format_significant(target.expected) +
+            " | " + target.tolerance.describe(target.expected) + " (" + target.tolerance.why + ") | " +
+            format_significant(outcome.simulated, 4) + " | " +
+            (outcome.failed() ? "**FAIL**" : outcome.verdict()) + " |\n";
     passed += outcome.passed ? 1 : 0;
   }
   text += "\n" + std::to_string(passed) + " of " + std::to_string(outcomes.size()) + " targets pass.\n";
+  std::string misses;
+  for (const TargetOutcome& outcome : outcomes)
+    if (!outcome.passed && !outcome.target->known_miss.empty())
+      misses += "- `" + outcome.target->name + "`: " + outcome.target->known_miss + "\n";
+  if (!misses.empty()) text += "\nKnown misses (published results the model does not reproduce, and why):\n\n" + misses;
   return text;
 }
 

@@ -17,6 +17,7 @@
 
 #include "ketasim/blocks.hpp"
 #include "ketasim/cohort.hpp"
+#include "ketasim/format.hpp"
 #include "ketasim/hdf5_writer.hpp"
 #include "ketasim/model.hpp"
 #include "ketasim/random_stream.hpp"
@@ -39,20 +40,6 @@ namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
-std::string short_number(double value) {
-  char text[32];
-  std::snprintf(text, sizeof text, "%g", value);
-  return text;
-}
-
-std::string format_hours_short(double hours) {
-  char text[32];
-  if (hours >= 24.0 && std::fmod(hours, 24.0) == 0.0)
-    std::snprintf(text, sizeof text, "%g d", hours / 24.0);
-  else
-    std::snprintf(text, sizeof text, "%g h", hours);
-  return text;
-}
 
 // Every per-subject metric, in file order, tagged with the Metric that selects it (none for the
 // always-written solver path). Building the layout and filling a row both go through
@@ -108,7 +95,7 @@ void for_each_metric(const Model& model, const SimulationPlan& plan, const Subje
   if (model.has_depression()) {
     std::string at = "per assessment (";
     for (std::size_t k = 0; k < plan.assessments.size(); ++k)
-      at += (k ? ", " : "") + format_hours_short(ticks_to_hours(plan.assessments[k]));
+      at += (k ? ", " : "") + format_duration_h(ticks_to_hours(plan.assessments[k]));
     at += " after the first session)";
     const std::size_t a = plan.assessments.size();
     visit(Metric::response, ColumnSpec{"madrs_baseline", "", 1, "MADRS at baseline"}, one(m.baseline_madrs));
@@ -158,9 +145,9 @@ std::string describe_regimen(const Arm& arm) {
     text += to_string(rule.route);
     if (rule.drug != DoseDrug::model_drug) text += " " + to_string(rule.drug);
     if (rule.dose.value > 0.0) {
-      text += " " + short_number(rule.dose.value) + (rule.dose.basis == DoseBasis::per_body_weight ? " mg/kg" : " mg");
+      text += " " + format_significant(rule.dose.value) + (rule.dose.basis == DoseBasis::per_body_weight ? " mg/kg" : " mg");
     }
-    if (rule.route == Route::iv_infusion) text += " over " + short_number(ticks_to_hours(rule.infusion_duration) * 60.0) + " min";
+    if (rule.route == Route::iv_infusion) text += " over " + format_significant(ticks_to_hours(rule.infusion_duration) * 60.0) + " min";
     text += ", " + std::to_string(dose_times(rule).size()) + " doses";
   }
   if (arm.oral_antidepressant) text += "; oral antidepressant started";
@@ -191,15 +178,26 @@ std::vector<const ModelOutput*> selected_outputs(const Scenario& scenario, const
 // states_needed). A parameter of zero in the typical subject (e.g. no dissociation tolerance)
 // drops what only it would observe.
 std::vector<int> observed_states(const Scenario& scenario, const Model& model, const SimulationPlan& plan,
-                                 const std::vector<const ModelOutput*>& outputs, const SubjectModel& typical) {
+                                 const std::vector<const ModelOutput*>& outputs, const SubjectModel& typical,
+                                 const std::vector<int>& variable_parameters) {
   std::vector<int> all(static_cast<std::size_t>(typical.states));
   std::iota(all.begin(), all.end(), 0);
   const auto& metrics = scenario.output.metrics;
   if (std::find(metrics.begin(), metrics.end(), Metric::mass_balance) != metrics.end()) return all;
   std::vector<int> signals{model.drugs()[static_cast<std::size_t>(model.dosed_drug())].plasma_signal};
+  // A link's tolerance matters when its strength is not zero in the typical subject, or may not be
+  // in some subject (the strength has variability).
+  const auto attenuation_varies = [&](const LinkValues& link) {
+    for (std::size_t l = 0; l < typical.links.size(); ++l) {
+      if (&typical.links[l] != &link) continue;
+      const int strength = model.links()[l]->attenuation_strength.index;
+      return std::find(variable_parameters.begin(), variable_parameters.end(), strength) != variable_parameters.end();
+    }
+    return false;
+  };
   const auto add_link = [&](const LinkValues& link) {
     signals.push_back(link.input_signal);
-    if (link.tolerance_signal >= 0 && link.attenuation != 0.0) signals.push_back(link.tolerance_signal);
+    if (link.tolerance_signal >= 0 && (link.attenuation != 0.0 || attenuation_varies(link))) signals.push_back(link.tolerance_signal);
   };
   const auto add_depression = [&] {
     const DepressionValues& depression = *typical.depression;
@@ -234,7 +232,7 @@ class ScenarioRunner {
       : scenario_(scenario), card_(card), model_(card), sampler_(scenario, card), plan_(SimulationPlan::from(scenario.output)),
         outputs_(selected_outputs(scenario, model_)) {
     SubjectModel typical = model_.instantiate(sampler_.typical_parameters());
-    states_ = observed_states(scenario, model_, plan_, outputs_, typical);
+    states_ = observed_states(scenario, model_, plan_, outputs_, typical, sampler_.variable_parameters());
     if (static_cast<int>(states_.size()) == typical.states) states_.clear();  // nothing to drop
     const auto layouts = arm_layouts(scenario);
     for (std::size_t a = 0; a < scenario.arms.size(); ++a)
