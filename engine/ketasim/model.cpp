@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 #include <numbers>
+#include <stdexcept>
 
 #include "ketasim/errors.hpp"
 
@@ -71,6 +72,12 @@ int Model::find_signal(std::string_view name) const {
   for (std::size_t i = 0; i < signal_names_.size(); ++i)
     if (signal_names_[i] == name) return static_cast<int>(i);
   return -1;
+}
+
+const ModelOutput& Model::link_output(std::size_t link) const {
+  for (const ModelOutput& output : outputs_)
+    if (output.kind == OutputKind::link && output.index == static_cast<int>(link)) return output;
+  throw std::out_of_range("model " + card_.name + " has no link " + std::to_string(link));
 }
 
 const ModelOutput* Model::find_output(std::string_view name) const {

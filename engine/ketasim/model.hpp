@@ -140,6 +140,7 @@ class Model {
   const std::vector<ModelOutput>& outputs() const { return outputs_; }
   const ModelOutput* find_output(std::string_view name) const;
   const std::vector<const LinkBlock*>& links() const { return links_; }
+  const ModelOutput& link_output(std::size_t link) const;
   int dissociation_link() const { return dissociation_link_; }  // -1 if none
   int dissociation_effect_site() const { return dissociation_effect_site_; }  // its input signal
   int dissociation_driver() const { return dissociation_driver_; }  // plasma signal driving it

@@ -496,13 +496,9 @@ void integrate(const Propagator& propagator, const Model& model, const SubjectMo
   if (effect_tracker) {
     for (std::size_t l = 0; l < subject.links.size(); ++l) {
       const LinkValues& link = subject.links[l];
-      const double display = model.outputs().empty() ? 1.0 : [&] {
-        for (const ModelOutput& output : model.outputs())
-          if (output.kind == OutputKind::link && output.index == static_cast<int>(l)) return output.display_per_base;
-        return 1.0;
-      }();
       // Only links of the dissociation effect site peak where it peaks.
       if (link.input_signal != effect_site) continue;
+      const double display = model.link_output(l).display_per_base;
       for (std::size_t k = 0; k < doses.size(); ++k) {
         const double peak = metrics.peak_effect_ng_per_ml[k] / kNgPerMlPerMgPerL;
         metrics.peak_link[l][k] = std::isnan(peak) ? peak : link(peak, effect_tracker->peak_tolerance()[k]) * display;
