@@ -67,8 +67,12 @@ std::optional<ExactPropagator<N>> ExactPropagator<N>::create(const SubjectModel&
   propagator.eigenvalues_.setZero();
   propagator.eigenvalues_.head(n) = lambda;
   for (const StateVector& b : model.channels) propagator.channels_.push_back(propagator.input(b));
-  propagator.signals_.setZero(model.signals.rows(), N);
-  propagator.signals_.leftCols(n) = model.signals * propagator.V_;
+  const SignalMatrix modal_signals = model.signals * propagator.V_;
+  for (Eigen::Index k = 0; k < modal_signals.rows(); ++k) {
+    Vector row = Vector::Zero();
+    row.head(n) = modal_signals.row(k).transpose();
+    propagator.signals_.push_back(row);
+  }
   return propagator;
 }
 

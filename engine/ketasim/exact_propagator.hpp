@@ -61,8 +61,10 @@ class ExactPropagator {
   // integral is not advanced: peeking serves root finding only).
   State peek(const State& state, double tau_h, const Input& g) const;
 
-  double signal(const State& state, int k) const { return signals_.row(k).dot(state.modal); }
-  double signal_integral(const State& state, int k) const { return signals_.row(k).dot(state.integral); }
+  double signal(const State& state, int k) const { return signals_[static_cast<std::size_t>(k)].dot(state.modal); }
+  double signal_integral(const State& state, int k) const {
+    return signals_[static_cast<std::size_t>(k)].dot(state.integral);
+  }
   // A state-space row applied to the state, and to its integral since the start.
   double apply(const State& state, const StateRow& row) const { return to_modal(row).dot(state.modal); }
   double apply_integral(const State& state, const StateRow& row) const { return to_modal(row).dot(state.integral); }
@@ -76,7 +78,7 @@ class ExactPropagator {
   Vector eigenvalues_;
   StateMatrix V_, V_inverse_;
   std::vector<Input> channels_;                          // V^-1 b_c
-  Eigen::Matrix<double, Eigen::Dynamic, N, Eigen::RowMajor, kMaxSignals, N> signals_;  // signal rows times V
+  std::vector<Vector> signals_;  // signal rows times V, one fixed-size vector each (the hot loop's dot products)
 };
 
 extern template class ExactPropagator<4>;

@@ -126,8 +126,14 @@ class EffectTracker {
   // A step from t0 of length h at a constant input, with the concentrations (mg/L) at both ends.
   void over_step(const State& start, Ticks t0_ticks, Ticks h_ticks, const Input& input, double plasma0, double effect0,
                  double plasma1, double effect1) {
-    // Most steps are monotone and below the threshold: nothing to do (the hot path).
+    // Most steps are monotone and below the threshold: nothing to do (the hot path, inlined).
     if ((plasma0 > effect0) == (plasma1 > effect1) && effect0 < threshold_ && effect1 < threshold_) return;
+    eventful_step(start, t0_ticks, h_ticks, input, plasma0, effect0, plasma1, effect1);
+  }
+
+ private:
+  [[gnu::noinline]] void eventful_step(const State& start, Ticks t0_ticks, Ticks h_ticks, const Input& input, double plasma0,
+                                       double effect0, double plasma1, double effect1) {
     const double t0 = ticks_to_hours(t0_ticks);
     const double h = ticks_to_hours(h_ticks);
     const double slope0 = plasma0 - effect0;
@@ -154,6 +160,7 @@ class EffectTracker {
     }
   }
 
+ public:
   // The tolerance signal at each dose's peak (0 without attenuation).
   const std::vector<double>& peak_tolerance() const { return peak_tolerance_; }
 
