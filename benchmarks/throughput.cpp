@@ -1,5 +1,6 @@
 // Whole-run throughput of workload W1 (benchmarks/w1.yaml): subjects per second at 1 and 2
-// threads, computing only and writing the HDF5 file, with the peak resident memory.
+// threads, with the peak resident memory, in three configurations: metrics only (no
+// trajectories), trajectories computed in memory (no file), and the whole run writing HDF5.
 //
 //   ketasim_throughput [--subjects N] [--scenario benchmarks/w1.yaml] [--output-dir /tmp]
 //
@@ -57,20 +58,25 @@ int main(int argc, char** argv) {
       (void)ketasim::run_scenario(warm_up, options);
     }
     constexpr int kRepeats = 3;
-    for (const bool write : {false, true}) {
+    enum class Mode { metrics_only, trajectories, write };
+    ketasim::Scenario metrics_only = scenario;
+    metrics_only.output.variables = std::vector<std::string>{};
+    for (const Mode mode : {Mode::metrics_only, Mode::trajectories, Mode::write}) {
+      const bool write = mode == Mode::write;
       for (const unsigned threads : {1u, 2u}) {
         std::vector<double> seconds;
         for (int repeat = 0; repeat < kRepeats; ++repeat) {
           ketasim::RunOptions options;
           options.threads = threads;
           options.output_path = write ? output : "";
-          seconds.push_back(ketasim::run_scenario(scenario, options).elapsed_seconds);
+          seconds.push_back(ketasim::run_scenario(mode == Mode::metrics_only ? metrics_only : scenario, options).elapsed_seconds);
         }
         std::sort(seconds.begin(), seconds.end());
         const double median = seconds[kRepeats / 2];
         const double subject_arms = static_cast<double>(scenario.cohort.size * static_cast<std::int64_t>(scenario.arms.size()));
         std::printf("%-24s threads=%u  %8.0f subjects/s (median of %d; range %.0f-%.0f)  peak RSS so far %ld MiB%s\n",
-                    write ? "run + HDF5 output" : "compute only (metrics)", threads, subject_arms / median, kRepeats,
+                    mode == Mode::metrics_only ? "metrics only" : write ? "run + HDF5 output" : "+ trajectories in memory",
+                    threads, subject_arms / median, kRepeats,
                     subject_arms / seconds.back(), subject_arms / seconds.front(), peak_rss_mib(),
                     write ? ("  file " + std::to_string(std::filesystem::file_size(output) >> 20) + " MiB").c_str() : "");
         std::fflush(stdout);

@@ -389,6 +389,7 @@ SubjectModel Model::instantiate(std::span<const double> parameters) const {
         values.emax = value(link->emax);
         values.ec50 = positive(link->ec50);
         values.hill = link->hill ? positive(link->hill) : 1.0;
+        values.negligible_below = values.ec50 * std::pow(1e-12, 1.0 / values.hill);
       }
       const int tolerance_state = link_tolerance_state_[index];
       if (tolerance_state >= 0) {

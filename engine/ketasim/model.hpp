@@ -57,12 +57,15 @@ struct LinkValues {
   int tolerance_signal = -1;  // attenuation: a hidden linear signal, or -1
   LinkShape shape = LinkShape::linear;
   double scale = 1.0, slope = 0.0, emax = 0.0, ec50 = 1.0, hill = 1.0, attenuation = 0.0;
+  // Below this x, (x / ec50)^hill < 1e-12: the link is under 1e-12 emax and taken as 0, which
+  // spares a pow() at most output points (between doses the drug is all but gone).
+  double negligible_below = 0.0;
 
   // The link at input signal value `input` (base units) and tolerance state `tolerance`.
   double operator()(double input, double tolerance) const {
     const double x = scale * input;
     if (shape == LinkShape::linear) return slope * x;
-    if (!(x > 0.0)) return 0.0;
+    if (!(x > negligible_below)) return 0.0;
     const double ratio = x / ec50;
     // Common Hill coefficients without pow(): this runs at every output time point.
     double powered;
