@@ -87,12 +87,6 @@ Iiv read_iiv(const NodeRef& node, const ParameterSpec& spec) {
   return Iiv{IivKind::normal, sd};
 }
 
-bool read_boolean(const NodeRef& node) {
-  const std::string flag = node.as_string();
-  if (flag != "true" && flag != "false") node.fail("expected true or false, found " + node.kind());
-  return flag == "true";
-}
-
 ParameterSpec read_parameter(const MapEntry& entry) {
   const NodeRef& node = entry.value;
   node.expect_map("a parameter {value: 80 L/h, allometry: 0.75, iiv: 30%, description: ..., source: ...}");
@@ -118,7 +112,7 @@ ParameterSpec read_parameter(const MapEntry& entry) {
     if (!parsed || !(parsed->dimension == spec.dimension))
       unit->fail("the display unit " + unit->kind() + " does not match the value " + in_quotes(text));
   }
-  if (const auto non_negative = node.find("non_negative")) spec.positive = !read_boolean(*non_negative);
+  if (const auto non_negative = node.find("non_negative")) spec.positive = !non_negative->as_boolean();
   if (spec.positive ? !(spec.value > 0.0) : !(spec.value >= 0.0))
     value.fail(value.kind() + (spec.positive ? " must be greater than 0" : " must not be negative"));
   if (const auto max = node.find("max")) {
@@ -136,7 +130,7 @@ ParameterSpec read_parameter(const MapEntry& entry) {
     effect.slope = age->require("per_year", "the change per year, e.g. per_year: -2.19 L/h").as_quantity(spec.dimension).value;
     spec.covariate_effect = effect;
   }
-  if (const auto assumed = node.find("assumed")) spec.assumed = read_boolean(*assumed);
+  if (const auto assumed = node.find("assumed")) spec.assumed = assumed->as_boolean();
   spec.description = node.require("description", "what the parameter is").as_string();
   spec.source = node.require("source", "where the value comes from (or why it is assumed)").as_string();
   return spec;

@@ -295,17 +295,11 @@ void read_correlation(const NodeRef& node, Variability& variability) {
   }
 }
 
-bool read_flag(const NodeRef& node) {
-  const std::string text = node.scalar("true or false");
-  if (text != "true" && text != "false") node.fail("expected true or false, found " + node.kind());
-  return text == "true";
-}
-
 Variability read_variability(const NodeRef& node, const ModelCard& card) {
   node.expect_map("a map of variability settings (cv, correlation, from_card)");
   node.check_keys({"cv", "correlation", "from_card"});
   Variability variability;
-  if (const auto from_card = node.find("from_card")) variability.from_card = read_flag(*from_card);
+  if (const auto from_card = node.find("from_card")) variability.from_card = from_card->as_boolean();
   const auto cv_found = node.find("cv");
   if (!cv_found) {
     if (node.find("correlation")) node.require("cv", "the correlated parameters need a cv");
@@ -613,7 +607,7 @@ std::vector<Arm> read_arms(const NodeRef& node, const ModelCard& card) {
     } else {
       arm.regimen.push_back(read_rule(regimen, card));
     }
-    if (const auto background = item.find("oral_antidepressant")) arm.oral_antidepressant = read_flag(*background);
+    if (const auto background = item.find("oral_antidepressant")) arm.oral_antidepressant = background->as_boolean();
     name_paths.push_back(name_node.path);
     arms.push_back(std::move(arm));
   }

@@ -220,11 +220,6 @@ class ResponseTracker {
     end_of_treatment_ = has_sessions ? last_session + kTicksPerDay : -1;
   }
 
-  double score(Ticks t, double drug_input, double session_memory) const {
-    const double hours = t >= first_session_ ? ticks_to_hours(t - first_session_) : -1.0;
-    return depression_.score(context_.baseline_madrs, hours, drug_input, session_memory, context_.oral_antidepressant);
-  }
-
   // The times that must be breakpoints: the assessments and the end of treatment.
   std::vector<Ticks> marks() const {
     std::vector<Ticks> times;
@@ -377,10 +372,13 @@ void integrate(const Propagator& propagator, const Model& model, const SubjectMo
     const double tolerance = link.tolerance_signal >= 0 ? propagator.signal(at, link.tolerance_signal) : 0.0;
     return link(propagator.signal(at, link.input_signal), tolerance);
   };
-  const auto score_at = [&](Ticks when, const State& at) {
+  // The model's MADRS at `when` (a grid point or breakpoint) in state `at`.
+  const auto madrs = [&](Ticks when, const State& at) {
     const DepressionValues& depression = *subject.depression;
     const double session = depression.session_signal >= 0 ? propagator.signal(at, depression.session_signal) : 0.0;
-    return response->score(when, propagator.signal(at, depression.drug_signal), session);
+    const double hours = has_sessions && when >= first_session ? ticks_to_hours(when - first_session) : -1.0;
+    return depression.score(context.baseline_madrs, hours, propagator.signal(at, depression.drug_signal), session,
+                            context.oral_antidepressant);
   };
   const auto write_grid_row = [&](const State& at) {
     for (const TrajectoryRow& row : rows) {
@@ -389,14 +387,7 @@ void integrate(const Propagator& propagator, const Model& model, const SubjectMo
       switch (output.kind) {
         case OutputKind::linear: value = propagator.signal(at, output.index); break;
         case OutputKind::link: value = link_value(subject.links[static_cast<std::size_t>(output.index)], at); break;
-        case OutputKind::depression: {
-          const DepressionValues& depression = *subject.depression;
-          const double session = depression.session_signal >= 0 ? propagator.signal(at, depression.session_signal) : 0.0;
-          const double hours = has_sessions && t >= first_session ? ticks_to_hours(t - first_session) : -1.0;
-          value = depression.score(context.baseline_madrs, hours, propagator.signal(at, depression.drug_signal), session,
-                                   context.oral_antidepressant);
-          break;
-        }
+        case OutputKind::depression: value = madrs(t, at); break;
       }
       row.values[grid] = static_cast<float>(value * output.display_per_base);
     }
@@ -414,7 +405,7 @@ void integrate(const Propagator& propagator, const Model& model, const SubjectMo
         metrics.metabolite_tmax_h[slot] = ticks_to_hours(t);
       }
     }
-    if (response) response->at_point(t, score_at(t, at));
+    if (response) response->at_point(t, madrs(t, at));
   };
 
   double plasma = propagator.signal(state, plasma_signal);

@@ -221,6 +221,12 @@ double NodeRef::as_number() const {
   return *value;
 }
 
+bool NodeRef::as_boolean() const {
+  const std::string flag = scalar("true or false");
+  if (flag != "true" && flag != "false") fail("expected true or false, found " + kind());
+  return flag == "true";
+}
+
 Quantity NodeRef::as_quantity(const Dimension& expected) const {
   return quantity_from(scalar(describe(expected)), expected);
 }

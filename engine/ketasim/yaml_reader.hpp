@@ -78,6 +78,8 @@ struct NodeRef {
   std::uint64_t as_unsigned() const;
   // A plain finite number without a unit.
   double as_number() const;
+  // true or false (nothing else: "yes", 1 and "True" are refused).
+  bool as_boolean() const;
   // A finite quantity of the `expected` dimension, in base units. A dimensionless expectation
   // accepts a plain number (and a percentage).
   Quantity as_quantity(const Dimension& expected) const;
