@@ -179,7 +179,15 @@ struct CovariateKind {
 };
 
 double read_body_weight(const NodeRef& node, Sign sign) { return read_quantity(node, dim::body_mass, sign); }
-double read_age(const NodeRef& node, Sign) { return read_quantity(node, dim::time, Sign::non_negative) / 8766.0; }
+double read_age(const NodeRef& node, Sign) {
+  // An age is a time, but "expected a duration (e.g. 40 min)" would mislead: say what is meant.
+  const std::string text = node.scalar("an age (e.g. 45 y)");
+  const auto quantity = parse_quantity(text);
+  if (!quantity || !(quantity->dimension == dim::time))
+    node.fail("cannot read " + in_quotes(text) + " as an age; expected years with their unit (e.g. 45 y)");
+  check_sign(node, quantity->value, Sign::non_negative);
+  return quantity->value / 8766.0;
+}
 double read_score(const NodeRef& node, Sign = Sign::non_negative) {
   const double value = node.as_number();
   check_sign(node, value, Sign::non_negative);
