@@ -137,7 +137,6 @@ class Model {
   const std::vector<DrugSpec>& drugs() const { return drugs_; }
   int dosed_drug() const { return dosed_drug_; }
   int signal_count() const { return static_cast<int>(signal_names_.size()); }
-  const std::vector<std::string>& signal_names() const { return signal_names_; }
   int find_signal(std::string_view name) const;
   // Outputs a scenario may request as trajectories, in card order.
   const std::vector<ModelOutput>& outputs() const { return outputs_; }

@@ -9,16 +9,6 @@
 
 namespace ketasim {
 
-std::string to_string(IivKind kind) {
-  switch (kind) {
-    case IivKind::none: return "none";
-    case IivKind::log_normal: return "log-normal";
-    case IivKind::logit_normal: return "logit-normal";
-    case IivKind::normal: return "normal";
-  }
-  return "unknown";
-}
-
 std::string to_string(SessionKind kind) {
   switch (kind) {
     case SessionKind::drug: return "drug";
@@ -41,12 +31,6 @@ int ModelCard::index_of(std::string_view parameter) const {
   for (std::size_t i = 0; i < parameters.size(); ++i)
     if (parameters[i].name == parameter) return static_cast<int>(i);
   return -1;
-}
-
-const LinkBlock* ModelCard::dissociation_link() const {
-  for (const LinkBlock* link : blocks_of<LinkBlock>())
-    if (link->role == "dissociation") return link;
-  return nullptr;
 }
 
 double to_display_unit(const ParameterSpec& spec, double value_in_base_units) {
@@ -738,7 +722,6 @@ std::string embedded_text(std::string_view kind, std::string_view name) {
 }
 }  // namespace
 
-std::string builtin_card_text(std::string_view name) { return embedded_text("card", name); }
 std::string builtin_module_text(std::string_view name) { return embedded_text("module", name); }
 std::string builtin_calibration_text(std::string_view name) { return embedded_text("calibration", name); }
 

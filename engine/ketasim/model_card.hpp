@@ -43,7 +43,6 @@ struct Iiv {
   friend bool operator==(const Iiv&, const Iiv&) = default;
 };
 
-std::string to_string(IivKind kind);
 
 // P_i += slope * max(0, covariate - reference) (e.g. hepatic flow falling with age above 60 y).
 struct LinearCovariateEffect {
@@ -249,7 +248,6 @@ struct ModelCard {
       if (const auto* typed = std::get_if<BlockType>(&block)) found.push_back(typed);
     return found;
   }
-  const LinkBlock* dissociation_link() const;  // the link with role "dissociation", if any
 };
 
 // Parses a card (or a module, which has parameters and blocks only). `find_module` resolves
@@ -265,8 +263,7 @@ ModelCard parse_model_card(const std::string& yaml_text, const std::string& sour
 const std::vector<ModelCard>& builtin_models();
 // nullptr when no card has that name.
 const ModelCard* find_builtin_model(std::string_view name);
-// The YAML text a built-in card, module or calibration was compiled from ("" when unknown).
-std::string builtin_card_text(std::string_view name);
+// The YAML text a built-in module or calibration was compiled from ("" when unknown).
 std::string builtin_module_text(std::string_view name);
 std::string builtin_calibration_text(std::string_view name);
 
