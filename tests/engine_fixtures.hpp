@@ -176,7 +176,8 @@ inline SubjectRun run_subject(const MammillaryEffectParameters& parameters, cons
                             {test.model->find_output("effect_site"), run.effect.data()},
                             {test.model->find_output("dissociation"), run.dissociation.data()}};
   run.metrics = sized_metrics(*test.model, plan, doses.size());
-  run.outcome = simulate_subject(*test.model, test.subject, solver, plan, doses, SubjectContext{}, rows, run.metrics);
+  std::vector<Dose> given = doses;
+  run.outcome = simulate_subject(*test.model, test.subject, solver, plan, given, SubjectContext{}, rows, run.metrics);
   return run;
 }
 

@@ -59,7 +59,8 @@ Trajectories run_card(const ModelCard& card, const std::vector<Dose>& doses, con
   solver.rtol = 1e-10;
   solver.atol = 1e-14;
   result.metrics = sized_metrics(model, plan, doses.size());
-  simulate_subject(model, subject, solver, plan, doses, SubjectContext{}, rows, result.metrics);
+  std::vector<Dose> given = doses;
+  simulate_subject(model, subject, solver, plan, given, SubjectContext{}, rows, result.metrics);
   return result;
 }
 

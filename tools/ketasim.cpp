@@ -139,7 +139,9 @@ int command_validate(const std::string& scenario_path) {
               scenario.name.c_str(), scenario.model.name.c_str(), static_cast<long long>(scenario.cohort.size),
               scenario.arms.size());
   for (std::size_t a = 0; a < scenario.arms.size(); ++a)
-    std::printf("%s%s: %zu doses", a ? ", " : "", scenario.arms[a].name.c_str(), expand_doses(scenario.arms[a], 1.0).size());
+    std::printf("%s%s: %zu doses%s", a ? ", " : "", scenario.arms[a].name.c_str(), expand_doses(scenario.arms[a], 1.0).size(),
+                most_doses(scenario.arms[a], scenario.output.grid_end) > expand_doses(scenario.arms[a], 1.0).size()
+                    ? " (+ as needed or per subject)" : "");
   std::printf(")\n");
   return 0;
 }
@@ -148,46 +150,57 @@ int command_timeline(const std::string& scenario_path, const std::string& arm_na
                      bool csv) {
   const Scenario scenario = load_scenario_file(scenario_path);
   const Arm* arm = nullptr;
+  std::size_t arm_index = 0;
   std::string names;
-  for (const Arm& candidate : scenario.arms) {
-    if (candidate.name == arm_name) arm = &candidate;
-    names += (names.empty() ? "" : ", ") + candidate.name;
+  for (std::size_t a = 0; a < scenario.arms.size(); ++a) {
+    if (scenario.arms[a].name == arm_name) {
+      arm = &scenario.arms[a];
+      arm_index = a;
+    }
+    names += (names.empty() ? "" : ", ") + scenario.arms[a].name;
   }
   if (!arm) throw Error(ExitCode::usage, "no arm '" + arm_name + "' in " + scenario_path + " (arms: " + names + ")");
   if (subject_id < 0 || subject_id >= scenario.cohort.size)
     throw Error(ExitCode::usage, "--subject must be in [0, " + std::to_string(scenario.cohort.size) + ")");
   const ModelCard* card = find_builtin_model(scenario.model.name);
-  const CohortSampler sampler(scenario, *card);
-  const Subject subject = sampler.draw(subject_id);
+  // The subject is simulated as in a run, so the timeline shows the sessions it missed and the
+  // doses its as-needed rule triggered.
+  const SubjectSchedule schedule = subject_schedule(scenario, arm_index, subject_id);
+  const Subject& subject = schedule.subject;
   const Model model(*card);
   const SubjectModel subject_model = model.instantiate(subject.parameters);
-  const std::vector<Dose> doses = expand_doses(*arm, subject.weight_kg);
+  const std::vector<Dose>& doses = schedule.doses;
   const std::vector<ModelInput> inputs = model_inputs(doses, model, subject_model);
   const auto events = input_events(inputs);
   const std::vector<std::string> channels = channel_names(model);
 
   if (csv) {
-    std::printf("time_h,when,event,dose,route,drug,into,amount,rate_per_h\n");
+    std::printf("time_h,when,event,dose,origin,route,drug,into,amount,rate_per_h\n");
   } else {
     std::printf("# scenario %s, arm %s, subject %lld, weight %.2f kg, age %.1f y\n", scenario.name.c_str(), arm->name.c_str(),
                 static_cast<long long>(subject_id), subject.weight_kg, subject.age_years);
     std::printf("# same-time rule: infusion_stop, infusion_start, bolus, observation; amounts in mg (sessions: count)\n");
-    std::printf("%12s  %-22s %-15s %5s %-12s %-10s %-24s %11s %12s\n", "time_h", "when", "event", "dose", "route", "drug",
-                "into", "amount", "rate_per_h");
+    std::printf("%12s  %-22s %-15s %5s %-10s %-12s %-10s %-24s %11s %12s\n", "time_h", "when", "event", "dose", "origin",
+                "route", "drug", "into", "amount", "rate_per_h");
   }
   for (const TimelineEvent& event : events) {
     const std::string when = describe_time(event.time);
     const Dose& dose = doses[static_cast<std::size_t>(event.dose)];
     const std::string drug = dose.drug == DoseDrug::model_drug ? card->drug : to_string(dose.drug);
     const std::string& into = channels[static_cast<std::size_t>(event.channel)];
+    const char* origin = dose.triggered ? "as_needed"
+                         : arm->regimen[static_cast<std::size_t>(dose.rule)].schedule == ScheduleKind::table ? "table"
+                                                                                                              : "scheduled";
     if (csv)
-      std::printf("%.6f,%s,%s,%d,%s,%s,%s,%.6g,%.6g\n", ticks_to_hours(event.time), when.c_str(), to_string(event.kind).c_str(),
-                  event.dose, to_string(dose.route).c_str(), drug.c_str(), into.c_str(), event.amount, event.rate_per_h);
+      std::printf("%.6f,%s,%s,%d,%s,%s,%s,%s,%.6g,%.6g\n", ticks_to_hours(event.time), when.c_str(), to_string(event.kind).c_str(),
+                  event.dose, origin, to_string(dose.route).c_str(), drug.c_str(), into.c_str(), event.amount, event.rate_per_h);
     else
-      std::printf("%12.4f  %-22s %-15s %5d %-12s %-10s %-24s %11.4f %12.4f\n", ticks_to_hours(event.time), when.c_str(),
-                  to_string(event.kind).c_str(), event.dose, to_string(dose.route).c_str(), drug.c_str(), into.c_str(),
+      std::printf("%12.4f  %-22s %-15s %5d %-10s %-12s %-10s %-24s %11.4f %12.4f\n", ticks_to_hours(event.time), when.c_str(),
+                  to_string(event.kind).c_str(), event.dose, origin, to_string(dose.route).c_str(), drug.c_str(), into.c_str(),
                   event.amount, event.rate_per_h);
   }
+  if (!csv && schedule.missed > 0) std::printf("# %d scheduled sessions missed (adherence)\n", schedule.missed);
+  if (!csv && !schedule.failure.empty()) std::printf("# the solve failed: %s\n", schedule.failure.c_str());
   if (!csv) std::printf("# %zu doses, %.3f mg of %s in total\n", doses.size(), [&] {
     double total = 0.0;
     for (const Dose& dose : doses)

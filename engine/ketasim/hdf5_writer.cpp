@@ -680,12 +680,19 @@ void ResultWriter::State::define_arm(const ArmLayout& layout) {
   hdf5("define arm '" + layout.name + "'", [&] {
     const H5::Group group = file->createGroup("arms/" + layout.name);
     set_text_attribute(group, "description", layout.description);
+    {
+      const hsize_t two = 2;
+      const double prices[2] = {layout.price_per_session_usd[0], layout.price_per_session_usd[1]};
+      group.createAttribute("price_per_session_usd", H5::PredType::IEEE_F64LE, H5::DataSpace(1, &two))
+          .write(H5::PredType::NATIVE_DOUBLE, prices);
+    }
     write_vector(group, "time_h", layout.time_h, "h", "output time grid, hours from the start of the simulation");
     define_subjects(group, arm);
     define_metrics(group, arm);
     const H5::Group doses = group.createGroup("doses");
     write_vector(doses, "time_h", layout.dose_time_h, "h",
-                 "nominal dose times, hours from the start of the simulation");
+                 "nominal dose times of the scheduled rules, hours from the start of the simulation "
+                 "(per-subject doses given: subjects/dose_time_h)");
     write_vector(doses, "duration_h", layout.dose_duration_h, "h", "infusion durations; 0 for a bolus");
     write_vector(group, "assessments_h", layout.assessment_time_h, "h",
                  "MADRS assessment times, hours after the start of the first session (columns of the *_at metrics)");

@@ -21,6 +21,7 @@ enum class StreamPurpose : std::uint32_t {
   sex = 4,
   baseline_madrs = 5,
   residuals = 6,  // residual errors of simulated observations (one draw per assessment)
+  adherence = 7,  // one uniform per scheduled session of an arm: missed when below the probability
 };
 
 class RandomStream {

@@ -24,11 +24,13 @@ struct ArmLayout {
   std::vector<ColumnSpec> trajectories;        // one [subject x time] matrix each (width unused)
   std::vector<ColumnSpec> subject_columns;     // covariates and individual parameters
   std::vector<ColumnSpec> metrics;             // per-subject metrics
-  // The arm's nominal dose schedule (the same for every subject; amounts may depend on weight
-  // and are then in a subject column).
+  // The arm's nominal dose schedule: the doses of its scheduled rules, the same for every subject
+  // (the doses each subject was given, after adherence, as-needed triggers and dosing tables, are
+  // the subject columns dose_time_h, dose_amount_mg and dose_duration_h).
   std::vector<double> dose_time_h;
   std::vector<double> dose_duration_h;  // 0 for a bolus
   std::vector<double> assessment_time_h;  // MADRS assessments, hours after the first session
+  double price_per_session_usd[2] = {400.0, 800.0};  // low, high
 };
 
 // Provenance written as root attributes.

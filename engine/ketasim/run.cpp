@@ -79,9 +79,19 @@ void for_each_metric(const Model& model, const SimulationPlan& plan, const Subje
           ColumnSpec{"time_above_dissociation_h", "h", 1,
                      "total time with the dissociation score at or above output.dissociation_threshold"},
           one(m.time_above_dissociation_h));
+    visit(Metric::time_above_dissociation,
+          ColumnSpec{"dissociation_burden_score_h", "h", 1,
+                     "integral of the dissociation score over the output grid (score-hours; trapezoid over the grid and breakpoints)"},
+          one(m.dissociation_burden_score_h));
   }
   visit(Metric::dosed, ColumnSpec{"dosed_mg", "mg", 1, drug + " given within the output grid (constant-rate inputs pro rata)"},
         one(m.dosed_mg));
+  visit(Metric::dosed, ColumnSpec{"sessions_given", "", 1, "sessions (drug or placebo) started within the output grid"},
+        one(m.sessions_given));
+  visit(Metric::dosed, ColumnSpec{"sessions_missed", "", 1, "scheduled sessions missed (adherence), within the output grid"},
+        one(m.sessions_missed));
+  visit(Metric::dosed, ColumnSpec{"sessions_triggered", "", 1, "sessions given by the arm's as-needed rule"},
+        one(m.sessions_triggered));
   std::size_t slot = 0;
   for (std::size_t d = 0; d < model.drugs().size(); ++d) {
     if (static_cast<int>(d) == model.dosed_drug()) continue;
@@ -138,18 +148,39 @@ void for_each_selected_metric(const std::vector<Metric>& selected, const Model& 
   });
 }
 
+std::string describe_as_needed(const AsNeeded& rule) {
+  std::string text = rule.threshold == AsNeeded::Threshold::madrs_above
+                         ? "as needed when MADRS > " + format_significant(rule.value)
+                         : "as needed when the improvement falls below " + format_significant(100.0 * rule.value) + "%";
+  text += " from " + format_duration_h(ticks_to_hours(rule.from));
+  if (rule.until) text += " to " + format_duration_h(ticks_to_hours(*rule.until));
+  text += ", at least " + format_duration_h(ticks_to_hours(rule.min_interval)) + " apart";
+  if (rule.max_doses) text += ", at most " + std::to_string(*rule.max_doses);
+  return text;
+}
+
 std::string describe_regimen(const Arm& arm) {
   std::string text;
   for (const DosingRule& rule : arm.regimen) {
     if (!text.empty()) text += "; ";
     text += to_string(rule.route);
     if (rule.drug != DoseDrug::model_drug) text += " " + to_string(rule.drug);
+    if (rule.schedule == ScheduleKind::table) {
+      text += " doses per subject from " + rule.table->file;
+      continue;
+    }
     if (rule.dose.value > 0.0) {
       text += " " + format_significant(rule.dose.value) + (rule.dose.basis == DoseBasis::per_body_weight ? " mg/kg" : " mg");
+      if (rule.max_dose_mg) text += " (at most " + format_significant(*rule.max_dose_mg) + " mg)";
     }
     if (rule.route == Route::iv_infusion) text += " over " + format_significant(ticks_to_hours(rule.infusion_duration) * 60.0) + " min";
-    text += ", " + std::to_string(dose_times(rule).size()) + " doses";
+    if (rule.as_needed)
+      text += ", " + describe_as_needed(*rule.as_needed);
+    else
+      text += ", " + std::to_string(dose_times(rule).size()) + " doses";
   }
+  if (arm.missed_session_probability > 0.0)
+    text += "; each scheduled session missed with probability " + format_significant(arm.missed_session_probability);
   if (arm.oral_antidepressant) text += "; oral antidepressant started";
   return text;
 }
@@ -223,7 +254,9 @@ std::vector<int> observed_states(const Scenario& scenario, const Model& model, c
 struct ArmPlan {
   const Arm* arm = nullptr;
   ArmLayout layout;
-  std::size_t doses = 0;
+  std::size_t doses = 0;  // the most doses a subject can be given (width of the per-dose columns)
+  const DosingRule* as_needed = nullptr;
+  int as_needed_rule = -1;
 };
 
 class ScenarioRunner {
@@ -235,8 +268,15 @@ class ScenarioRunner {
     states_ = observed_states(scenario, model_, plan_, outputs_, typical, sampler_.variable_parameters());
     if (static_cast<int>(states_.size()) == typical.states) states_.clear();  // nothing to drop
     const auto layouts = arm_layouts(scenario);
-    for (std::size_t a = 0; a < scenario.arms.size(); ++a)
-      arms_.push_back({&scenario.arms[a], layouts[a], layouts[a].dose_time_h.size()});
+    for (std::size_t a = 0; a < scenario.arms.size(); ++a) {
+      ArmPlan arm{&scenario.arms[a], layouts[a], most_doses(scenario.arms[a], plan_.grid_end)};
+      for (std::size_t r = 0; r < arm.arm->regimen.size(); ++r)
+        if (arm.arm->regimen[r].as_needed) {
+          arm.as_needed = &arm.arm->regimen[r];
+          arm.as_needed_rule = static_cast<int>(r);
+        }
+      arms_.push_back(std::move(arm));
+    }
   }
 
   const std::vector<ArmPlan>& arms() const { return arms_; }
@@ -248,26 +288,49 @@ class ScenarioRunner {
     std::vector<SubjectBlock> blocks(arms_.size());
     for (std::size_t a = 0; a < arms_.size(); ++a) allocate(blocks[a], a, range);
     for (std::int64_t row = 0; row < range.count; ++row) {
-      const Subject subject = sampler_.draw(range.first + row);
-      std::optional<SubjectModel> model;
-      std::string model_problem;
-      try {
-        model.emplace(model_.instantiate(subject.parameters));
-        if (!states_.empty()) model = restrict_to(*model, states_);
-      } catch (const Error& error) {
-        model_problem = error.what();
-      }
-      SubjectContext context;
-      context.baseline_madrs = subject.baseline_madrs;
-      // Residual errors come from the subject's own stream: the same draws in every arm.
-      RandomStream residuals(scenario_.cohort.seed, static_cast<std::uint64_t>(subject.id), StreamPurpose::residuals);
-      for (std::size_t k = 0; k < plan_.assessments.size(); ++k) context.residual_normals.push_back(residuals.normal());
-      for (std::size_t a = 0; a < arms_.size(); ++a) {
-        context.oral_antidepressant = arms_[a].arm->oral_antidepressant;
-        simulate_one(blocks[a], static_cast<std::size_t>(row), subject, context, model ? &*model : nullptr, model_problem);
-      }
+      const PreparedSubject prepared = prepare(range.first + row);
+      for (std::size_t a = 0; a < arms_.size(); ++a) simulate_one(blocks[a], static_cast<std::size_t>(row), prepared);
     }
     return blocks;
+  }
+
+  // One subject in one arm, for the timeline command: the doses it was given.
+  SubjectSchedule schedule(std::size_t arm, std::int64_t subject_id) const {
+    SubjectBlock block;
+    allocate(block, arm, {subject_id, 1});
+    const PreparedSubject prepared = prepare(subject_id);
+    SubjectSchedule result;
+    const SubjectDoses doses = simulate_one(block, 0, prepared);
+    result.subject = prepared.subject;
+    result.doses = doses.doses;
+    result.missed = doses.missed;
+    result.failure = block.message[0];
+    return result;
+  }
+
+ private:
+  // A subject as every arm shares it: covariates, individual model, residual draws.
+  struct PreparedSubject {
+    Subject subject;
+    std::optional<SubjectModel> model;
+    std::string model_problem;
+    SubjectContext context;
+  };
+
+  PreparedSubject prepare(std::int64_t subject_id) const {
+    PreparedSubject prepared;
+    prepared.subject = sampler_.draw(subject_id);
+    try {
+      prepared.model.emplace(model_.instantiate(prepared.subject.parameters));
+      if (!states_.empty()) prepared.model = restrict_to(*prepared.model, states_);
+    } catch (const Error& error) {
+      prepared.model_problem = error.what();
+    }
+    prepared.context.baseline_madrs = prepared.subject.baseline_madrs;
+    // Residual errors come from the subject's own stream: the same draws in every arm.
+    RandomStream residuals(scenario_.cohort.seed, static_cast<std::uint64_t>(subject_id), StreamPurpose::residuals);
+    for (std::size_t k = 0; k < plan_.assessments.size(); ++k) prepared.context.residual_normals.push_back(residuals.normal());
+    return prepared;
   }
 
  private:
@@ -286,20 +349,20 @@ class ScenarioRunner {
     block.message.assign(rows, std::string());
   }
 
-  void simulate_one(SubjectBlock& block, std::size_t row, const Subject& subject, const SubjectContext& context,
-                    const SubjectModel* model, const std::string& model_problem) const {
+  // Simulates one subject of one arm into row `row` of the block; returns the doses it was given.
+  SubjectDoses simulate_one(SubjectBlock& block, std::size_t row, const PreparedSubject& prepared) const {
+    const Subject& subject = prepared.subject;
+    const SubjectModel* model = prepared.model ? &*prepared.model : nullptr;
     const ArmPlan& arm = arms_[block.arm];
-    const std::vector<Dose> doses = expand_doses(*arm.arm, subject.weight_kg);
-
-    // Covariates and individual parameters (display units), then the dose amounts.
-    std::size_t column = 0;
-    block.subject_columns[column++][row] = subject.weight_kg;
-    block.subject_columns[column++][row] = subject.age_years;
-    block.subject_columns[column++][row] = subject.female ? 1.0 : 0.0;
-    block.subject_columns[column++][row] = subject.baseline_madrs;
-    for (std::size_t p = 0; p < card_.parameters.size(); ++p)
-      block.subject_columns[column++][row] = to_display_unit(card_.parameters[p], subject.parameters[p]);
-    for (std::size_t d = 0; d < arm.doses; ++d) block.subject_columns[column][row * arm.doses + d] = doses[d].amount_mg;
+    SubjectDoses given = subject_doses(*arm.arm, subject.weight_kg, subject.id, scenario_.cohort.seed);
+    std::vector<Dose>& doses = given.doses;
+    std::optional<TriggeredDosing> as_needed;
+    SubjectContext arm_context = prepared.context;
+    arm_context.oral_antidepressant = arm.arm->oral_antidepressant;
+    if (arm.as_needed) {
+      as_needed.emplace(TriggeredDosing{*arm.as_needed->as_needed, make_dose(*arm.as_needed, arm.as_needed_rule, 0, subject.weight_kg)});
+      arm_context.as_needed = &*as_needed;
+    }
 
     const std::size_t n_time = arm.layout.time_h.size();
     TrajectoryRows rows;
@@ -308,9 +371,10 @@ class ScenarioRunner {
     SubjectMetrics metrics = sized_metrics(model_, plan_, arm.doses);
     double solver_path = kNaN;
     try {
-      if (!model) throw ModelParameterError(model_problem);
-      const SolveOutcome outcome = simulate_subject(model_, *model, scenario_.solver, plan_, doses, context, rows, metrics);
+      if (!model) throw ModelParameterError(prepared.model_problem);
+      const SolveOutcome outcome = simulate_subject(model_, *model, scenario_.solver, plan_, doses, arm_context, rows, metrics);
       solver_path = outcome.path == SolverPath::exact ? 0.0 : 1.0;
+      metrics.sessions_missed = given.missed;
     } catch (const Error& error) {
       // A subject that cannot be solved is recorded and the run goes on.
       block.status[row] = 1;
@@ -319,12 +383,33 @@ class ScenarioRunner {
       for (auto& trajectory : block.trajectories)
         std::fill_n(trajectory.begin() + static_cast<std::ptrdiff_t>(row * n_time), n_time, std::numeric_limits<float>::quiet_NaN());
     }
+    write_subject_columns(block, row, subject, doses);
     std::size_t metric = 0;
     for_each_selected_metric(scenario_.output.metrics, model_, plan_, metrics, solver_path,
                              [&](const ColumnSpec& spec, std::span<const double> values) {
                                std::copy(values.begin(), values.end(),
                                          block.metrics[metric++].begin() + static_cast<std::ptrdiff_t>(row * spec.width));
                              });
+    return given;
+  }
+
+  // Covariates and individual parameters (display units), then the doses given, NaN-padded to the
+  // arm's most doses (arm_layouts lists the same columns).
+  void write_subject_columns(SubjectBlock& block, std::size_t row, const Subject& subject, const std::vector<Dose>& doses) const {
+    const std::size_t width = arms_[block.arm].doses;
+    std::size_t column = 0;
+    block.subject_columns[column++][row] = subject.weight_kg;
+    block.subject_columns[column++][row] = subject.age_years;
+    block.subject_columns[column++][row] = subject.female ? 1.0 : 0.0;
+    block.subject_columns[column++][row] = subject.baseline_madrs;
+    for (std::size_t p = 0; p < card_.parameters.size(); ++p)
+      block.subject_columns[column++][row] = to_display_unit(card_.parameters[p], subject.parameters[p]);
+    for (const auto field : {&Dose::start, &Dose::duration}) {
+      auto& values = block.subject_columns[column++];
+      for (std::size_t d = 0; d < width; ++d) values[row * width + d] = d < doses.size() ? ticks_to_hours(doses[d].*field) : kNaN;
+    }
+    auto& amounts = block.subject_columns[column++];
+    for (std::size_t d = 0; d < width; ++d) amounts[row * width + d] = d < doses.size() ? doses[d].amount_mg : kNaN;
   }
 
   const Scenario& scenario_;
@@ -483,13 +568,24 @@ std::vector<ArmLayout> arm_layouts(const Scenario& scenario) {
     layout.subject_columns.push_back({"baseline_madrs", "", 1, "MADRS at baseline"});
     for (const auto& spec : card->parameters)
       layout.subject_columns.push_back({spec.name, spec.unit, 1, "individual " + spec.description});
-    layout.subject_columns.push_back({"dose_amount_mg", "mg", nominal.size(), "amount of each dose"});
-    const SubjectMetrics sized = sized_metrics(model, plan, nominal.size());
+    const std::size_t most = most_doses(arm, plan.grid_end);
+    layout.subject_columns.push_back({"dose_time_h", "h", most, "start of each dose given, in time order (NaN-padded)"});
+    layout.subject_columns.push_back({"dose_duration_h", "h", most, "infusion duration of each dose given; 0 for a bolus or intranasal session"});
+    layout.subject_columns.push_back({"dose_amount_mg", "mg", most, "amount of each dose given (0 for a placebo without an amount)"});
+    layout.price_per_session_usd[0] = arm.price_low_usd;
+    layout.price_per_session_usd[1] = arm.price_high_usd;
+    const SubjectMetrics sized = sized_metrics(model, plan, most);
     for_each_selected_metric(scenario.output.metrics, model, plan, sized, kNaN,
                              [&](const ColumnSpec& spec, std::span<const double>) { layout.metrics.push_back(spec); });
     layouts.push_back(std::move(layout));
   }
   return layouts;
+}
+
+SubjectSchedule subject_schedule(const Scenario& scenario, std::size_t arm, std::int64_t subject_id) {
+  const ModelCard* card = find_builtin_model(scenario.model.name);
+  if (!card) throw ModelParameterError("unknown model '" + scenario.model.name + "'");
+  return ScenarioRunner(scenario, *card).schedule(arm, subject_id);
 }
 
 RunReport run_scenario(const Scenario& scenario, const RunOptions& options) {

@@ -10,8 +10,10 @@
 #include <string>
 #include <vector>
 
+#include "ketasim/cohort.hpp"
 #include "ketasim/results.hpp"
 #include "ketasim/scenario.hpp"
+#include "ketasim/timeline.hpp"
 
 namespace ketasim {
 
@@ -68,6 +70,17 @@ RunReport run_scenario(const Scenario& scenario, const RunOptions& options);
 
 // Type-7 quantile (linear interpolation, R's default) of the finite values; NaN if none.
 double quantile(std::vector<double> values, double probability);
+
+// One subject of one arm as the run simulates it, for the timeline command: its covariates and the
+// doses it was given (after adherence, with the doses its as-needed rule triggered).
+struct SubjectSchedule {
+  Subject subject;
+  std::vector<Dose> doses;
+  int missed = 0;
+  std::string failure;  // why the solve failed ("" when it did not)
+};
+
+SubjectSchedule subject_schedule(const Scenario& scenario, std::size_t arm, std::int64_t subject_id);
 
 // The layout of every arm's output (columns, grid, nominal doses), as written to the file.
 std::vector<ArmLayout> arm_layouts(const Scenario& scenario);

@@ -3,6 +3,8 @@
 // Every value is in base units (mg, kg, L, h; times as Ticks). Nothing downstream re-validates.
 
 #include <cstdint>
+#include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -36,6 +38,39 @@ enum class ScheduleKind {
   weekly,          // weekday + clock-time slots, repeated every week
   interval,        // every `interval` from `start`
   explicit_times,  // a list of times from the simulation start
+  as_needed,       // when the subject's MADRS crosses a relapse threshold (decided during the solve)
+  table,           // per-subject doses read from a NONMEM-style dosing table
+};
+
+// As-needed dosing: a session is given at the first time t in [from, until) at which the subject's
+// model MADRS is above the threshold, at least `min_interval` after the subject's previous session
+// (of any rule), while fewer than `max_doses` have been triggered. A subject already above the
+// threshold when dosing becomes allowed is dosed at that moment.
+struct AsNeeded {
+  enum class Threshold {
+    madrs_above,        // MADRS above `value` points
+    improvement_below,  // improvement from baseline below the fraction `value` (MADRS > (1 - value) * baseline)
+  };
+  Threshold threshold = Threshold::madrs_above;
+  double value = 0.0;
+  Ticks from = 0;
+  std::optional<Ticks> until;  // unset: to the end of the output grid
+  Ticks min_interval = 0;
+  std::optional<int> max_doses;
+};
+
+// One dose of a NONMEM-style dosing table (EVID 1 rows).
+struct TableDose {
+  Ticks time = 0;
+  double amount_mg = 0.0;
+  Ticks duration = 0;  // from RATE (AMT / RATE) or DUR; 0 for a bolus
+};
+
+// Doses per subject, keyed by NONMEM ID (subject id + 1), each list ordered by time.
+struct DosingTable {
+  std::string file;
+  std::map<std::int64_t, std::vector<TableDose>> doses;
+  std::size_t most_doses() const;
 };
 
 // One dosing rule: a route, a dose, and when. An arm's regimen is one or more rules; their doses
@@ -54,7 +89,13 @@ struct DosingRule {
   // lies in [start, start + repeat_for), or the first `count` doses.
   std::optional<Ticks> repeat_for;
   std::optional<int> count;
+  std::optional<double> max_dose_mg;           // cap of weight-based doses (e.g. 0.5 mg/kg, at most 60 mg)
+  std::optional<AsNeeded> as_needed;           // ScheduleKind::as_needed
+  std::shared_ptr<const DosingTable> table;    // ScheduleKind::table
   SourceLocation where;  // the rule's YAML node, for messages raised after loading
+
+  // Upper bound of the doses this rule gives a subject over a grid ending at grid_end.
+  std::size_t most_doses(Ticks grid_end) const;
 };
 
 struct Arm {
@@ -62,6 +103,12 @@ struct Arm {
   std::vector<DosingRule> regimen;
   // An oral antidepressant started with the treatment adds the model's background improvement.
   bool oral_antidepressant = false;
+  // Adherence: each scheduled session is missed with this probability, drawn from the subject's
+  // own stream (draw k for the arm's k-th scheduled session), so arms stay paired.
+  double missed_session_probability = 0.0;
+  // Price of one session in USD, low and high (for cost and cost per responder in `compare`).
+  double price_low_usd = 400.0;
+  double price_high_usd = 800.0;
 };
 
 // A covariate's distribution: a fixed value, or a normal truncated to [min, max]. Values are in

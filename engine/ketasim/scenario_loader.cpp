@@ -14,6 +14,7 @@
 
 #include "ketasim/model.hpp"
 #include "ketasim/model_card.hpp"
+#include "ketasim/nonmem.hpp"
 #include "ketasim/units.hpp"
 #include "ketasim/yaml_reader.hpp"
 
@@ -484,6 +485,8 @@ std::string schedule_name(ScheduleKind kind) {
     case ScheduleKind::weekly: return "weekly";
     case ScheduleKind::interval: return "interval";
     case ScheduleKind::explicit_times: return "explicit";
+    case ScheduleKind::as_needed: return "as-needed";
+    case ScheduleKind::table: return "table";
   }
   return "unknown";
 }
@@ -540,11 +543,8 @@ DoseDrug read_dose_drug(const NodeRef& node, const ModelCard& card) {
             " doses " + in_quotes(card.drug) + ", and a session may give placebo (saline) or midazolam (active placebo)");
 }
 
-DosingRule read_rule(const NodeRef& node, const ModelCard& card) {
-  node.expect_map("a dosing rule (a map with route, dose, infusion_duration, schedule, ...)");
-  node.check_keys({"route", "drug", "dose", "infusion_duration", "schedule", "start", "for", "count"});
-  DosingRule rule;
-  rule.where = node.where;
+// What a rule gives at each session: route, drug, amount (capped), infusion duration.
+void read_dose_part(const NodeRef& node, const ModelCard& card, DosingRule& rule, bool amount_from_table) {
   const NodeRef route = node.require("route", "iv_infusion, iv_bolus or intranasal");
   rule.route = read_choice(route, std::array{Route::iv_infusion, Route::iv_bolus, Route::intranasal}, "route");
   if (const auto drug = node.find("drug")) rule.drug = read_dose_drug(*drug, card);
@@ -554,9 +554,24 @@ DosingRule read_rule(const NodeRef& node, const ModelCard& card) {
       route.fail("model " + in_quotes(card.name) + " has no intranasal route (see `ketasim models show " + card.name + "`)");
     if (rule.route != Route::intranasal && !card.routes.iv)
       route.fail("model " + in_quotes(card.name) + " has no intravenous route");
+  }
+  if (amount_from_table) {
+    for (const char* key : {"dose", "max_dose", "infusion_duration"})
+      if (const auto given = node.find(key))
+        given->fail(std::string("the amounts and durations of a dosing table come from its AMT and RATE (or DUR) columns; remove '") +
+                    key + "'");
+    if (rule.route == Route::intranasal) route.fail("a dosing table gives intravenous doses; use route: iv_infusion or iv_bolus");
+    return;
+  }
+  if (gives_drug) {
     rule.dose = read_dose(node.require("dose", "e.g. dose: 0.5 mg/kg or dose: 35 mg"));
   } else if (const auto dose = node.find("dose")) {
     rule.dose = read_dose(*dose);  // recorded (e.g. midazolam 0.045 mg/kg); no drug enters the model
+  }
+  if (const auto cap = node.find("max_dose")) {
+    if (rule.dose.basis != DoseBasis::per_body_weight)
+      cap->fail("max_dose caps a weight-based dose (e.g. dose: 0.5 mg/kg, max_dose: 60 mg); the dose here is flat");
+    rule.max_dose_mg = read_quantity(*cap, dim::drug_mass, Sign::positive);
   }
   if (gives_drug && rule.route == Route::intranasal) {
     const NodeRef dose = *node.find("dose");
@@ -573,11 +588,134 @@ DosingRule read_rule(const NodeRef& node, const ModelCard& card) {
   } else if (const auto duration = node.find("infusion_duration")) {
     duration->fail("an " + to_string(rule.route) + " dose has no infusion_duration; remove the key or use route: iv_infusion");
   }
-  read_schedule(node.require("schedule", "e.g. schedule: [Mon 09:00, Thu 09:00], 'every 3.5 d' or {at: [9 h]}"),
-                rule);
+}
+
+// as_needed: {from, until, madrs_above | improvement_below, min_interval, max_doses}
+AsNeeded read_as_needed(const NodeRef& node, const ModelCard& card) {
+  node.expect_map("a map {madrs_above: 22, from: 3 weeks, min_interval: 7 d, max_doses: 6}");
+  node.check_keys({"madrs_above", "improvement_below", "from", "until", "min_interval", "max_doses"});
+  if (card.blocks_of<DepressionBlock>().empty())
+    node.fail("model " + in_quotes(card.name) + " has no depression score to trigger as-needed dosing");
+  AsNeeded rule;
+  const auto above = node.find("madrs_above");
+  const auto below = node.find("improvement_below");
+  if (above && below) below->fail("give either madrs_above or improvement_below, not both");
+  if (!above && !below)
+    node.fail("as-needed dosing needs a threshold: madrs_above (e.g. 22: MADRS points) or improvement_below (e.g. 50%: "
+              "the improvement from baseline)");
+  if (above) {
+    rule.threshold = AsNeeded::Threshold::madrs_above;
+    rule.value = above->as_number();
+    if (!(rule.value >= 0.0 && rule.value < 60.0)) above->fail("expected a MADRS score in [0, 60), found " + above->kind());
+  } else {
+    rule.threshold = AsNeeded::Threshold::improvement_below;
+    rule.value = below->as_percentage();
+    if (!(rule.value > 0.0 && rule.value <= 1.0)) below->fail("expected an improvement in (0%, 100%], found " + below->kind());
+  }
+  if (const auto from = node.find("from")) rule.from = read_time_point(*from);
+  if (const auto until = node.find("until")) {
+    rule.until = read_time_point(*until);
+    if (*rule.until <= rule.from) until->fail("until (" + until->kind() + ") must come after from");
+  }
+  rule.min_interval = read_duration(
+      node.require("min_interval", "the shortest time between two sessions, e.g. min_interval: 7 d"));
+  if (const auto most = node.find("max_doses")) rule.max_doses = static_cast<int>(most->as_integer(1, kMaxDoseCount));
+  return rule;
+}
+
+// The schedule keys of a rule or a phase: schedule, start, for, count.
+void read_schedule_part(const NodeRef& node, DosingRule& rule) {
+  read_schedule(node.require("schedule", "e.g. schedule: [Mon 09:00, Thu 09:00], 'every 3.5 d' or {at: [9 h]}"), rule);
   if (const auto start = node.find("start")) rule.start = read_time_point(*start);
   read_repeat_bounds(node, rule);
-  return rule;
+}
+
+// phases: consecutive schedules of the same dose; phase k starts when phase k-1's `for` ends.
+std::vector<DosingRule> read_phases(const NodeRef& node, const DosingRule& base, const ModelCard& card) {
+  const auto items = node.items("the phases (a list of {schedule, for or count})");
+  if (items.empty()) node.fail("phases lists no phases");
+  std::vector<DosingRule> rules;
+  Ticks start = base.start;
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    const NodeRef& item = items[i];
+    item.expect_map("a phase (a map with schedule and for, e.g. {schedule: [Mon 09:00, Thu 09:00], for: 3 weeks})");
+    item.check_keys({"schedule", "for", "count", "dose", "max_dose"});
+    DosingRule rule = base;
+    rule.where = item.where;
+    if (item.find("dose") || item.find("max_dose")) {
+      // A phase may change the amount (e.g. 56 mg then 84 mg); route and duration stay the rule's.
+      if (const auto dose = item.find("dose")) rule.dose = read_dose(*dose);
+      rule.max_dose_mg.reset();
+      if (const auto cap = item.find("max_dose")) {
+        if (rule.dose.basis != DoseBasis::per_body_weight) cap->fail("max_dose caps a weight-based dose; the dose here is flat");
+        rule.max_dose_mg = read_quantity(*cap, dim::drug_mass, Sign::positive);
+      } else {
+        rule.max_dose_mg = base.max_dose_mg;
+      }
+      if (rule.route == Route::intranasal && rule.drug == DoseDrug::model_drug) {
+        const double devices = rule.dose.value / card.routes.intranasal->device_mg;
+        if (rule.dose.basis != DoseBasis::flat || std::abs(devices - std::round(devices)) > 1e-9 || devices < 1.0)
+          item.find("dose")->fail("an intranasal dose is a whole number of devices");
+      }
+    }
+    rule.start = start;
+    read_schedule(item.require("schedule", "e.g. schedule: [Mon 09:00, Thu 09:00] or 'every 2 weeks'"), rule);
+    if (rule.schedule == ScheduleKind::explicit_times)
+      item.fail("a phase repeats a weekly or interval schedule; list explicit times in a rule of their own");
+    read_repeat_bounds(item, rule);
+    const bool last = i + 1 == items.size();
+    if (!last && !rule.repeat_for)
+      item.fail("every phase but the last needs 'for' (e.g. for: 3 weeks): the next phase starts when it ends");
+    if (rule.repeat_for) start += *rule.repeat_for;
+    rules.push_back(std::move(rule));
+  }
+  return rules;
+}
+
+// A dosing rule: what is given (route, drug, dose) and when: one schedule, consecutive phases, as
+// needed, or per subject from a dosing table. Phases expand into one rule each.
+std::vector<DosingRule> read_rule(const NodeRef& node, const ModelCard& card, const std::string& scenario_dir) {
+  node.expect_map("a dosing rule (a map with route, dose, infusion_duration, schedule, ...)");
+  node.check_keys({"route", "drug", "dose", "max_dose", "infusion_duration", "schedule", "start", "for", "count", "phases",
+                   "as_needed", "doses_from"});
+  DosingRule rule;
+  rule.where = node.where;
+  const std::vector<std::string> timings{"schedule", "phases", "as_needed", "doses_from"};
+  std::vector<NodeRef> given;
+  for (const std::string& key : timings)
+    if (const auto found = node.find(key)) given.push_back(*found);
+  if (given.empty())
+    node.fail("a dosing rule needs one of schedule (e.g. [Mon 09:00, Thu 09:00]), phases, as_needed or doses_from");
+  if (given.size() > 1) given[1].fail("a dosing rule takes one of schedule, phases, as_needed or doses_from; this one has several");
+  const auto doses_from = node.find("doses_from");
+  read_dose_part(node, card, rule, doses_from.has_value());
+  if (node.find("schedule")) {
+    read_schedule_part(node, rule);
+    return {rule};
+  }
+  for (const char* key : {"for", "count"})
+    if (const auto bound = node.find(key))
+      bound->fail(std::string("'") + key + "' belongs to a schedule or to each of the phases; remove it here");
+  if (const auto phases = node.find("phases")) {
+    if (const auto start = node.find("start")) rule.start = read_time_point(*start);
+    return read_phases(*phases, rule, card);
+  }
+  if (const auto start = node.find("start")) start->fail("an as-needed rule or a dosing table has no start; remove the key");
+  if (const auto as_needed = node.find("as_needed")) {
+    rule.schedule = ScheduleKind::as_needed;
+    rule.as_needed = read_as_needed(*as_needed, card);
+    return {rule};
+  }
+  rule.schedule = ScheduleKind::table;
+  const std::string file = doses_from->scalar("the path of a NONMEM-style dosing table (CSV), relative to the scenario");
+  const std::filesystem::path path = std::filesystem::path(file).is_absolute() ? std::filesystem::path(file)
+                                                                               : std::filesystem::path(scenario_dir) / file;
+  try {
+    rule.table = std::make_shared<const DosingTable>(read_dosing_table(path.string(), rule.route));
+  } catch (const Error& error) {  // unreadable or malformed: reported at the key that names it
+    doses_from->fail(error.what());
+  }
+  return {rule};
 }
 
 void check_arm_name(const NodeRef& node, const std::string& name) {
@@ -591,14 +729,29 @@ void check_arm_name(const NodeRef& node, const std::string& name) {
   }
 }
 
-std::vector<Arm> read_arms(const NodeRef& node, const ModelCard& card) {
+// price_per_session: 600 (USD), or a range [400, 800].
+void read_price(const NodeRef& node, Arm& arm) {
+  const std::string expected = "a price per session in USD, e.g. 600, or a range [400, 800]";
+  if (node.is_sequence()) {
+    const auto items = node.items(expected);
+    if (items.size() != 2) node.fail("expected two prices [low, high], found " + std::to_string(items.size()) + " values");
+    arm.price_low_usd = items[0].as_number();
+    arm.price_high_usd = items[1].as_number();
+  } else {
+    arm.price_low_usd = arm.price_high_usd = node.as_number();
+  }
+  if (!(arm.price_low_usd >= 0.0 && arm.price_high_usd >= arm.price_low_usd))
+    node.fail("expected prices >= 0 with the low price first; found " + node.kind());
+}
+
+std::vector<Arm> read_arms(const NodeRef& node, const ModelCard& card, const std::string& scenario_dir) {
   const auto items = node.items("the arms (a list of {name, regimen})");
   if (items.empty()) node.fail("a scenario needs at least one arm");
   std::vector<Arm> arms;
   std::vector<std::string> name_paths;
   for (const auto& item : items) {
     item.expect_map("an arm (a map with name and regimen)");
-    item.check_keys({"name", "regimen", "oral_antidepressant"});
+    item.check_keys({"name", "regimen", "oral_antidepressant", "missed_session_probability", "price_per_session"});
     const NodeRef name_node = item.require("name", "e.g. name: twice_weekly");
     Arm arm;
     arm.name = name_node.scalar("an arm name");
@@ -608,14 +761,26 @@ std::vector<Arm> read_arms(const NodeRef& node, const ModelCard& card) {
         name_node.fail("duplicate arm name " + in_quotes(arm.name) + " (also " + name_paths[i] + ")");
     }
     const NodeRef regimen = item.require("regimen", "a dosing rule, or a list of dosing rules");
+    std::vector<NodeRef> rules{regimen};
     if (regimen.is_sequence()) {
-      const auto rules = regimen.items("dosing rules");
+      rules = regimen.items("dosing rules");
       if (rules.empty()) regimen.fail("the regimen lists no dosing rules");
-      for (const auto& rule : rules) arm.regimen.push_back(read_rule(rule, card));
-    } else {
-      arm.regimen.push_back(read_rule(regimen, card));
+    }
+    std::optional<NodeRef> as_needed;
+    for (const auto& rule : rules) {
+      for (DosingRule& read : read_rule(rule, card, scenario_dir)) arm.regimen.push_back(std::move(read));
+      if (arm.regimen.back().as_needed) {
+        if (as_needed) rule.fail("an arm has at most one as-needed rule (the other is at " + as_needed->path + ")");
+        as_needed = rule;
+      }
     }
     if (const auto background = item.find("oral_antidepressant")) arm.oral_antidepressant = background->as_boolean();
+    if (const auto missed = item.find("missed_session_probability")) {
+      arm.missed_session_probability = missed->as_percentage();
+      if (!(arm.missed_session_probability >= 0.0 && arm.missed_session_probability < 1.0))
+        missed->fail("expected a probability in [0%, 100%), found " + missed->kind());
+    }
+    if (const auto price = item.find("price_per_session")) read_price(*price, arm);
     name_paths.push_back(name_node.path);
     arms.push_back(std::move(arm));
   }
@@ -741,7 +906,8 @@ Scenario parse_scenario(const std::string& yaml_text, const std::string& source_
   scenario.model = read_model(root.require("model", "e.g. model: {name: ketamine_clements_2cmt}"));
   const ModelCard& card = *find_builtin_model(scenario.model.name);  // read_model checked it exists
   scenario.cohort = read_cohort(root.require("cohort", "size, seed and weight of the simulated subjects"), card);
-  scenario.arms = read_arms(root.require("arms", "a list of arms, each {name, regimen}"), card);
+  const std::string scenario_dir = std::filesystem::path(source_name).parent_path().string();
+  scenario.arms = read_arms(root.require("arms", "a list of arms, each {name, regimen}"), card, scenario_dir);
   if (const auto output = root.find("output")) scenario.output = read_output(*output, card);
   if (const auto solver = root.find("solver")) scenario.solver = read_solver(*solver);
   return scenario;

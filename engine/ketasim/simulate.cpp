@@ -29,12 +29,15 @@ SimulationPlan SimulationPlan::from(const OutputSpec& output) {
   plan.remission_threshold = output.remission_threshold;
   plan.metabolites = std::find(output.metrics.begin(), output.metrics.end(), Metric::metabolites) != output.metrics.end();
   plan.response = std::find(output.metrics.begin(), output.metrics.end(), Metric::response) != output.metrics.end();
+  plan.dissociation_burden = std::find(output.metrics.begin(), output.metrics.end(), Metric::time_above_dissociation) !=
+                             output.metrics.end();
   return plan;
 }
 
 SubjectMetrics sized_metrics(const Model& model, const SimulationPlan& plan, std::size_t doses) {
   SubjectMetrics m;
   m.cmax_ng_per_ml = m.tmax_h = m.auc_ng_h_per_ml = m.time_above_dissociation_h = m.dosed_mg = kNaN;
+  m.dissociation_burden_score_h = m.sessions_given = m.sessions_missed = m.sessions_triggered = kNaN;
   m.auc_per_week_ng_h_per_ml.assign(plan.weeks(), kNaN);
   m.peak_effect_ng_per_ml.assign(doses, kNaN);
   m.peak_effect_time_h.assign(doses, kNaN);
@@ -101,7 +104,8 @@ class EffectTracker {
     link_ = &link;
     tolerance_signal_ = link.tolerance_signal;
     threshold_ = link.input_for(threshold_score, 0.0);
-    peak_tolerance_.assign(doses.size(), 0.0);
+    // Sized for the most doses: as-needed doses are inserted during the solve.
+    peak_tolerance_.assign(metrics.peak_effect_ng_per_ml.size(), 0.0);
   }
 
   // When the link attenuates, the effect-site threshold follows the tolerance, which changes over
@@ -304,46 +308,120 @@ std::vector<double> given_by(const Model& model, const std::vector<ModelInput>& 
   return given;
 }
 
+// The inputs of the doses, as the integration loop consumes them: constant-input segments, jumps,
+// and the breakpoints that are neither (dose starts, assessments, ...). Rebuilt whole when an
+// as-needed rule adds a dose.
+template <class Propagator>
+struct InputPlan {
+  std::vector<ModelInput> inputs;
+  std::vector<InputSegment> segments;
+  std::vector<typename Propagator::Input> segment_input;
+  std::vector<std::size_t> jumps;  // indices into inputs of the jumps, by start
+  std::vector<Ticks> marks;        // sorted, unique
+
+  void build(const Propagator& propagator, const Model& model, const SubjectModel& subject, const SimulationPlan& plan,
+             const std::vector<Dose>& doses, std::vector<Ticks> extra_marks) {
+    inputs = model_inputs(doses, model, subject);
+    segments = input_segments(inputs, plan.grid_end, model.channel_count());
+    segment_input.clear();
+    for (const InputSegment& segment : segments) {
+      StateVector rates = StateVector::Zero(subject.states);
+      for (std::size_t c = 0; c < segment.rates.size(); ++c)
+        if (segment.rates[c] != 0.0) rates += segment.rates[c] * subject.channels[c];
+      segment_input.push_back(propagator.input(rates));
+    }
+    jumps.clear();
+    for (std::size_t i = 0; i < inputs.size(); ++i)
+      if (inputs[i].duration == 0) jumps.push_back(i);
+    marks = std::move(extra_marks);
+    for (const Dose& dose : doses) marks.push_back(dose.start);
+    std::sort(marks.begin(), marks.end());
+    marks.erase(std::unique(marks.begin(), marks.end()), marks.end());
+  }
+};
+
+// State-triggered dosing (an arm's as-needed rule): decides, step by step, whether the subject's
+// MADRS rose above the threshold while a dose was allowed, and when exactly.
+class DoseTrigger {
+ public:
+  DoseTrigger(const TriggeredDosing& dosing, double baseline_madrs, Ticks grid_end)
+      : dosing_(dosing),
+        threshold_(dosing.rule.threshold == AsNeeded::Threshold::madrs_above ? dosing.rule.value
+                                                                               : (1.0 - dosing.rule.value) * baseline_madrs),
+        until_(std::min(grid_end + 1, dosing.rule.until.value_or(grid_end + 1))) {}
+
+  double threshold() const { return threshold_; }
+  const TriggeredDosing& dosing() const { return dosing_; }
+  int fired() const { return fired_; }
+  void fire() { ++fired_; }
+
+  // The first time a dose is allowed after `t`, given the doses so far: `from`, and min_interval
+  // after the last session started at or before t. Past `until` or the limit: never.
+  Ticks allowed_from(Ticks t, const std::vector<Dose>& doses) const {
+    if (dosing_.rule.max_doses && fired_ >= *dosing_.rule.max_doses) return kNever;
+    Ticks allowed = dosing_.rule.from;
+    for (const Dose& dose : doses)
+      if (dose.start <= t) allowed = std::max(allowed, dose.start + dosing_.rule.min_interval);
+    return allowed < until_ ? allowed : kNever;
+  }
+
+  // Times that must be breakpoints so that no step straddles a change of allowed_from: `from`,
+  // and min_interval after every dose.
+  std::vector<Ticks> marks(const std::vector<Dose>& doses) const {
+    std::vector<Ticks> times{dosing_.rule.from};
+    for (const Dose& dose : doses) times.push_back(dose.start + dosing_.rule.min_interval);
+    return times;
+  }
+
+  Ticks until() const { return until_; }
+
+  static constexpr Ticks kNever = std::numeric_limits<Ticks>::max();
+
+ private:
+  const TriggeredDosing& dosing_;
+  double threshold_;
+  Ticks until_;  // exclusive
+  int fired_ = 0;
+};
+
 // The integration loop shared by both paths. Breakpoints are the union of the output grid,
 // input edges, jumps, dose starts, week boundaries, assessments and the end of treatment;
 // between two breakpoints the input is constant and the propagator takes one step. Each point's
 // values are computed once and handed to the outputs and metrics.
 template <class Propagator>
 void integrate(const Propagator& propagator, const Model& model, const SubjectModel& subject, const SimulationPlan& plan,
-               const std::vector<Dose>& doses, const SubjectContext& context, const TrajectoryRows& rows,
+               std::vector<Dose>& doses, const SubjectContext& context, const TrajectoryRows& rows,
                SubjectMetrics& metrics) {
   using State = typename Propagator::State;
   using Input = typename Propagator::Input;
-  const std::vector<ModelInput> inputs = model_inputs(doses, model, subject);
-  const std::vector<InputSegment> segments = input_segments(inputs, plan.grid_end, model.channel_count());
-  std::vector<Input> segment_input;
-  for (const InputSegment& segment : segments) {
-    StateVector rates = StateVector::Zero(subject.states);
-    for (std::size_t c = 0; c < segment.rates.size(); ++c)
-      if (segment.rates[c] != 0.0) rates += segment.rates[c] * subject.channels[c];
-    segment_input.push_back(propagator.input(rates));
-  }
-  std::vector<const ModelInput*> jumps;
-  for (const ModelInput& input : inputs)
-    if (input.duration == 0) jumps.push_back(&input);
 
+  // The treatment course the response metrics refer to is the doses known before the solve
+  // (as-needed sessions are maintenance, given because of a relapse).
   const bool has_sessions = !doses.empty();
   const Ticks first_session = has_sessions ? doses.front().start : 0;
   const Ticks last_session = has_sessions ? doses.back().start : 0;
   std::optional<ResponseTracker> response;
   if (plan.response && subject.depression)
     response.emplace(*subject.depression, plan, context, first_session, last_session, has_sessions, metrics);
-  std::vector<Ticks> marks;  // breakpoints besides the inputs, the grid and the weeks
-  for (const Dose& dose : doses) marks.push_back(dose.start);
-  if (response)
-    for (const Ticks mark : response->marks()) marks.push_back(mark);
-  std::sort(marks.begin(), marks.end());
-  marks.erase(std::unique(marks.begin(), marks.end()), marks.end());
+  std::optional<DoseTrigger> trigger;
+  if (context.as_needed && subject.depression) trigger.emplace(*context.as_needed, context.baseline_madrs, plan.grid_end);
+  const auto extra_marks = [&] {
+    std::vector<Ticks> marks;
+    if (response) marks = response->marks();
+    if (trigger)
+      for (const Ticks mark : trigger->marks(doses)) marks.push_back(mark);
+    return marks;
+  };
+  InputPlan<Propagator> inputs;
+  inputs.build(propagator, model, subject, plan, doses, extra_marks());
 
   std::optional<EffectTracker<Propagator>> effect_tracker;
   metrics.time_above_dissociation_h = 0.0;
   if (model.dissociation_link() >= 0)
     effect_tracker.emplace(propagator, model, subject, doses, plan.dissociation_threshold, metrics);
+  const LinkValues* dissociation_link =
+      model.dissociation_link() >= 0 && plan.dissociation_burden ? &subject.links[static_cast<std::size_t>(model.dissociation_link())]
+                                                                  : nullptr;
   metrics.auc_per_week_ng_h_per_ml.assign(plan.weeks(), 0.0);
 
   const int plasma_signal = model.drugs()[static_cast<std::size_t>(model.dosed_drug())].plasma_signal;
@@ -364,22 +442,26 @@ void integrate(const Propagator& propagator, const Model& model, const SubjectMo
   double auc_at_week_start = 0.0;
   std::size_t week = 0, grid = 0, segment = 0, jump = 0, mark = 0;
   Ticks t = 0;
+  Ticks observed_at = -1;  // the last point observed (a point is observed once, also after a re-plan)
   Ticks next_grid_time = 0;  // grid * grid_step, kept by multiplication, never accumulated
   Ticks week_end = kTicksPerWeek;
   Ticks next_edge = 0;  // the next breakpoint that is not a grid point
+  Ticks trigger_allowed = trigger ? trigger->allowed_from(0, doses) : DoseTrigger::kNever;
+  double burden_time_h = 0.0, burden_score = 0.0;  // the previous point of the dissociation integral
 
   const auto link_value = [&](const LinkValues& link, const State& at) {
     const double tolerance = link.tolerance_signal >= 0 ? propagator.signal(at, link.tolerance_signal) : 0.0;
     return link(propagator.signal(at, link.input_signal), tolerance);
   };
-  // The model's MADRS at `when` (a grid point or breakpoint) in state `at`.
-  const auto madrs = [&](Ticks when, const State& at) {
+  // The model's MADRS at `hours` from the simulation start in state `at`.
+  const auto madrs_at_hours = [&](double hours, const State& at) {
     const DepressionValues& depression = *subject.depression;
     const double session = depression.session_signal >= 0 ? propagator.signal(at, depression.session_signal) : 0.0;
-    const double hours = has_sessions && when >= first_session ? ticks_to_hours(when - first_session) : -1.0;
-    return depression.score(context.baseline_madrs, hours, propagator.signal(at, depression.drug_signal), session,
+    const double since_first = has_sessions && hours >= ticks_to_hours(first_session) ? hours - ticks_to_hours(first_session) : -1.0;
+    return depression.score(context.baseline_madrs, since_first, propagator.signal(at, depression.drug_signal), session,
                             context.oral_antidepressant);
   };
+  const auto madrs = [&](Ticks when, const State& at) { return madrs_at_hours(ticks_to_hours(when), at); };
   const auto write_grid_row = [&](const State& at) {
     for (const TrajectoryRow& row : rows) {
       const ModelOutput& output = *row.output;
@@ -406,63 +488,130 @@ void integrate(const Propagator& propagator, const Model& model, const SubjectMo
       }
     }
     if (response) response->at_point(t, madrs(t, at));
+    if (dissociation_link) {
+      const double hours = ticks_to_hours(t);
+      const double score = link_value(*dissociation_link, at);
+      metrics.dissociation_burden_score_h += 0.5 * (score + burden_score) * (hours - burden_time_h);
+      burden_time_h = hours;
+      burden_score = score;
+    }
   };
+  // The next breakpoint after t that is not a grid point.
+  const auto find_next_edge = [&] {
+    while (inputs.segments[segment].end <= t) ++segment;
+    while (mark < inputs.marks.size() && inputs.marks[mark] <= t) ++mark;
+    next_edge = std::min({inputs.segments[segment].end, week_end, plan.grid_end});
+    if (jump < inputs.jumps.size()) next_edge = std::min(next_edge, inputs.inputs[inputs.jumps[jump]].start);
+    if (mark < inputs.marks.size()) next_edge = std::min(next_edge, inputs.marks[mark]);
+  };
+  // The step [t0, t1] took the state from `start` to `end`: did the MADRS rise above the trigger's
+  // threshold while a dose was allowed? Returns when (the crossing, rounded up to a tick), or -1.
+  // Steps never straddle a change of the allowed time (it is a breakpoint), so within a step a dose
+  // is either allowed from some point on or not at all.
+  const auto trigger_time = [&](const State& start, Ticks t0, Ticks t1, const State& end, const Input& input) -> Ticks {
+    if (t1 < trigger_allowed) return -1;
+    const double threshold = trigger->threshold();
+    const double excess_end = madrs(t1, end) - threshold;
+    if (!(excess_end > 0.0)) return -1;
+    const Ticks low = std::max(t0, trigger_allowed);
+    const double tau_low = ticks_to_hours(low - t0);
+    const auto excess = [&](double tau) {
+      return madrs_at_hours(ticks_to_hours(t0) + tau, propagator.peek(start, tau, input)) - threshold;
+    };
+    const double excess_low = low == t1 ? excess_end : excess(tau_low);
+    const double tau = excess_low > 0.0 ? tau_low : bracketed_root(excess, tau_low, excess_low, ticks_to_hours(t1 - t0), excess_end);
+    const Ticks at = std::clamp<Ticks>(t0 + static_cast<Ticks>(std::ceil(tau * static_cast<double>(kTicksPerHour))), low, t1);
+    return at < trigger->until() ? std::max(at, t0 + 1) : -1;
+  };
+  // A triggered dose at `at` (> t): insert it in order, rebuild the inputs and find the place of t
+  // in them again.
+  const auto add_triggered_dose = [&](Ticks at) {
+    Dose dose = trigger->dosing().dose;
+    dose.start = at;
+    dose.triggered = true;
+    if (doses.size() >= metrics.peak_effect_ng_per_ml.size())
+      throw SolverError("as-needed dosing gave more doses than the arm's bound (" + std::to_string(doses.size()) + ")");
+    const auto position = std::upper_bound(doses.begin(), doses.end(), at, [](Ticks time, const Dose& d) { return time < d.start; });
+    doses.insert(position, dose);
+    trigger->fire();
+    inputs.build(propagator, model, subject, plan, doses, extra_marks());
+    // The jumps at t have been applied once t was observed.
+    const auto applied = [&](std::size_t i) { return inputs.inputs[i].start < t || (inputs.inputs[i].start == t && observed_at == t); };
+    jump = static_cast<std::size_t>(std::partition_point(inputs.jumps.begin(), inputs.jumps.end(), applied) - inputs.jumps.begin());
+    segment = mark = 0;
+    find_next_edge();
+    trigger_allowed = trigger->allowed_from(at, doses);
+  };
+
+  if (trigger && trigger_allowed == 0 && madrs(0, state) > trigger->threshold()) add_triggered_dose(0);
 
   double plasma = propagator.signal(state, plasma_signal);
   double driver_value = driver >= 0 ? propagator.signal(state, driver) : 0.0;
   double effect = effect_site >= 0 ? propagator.signal(state, effect_site) : 0.0;
   while (true) {
-    // Same-time rule: input edges are segment boundaries (the next segment's rates already hold
-    // both the stop and the start), then jumps, then the observation.
-    if (jump < jumps.size() && jumps[jump]->start == t) {
-      for (; jump < jumps.size() && jumps[jump]->start == t; ++jump) propagator.bolus(state, jumps[jump]->channel, jumps[jump]->amount);
-      plasma = propagator.signal(state, plasma_signal);
-      if (driver >= 0) driver_value = propagator.signal(state, driver);
-      if (effect_site >= 0) effect = propagator.signal(state, effect_site);
+    if (t != observed_at) {
+      observed_at = t;
+      // Same-time rule: input edges are segment boundaries (the next segment's rates already hold
+      // both the stop and the start), then jumps, then the observation.
+      if (jump < inputs.jumps.size() && inputs.inputs[inputs.jumps[jump]].start == t) {
+        for (; jump < inputs.jumps.size() && inputs.inputs[inputs.jumps[jump]].start == t; ++jump) {
+          const ModelInput& input = inputs.inputs[inputs.jumps[jump]];
+          propagator.bolus(state, input.channel, input.amount);
+        }
+        plasma = propagator.signal(state, plasma_signal);
+        if (driver >= 0) driver_value = propagator.signal(state, driver);
+        if (effect_site >= 0) effect = propagator.signal(state, effect_site);
+      }
+      // Checked at every edge; a non-finite value inside a run of grid steps propagates to the next.
+      if (!std::isfinite(plasma) || !std::isfinite(effect)) throw SolverError("the solution became non-finite");
+      observe(state, plasma);
+      if (effect_tracker) effect_tracker->at_point(t, state, effect);
+      if (t == next_grid_time) {
+        write_grid_row(state);
+        ++grid;
+        next_grid_time = grid < n_time ? static_cast<Ticks>(grid) * plan.grid_step : std::numeric_limits<Ticks>::max();
+      }
+      if (t == week_end || t == plan.grid_end) {
+        const double auc = propagator.signal_integral(state, plasma_signal);
+        metrics.auc_per_week_ng_h_per_ml[week] = (auc - auc_at_week_start) * kNgPerMlPerMgPerL;
+        auc_at_week_start = auc;
+        ++week;
+        week_end = static_cast<Ticks>(week + 1) * kTicksPerWeek;
+      }
+      if (t >= plan.grid_end) break;
+      if (t >= next_edge) find_next_edge();
+      if (trigger) trigger_allowed = trigger->allowed_from(t, doses);
     }
-    // Checked at every edge; a non-finite value inside a run of grid steps propagates to the next.
-    if (!std::isfinite(plasma) || !std::isfinite(effect)) throw SolverError("the solution became non-finite");
-    observe(state, plasma);
-    if (effect_tracker) effect_tracker->at_point(t, state, effect);
-    if (t == next_grid_time) {
-      write_grid_row(state);
-      ++grid;
-      next_grid_time = grid < n_time ? static_cast<Ticks>(grid) * plan.grid_step : std::numeric_limits<Ticks>::max();
-    }
-    if (t == week_end || t == plan.grid_end) {
-      const double auc = propagator.signal_integral(state, plasma_signal);
-      metrics.auc_per_week_ng_h_per_ml[week] = (auc - auc_at_week_start) * kNgPerMlPerMgPerL;
-      auc_at_week_start = auc;
-      ++week;
-      week_end = static_cast<Ticks>(week + 1) * kTicksPerWeek;
-    }
-    if (t >= plan.grid_end) break;
 
-    if (t >= next_edge) {
-      while (segments[segment].end <= t) ++segment;
-      while (mark < marks.size() && marks[mark] <= t) ++mark;
-      next_edge = std::min({segments[segment].end, week_end, plan.grid_end});
-      if (jump < jumps.size()) next_edge = std::min(next_edge, jumps[jump]->start);
-      if (mark < marks.size()) next_edge = std::min(next_edge, marks[mark]);
-    }
-    const Input& input = segment_input[segment];
+    const Input* input = &inputs.segment_input[segment];
     // The hot path: whole grid steps strictly before the next edge, where nothing but the grid
     // happens (no dose, no segment change, no week boundary, no assessment).
+    bool replanned = false;
     if (t + plan.grid_step == next_grid_time) {
       while (next_grid_time < next_edge) {
         if (effect_tracker) effect_tracker->start_step(state);
         const State start = state;
-        propagator.advance(state, grid_factors, input);
+        propagator.advance(state, grid_factors, *input);
+        if (trigger) {
+          const Ticks at = trigger_time(start, t, next_grid_time, state, *input);
+          if (at >= 0) {  // back to the start of the step; the loop steps to the dose next
+            state = start;
+            add_triggered_dose(at);
+            replanned = true;
+            break;
+          }
+        }
         const double plasma_next = propagator.signal(state, plasma_signal);
         if (effect_tracker) {
           const double driver_next = propagator.signal(state, driver);
           const double effect_next = propagator.signal(state, effect_site);
-          effect_tracker->over_step(start, t, plan.grid_step, input, driver_value, effect, driver_next, effect_next);
+          effect_tracker->over_step(start, t, plan.grid_step, *input, driver_value, effect, driver_next, effect_next);
           driver_value = driver_next;
           effect = effect_next;
         }
         plasma = plasma_next;
         t = next_grid_time;
+        observed_at = t;
         observe(state, plasma);
         if (effect_tracker) effect_tracker->at_point(t, state, effect);
         write_grid_row(state);
@@ -470,19 +619,28 @@ void integrate(const Propagator& propagator, const Model& model, const SubjectMo
         next_grid_time = static_cast<Ticks>(++grid) * plan.grid_step;
       }
     }
+    if (replanned) continue;
     const Ticks next = std::min(next_edge, next_grid_time);
     const Ticks step = next - t;
     if (effect_tracker) effect_tracker->start_step(state);
     const State start = state;
     if (step == plan.grid_step)
-      propagator.advance(state, grid_factors, input);
+      propagator.advance(state, grid_factors, *input);
     else
-      propagator.advance(state, propagator.factors(ticks_to_hours(step)), input);
+      propagator.advance(state, propagator.factors(ticks_to_hours(step)), *input);
+    if (trigger) {
+      const Ticks at = trigger_time(start, t, next, state, *input);
+      if (at >= 0) {
+        state = start;
+        add_triggered_dose(at);
+        continue;
+      }
+    }
     plasma = propagator.signal(state, plasma_signal);
     if (effect_tracker) {
       const double driver_next = propagator.signal(state, driver);
       const double effect_next = propagator.signal(state, effect_site);
-      effect_tracker->over_step(start, t, step, input, driver_value, effect, driver_next, effect_next);
+      effect_tracker->over_step(start, t, step, *input, driver_value, effect, driver_next, effect_next);
       driver_value = driver_next;
       effect = effect_next;
     }
@@ -505,10 +663,14 @@ void integrate(const Propagator& propagator, const Model& model, const SubjectMo
   } else {
     metrics.time_above_dissociation_h = kNaN;
   }
+  if (!dissociation_link) metrics.dissociation_burden_score_h = kNaN;
   for (auto& value : metrics.metabolite_cmax_ng_per_ml)
     if (value < 0.0) value = kNaN;
   if (response) response->finish(plan.grid_end);
-  const std::vector<double> given = given_by(model, inputs, subject, plan.grid_end);
+  metrics.sessions_given = static_cast<double>(
+      std::count_if(doses.begin(), doses.end(), [&](const Dose& dose) { return dose.start <= plan.grid_end; }));
+  metrics.sessions_triggered = trigger ? trigger->fired() : 0.0;
+  const std::vector<double> given = given_by(model, inputs.inputs, subject, plan.grid_end);
   metrics.dosed_mg = given[static_cast<std::size_t>(model.dosed_drug())];
   for (std::size_t d = 0; d < model.drugs().size(); ++d) {
     metrics.amount_in_body_end_mg[d] = propagator.apply(state, subject.drug_amount[d]);
@@ -519,7 +681,7 @@ void integrate(const Propagator& propagator, const Model& model, const SubjectMo
 }
 
 template <int N>
-bool try_exact(const Model& model, const SubjectModel& subject, const SimulationPlan& plan, const std::vector<Dose>& doses,
+bool try_exact(const Model& model, const SubjectModel& subject, const SimulationPlan& plan, std::vector<Dose>& doses,
                const SubjectContext& context, const TrajectoryRows& rows, SubjectMetrics& metrics, std::string& why) {
   const auto exact = ExactPropagator<N>::create(subject, &why);
   if (!exact) return false;
@@ -530,7 +692,7 @@ bool try_exact(const Model& model, const SubjectModel& subject, const Simulation
 }  // namespace
 
 SolveOutcome simulate_subject(const Model& model, const SubjectModel& subject, const SolverSpec& solver,
-                              const SimulationPlan& plan, const std::vector<Dose>& doses, const SubjectContext& context,
+                              const SimulationPlan& plan, std::vector<Dose>& doses, const SubjectContext& context,
                               const TrajectoryRows& rows, SubjectMetrics& metrics) {
   SolveOutcome outcome;
   if (solver.method != SolverMethod::ode) {

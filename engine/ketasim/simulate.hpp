@@ -22,6 +22,7 @@ struct SimulationPlan {
   double remission_threshold = 10.0;
   bool metabolites = true;   // metabolite Cmax/Tmax
   bool response = true;      // MADRS metrics (when the model has a depression score)
+  bool dissociation_burden = true;  // the integral of the dissociation score (time_above_dissociation metrics)
 
   std::size_t time_points() const { return static_cast<std::size_t>(grid_end / grid_step) + 1; }
   // Weeks for AUC per week; the last one is partial when grid_end is not a whole number of weeks.
@@ -47,7 +48,11 @@ struct SubjectMetrics {
   std::vector<double> peak_effect_time_h;          // per dose: when
   std::vector<std::vector<double>> peak_link;      // [link][dose]: the link at that maximum
   double time_above_dissociation_h = 0.0;          // total time with score >= threshold
+  double dissociation_burden_score_h = 0.0;        // integral of the dissociation score over the grid (trapezoid)
   double dosed_mg = 0.0;                           // drug given within the grid (constant-rate parts pro rata)
+  double sessions_given = 0.0;                     // sessions (any drug) started within the grid
+  double sessions_missed = 0.0;                    // scheduled sessions missed (adherence), within the grid
+  double sessions_triggered = 0.0;                 // sessions given by an as-needed rule
   std::vector<double> metabolite_cmax_ng_per_ml;   // per metabolite (every drug but the dosed one)
   std::vector<double> metabolite_tmax_h;
   // Response (models with a depression score)
@@ -71,11 +76,18 @@ struct SubjectMetrics {
 // Sizes every per-dose, per-week, per-assessment and per-drug vector, filled with NaN.
 SubjectMetrics sized_metrics(const Model& model, const SimulationPlan& plan, std::size_t doses);
 
+// An arm's as-needed rule for one subject: when it fires and the dose it gives.
+struct TriggeredDosing {
+  AsNeeded rule;
+  Dose dose;  // the session a trigger gives (amount for this subject); its start is set when it fires
+};
+
 // What one subject brings besides its model.
 struct SubjectContext {
   double baseline_madrs = 0.0;
   bool oral_antidepressant = false;
   std::vector<double> residual_normals;  // one standard normal draw per assessment
+  const TriggeredDosing* as_needed = nullptr;  // the arm's as-needed rule, if any
 };
 
 enum class SolverPath { exact, ode };
@@ -85,9 +97,12 @@ struct SolveOutcome {
   std::string note;  // why the exact path was not used, when it was not
 };
 
-// Runs one subject. Throws SolverError when the requested path cannot solve it.
+// Runs one subject. `doses` are the doses known before the solve, ordered by start; doses an
+// as-needed rule triggers during the solve are inserted in order (marked `triggered`), so on return
+// it holds every dose given. The per-dose metrics must be sized for the most doses possible.
+// Throws SolverError when the requested path cannot solve it.
 SolveOutcome simulate_subject(const Model& model, const SubjectModel& subject, const SolverSpec& solver,
-                              const SimulationPlan& plan, const std::vector<Dose>& doses, const SubjectContext& context,
+                              const SimulationPlan& plan, std::vector<Dose>& doses, const SubjectContext& context,
                               const TrajectoryRows& rows, SubjectMetrics& metrics);
 
 }  // namespace ketasim

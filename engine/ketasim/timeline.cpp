@@ -5,6 +5,8 @@
 #include <cmath>
 #include <tuple>
 
+#include "ketasim/random_stream.hpp"
+
 namespace ketasim {
 
 std::string to_string(EventKind kind) {
@@ -33,6 +35,7 @@ SessionKind Dose::session() const {
 
 std::vector<Ticks> dose_times(const DosingRule& rule) {
   std::vector<Ticks> times;
+  if (rule.schedule == ScheduleKind::as_needed || rule.schedule == ScheduleKind::table) return times;
   const auto within_bounds = [&](Ticks time, std::size_t already) {
     if (rule.count) return already < static_cast<std::size_t>(*rule.count);
     return rule.repeat_for && time < rule.start + *rule.repeat_for;
@@ -48,6 +51,9 @@ std::vector<Ticks> dose_times(const DosingRule& rule) {
         times.push_back(time);
       }
       break;
+    case ScheduleKind::as_needed:
+    case ScheduleKind::table:
+      break;
     case ScheduleKind::weekly:
       if (rule.weekly_slots.empty()) break;
       for (Ticks week = 0;; ++week) {
@@ -61,24 +67,91 @@ std::vector<Ticks> dose_times(const DosingRule& rule) {
   return times;
 }
 
+double dose_amount_mg(const DosingRule& rule, double weight_kg) {
+  const double amount = rule.dose.basis == DoseBasis::per_body_weight ? rule.dose.value * weight_kg : rule.dose.value;
+  return rule.max_dose_mg ? std::min(amount, *rule.max_dose_mg) : amount;
+}
+
+Dose make_dose(const DosingRule& rule, int rule_index, Ticks start, double weight_kg) {
+  Dose dose;
+  dose.start = start;
+  dose.duration = rule.route == Route::iv_infusion ? rule.infusion_duration : 0;
+  dose.amount_mg = dose_amount_mg(rule, weight_kg);
+  dose.route = rule.route;
+  dose.drug = rule.drug;
+  dose.rule = rule_index;
+  return dose;
+}
+
+namespace {
+
+void sort_by_start(std::vector<Dose>& doses) {
+  std::stable_sort(doses.begin(), doses.end(), [](const Dose& a, const Dose& b) { return a.start < b.start; });
+}
+
+}  // namespace
+
 std::vector<Dose> expand_doses(const Arm& arm, double weight_kg) {
   std::vector<Dose> doses;
+  for (std::size_t r = 0; r < arm.regimen.size(); ++r)
+    for (const Ticks start : dose_times(arm.regimen[r])) doses.push_back(make_dose(arm.regimen[r], static_cast<int>(r), start, weight_kg));
+  sort_by_start(doses);
+  return doses;
+}
+
+SubjectDoses subject_doses(const Arm& arm, double weight_kg, std::int64_t subject_id, std::uint64_t seed) {
+  SubjectDoses result;
+  std::vector<Dose> scheduled = expand_doses(arm, weight_kg);
+  if (arm.missed_session_probability > 0.0) {
+    RandomStream adherence(seed, static_cast<std::uint64_t>(subject_id), StreamPurpose::adherence);
+    for (const Dose& dose : scheduled) {
+      if (adherence.uniform() < arm.missed_session_probability)
+        ++result.missed;
+      else
+        result.doses.push_back(dose);
+    }
+  } else {
+    result.doses = std::move(scheduled);
+  }
   for (std::size_t r = 0; r < arm.regimen.size(); ++r) {
     const DosingRule& rule = arm.regimen[r];
-    const double amount_mg = rule.dose.basis == DoseBasis::per_body_weight ? rule.dose.value * weight_kg : rule.dose.value;
-    for (const Ticks start : dose_times(rule)) {
-      Dose dose;
-      dose.start = start;
-      dose.duration = rule.route == Route::iv_infusion ? rule.infusion_duration : 0;
-      dose.amount_mg = amount_mg;
-      dose.route = rule.route;
-      dose.drug = rule.drug;
-      dose.rule = static_cast<int>(r);
-      doses.push_back(dose);
+    if (rule.schedule != ScheduleKind::table) continue;
+    const auto found = rule.table->doses.find(subject_id + 1);
+    if (found == rule.table->doses.end()) continue;
+    for (const TableDose& row : found->second) {
+      Dose dose = make_dose(rule, static_cast<int>(r), row.time, weight_kg);
+      dose.amount_mg = row.amount_mg;
+      dose.duration = row.duration;
+      result.doses.push_back(dose);
     }
   }
-  std::stable_sort(doses.begin(), doses.end(), [](const Dose& a, const Dose& b) { return a.start < b.start; });
-  return doses;
+  sort_by_start(result.doses);
+  return result;
+}
+
+std::size_t DosingTable::most_doses() const {
+  std::size_t most = 0;
+  for (const auto& [id, rows] : doses) most = std::max(most, rows.size());
+  return most;
+}
+
+std::size_t DosingRule::most_doses(Ticks grid_end) const {
+  switch (schedule) {
+    case ScheduleKind::table: return table ? table->most_doses() : 0;
+    case ScheduleKind::as_needed: {
+      const AsNeeded& rule = *as_needed;
+      const Ticks end = std::min(grid_end, rule.until.value_or(grid_end));
+      const std::size_t window = end < rule.from ? 0 : static_cast<std::size_t>((end - rule.from) / rule.min_interval) + 1;
+      return rule.max_doses ? std::min(window, static_cast<std::size_t>(*rule.max_doses)) : window;
+    }
+    default: return dose_times(*this).size();
+  }
+}
+
+std::size_t most_doses(const Arm& arm, Ticks grid_end) {
+  std::size_t most = 0;
+  for (const DosingRule& rule : arm.regimen) most += rule.most_doses(grid_end);
+  return most;
 }
 
 std::vector<ModelInput> model_inputs(const std::vector<Dose>& doses, const Model& model, const SubjectModel& subject) {

@@ -32,6 +32,7 @@ struct Dose {
   Route route = Route::iv_infusion;
   DoseDrug drug = DoseDrug::model_drug;
   int rule = 0;  // index of the dosing rule in the arm's regimen
+  bool triggered = false;  // given by an as-needed rule during the solve
 
   double rate_mg_per_h() const { return duration > 0 ? amount_mg / ticks_to_hours(duration) : 0.0; }
   SessionKind session() const;
@@ -61,11 +62,33 @@ struct TimelineEvent {
 // The strict order of the same-time rule: by time, then kind, then dose index, then channel.
 bool happens_before(const TimelineEvent& a, const TimelineEvent& b);
 
-// Nominal start times of one rule's doses (t_k = start + k * interval, never accumulated).
+// Nominal start times of one scheduled rule's doses (t_k = start + k * interval, never
+// accumulated); empty for as-needed and table rules, whose doses depend on the subject.
 std::vector<Ticks> dose_times(const DosingRule& rule);
 
-// All doses of an arm for a subject of this weight, ordered by start time (then rule order).
+// The amount of one dose of a rule for a subject of this weight: mg/kg times weight, capped.
+double dose_amount_mg(const DosingRule& rule, double weight_kg);
+
+// A dose of a rule at `start` for a subject of this weight.
+Dose make_dose(const DosingRule& rule, int rule_index, Ticks start, double weight_kg);
+
+// The doses of an arm's scheduled rules (weekly, interval, explicit) for a subject of this weight,
+// ordered by start time (then rule order): the nominal schedule, the same for every subject.
 std::vector<Dose> expand_doses(const Arm& arm, double weight_kg);
+
+struct SubjectDoses {
+  std::vector<Dose> doses;  // ordered by start time (then rule order)
+  int missed = 0;           // scheduled sessions missed (adherence)
+};
+
+// The doses one subject is given before the solve: the scheduled rules and the subject's rows of
+// any dosing table (NONMEM ID = subject id + 1), less the sessions missed. A scheduled session k
+// (in time order) is missed when draw k of the subject's adherence stream is below the arm's
+// missed_session_probability. As-needed doses are added during the solve.
+SubjectDoses subject_doses(const Arm& arm, double weight_kg, std::int64_t subject_id, std::uint64_t seed);
+
+// The most doses any subject of the arm can be given over a grid ending at grid_end.
+std::size_t most_doses(const Arm& arm, Ticks grid_end);
 
 // The model inputs of the doses, for one subject's model.
 std::vector<ModelInput> model_inputs(const std::vector<Dose>& doses, const Model& model, const SubjectModel& subject);
