@@ -22,6 +22,7 @@
 #include "ketasim/model.hpp"
 #include "ketasim/reproduction.hpp"
 #include "ketasim/model_card.hpp"
+#include "ketasim/nonmem.hpp"
 #include "ketasim/run.hpp"
 #include "ketasim/scenario_loader.hpp"
 #include "ketasim/timeline.hpp"
@@ -67,10 +68,10 @@ void print_summary(const RunReport& report, const Scenario& scenario, const std:
               static_cast<double>(report.subjects_per_arm * static_cast<std::int64_t>(report.arms.size())) /
                   std::max(report.elapsed_seconds, 1e-9));
   std::printf("median [5th-95th percentile] over subjects\n");
-  std::printf("%-18s %5s  %-24s %-24s %-22s %-24s\n", "arm", "doses", "Cmax (ng/mL)", "AUC per week (ng*h/mL)",
+  std::printf("%-18s %-14s %-24s %-24s %-22s %-24s\n", "arm", "sessions", "Cmax (ng/mL)", "AUC per week (ng*h/mL)",
               "dose-1 dissociation", "h/week dissociation>=thr");
   for (const ArmReport& arm : report.arms) {
-    std::printf("%-18s %5zu  %-24s %-24s %-22s %-24s\n", arm.name.c_str(), arm.doses,
+    std::printf("%-18s %-14s %-24s %-24s %-22s %-24s\n", arm.name.c_str(), format_quantiles(arm.sessions_given, 0).c_str(),
                 format_quantiles(arm.cmax_ng_per_ml, 0).c_str(), format_quantiles(arm.weekly_auc_ng_h_per_ml, 0).c_str(),
                 format_quantiles(arm.first_dose_peak_dissociation, 1).c_str(),
                 format_quantiles(arm.dissociation_hours_per_week, 2).c_str());
@@ -379,6 +380,35 @@ int command_models(const std::string& name) {
 
 }  // namespace
 
+int command_export(const std::string& result_path, std::string arm, const std::string& output) {
+  if (arm.empty()) arm = arms_in_result(result_path).front();
+  if (output.empty()) {
+    const auto variables = write_nonmem_data(result_path, arm, std::cout);
+    std::cout.flush();
+    for (std::size_t v = 0; v < variables.size(); ++v) std::fprintf(stderr, "DVID %zu: %s\n", v + 1, variables[v].c_str());
+    return 0;
+  }
+  // Written next to the final name and renamed: a failed export leaves any older file untouched.
+  const std::string temporary = output + ".tmp-" + std::to_string(::getpid());
+  std::vector<std::string> variables;
+  try {
+    std::ofstream out(temporary, std::ios::binary);
+    if (!out) throw IoError("cannot write '" + temporary + "'");
+    variables = write_nonmem_data(result_path, arm, out);
+    out.close();
+    if (!out) throw IoError("writing '" + temporary + "' failed");
+    std::filesystem::rename(temporary, output);
+  } catch (...) {
+    std::error_code ignored;
+    std::filesystem::remove(temporary, ignored);
+    throw;
+  }
+  std::printf("arm %s of %s -> %s (NONMEM-style: ID = subject id + 1, TIME in h, AMT in mg, RATE in mg/h)\n", arm.c_str(),
+              result_path.c_str(), output.c_str());
+  for (std::size_t v = 0; v < variables.size(); ++v) std::printf("DVID %zu: %s\n", v + 1, variables[v].c_str());
+  return 0;
+}
+
 int main(int argc, char** argv) {
   CLI::App app{"ketasim: PK/PD simulation of ketamine therapy for virtual patient cohorts"};
   app.set_version_flag("--version", std::string("ketasim ") + ketasim::kVersion + " (" + ketasim::kSourceRevision +
@@ -424,6 +454,12 @@ int main(int argc, char** argv) {
   calibrate_command->add_flag("--check", check, "Exit 7 unless the fit reproduces the committed NAME.fit.yaml");
   calibrate_command->add_option("-t,--threads", threads, "Worker threads (default: all cores); results do not depend on it");
   calibrate_command->add_flag("-q,--quiet", quiet, "No progress");
+  std::string result_path, export_arm, export_output;
+  auto* export_command = app.add_subcommand("export", "Write one arm of a result file as a NONMEM-style CSV data set");
+  export_command->add_option("results", result_path, "Result HDF5 file of `ketasim run`")->required();
+  export_command->add_option("--arm", export_arm, "Arm name (default: the first arm)");
+  export_command->add_option("-o,--output", export_output, "CSV file (default: standard output); written to a temporary name, renamed on success");
+
   std::vector<std::string> model_words;
   models->add_option("name", model_words, "[show] NAME: the model to show in full")->expected(0, 2);
 
@@ -439,6 +475,7 @@ int main(int argc, char** argv) {
     if (*validate) return command_validate(scenario_path);
     if (*timeline) return command_timeline(scenario_path, arm_name, subject_id, csv);
     if (*reproduce) return command_reproduce(target_files, markdown, threads, joined_command(argc, argv));
+    if (*export_command) return command_export(result_path, export_arm, export_output);
     if (*calibrate_command) return command_calibrate(spec_path, write, check, threads, quiet, joined_command(argc, argv));
     if (*models) {
       if (!model_words.empty() && model_words.front() == "show") model_words.erase(model_words.begin());

@@ -696,6 +696,8 @@ void ResultWriter::State::define_arm(const ArmLayout& layout) {
     write_vector(doses, "duration_h", layout.dose_duration_h, "h", "infusion durations; 0 for a bolus");
     write_vector(group, "assessments_h", layout.assessment_time_h, "h",
                  "MADRS assessment times, hours after the start of the first session (columns of the *_at metrics)");
+    write_vector(group, "observation_times_h", layout.observation_time_h, "h",
+                 "sampling times of the simulated observations (metrics ipred_* and dv_*), hours from the start");
     define_trajectories(group, arm);
   });
   arms.push_back(std::move(arm));

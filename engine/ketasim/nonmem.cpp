@@ -4,7 +4,10 @@
 #include <cctype>
 #include <cmath>
 #include <fstream>
+#include <cstdio>
 #include <optional>
+
+#include <H5Cpp.h>
 
 #include "ketasim/errors.hpp"
 
@@ -146,6 +149,143 @@ DosingTable read_dosing_table(const std::string& path, Route route) {
   for (auto& [id, doses] : table.doses)
     std::stable_sort(doses.begin(), doses.end(), [](const TableDose& a, const TableDose& b) { return a.time < b.time; });
   return table;
+}
+
+namespace {
+
+// One arm of a result file, read for the export.
+class ArmReader {
+ public:
+  ArmReader(const std::string& path, const std::string& arm) : path_(path), arm_("/arms/" + arm), file_(path, H5F_ACC_RDONLY) {}
+
+  H5::H5File& file() { return file_; }
+
+  bool exists(const std::string& name) const { return file_.nameExists(arm_ + "/" + name); }
+
+  // A float64 dataset as a flat vector with its row width (1 for [N]).
+  std::vector<double> doubles(const std::string& name, std::size_t rows, std::size_t* width) const {
+    const H5::DataSet dataset = file_.openDataSet(arm_ + "/" + name);
+    const H5::DataSpace space = dataset.getSpace();
+    hsize_t dims[2] = {0, 1};
+    const int rank = space.getSimpleExtentDims(dims);
+    if (rank < 1 || rank > 2 || (rows != 0 && dims[0] != rows))
+      throw IoError(path_ + ": " + arm_ + "/" + name + " has an unexpected shape");
+    std::vector<double> values(static_cast<std::size_t>(dims[0] * (rank == 2 ? dims[1] : 1)));
+    if (!values.empty()) dataset.read(values.data(), H5::PredType::NATIVE_DOUBLE);
+    if (width) *width = rank == 2 ? static_cast<std::size_t>(dims[1]) : 1;
+    return values;
+  }
+
+ private:
+  std::string path_;
+  std::string arm_;
+  H5::H5File file_;
+};
+
+std::string number_text(double value) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.17g", value);
+  return text;
+}
+
+}  // namespace
+
+std::vector<std::string> arms_in_result(const std::string& result_path) {
+  H5::Exception::dontPrint();
+  try {
+    const H5::H5File file(result_path, H5F_ACC_RDONLY);
+    const H5::Attribute attribute = file.openAttribute("arms");
+    hsize_t count = 0;
+    attribute.getSpace().getSimpleExtentDims(&count);
+    if (count == 0) throw IoError(result_path + " has no arms");
+    std::vector<char*> texts(static_cast<std::size_t>(count));
+    H5::StrType type(H5::PredType::C_S1, H5T_VARIABLE);
+    type.setCset(H5T_CSET_UTF8);
+    attribute.read(type, texts.data());
+    std::vector<std::string> names(texts.begin(), texts.end());
+    H5Dvlen_reclaim(type.getId(), attribute.getSpace().getId(), H5P_DEFAULT, texts.data());
+    return names;
+  } catch (const H5::Exception& error) {
+    throw IoError("cannot read '" + result_path + "' as a ketasim result file: " + error.getDetailMsg());
+  }
+}
+
+std::vector<std::string> write_nonmem_data(const std::string& result_path, const std::string& arm, std::ostream& out) {
+  H5::Exception::dontPrint();
+  std::vector<std::string> variables;
+  try {
+    ArmReader reader(result_path, arm);
+    int layout = 0;
+    reader.file().openAttribute("layout_version").read(H5::PredType::NATIVE_INT, &layout);
+    if (layout < 3) throw IoError(result_path + ": layout version " + std::to_string(layout) + " has no per-subject doses; rerun with this version");
+    if (!reader.file().nameExists("/arms/" + arm)) throw IoError(result_path + ": no arm '" + arm + "'");
+    const std::vector<double> ids = [&] {
+      const H5::DataSet dataset = reader.file().openDataSet("/arms/" + arm + "/subjects/id");
+      hsize_t n = 0;
+      dataset.getSpace().getSimpleExtentDims(&n);
+      std::vector<double> values(static_cast<std::size_t>(n));
+      if (n) dataset.read(values.data(), H5::PredType::NATIVE_DOUBLE);
+      return values;
+    }();
+    const std::size_t n = ids.size();
+    const auto column = [&](const std::string& name) { return reader.doubles("subjects/" + name, n, nullptr); };
+    const std::vector<double> weight = column("weight_kg"), age = column("age_y"), female = column("female"),
+                              madrs0 = column("baseline_madrs");
+    std::size_t doses = 0, check = 0;
+    const std::vector<double> dose_time = reader.doubles("subjects/dose_time_h", n, &doses);
+    const std::vector<double> dose_duration = reader.doubles("subjects/dose_duration_h", n, &check);
+    const std::vector<double> dose_amount = reader.doubles("subjects/dose_amount_mg", n, &check);
+    std::vector<double> status(n, 0.0);
+    {
+      const H5::DataSet dataset = reader.file().openDataSet("/arms/" + arm + "/metrics/status");
+      if (n) dataset.read(status.data(), H5::PredType::NATIVE_DOUBLE);
+    }
+    const std::vector<double> sample_times = reader.exists("observation_times_h") ? reader.doubles("observation_times_h", 0, nullptr)
+                                                                                   : std::vector<double>();
+    std::vector<std::vector<double>> observed;
+    if (!sample_times.empty()) {
+      const H5::Group metrics = reader.file().openGroup("/arms/" + arm + "/metrics");
+      for (hsize_t i = 0; i < metrics.getNumObjs(); ++i) {
+        const std::string name = metrics.getObjnameByIdx(i);
+        if (name.rfind("dv_", 0) != 0) continue;
+        variables.push_back(name.substr(3));
+        observed.push_back(reader.doubles("metrics/" + name, n, nullptr));
+      }
+    }
+
+    out << "ID,TIME,AMT,RATE,CMT,EVID,MDV,DV,DVID,WT,AGE,FEMALE,MADRS0\n";
+    const std::size_t samples = sample_times.size();
+    for (std::size_t i = 0; i < n; ++i) {
+      if (status[i] != 0.0) continue;  // failed subjects have no simulated values
+      const std::string id = number_text(ids[i] + 1.0);
+      const std::string covariates =
+          number_text(weight[i]) + "," + number_text(age[i]) + "," + number_text(female[i]) + "," + number_text(madrs0[i]);
+      std::size_t d = 0, s = 0;
+      while (true) {
+        const bool dose_left = d < doses && !std::isnan(dose_time[i * doses + d]);
+        const bool sample_left = s < samples;
+        if (!dose_left && !sample_left) break;
+        if (dose_left && (!sample_left || dose_time[i * doses + d] <= sample_times[s])) {
+          const double amount = dose_amount[i * doses + d];
+          const double duration = dose_duration[i * doses + d];
+          const double rate = duration > 0.0 ? amount / duration : 0.0;
+          if (amount > 0.0)  // placebo sessions give no drug and are not NONMEM doses
+            out << id << "," << number_text(dose_time[i * doses + d]) << "," << number_text(amount) << "," << number_text(rate)
+                << ",1,1,1,.,0," << covariates << "\n";
+          ++d;
+        } else {
+          for (std::size_t v = 0; v < observed.size(); ++v)
+            out << id << "," << number_text(sample_times[s]) << ",0,0," << v + 2 << ",0,0,"
+                << number_text(observed[v][i * samples + s]) << "," << v + 1 << "," << covariates << "\n";
+          ++s;
+        }
+      }
+    }
+  } catch (const H5::Exception& error) {
+    throw IoError("cannot read arm '" + arm + "' of the result file '" + result_path + "': " + error.getDetailMsg());
+  }
+  if (!out) throw IoError("writing the NONMEM data set failed");
+  return variables;
 }
 
 }  // namespace ketasim

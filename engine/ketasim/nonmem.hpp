@@ -10,6 +10,7 @@
 // 0 = observation; CMT 1 = the dosed drug's central compartment for doses, the observation's
 // compartment number otherwise; MDV 1 on dose rows; DV in the observation's unit ("." on dose rows).
 
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -21,6 +22,16 @@ namespace ketasim {
 // Columns are found by name, case-insensitive: ID, TIME, AMT are required; RATE or DUR for
 // infusions. Throws ScenarioError naming file, line and column for anything it cannot use.
 DosingTable read_dosing_table(const std::string& path, Route route);
+
+// Writes one arm of a result file as a NONMEM-style data set: per solved subject, its doses (EVID 1,
+// MDV 1, AMT, RATE, CMT 1) and its simulated observations (EVID 0, MDV 0, DV, with DVID the
+// 1-based index of the observed variable and CMT = DVID + 1), ordered by TIME, then doses before
+// observations at the same time; covariates WT, AGE, FEMALE and MADRS0 on every row. Returns the
+// observed variables in DVID order. Throws IoError for a file that is not a ketasim result.
+std::vector<std::string> write_nonmem_data(const std::string& result_path, const std::string& arm, std::ostream& out);
+
+// The arm names of a result file in scenario order (its root attribute `arms`); at least one.
+std::vector<std::string> arms_in_result(const std::string& result_path);
 
 // Splits one CSV line at commas (no quoting: NONMEM data sets have none); trims blanks.
 std::vector<std::string> split_csv_line(const std::string& line);

@@ -136,6 +136,16 @@ void for_each_metric(const Model& model, const SimulationPlan& plan, const Subje
   visit(Metric::mass_balance, ColumnSpec{"eliminated_mg", "mg", drugs, "per drug: eliminated, metabolised or lost before absorption"},
         many(m.eliminated_mg));
   visit(Metric::mass_balance, ColumnSpec{"formed_mg", "mg", drugs, "per drug: formed from a parent drug"}, many(m.formed_mg));
+  for (std::size_t v = 0; v < plan.observed.size(); ++v) {
+    const ModelOutput& output = *plan.observed[v].output;
+    const std::size_t samples = plan.observation_times.size();
+    visit(std::optional<Metric>(), ColumnSpec{"ipred_" + output.dataset, output.unit, samples,
+                                              "per sampling time (observation_times_h): " + output.name + ", the model's value"},
+          many(m.observed_ipred[v]));
+    visit(std::optional<Metric>(), ColumnSpec{"dv_" + output.dataset, output.unit, samples,
+                                              "per sampling time (observation_times_h): " + output.name + " observed, with residual error"},
+          many(m.observed_dv[v]));
+  }
   visit(std::optional<Metric>(), ColumnSpec{"solver_path", "", 1, "0 = exact stepping, 1 = ODE (Dormand-Prince 5(4))"},
         one(solver_path));
 }
@@ -262,7 +272,7 @@ struct ArmPlan {
 class ScenarioRunner {
  public:
   ScenarioRunner(const Scenario& scenario, const ModelCard& card)
-      : scenario_(scenario), card_(card), model_(card), sampler_(scenario, card), plan_(SimulationPlan::from(scenario.output)),
+      : scenario_(scenario), card_(card), model_(card), sampler_(scenario, card), plan_(SimulationPlan::from(scenario.output, model_)),
         outputs_(selected_outputs(scenario, model_)) {
     SubjectModel typical = model_.instantiate(sampler_.typical_parameters());
     states_ = observed_states(scenario, model_, plan_, outputs_, typical, sampler_.variable_parameters());
@@ -330,6 +340,9 @@ class ScenarioRunner {
     // Residual errors come from the subject's own stream: the same draws in every arm.
     RandomStream residuals(scenario_.cohort.seed, static_cast<std::uint64_t>(subject_id), StreamPurpose::residuals);
     for (std::size_t k = 0; k < plan_.assessments.size(); ++k) prepared.context.residual_normals.push_back(residuals.normal());
+    RandomStream observation(scenario_.cohort.seed, static_cast<std::uint64_t>(subject_id), StreamPurpose::observations);
+    for (std::size_t k = 0; k < plan_.observed.size() * plan_.observation_times.size(); ++k)
+      prepared.context.observation_normals.push_back(observation.normal());
     return prepared;
   }
 
@@ -463,6 +476,7 @@ class ReportCollector {
       values[1][subject] = doses > 0 ? value(index.peak_dissociation, row * doses) : kNaN;
       values[2][subject] = value(index.auc, row) / weeks_;
       values[3][subject] = value(index.time_above, row) / weeks_;
+      values[4][subject] = value(index.sessions_given, row);
       for (std::size_t k = 0; k < assessments; ++k) {
         const std::size_t at = row * assessments + k;
         values[kValues + k][subject] = value(index.madrs_observed_at, at) - value(index.madrs_baseline, row);
@@ -476,7 +490,7 @@ class ReportCollector {
     for (std::size_t a = 0; a < reports_.size(); ++a) {
       ArmReport& report = reports_[a];
       Quantiles* targets[] = {&report.cmax_ng_per_ml, &report.first_dose_peak_dissociation, &report.weekly_auc_ng_h_per_ml,
-                              &report.dissociation_hours_per_week};
+                              &report.dissociation_hours_per_week, &report.sessions_given};
       for (std::size_t k = 0; k < kValues; ++k)
         *targets[k] = {quantile(values_[a][k], 0.05), quantile(values_[a][k], 0.5), quantile(values_[a][k], 0.95)};
       const std::size_t assessments = report.assessment_h.size();
@@ -492,10 +506,12 @@ class ReportCollector {
   bool scenario_method_auto_ = true;
 
  private:
-  static constexpr std::size_t kValues = 4;  // Cmax, dose-1 dissociation, weekly AUC, hours above the threshold per week
+  // Cmax, dose-1 dissociation, weekly AUC, hours above the threshold per week, sessions given
+  static constexpr std::size_t kValues = 5;
   static constexpr std::size_t kAbsent = std::numeric_limits<std::size_t>::max();
   struct MetricIndex {
     std::size_t cmax = kAbsent, auc = kAbsent, peak_dissociation = kAbsent, time_above = kAbsent, solver_path = kAbsent;
+    std::size_t sessions_given = kAbsent;
     std::size_t madrs_baseline = kAbsent, madrs_observed_at = kAbsent, response_at = kAbsent, remission_at = kAbsent;
   };
   static MetricIndex index_metrics(const ArmLayout& layout) {
@@ -507,6 +523,7 @@ class ReportCollector {
       if (name == "peak_dissociation") index.peak_dissociation = i;
       if (name == "time_above_dissociation_h") index.time_above = i;
       if (name == "solver_path") index.solver_path = i;
+      if (name == "sessions_given") index.sessions_given = i;
       if (name == "madrs_baseline") index.madrs_baseline = i;
       if (name == "madrs_observed_at") index.madrs_observed_at = i;
       if (name == "response_at") index.response_at = i;
@@ -545,7 +562,7 @@ std::vector<ArmLayout> arm_layouts(const Scenario& scenario) {
   const ModelCard* card = find_builtin_model(scenario.model.name);
   if (!card) throw ModelParameterError("unknown model '" + scenario.model.name + "'");
   const Model model(*card);
-  const SimulationPlan plan = SimulationPlan::from(scenario.output);
+  const SimulationPlan plan = SimulationPlan::from(scenario.output, model);
   std::vector<ArmLayout> layouts;
   for (const Arm& arm : scenario.arms) {
     ArmLayout layout;
@@ -562,6 +579,7 @@ std::vector<ArmLayout> arm_layouts(const Scenario& scenario) {
     }
     if (model.has_depression())
       for (const Ticks a : plan.assessments) layout.assessment_time_h.push_back(ticks_to_hours(a));
+    for (const Ticks sample : plan.observation_times) layout.observation_time_h.push_back(ticks_to_hours(sample));
     layout.subject_columns.push_back({"weight_kg", "kg", 1, "body weight"});
     layout.subject_columns.push_back({"age_y", "y", 1, "age"});
     layout.subject_columns.push_back({"female", "", 1, "1 female, 0 male"});

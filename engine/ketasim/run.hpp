@@ -46,7 +46,8 @@ struct ArmReport {
   std::int64_t subjects = 0;
   std::int64_t failed = 0;
   std::int64_t ode_fallbacks = 0;  // subjects solved by the ODE path under method auto
-  std::size_t doses = 0;
+  std::size_t doses = 0;          // the most doses a subject can be given
+  Quantiles sessions_given;       // sessions started within the grid (NaN unless the dosed metrics are written)
   Quantiles cmax_ng_per_ml;
   Quantiles first_dose_peak_dissociation;
   Quantiles weekly_auc_ng_h_per_ml;      // mean AUC per week over the run

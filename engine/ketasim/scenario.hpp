@@ -170,6 +170,21 @@ enum class Metric {
   mass_balance,             // per drug: in the body at the end, eliminated, formed
 };
 
+// Simulated observations at sampling times, with residual error in the variable's display unit:
+// DV = IPRED + sqrt(additive^2 + (proportional * IPRED)^2) * epsilon, epsilon ~ N(0, 1) from the
+// subject's own stream (the same draws in every arm). Additive alone, proportional alone, or both
+// (combined).
+struct ObservedVariable {
+  std::string name;           // a model output (e.g. plasma_ketamine)
+  double proportional = 0.0;  // fraction (0.2 for 20%)
+  double additive = 0.0;      // in the output's display unit (ng/mL for concentrations)
+};
+
+struct ObservationSpec {
+  std::vector<Ticks> times;  // from the simulation start, ascending, within the grid
+  std::vector<ObservedVariable> variables;
+};
+
 struct OutputSpec {
   Ticks grid_step = 5 * kTicksPerMinute;
   Ticks grid_end = 21 * kTicksPerDay;  // the grid is 0, step, 2*step, ... up to and including end
@@ -184,6 +199,7 @@ struct OutputSpec {
   std::vector<Ticks> assessments{kTicksPerDay, 7 * kTicksPerDay, 14 * kTicksPerDay};
   double response_fraction = 0.5;   // response: a fall of at least this fraction from baseline
   double remission_threshold = 10;  // remission: MADRS at or below this
+  ObservationSpec observations;     // none by default
 };
 
 enum class SolverMethod {

@@ -808,10 +808,60 @@ void read_grid(const NodeRef& node, OutputSpec& output) {
   }
 }
 
+// observations: {times: [...], variables: [{name, error: {proportional, additive}}]}
+ObservationSpec read_observations(const NodeRef& node, const ModelCard& card, const OutputSpec& output) {
+  node.expect_map("a map {times: [0.5 h, 2 h], variables: [{name: plasma_ketamine, error: {proportional: 20%}}]}");
+  node.check_keys({"times", "variables"});
+  ObservationSpec spec;
+  const auto times = node.require("times", "sampling times from the simulation start, e.g. times: [9.67 h, 12 h, 33 h]")
+                         .items("sampling times (e.g. [9.67 h, 12 h])");
+  if (times.empty()) node.fail("observations lists no sampling times");
+  for (std::size_t i = 0; i < times.size(); ++i) {
+    const Ticks t = read_time_point(times[i]);
+    if (i > 0 && t <= spec.times.back())
+      times[i].fail("sampling times must be in ascending order without repeats: " + times[i].kind() + " follows " + times[i - 1].kind());
+    if (t > output.grid_end - output.grid_end % output.grid_step)
+      times[i].fail("sampling time " + times[i].kind() + " lies after the end of the output grid (" + format_hours(output.grid_end) + ")");
+    spec.times.push_back(t);
+  }
+  const Model model(card);
+  std::vector<std::string> names;
+  for (const ModelOutput& known : model.outputs()) names.push_back(known.name);
+  const auto variables = node.require("variables", "e.g. variables: [{name: plasma_ketamine, error: {proportional: 20%}}]")
+                             .items("observed variables");
+  if (variables.empty()) node.fail("observations lists no variables");
+  for (const NodeRef& item : variables) {
+    item.expect_map("{name: plasma_ketamine, error: {proportional: 20%, additive: 1}}");
+    item.check_keys({"name", "error"});
+    ObservedVariable variable;
+    const NodeRef name = item.require("name", "a model output, e.g. plasma_ketamine");
+    variable.name = name.scalar("a model output");
+    const ModelOutput* known = model.find_output(variable.name);
+    if (!known)
+      name.fail("model " + in_quotes(card.name) + " has no output " + in_quotes(variable.name) + yaml::did_you_mean(variable.name, names));
+    for (const ObservedVariable& earlier : spec.variables)
+      if (earlier.name == variable.name) name.fail(name.kind() + " is listed twice");
+    if (const auto error = item.find("error")) {
+      error->expect_map("{proportional: 20%, additive: 1} (additive in " + (known->unit.empty() ? std::string("score points") : known->unit) + ")");
+      error->check_keys({"proportional", "additive"});
+      if (const auto proportional = error->find("proportional")) {
+        variable.proportional = proportional->as_percentage();
+        if (!(variable.proportional >= 0.0)) proportional->fail("a proportional error must not be negative");
+      }
+      if (const auto additive = error->find("additive")) {
+        variable.additive = additive->as_number();
+        check_sign(*additive, variable.additive, Sign::non_negative);
+      }
+    }
+    spec.variables.push_back(variable);
+  }
+  return spec;
+}
+
 OutputSpec read_output(const NodeRef& node, const ModelCard& card) {
   node.expect_map("a map of output settings (grid, variables, metrics, dissociation_threshold, assessments, "
                   "response); remove the key for defaults");
-  node.check_keys({"grid", "variables", "metrics", "dissociation_threshold", "assessments", "response"});
+  node.check_keys({"grid", "variables", "metrics", "dissociation_threshold", "assessments", "response", "observations"});
   OutputSpec output;
   if (const auto grid = node.find("grid")) read_grid(*grid, output);
   if (const auto variables = node.find("variables")) {
@@ -864,6 +914,7 @@ OutputSpec read_output(const NodeRef& node, const ModelCard& card) {
     }
     if (const auto remission = response->find("remission_at_or_below")) output.remission_threshold = read_score(*remission);
   }
+  if (const auto observations = node.find("observations")) output.observations = read_observations(*observations, card, output);
   return output;
 }
 

@@ -34,6 +34,17 @@ SimulationPlan SimulationPlan::from(const OutputSpec& output) {
   return plan;
 }
 
+SimulationPlan SimulationPlan::from(const OutputSpec& output, const Model& model) {
+  SimulationPlan plan = from(output);
+  plan.observation_times = output.observations.times;
+  for (const ObservedVariable& variable : output.observations.variables) {
+    const ModelOutput* found = model.find_output(variable.name);
+    if (!found) throw ModelParameterError("model " + model.card().name + " has no output '" + variable.name + "'");
+    plan.observed.push_back({found, variable.proportional, variable.additive});
+  }
+  return plan;
+}
+
 SubjectMetrics sized_metrics(const Model& model, const SimulationPlan& plan, std::size_t doses) {
   SubjectMetrics m;
   m.cmax_ng_per_ml = m.tmax_h = m.auc_ng_h_per_ml = m.time_above_dissociation_h = m.dosed_mg = kNaN;
@@ -56,6 +67,8 @@ SubjectMetrics sized_metrics(const Model& model, const SimulationPlan& plan, std
   m.eliminated_mg.assign(drugs, kNaN);
   m.formed_mg.assign(drugs, kNaN);
   m.given_mg.assign(drugs, kNaN);
+  m.observed_ipred.assign(plan.observed.size(), std::vector<double>(plan.observation_times.size(), kNaN));
+  m.observed_dv = m.observed_ipred;
   return m;
 }
 
@@ -406,8 +419,9 @@ void integrate(const Propagator& propagator, const Model& model, const SubjectMo
   std::optional<DoseTrigger> trigger;
   if (context.as_needed && subject.depression) trigger.emplace(*context.as_needed, context.baseline_madrs, plan.grid_end);
   const auto extra_marks = [&] {
-    std::vector<Ticks> marks;
-    if (response) marks = response->marks();
+    std::vector<Ticks> marks = plan.observation_times;
+    if (response)
+      for (const Ticks mark : response->marks()) marks.push_back(mark);
     if (trigger)
       for (const Ticks mark : trigger->marks(doses)) marks.push_back(mark);
     return marks;
@@ -462,16 +476,30 @@ void integrate(const Propagator& propagator, const Model& model, const SubjectMo
                             context.oral_antidepressant);
   };
   const auto madrs = [&](Ticks when, const State& at) { return madrs_at_hours(ticks_to_hours(when), at); };
+  // A model output at the current time t, in its display unit.
+  const auto output_value = [&](const ModelOutput& output, const State& at) {
+    double value = 0.0;
+    switch (output.kind) {
+      case OutputKind::linear: value = propagator.signal(at, output.index); break;
+      case OutputKind::link: value = link_value(subject.links[static_cast<std::size_t>(output.index)], at); break;
+      case OutputKind::depression: value = madrs(t, at); break;
+    }
+    return value * output.display_per_base;
+  };
   const auto write_grid_row = [&](const State& at) {
-    for (const TrajectoryRow& row : rows) {
-      const ModelOutput& output = *row.output;
-      double value = 0.0;
-      switch (output.kind) {
-        case OutputKind::linear: value = propagator.signal(at, output.index); break;
-        case OutputKind::link: value = link_value(subject.links[static_cast<std::size_t>(output.index)], at); break;
-        case OutputKind::depression: value = madrs(t, at); break;
+    for (const TrajectoryRow& row : rows) row.values[grid] = static_cast<float>(output_value(*row.output, at));
+  };
+  std::size_t next_sample = 0;  // the next sampling time of plan.observation_times
+  const std::size_t samples = plan.observation_times.size();
+  const auto sample = [&](const State& at) {
+    for (; next_sample < samples && plan.observation_times[next_sample] <= t; ++next_sample) {
+      for (std::size_t v = 0; v < plan.observed.size(); ++v) {
+        const ObservedOutput& observed = plan.observed[v];
+        const double ipred = output_value(*observed.output, at);
+        const double sd = std::hypot(observed.additive, observed.proportional * ipred);
+        metrics.observed_ipred[v][next_sample] = ipred;
+        metrics.observed_dv[v][next_sample] = ipred + sd * context.observation_normals[v * samples + next_sample];
       }
-      row.values[grid] = static_cast<float>(value * output.display_per_base);
     }
   };
   // Everything observed at a point (a grid point or a breakpoint) except the trajectories.
@@ -565,6 +593,7 @@ void integrate(const Propagator& propagator, const Model& model, const SubjectMo
       // Checked at every edge; a non-finite value inside a run of grid steps propagates to the next.
       if (!std::isfinite(plasma) || !std::isfinite(effect)) throw SolverError("the solution became non-finite");
       observe(state, plasma);
+      if (next_sample < samples && plan.observation_times[next_sample] == t) sample(state);
       if (effect_tracker) effect_tracker->at_point(t, state, effect);
       if (t == next_grid_time) {
         write_grid_row(state);

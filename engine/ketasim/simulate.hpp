@@ -13,6 +13,13 @@
 
 namespace ketasim {
 
+// A model output observed at the sampling times, with its residual error (ObservedVariable).
+struct ObservedOutput {
+  const ModelOutput* output = nullptr;
+  double proportional = 0.0;
+  double additive = 0.0;  // display unit
+};
+
 struct SimulationPlan {
   Ticks grid_step = 0;
   Ticks grid_end = 0;
@@ -23,11 +30,15 @@ struct SimulationPlan {
   bool metabolites = true;   // metabolite Cmax/Tmax
   bool response = true;      // MADRS metrics (when the model has a depression score)
   bool dissociation_burden = true;  // the integral of the dissociation score (time_above_dissociation metrics)
+  std::vector<Ticks> observation_times;   // sampling times (output.observations), ascending
+  std::vector<ObservedOutput> observed;   // resolved against the model by with_observations()
 
   std::size_t time_points() const { return static_cast<std::size_t>(grid_end / grid_step) + 1; }
   // Weeks for AUC per week; the last one is partial when grid_end is not a whole number of weeks.
   std::size_t weeks() const { return static_cast<std::size_t>((grid_end + kTicksPerWeek - 1) / kTicksPerWeek); }
   static SimulationPlan from(const OutputSpec& output);
+  // The same plan with output.observations resolved against the model's outputs.
+  static SimulationPlan from(const OutputSpec& output, const Model& model);
 };
 
 // Where one subject's trajectories go: one row (time_points() long) per requested output.
@@ -71,6 +82,9 @@ struct SubjectMetrics {
   std::vector<double> eliminated_mg;      // left the drug: eliminated, metabolised, or lost before absorption
   std::vector<double> formed_mg;          // formed from a parent (metabolites)
   std::vector<double> given_mg;           // entered by dosing
+  // Simulated observations, per observed variable, per sampling time (display units)
+  std::vector<std::vector<double>> observed_ipred;  // the model's value
+  std::vector<std::vector<double>> observed_dv;     // with residual error
 };
 
 // Sizes every per-dose, per-week, per-assessment and per-drug vector, filled with NaN.
@@ -87,6 +101,7 @@ struct SubjectContext {
   double baseline_madrs = 0.0;
   bool oral_antidepressant = false;
   std::vector<double> residual_normals;  // one standard normal draw per assessment
+  std::vector<double> observation_normals;  // one per observed variable and sampling time (variable-major)
   const TriggeredDosing* as_needed = nullptr;  // the arm's as-needed rule, if any
 };
 
