@@ -279,11 +279,12 @@ def decorate(figure, result, arms, what):
 
 def plot_trajectories(result, arms, variables):
     colours = arm_colours(arms)
-    figure, axes = plt.subplots(len(variables), 1, sharex=True, squeeze=False,
-                                figsize=(9.0, 1.2 + 2.4 * len(variables)))
-    axes = axes[:, 0]
+    heights = [0.25 + 0.18 * len(arms)] + [2.4] * len(variables)
+    figure, axes = plt.subplots(len(heights), 1, sharex=True, figsize=(9.0, 1.2 + sum(heights)),
+                                gridspec_kw={"height_ratios": heights})
+    mark_doses(axes[0], result, arms, colours)
     end_day = 0.0
-    for ax, name in zip(axes, variables):
+    for ax, name in zip(axes[1:], variables):
         units = result.units(arms[0], f"summary/{name}/p50")
         for arm in arms:
             days = result.read(arm, "time_h") / 24.0
@@ -295,14 +296,13 @@ def plot_trajectories(result, arms, variables):
             ax.plot(days, p50, color=colours[arm], linewidth=1.2)
             if days.size:
                 end_day = max(end_day, float(days[-1]))
-        mark_doses(ax, result, arms, colours)
         ax.set_ylabel(variable_label(name, units))
         ax.grid(True, linewidth=0.3, alpha=0.5)
     axes[-1].set_xlabel("time (days from the start of the simulation)")
     axes[-1].set_xlim(0.0, end_day if end_day > 0 else None)
     handles = [(Patch(color=colours[arm], alpha=0.25, linewidth=0), plt.Line2D([], [], color=colours[arm]))
                for arm in arms]
-    axes[0].legend(handles, arms, title="median, 5th-95th percentile; | doses", fontsize=8, title_fontsize=8,
+    axes[1].legend(handles, arms, title="median, 5th-95th percentile", fontsize=8, title_fontsize=8,
                    loc="upper right")
     decorate(figure, result, arms, "trajectories")
     figure.tight_layout(rect=(0, 0.03, 1, 1))
@@ -310,12 +310,16 @@ def plot_trajectories(result, arms, variables):
 
 
 def mark_doses(ax, result, arms, colours):
-    """One row of ticks per arm at its dose times, along the bottom of the panel."""
-    for index, arm in enumerate(arms):
-        dose_days = result.read(arm, "doses/time_h") / 24.0
-        ax.plot(dose_days, np.full(dose_days.shape, 0.03 + 0.05 * index), linestyle="none", marker="|",
-                markersize=7, markeredgewidth=1.5, color=colours[arm], transform=ax.get_xaxis_transform(),
-                clip_on=True)
+    """A strip above the panels: one row of ticks per arm at its dose times."""
+    rows = list(range(len(arms)))[::-1]  # first arm on top
+    ax.eventplot([result.read(arm, "doses/time_h") / 24.0 for arm in arms], lineoffsets=rows, linelengths=0.7,
+                 linewidths=1.5, colors=[colours[arm] for arm in arms])
+    ax.set_yticks(rows, arms, fontsize=8)
+    ax.set_ylim(-0.6, len(arms) - 0.4)
+    ax.set_ylabel("doses", fontsize=9)
+    ax.tick_params(axis="y", length=0)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
 
 
 def relapse_data(result, arm):
@@ -328,7 +332,7 @@ def relapse_data(result, arm):
 
 def plot_relapse(result, arms):
     colours = arm_colours(arms)
-    figure, ax = plt.subplots(figsize=(8.0, 5.2))
+    figure, ax = plt.subplots(figsize=(8.0, 5.6))
     curves = {}
     for arm in arms:
         time, event = relapse_data(result, arm)
@@ -367,10 +371,10 @@ def at_risk_table(ax, curves, colours):
     ax.figure.canvas.draw()  # fixes the ticks
     ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
     transform = ax.get_xaxis_transform()
-    ax.text(0.0, -0.17, "at risk", transform=ax.transAxes, ha="right", va="top", fontsize=7, color="0.3")
-    for row, (arm, (time, _, _)) in enumerate(curves.items()):
+    ax.text(0.0, -0.16, "number at risk", transform=ax.transAxes, ha="left", va="top", fontsize=7, color="0.3")
+    for row, (arm, (time, _, _)) in enumerate(curves.items(), start=1):
         for tick in ticks:
-            ax.text(tick, -0.17 - 0.05 * row, str(int(np.count_nonzero(time >= tick))), transform=transform,
+            ax.text(tick, -0.16 - 0.05 * row, str(int(np.count_nonzero(time >= tick))), transform=transform,
                     ha="center", va="top", fontsize=7, color=colours[arm])
 
 
@@ -388,7 +392,7 @@ def plot_outcomes(result, arms):
     colours = arm_colours(arms)
     days_of = {arm: result.read(arm, "assessments_h") / 24.0 for arm in arms}
     all_days = np.unique(np.round(np.concatenate(list(days_of.values())), 9))
-    figure, axes = plt.subplots(1, 2, sharey=True, figsize=(max(8.0, 2.0 + 1.1 * all_days.size * len(arms)), 4.8))
+    figure, axes = plt.subplots(1, 2, sharey=True, figsize=(max(8.0, 3.0 + 0.7 * all_days.size * len(arms)), 4.8))
     width = 0.8 / len(arms)
     for ax, name, title in zip(axes, ("response_at", "remission_at"), ("response", "remission")):
         for index, arm in enumerate(arms):
