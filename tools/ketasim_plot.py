@@ -406,8 +406,9 @@ def plot_outcomes(result, arms):
             x = np.searchsorted(all_days, np.round(days_of[arm], 9)) + (index - (len(arms) - 1) / 2) * width
             ax.bar(x, 100 * rate, width=width, color=colours[arm], alpha=0.85,
                    label=f"{arm} (n = {int(assessed.max()) if assessed.size else 0})")
-            ax.errorbar(x, 100 * rate, yerr=100 * np.abs(np.vstack((rate - low, high - rate))), fmt="none",
-                        ecolor="0.15", elinewidth=0.9, capsize=2.5)
+            shown = assessed > 0  # no bar and no interval where nobody was assessed
+            ax.errorbar(x[shown], 100 * rate[shown], yerr=100 * np.abs(np.vstack((rate - low, high - rate))[:, shown]),
+                        fmt="none", ecolor="0.15", elinewidth=0.9, capsize=2.5)
         ax.set_xticks(np.arange(all_days.size), [f"{day:g}" for day in all_days])
         ax.set_xlabel("days after the first session")
         ax.set_title(f"{title} rate", fontsize=10)
@@ -473,7 +474,10 @@ def main(argv=None):
             if not arms:
                 raise PlotError(f"{result.path}: the file has no arms")
             figures = plan_figures(result, arms, comma_list(arguments.variables))
-            os.makedirs(arguments.output_dir, exist_ok=True)
+            try:
+                os.makedirs(arguments.output_dir, exist_ok=True)
+            except OSError as error:
+                raise PlotError(f"cannot create the folder {arguments.output_dir}: {error.strerror or error}") from None
             stem = file_stem(result)
             for kind, make in figures:
                 path = os.path.join(arguments.output_dir, f"{stem}_{kind}.{arguments.format}")
