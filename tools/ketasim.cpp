@@ -430,9 +430,10 @@ std::string comma_joined(const std::vector<std::string>& items) {
 int command_plot(const PlotOptions& options) {
   const std::string script = find_plot_script().string();
   const std::string python = find_plot_python();
-  std::vector<std::string> words = {python, script, options.results_path, "-o", options.output_dir, "--format", options.format};
+  std::vector<std::string> words = {python, script, "-o", options.output_dir, "--format", options.format};
   if (!options.arms.empty()) words.insert(words.end(), {"--arms", comma_joined(options.arms)});
   if (!options.variables.empty()) words.insert(words.end(), {"--variables", comma_joined(options.variables)});
+  words.insert(words.end(), {"--", options.results_path});  // a file name may start with '-'
   std::vector<char*> arguments;
   for (std::string& word : words) arguments.push_back(word.data());
   arguments.push_back(nullptr);
