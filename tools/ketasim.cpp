@@ -1,5 +1,8 @@
 // ketasim: the command-line front end. Thin by design: parse arguments, call the engine, print.
 
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -7,8 +10,10 @@
 #include <filesystem>
 #include <fstream>
 #include <csignal>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -378,6 +383,80 @@ int command_models(const std::string& name) {
   return 0;
 }
 
+// `ketasim plot`: the figures are drawn by tools/ketasim_plot.py with matplotlib. This finds the
+// script and a Python that can import h5py and matplotlib, then becomes that Python (exec), so the
+// script's exit code is the command's.
+std::filesystem::path find_plot_script() {
+  std::vector<std::filesystem::path> candidates;
+  std::error_code error;
+  const std::filesystem::path executable = std::filesystem::read_symlink("/proc/self/exe", error);
+  if (!error) candidates.push_back(executable.parent_path() / ".." / "share" / "ketasim" / "ketasim_plot.py");  // installed
+  candidates.push_back(std::filesystem::path(KETASIM_SOURCE_DIR) / "tools" / "ketasim_plot.py");  // the source tree
+  std::string tried;
+  for (const std::filesystem::path& candidate : candidates) {
+    if (std::filesystem::is_regular_file(candidate, error)) return candidate.lexically_normal();
+    tried += (tried.empty() ? "" : ", ") + candidate.lexically_normal().string();
+  }
+  throw IoError("cannot find the plotting script ketasim_plot.py (looked for " + tried + ")");
+}
+
+// Runs `python -c "import h5py, matplotlib"` quietly; true if it succeeds.
+bool python_can_plot(const std::string& python) {
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
+  posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, "/dev/null", O_WRONLY, 0);
+  std::string program = python, flag = "-c", code = "import h5py, matplotlib";
+  char* arguments[] = {program.data(), flag.data(), code.data(), nullptr};
+  pid_t child = 0;
+  const int spawned = posix_spawnp(&child, python.c_str(), &actions, nullptr, arguments, environ);
+  posix_spawn_file_actions_destroy(&actions);
+  if (spawned != 0) return false;
+  int status = 0;
+  while (waitpid(child, &status, 0) < 0)
+    if (errno != EINTR) return false;
+  return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+// Debian's interpreter first (it has python3-h5py and python3-matplotlib when installed), then
+// the python3 first on PATH (pyenv, a virtual environment).
+std::string find_plot_python() {
+  for (const std::string candidate : {"/usr/bin/python3", "python3"})
+    if (python_can_plot(candidate)) return candidate;
+  throw IoError("no Python that can import h5py and matplotlib (tried /usr/bin/python3, then python3 on PATH); "
+                "on Debian: apt-get install python3-h5py python3-matplotlib");
+}
+
+struct PlotOptions {
+  std::string results_path;
+  std::string output_dir = ".";
+  std::string format = "png";
+  std::vector<std::string> arms;
+  std::vector<std::string> variables;
+};
+
+std::string comma_joined(const std::vector<std::string>& items) {
+  std::string joined;
+  for (const std::string& item : items) joined += (joined.empty() ? "" : ",") + item;
+  return joined;
+}
+
+int command_plot(const PlotOptions& options) {
+  const std::string script = find_plot_script().string();
+  const std::string python = find_plot_python();
+  std::vector<std::string> words = {python, script, "-o", options.output_dir, "--format", options.format};
+  if (!options.arms.empty()) words.insert(words.end(), {"--arms", comma_joined(options.arms)});
+  if (!options.variables.empty()) words.insert(words.end(), {"--variables", comma_joined(options.variables)});
+  words.insert(words.end(), {"--", options.results_path});  // a file name may start with '-'
+  std::vector<char*> arguments;
+  for (std::string& word : words) arguments.push_back(word.data());
+  arguments.push_back(nullptr);
+  std::cout.flush();
+  std::fflush(nullptr);
+  execvp(python.c_str(), arguments.data());
+  throw IoError("cannot run " + python + " " + script + ": " + std::strerror(errno));
+}
+
 }  // namespace
 
 int command_export(const std::string& result_path, std::string arm, const std::string& output) {
@@ -460,6 +539,18 @@ int main(int argc, char** argv) {
   export_command->add_option("--arm", export_arm, "Arm name (default: the first arm)");
   export_command->add_option("-o,--output", export_output, "CSV file (default: standard output); written to a temporary name, renamed on success");
 
+  PlotOptions plot_options;
+  auto* plot = app.add_subcommand("plot", "Draw figures from a result file: trajectories, relapse (Kaplan-Meier), response and remission");
+  plot->add_option("results", plot_options.results_path, "Result file written by `ketasim run`")->required();
+  plot->add_option("-o,--output-dir", plot_options.output_dir, "Folder for the figures (created if missing)")->capture_default_str();
+  plot->add_option("--format", plot_options.format, "Image format")->check(CLI::IsMember({"png", "svg"}))->capture_default_str();
+  plot->add_option("--arms", plot_options.arms, "Arms to show, e.g. A,B (default: all, in scenario order)")
+      ->delimiter(',')
+      ->allow_extra_args(false);
+  plot->add_option("--variables", plot_options.variables,
+                   "Trajectories to show, by dataset name (default: the dosed drug's plasma concentration, dissociation_score, madrs)")
+      ->delimiter(',')
+      ->allow_extra_args(false);
   std::vector<std::string> model_words;
   models->add_option("name", model_words, "[show] NAME: the model to show in full")->expected(0, 2);
 
@@ -476,6 +567,7 @@ int main(int argc, char** argv) {
     if (*timeline) return command_timeline(scenario_path, arm_name, subject_id, csv);
     if (*reproduce) return command_reproduce(target_files, markdown, threads, joined_command(argc, argv));
     if (*export_command) return command_export(result_path, export_arm, export_output);
+    if (*plot) return command_plot(plot_options);
     if (*calibrate_command) return command_calibrate(spec_path, write, check, threads, quiet, joined_command(argc, argv));
     if (*models) {
       if (!model_words.empty() && model_words.front() == "show") model_words.erase(model_words.begin());
