@@ -21,6 +21,7 @@ enum class StreamPurpose : std::uint32_t {
   sex = 4,
   baseline_madrs = 5,
   residuals = 6,  // residual errors of simulated observations (one draw per assessment)
+  bootstrap = 7,  // `ketasim compare`: resampled subject indices, one stream per bootstrap replicate
 };
 
 class RandomStream {
