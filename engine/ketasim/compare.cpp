@@ -493,6 +493,7 @@ struct EstimateSpec {
   OutcomeLine line;  // without values
   Estimator estimate;
   std::function<std::pair<double, double>(std::size_t arm, Subjects)> interval;  // optional
+  bool may_be_undefined = false;  // report the skipped bootstrap samples even when there are none
 };
 
 OutcomeLine make_line(std::string outcome, double day, std::string statistic, std::string label, std::string unit,
@@ -583,6 +584,7 @@ class ComparisonBuilder {
     EstimateSpec relapse = differenced(
         make_line("time_to_relapse", kNaN, "km_median", "time to relapse, KM median [95% CI]", "d", 1, IntervalKind::ci95), "d",
         [this](std::size_t a, Subjects s) { return km_median_of(arm(a).relapse_day, arm(a).relapse_observed, s); });
+    relapse.may_be_undefined = true;
     relapse.interval = [this](std::size_t a, Subjects s) {
       const KaplanMeier km = km_of(arm(a).relapse_day, arm(a).relapse_observed, s);
       return std::pair{km.median_lower, km.median_upper};
@@ -659,10 +661,13 @@ class ComparisonBuilder {
                                   "USD", [this, p](std::size_t a, Subjects s) { return mean_of(arm(a).sessions, s) * arm(a).price_per_session_usd[p]; }));
     if (!has_primary_day()) return specs;
     const double day = comparison_.at_days.back();
-    for (std::size_t p = 0; p < 2; ++p)
-      specs.push_back(differenced(make_line("cost_per_responder_" + price_names[p] + "_price", day, "ratio",
-                                            "cost per responder at day " + format_significant(day) + ", " + price_names[p] + " price", "USD", 0),
-                                  "USD", [this, p](std::size_t a, Subjects s) { return cost_per_responder(a, s, p); }));
+    for (std::size_t p = 0; p < 2; ++p) {
+      EstimateSpec& spec = specs.emplace_back(differenced(
+          make_line("cost_per_responder_" + price_names[p] + "_price", day, "ratio",
+                    "cost per responder at day " + format_significant(day) + ", " + price_names[p] + " price", "USD", 0),
+          "USD", [this, p](std::size_t a, Subjects s) { return cost_per_responder(a, s, p); }));
+      spec.may_be_undefined = true;
+    }
     return specs;
   }
 
@@ -702,8 +707,7 @@ class ComparisonBuilder {
       if (k < intervals.size()) {
         cell.low = intervals[k].low;
         cell.high = intervals[k].high;
-        const bool may_be_undefined = specs[k].line.statistic == "km_median" || specs[k].line.statistic == "ratio";
-        cell.skipped = may_be_undefined || intervals[k].skipped > 0 ? intervals[k].skipped : -1;
+        cell.skipped = specs[k].may_be_undefined || intervals[k].skipped > 0 ? intervals[k].skipped : -1;
       }
     }
   }
