@@ -22,6 +22,7 @@
 
 #include "ketasim/calibration.hpp"
 #include "ketasim/cohort.hpp"
+#include "ketasim/compare.hpp"
 #include "ketasim/errors.hpp"
 #include "ketasim/format.hpp"
 #include "ketasim/model.hpp"
@@ -371,6 +372,39 @@ int command_calibrate(const std::string& spec_path, bool write, bool check, unsi
   return 0;
 }
 
+struct CompareArguments {
+  std::string file;
+  std::string reference;
+  std::string at;
+  std::string format = "table";
+  std::string output;  // empty: stdout
+  int bootstrap = 2000;
+  std::uint64_t seed = kDefaultBootstrapSeed;
+  double margin_pp = 0.0;
+};
+
+int command_compare(const CompareArguments& arguments) {
+  const OutputFormat format = parse_output_format(arguments.format);
+  CompareOptions options;
+  options.reference = arguments.reference;
+  if (!arguments.at.empty()) options.at_days = parse_days(arguments.at);
+  options.bootstrap = arguments.bootstrap;
+  options.seed = arguments.seed;
+  options.margin_pp = arguments.margin_pp;
+  const Comparison comparison = compare_arms(read_result_file(arguments.file), options);
+  const std::string text = format_comparison(comparison, format);
+  // csv has no room for notes (fallbacks, exclusions): they go to stderr.
+  if (format == OutputFormat::csv)
+    for (const std::string& note : comparison.notes) std::fprintf(stderr, "note: %s\n", note.c_str());
+  if (arguments.output.empty()) {
+    std::fwrite(text.data(), 1, text.size(), stdout);
+  } else {
+    write_file_atomically(arguments.output, text);
+    std::fprintf(stderr, "written: %s\n", arguments.output.c_str());
+  }
+  return 0;
+}
+
 int command_models(const std::string& name) {
   if (name.empty()) {
     for (const ModelCard& card : builtin_models())
@@ -551,6 +585,17 @@ int main(int argc, char** argv) {
                    "Trajectories to show, by dataset name (default: the dosed drug's plasma concentration, dissociation_score, madrs)")
       ->delimiter(',')
       ->allow_extra_args(false);
+  CompareArguments compare_arguments;
+  auto* compare = app.add_subcommand("compare", "Compare the arms of a result file, with paired differences from a reference arm");
+  compare->add_option("file", compare_arguments.file, "Result file written by `ketasim run`")->required();
+  compare->add_option("--reference", compare_arguments.reference, "Reference arm (default: the first arm of the scenario)");
+  compare->add_option("--at", compare_arguments.at, "Days for the rates, e.g. 1d,15d,28d; the last is the primary day (default: every assessment)");
+  compare->add_option("--format", compare_arguments.format, "table, csv, markdown or json")->capture_default_str();
+  compare->add_option("-o,--output", compare_arguments.output, "Write to FILE instead of stdout");
+  compare->add_option("--bootstrap", compare_arguments.bootstrap, "Paired bootstrap resamples")->capture_default_str()->check(CLI::NonNegativeNumber);
+  compare->add_option("--seed", compare_arguments.seed, "Seed of the bootstrap (recorded in the output)")->capture_default_str();
+  compare->add_option("--margin", compare_arguments.margin_pp, "Trial replicates: percentage points of response rate to beat the reference by")->capture_default_str();
+
   std::vector<std::string> model_words;
   models->add_option("name", model_words, "[show] NAME: the model to show in full")->expected(0, 2);
 
@@ -568,6 +613,7 @@ int main(int argc, char** argv) {
     if (*reproduce) return command_reproduce(target_files, markdown, threads, joined_command(argc, argv));
     if (*export_command) return command_export(result_path, export_arm, export_output);
     if (*plot) return command_plot(plot_options);
+    if (*compare) return command_compare(compare_arguments);
     if (*calibrate_command) return command_calibrate(spec_path, write, check, threads, quiet, joined_command(argc, argv));
     if (*models) {
       if (!model_words.empty() && model_words.front() == "show") model_words.erase(model_words.begin());

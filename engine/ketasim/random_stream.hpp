@@ -21,8 +21,9 @@ enum class StreamPurpose : std::uint32_t {
   sex = 4,
   baseline_madrs = 5,
   residuals = 6,  // residual errors of simulated observations (one draw per assessment)
-  adherence = 7,
-  observations = 8,  // residual errors of output.observations: one draw per variable and sampling time  // one uniform per scheduled session of an arm: missed when below the probability
+  adherence = 7,     // one uniform per scheduled session of an arm: missed when below the probability
+  observations = 8,  // residual errors of output.observations: one draw per variable and sampling time
+  bootstrap = 9,     // `ketasim compare`: resampled subject indices, one stream per bootstrap replicate
 };
 
 class RandomStream {

@@ -1,0 +1,477 @@
+// `ketasim compare`: Kaplan-Meier medians with R's confidence intervals (hand-computed), the
+// paired bootstrap on cases that can be enumerated, pairwise exclusion of failed subjects, trial
+// replicates, the output formats, and the reader on small HDF5 files written here.
+
+#include <H5Cpp.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "ketasim/compare.hpp"
+#include "ketasim/errors.hpp"
+#include "ketasim/statistics.hpp"
+
+using namespace ketasim;
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+std::vector<double> one_to(int n) {
+  std::vector<double> values;
+  for (int i = 1; i <= n; ++i) values.push_back(i);
+  return values;
+}
+
+const OutcomeLine& line_of(const Comparison& c, const std::string& outcome, const std::string& statistic, double day = kNaN) {
+  const auto found = std::find_if(c.lines.begin(), c.lines.end(), [&](const OutcomeLine& line) {
+    return line.outcome == outcome && line.statistic == statistic &&
+           (std::isnan(day) ? std::isnan(line.day) : line.day == day);
+  });
+  REQUIRE(found != c.lines.end());
+  return *found;
+}
+
+// An arm of `n` subjects with one assessment (day 28); every other outcome is a constant.
+ArmData make_arm(const std::string& name, const std::vector<double>& response_day28) {
+  const std::size_t n = response_day28.size();
+  ArmData arm;
+  arm.name = name;
+  arm.assessment_days = {28.0};
+  arm.response_at = {response_day28};
+  arm.remission_at = {response_day28};
+  arm.days_in_response.assign(n, 10.0);
+  arm.relapse_day.assign(n, kNaN);
+  arm.relapse_observed.assign(n, kNaN);
+  arm.dissociation_per_week.assign(n, 1.0);
+  arm.peak_sbp_rise_mmhg.assign(n, 10.0);
+  arm.sessions.assign(n, 3.0);
+  arm.failed.assign(n, false);
+  return arm;
+}
+
+ResultFile make_file(std::vector<ArmData> arms) {
+  ResultFile file;
+  file.path = "in-memory.h5";
+  file.scenario_name = "test";
+  file.layout_version = 2;
+  file.subjects_per_replicate = static_cast<std::int64_t>(arms.front().subjects());
+  file.arms = std::move(arms);
+  return file;
+}
+
+}  // namespace
+
+// ---- Kaplan-Meier: Greenwood and the median's confidence interval ------------------------------
+
+TEST_CASE("KM median CI, 10 events at 1..10: median 5.5, 95% CI [3, NA] as R's survfit", "[compare][statistics]") {
+  // n_j = 11 - j at risk at time j, one event each: S(k) = (10 - k)/10, and Greenwood's sum
+  // telescopes: sum_j 1/(n_j (n_j - 1)) = 1/(10 - k) - 1/10 = k / (10 (10 - k)).
+  // Lower curve S·exp(-1.96·sqrt(gw)): k=2: 0.8·exp(-1.96·0.1581) = 0.587; k=3: 0.7·exp(-1.96·0.2070)
+  // = 0.4665 < 0.5, so LCL = 3. Upper S·exp(+1.96·sqrt(gw)): k=9: 0.1·exp(1.96·0.9487) = 0.642 and
+  // S(10) = 0 (NA): never reaches 0.5, UCL = NA. S(5) = 0.5 exactly: median (5 + 6)/2.
+  const KaplanMeier km = kaplan_meier(one_to(10), std::vector<bool>(10, true));
+  CHECK(km.greenwood[2] == Approx(3.0 / 70.0));
+  CHECK(km.lower[2] == Approx(0.7 * std::exp(-1.959964 * std::sqrt(3.0 / 70.0))));
+  CHECK(km.upper[8] == Approx(0.1 * std::exp(1.959964 * std::sqrt(0.9))));
+  CHECK(std::isinf(km.greenwood[9]));
+  CHECK(std::isnan(km.lower[9]));
+  CHECK(km.median == 5.5);
+  CHECK(km.median_lower == 3.0);
+  CHECK(std::isnan(km.median_upper));
+}
+
+TEST_CASE("KM median CI, 20 events at 1..20: median 10.5, 95% CI [7, 16]", "[compare][statistics]") {
+  // Greenwood after k events: k / (20 (20 - k)). Lower: k=6: 0.70·exp(-1.96·sqrt(6/280)) = 0.525,
+  // k=7: 0.65·exp(-1.96·sqrt(7/260)) = 0.471 -> 7. Upper: k=15: 0.25·exp(1.96·sqrt(0.15)) = 0.534,
+  // k=16: 0.20·exp(1.96·sqrt(0.2)) = 0.480 -> 16. S(10) = 0.5 exactly: median (10 + 11)/2.
+  const KaplanMeier km = kaplan_meier(one_to(20), std::vector<bool>(20, true));
+  CHECK(km.median == 10.5);
+  CHECK(km.median_lower == 7.0);
+  CHECK(km.median_upper == 16.0);
+  CHECK(km.upper[13] == Approx(0.30 * std::exp(1.959964 * std::sqrt(14.0 / 120.0))));
+}
+
+TEST_CASE("KM median CI with censoring and ties", "[compare][statistics]") {
+  // 1, 2, 2+, 3, 4+, 5: n = 6, 5, 3, 1 at the events 1, 2, 3, 5. Greenwood 1/30, +1/20 = 1/12,
+  // +1/6 = 1/4, then infinite. Lower at 2: (2/3)·exp(-1.96·sqrt(1/12)) = 0.379 < 0.5 (at 1:
+  // (5/6)·exp(-1.96·sqrt(1/30)) = 0.583) -> LCL 2. Upper capped at 1 until S = 0: UCL NA. Median 3.
+  const KaplanMeier censored = kaplan_meier({1, 2, 2, 3, 4, 5}, {true, true, false, true, false, true});
+  CHECK(censored.greenwood[0] == Approx(1.0 / 30.0));
+  CHECK(censored.greenwood[1] == Approx(1.0 / 12.0));
+  CHECK(censored.greenwood[2] == Approx(0.25));
+  CHECK(censored.upper[2] == 1.0);
+  CHECK(censored.median == 3.0);
+  CHECK(censored.median_lower == 2.0);
+  CHECK(std::isnan(censored.median_upper));
+  // 1, 1, 2, 2+, 3: two events at 1 of 5 at risk: 2/(5·3) = 2/15, S = 3/5; at 2: 1/(3·2) -> 0.3,
+  // S = 2/5. Median 2; lower at 1: 0.6·exp(-1.96·sqrt(2/15)) = 0.293 -> LCL 1.
+  const KaplanMeier tied = kaplan_meier({1, 1, 2, 2, 3}, {true, true, true, false, true});
+  CHECK(tied.events == std::vector<int>{2, 1, 1});
+  CHECK(tied.greenwood[0] == Approx(2.0 / 15.0));
+  CHECK(tied.greenwood[1] == Approx(0.3));
+  CHECK(tied.median == 2.0);
+  CHECK(tied.median_lower == 1.0);
+}
+
+TEST_CASE("survival_median follows R's rule: midpoint at exactly 0.5, NA entries skipped", "[compare][statistics]") {
+  CHECK(survival_median({1, 2, 3}, {0.8, 0.5, 0.2}) == 2.5);
+  CHECK(survival_median({1, 2, 3}, {0.8, 0.5, 0.5}) == 2.0);  // never below 0.5 after: the time itself
+  CHECK(survival_median({1, 2, 3}, {kNaN, 0.9, 0.4}) == 3.0);
+  CHECK(std::isnan(survival_median({1, 2}, {0.9, kNaN})));
+  CHECK(survival_median({1, 2}, {0.9, 0.5 + 1e-9}) == 2.0);  // within sqrt(eps) of 0.5, no later drop
+}
+
+// ---- Statistics on subject lists ------------------------------------------------------------
+
+TEST_CASE("rates, means and medians ignore NaN and count repeated subjects", "[compare]") {
+  const std::vector<double> response{1, 0, kNaN, 1};
+  const std::vector<std::size_t> all{0, 1, 2, 3}, repeated{0, 0, 1};
+  CHECK(rate_percent(response, all) == Approx(200.0 / 3.0));
+  CHECK(rate_percent(response, repeated) == Approx(200.0 / 3.0));
+  CHECK(mean_of({1, 2, kNaN, 6}, all) == 3.0);
+  CHECK(quantile_of({1, 2, kNaN, 6}, all, 0.5) == 2.0);
+  CHECK(std::isnan(rate_percent(response, std::vector<std::size_t>{2})));
+  // KM over the subjects with a finite time only (non-responders at end of treatment are NaN).
+  CHECK(km_median_of({1, kNaN, 2, 4, 5}, {1, kNaN, 1, 1, 1}, all) == 2.0);
+}
+
+TEST_CASE("paired bootstrap: equal differences give a degenerate interval at that difference", "[compare][bootstrap]") {
+  const std::vector<double> arm{5, 6, 7, 8, 9}, reference{2, 3, 4, 5, 6};  // every difference is 3
+  const std::vector<std::size_t> kept{0, 1, 2, 3, 4};
+  const auto intervals = paired_bootstrap(kept, 500, 7, [&](Subjects s) {
+    return std::vector<double>{mean_of(arm, s) - mean_of(reference, s)};
+  });
+  REQUIRE(intervals.size() == 1);
+  CHECK(intervals[0].low == Approx(3.0));
+  CHECK(intervals[0].high == Approx(3.0));
+  CHECK(intervals[0].skipped == 0);
+}
+
+TEST_CASE("paired bootstrap: two subjects, differences 1 and 5, give [1, 5]", "[compare][bootstrap]") {
+  // Samples of two subjects: (0,0) mean 1 with probability 1/4, mixed mean 3 with 1/2, (1,1) mean
+  // 5 with 1/4. The 2.5% and 97.5% percentiles fall inside the first and last quarter: 1 and 5.
+  // A statistic that is undefined for the sample (0,0) is skipped, and exactly those are counted.
+  const std::vector<double> arm{11, 25}, reference{10, 20};
+  const std::vector<std::size_t> kept{0, 1};
+  std::int64_t only_first = 0;
+  const auto intervals = paired_bootstrap(kept, 2000, kDefaultBootstrapSeed, [&](Subjects s) {
+    const bool undefined = s[0] == 0 && s[1] == 0;
+    only_first += undefined ? 1 : 0;
+    return std::vector<double>{mean_of(arm, s) - mean_of(reference, s), undefined ? kNaN : 1.0};
+  });
+  CHECK(intervals[0].low == 1.0);
+  CHECK(intervals[0].high == 5.0);
+  CHECK(intervals[0].skipped == 0);
+  CHECK(intervals[1].skipped == only_first);
+  CHECK(only_first > 400);  // about 2000/4
+  CHECK(only_first < 600);
+}
+
+TEST_CASE("paired bootstrap: the same seed gives the same samples, another seed others", "[compare][bootstrap]") {
+  std::vector<double> values;
+  for (int i = 0; i < 30; ++i) values.push_back(std::sin(i) * 10);
+  std::vector<std::size_t> kept(values.size());
+  for (std::size_t i = 0; i < kept.size(); ++i) kept[i] = i;
+  const auto run = [&](std::uint64_t seed) {
+    return paired_bootstrap(kept, 300, seed, [&](Subjects s) { return std::vector<double>{mean_of(values, s)}; })[0];
+  };
+  CHECK(run(1).low == run(1).low);
+  CHECK(run(1).high == run(1).high);
+  CHECK(run(1).low != run(2).low);
+}
+
+// ---- The comparison -------------------------------------------------------------------------
+
+TEST_CASE("a subject failed in either arm drops from that pair's differences, not from the other arm", "[compare]") {
+  ArmData a = make_arm("a", {1, 0, 0, 1});
+  ArmData b = make_arm("b", {1, 1, 0, 0});
+  b.failed[3] = true;  // subject 3: its response is 0 in b, 1 in a
+  b.response_at[0][3] = kNaN;
+  CompareOptions options;
+  options.bootstrap = 200;
+  const Comparison c = compare_arms(make_file({a, b}), options);
+  const OutcomeLine& rate = line_of(c, "response_rate", "percent", 28.0);
+  CHECK(rate.arms[0].value == 50.0);  // a: its own 4 subjects
+  CHECK(rate.arms[1].value == Approx(200.0 / 3.0));
+  // Pairs 0, 1, 2: a 1/3, b 2/3 -> +33.3 pp (with subject 3 kept in a it would be +16.7).
+  CHECK(rate.differences[1].value == Approx(100.0 / 3.0));
+  CHECK(line_of(c, "excluded_pairs", "count").arms[1].value == 1.0);
+  CHECK(line_of(c, "failed_subjects", "count").arms[1].value == 1.0);
+  CHECK(line_of(c, "failed_subjects", "count").arms[0].value == 0.0);
+}
+
+TEST_CASE("cost per responder is the arm's total cost over its responders at the primary day", "[compare]") {
+  ArmData a = make_arm("a", {1, 0, 0, 0});
+  ArmData b = make_arm("b", {1, 1, 0, 0});
+  b.sessions.assign(4, 6.0);
+  b.price_per_session_usd = {100.0, 200.0};
+  CompareOptions options;
+  options.bootstrap = 100;
+  const Comparison c = compare_arms(make_file({a, b}), options);
+  // a: 4 subjects x 3 sessions x 400 USD / 1 responder; b: 4 x 6 x 100 / 2.
+  CHECK(line_of(c, "cost_per_responder_low_price", "ratio", 28.0).arms[0].value == 4800.0);
+  CHECK(line_of(c, "cost_per_responder_low_price", "ratio", 28.0).arms[1].value == 1200.0);
+  CHECK(line_of(c, "cost_per_subject_high_price", "mean").arms[1].value == 1200.0);
+  CHECK(line_of(c, "cost_per_subject_high_price", "mean").differences[1].value == 1200.0 - 2400.0);
+}
+
+TEST_CASE("trial replicates: spread of the rates and the probability of beating the reference", "[compare][replicates]") {
+  // 4 replicates of 2 subjects. Rates (%) of the reference: 0, 50, 50, 100; of the arm: 50, 100,
+  // 50, 100. Differences 50, 50, 0, 0: with margin 0 the arm wins 2 of 4; with margin 60 none.
+  const std::vector<double> reference{0, 0, 1, 0, 0, 1, 1, 1};
+  const std::vector<double> arm{1, 0, 1, 1, 1, 0, 1, 1};
+  const std::vector<bool> none(8, false);
+  const ReplicateOutcome outcome = replicate_outcome(arm, none, reference, none, 4, 2, 0.0);
+  CHECK(outcome.arm_rates == std::vector<double>{50, 100, 50, 100});
+  CHECK(outcome.probability_better == 0.5);
+  CHECK(outcome.p50 == 75.0);
+  CHECK(outcome.p05 == Approx(50.0));
+  CHECK(replicate_outcome(arm, none, reference, none, 4, 2, 60.0).probability_better == 0.0);
+  CHECK(replicate_outcome(reference, none, arm, none, 4, 2, -10.0).probability_better == 0.5);
+  // Both subjects of replicate 0 failed in the reference: no pair left, the replicate is left out
+  // of the probability (1 win in the 3 others) and counted as undefined.
+  std::vector<bool> failed = none;
+  failed[0] = failed[1] = true;
+  const ReplicateOutcome partial = replicate_outcome(arm, none, reference, failed, 4, 2, 0.0);
+  CHECK(partial.undefined == 1);
+  CHECK(partial.probability_better == Approx(1.0 / 3.0));
+}
+
+TEST_CASE("replicate lines appear when the file has replicates", "[compare][replicates]") {
+  ResultFile file = make_file({make_arm("a", {0, 0, 1, 0, 0, 1, 1, 1}), make_arm("b", {1, 0, 1, 1, 1, 0, 1, 1})});
+  file.replicates = 4;
+  file.subjects_per_replicate = 2;
+  CompareOptions options;
+  options.bootstrap = 50;
+  const Comparison c = compare_arms(file, options);
+  CHECK(line_of(c, "probability_better", "probability", 28.0).arms[1].value == 50.0);
+  CHECK(line_of(c, "trial_response_rate", "median_over_replicates", 28.0).arms[0].value == 50.0);
+}
+
+TEST_CASE("days and arms are checked: errors name what is available", "[compare][errors]") {
+  CHECK(parse_days("1d,15d, 28 d,41") == std::vector<double>{1, 15, 28, 41});
+  CHECK_THROWS_AS(parse_days("1d,x"), Error);
+  CHECK_THROWS_AS(parse_days(""), Error);
+  const ResultFile file = make_file({make_arm("a", {1, 0}), make_arm("b", {1, 1})});
+  CompareOptions options;
+  options.at_days = {15};
+  try {
+    compare_arms(file, options);
+    FAIL("day 15 accepted");
+  } catch (const Error& error) {
+    CHECK(error.code() == ExitCode::usage);
+    CHECK(std::string(error.what()).find("assessment days: 28") != std::string::npos);
+  }
+  options.at_days.clear();
+  options.reference = "c";
+  try {
+    compare_arms(file, options);
+    FAIL("arm c accepted");
+  } catch (const Error& error) {
+    CHECK(error.code() == ExitCode::usage);
+    CHECK(std::string(error.what()).find("arms: a, b") != std::string::npos);
+  }
+  options.reference = "b";
+  const Comparison c = compare_arms(file, options);
+  CHECK(c.reference == 1);
+  CHECK(line_of(c, "response_rate", "percent", 28.0).differences[0].value == -50.0);
+}
+
+// ---- Formats --------------------------------------------------------------------------------
+
+TEST_CASE("output formats: tidy csv, json structure, aligned table, markdown", "[compare][format]") {
+  ArmData once = make_arm("once", {1, 0, 0, 0});
+  ArmData twice = make_arm("twice", {1, 1, 0, 0});
+  CompareOptions options;
+  options.bootstrap = 100;
+  options.seed = 18446744073709551615ULL;  // the largest seed survives as an integer
+  const Comparison c = compare_arms(make_file({once, twice}), options);
+
+  const std::string csv = format_comparison(c, OutputFormat::csv);
+  CHECK(csv.rfind("arm,outcome,day,statistic,value,ci_low,ci_high,unit\n", 0) == 0);
+  CHECK(csv.find("\ntwice,response_rate,28,percent_difference,25,") != std::string::npos);
+  CHECK(csv.find("\nonce,response_rate,28,percent,25,,,%\n") != std::string::npos);
+  CHECK(csv.find(",bootstrap,,seed,18446744073709551615,") != std::string::npos);
+
+  const std::string json = format_comparison(c, OutputFormat::json);
+  CHECK(json.find("\"reference\": \"once\"") != std::string::npos);
+  CHECK(json.find("\"arms\": [\"once\", \"twice\"]") != std::string::npos);
+  CHECK(json.find("\"seed\": 18446744073709551615") != std::string::npos);
+  CHECK(json.find("{\"arm\": \"twice\", \"outcome\": \"response_rate\", \"day\": 28, \"statistic\": \"percent_difference\", \"value\": 25,") !=
+        std::string::npos);
+  CHECK(json.find("nan") == std::string::npos);  // NaN is written as null
+  CHECK(std::count(json.begin(), json.end(), '{') == std::count(json.begin(), json.end(), '}'));
+  CHECK(std::count(json.begin(), json.end(), '[') == std::count(json.begin(), json.end(), ']'));
+
+  const std::string table = format_comparison(c, OutputFormat::table);
+  CHECK(table.find("response rate, day 28 (%)") != std::string::npos);
+  CHECK(table.find("+25.0 pp [") != std::string::npos);
+  CHECK(table.find("seed 18446744073709551615") != std::string::npos);
+
+  const std::string markdown = format_comparison(c, OutputFormat::markdown);
+  CHECK(markdown.find("| outcome | once (reference) | twice |\n|---|--:|--:|") != std::string::npos);
+  CHECK_THROWS_AS(parse_output_format("xml"), Error);
+}
+
+// ---- Reading files ------------------------------------------------------------------------------
+
+namespace {
+
+class TemporaryFolder {
+ public:
+  TemporaryFolder() : path_(fs::temp_directory_path() / ("ketasim-compare-test-" + std::to_string(::getpid()))) {
+    fs::remove_all(path_);
+    fs::create_directories(path_);
+  }
+  ~TemporaryFolder() {
+    std::error_code ignored;
+    fs::remove_all(path_, ignored);
+  }
+  TemporaryFolder(const TemporaryFolder&) = delete;
+  TemporaryFolder& operator=(const TemporaryFolder&) = delete;
+  std::string operator/(const std::string& name) const { return (path_ / name).string(); }
+
+ private:
+  fs::path path_;
+};
+
+void write_doubles(const H5::Group& group, const std::string& name, const std::vector<hsize_t>& shape,
+                   const std::vector<double>& values) {
+  const H5::DataSet dataset =
+      group.createDataSet(name, H5::PredType::IEEE_F64LE, H5::DataSpace(static_cast<int>(shape.size()), shape.data()));
+  if (!values.empty()) dataset.write(values.data(), H5::PredType::NATIVE_DOUBLE);
+}
+
+template <class Number>
+void write_number_attribute(const H5::H5Object& object, const char* name, const H5::PredType& type, Number value) {
+  object.createAttribute(name, type, H5::DataSpace(H5S_SCALAR)).write(type, &value);
+}
+
+struct FileShape {
+  int layout_version = 3;
+  bool with_burden = true;  // layout 3 additions: burden, sessions, prices, replicates
+  bool with_days_in_response = true;
+};
+
+// Two arms of 4 subjects in 2 replicates, one assessment (day 28 -> [N] shapes) and one dose.
+void write_result(const std::string& path, const FileShape& shape) {
+  H5::H5File file(path, H5F_ACC_TRUNC);
+  write_number_attribute(file, "layout_version", H5::PredType::NATIVE_INT32, shape.layout_version);
+  write_number_attribute(file, "subjects_per_arm", H5::PredType::NATIVE_INT64, std::int64_t{4});
+  if (shape.with_burden) {
+    write_number_attribute(file, "replicates", H5::PredType::NATIVE_INT64, std::int64_t{2});
+    write_number_attribute(file, "subjects_per_replicate", H5::PredType::NATIVE_INT64, std::int64_t{2});
+  }
+  H5::StrType text(H5::PredType::C_S1, H5T_VARIABLE);
+  const std::vector<const char*> names{"second", "first"};  // scenario order, not alphabetical
+  const hsize_t arm_count = names.size();
+  file.createAttribute("arms", text, H5::DataSpace(1, &arm_count)).write(text, names.data());
+  const H5::Group arms = file.createGroup("arms");
+  for (std::size_t a = 0; a < names.size(); ++a) {
+    const H5::Group arm = arms.createGroup(names[a]);
+    write_doubles(arm, "time_h", {3}, {0.0, 168.0, 336.0});  // 2 weeks
+    write_doubles(arm, "assessments_h", {1}, {28.0 * 24.0});
+    const H5::Group doses = arm.createGroup("doses");
+    write_doubles(doses, "time_h", {3}, {0.0, 100.0, 400.0});  // the last after the grid
+    const H5::Group metrics = arm.createGroup("metrics");
+    const std::int8_t status[4] = {0, 0, 0, static_cast<std::int8_t>(a == 0 ? 1 : 0)};
+    const hsize_t four = 4;
+    metrics.createDataSet("status", H5::PredType::STD_I8LE, H5::DataSpace(1, &four)).write(status, H5::PredType::NATIVE_INT8);
+    const double base = static_cast<double>(a);
+    write_doubles(metrics, "response_at", {4}, {1, 0, base, kNaN});
+    write_doubles(metrics, "remission_at", {4}, {1, 0, 0, kNaN});
+    if (shape.with_days_in_response) write_doubles(metrics, "days_in_response", {4}, {1, 2, 3, kNaN});
+    write_doubles(metrics, "relapse_day", {4}, {5, kNaN, 7, kNaN});
+    write_doubles(metrics, "relapse_observed", {4}, {1, kNaN, 0, kNaN});
+    write_doubles(metrics, "time_above_dissociation_h", {4}, {2, 4, 6, kNaN});
+    write_doubles(metrics, "peak_sbp_change", {4, 2}, {1, 3, 5, 2, kNaN, 4, kNaN, kNaN});
+    if (shape.with_burden) {
+      write_doubles(metrics, "dissociation_burden_score_h", {4}, {10, 20, 30, kNaN});
+      write_doubles(metrics, "sessions_given", {4}, {1, 2, 2, kNaN});
+      const double price[2] = {100.0 + base, 300.0};
+      const hsize_t two = 2;
+      arm.createAttribute("price_per_session_usd", H5::PredType::IEEE_F64LE, H5::DataSpace(1, &two))
+          .write(H5::PredType::NATIVE_DOUBLE, price);
+    }
+  }
+}
+
+std::string io_error_of(const std::string& path) {
+  try {
+    read_result_file(path);
+  } catch (const IoError& error) {
+    return error.what();
+  }
+  return "no error";
+}
+
+}  // namespace
+
+TEST_CASE("the reader: layout 3 additions, [N] shapes, scenario order of the arms", "[compare][hdf5]") {
+  const TemporaryFolder folder;
+  const std::string path = folder / "v3.h5";
+  write_result(path, {});
+  const ResultFile file = read_result_file(path);
+  CHECK(file.layout_version == 3);
+  CHECK(file.replicates == 2);
+  CHECK(file.subjects_per_replicate == 2);
+  REQUIRE(file.arms.size() == 2);
+  CHECK(file.arms[0].name == "second");
+  CHECK(file.arms[0].failed == std::vector<bool>{false, false, false, true});
+  CHECK(file.arms[1].failed == std::vector<bool>{false, false, false, false});
+  CHECK(file.arms[0].assessment_days == std::vector<double>{28.0});
+  CHECK(file.arms[1].response_at[0][2] == 1.0);
+  CHECK(file.arms[0].dissociation_measure == DissociationMeasure::burden_score_h);
+  CHECK(file.arms[0].dissociation_per_week[1] == 10.0);  // 20 score*h over 2 weeks
+  CHECK(file.arms[0].peak_sbp_rise_mmhg[0] == 3.0);    // max over the doses
+  CHECK(file.arms[0].peak_sbp_rise_mmhg[2] == 4.0);    // NaN doses ignored
+  CHECK(std::isnan(file.arms[0].peak_sbp_rise_mmhg[3]));
+  CHECK(file.arms[0].sessions[1] == 2.0);
+  CHECK(file.arms[1].price_per_session_usd == std::array<double, 2>{101.0, 300.0});
+}
+
+TEST_CASE("the reader: layout 2 fallbacks for dissociation, sessions and prices", "[compare][hdf5]") {
+  const TemporaryFolder folder;
+  const std::string path = folder / "v2.h5";
+  write_result(path, {.layout_version = 2, .with_burden = false});
+  const ResultFile file = read_result_file(path);
+  CHECK(file.replicates == 1);
+  const ArmData& arm = file.arms[0];
+  CHECK(arm.dissociation_measure == DissociationMeasure::hours_above_threshold);
+  CHECK(arm.dissociation_per_week[2] == 3.0);             // 6 h over 2 weeks
+  CHECK(arm.sessions == std::vector<double>(4, 2.0));     // doses at 0 and 100 h within 336 h
+  CHECK(!arm.sessions_from_file);
+  CHECK(!arm.price_from_file);
+  CHECK(arm.price_per_session_usd == std::array<double, 2>{400.0, 800.0});
+  CompareOptions options;
+  options.bootstrap = 20;
+  const Comparison c = compare_arms(file, options);
+  CHECK(line_of(c, "hours_above_dissociation_threshold_per_week", "mean").unit == "h/week");
+  CHECK(std::any_of(c.notes.begin(), c.notes.end(),
+                    [](const std::string& note) { return note.find("dissociation_burden_score_h is absent") != std::string::npos; }));
+}
+
+TEST_CASE("the reader: malformed files give IoErrors naming the file and the object", "[compare][hdf5][errors]") {
+  const TemporaryFolder folder;
+  CHECK(io_error_of(folder / "absent.h5").find("absent.h5': no such file") != std::string::npos);
+  {
+    std::ofstream(folder / "text.h5") << "not hdf5";
+  }
+  CHECK(io_error_of(folder / "text.h5").find("not an HDF5 file") != std::string::npos);
+  write_result(folder / "v4.h5", {.layout_version = 4});
+  CHECK(io_error_of(folder / "v4.h5").find("layout_version: this ketasim reads layout versions 2 and 3, the file has 4") !=
+        std::string::npos);
+  write_result(folder / "partial.h5", {.with_days_in_response = false});
+  CHECK(io_error_of(folder / "partial.h5").find("partial.h5: /arms/second/metrics/days_in_response: dataset missing") !=
+        std::string::npos);
+}
