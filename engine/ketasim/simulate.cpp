@@ -431,6 +431,7 @@ void integrate(const Propagator& propagator, const Model& model, const SubjectMo
 
   std::optional<EffectTracker<Propagator>> effect_tracker;
   metrics.time_above_dissociation_h = 0.0;
+  metrics.dissociation_burden_score_h = 0.0;
   if (model.dissociation_link() >= 0)
     effect_tracker.emplace(propagator, model, subject, doses, plan.dissociation_threshold, metrics);
   const LinkValues* dissociation_link =

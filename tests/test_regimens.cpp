@@ -1,0 +1,321 @@
+// Regimens beyond fixed schedules: phases, dose caps, adherence, as-needed (state-triggered)
+// dosing, NONMEM-style dosing tables, and simulated observations with residual error.
+
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "ketasim/errors.hpp"
+#include "ketasim/nonmem.hpp"
+#include "ketasim/run.hpp"
+#include "ketasim/scenario_loader.hpp"
+#include "ketasim/timeline.hpp"
+
+using namespace ketasim;
+namespace fs = std::filesystem;
+
+namespace {
+
+// Every subject column and metric of every arm, by name, [subject * width + j].
+struct Columns {
+  std::map<std::string, std::vector<double>> values;
+  std::map<std::string, std::size_t> width;
+  const std::vector<double>& operator[](const std::string& name) const { return values.at(name); }
+};
+
+std::vector<Columns> run_in_memory(const Scenario& scenario) {
+  const std::vector<ArmLayout> layouts = arm_layouts(scenario);
+  std::vector<Columns> arms(layouts.size());
+  const auto n = static_cast<std::size_t>(scenario.cohort.size);
+  for (std::size_t a = 0; a < layouts.size(); ++a) {
+    for (const auto* list : {&layouts[a].subject_columns, &layouts[a].metrics})
+      for (const ColumnSpec& spec : *list) {
+        arms[a].values[spec.name].assign(n * spec.width, 0.0);
+        arms[a].width[spec.name] = spec.width;
+      }
+  }
+  RunOptions options;
+  options.threads = 2;
+  options.block_size = 16;
+  options.on_block = [&](const SubjectBlock& block) {
+    const ArmLayout& layout = layouts[block.arm];
+    Columns& arm = arms[block.arm];
+    const auto copy = [&](const std::vector<ColumnSpec>& specs, const std::vector<std::vector<double>>& data) {
+      for (std::size_t c = 0; c < specs.size(); ++c)
+        std::copy(data[c].begin(), data[c].end(),
+                  arm.values[specs[c].name].begin() + static_cast<std::ptrdiff_t>(block.first_subject * specs[c].width));
+    };
+    copy(layout.subject_columns, block.subject_columns);
+    copy(layout.metrics, block.metrics);
+  };
+  run_scenario(scenario, options);
+  return arms;
+}
+
+const std::string kHeader = R"(
+name: regimens
+model: {name: ketamine_venous}
+cohort:
+  size: 60
+  seed: 4242
+  weight: {distribution: normal, mean: 80 kg, sd: 20 kg, min: 45 kg, max: 150 kg}
+)";
+
+std::string dose_rule(const std::string& timing) {
+  return "{route: iv_infusion, dose: 0.5 mg/kg, infusion_duration: 40 min, " + timing + "}";
+}
+
+bool same_values(const std::vector<double>& a, const std::vector<double>& b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i)
+    if (!(a[i] == b[i] || (std::isnan(a[i]) && std::isnan(b[i])))) return false;
+  return true;
+}
+
+}  // namespace
+
+TEST_CASE("phases follow one another: twice weekly for 3 weeks, weekly for 2 weeks, then every 2 weeks", "[regimen]") {
+  const Scenario scenario = parse_scenario(kHeader + R"(
+arms:
+  - name: taper
+    regimen:
+      route: iv_infusion
+      dose: 0.5 mg/kg
+      infusion_duration: 40 min
+      phases:
+        - {schedule: [Mon 09:00, Thu 09:00], for: 3 weeks}
+        - {schedule: [Mon 09:00], for: 2 weeks}
+        - {schedule: every 2 weeks, count: 3}
+)", "phases.yaml");
+  const std::vector<Dose> doses = expand_doses(scenario.arms[0], 70.0);
+  std::vector<double> days;
+  for (const Dose& dose : doses) days.push_back(ticks_to_hours(dose.start) / 24.0);
+  const double nine = 9.0 / 24.0;
+  // Mon = day 0 + 9 h, Thu = day 3 + 9 h; weeks 4-5 Mondays; then day 35, 49, 63 at 00:00 (interval from the phase start).
+  const std::vector<double> expected{nine, 3 + nine, 7 + nine, 10 + nine, 14 + nine, 17 + nine, 21 + nine, 28 + nine, 35, 49, 63};
+  REQUIRE(days.size() == expected.size());
+  for (std::size_t k = 0; k < days.size(); ++k) CHECK(days[k] == Approx(expected[k]).margin(1e-12));
+}
+
+TEST_CASE("max_dose caps weight-based doses and only those", "[regimen]") {
+  const Scenario scenario = parse_scenario(kHeader + "arms:\n  - name: a\n    regimen: " +
+                                               "{route: iv_infusion, dose: 0.5 mg/kg, max_dose: 60 mg, infusion_duration: 40 min, schedule: [Mon 09:00], for: 1 week}\n",
+                                           "cap.yaml");
+  CHECK(expand_doses(scenario.arms[0], 80.0).front().amount_mg == Approx(40.0));
+  CHECK(expand_doses(scenario.arms[0], 150.0).front().amount_mg == Approx(60.0));
+  CHECK_THROWS_WITH(parse_scenario(kHeader + "arms:\n  - name: a\n    regimen: " +
+                                       "{route: iv_infusion, dose: 35 mg, max_dose: 60 mg, infusion_duration: 40 min, schedule: [Mon 09:00], for: 1 week}\n",
+                                   "cap.yaml"),
+                    Catch::Contains("max_dose caps a weight-based dose"));
+}
+
+TEST_CASE("a missed-session probability of 0 gives exactly the arm without it; 50% misses about half, the same sessions in twin arms",
+          "[regimen][adherence]") {
+  const std::string rule = dose_rule("schedule: [Mon 09:00, Thu 09:00], for: 3 weeks");
+  const Scenario scenario = parse_scenario(kHeader + "arms:\n" +
+                                               "  - {name: plain, regimen: " + rule + "}\n" +
+                                               "  - {name: zero, missed_session_probability: 0%, regimen: " + rule + "}\n" +
+                                               "  - {name: half, missed_session_probability: 50%, regimen: " + rule + "}\n" +
+                                               "  - {name: half_twin, missed_session_probability: 50%, regimen: " + rule + "}\n" +
+                                               "output: {grid: {every: 30 min, for: 4 weeks}}\n",
+                                           "adherence.yaml");
+  const auto arms = run_in_memory(scenario);
+  for (const auto& [name, values] : arms[0].values) {
+    INFO(name);
+    CHECK(same_values(values, arms[1][name]));
+  }
+  const auto& missed = arms[2]["sessions_missed"];
+  double total = 0.0;
+  for (const double m : missed) total += m;
+  const double sessions = 6.0 * static_cast<double>(missed.size());
+  // Binomial(360, 0.5): mean 180, SD 9.5; 4 SD either side.
+  CHECK(total == Approx(sessions / 2).margin(4 * std::sqrt(sessions * 0.25)));
+  CHECK(same_values(arms[2]["dose_time_h"], arms[3]["dose_time_h"]));
+  for (std::size_t i = 0; i < missed.size(); ++i) CHECK(arms[2]["sessions_given"][i] + missed[i] == 6.0);
+}
+
+TEST_CASE("an as-needed dose lands where the MADRS crosses the threshold", "[regimen][as_needed]") {
+  // Induction (last session Thu of week 3, day 17 + 9 h), then as needed when MADRS > 20 from day
+  // 21, at least 7 d after the previous session: allowed from day 24 + 9 h. The oracle: the same
+  // subject given the induction alone, on a 1-minute grid: the first grid time from then on with
+  // MADRS > 20 must be the first triggered dose (to the minute).
+  const std::string induction = dose_rule("schedule: [Mon 09:00, Thu 09:00], for: 3 weeks");
+  const std::string head = kHeader + "arms:\n  - name: arm\n    regimen:\n      - " + induction + "\n";
+  const Scenario as_needed = parse_scenario(
+      head + "      - {route: iv_infusion, dose: 0.5 mg/kg, infusion_duration: 40 min, as_needed: {madrs_above: 20, from: 21 d, min_interval: 7 d, max_doses: 3}}\n" +
+          "output: {grid: {every: 1 min, for: 8 weeks}, variables: [madrs]}\n",
+      "as_needed.yaml");
+  const Scenario induction_only = parse_scenario(head + "output: {grid: {every: 1 min, for: 8 weeks}, variables: [madrs]}\n", "induction.yaml");
+  std::vector<float> madrs(static_cast<std::size_t>(8 * 7 * 24 * 60 + 1));
+  int checked = 0, crossed = 0;
+  const std::size_t allowed = (24 * 24 + 9) * 60;
+  for (std::int64_t subject = 0; subject < 24; ++subject) {
+    const SubjectSchedule schedule = subject_schedule(as_needed, 0, subject);
+    REQUIRE(schedule.failure.empty());
+    const auto triggered = std::find_if(schedule.doses.begin(), schedule.doses.end(), [](const Dose& d) { return d.triggered; });
+    // The MADRS of the induction alone, on the 1-minute grid.
+    RunOptions options;
+    options.threads = 1;
+    options.on_block = [&](const SubjectBlock& block) {
+      for (std::int64_t r = 0; r < block.count; ++r)
+        if (block.first_subject + r == subject)
+          std::copy_n(block.trajectories[0].begin() + r * static_cast<std::ptrdiff_t>(madrs.size()), madrs.size(), madrs.begin());
+    };
+    Scenario one = induction_only;
+    one.cohort.size = subject + 1;
+    run_scenario(one, options);
+    std::size_t first_above = 0;
+    for (std::size_t k = allowed; k < madrs.size(); ++k)
+      if (madrs[k] > 20.0f) {
+        first_above = k;
+        break;
+      }
+    INFO("subject " << subject << ", first minute above 20: " << first_above);
+    if (first_above == 0) {
+      CHECK(triggered == schedule.doses.end());
+      continue;
+    }
+    REQUIRE(triggered != schedule.doses.end());
+    const double minutes = ticks_to_hours(triggered->start) * 60.0;
+    CHECK(minutes > static_cast<double>(first_above) - 1.0);
+    CHECK(minutes <= static_cast<double>(first_above) + 1e-9);
+    ++checked;
+    if (first_above > allowed) ++crossed;
+    // Later triggers respect the minimum interval and the limit.
+    int count = 0;
+    Ticks previous = -1;
+    for (const Dose& dose : schedule.doses) {
+      if (!dose.triggered) continue;
+      if (previous >= 0) CHECK(dose.start - previous >= 7 * kTicksPerDay);
+      previous = dose.start;
+      ++count;
+    }
+    CHECK(count <= 3);
+  }
+  CHECK(checked >= 3);  // the case must exercise triggers:
+  CHECK(crossed >= 2);  // crossings after the dose became allowed, not only subjects above from the start
+}
+
+TEST_CASE("a subject already above the threshold when dosing is allowed is dosed then", "[regimen][as_needed]") {
+  // MADRS above 5 at baseline for everyone: the first dose comes at `from`, then every min_interval.
+  const Scenario scenario = parse_scenario(
+      kHeader + "arms:\n  - name: arm\n    regimen: " +
+          "{route: iv_infusion, dose: 0.5 mg/kg, infusion_duration: 40 min, as_needed: {madrs_above: 5, from: 2 d, min_interval: 3 d, max_doses: 4}}\n" +
+          "output: {grid: {every: 10 min, for: 3 weeks}}\n",
+      "always.yaml");
+  const SubjectSchedule schedule = subject_schedule(scenario, 0, 0);
+  REQUIRE(schedule.doses.size() == 4);
+  for (std::size_t k = 0; k < 4; ++k) CHECK(schedule.doses[k].start == (2 + 3 * static_cast<Ticks>(k)) * kTicksPerDay);
+}
+
+TEST_CASE("a NONMEM-style export imported as a dosing table gives the same doses", "[regimen][nonmem]") {
+  const fs::path dir = fs::temp_directory_path() / ("ketasim_nonmem_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  // Weight-based and capped doses, missed sessions and as-needed doses: every kind of per-subject dose.
+  const Scenario original = parse_scenario(
+      kHeader + "arms:\n  - name: arm\n    missed_session_probability: 20%\n    regimen:\n" +
+          "      - {route: iv_infusion, dose: 0.5 mg/kg, max_dose: 50 mg, infusion_duration: 40 min, schedule: [Mon 09:00, Thu 09:00], for: 3 weeks}\n" +
+          "      - {route: iv_infusion, dose: 0.5 mg/kg, infusion_duration: 40 min, as_needed: {madrs_above: 22, from: 21 d, min_interval: 7 d}}\n" +
+          "output:\n  grid: {every: 30 min, for: 8 weeks}\n  variables: []\n" +
+          "  observations: {times: [9.667 h, 24 h], variables: [{name: plasma_ketamine, error: {proportional: 20%, additive: 0.5}}]}\n",
+      (dir / "original.yaml").string());
+  RunOptions options;
+  options.threads = 2;
+  options.output_path = (dir / "original.h5").string();
+  run_scenario(original, options);
+  {
+    std::ofstream csv(dir / "data.csv");
+    write_nonmem_data(options.output_path, "arm", csv);
+  }
+  const Scenario imported = parse_scenario(kHeader + "arms:\n  - name: arm\n    regimen: {route: iv_infusion, doses_from: data.csv}\n" +
+                                               "output: {grid: {every: 30 min, for: 8 weeks}, variables: []}\n",
+                                           (dir / "imported.yaml").string());
+  const auto a = run_in_memory(original);
+  const auto b = run_in_memory(imported);
+  for (const char* name : {"dose_time_h", "dose_duration_h", "dose_amount_mg", "dosed_mg", "auc_ng_h_per_ml", "cmax_ng_per_ml"}) {
+    INFO(name);
+    const std::size_t wa = a[0].width.at(name), wb = b[0].width.at(name);
+    for (std::size_t i = 0; i < 60; ++i)
+      for (std::size_t j = 0; j < std::max(wa, wb); ++j) {
+        const double x = j < wa ? a[0][name][i * wa + j] : NAN;
+        const double y = j < wb ? b[0][name][i * wb + j] : NAN;
+        if (std::isnan(x) || std::isnan(y)) CHECK((std::isnan(x) && std::isnan(y)));
+        else CHECK(y == Approx(x).epsilon(1e-12));
+      }
+  }
+  // The observations are in the export: 2 per subject, DV = IPRED (1 + 0.2 eps) + 0.5 eps'.
+  std::ifstream csv(dir / "data.csv");
+  std::string line;
+  int observations = 0;
+  while (std::getline(csv, line))
+    if (line.find(",0,0,2,0,0,") != std::string::npos) ++observations;
+  CHECK(observations == 2 * 60);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("dosing tables are checked row by row with file and line", "[regimen][nonmem]") {
+  const fs::path dir = fs::temp_directory_path() / ("ketasim_table_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  const auto table_error = [&](const std::string& text, Route route) {
+    std::ofstream(dir / "t.csv") << text;
+    try {
+      read_dosing_table((dir / "t.csv").string(), route);
+    } catch (const ScenarioError& error) {
+      return std::string(error.what());
+    }
+    return std::string("no error");
+  };
+  CHECK_THAT(table_error("ID,TIME,AMT,RATE\n1,0,40,60\n1,x,40,60\n", Route::iv_infusion), Catch::Contains("t.csv:3") && Catch::Contains("TIME"));
+  CHECK_THAT(table_error("ID,TIME,AMT\n1,0,40\n", Route::iv_infusion), Catch::Contains("RATE"));
+  CHECK_THAT(table_error("ID,TIME,AMT,RATE\n0,0,40,60\n", Route::iv_infusion), Catch::Contains("ID"));
+  CHECK_THAT(table_error("ID,TIME,AMT,RATE\n1,0,-4,60\n", Route::iv_infusion), Catch::Contains("AMT"));
+  CHECK_THAT(table_error("ID,TIME,AMT,RATE\n1,0,40\n", Route::iv_infusion), Catch::Contains("fields"));
+  CHECK_THAT(table_error("", Route::iv_infusion), Catch::Contains("empty"));
+  CHECK_THAT(table_error("ID,TIME,AMT,RATE,EVID\n1,0,40,0,0\n", Route::iv_bolus), Catch::Contains("no dose rows"));
+  const DosingTable table = [&] {
+    std::ofstream(dir / "t.csv") << "# comment\nID,TIME,AMT,RATE,EVID\n2,81,40,-2,1\n2,9,40,60,1\n2,10,.,.,0\n";
+    return DosingTable{};
+  }();
+  (void)table;
+  CHECK_THAT(table_error("ID,TIME,AMT,RATE,EVID\n2,81,40,-2,1\n", Route::iv_infusion), Catch::Contains("DUR"));
+  std::ofstream(dir / "t.csv") << "# comment\nID,TIME,AMT,RATE,DUR,EVID\n2,81,40,-2,0.5,1\n2,9,40,60,.,1\n2,10,.,.,.,0\n";
+  const DosingTable read = read_dosing_table((dir / "t.csv").string(), Route::iv_infusion);
+  REQUIRE(read.doses.at(2).size() == 2);
+  CHECK(read.doses.at(2)[0].time == 9 * kTicksPerHour);                 // sorted by time
+  CHECK(read.doses.at(2)[0].duration == 2 * kTicksPerHour / 3);          // 40 mg at 60 mg/h
+  CHECK(read.doses.at(2)[1].duration == kTicksPerHour / 2);              // RATE -2: DUR
+  fs::remove_all(dir);
+}
+
+TEST_CASE("observations carry residual error of the requested size, the same draws in every arm", "[observations]") {
+  const std::string rule = dose_rule("schedule: [Mon 09:00], for: 1 week");
+  const Scenario scenario = parse_scenario(kHeader + "arms:\n  - {name: a, regimen: " + rule + "}\n  - {name: b, regimen: " + rule + "}\n" +
+                                               "output:\n  grid: {every: 10 min, for: 2 d}\n  variables: []\n" +
+                                               "  observations: {times: [9.667 h, 10 h], variables: [{name: plasma_ketamine, error: {proportional: 10%}}, {name: madrs, error: {additive: 2}}]}\n",
+                                           "observations.yaml");
+  Scenario big = scenario;
+  big.cohort.size = 2000;
+  const auto arms = run_in_memory(big);
+  CHECK(same_values(arms[0]["dv_plasma_ketamine_ng_per_ml"], arms[1]["dv_plasma_ketamine_ng_per_ml"]));
+  // log-free check of the proportional error: (DV - IPRED) / IPRED has SD 0.1; additive: SD 2.
+  const auto sd_of = [](const std::vector<double>& dv, const std::vector<double>& ipred, bool relative) {
+    double sum = 0.0, sum2 = 0.0;
+    for (std::size_t i = 0; i < dv.size(); ++i) {
+      const double e = relative ? (dv[i] - ipred[i]) / ipred[i] : dv[i] - ipred[i];
+      sum += e;
+      sum2 += e * e;
+    }
+    const double n = static_cast<double>(dv.size());
+    return std::sqrt((sum2 - sum * sum / n) / (n - 1));
+  };
+  // 4000 draws each: the SD's relative standard error is about 1.1%.
+  CHECK(sd_of(arms[0]["dv_plasma_ketamine_ng_per_ml"], arms[0]["ipred_plasma_ketamine_ng_per_ml"], true) == Approx(0.1).epsilon(0.05));
+  CHECK(sd_of(arms[0]["dv_madrs"], arms[0]["ipred_madrs"], false) == Approx(2.0).epsilon(0.05));
+}
