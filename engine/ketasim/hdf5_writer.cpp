@@ -680,6 +680,7 @@ void ResultWriter::State::define_arm(const ArmLayout& layout) {
   hdf5("define arm '" + layout.name + "'", [&] {
     const H5::Group group = file->createGroup("arms/" + layout.name);
     set_text_attribute(group, "description", layout.description);
+    set_text_attribute(group, "model", layout.model);
     {
       const hsize_t two = 2;
       const double prices[2] = {layout.price_per_session_usd[0], layout.price_per_session_usd[1]};

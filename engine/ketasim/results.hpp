@@ -19,6 +19,7 @@ struct ColumnSpec {
 
 struct ArmLayout {
   std::string name;
+  std::string model;        // the model card of the arm (the scenario's, or the arm's own)
   std::string description;  // human-readable regimen
   std::vector<double> time_h;                  // output grid, hours from the simulation start
   std::vector<ColumnSpec> trajectories;        // one [subject x time] matrix each (width unused)

@@ -260,6 +260,38 @@ std::vector<int> observed_states(const Scenario& scenario, const Model& model, c
   return states_needed(typical, signals);
 }
 
+// The scenario as one model card sees it: the scenario's own model, or an arm's. An arm with a
+// model of its own uses that card's variability (cohort.variability names the scenario model's
+// parameters) and the same covariate and residual streams, so its subjects are the same patients.
+Scenario scenario_for_model(const Scenario& scenario, const ModelChoice& model) {
+  if (model.name == scenario.model.name) return scenario;
+  Scenario view = scenario;
+  view.model = model;
+  view.cohort.variability = Variability{};
+  return view;
+}
+
+// Everything that depends on the model card only, shared by every arm that uses it.
+struct ModelEngine {
+  ModelEngine(const Scenario& scenario, const ModelCard& model_card)
+      : view(scenario), card(model_card), model(model_card), sampler(view, model_card), plan(SimulationPlan::from(view.output, model)),
+        outputs(selected_outputs(view, model)) {
+    const SubjectModel typical = model.instantiate(sampler.typical_parameters());
+    states = observed_states(view, model, plan, outputs, typical, sampler.variable_parameters());
+    if (static_cast<int>(states.size()) == typical.states) states.clear();  // nothing to drop
+  }
+  ModelEngine(const ModelEngine&) = delete;
+  ModelEngine& operator=(const ModelEngine&) = delete;
+
+  Scenario view;
+  const ModelCard& card;
+  Model model;
+  CohortSampler sampler;
+  SimulationPlan plan;
+  std::vector<const ModelOutput*> outputs;
+  std::vector<int> states;  // the observed states; empty = all
+};
+
 // What every subject of one arm shares.
 struct ArmPlan {
   const Arm* arm = nullptr;
@@ -267,19 +299,29 @@ struct ArmPlan {
   std::size_t doses = 0;  // the most doses a subject can be given (width of the per-dose columns)
   const DosingRule* as_needed = nullptr;
   int as_needed_rule = -1;
+  std::size_t engine = 0;  // index into the runner's model engines
 };
+
+const ModelChoice& model_of(const Scenario& scenario, const Arm& arm) { return arm.model ? *arm.model : scenario.model; }
+
+const ModelCard& card_of(const ModelChoice& model) {
+  const ModelCard* card = find_builtin_model(model.name);
+  if (!card) throw ModelParameterError("unknown model '" + model.name + "'");
+  return *card;
+}
 
 class ScenarioRunner {
  public:
-  ScenarioRunner(const Scenario& scenario, const ModelCard& card)
-      : scenario_(scenario), card_(card), model_(card), sampler_(scenario, card), plan_(SimulationPlan::from(scenario.output, model_)),
-        outputs_(selected_outputs(scenario, model_)) {
-    SubjectModel typical = model_.instantiate(sampler_.typical_parameters());
-    states_ = observed_states(scenario, model_, plan_, outputs_, typical, sampler_.variable_parameters());
-    if (static_cast<int>(states_.size()) == typical.states) states_.clear();  // nothing to drop
+  explicit ScenarioRunner(const Scenario& scenario) : scenario_(scenario) {
     const auto layouts = arm_layouts(scenario);
     for (std::size_t a = 0; a < scenario.arms.size(); ++a) {
-      ArmPlan arm{&scenario.arms[a], layouts[a], most_doses(scenario.arms[a], plan_.grid_end)};
+      const ModelChoice& choice = model_of(scenario, scenario.arms[a]);
+      std::size_t engine = 0;
+      while (engine < engines_.size() && engines_[engine]->view.model.name != choice.name) ++engine;
+      if (engine == engines_.size())
+        engines_.push_back(std::make_unique<ModelEngine>(scenario_for_model(scenario, choice), card_of(choice)));
+      ArmPlan arm{&scenario.arms[a], layouts[a], most_doses(scenario.arms[a], engines_[engine]->plan.grid_end)};
+      arm.engine = engine;
       for (std::size_t r = 0; r < arm.arm->regimen.size(); ++r)
         if (arm.arm->regimen[r].as_needed) {
           arm.as_needed = &arm.arm->regimen[r];
@@ -290,16 +332,17 @@ class ScenarioRunner {
   }
 
   const std::vector<ArmPlan>& arms() const { return arms_; }
-  const SimulationPlan& plan() const { return plan_; }
-  const Model& model() const { return model_; }
+  const SimulationPlan& plan() const { return engines_.front()->plan; }
 
   // All arms for the subjects of one range; one block per arm.
   std::vector<SubjectBlock> simulate(SubjectRange range) const {
     std::vector<SubjectBlock> blocks(arms_.size());
     for (std::size_t a = 0; a < arms_.size(); ++a) allocate(blocks[a], a, range);
+    std::vector<PreparedSubject> prepared(engines_.size());
     for (std::int64_t row = 0; row < range.count; ++row) {
-      const PreparedSubject prepared = prepare(range.first + row);
-      for (std::size_t a = 0; a < arms_.size(); ++a) simulate_one(blocks[a], static_cast<std::size_t>(row), prepared);
+      for (std::size_t e = 0; e < engines_.size(); ++e) prepared[e] = prepare(*engines_[e], range.first + row);
+      for (std::size_t a = 0; a < arms_.size(); ++a)
+        simulate_one(blocks[a], static_cast<std::size_t>(row), prepared[arms_[a].engine]);
     }
     return blocks;
   }
@@ -308,7 +351,7 @@ class ScenarioRunner {
   SubjectSchedule schedule(std::size_t arm, std::int64_t subject_id) const {
     SubjectBlock block;
     allocate(block, arm, {subject_id, 1});
-    const PreparedSubject prepared = prepare(subject_id);
+    const PreparedSubject prepared = prepare(*engines_[arms_[arm].engine], subject_id);
     SubjectSchedule result;
     const SubjectDoses doses = simulate_one(block, 0, prepared);
     result.subject = prepared.subject;
@@ -327,12 +370,13 @@ class ScenarioRunner {
     SubjectContext context;
   };
 
-  PreparedSubject prepare(std::int64_t subject_id) const {
+  PreparedSubject prepare(const ModelEngine& engine, std::int64_t subject_id) const {
     PreparedSubject prepared;
-    prepared.subject = sampler_.draw(subject_id);
+    prepared.subject = engine.sampler.draw(subject_id);
+    const SimulationPlan& plan_ = engine.plan;
     try {
-      prepared.model.emplace(model_.instantiate(prepared.subject.parameters));
-      if (!states_.empty()) prepared.model = restrict_to(*prepared.model, states_);
+      prepared.model.emplace(engine.model.instantiate(prepared.subject.parameters));
+      if (!engine.states.empty()) prepared.model = restrict_to(*prepared.model, engine.states);
     } catch (const Error& error) {
       prepared.model_problem = error.what();
     }
@@ -367,6 +411,9 @@ class ScenarioRunner {
     const Subject& subject = prepared.subject;
     const SubjectModel* model = prepared.model ? &*prepared.model : nullptr;
     const ArmPlan& arm = arms_[block.arm];
+    const ModelEngine& engine = *engines_[arm.engine];
+    const Model& model_ = engine.model;
+    const SimulationPlan& plan_ = engine.plan;
     SubjectDoses given = subject_doses(*arm.arm, subject.weight_kg, subject.id, scenario_.cohort.seed);
     std::vector<Dose>& doses = given.doses;
     std::optional<TriggeredDosing> as_needed;
@@ -379,7 +426,8 @@ class ScenarioRunner {
 
     const std::size_t n_time = arm.layout.time_h.size();
     TrajectoryRows rows;
-    for (std::size_t v = 0; v < outputs_.size(); ++v) rows.push_back({outputs_[v], block.trajectories[v].data() + row * n_time});
+    for (std::size_t v = 0; v < engine.outputs.size(); ++v)
+      rows.push_back({engine.outputs[v], block.trajectories[v].data() + row * n_time});
 
     SubjectMetrics metrics = sized_metrics(model_, plan_, arm.doses);
     double solver_path = kNaN;
@@ -410,6 +458,7 @@ class ScenarioRunner {
   // arm's most doses (arm_layouts lists the same columns).
   void write_subject_columns(SubjectBlock& block, std::size_t row, const Subject& subject, const std::vector<Dose>& doses) const {
     const std::size_t width = arms_[block.arm].doses;
+    const ModelCard& card_ = engines_[arms_[block.arm].engine]->card;
     std::size_t column = 0;
     block.subject_columns[column++][row] = subject.weight_kg;
     block.subject_columns[column++][row] = subject.age_years;
@@ -426,12 +475,7 @@ class ScenarioRunner {
   }
 
   const Scenario& scenario_;
-  const ModelCard& card_;
-  Model model_;
-  CohortSampler sampler_;
-  SimulationPlan plan_;
-  std::vector<const ModelOutput*> outputs_;
-  std::vector<int> states_;  // the observed states; empty = all
+  std::vector<std::unique_ptr<ModelEngine>> engines_;  // one per distinct model, in order of first use
   std::vector<ArmPlan> arms_;
 };
 
@@ -559,13 +603,13 @@ std::int64_t default_block_size(const std::vector<ArmPlan>& arms) {
 }  // namespace
 
 std::vector<ArmLayout> arm_layouts(const Scenario& scenario) {
-  const ModelCard* card = find_builtin_model(scenario.model.name);
-  if (!card) throw ModelParameterError("unknown model '" + scenario.model.name + "'");
-  const Model model(*card);
-  const SimulationPlan plan = SimulationPlan::from(scenario.output, model);
   std::vector<ArmLayout> layouts;
   for (const Arm& arm : scenario.arms) {
+    const ModelCard* card = &card_of(model_of(scenario, arm));
+    const Model model(*card);
+    const SimulationPlan plan = SimulationPlan::from(scenario.output, model);
     ArmLayout layout;
+    layout.model = card->name;
     layout.name = arm.name;
     layout.description = describe_regimen(arm);
     for (std::size_t k = 0; k < plan.time_points(); ++k)
@@ -601,16 +645,12 @@ std::vector<ArmLayout> arm_layouts(const Scenario& scenario) {
 }
 
 SubjectSchedule subject_schedule(const Scenario& scenario, std::size_t arm, std::int64_t subject_id) {
-  const ModelCard* card = find_builtin_model(scenario.model.name);
-  if (!card) throw ModelParameterError("unknown model '" + scenario.model.name + "'");
-  return ScenarioRunner(scenario, *card).schedule(arm, subject_id);
+  return ScenarioRunner(scenario).schedule(arm, subject_id);
 }
 
 RunReport run_scenario(const Scenario& scenario, const RunOptions& options) {
   const auto started = std::chrono::steady_clock::now();
-  const ModelCard* card = find_builtin_model(scenario.model.name);
-  if (!card) throw ModelParameterError("unknown model '" + scenario.model.name + "'");
-  const ScenarioRunner runner(scenario, *card);
+  const ScenarioRunner runner(scenario);
 
   std::optional<ResultWriter> writer;
   if (!options.output_path.empty()) {

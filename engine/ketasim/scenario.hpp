@@ -98,8 +98,22 @@ struct DosingRule {
   std::size_t most_doses(Ticks grid_end) const;
 };
 
+struct ParameterOverride {
+  std::string name;
+  double value = 0.0;  // base units
+};
+
+struct ModelChoice {
+  std::string name;  // a built-in model (see model_card.hpp)
+  std::vector<ParameterOverride> overrides;
+};
+
 struct Arm {
   std::string name;
+  // A model of the arm's own (e.g. intranasal esketamine against IV racemic ketamine); unset: the
+  // scenario's. Its subjects are the same patients (covariates, residual draws), with that card's
+  // variability.
+  std::optional<ModelChoice> model;
   std::vector<DosingRule> regimen;
   // An oral antidepressant started with the treatment adds the model's background improvement.
   bool oral_antidepressant = false;
@@ -147,15 +161,6 @@ struct Cohort {
   Variability variability;
 };
 
-struct ParameterOverride {
-  std::string name;
-  double value = 0.0;  // base units
-};
-
-struct ModelChoice {
-  std::string name;  // a built-in model (see model_card.hpp)
-  std::vector<ParameterOverride> overrides;
-};
 
 // Per-subject metrics that can be selected in output.metrics (docs/model.md defines them).
 enum class Metric {

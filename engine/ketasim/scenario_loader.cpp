@@ -662,6 +662,10 @@ std::vector<DosingRule> read_phases(const NodeRef& node, const DosingRule& base,
     read_schedule(item.require("schedule", "e.g. schedule: [Mon 09:00, Thu 09:00] or 'every 2 weeks'"), rule);
     if (rule.schedule == ScheduleKind::explicit_times)
       item.fail("a phase repeats a weekly or interval schedule; list explicit times in a rule of their own");
+    // Weekly slots are placed from the phase start: it must be a Monday 00:00 of the rule's weeks.
+    if (rule.schedule == ScheduleKind::weekly && (start - base.start) % kTicksPerWeek != 0)
+      item.fail("a phase with weekly slots must start at a whole week; the phases before it last " +
+                format_hours(start - base.start) + " (give them 'for' in whole weeks)");
     read_repeat_bounds(item, rule);
     const bool last = i + 1 == items.size();
     if (!last && !rule.repeat_for)
@@ -751,7 +755,7 @@ std::vector<Arm> read_arms(const NodeRef& node, const ModelCard& card, const std
   std::vector<std::string> name_paths;
   for (const auto& item : items) {
     item.expect_map("an arm (a map with name and regimen)");
-    item.check_keys({"name", "regimen", "oral_antidepressant", "missed_session_probability", "price_per_session"});
+    item.check_keys({"name", "model", "regimen", "oral_antidepressant", "missed_session_probability", "price_per_session"});
     const NodeRef name_node = item.require("name", "e.g. name: twice_weekly");
     Arm arm;
     arm.name = name_node.scalar("an arm name");
@@ -761,6 +765,11 @@ std::vector<Arm> read_arms(const NodeRef& node, const ModelCard& card, const std
         name_node.fail("duplicate arm name " + in_quotes(arm.name) + " (also " + name_paths[i] + ")");
     }
     const NodeRef regimen = item.require("regimen", "a dosing rule, or a list of dosing rules");
+    const ModelCard* arm_card = &card;
+    if (const auto model = item.find("model")) {
+      arm.model = read_model(*model);
+      arm_card = find_builtin_model(arm.model->name);
+    }
     std::vector<NodeRef> rules{regimen};
     if (regimen.is_sequence()) {
       rules = regimen.items("dosing rules");
@@ -768,7 +777,7 @@ std::vector<Arm> read_arms(const NodeRef& node, const ModelCard& card, const std
     }
     std::optional<NodeRef> as_needed;
     for (const auto& rule : rules) {
-      for (DosingRule& read : read_rule(rule, card, scenario_dir)) arm.regimen.push_back(std::move(read));
+      for (DosingRule& read : read_rule(rule, *arm_card, scenario_dir)) arm.regimen.push_back(std::move(read));
       if (arm.regimen.back().as_needed) {
         if (as_needed) rule.fail("an arm has at most one as-needed rule (the other is at " + as_needed->path + ")");
         as_needed = rule;
@@ -918,6 +927,24 @@ OutputSpec read_output(const NodeRef& node, const ModelCard& card) {
   return output;
 }
 
+// Outputs named in output.variables and output.observations must exist in the model of every arm.
+void check_arm_models(const NodeRef& root, const Scenario& scenario) {
+  std::vector<std::string> names;
+  if (scenario.output.variables) names = *scenario.output.variables;
+  for (const ObservedVariable& variable : scenario.output.observations.variables) names.push_back(variable.name);
+  const auto arms = root.require("arms", "").items("arms");
+  for (std::size_t a = 0; a < scenario.arms.size(); ++a) {
+    if (!scenario.arms[a].model) continue;
+    const ModelCard& arm_card = *find_builtin_model(scenario.arms[a].model->name);
+    const Model model(arm_card);
+    for (const std::string& name : names)
+      if (!model.find_output(name))
+        arms[a].require("model", "").fail("model " + in_quotes(arm_card.name) + " of this arm has no output " + in_quotes(name) +
+                                           " named in output; list only outputs every arm's model has (`ketasim models show " +
+                                           arm_card.name + "`)");
+  }
+}
+
 SolverSpec read_solver(const NodeRef& node) {
   node.expect_map("a map of solver settings (method, rtol, atol); remove the key for defaults");
   node.check_keys({"method", "rtol", "atol"});
@@ -960,6 +987,7 @@ Scenario parse_scenario(const std::string& yaml_text, const std::string& source_
   const std::string scenario_dir = std::filesystem::path(source_name).parent_path().string();
   scenario.arms = read_arms(root.require("arms", "a list of arms, each {name, regimen}"), card, scenario_dir);
   if (const auto output = root.find("output")) scenario.output = read_output(*output, card);
+  check_arm_models(root, scenario);
   if (const auto solver = root.find("solver")) scenario.solver = read_solver(*solver);
   return scenario;
 }
