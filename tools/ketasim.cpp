@@ -107,7 +107,7 @@ void print_summary(const RunReport& report, const Scenario& scenario, const std:
 int command_run(const std::string& scenario_path, const std::string& output, unsigned threads, std::int64_t subjects,
                 bool quiet) {
   Scenario scenario = load_scenario_file(scenario_path);
-  if (subjects > 0) scenario.cohort.size = subjects;
+  if (subjects > 0) scenario.cohort.set_subjects_per_replicate(subjects);
   RunOptions options;
   options.output_path = output;
   options.threads = threads;
@@ -382,7 +382,7 @@ int main(int argc, char** argv) {
   run->add_option("-o,--output", output, "Output HDF5 file (written to a temporary name, renamed on success)")
       ->capture_default_str();
   run->add_option("-t,--threads", threads, "Worker threads (default: all cores); results do not depend on it");
-  run->add_option("--subjects", subjects, "Override the cohort size of the scenario")->check(CLI::PositiveNumber);
+  run->add_option("--subjects", subjects, "Override the cohort size of the scenario (subjects per replicate)")->check(CLI::PositiveNumber);
   run->add_flag("-q,--quiet", quiet, "No progress and no summary");
 
   auto* validate = app.add_subcommand("validate", "Check a scenario without running it");

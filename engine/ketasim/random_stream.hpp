@@ -21,6 +21,8 @@ enum class StreamPurpose : std::uint32_t {
   sex = 4,
   baseline_madrs = 5,
   residuals = 6,  // residual errors of simulated observations (one draw per assessment)
+  correlated_covariates = 7,  // weight, age, baseline MADRS together (cohort.correlations)
+  cohort_row = 8,             // the row of cohort.from_csv a subject takes (when resampled)
 };
 
 class RandomStream {

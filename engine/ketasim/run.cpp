@@ -300,6 +300,8 @@ class ScenarioRunner {
     for (std::size_t p = 0; p < card_.parameters.size(); ++p)
       block.subject_columns[column++][row] = to_display_unit(card_.parameters[p], subject.parameters[p]);
     for (std::size_t d = 0; d < arm.doses; ++d) block.subject_columns[column][row * arm.doses + d] = doses[d].amount_mg;
+    ++column;
+    block.subject_columns[column++][row] = static_cast<double>(scenario_.cohort.replicate_of(subject.id));
 
     const std::size_t n_time = arm.layout.time_h.size();
     TrajectoryRows rows;
@@ -484,6 +486,8 @@ std::vector<ArmLayout> arm_layouts(const Scenario& scenario) {
     for (const auto& spec : card->parameters)
       layout.subject_columns.push_back({spec.name, spec.unit, 1, "individual " + spec.description});
     layout.subject_columns.push_back({"dose_amount_mg", "mg", nominal.size(), "amount of each dose"});
+    layout.subject_columns.push_back(
+        {"replicate", "", 1, "trial replicate, 0 ... R-1: replicate r is subjects r*n ... r*n+n-1 (n = subjects_per_replicate)"});
     const SubjectMetrics sized = sized_metrics(model, plan, nominal.size());
     for_each_selected_metric(scenario.output.metrics, model, plan, sized, kNaN,
                              [&](const ColumnSpec& spec, std::span<const double>) { layout.metrics.push_back(spec); });
@@ -507,6 +511,8 @@ RunReport run_scenario(const Scenario& scenario, const RunOptions& options) {
     info.model_name = scenario.model.name;
     info.seed = scenario.cohort.seed;
     info.subjects_per_arm = scenario.cohort.size;
+    info.replicates = scenario.cohort.replicates;
+    info.subjects_per_replicate = scenario.cohort.trial_size();
     info.solver_method = to_string(scenario.solver.method);
     info.solver_rtol = scenario.solver.rtol;
     info.solver_atol = scenario.solver.atol;
