@@ -336,7 +336,7 @@ Variability read_variability(const NodeRef& node, const ModelCard& card) {
 std::shared_ptr<const CovariateTable> read_cohort_table(const NodeRef& node, const fs::path& scenario_directory) {
   const std::string name = node.scalar("a CSV file name, e.g. from_csv: patients.csv");
   fs::path path(name);
-  if (path.is_relative()) path = scenario_directory / path;
+  if (path.is_relative()) path = (scenario_directory / path).lexically_normal();
   std::string text;
   try {
     text = read_text_file(path.string(), "cohort file");
