@@ -135,9 +135,13 @@ int command_run(const std::string& scenario_path, const std::string& output, uns
 
 int command_validate(const std::string& scenario_path) {
   const Scenario scenario = load_scenario_file(scenario_path);
-  std::printf("%s: valid scenario '%s': model %s, %lld subjects, %zu arms (", scenario_path.c_str(),
-              scenario.name.c_str(), scenario.model.name.c_str(), static_cast<long long>(scenario.cohort.size),
-              scenario.arms.size());
+  std::string subjects = std::to_string(scenario.cohort.size) + " subjects";
+  if (scenario.cohort.replicates > 1) {
+    subjects += " (" + std::to_string(scenario.cohort.replicates) + " replicates of " +
+                std::to_string(scenario.cohort.subjects_per_replicate) + ")";
+  }
+  std::printf("%s: valid scenario '%s': model %s, %s, %zu arms (", scenario_path.c_str(), scenario.name.c_str(),
+              scenario.model.name.c_str(), subjects.c_str(), scenario.arms.size());
   for (std::size_t a = 0; a < scenario.arms.size(); ++a)
     std::printf("%s%s: %zu doses", a ? ", " : "", scenario.arms[a].name.c_str(), expand_doses(scenario.arms[a], 1.0).size());
   std::printf(")\n");
