@@ -301,7 +301,7 @@ class ScenarioRunner {
       block.subject_columns[column++][row] = to_display_unit(card_.parameters[p], subject.parameters[p]);
     for (std::size_t d = 0; d < arm.doses; ++d) block.subject_columns[column][row * arm.doses + d] = doses[d].amount_mg;
     ++column;
-    block.subject_columns[column++][row] = static_cast<double>(scenario_.cohort.replicate_of(subject.id));
+    block.subject_columns[column][row] = static_cast<double>(scenario_.cohort.replicate_of(subject.id));
 
     const std::size_t n_time = arm.layout.time_h.size();
     TrajectoryRows rows;
