@@ -4,16 +4,22 @@
 
 #include <catch2/catch.hpp>
 
+#include <unistd.h>
+
+#include <filesystem>
 #include <fstream>
+#include <random>
 #include <sstream>
 #include <string>
 
+#include "ketasim/covariate_table.hpp"
 #include "ketasim/errors.hpp"
 #include "ketasim/scenario.hpp"
 #include "ketasim/scenario_loader.hpp"
 #include "ketasim/yaml_reader.hpp"
 
 using namespace ketasim;
+namespace fs = std::filesystem;
 
 namespace {
 
@@ -372,4 +378,193 @@ TEST_CASE("regression: a stray ',' before the first key made yaml-cpp's LoadAll 
     CHECK(error.where().column == 1);
     CHECK_THAT(error.what(), Catch::Contains("invalid YAML: unexpected ','"));
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// cohort: correlations, from_csv, replicates
+
+namespace {
+
+std::string cohort_scenario(const std::string& cohort_body) {
+  return "name: t\n"
+         "model: {name: ketamine_clements_2cmt}\n"
+         "cohort:\n" +
+         cohort_body +
+         "arms:\n"
+         "  - name: a\n"
+         "    regimen: {route: iv_bolus, dose: 5 mg, schedule: {at: [1 h]}}\n";
+}
+
+const std::string kNormalCovariates =
+    "  seed: 1\n"
+    "  weight: {distribution: normal, mean: 80 kg, sd: 15 kg, min: 45 kg, max: 150 kg}\n"
+    "  age: {distribution: normal, mean: 45 y, sd: 12 y, min: 18 y, max: 75 y}\n"
+    "  baseline_madrs: {distribution: normal, mean: 33, sd: 5, min: 20, max: 50}\n";
+
+// The message of the ScenarioError that parsing `text` as the CSV file `file` raises.
+std::string csv_error(const std::string& text, const std::string& file = "patients.csv") {
+  try {
+    parse_covariate_table(text, file);
+  } catch (const ScenarioError& error) {
+    CHECK(error.where().file == file);
+    CHECK(error.where().line >= 1);
+    CHECK(error.code() == ExitCode::scenario);
+    return error.what();
+  }
+  FAIL("the CSV text was accepted:\n" << text);
+  return "";
+}
+
+}  // namespace
+
+TEST_CASE("cohort.correlations become the symmetric 3 x 3 matrix of weight, age and baseline MADRS", "[scenario][cohort]") {
+  const Scenario scenario = parse_scenario(
+      cohort_scenario("  size: 10\n" + kNormalCovariates + "  correlations: {weight_kg~age: 0.2, baseline_madrs~age: -0.1}\n"), "t.yaml");
+  const Eigen::MatrixXd& r = scenario.cohort.covariate_correlation;
+  REQUIRE(r.rows() == 3);
+  REQUIRE(r.cols() == 3);
+  CHECK(r(0, 0) == 1.0);
+  CHECK(r(2, 2) == 1.0);
+  CHECK(r(0, 1) == 0.2);
+  CHECK(r(1, 0) == 0.2);
+  CHECK(r(1, 2) == -0.1);
+  CHECK(r(2, 1) == -0.1);
+  CHECK(r(0, 2) == 0.0);  // not given
+
+  const Scenario plain = parse_scenario(cohort_scenario("  size: 10\n" + kNormalCovariates), "t.yaml");
+  CHECK(plain.cohort.covariate_correlation.size() == 0);  // no copula: the rejection draws of before
+  CHECK(plain.cohort.replicates == 1);
+  CHECK(plain.cohort.subjects_per_replicate == 10);
+  CHECK(plain.cohort.size == 10);
+  CHECK_FALSE(plain.cohort.table);
+}
+
+TEST_CASE("cohort.replicates multiplies the subjects of every arm", "[scenario][cohort]") {
+  const Scenario scenario = parse_scenario(cohort_scenario("  size: 250\n  replicates: 40\n" + kNormalCovariates), "t.yaml");
+  CHECK(scenario.cohort.replicates == 40);
+  CHECK(scenario.cohort.subjects_per_replicate == 250);
+  CHECK(scenario.cohort.size == 10000);
+  CHECK(scenario.cohort.trial_size() == 250);
+  CHECK(scenario.cohort.replicate_of(249) == 0);
+  CHECK(scenario.cohort.replicate_of(250) == 1);
+  CHECK(scenario.cohort.replicate_of(9999) == 39);
+}
+
+TEST_CASE("cohort.from_csv is read relative to the scenario file, with the file's errors at its lines", "[scenario][cohort][csv]") {
+  const fs::path directory = fs::temp_directory_path() / ("ketasim_test_csv_" + std::to_string(::getpid()));
+  fs::create_directories(directory / "data");
+  const auto write = [&](const fs::path& path, const std::string& text) { std::ofstream(path, std::ios::binary) << text; };
+  write(directory / "data" / "patients.csv", "ID,WT,SEX\n1,70,F\n2,82.5,M\n3,91,m\n");
+  write(directory / "scenario.yaml", cohort_scenario("  seed: 3\n  from_csv: data/patients.csv\n"));
+  const Scenario scenario = load_scenario_file((directory / "scenario.yaml").string());
+  REQUIRE(scenario.cohort.table);
+  const CovariateTable& table = *scenario.cohort.table;
+  CHECK(table.file == (directory / "data" / "patients.csv").string());
+  CHECK(scenario.cohort.size == 3);
+  CHECK(table.weight_kg == std::vector<double>{70.0, 82.5, 91.0});
+  CHECK(table.female == std::vector<std::int8_t>{1, 0, 0});
+  CHECK_FALSE(table.has_age());  // drawn from cohort.age
+  CHECK_FALSE(table.has_baseline_madrs());
+  CHECK(table.ids == std::vector<std::string>{"1", "2", "3"});
+
+  write(directory / "data" / "patients.csv", "ID,WT,SEX\n1,70,F\n\n2,7O,M\n");
+  try {
+    load_scenario_file((directory / "scenario.yaml").string());
+    FAIL("a weight of '7O' was accepted");
+  } catch (const ScenarioError& error) {
+    CHECK(std::string(error.what()) ==
+          (directory / "data" / "patients.csv").string() + ":4:3: error: column WT: '7O' is not a number");
+  }
+  fs::remove_all(directory);
+}
+
+TEST_CASE("a cohort CSV: names in any case, NONMEM aliases, quotes, comments, CRLF and a BOM", "[scenario][cohort][csv]") {
+  const CovariateTable table = parse_covariate_table(
+      "\xEF\xBB\xBF# invented\r\nid,Weight_Kg,AGE,\"Sex\",madrs,TIME,\"note\"\r\n"
+      "a,70,40,female,30,0,\"likes, commas\"\r\n"
+      "  # a comment between rows\r\n"
+      "\"b\",+81.5, 52 ,MALE,44,0,\"said \"\"hi\"\"\"\r\n",
+      "x.csv");
+  CHECK(table.rows == 2);
+  CHECK(table.lines == std::vector<int>{3, 5});
+  CHECK(table.ids == std::vector<std::string>{"a", "b"});
+  CHECK(table.weight_kg == std::vector<double>{70.0, 81.5});
+  CHECK(table.age_years == std::vector<double>{40.0, 52.0});
+  CHECK(table.female == std::vector<std::int8_t>{1, 0});
+  CHECK(table.baseline_madrs == std::vector<double>{30.0, 44.0});
+  CHECK(table.weight_column == "Weight_Kg");
+  CHECK(table.sex_column == "Sex");
+
+  const CovariateTable coded = parse_covariate_table("WT,FEMALE\n60,1\n75,0\n", "y.csv");
+  CHECK(coded.female == std::vector<std::int8_t>{1, 0});
+  CHECK(coded.ids.empty());
+}
+
+TEST_CASE("a cohort CSV: every defect names the file, line, column and value", "[scenario][cohort][csv]") {
+  CHECK(csv_error("ID,WT\n1,70\n2,7O\n") == "patients.csv:3:3: error: column WT: '7O' is not a number");
+  CHECK_THAT(csv_error("WT\n0\n"), Catch::Contains("patients.csv:2:1: error: column WT: body weight '0' must be greater than 0 kg"));
+  CHECK_THAT(csv_error("WT\n-3\n"), Catch::Contains("must be greater than 0 kg"));
+  CHECK_THAT(csv_error("WT\n7000\n"), Catch::Contains("is not a plausible weight in kg"));
+  CHECK_THAT(csv_error("WT\nnan\n"), Catch::Contains("'nan' is not a number"));
+  CHECK_THAT(csv_error("WT,MADRS\n70,61\n"), Catch::Contains("patients.csv:2:4: error: column MADRS: MADRS '61' lies outside the scale's 0 to 60"));
+  CHECK_THAT(csv_error("WT,baseline_madrs\n70,-1\n"), Catch::Contains("column baseline_madrs: MADRS '-1' lies outside"));
+  CHECK_THAT(csv_error("AGE\n130\n"), Catch::Contains("age '130' lies outside 0 to 120 years"));
+  CHECK_THAT(csv_error(""), Catch::Contains("patients.csv:1: error: the file has no header line"));
+  CHECK_THAT(csv_error("# only a comment\n\n"), Catch::Contains("no header line"));
+  CHECK_THAT(csv_error("ID,WT\n"), Catch::Contains("patients.csv:1: error: the file has a header but no data rows"));
+  CHECK_THAT(csv_error("ID,WT,wt\n1,2,3\n"), Catch::Contains("patients.csv:1:7: error: the header names column 'wt' twice (also column 2)"));
+  CHECK_THAT(csv_error("weight_kg,WT\n1,2\n"), Catch::Contains("columns 'weight_kg' and 'WT' both give the body weight"));
+  CHECK_THAT(csv_error("SEX,female\nF,1\n"), Catch::Contains("columns 'SEX' and 'female' both give the sex"));
+  CHECK_THAT(csv_error("ID,,WT\n1,2,3\n"), Catch::Contains("patients.csv:1:4: error: column 2 of the header has no name"));
+  CHECK_THAT(csv_error("ID,TIME,DV\n1,0,3\n"), Catch::Contains("the header names no covariate column"));
+  CHECK_THAT(csv_error("ID,wieght_kg\n1,70\n"), Catch::Contains("unknown column 'wieght_kg' (did you mean 'weight_kg'?)"));
+  CHECK_THAT(csv_error("ID,WT\n1,70\n2\n"), Catch::Contains("patients.csv:3: error: expected 2 fields as in the header, found 1"));
+  CHECK_THAT(csv_error("ID,WT\n1,70,3\n"), Catch::Contains("expected 2 fields as in the header, found 3"));
+  CHECK_THAT(csv_error("ID,WT\n1,\n"), Catch::Contains("patients.csv:2:3: error: column WT: missing value; every row needs the body weight"));
+  CHECK_THAT(csv_error("ID,WT\n1,.\n"), Catch::Contains("column WT: missing value '.'"));
+  CHECK_THAT(csv_error("ID,WT\n1,70\n1,80\n"), Catch::Contains("patients.csv:3:1: error: column ID: id '1' appears again (first on line 2)"));
+  CHECK_THAT(csv_error("ID,WT\n,70\n"), Catch::Contains("column ID: empty id"));
+  CHECK_THAT(csv_error("WT,SEX\n70,X\n"), Catch::Contains("column SEX: 'X' is not a sex; expected F or M"));
+  CHECK_THAT(csv_error("WT,SEX\n70,1\n"), Catch::Contains("for 1/0 codes name the column 'female'"));
+  CHECK_THAT(csv_error("WT,female\n70,2\n"), Catch::Contains("column female: '2' is not a sex code; expected 1 (female) or 0 (male)"));
+  CHECK_THAT(csv_error("ID,WT\n\"1,70\n"), Catch::Contains("patients.csv:2:1: error: the quoted field has no closing quote"));
+  CHECK_THAT(csv_error("ID,WT\n\"1\"x,70\n"), Catch::Contains("patients.csv:2:4: error: unexpected text after a closing quote"));
+}
+
+TEST_CASE("a cohort CSV: mangled files are refused with a located message, never a crash", "[scenario][cohort][csv]") {
+  const std::string valid = read_text(std::string(KETASIM_SOURCE_DIR) + "/scenarios/example_patients.csv");
+  REQUIRE(parse_covariate_table(valid, "example_patients.csv").rows == 20);
+  std::mt19937 random(20240611u);
+  const std::string alphabet = ",\"\n\r#.-+eE0123456789 FMfmxX\t\xEF\xBB\xBF\0";
+  int accepted = 0, refused = 0;
+  for (int trial = 0; trial < 3000; ++trial) {
+    std::string text = valid;
+    const int edits = 1 + static_cast<int>(random() % 8);
+    for (int e = 0; e < edits; ++e) {
+      const std::size_t at = text.empty() ? 0 : random() % text.size();
+      const char c = alphabet[random() % alphabet.size()];
+      switch (random() % 4) {
+        case 0: text.insert(text.begin() + static_cast<std::ptrdiff_t>(at), c); break;
+        case 1: if (!text.empty()) text.erase(at, 1 + random() % 12); break;
+        case 2: if (!text.empty()) text[at] = c; break;
+        default: text = text.substr(0, at); break;  // truncated
+      }
+    }
+    try {
+      const CovariateTable table = parse_covariate_table(text, "fuzz.csv");
+      ++accepted;
+      REQUIRE(table.rows >= 1);
+      REQUIRE(table.lines.size() == table.rows);
+      for (const auto* column : {&table.weight_kg, &table.age_years, &table.baseline_madrs})
+        REQUIRE((column->empty() || column->size() == table.rows));
+      for (const double w : table.weight_kg) REQUIRE((w > 0.0 && std::isfinite(w)));
+      for (const double m : table.baseline_madrs) REQUIRE((m >= 0.0 && m <= 60.0));
+    } catch (const ScenarioError& error) {
+      ++refused;
+      REQUIRE(error.where().file == "fuzz.csv");
+      REQUIRE(error.where().line >= 1);
+    }
+  }
+  CHECK(accepted > 100);  // both outcomes are exercised
+  CHECK(refused > 100);
 }

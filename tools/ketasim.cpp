@@ -114,7 +114,7 @@ void print_summary(const RunReport& report, const Scenario& scenario, const std:
 int command_run(const std::string& scenario_path, const std::string& output, unsigned threads, std::int64_t subjects,
                 bool quiet) {
   Scenario scenario = load_scenario_file(scenario_path);
-  if (subjects > 0) scenario.cohort.size = subjects;
+  if (subjects > 0) scenario.cohort.set_subjects_per_replicate(subjects);
   RunOptions options;
   options.output_path = output;
   options.threads = threads;
@@ -142,9 +142,13 @@ int command_run(const std::string& scenario_path, const std::string& output, uns
 
 int command_validate(const std::string& scenario_path) {
   const Scenario scenario = load_scenario_file(scenario_path);
-  std::printf("%s: valid scenario '%s': model %s, %lld subjects, %zu arms (", scenario_path.c_str(),
-              scenario.name.c_str(), scenario.model.name.c_str(), static_cast<long long>(scenario.cohort.size),
-              scenario.arms.size());
+  std::string subjects = std::to_string(scenario.cohort.size) + " subjects";
+  if (scenario.cohort.replicates > 1) {
+    subjects += " (" + std::to_string(scenario.cohort.replicates) + " replicates of " +
+                std::to_string(scenario.cohort.subjects_per_replicate) + ")";
+  }
+  std::printf("%s: valid scenario '%s': model %s, %s, %zu arms (", scenario_path.c_str(), scenario.name.c_str(),
+              scenario.model.name.c_str(), subjects.c_str(), scenario.arms.size());
   for (std::size_t a = 0; a < scenario.arms.size(); ++a)
     std::printf("%s%s: %zu doses%s", a ? ", " : "", scenario.arms[a].name.c_str(), expand_doses(scenario.arms[a], 1.0).size(),
                 most_doses(scenario.arms[a], scenario.output.grid_end) > expand_doses(scenario.arms[a], 1.0).size()
@@ -538,7 +542,7 @@ int main(int argc, char** argv) {
   run->add_option("-o,--output", output, "Output HDF5 file (written to a temporary name, renamed on success)")
       ->capture_default_str();
   run->add_option("-t,--threads", threads, "Worker threads (default: all cores); results do not depend on it");
-  run->add_option("--subjects", subjects, "Override the cohort size of the scenario")->check(CLI::PositiveNumber);
+  run->add_option("--subjects", subjects, "Override the cohort size of the scenario (subjects per replicate)")->check(CLI::PositiveNumber);
   run->add_flag("-q,--quiet", quiet, "No progress and no summary");
 
   auto* validate = app.add_subcommand("validate", "Check a scenario without running it");

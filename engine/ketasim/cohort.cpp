@@ -1,13 +1,92 @@
 #include "ketasim/cohort.hpp"
 
+#include <algorithm>
+#include <array>
 #include <cmath>
+#include <limits>
+#include <numbers>
 
 #include <Eigen/Cholesky>
 
+#include "ketasim/covariate_table.hpp"
 #include "ketasim/errors.hpp"
 #include "ketasim/random_stream.hpp"
 
 namespace ketasim {
+
+namespace {
+
+// p(r) = c[0] + c[1] r + ... + c[7] r^7 by Horner's rule.
+double polynomial(const std::array<double, 8>& c, double r) {
+  double value = c[7];
+  for (int i = 6; i >= 0; --i) value = value * r + c[static_cast<std::size_t>(i)];
+  return value;
+}
+
+}  // namespace
+
+double standard_normal_cdf(double x) { return 0.5 * std::erfc(-x / std::numbers::sqrt2); }
+
+double standard_normal_quantile(double p) {
+  if (!(p >= 0.0 && p <= 1.0)) return std::numeric_limits<double>::quiet_NaN();
+  if (p == 0.0) return -std::numeric_limits<double>::infinity();
+  if (p == 1.0) return std::numeric_limits<double>::infinity();
+  // AS 241 (PPND16): rational approximations in three regions of p, coefficients as published.
+  static constexpr std::array<double, 8> a{3.3871328727963666080e0, 1.3314166789178437745e+2, 1.9715909503065514427e+3,
+                                           1.3731693765509461125e+4, 4.5921953931549871457e+4, 6.7265770927008700853e+4,
+                                           3.3430575583588128105e+4, 2.5090809287301226727e+3};
+  static constexpr std::array<double, 8> b{1.0, 4.2313330701600911252e+1, 6.8718700749205790830e+2,
+                                           5.3941960214247511077e+3, 2.1213794301586595867e+4, 3.9307895800092710610e+4,
+                                           2.8729085735721942674e+4, 5.2264952788528545610e+3};
+  static constexpr std::array<double, 8> c{1.42343711074968357734e0, 4.63033784615654529590e0, 5.76949722146069140550e0,
+                                           3.64784832476320460504e0, 1.27045825245236838258e0, 2.41780725177450611770e-1,
+                                           2.27238449892691845833e-2, 7.74545014278341407640e-4};
+  static constexpr std::array<double, 8> d{1.0, 2.05319162663775882187e0, 1.67638483018380384940e0,
+                                           6.89767334985100004550e-1, 1.48103976427480074590e-1, 1.51986665636164571966e-2,
+                                           5.47593808499534494600e-4, 1.05075007164441684324e-9};
+  static constexpr std::array<double, 8> e{6.65790464350110377720e0, 5.46378491116411436990e0, 1.78482653991729133580e0,
+                                           2.96560571828504891230e-1, 2.65321895265761230930e-2, 1.24266094738807843860e-3,
+                                           2.71155556874348757815e-5, 2.01033439929228813265e-7};
+  static constexpr std::array<double, 8> f{1.0, 5.99832206555887937690e-1, 1.36929880922735805310e-1,
+                                           1.48753612908506148525e-2, 7.86869131145613259100e-4, 1.84631831751005468180e-5,
+                                           1.42151175831644588870e-7, 2.04426310338993978564e-15};
+  const double q = p - 0.5;
+  if (std::fabs(q) <= 0.425) {
+    const double r = 0.180625 - q * q;
+    return q * polynomial(a, r) / polynomial(b, r);
+  }
+  double r = std::sqrt(-std::log(q < 0.0 ? p : 1.0 - p));
+  double x = 0.0;
+  if (r <= 5.0) {
+    r -= 1.6;
+    x = polynomial(c, r) / polynomial(d, r);
+  } else {
+    r -= 5.0;
+    x = polynomial(e, r) / polynomial(f, r);
+  }
+  return q < 0.0 ? -x : x;
+}
+
+double truncated_normal_at(const CovariateDistribution& distribution, double z) {
+  if (distribution.kind == CovariateDistribution::Kind::fixed) return distribution.fixed;
+  if (distribution.sd == 0.0) return distribution.mean;
+  const double a = (distribution.min - distribution.mean) / distribution.sd;
+  const double b = (distribution.max - distribution.mean) / distribution.sd;
+  // Work in z's own tail, where the probabilities are small numbers rather than 1 minus small
+  // numbers: for z > 0, with Q(x) = Phi(-x), 1 - p = Q(b) + Q(z) (Q(a) - Q(b)) and
+  // Phi^-1(p) = -Phi^-1(1 - p).
+  double x = 0.0;
+  if (z <= 0.0) {
+    const double below = standard_normal_cdf(a);
+    const double p = below + standard_normal_cdf(z) * (standard_normal_cdf(b) - below);
+    x = distribution.mean + distribution.sd * standard_normal_quantile(p);
+  } else {
+    const double above = standard_normal_cdf(-b);
+    const double q = above + standard_normal_cdf(-z) * (standard_normal_cdf(-a) - above);
+    x = distribution.mean - distribution.sd * standard_normal_quantile(q);
+  }
+  return std::clamp(x, distribution.min, distribution.max);  // rounding at the bounds
+}
 
 double draw_covariate(const CovariateDistribution& distribution, std::uint64_t seed, std::int64_t subject_id,
                       std::uint32_t purpose) {
@@ -71,19 +150,75 @@ CohortSampler::CohortSampler(const Scenario& scenario, const ModelCard& card)
     const Eigen::VectorXd omegas = Eigen::Map<const Eigen::VectorXd>(omega.data(), n);
     eta_factor_ = omegas.asDiagonal() * Eigen::MatrixXd(cholesky.matrixL());
   }
+
+  if (cohort_.covariate_correlation.size() > 0) {
+    const Eigen::LLT<Eigen::MatrixXd> cholesky(cohort_.covariate_correlation);
+    if (cohort_.covariate_correlation.rows() != 3 || cohort_.covariate_correlation.cols() != 3 || cholesky.info() != Eigen::Success)
+      throw ModelParameterError("the covariate correlation matrix is not a positive definite 3 x 3 matrix");
+    copula_factor_ = cholesky.matrixL();
+  }
+  if (const CovariateTable* table = cohort_.table.get()) {
+    if (table->rows == 0) throw ModelParameterError("the cohort file " + table->file + " has no rows");
+    if (cohort_.table_rows == Cohort::TableRows::in_order &&
+        (cohort_.trial_size() < 1 || static_cast<std::size_t>(cohort_.trial_size()) > table->rows)) {
+      throw ModelParameterError("the cohort is the " + std::to_string(table->rows) + " patients of " + table->file +
+                                " in order, but a replicate has " + std::to_string(cohort_.trial_size()) + " subjects");
+    }
+  }
+}
+
+std::size_t CohortSampler::table_row(std::int64_t subject_id) const {
+  if (cohort_.table_rows == Cohort::TableRows::in_order) return static_cast<std::size_t>(subject_id % cohort_.trial_size());
+  // Uniform with replacement, from the subject's own stream.
+  const std::size_t rows = cohort_.table->rows;
+  RandomStream stream(seed_, static_cast<std::uint64_t>(subject_id), StreamPurpose::cohort_row);
+  return std::min(static_cast<std::size_t>(stream.uniform() * static_cast<double>(rows)), rows - 1);
+}
+
+void CohortSampler::draw_covariates(Subject& subject) const {
+  const CovariateTable* table = cohort_.table.get();
+  std::size_t row = 0;
+  if (table) {
+    row = table_row(subject.id);
+    subject.table_row = static_cast<std::int64_t>(row);
+  }
+  // Weight, age and baseline MADRS: a table column if there is one, else the distribution.
+  const std::array<const CovariateDistribution*, 3> distributions{&cohort_.weight, &cohort_.age, &cohort_.baseline_madrs};
+  const std::array<const std::vector<double>*, 3> columns{table ? &table->weight_kg : nullptr, table ? &table->age_years : nullptr,
+                                                          table ? &table->baseline_madrs : nullptr};
+  const std::array<StreamPurpose, 3> purposes{StreamPurpose::covariates, StreamPurpose::age, StreamPurpose::baseline_madrs};
+  const auto from_table = [&](std::size_t k) { return columns[k] != nullptr && !columns[k]->empty(); };
+  std::array<double, 3> values{};
+  if (copula_factor_.size() > 0) {
+    // Gaussian copula: correlated standard normals, each mapped to its covariate's quantile.
+    RandomStream stream(seed_, static_cast<std::uint64_t>(subject.id), StreamPurpose::correlated_covariates);
+    Eigen::Vector3d independent;
+    for (Eigen::Index k = 0; k < 3; ++k) independent(k) = stream.normal();
+    const Eigen::Vector3d z = copula_factor_.triangularView<Eigen::Lower>() * independent;
+    for (std::size_t k = 0; k < 3; ++k) values[k] = truncated_normal_at(*distributions[k], z(static_cast<Eigen::Index>(k)));
+  } else {
+    for (std::size_t k = 0; k < 3; ++k) {
+      if (!from_table(k))
+        values[k] = draw_covariate(*distributions[k], seed_, subject.id, static_cast<std::uint32_t>(purposes[k]));
+    }
+  }
+  for (std::size_t k = 0; k < 3; ++k)
+    if (from_table(k)) values[k] = (*columns[k])[row];
+  subject.weight_kg = values[0];
+  subject.age_years = values[1];
+  subject.baseline_madrs = values[2];
+  if (table && table->has_sex()) {
+    subject.female = table->female[row] != 0;
+  } else {
+    RandomStream stream(seed_, static_cast<std::uint64_t>(subject.id), StreamPurpose::sex);
+    subject.female = stream.uniform() < cohort_.female_fraction;
+  }
 }
 
 Subject CohortSampler::draw(std::int64_t subject_id) const {
   Subject subject;
   subject.id = subject_id;
-  subject.weight_kg = draw_covariate(cohort_.weight, seed_, subject_id, static_cast<std::uint32_t>(StreamPurpose::covariates));
-  subject.age_years = draw_covariate(cohort_.age, seed_, subject_id, static_cast<std::uint32_t>(StreamPurpose::age));
-  subject.baseline_madrs =
-      draw_covariate(cohort_.baseline_madrs, seed_, subject_id, static_cast<std::uint32_t>(StreamPurpose::baseline_madrs));
-  {
-    RandomStream stream(seed_, static_cast<std::uint64_t>(subject_id), StreamPurpose::sex);
-    subject.female = stream.uniform() < cohort_.female_fraction;
-  }
+  draw_covariates(subject);
   subject.parameters = typical_;
   const double weight_ratio = subject.weight_kg / card_.reference_weight_kg;
   for (std::size_t i = 0; i < subject.parameters.size(); ++i) {

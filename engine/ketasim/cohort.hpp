@@ -5,6 +5,9 @@
 // parameter's variability: log-normal (P exp(eta)), logit-normal (expit(logit P + eta)) or normal
 // (P + eta). The card gives each parameter's default variability; the scenario may override it
 // (cohort.variability.cv, log-normal, optionally correlated) or switch the card's off.
+//
+// Covariates come from, in this order of precedence: a column of cohort.from_csv (the subject's
+// row), the Gaussian copula of cohort.correlations, or each covariate's own rejection draw.
 
 #include <cstdint>
 #include <vector>
@@ -22,6 +25,7 @@ struct Subject {
   double age_years = 0.0;
   bool female = false;
   double baseline_madrs = 0.0;
+  std::int64_t table_row = -1;  // the row of cohort.from_csv this subject is; -1 without a table
   std::vector<double> parameters;  // individual values in card order, base units
 };
 
@@ -45,10 +49,24 @@ class CohortSampler {
   std::vector<int> eta_parameter_index_;  // card index of each variable parameter
   std::vector<IivKind> eta_kind_;
   Eigen::MatrixXd eta_factor_;            // lower-triangular L with L L^T = Omega
+  Eigen::MatrixXd copula_factor_;         // lower-triangular L with L L^T = covariate correlation; 0 x 0 without
+
+  std::size_t table_row(std::int64_t subject_id) const;
+  void draw_covariates(Subject& subject) const;
 };
 
 // A draw from a covariate distribution with the subject's stream for that purpose.
 double draw_covariate(const CovariateDistribution& distribution, std::uint64_t seed, std::int64_t subject_id,
                       std::uint32_t purpose);
+
+// The standard normal distribution function, Phi(x).
+double standard_normal_cdf(double x);
+// Its inverse, Phi^-1(p) for p in (0, 1) (-inf at 0, +inf at 1), by Wichura's algorithm AS 241
+// (PPND16, Applied Statistics 37:477-484, 1988): relative error about 1e-16.
+double standard_normal_quantile(double p);
+// The value of a covariate's truncated normal at the same quantile as z has in N(0, 1):
+// x = mu + sigma Phi^-1(Phi(a) + Phi(z) (Phi(b) - Phi(a))), a = (min - mu) / sigma,
+// b = (max - mu) / sigma. Monotone in z, always within [min, max]; a fixed value is returned as is.
+double truncated_normal_at(const CovariateDistribution& distribution, double z);
 
 }  // namespace ketasim

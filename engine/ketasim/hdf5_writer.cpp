@@ -666,6 +666,9 @@ void ResultWriter::State::write_root_attributes(const RunInfo& info) {
     set_number_attribute(*file, "seed", H5::PredType::STD_U64LE, H5::PredType::NATIVE_UINT64, info.seed);
     set_number_attribute(*file, "subjects_per_arm", H5::PredType::STD_I64LE, H5::PredType::NATIVE_INT64,
                          info.subjects_per_arm);
+    set_number_attribute(*file, "replicates", H5::PredType::STD_I64LE, H5::PredType::NATIVE_INT64, info.replicates);
+    set_number_attribute(*file, "subjects_per_replicate", H5::PredType::STD_I64LE, H5::PredType::NATIVE_INT64,
+                         info.subjects_per_replicate > 0 ? info.subjects_per_replicate : info.subjects_per_arm);
     set_text_attribute(*file, "solver_method", info.solver_method);
     set_number_attribute(*file, "solver_rtol", H5::PredType::IEEE_F64LE, H5::PredType::NATIVE_DOUBLE, info.solver_rtol);
     set_number_attribute(*file, "solver_atol", H5::PredType::IEEE_F64LE, H5::PredType::NATIVE_DOUBLE, info.solver_atol);

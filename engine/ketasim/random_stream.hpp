@@ -24,6 +24,8 @@ enum class StreamPurpose : std::uint32_t {
   adherence = 7,     // one uniform per scheduled session of an arm: missed when below the probability
   observations = 8,  // residual errors of output.observations: one draw per variable and sampling time
   bootstrap = 9,     // `ketasim compare`: resampled subject indices, one stream per bootstrap replicate
+  correlated_covariates = 10,  // weight, age, baseline MADRS together (cohort.correlations)
+  cohort_row = 11,             // the row of cohort.from_csv a subject takes (when resampled)
 };
 
 class RandomStream {

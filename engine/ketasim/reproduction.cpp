@@ -323,7 +323,7 @@ std::vector<TargetOutcome> evaluate_targets(const std::vector<ReproductionTarget
     if (run == runs.end()) {
       Scenario scenario = load_scenario_file(target.scenario_file);
       if (options.seed) scenario.cohort.seed = *options.seed;
-      if (options.subjects) scenario.cohort.size = *options.subjects;
+      if (options.subjects) scenario.cohort.set_subjects_per_replicate(*options.subjects);
       const ModelCard& card = *find_builtin_model(scenario.model.name);
       for (const ParameterOverride& override_value : options.overrides) {
         if (card.index_of(override_value.name) < 0) continue;  // not a parameter of this scenario's model

@@ -43,6 +43,8 @@ struct RunInfo {
   std::string model_name;
   std::uint64_t seed = 0;
   std::int64_t subjects_per_arm = 0;
+  std::int64_t replicates = 1;              // trials of subjects_per_replicate subjects each
+  std::int64_t subjects_per_replicate = 0;  // 0: subjects_per_arm (one replicate)
   std::string solver_method;
   double solver_rtol = 0.0;
   double solver_atol = 0.0;

@@ -472,6 +472,7 @@ class ScenarioRunner {
     }
     auto& amounts = block.subject_columns[column++];
     for (std::size_t d = 0; d < width; ++d) amounts[row * width + d] = d < doses.size() ? doses[d].amount_mg : kNaN;
+    block.subject_columns[column++][row] = static_cast<double>(scenario_.cohort.replicate_of(subject.id));
   }
 
   const Scenario& scenario_;
@@ -636,6 +637,8 @@ std::vector<ArmLayout> arm_layouts(const Scenario& scenario) {
     layout.subject_columns.push_back({"dose_amount_mg", "mg", most, "amount of each dose given (0 for a placebo without an amount)"});
     layout.price_per_session_usd[0] = arm.price_low_usd;
     layout.price_per_session_usd[1] = arm.price_high_usd;
+    layout.subject_columns.push_back(
+        {"replicate", "", 1, "trial replicate, 0 ... R-1: replicate r is subjects r*n ... r*n+n-1 (n = subjects_per_replicate)"});
     const SubjectMetrics sized = sized_metrics(model, plan, most);
     for_each_selected_metric(scenario.output.metrics, model, plan, sized, kNaN,
                              [&](const ColumnSpec& spec, std::span<const double>) { layout.metrics.push_back(spec); });
@@ -661,6 +664,8 @@ RunReport run_scenario(const Scenario& scenario, const RunOptions& options) {
     info.model_name = scenario.model.name;
     info.seed = scenario.cohort.seed;
     info.subjects_per_arm = scenario.cohort.size;
+    info.replicates = scenario.cohort.replicates;
+    info.subjects_per_replicate = scenario.cohort.trial_size();
     info.solver_method = to_string(scenario.solver.method);
     info.solver_rtol = scenario.solver.rtol;
     info.solver_atol = scenario.solver.atol;

@@ -1,6 +1,23 @@
 #include "ketasim/scenario.hpp"
 
+#include "ketasim/covariate_table.hpp"
+
 namespace ketasim {
+
+void Cohort::set_subjects_per_replicate(std::int64_t n) {
+  if (n < 1 || n > kMaxCohortSize / replicates) {
+    throw Error(ExitCode::usage, std::to_string(replicates) + " replicates of " + std::to_string(n) +
+                                     " subjects: expected 1 to " + std::to_string(kMaxCohortSize / replicates) +
+                                     " subjects per replicate");
+  }
+  if (table && table_rows == TableRows::in_order && static_cast<std::size_t>(n) > table->rows) {
+    throw Error(ExitCode::usage, "the cohort is the " + std::to_string(table->rows) + " patients of " + table->file +
+                                     " in order: at most " + std::to_string(table->rows) +
+                                     " subjects per replicate (give cohort.size to draw rows with replacement)");
+  }
+  subjects_per_replicate = n;
+  size = n * replicates;
+}
 
 // These spellings are the scenario-file vocabulary; the loader matches input against them.
 

@@ -150,8 +150,17 @@ struct Variability {
   bool from_card = true;                // also apply the card's variability (for parameters not listed here)
 };
 
+// Patients' covariates read from a CSV file at load (cohort.from_csv); covariate_table.hpp.
+struct CovariateTable;
+
 struct Cohort {
+  // N, the subjects simulated in every arm: `replicates` trials of `subjects_per_replicate`
+  // subjects each; subject i belongs to replicate i / subjects_per_replicate. Change the number of
+  // subjects with set_subjects_per_replicate, which keeps the three consistent. Code that sets
+  // `size` alone is right only for one replicate (subjects_per_replicate is then ignored).
   std::int64_t size = 0;
+  std::int64_t replicates = 1;
+  std::int64_t subjects_per_replicate = 0;
   std::uint64_t seed = 0;
   CovariateDistribution weight;                                           // kg
   CovariateDistribution age = CovariateDistribution::constant(45.0);      // years
@@ -159,7 +168,27 @@ struct Cohort {
   // MADRS at baseline: TRD trials enrol at about 30-38 (shared/science/ketamine.md).
   CovariateDistribution baseline_madrs{CovariateDistribution::Kind::truncated_normal, 33.0, 33.0, 5.0, 20.0, 50.0};
   Variability variability;
+  // Correlation matrix of weight, age and baseline MADRS (rows in that order), drawn together by
+  // a Gaussian copula; 0 x 0 when cohort.correlations is not given, and each covariate is then
+  // drawn by rejection from its own stream (the draws of scenarios written before correlations).
+  Eigen::MatrixXd covariate_correlation;
+  // cohort.from_csv: covariates of listed patients; null otherwise. Columns the file has replace
+  // the distributions above. Without cohort.size subject i is row i mod subjects_per_replicate
+  // (in_order); with it each subject draws a row from its own stream (resample).
+  std::shared_ptr<const CovariateTable> table;
+  enum class TableRows { in_order, resample };
+  TableRows table_rows = TableRows::in_order;
+
+  std::int64_t trial_size() const { return replicates > 1 ? subjects_per_replicate : size; }
+  std::int64_t replicate_of(std::int64_t subject_id) const { return subject_id / trial_size(); }
+  // Sets n (size = replicates x n); a usage Error when N would exceed the cohort limit, or when
+  // n exceeds the rows of a table read in order.
+  void set_subjects_per_replicate(std::int64_t n);
 };
+
+// The largest N (scenario_loader refuses more): subject ids and HDF5 extents stay far from
+// int64 overflow.
+inline constexpr std::int64_t kMaxCohortSize = std::int64_t{1} << 40;
 
 
 // Per-subject metrics that can be selected in output.metrics (docs/model.md defines them).

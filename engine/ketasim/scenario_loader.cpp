@@ -8,10 +8,12 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <sstream>
 
 #include <Eigen/Cholesky>
 
+#include "ketasim/covariate_table.hpp"
 #include "ketasim/model.hpp"
 #include "ketasim/model_card.hpp"
 #include "ketasim/nonmem.hpp"
@@ -22,13 +24,13 @@ namespace ketasim {
 
 namespace {
 
+namespace fs = std::filesystem;
 using yaml::MapEntry;
 using yaml::NodeRef;
 using yaml::in_quotes;
 using yaml::trim;
 
 // Limits that keep every later computation in range (Ticks are int64 milliseconds).
-constexpr std::int64_t kMaxCohortSize = std::int64_t{1} << 40;
 constexpr double kMaxTimeHours = 100.0 * 365.25 * 24.0;  // 100 years
 constexpr std::int64_t kMaxDoseCount = 1'000'000;
 constexpr std::int64_t kMaxGridPoints = 10'000'000;  // per subject and variable
@@ -330,15 +332,140 @@ Variability read_variability(const NodeRef& node, const ModelCard& card) {
   return variability;
 }
 
-Cohort read_cohort(const NodeRef& node, const ModelCard& card) {
-  node.expect_map("a map of cohort settings (size, seed, weight, age, female_fraction, baseline_madrs, variability)");
-  node.check_keys({"size", "seed", "weight", "age", "female_fraction", "baseline_madrs", "variability"});
+// cohort.from_csv: the patients' file, relative to the scenario file's directory, read and
+// checked once here.
+std::shared_ptr<const CovariateTable> read_cohort_table(const NodeRef& node, const fs::path& scenario_directory) {
+  const std::string name = node.scalar("a CSV file name, e.g. from_csv: patients.csv");
+  fs::path path(name);
+  if (path.is_relative()) path = (scenario_directory / path).lexically_normal();
+  std::string text;
+  try {
+    text = read_text_file(path.string(), "cohort file");
+  } catch (const IoError& error) {
+    node.fail(std::string(error.what()) + " (a relative path is taken from the scenario file's directory)");
+  }
+  return std::make_shared<const CovariateTable>(parse_covariate_table(text, path.string()));
+}
+
+// The covariates cohort.correlations can pair, in the order of Cohort::covariate_correlation.
+struct CorrelatableCovariate {
+  const char* name;   // the cohort key
+  const char* alias;  // the subject column's name in the output
+  CovariateDistribution Cohort::*distribution;
+  bool (CovariateTable::*in_table)() const;
+  std::string CovariateTable::*table_column;
+};
+const std::array<CorrelatableCovariate, 3> kCorrelatable{{
+    {"weight", "weight_kg", &Cohort::weight, &CovariateTable::has_weight, &CovariateTable::weight_column},
+    {"age", "age_y", &Cohort::age, &CovariateTable::has_age, &CovariateTable::age_column},
+    {"baseline_madrs", "baseline_madrs", &Cohort::baseline_madrs, &CovariateTable::has_baseline_madrs,
+     &CovariateTable::baseline_madrs_column},
+}};
+
+// One side of a pair such as "weight~age": the covariate's index, or a failure at the key.
+std::size_t correlated_covariate(const MapEntry& entry, std::string_view name, const Cohort& cohort,
+                                 const std::vector<std::string>& given_keys) {
+  const auto fail = [&entry](const std::string& message) { throw ScenarioError(entry.key_where, entry.value.path, message); };
+  const std::string text(trim(name));
+  if (equals_ignoring_case(text, "sex") || equals_ignoring_case(text, "female") || equals_ignoring_case(text, "female_fraction"))
+    fail(in_quotes(text) + " cannot be correlated: sex is drawn on its own (female_fraction); expected weight, age or baseline_madrs");
+  for (std::size_t k = 0; k < kCorrelatable.size(); ++k) {
+    const CorrelatableCovariate& covariate = kCorrelatable[k];
+    if (text != covariate.name && text != covariate.alias) continue;
+    if (cohort.table && ((*cohort.table).*covariate.in_table)()) {
+      fail(in_quotes(text) + " is read from " + cohort.table->file + " (column " + (*cohort.table).*covariate.table_column +
+           "); only covariates drawn from a distribution can be correlated");
+    }
+    const CovariateDistribution& distribution = cohort.*covariate.distribution;
+    if (distribution.kind == CovariateDistribution::Kind::fixed || distribution.sd == 0.0) {
+      const bool given = std::find(given_keys.begin(), given_keys.end(), covariate.name) != given_keys.end();
+      const std::string why = given ? "cohort." + std::string(covariate.name) + " has no spread"
+                                    : "cohort." + std::string(covariate.name) + " is not given, and its default is fixed";
+      fail(in_quotes(text) + " is the same for every subject (" + why +
+           ") and cannot be correlated; give it a distribution {distribution: normal, mean, sd > 0, min, max}");
+    }
+    return k;
+  }
+  const std::vector<std::string> names{"weight", "age", "baseline_madrs", "weight_kg", "age_y"};
+  if (text.empty()) fail(in_quotes(entry.key) + " is not a pair of two covariates; expected e.g. weight~age");
+  throw ScenarioError(entry.key_where, entry.value.path,
+                      "unknown covariate " + in_quotes(text) + yaml::did_you_mean(text, names) +
+                          "; expected weight, age or baseline_madrs");
+}
+
+// cohort.correlations: {weight~age: 0.2, age~baseline_madrs: -0.1} -> the 3 x 3 correlation of
+// weight, age and baseline MADRS, 0 for pairs not given.
+Eigen::MatrixXd read_covariate_correlations(const NodeRef& node, const Cohort& cohort, const std::vector<std::string>& given_keys) {
+  const std::string example = "e.g. {weight~age: 0.2, age~baseline_madrs: -0.1}";
+  node.expect_map("a map of covariate pairs and their correlations, " + example);
+  const auto entries = node.entries();
+  if (entries.empty()) node.fail("expected at least one pair of covariates and its correlation, " + example);
+  Eigen::MatrixXd correlation = Eigen::MatrixXd::Identity(3, 3);
+  std::array<std::array<std::string, 3>, 3> given_at{};  // the key path that set each pair
+  for (const MapEntry& entry : entries) {
+    const std::size_t tilde = entry.key.find('~');
+    if (tilde == std::string::npos || entry.key.find('~', tilde + 1) != std::string::npos) {
+      throw ScenarioError(entry.key_where, entry.value.path,
+                          in_quotes(entry.key) + " is not a pair of two covariates joined by '~'; expected e.g. weight~age");
+    }
+    const std::string_view key(entry.key);
+    const std::size_t a = correlated_covariate(entry, key.substr(0, tilde), cohort, given_keys);
+    const std::size_t b = correlated_covariate(entry, key.substr(tilde + 1), cohort, given_keys);
+    if (a == b) throw ScenarioError(entry.key_where, entry.value.path, in_quotes(entry.key) + " pairs a covariate with itself");
+    if (!given_at[a][b].empty()) {
+      throw ScenarioError(entry.key_where, entry.value.path,
+                          "the pair " + in_quotes(entry.key) + " is given twice (also at " + given_at[a][b] + ")");
+    }
+    const double r = entry.value.as_number();
+    if (!(std::fabs(r) < 1.0)) entry.value.fail("correlation " + entry.value.kind() + " must lie strictly between -1 and 1");
+    const auto row = static_cast<Eigen::Index>(a), column = static_cast<Eigen::Index>(b);
+    correlation(row, column) = correlation(column, row) = r;
+    given_at[a][b] = given_at[b][a] = entry.value.path;
+  }
+  const Eigen::LLT<Eigen::MatrixXd> cholesky(correlation);
+  if (cholesky.info() != Eigen::Success) {
+    node.fail("these correlations cannot occur together: the correlation matrix of weight, age and baseline_madrs is "
+              "not positive definite (pairs not given count as 0)");
+  }
+  return correlation;
+}
+
+Cohort read_cohort(const NodeRef& node, const ModelCard& card, const fs::path& scenario_directory) {
+  node.expect_map("a map of cohort settings (size, seed, weight, age, female_fraction, baseline_madrs, variability, "
+                  "correlations, from_csv, replicates)");
+  node.check_keys({"size", "seed", "weight", "age", "female_fraction", "baseline_madrs", "variability", "correlations",
+                   "from_csv", "replicates"});
+  std::vector<std::string> given_keys;
+  for (const MapEntry& entry : node.entries()) given_keys.push_back(entry.key);
   Cohort cohort;
-  cohort.size = node.require("size", "the number of subjects per arm, e.g. size: 1000").as_integer(1, kMaxCohortSize);
+  if (const auto from_csv = node.find("from_csv")) cohort.table = read_cohort_table(*from_csv, scenario_directory);
+  std::int64_t per_replicate = 0;
+  if (node.find("size") || !cohort.table) {
+    per_replicate = node.require("size", "the number of subjects per arm, e.g. size: 1000").as_integer(1, kMaxCohortSize);
+    cohort.table_rows = Cohort::TableRows::resample;  // matters only with a table
+  } else {
+    if (cohort.table->rows > static_cast<std::size_t>(kMaxCohortSize))
+      node.find("from_csv")->fail("the file has more rows than the limit of 2^40 subjects");
+    per_replicate = static_cast<std::int64_t>(cohort.table->rows);
+    cohort.table_rows = Cohort::TableRows::in_order;
+  }
+  if (const auto replicates = node.find("replicates")) {
+    cohort.replicates = replicates->as_integer(1, kMaxCohortSize);
+    if (per_replicate > kMaxCohortSize / cohort.replicates) {
+      replicates->fail(std::to_string(cohort.replicates) + " replicates of " + std::to_string(per_replicate) +
+                       " subjects exceed the limit of 2^40 subjects per arm");
+    }
+  }
+  cohort.subjects_per_replicate = per_replicate;
+  cohort.size = per_replicate * cohort.replicates;
   cohort.seed = node.require("seed", "a non-negative integer that fixes the random draws, e.g. seed: 42").as_unsigned();
-  cohort.weight = read_covariate(node.require("weight", "e.g. weight: 70 kg, or weight: {distribution: normal, "
-                                                         "mean: 80 kg, sd: 15 kg, min: 45 kg, max: 150 kg}"),
-                                 kWeight);
+  const std::string weight_example = "e.g. weight: 70 kg, or weight: {distribution: normal, mean: 80 kg, sd: 15 kg, min: 45 kg, max: 150 kg}";
+  if (const auto weight = node.find("weight")) {
+    cohort.weight = read_covariate(*weight, kWeight);
+  } else if (!cohort.table || !cohort.table->has_weight()) {
+    node.require("weight", cohort.table ? weight_example + "; " + cohort.table->file + " has no weight column (weight_kg or WT)"
+                                        : weight_example);
+  }
   if (const auto age = node.find("age")) cohort.age = read_covariate(*age, kAge);
   if (const auto baseline = node.find("baseline_madrs")) cohort.baseline_madrs = read_covariate(*baseline, kBaselineMadrs);
   if (const auto female = node.find("female_fraction")) {
@@ -350,6 +477,8 @@ Cohort read_cohort(const NodeRef& node, const ModelCard& card) {
   } else {
     cohort.variability.correlation = Eigen::MatrixXd(0, 0);
   }
+  if (const auto correlations = node.find("correlations"))
+    cohort.covariate_correlation = read_covariate_correlations(*correlations, cohort, given_keys);
   return cohort;
 }
 
@@ -983,8 +1112,9 @@ Scenario parse_scenario(const std::string& yaml_text, const std::string& source_
   if (const auto description = root.find("description")) scenario.description = description->as_string();
   scenario.model = read_model(root.require("model", "e.g. model: {name: ketamine_clements_2cmt}"));
   const ModelCard& card = *find_builtin_model(scenario.model.name);  // read_model checked it exists
-  scenario.cohort = read_cohort(root.require("cohort", "size, seed and weight of the simulated subjects"), card);
   const std::string scenario_dir = std::filesystem::path(source_name).parent_path().string();
+  scenario.cohort = read_cohort(root.require("cohort", "size, seed and weight of the simulated subjects"), card,
+                                fs::path(source_name).parent_path());
   scenario.arms = read_arms(root.require("arms", "a list of arms, each {name, regimen}"), card, scenario_dir);
   if (const auto output = root.find("output")) scenario.output = read_output(*output, card);
   check_arm_models(root, scenario);
