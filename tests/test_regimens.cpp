@@ -12,7 +12,9 @@
 #include <string>
 #include <vector>
 
+#include "ketasim/cohort.hpp"
 #include "ketasim/errors.hpp"
+#include "ketasim/model_card.hpp"
 #include "ketasim/nonmem.hpp"
 #include "ketasim/run.hpp"
 #include "ketasim/scenario_loader.hpp"
@@ -318,4 +320,54 @@ TEST_CASE("observations carry residual error of the requested size, the same dra
   // 4000 draws each: the SD's relative standard error is about 1.1%.
   CHECK(sd_of(arms[0]["dv_plasma_ketamine_ng_per_ml"], arms[0]["ipred_plasma_ketamine_ng_per_ml"], true) == Approx(0.1).epsilon(0.05));
   CHECK(sd_of(arms[0]["dv_madrs"], arms[0]["ipred_madrs"], false) == Approx(2.0).epsilon(0.05));
+}
+
+TEST_CASE("inter-occasion variability: 0% changes nothing; exact and ODE paths agree; per occasion, CL_k x AUC_k adds up to the dose",
+          "[occasions]") {
+  const std::string head = kHeader;
+  const std::string arms = R"(arms:
+  - name: weekly
+    regimen: {route: iv_infusion, dose: 0.5 mg/kg, infusion_duration: 40 min, schedule: every 1 week, count: 3}
+output:
+  grid: {every: 10 min, for: 5 weeks}
+  variables: []
+)";
+  const auto with_iov = [&](const std::string& cv, const std::string& method) {
+    std::string text = head + "  occasion_variability: {CL: " + cv + ", Q: " + cv + "}\n" + arms;
+    if (!method.empty()) text += "solver: {method: " + method + ", rtol: 1e-10, atol: 1e-14}\n";
+    return parse_scenario(text, "occasions.yaml");
+  };
+  const auto none = run_in_memory(parse_scenario(head + arms, "none.yaml"));
+  const auto zero = run_in_memory(with_iov("0%", ""));
+  for (const char* name : {"cmax_ng_per_ml", "auc_ng_h_per_ml", "time_above_dissociation_h", "days_in_response"})
+    for (std::size_t i = 0; i < 60; ++i) CHECK(zero[0][name][i] == Approx(none[0][name][i]).epsilon(1e-9).margin(1e-12));
+
+  const Scenario exact = with_iov("30%", "exact");
+  const auto by_exact = run_in_memory(exact);
+  const auto by_ode = run_in_memory(with_iov("30%", "ode"));
+  bool differs_from_none = false;
+  for (std::size_t i = 0; i < 60; ++i) {
+    CHECK(by_ode[0]["auc_ng_h_per_ml"][i] == Approx(by_exact[0]["auc_ng_h_per_ml"][i]).epsilon(1e-6));
+    CHECK(by_ode[0]["cmax_ng_per_ml"][i] == Approx(by_exact[0]["cmax_ng_per_ml"][i]).epsilon(1e-6));
+    differs_from_none |= std::abs(by_exact[0]["auc_ng_h_per_ml"][i] / none[0]["auc_ng_h_per_ml"][i] - 1.0) > 0.01;
+  }
+  CHECK(differs_from_none);
+
+  // Occasion k is week k (doses Mon 00:00), the last runs to the end, when the drug is long gone:
+  // everything given is eliminated, sum_k CL_k * AUC_k = dose, with CL_k the subject's clearance in
+  // occasion k (AUC in ng*h/mL = ug*h/L).
+  const ModelCard& card = *find_builtin_model("ketamine_venous");
+  const CohortSampler sampler(exact, card);
+  const auto cl = static_cast<std::size_t>(card.index_of("CL"));
+  const std::size_t weeks = by_exact[0].width.at("auc_per_week_ng_h_per_ml");
+  for (std::int64_t id = 0; id < 60; ++id) {
+    const Subject subject = sampler.draw(id);
+    double eliminated_mg = 0.0;
+    for (std::size_t w = 0; w < weeks; ++w) {
+      const int occasion = static_cast<int>(std::min<std::size_t>(w, 2));
+      const double clearance = sampler.occasion_parameters(subject, occasion)[cl];
+      eliminated_mg += clearance * by_exact[0]["auc_per_week_ng_h_per_ml"][static_cast<std::size_t>(id) * weeks + w] * 1e-3;
+    }
+    CHECK(eliminated_mg == Approx(3 * 0.5 * subject.weight_kg).epsilon(1e-9));
+  }
 }

@@ -150,6 +150,15 @@ CohortSampler::CohortSampler(const Scenario& scenario, const ModelCard& card)
     const Eigen::VectorXd omegas = Eigen::Map<const Eigen::VectorXd>(omega.data(), n);
     eta_factor_ = omegas.asDiagonal() * Eigen::MatrixXd(cholesky.matrixL());
   }
+  const OccasionVariability& occasions = scenario.cohort.occasion_variability;
+  if (scenario.model.name == card.name) {  // it names parameters of the scenario's model
+    for (std::size_t i = 0; i < occasions.parameters.size(); ++i) {
+      const int index = card.index_of(occasions.parameters[i]);
+      if (index < 0) throw ModelParameterError("model " + card.name + " has no parameter '" + occasions.parameters[i] + "'");
+      occasion_index_.push_back(index);
+      occasion_omega_.push_back(std::sqrt(std::log1p(occasions.cv[i] * occasions.cv[i])));
+    }
+  }
 
   if (cohort_.covariate_correlation.size() > 0) {
     const Eigen::LLT<Eigen::MatrixXd> cholesky(cohort_.covariate_correlation);
@@ -213,6 +222,14 @@ void CohortSampler::draw_covariates(Subject& subject) const {
     RandomStream stream(seed_, static_cast<std::uint64_t>(subject.id), StreamPurpose::sex);
     subject.female = stream.uniform() < cohort_.female_fraction;
   }
+}
+
+std::vector<double> CohortSampler::occasion_parameters(const Subject& subject, int occasion) const {
+  std::vector<double> parameters = subject.parameters;
+  RandomStream stream(seed_, static_cast<std::uint64_t>(subject.id), occasion_stream(static_cast<std::uint32_t>(occasion)));
+  for (std::size_t i = 0; i < occasion_index_.size(); ++i)
+    parameters[static_cast<std::size_t>(occasion_index_[i])] *= std::exp(occasion_omega_[i] * stream.normal());
+  return parameters;
 }
 
 Subject CohortSampler::draw(std::int64_t subject_id) const {

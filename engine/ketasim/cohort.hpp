@@ -35,6 +35,10 @@ class CohortSampler {
   CohortSampler(const Scenario& scenario, const ModelCard& card);
 
   Subject draw(std::int64_t subject_id) const;
+  // The subject's parameters during occasion k (from its k-th session on): its individual values
+  // times exp(kappa) for each parameter of cohort.occasion_variability.
+  std::vector<double> occasion_parameters(const Subject& subject, int occasion) const;
+  bool has_occasion_variability() const { return !occasion_index_.empty(); }
   const ModelCard& card() const { return card_; }
   // Typical values (card plus overrides) for the reference weight, base units.
   const std::vector<double>& typical_parameters() const { return typical_; }
@@ -49,6 +53,8 @@ class CohortSampler {
   std::vector<int> eta_parameter_index_;  // card index of each variable parameter
   std::vector<IivKind> eta_kind_;
   Eigen::MatrixXd eta_factor_;            // lower-triangular L with L L^T = Omega
+  std::vector<int> occasion_index_;       // card index of each parameter with occasion variability
+  std::vector<double> occasion_omega_;    // its SD of kappa
   Eigen::MatrixXd copula_factor_;         // lower-triangular L with L L^T = covariate correlation; 0 x 0 without
 
   std::size_t table_row(std::int64_t subject_id) const;

@@ -69,6 +69,16 @@ class ExactPropagator {
   double apply(const State& state, const StateRow& row) const { return to_modal(row).dot(state.modal); }
   double apply_integral(const State& state, const StateRow& row) const { return to_modal(row).dot(state.integral); }
   const Vector& eigenvalues() const { return eigenvalues_; }
+  // The state in state-space coordinates (amounts and concentrations, base units), and its
+  // integral since the start; and back. Occasion changes carry states across systems this way.
+  StateVector physical(const State& state) const { return V_ * state.modal.head(n_); }
+  StateVector physical_integral(const State& state) const { return V_ * state.integral.head(n_); }
+  State from_physical(const StateVector& x, const StateVector& integral) const {
+    State state{Vector::Zero(), Vector::Zero()};
+    state.modal.head(n_) = V_inverse_ * x;
+    state.integral.head(n_) = V_inverse_ * integral;
+    return state;
+  }
 
  private:
   ExactPropagator() = default;

@@ -437,4 +437,33 @@ SubjectModel Model::instantiate(std::span<const double> parameters) const {
   return model;
 }
 
+std::string occasion_variability_problem(const Model& model, const std::vector<double>& typical, int parameter,
+                                         bool* changes_mass_rows) {
+  std::vector<double> changed = typical;
+  changed[static_cast<std::size_t>(parameter)] *= 1.25;
+  const SubjectModel a = model.instantiate(typical);
+  const SubjectModel b = model.instantiate(changed);
+  const auto rows_equal = [](const std::vector<StateRow>& x, const std::vector<StateRow>& y) {
+    for (std::size_t i = 0; i < x.size(); ++i)
+      if (!(x[i] - y[i]).isZero(0.0)) return false;
+    return true;
+  };
+  if (changes_mass_rows) *changes_mass_rows = !rows_equal(a.drug_loss, b.drug_loss) || !rows_equal(a.drug_formed, b.drug_formed);
+  if ((a.A - b.A).isZero(0.0)) return "it does not enter the linear dynamics";
+  for (std::size_t c = 0; c < a.channels.size(); ++c)
+    if (!(a.channels[c] - b.channels[c]).isZero(0.0)) return "it changes how doses enter";
+  if (!(a.signals - b.signals).isZero(0.0)) return "it changes how concentrations are read from amounts (a volume)";
+  if (a.nasal_fraction != b.nasal_fraction || a.later_device_factor != b.later_device_factor ||
+      a.swallowed_duration_h != b.swallowed_duration_h)
+    return "it changes the intranasal entry";
+  for (std::size_t l = 0; l < a.links.size(); ++l)
+    for (const double x : {1e-4, 1e-3, 1e-2, 1e-1, 1.0})
+      if (a.links[l](x, x) != b.links[l](x, x)) return "it changes a pharmacodynamic link";
+  if (a.depression)
+    for (const double x : {0.0, 1.0, 10.0, 100.0})
+      if (a.depression->score(30.0, 100.0, x, 1.0, true) != b.depression->score(30.0, 100.0, x, 1.0, true))
+        return "it changes the depression score";
+  return "";
+}
+
 }  // namespace ketasim

@@ -193,4 +193,13 @@ class Model {
   std::vector<BlockStates> block_states_;
 };
 
+// Whether occasion-to-occasion variability on card parameter `parameter` can be stepped exactly:
+// the parameter must change the dynamics (A) and nothing read from the states (signal rows,
+// inputs, links, depression score), so that states carry over from one occasion to the next and
+// concentrations keep their meaning. Checked by perturbing the typical subject. Returns "" when it
+// can, else why not. *changes_mass_rows tells whether it changes the eliminated/formed rows
+// (which the mass-balance integrals assume constant).
+std::string occasion_variability_problem(const Model& model, const std::vector<double>& typical, int parameter,
+                                         bool* changes_mass_rows);
+
 }  // namespace ketasim

@@ -32,6 +32,9 @@ class OdePropagator {
   double signal_integral(const State& state, int k) const { return model_.signals.row(k).dot(state.integral); }
   double apply(const State& state, const StateRow& row) const { return row.dot(state.x); }
   double apply_integral(const State& state, const StateRow& row) const { return row.dot(state.integral); }
+  StateVector physical(const State& state) const { return state.x; }
+  StateVector physical_integral(const State& state) const { return state.integral; }
+  State from_physical(const StateVector& x, const StateVector& integral) const { return State{x, integral}; }
 
  private:
   const SubjectModel& model_;

@@ -26,7 +26,13 @@ enum class StreamPurpose : std::uint32_t {
   bootstrap = 9,     // `ketasim compare`: resampled subject indices, one stream per bootstrap replicate
   correlated_covariates = 10,  // weight, age, baseline MADRS together (cohort.correlations)
   cohort_row = 11,             // the row of cohort.from_csv a subject takes (when resampled)
+  first_occasion = 1u << 16,   // occasion k (inter-occasion variability) draws from purpose first_occasion + k
 };
+
+// The stream of a subject's occasion k (its k-th session): one normal per occasion parameter.
+inline StreamPurpose occasion_stream(std::uint32_t occasion) {
+  return static_cast<StreamPurpose>(static_cast<std::uint32_t>(StreamPurpose::first_occasion) + occasion);
+}
 
 class RandomStream {
  public:

@@ -268,6 +268,7 @@ Scenario scenario_for_model(const Scenario& scenario, const ModelChoice& model) 
   Scenario view = scenario;
   view.model = model;
   view.cohort.variability = Variability{};
+  view.cohort.occasion_variability = OccasionVariability{};
   return view;
 }
 
@@ -419,6 +420,11 @@ class ScenarioRunner {
     std::optional<TriggeredDosing> as_needed;
     SubjectContext arm_context = prepared.context;
     arm_context.oral_antidepressant = arm.arm->oral_antidepressant;
+    if (engine.sampler.has_occasion_variability())
+      arm_context.occasion_model = [&engine, &subject](int occasion) {
+        SubjectModel system = engine.model.instantiate(engine.sampler.occasion_parameters(subject, occasion));
+        return engine.states.empty() ? system : restrict_to(system, engine.states);
+      };
     if (arm.as_needed) {
       as_needed.emplace(TriggeredDosing{*arm.as_needed->as_needed, make_dose(*arm.as_needed, arm.as_needed_rule, 0, subject.weight_kg)});
       arm_context.as_needed = &*as_needed;

@@ -153,6 +153,14 @@ struct Variability {
 // Patients' covariates read from a CSV file at load (cohort.from_csv); covariate_table.hpp.
 struct CovariateTable;
 
+// Inter-occasion variability: every session opens an occasion with its own log-normal factor per
+// listed parameter, P_ik = P_i exp(kappa_ik), kappa ~ N(0, omega^2), omega^2 = ln(1 + CV^2),
+// drawn from the subject's stream for occasion k (the same in every arm).
+struct OccasionVariability {
+  std::vector<std::string> parameters;
+  std::vector<double> cv;  // fractions
+};
+
 struct Cohort {
   // N, the subjects simulated in every arm: `replicates` trials of `subjects_per_replicate`
   // subjects each; subject i belongs to replicate i / subjects_per_replicate. Change the number of
@@ -168,6 +176,7 @@ struct Cohort {
   // MADRS at baseline: TRD trials enrol at about 30-38 (shared/science/ketamine.md).
   CovariateDistribution baseline_madrs{CovariateDistribution::Kind::truncated_normal, 33.0, 33.0, 5.0, 20.0, 50.0};
   Variability variability;
+  OccasionVariability occasion_variability;
   // Correlation matrix of weight, age and baseline MADRS (rows in that order), drawn together by
   // a Gaussian copula; 0 x 0 when cohort.correlations is not given, and each covariate is then
   // drawn by rejection from its own stream (the draws of scenarios written before correlations).

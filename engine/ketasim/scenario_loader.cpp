@@ -306,6 +306,28 @@ void read_correlation(const NodeRef& node, Variability& variability) {
   }
 }
 
+// occasion_variability: {CL: 15%}: a log-normal factor per session on parameters of the dynamics.
+OccasionVariability read_occasion_variability(const NodeRef& node, const ModelCard& card) {
+  node.expect_map("a map of coefficients of variation from one session to the next by parameter (e.g. {CL: 15%})");
+  const Model model(card);
+  std::vector<double> typical;
+  for (const ParameterSpec& spec : card.parameters) typical.push_back(spec.value);
+  OccasionVariability occasions;
+  for (const auto& entry : node.entries()) {
+    const ParameterSpec& spec = card_parameter(card, entry);
+    const double cv = entry.value.as_percentage();
+    if (cv < 0.0 || cv > kMaxCv) entry.value.fail(entry.value.kind() + " lies outside the accepted range 0% to 500%");
+    const std::string problem = occasion_variability_problem(model, typical, card.index_of(spec.name), nullptr);
+    if (!problem.empty())
+      entry.value.fail("occasion variability on " + spec.name + " is not supported: " + problem +
+                       "; it is supported on parameters of the dynamics only (clearances, rate constants, e.g. CL, Q, ke0)");
+    occasions.parameters.push_back(spec.name);
+    occasions.cv.push_back(cv);
+  }
+  if (occasions.parameters.empty()) node.fail("occasion_variability lists no parameters");
+  return occasions;
+}
+
 Variability read_variability(const NodeRef& node, const ModelCard& card) {
   node.expect_map("a map of variability settings (cv, correlation, from_card)");
   node.check_keys({"cv", "correlation", "from_card"});
@@ -432,9 +454,9 @@ Eigen::MatrixXd read_covariate_correlations(const NodeRef& node, const Cohort& c
 
 Cohort read_cohort(const NodeRef& node, const ModelCard& card, const fs::path& scenario_directory) {
   node.expect_map("a map of cohort settings (size, seed, weight, age, female_fraction, baseline_madrs, variability, "
-                  "correlations, from_csv, replicates)");
+                  "correlations, from_csv, replicates, occasion_variability)");
   node.check_keys({"size", "seed", "weight", "age", "female_fraction", "baseline_madrs", "variability", "correlations",
-                   "from_csv", "replicates"});
+                   "from_csv", "replicates", "occasion_variability"});
   std::vector<std::string> given_keys;
   for (const MapEntry& entry : node.entries()) given_keys.push_back(entry.key);
   Cohort cohort;
@@ -472,6 +494,7 @@ Cohort read_cohort(const NodeRef& node, const ModelCard& card, const fs::path& s
     cohort.female_fraction = female->as_percentage();
     if (cohort.female_fraction < 0.0 || cohort.female_fraction > 1.0) female->fail(female->kind() + " lies outside 0% to 100%");
   }
+  if (const auto occasions = node.find("occasion_variability")) cohort.occasion_variability = read_occasion_variability(*occasions, card);
   if (const auto variability = node.find("variability")) {
     cohort.variability = read_variability(*variability, card);
   } else {
@@ -1056,6 +1079,30 @@ OutputSpec read_output(const NodeRef& node, const ModelCard& card) {
   return output;
 }
 
+// Occasion variability applies to the scenario's model: arms with models of their own would not
+// know its parameters; and the mass-balance integrals assume fixed elimination rows.
+void check_occasion_variability(const NodeRef& root, const Scenario& scenario, const ModelCard& card) {
+  const OccasionVariability& occasions = scenario.cohort.occasion_variability;
+  if (occasions.parameters.empty()) return;
+  const NodeRef node = *root.require("cohort", "").find("occasion_variability");
+  for (const Arm& arm : scenario.arms)
+    if (arm.model && arm.model->name != card.name)
+      node.fail("occasion variability names parameters of " + in_quotes(card.name) + ", but arm " + in_quotes(arm.name) +
+                " uses model " + in_quotes(arm.model->name));
+  const auto& metrics = scenario.output.metrics;
+  if (std::find(metrics.begin(), metrics.end(), Metric::mass_balance) == metrics.end()) return;
+  const Model model(card);
+  std::vector<double> typical;
+  for (const ParameterSpec& spec : card.parameters) typical.push_back(spec.value);
+  for (const std::string& name : occasions.parameters) {
+    bool mass_rows = false;
+    occasion_variability_problem(model, typical, card.index_of(name), &mass_rows);
+    if (mass_rows)
+      node.fail("occasion variability on " + name + " changes the elimination rates that the mass_balance metric integrates; "
+                "remove mass_balance from output.metrics or " + name + " from occasion_variability");
+  }
+}
+
 // Outputs named in output.variables and output.observations must exist in the model of every arm.
 void check_arm_models(const NodeRef& root, const Scenario& scenario) {
   std::vector<std::string> names;
@@ -1118,6 +1165,7 @@ Scenario parse_scenario(const std::string& yaml_text, const std::string& source_
   scenario.arms = read_arms(root.require("arms", "a list of arms, each {name, regimen}"), card, scenario_dir);
   if (const auto output = root.find("output")) scenario.output = read_output(*output, card);
   check_arm_models(root, scenario);
+  check_occasion_variability(root, scenario, card);
   if (const auto solver = root.find("solver")) scenario.solver = read_solver(*solver);
   return scenario;
 }

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <deque>
+#include <functional>
 #include <limits>
 
 #include "ketasim/errors.hpp"
@@ -109,7 +111,8 @@ class EffectTracker {
   using State = typename Propagator::State;
   using Input = typename Propagator::Input;
 
-  EffectTracker(const Propagator& propagator, const Model& model, const SubjectModel& subject,
+  // `propagator` is the caller's pointer to the current occasion's propagator (it may change).
+  EffectTracker(const Propagator* const& propagator, const Model& model, const SubjectModel& subject,
                 const std::vector<Dose>& doses, double threshold_score, SubjectMetrics& metrics)
       : propagator_(propagator), doses_(doses), metrics_(metrics), driver_(model.dissociation_driver()),
         effect_(model.dissociation_effect_site()), threshold_score_(threshold_score) {
@@ -125,7 +128,7 @@ class EffectTracker {
   // days: it is updated once per step from the state at the step's start.
   void start_step(const State& state) {
     if (tolerance_signal_ >= 0 && link_->attenuation > 0.0)
-      threshold_ = link_->input_for(threshold_score_, propagator_.signal(state, tolerance_signal_));
+      threshold_ = link_->input_for(threshold_score_, propagator_->signal(state, tolerance_signal_));
   }
 
   // The dose windows [start of dose k, start of dose k+1): the point t closes the old window and
@@ -164,12 +167,12 @@ class EffectTracker {
     const bool maximum = slope0 > 0.0;
     if (!maximum && !tracks_threshold) return;  // a minimum matters only for the threshold
     const auto slope_at = [&](double tau) {
-      const auto state = propagator_.peek(start, tau, input);
-      return propagator_.signal(state, driver_) - propagator_.signal(state, effect_);
+      const auto state = propagator_->peek(start, tau, input);
+      return propagator_->signal(state, driver_) - propagator_->signal(state, effect_);
     };
     const double tau = bracketed_root(slope_at, 0.0, slope0, h, slope1);
-    const State at_peak = propagator_.peek(start, tau, input);
-    const double effect_tau = propagator_.signal(at_peak, effect_);
+    const State at_peak = propagator_->peek(start, tau, input);
+    const double effect_tau = propagator_->signal(at_peak, effect_);
     if (maximum) record_interior(effect_tau, t0 + tau, start);
     if (tracks_threshold) {
       add_time_above(start, 0.0, effect0, tau, effect_tau, input);
@@ -192,7 +195,7 @@ class EffectTracker {
     const auto k = static_cast<std::size_t>(window_);
     metrics_.peak_effect_ng_per_ml[k] = effect * kNgPerMlPerMgPerL;
     metrics_.peak_effect_time_h[k] = time_h;
-    if (tolerance_signal_ >= 0) peak_tolerance_[k] = propagator_.signal(state, tolerance_signal_);
+    if (tolerance_signal_ >= 0) peak_tolerance_[k] = propagator_->signal(state, tolerance_signal_);
   }
 
   // The effect site is monotone on [a, b]: at most one threshold crossing.
@@ -202,13 +205,13 @@ class EffectTracker {
     if (above_a && above_b) {
       metrics_.time_above_dissociation_h += b - a;
     } else if (above_a != above_b) {
-      const auto excess = [&](double tau) { return propagator_.signal(propagator_.peek(start, tau, input), effect_) - threshold_; };
+      const auto excess = [&](double tau) { return propagator_->signal(propagator_->peek(start, tau, input), effect_) - threshold_; };
       const double crossing = bracketed_root(excess, a, effect_a - threshold_, b, effect_b - threshold_);
       metrics_.time_above_dissociation_h += above_a ? crossing - a : b - crossing;
     }
   }
 
-  const Propagator& propagator_;
+  const Propagator* const& propagator_;
   const std::vector<Dose>& doses_;
   SubjectMetrics& metrics_;
   int driver_;
@@ -321,6 +324,16 @@ std::vector<double> given_by(const Model& model, const std::vector<ModelInput>& 
   return given;
 }
 
+// Builds the propagator of an occasion's system; nullopt when the exact path cannot step it.
+template <class Propagator>
+using PropagatorFactory = std::function<std::optional<Propagator>(const SubjectModel&)>;
+
+// An occasion's system cannot be stepped exactly: the subject is solved again on the ODE path.
+class ExactStepUnavailable : public SolverError {
+ public:
+  using SolverError::SolverError;
+};
+
 // The inputs of the doses, as the integration loop consumes them: constant-input segments, jumps,
 // and the breakpoints that are neither (dose starts, assessments, ...). Rebuilt whole when an
 // as-needed rule adds a dose.
@@ -404,9 +417,14 @@ class DoseTrigger {
 template <class Propagator>
 void integrate(const Propagator& propagator, const Model& model, const SubjectModel& subject, const SimulationPlan& plan,
                std::vector<Dose>& doses, const SubjectContext& context, const TrajectoryRows& rows,
-               SubjectMetrics& metrics) {
+               SubjectMetrics& metrics, const PropagatorFactory<Propagator>& make_propagator) {
   using State = typename Propagator::State;
   using Input = typename Propagator::Input;
+  // The propagator of the current occasion: the subject's own until a session opens an occasion
+  // with parameters of its own (inter-occasion variability).
+  const Propagator* p = &propagator;
+  std::deque<SubjectModel> occasion_models;   // kept alive: an ODE propagator refers to its model
+  std::deque<Propagator> occasion_propagators;
 
   // The treatment course the response metrics refer to is the doses known before the solve
   // (as-needed sessions are maintenance, given because of a relapse).
@@ -427,13 +445,13 @@ void integrate(const Propagator& propagator, const Model& model, const SubjectMo
     return marks;
   };
   InputPlan<Propagator> inputs;
-  inputs.build(propagator, model, subject, plan, doses, extra_marks());
+  inputs.build(*p, model, subject, plan, doses, extra_marks());
 
   std::optional<EffectTracker<Propagator>> effect_tracker;
   metrics.time_above_dissociation_h = 0.0;
   metrics.dissociation_burden_score_h = 0.0;
   if (model.dissociation_link() >= 0)
-    effect_tracker.emplace(propagator, model, subject, doses, plan.dissociation_threshold, metrics);
+    effect_tracker.emplace(p, model, subject, doses, plan.dissociation_threshold, metrics);
   const LinkValues* dissociation_link =
       model.dissociation_link() >= 0 && plan.dissociation_burden ? &subject.links[static_cast<std::size_t>(model.dissociation_link())]
                                                                   : nullptr;
@@ -450,9 +468,9 @@ void integrate(const Propagator& propagator, const Model& model, const SubjectMo
     for (const auto& [slot_index, signal] : metabolites) metrics.metabolite_cmax_ng_per_ml[slot_index] = -1.0;
   }
 
-  const auto grid_factors = propagator.factors(ticks_to_hours(plan.grid_step));
+  auto grid_factors = p->factors(ticks_to_hours(plan.grid_step));
   const std::size_t n_time = plan.time_points();
-  State state = propagator.initial_state();
+  State state = p->initial_state();
   double cmax = -1.0;
   double auc_at_week_start = 0.0;
   std::size_t week = 0, grid = 0, segment = 0, jump = 0, mark = 0;
@@ -465,15 +483,15 @@ void integrate(const Propagator& propagator, const Model& model, const SubjectMo
   double burden_time_h = 0.0, burden_score = 0.0;  // the previous point of the dissociation integral
 
   const auto link_value = [&](const LinkValues& link, const State& at) {
-    const double tolerance = link.tolerance_signal >= 0 ? propagator.signal(at, link.tolerance_signal) : 0.0;
-    return link(propagator.signal(at, link.input_signal), tolerance);
+    const double tolerance = link.tolerance_signal >= 0 ? p->signal(at, link.tolerance_signal) : 0.0;
+    return link(p->signal(at, link.input_signal), tolerance);
   };
   // The model's MADRS at `hours` from the simulation start in state `at`.
   const auto madrs_at_hours = [&](double hours, const State& at) {
     const DepressionValues& depression = *subject.depression;
-    const double session = depression.session_signal >= 0 ? propagator.signal(at, depression.session_signal) : 0.0;
+    const double session = depression.session_signal >= 0 ? p->signal(at, depression.session_signal) : 0.0;
     const double since_first = has_sessions && hours >= ticks_to_hours(first_session) ? hours - ticks_to_hours(first_session) : -1.0;
-    return depression.score(context.baseline_madrs, since_first, propagator.signal(at, depression.drug_signal), session,
+    return depression.score(context.baseline_madrs, since_first, p->signal(at, depression.drug_signal), session,
                             context.oral_antidepressant);
   };
   const auto madrs = [&](Ticks when, const State& at) { return madrs_at_hours(ticks_to_hours(when), at); };
@@ -481,7 +499,7 @@ void integrate(const Propagator& propagator, const Model& model, const SubjectMo
   const auto output_value = [&](const ModelOutput& output, const State& at) {
     double value = 0.0;
     switch (output.kind) {
-      case OutputKind::linear: value = propagator.signal(at, output.index); break;
+      case OutputKind::linear: value = p->signal(at, output.index); break;
       case OutputKind::link: value = link_value(subject.links[static_cast<std::size_t>(output.index)], at); break;
       case OutputKind::depression: value = madrs(t, at); break;
     }
@@ -510,7 +528,7 @@ void integrate(const Propagator& propagator, const Model& model, const SubjectMo
       metrics.tmax_h = ticks_to_hours(t);
     }
     for (const auto& [slot, signal] : metabolites) {
-      const double concentration = propagator.signal(at, signal) * kNgPerMlPerMgPerL;
+      const double concentration = p->signal(at, signal) * kNgPerMlPerMgPerL;
       if (concentration > metrics.metabolite_cmax_ng_per_ml[slot]) {
         metrics.metabolite_cmax_ng_per_ml[slot] = concentration;
         metrics.metabolite_tmax_h[slot] = ticks_to_hours(t);
@@ -545,7 +563,7 @@ void integrate(const Propagator& propagator, const Model& model, const SubjectMo
     const Ticks low = std::max(t0, trigger_allowed);
     const double tau_low = ticks_to_hours(low - t0);
     const auto excess = [&](double tau) {
-      return madrs_at_hours(ticks_to_hours(t0) + tau, propagator.peek(start, tau, input)) - threshold;
+      return madrs_at_hours(ticks_to_hours(t0) + tau, p->peek(start, tau, input)) - threshold;
     };
     const double excess_low = low == t1 ? excess_end : excess(tau_low);
     const double tau = excess_low > 0.0 ? tau_low : bracketed_root(excess, tau_low, excess_low, ticks_to_hours(t1 - t0), excess_end);
@@ -563,7 +581,7 @@ void integrate(const Propagator& propagator, const Model& model, const SubjectMo
     const auto position = std::upper_bound(doses.begin(), doses.end(), at, [](Ticks time, const Dose& d) { return time < d.start; });
     doses.insert(position, dose);
     trigger->fire();
-    inputs.build(propagator, model, subject, plan, doses, extra_marks());
+    inputs.build(*p, model, subject, plan, doses, extra_marks());
     // The jumps at t have been applied once t was observed.
     const auto applied = [&](std::size_t i) { return inputs.inputs[i].start < t || (inputs.inputs[i].start == t && observed_at == t); };
     jump = static_cast<std::size_t>(std::partition_point(inputs.jumps.begin(), inputs.jumps.end(), applied) - inputs.jumps.begin());
@@ -574,22 +592,42 @@ void integrate(const Propagator& propagator, const Model& model, const SubjectMo
 
   if (trigger && trigger_allowed == 0 && madrs(0, state) > trigger->threshold()) add_triggered_dose(0);
 
-  double plasma = propagator.signal(state, plasma_signal);
-  double driver_value = driver >= 0 ? propagator.signal(state, driver) : 0.0;
-  double effect = effect_site >= 0 ? propagator.signal(state, effect_site) : 0.0;
+  double plasma = p->signal(state, plasma_signal);
+  double driver_value = driver >= 0 ? p->signal(state, driver) : 0.0;
+  double effect = effect_site >= 0 ? p->signal(state, effect_site) : 0.0;
   while (true) {
     if (t != observed_at) {
       observed_at = t;
+      if (context.occasion_model) {
+        // A session starting now opens an occasion (the last of several at the same time): the
+        // state carries over in state-space coordinates to the occasion's system.
+        const auto opening = std::find_if(doses.rbegin(), doses.rend(), [&](const Dose& d) { return d.start == t; });
+        if (opening != doses.rend()) {
+          const int k = static_cast<int>(doses.rend() - opening) - 1;
+          const SubjectModel& model_k = occasion_models.emplace_back(context.occasion_model(k));
+          std::optional<Propagator> next = make_propagator(model_k);
+          if (!next) throw ExactStepUnavailable("occasion " + std::to_string(k) + ": exact stepping is not possible");
+          const State carried = next->from_physical(p->physical(state), p->physical_integral(state));
+          p = &occasion_propagators.emplace_back(std::move(*next));
+          state = carried;
+          grid_factors = p->factors(ticks_to_hours(plan.grid_step));
+          inputs.build(*p, model, model_k, plan, doses, extra_marks());
+          const auto applied = [&](std::size_t i) { return inputs.inputs[i].start < t; };
+          jump = static_cast<std::size_t>(std::partition_point(inputs.jumps.begin(), inputs.jumps.end(), applied) - inputs.jumps.begin());
+          segment = mark = 0;
+          find_next_edge();
+        }
+      }
       // Same-time rule: input edges are segment boundaries (the next segment's rates already hold
       // both the stop and the start), then jumps, then the observation.
       if (jump < inputs.jumps.size() && inputs.inputs[inputs.jumps[jump]].start == t) {
         for (; jump < inputs.jumps.size() && inputs.inputs[inputs.jumps[jump]].start == t; ++jump) {
           const ModelInput& input = inputs.inputs[inputs.jumps[jump]];
-          propagator.bolus(state, input.channel, input.amount);
+          p->bolus(state, input.channel, input.amount);
         }
-        plasma = propagator.signal(state, plasma_signal);
-        if (driver >= 0) driver_value = propagator.signal(state, driver);
-        if (effect_site >= 0) effect = propagator.signal(state, effect_site);
+        plasma = p->signal(state, plasma_signal);
+        if (driver >= 0) driver_value = p->signal(state, driver);
+        if (effect_site >= 0) effect = p->signal(state, effect_site);
       }
       // Checked at every edge; a non-finite value inside a run of grid steps propagates to the next.
       if (!std::isfinite(plasma) || !std::isfinite(effect)) throw SolverError("the solution became non-finite");
@@ -602,7 +640,7 @@ void integrate(const Propagator& propagator, const Model& model, const SubjectMo
         next_grid_time = grid < n_time ? static_cast<Ticks>(grid) * plan.grid_step : std::numeric_limits<Ticks>::max();
       }
       if (t == week_end || t == plan.grid_end) {
-        const double auc = propagator.signal_integral(state, plasma_signal);
+        const double auc = p->signal_integral(state, plasma_signal);
         metrics.auc_per_week_ng_h_per_ml[week] = (auc - auc_at_week_start) * kNgPerMlPerMgPerL;
         auc_at_week_start = auc;
         ++week;
@@ -621,7 +659,7 @@ void integrate(const Propagator& propagator, const Model& model, const SubjectMo
       while (next_grid_time < next_edge) {
         if (effect_tracker) effect_tracker->start_step(state);
         const State start = state;
-        propagator.advance(state, grid_factors, *input);
+        p->advance(state, grid_factors, *input);
         if (trigger) {
           const Ticks at = trigger_time(start, t, next_grid_time, state, *input);
           if (at >= 0) {  // back to the start of the step; the loop steps to the dose next
@@ -631,10 +669,10 @@ void integrate(const Propagator& propagator, const Model& model, const SubjectMo
             break;
           }
         }
-        const double plasma_next = propagator.signal(state, plasma_signal);
+        const double plasma_next = p->signal(state, plasma_signal);
         if (effect_tracker) {
-          const double driver_next = propagator.signal(state, driver);
-          const double effect_next = propagator.signal(state, effect_site);
+          const double driver_next = p->signal(state, driver);
+          const double effect_next = p->signal(state, effect_site);
           effect_tracker->over_step(start, t, plan.grid_step, *input, driver_value, effect, driver_next, effect_next);
           driver_value = driver_next;
           effect = effect_next;
@@ -655,9 +693,9 @@ void integrate(const Propagator& propagator, const Model& model, const SubjectMo
     if (effect_tracker) effect_tracker->start_step(state);
     const State start = state;
     if (step == plan.grid_step)
-      propagator.advance(state, grid_factors, *input);
+      p->advance(state, grid_factors, *input);
     else
-      propagator.advance(state, propagator.factors(ticks_to_hours(step)), *input);
+      p->advance(state, p->factors(ticks_to_hours(step)), *input);
     if (trigger) {
       const Ticks at = trigger_time(start, t, next, state, *input);
       if (at >= 0) {
@@ -666,10 +704,10 @@ void integrate(const Propagator& propagator, const Model& model, const SubjectMo
         continue;
       }
     }
-    plasma = propagator.signal(state, plasma_signal);
+    plasma = p->signal(state, plasma_signal);
     if (effect_tracker) {
-      const double driver_next = propagator.signal(state, driver);
-      const double effect_next = propagator.signal(state, effect_site);
+      const double driver_next = p->signal(state, driver);
+      const double effect_next = p->signal(state, effect_site);
       effect_tracker->over_step(start, t, step, *input, driver_value, effect, driver_next, effect_next);
       driver_value = driver_next;
       effect = effect_next;
@@ -678,7 +716,7 @@ void integrate(const Propagator& propagator, const Model& model, const SubjectMo
   }
 
   metrics.cmax_ng_per_ml = cmax * kNgPerMlPerMgPerL;
-  metrics.auc_ng_h_per_ml = propagator.signal_integral(state, plasma_signal) * kNgPerMlPerMgPerL;
+  metrics.auc_ng_h_per_ml = p->signal_integral(state, plasma_signal) * kNgPerMlPerMgPerL;
   if (effect_tracker) {
     for (std::size_t l = 0; l < subject.links.size(); ++l) {
       const LinkValues& link = subject.links[l];
@@ -703,9 +741,9 @@ void integrate(const Propagator& propagator, const Model& model, const SubjectMo
   const std::vector<double> given = given_by(model, inputs.inputs, subject, plan.grid_end);
   metrics.dosed_mg = given[static_cast<std::size_t>(model.dosed_drug())];
   for (std::size_t d = 0; d < model.drugs().size(); ++d) {
-    metrics.amount_in_body_end_mg[d] = propagator.apply(state, subject.drug_amount[d]);
-    metrics.eliminated_mg[d] = propagator.apply_integral(state, subject.drug_loss[d]);
-    metrics.formed_mg[d] = propagator.apply_integral(state, subject.drug_formed[d]);
+    metrics.amount_in_body_end_mg[d] = p->apply(state, subject.drug_amount[d]);
+    metrics.eliminated_mg[d] = p->apply_integral(state, subject.drug_loss[d]);
+    metrics.formed_mg[d] = p->apply_integral(state, subject.drug_formed[d]);
     metrics.given_mg[d] = given[d];
   }
 }
@@ -715,7 +753,8 @@ bool try_exact(const Model& model, const SubjectModel& subject, const Simulation
                const SubjectContext& context, const TrajectoryRows& rows, SubjectMetrics& metrics, std::string& why) {
   const auto exact = ExactPropagator<N>::create(subject, &why);
   if (!exact) return false;
-  integrate(*exact, model, subject, plan, doses, context, rows, metrics);
+  const PropagatorFactory<ExactPropagator<N>> make = [](const SubjectModel& occasion) { return ExactPropagator<N>::create(occasion); };
+  integrate(*exact, model, subject, plan, doses, context, rows, metrics, make);
   return true;
 }
 
@@ -727,15 +766,29 @@ SolveOutcome simulate_subject(const Model& model, const SubjectModel& subject, c
   SolveOutcome outcome;
   if (solver.method != SolverMethod::ode) {
     std::string why;
-    const bool solved = subject.states <= 4    ? try_exact<4>(model, subject, plan, doses, context, rows, metrics, why)
-                        : subject.states <= 8 ? try_exact<8>(model, subject, plan, doses, context, rows, metrics, why)
-                                              : try_exact<16>(model, subject, plan, doses, context, rows, metrics, why);
-    if (solved) return outcome;
+    // With occasion variability an occasion's system may refuse exact stepping midway: the ODE
+    // path then starts again from what was known before the solve.
+    std::optional<std::pair<std::vector<Dose>, SubjectMetrics>> before;
+    if (context.occasion_model && solver.method == SolverMethod::automatic) before.emplace(doses, metrics);
+    try {
+      const bool solved = subject.states <= 4    ? try_exact<4>(model, subject, plan, doses, context, rows, metrics, why)
+                          : subject.states <= 8 ? try_exact<8>(model, subject, plan, doses, context, rows, metrics, why)
+                                                : try_exact<16>(model, subject, plan, doses, context, rows, metrics, why);
+      if (solved) return outcome;
+    } catch (const ExactStepUnavailable& error) {
+      if (!before) throw;
+      why = error.what();
+      doses = before->first;
+      metrics = before->second;
+    }
     if (solver.method == SolverMethod::exact) throw SolverError("exact stepping is not possible: " + why);
     outcome.note = why;
   }
   outcome.path = SolverPath::ode;
-  integrate(OdePropagator(subject, solver.rtol, solver.atol), model, subject, plan, doses, context, rows, metrics);
+  const PropagatorFactory<OdePropagator> make = [&](const SubjectModel& occasion) {
+    return std::optional<OdePropagator>(OdePropagator(occasion, solver.rtol, solver.atol));
+  };
+  integrate(OdePropagator(subject, solver.rtol, solver.atol), model, subject, plan, doses, context, rows, metrics, make);
   return outcome;
 }
 

@@ -3,6 +3,7 @@
 // grid and compute the metrics during the solve (nothing is kept per time point beyond the
 // output rows themselves).
 
+#include <functional>
 #include <span>
 #include <string>
 #include <vector>
@@ -103,6 +104,9 @@ struct SubjectContext {
   std::vector<double> residual_normals;  // one standard normal draw per assessment
   std::vector<double> observation_normals;  // one per observed variable and sampling time (variable-major)
   const TriggeredDosing* as_needed = nullptr;  // the arm's as-needed rule, if any
+  // Inter-occasion variability: the subject's system during occasion k (from its k-th session
+  // on); empty without. Only parameters of the dynamics vary (occasion_variability_problem).
+  std::function<SubjectModel(int)> occasion_model;
 };
 
 enum class SolverPath { exact, ode };
