@@ -245,8 +245,7 @@ output:
   std::vector<std::string> names;
   for (hsize_t i = 0; i < metrics.getNumObjs(); ++i) names.push_back(metrics.getObjnameByIdx(i));
   std::sort(names.begin(), names.end());
-  CHECK(names == std::vector<std::string>{"cmax_ng_per_ml", "dissociation_burden_score_h", "message", "solver_path", "status",
-                                         "time_above_dissociation_h", "tmax_h"});
+  CHECK(names == std::vector<std::string>{"cmax_ng_per_ml", "message", "solver_path", "status", "time_above_dissociation_h", "tmax_h"});
   CHECK_FALSE(h5.exists("/arms/weekly/trajectories/plasma_ketamine_ng_per_ml"));
   fs::remove(output);
 }

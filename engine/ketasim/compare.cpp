@@ -202,8 +202,8 @@ void read_dissociation(const FileReader& reader, const H5::Group& metrics, const
   const bool has_burden = FileReader::has_link(metrics, "dissociation_burden_score_h");
   if (!has_burden && !FileReader::has_link(metrics, "time_above_dissociation_h"))
     reader.fail(metrics_path + "/dissociation_burden_score_h",
-                "missing, and so is the older time_above_dissociation_h (output.metrics must include "
-                "time_above_dissociation)");
+                "missing, and so is time_above_dissociation_h (output.metrics must include "
+                "dissociation_burden or time_above_dissociation)");
   arm.dissociation_measure = has_burden ? DissociationMeasure::burden_score_h : DissociationMeasure::hours_above_threshold;
   arm.dissociation_per_week = reader.read_vector(
       metrics, metrics_path, has_burden ? "dissociation_burden_score_h" : "time_above_dissociation_h", subjects);

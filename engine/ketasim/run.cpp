@@ -79,7 +79,7 @@ void for_each_metric(const Model& model, const SimulationPlan& plan, const Subje
           ColumnSpec{"time_above_dissociation_h", "h", 1,
                      "total time with the dissociation score at or above output.dissociation_threshold"},
           one(m.time_above_dissociation_h));
-    visit(Metric::time_above_dissociation,
+    visit(Metric::dissociation_burden,
           ColumnSpec{"dissociation_burden_score_h", "h", 1,
                      "integral of the dissociation score over the output grid (score-hours; trapezoid over the grid and breakpoints)"},
           one(m.dissociation_burden_score_h));

@@ -55,6 +55,7 @@ std::string to_string(Metric metric) {
     case Metric::auc_per_week: return "auc_per_week";
     case Metric::peak_dissociation: return "peak_dissociation";
     case Metric::time_above_dissociation: return "time_above_dissociation";
+    case Metric::dissociation_burden: return "dissociation_burden";
     case Metric::dosed: return "dosed";
     case Metric::metabolites: return "metabolites";
     case Metric::response: return "response";

@@ -207,6 +207,7 @@ enum class Metric {
   auc_per_week,             // auc_per_week_ng_h_per_ml
   peak_dissociation,        // per dose: peak effect site, the links there (dissociation, blood pressure) and its time
   time_above_dissociation,  // time_above_dissociation_h
+  dissociation_burden,      // dissociation_burden_score_h
   dosed,                    // dosed_mg
   metabolites,              // cmax and tmax of every metabolite
   response,                 // MADRS at the assessments, response, remission, relapse
@@ -236,7 +237,8 @@ struct OutputSpec {
   // defaults (plasma of the dosed drug, effect site, dissociation, and the MADRS if it has one).
   std::optional<std::vector<std::string>> variables;
   std::vector<Metric> metrics{Metric::cmax, Metric::auc, Metric::auc_per_week, Metric::peak_dissociation,
-                              Metric::time_above_dissociation, Metric::dosed, Metric::metabolites, Metric::response};
+                              Metric::time_above_dissociation, Metric::dissociation_burden, Metric::dosed,
+                              Metric::metabolites, Metric::response};
   double dissociation_threshold = 5.0;  // score points, for time_above_dissociation_h
   // MADRS assessments, as times after the start of the first session (e.g. 2 h, 1 d, 15 d).
   std::vector<Ticks> assessments{kTicksPerDay, 7 * kTicksPerDay, 14 * kTicksPerDay};

@@ -1048,7 +1048,7 @@ OutputSpec read_output(const NodeRef& node, const ModelCard& card) {
   if (const auto metrics = node.find("metrics")) {
     output.metrics = read_unique_choices(*metrics,
                                          std::array{Metric::cmax, Metric::auc, Metric::auc_per_week, Metric::peak_dissociation,
-                                                    Metric::time_above_dissociation, Metric::dosed, Metric::metabolites,
+                                                    Metric::time_above_dissociation, Metric::dissociation_burden, Metric::dosed, Metric::metabolites,
                                                     Metric::response, Metric::mass_balance},
                                          "per-subject metrics (e.g. [cmax, auc, peak_dissociation])", "metric");
   }

@@ -30,7 +30,7 @@ struct SimulationPlan {
   double remission_threshold = 10.0;
   bool metabolites = true;   // metabolite Cmax/Tmax
   bool response = true;      // MADRS metrics (when the model has a depression score)
-  bool dissociation_burden = true;  // the integral of the dissociation score (time_above_dissociation metrics)
+  bool dissociation_burden = true;  // the integral of the dissociation score (dissociation_burden metric)
   std::vector<Ticks> observation_times;   // sampling times (output.observations), ascending
   std::vector<ObservedOutput> observed;   // resolved against the model by with_observations()
 
