@@ -8,6 +8,7 @@
 #include <map>
 #include <optional>
 
+#include "ketasim/csv.hpp"
 #include "ketasim/errors.hpp"
 #include "ketasim/yaml_reader.hpp"
 
@@ -22,91 +23,6 @@ std::string lowercase(std::string_view text) {
   for (char& c : result) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   return result;
 }
-
-// One field of a CSV line: its text (quotes removed) and the 1-based column where it starts.
-struct Field {
-  std::string text;
-  int column = 0;
-};
-
-struct Line {
-  int number = 0;  // 1-based
-  std::vector<Field> fields;
-};
-
-class CsvReader {
- public:
-  CsvReader(std::string_view text, const std::string& file) : text_(text), file_(file) {
-    // A UTF-8 byte order mark (spreadsheet exports) is not part of the first header name.
-    if (text_.substr(0, 3) == "\xEF\xBB\xBF") text_.remove_prefix(3);
-  }
-
-  [[noreturn]] void fail(int line, int column, const std::string& message) const {
-    throw ScenarioError(SourceLocation{file_, line, column}, "", message);
-  }
-
-  // The next line that is neither blank nor a '#' comment, split into fields; nullopt at the end.
-  std::optional<Line> next() {
-    while (position_ < text_.size()) {
-      const std::size_t end = std::min(text_.find('\n', position_), text_.size());
-      std::string_view raw = text_.substr(position_, end - position_);
-      position_ = end + 1;
-      ++line_number_;
-      if (!raw.empty() && raw.back() == '\r') raw.remove_suffix(1);
-      const std::string_view content = yaml::trim(raw);
-      if (content.empty() || content.front() == '#') continue;
-      return Line{line_number_, split(raw)};
-    }
-    return std::nullopt;
-  }
-
- private:
-  // Comma-separated fields; a field may be quoted ("a, b" and "say ""hi""") but may not span
-  // lines. Surrounding spaces are dropped.
-  std::vector<Field> split(std::string_view raw) const {
-    std::vector<Field> fields;
-    std::size_t i = 0;
-    while (true) {
-      while (i < raw.size() && (raw[i] == ' ' || raw[i] == '\t')) ++i;
-      Field field;
-      field.column = static_cast<int>(i) + 1;
-      if (i < raw.size() && raw[i] == '"') {
-        ++i;
-        bool closed = false;
-        while (i < raw.size()) {
-          if (raw[i] == '"') {
-            if (i + 1 < raw.size() && raw[i + 1] == '"') {
-              field.text += '"';
-              i += 2;
-              continue;
-            }
-            ++i;
-            closed = true;
-            break;
-          }
-          field.text += raw[i++];
-        }
-        if (!closed) fail(line_number_, field.column, "the quoted field has no closing quote (fields cannot span lines)");
-        while (i < raw.size() && (raw[i] == ' ' || raw[i] == '\t')) ++i;
-        if (i < raw.size() && raw[i] != ',')
-          fail(line_number_, static_cast<int>(i) + 1, "unexpected text after a closing quote; expected a comma");
-      } else {
-        const std::size_t end = std::min(raw.find(',', i), raw.size());
-        field.text = std::string(yaml::trim(raw.substr(i, end - i)));
-        i = end;
-      }
-      fields.push_back(std::move(field));
-      if (i >= raw.size()) break;
-      ++i;  // the comma
-    }
-    return fields;
-  }
-
-  std::string_view text_;
-  std::string file_;
-  std::size_t position_ = 0;
-  int line_number_ = 0;
-};
 
 // What a column holds, recognised by its header name (any case).
 enum class Role { id, weight, age, sex, female, baseline_madrs };
@@ -163,37 +79,28 @@ struct Column {
   std::string header;     // as written
 };
 
-// A plain finite number occupying all of `text`, or nullopt.
-std::optional<double> parse_number(std::string_view text) {
-  if (!text.empty() && text.front() == '+') text.remove_prefix(1);
-  double value = 0.0;
-  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (text.empty() || error != std::errc() || end != text.data() + text.size() || !std::isfinite(value)) return std::nullopt;
-  return value;
-}
-
 class TableParser {
  public:
   TableParser(std::string_view text, const std::string& file) : reader_(text, file) { table_.file = file; }
 
   CovariateTable parse() {
-    const std::optional<Line> header = reader_.next();
+    const std::optional<csv::Line> header = reader_.next();
     if (!header) {
       reader_.fail(1, 0, "the file has no header line (and no data); expected a header naming the columns, e.g. "
                          "ID,WT,AGE,SEX,MADRS");
     }
     read_header(*header);
-    while (const std::optional<Line> line = reader_.next()) read_row(*line);
+    while (const std::optional<csv::Line> line = reader_.next()) read_row(*line);
     if (table_.rows == 0)
       reader_.fail(header->number, 0, "the file has a header but no data rows; expected one row per patient");
     return std::move(table_);
   }
 
  private:
-  void read_header(const Line& line) {
+  void read_header(const csv::Line& line) {
     header_fields_ = line.fields.size();
     for (std::size_t f = 0; f < line.fields.size(); ++f) {
-      const Field& field = line.fields[f];
+      const csv::Field& field = line.fields[f];
       if (field.text.empty())
         reader_.fail(line.number, field.column, "column " + std::to_string(f + 1) + " of the header has no name");
       for (std::size_t earlier = 0; earlier < f; ++earlier) {
@@ -215,7 +122,7 @@ class TableParser {
     }
     // An unknown name one or two letters from a known one is a typo when that covariate has no
     // column: refuse it rather than silently draw the covariate from its distribution.
-    for (const Field& field : line.fields) {
+    for (const csv::Field& field : line.fields) {
       if (role_of(field.text)) continue;
       const auto match = yaml::closest_match(lowercase(field.text), known_column_names());
       if (match && !columns_.contains(covariate_of(*role_of(*match)))) {
@@ -239,14 +146,14 @@ class TableParser {
     table_.baseline_madrs_column = header_of(Role::baseline_madrs);
   }
 
-  void read_row(const Line& line) {
+  void read_row(const csv::Line& line) {
     if (line.fields.size() != header_fields_) {
       reader_.fail(line.number, 0, "expected " + std::to_string(header_fields_) + " fields as in the header, found " +
                                        std::to_string(line.fields.size()));
     }
     table_.lines.push_back(line.number);
     for (const auto& [role, column] : columns_) {
-      const Field& field = line.fields[column.index];
+      const csv::Field& field = line.fields[column.index];
       const auto fail = [&](const std::string& message) {
         reader_.fail(line.number, field.column, "column " + column.header + ": " + message);
       };
@@ -274,7 +181,7 @@ class TableParser {
         table_.female.push_back(*female);
         continue;
       }
-      const std::optional<double> value = parse_number(field.text);
+      const std::optional<double> value = csv::parse_number(field.text);
       if (!value) fail(in_quotes(field.text) + " is not a number");
       switch (role) {
         case Role::weight:
@@ -308,7 +215,7 @@ class TableParser {
     return std::nullopt;
   }
 
-  CsvReader reader_;
+  csv::Reader reader_;
   CovariateTable table_;
   std::size_t header_fields_ = 0;
   std::map<Role, Column> columns_;  // by covariate (female is stored under sex)

@@ -33,7 +33,4 @@ std::vector<std::string> write_nonmem_data(const std::string& result_path, const
 // The arm names of a result file in scenario order (its root attribute `arms`); at least one.
 std::vector<std::string> arms_in_result(const std::string& result_path);
 
-// Splits one CSV line at commas (no quoting: NONMEM data sets have none); trims blanks.
-std::vector<std::string> split_csv_line(const std::string& line);
-
 }  // namespace ketasim
