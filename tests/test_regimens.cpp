@@ -32,7 +32,7 @@ struct Columns {
   const std::vector<double>& operator[](const std::string& name) const { return values.at(name); }
 };
 
-std::vector<Columns> run_in_memory(const Scenario& scenario) {
+std::vector<Columns> run_in_memory(const Scenario& scenario, unsigned threads = 2, std::int64_t block_size = 16) {
   const std::vector<ArmLayout> layouts = arm_layouts(scenario);
   std::vector<Columns> arms(layouts.size());
   const auto n = static_cast<std::size_t>(scenario.cohort.size);
@@ -44,8 +44,8 @@ std::vector<Columns> run_in_memory(const Scenario& scenario) {
       }
   }
   RunOptions options;
-  options.threads = 2;
-  options.block_size = 16;
+  options.threads = threads;
+  options.block_size = block_size;
   options.on_block = [&](const SubjectBlock& block) {
     const ArmLayout& layout = layouts[block.arm];
     Columns& arm = arms[block.arm];
@@ -365,4 +365,39 @@ output:
     }
     CHECK(eliminated_mg == Approx(3 * 0.5 * subject.weight_kg).epsilon(1e-9));
   }
+}
+
+TEST_CASE("triggered and missed doses do not depend on the thread count or block size", "[regimen][as_needed][adherence]") {
+  const Scenario scenario = load_scenario_file(std::string(KETASIM_SOURCE_DIR) + "/scenarios/induction_then_taper.yaml");
+  Scenario small = scenario;
+  small.cohort.size = small.cohort.subjects_per_replicate = 40;
+  Scenario as_needed = load_scenario_file(std::string(KETASIM_SOURCE_DIR) + "/scenarios/as_needed_maintenance.yaml");
+  as_needed.cohort.size = as_needed.cohort.subjects_per_replicate = 40;
+  for (const Scenario* one : {&small, &as_needed}) {
+    const auto a = run_in_memory(*one, 1, 40);
+    const auto b = run_in_memory(*one, 2, 7);
+    for (std::size_t arm = 0; arm < a.size(); ++arm)
+      for (const char* name : {"dose_time_h", "dose_amount_mg", "sessions_missed", "sessions_triggered", "days_in_response"}) {
+        INFO(one->name << " arm " << arm << " " << name);
+        CHECK(same_values(a[arm][name], b[arm][name]));
+      }
+  }
+}
+
+TEST_CASE("arms with models of their own are the same patients: covariates and residual draws", "[regimen][models]") {
+  Scenario scenario = load_scenario_file(std::string(KETASIM_SOURCE_DIR) + "/scenarios/esketamine_vs_iv_ketamine.yaml");
+  scenario.cohort.size = scenario.cohort.subjects_per_replicate = 30;
+  const auto arms = run_in_memory(scenario);
+  REQUIRE(arms.size() == 2);
+  for (const char* name : {"weight_kg", "age_y", "female", "baseline_madrs", "madrs_baseline"}) {
+    INFO(name);
+    CHECK(same_values(arms[0][name], arms[1][name]));
+  }
+  // Each arm has its own card's parameters: the esketamine card has a nasal bioavailability, the
+  // venous card does not.
+  CHECK(arms[1].values.count("FRn") == 1);
+  CHECK(arms[0].values.count("FRn") == 0);
+  const auto layouts = arm_layouts(scenario);
+  CHECK(layouts[0].model == "ketamine_venous");
+  CHECK(layouts[1].model == "esketamine_intranasal");
 }
