@@ -150,6 +150,27 @@ def check_errors(ketasim, results, workdir):
     code, message = run_plot(ketasim, unknown, str(work / "layout4"))
     check(code == 6 and "layout_version 4 is not supported" in message, f"layout_version 4: exit {code}, {message!r}")
 
+    # The dose strip: doses the same for every subject need no per-subject histogram; a subject
+    # whose doses differ (here: its first dose a day later) makes the arm's doses vary.
+    result = ketasim_plot.ResultFile(results)
+    check(ketasim_plot.per_subject_dose_days(result, arm) is None, "nominal doses: a per-subject histogram")
+    nominal = result.read(arm, "doses/time_h")
+    result.close()
+
+    def shift_first_dose(f):
+        times = f[f"arms/{arm}/subjects/dose_time_h"]
+        row = times[0, :]
+        row[0] += 24.0
+        times[0, :] = row
+
+    varied = ketasim_plot.ResultFile(edited_copy(results, work / "varied.h5", shift_first_dose))
+    days = ketasim_plot.per_subject_dose_days(varied, arm, rows_per_read=7)
+    varied.close()
+    check(days is not None and any(abs(day - (nominal[0] + 24.0) / 24.0) < 1e-12 for day in days),
+          "a shifted dose: not seen in the per-subject doses")
+    check(days is not None and len(days) == len(nominal) * result.subjects_per_arm,
+          f"per-subject doses: {None if days is None else len(days)} days, expected one per dose and subject")
+
     process = subprocess.run([ketasim, "plot", results, "-o", str(work / "arm"), "--arms", "no_such_arm"],
                              capture_output=True, text=True)
     check(process.returncode == 2 and "no arm 'no_such_arm'" in process.stderr,

@@ -40,7 +40,7 @@ try:
     import matplotlib
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
+    from matplotlib.patches import Patch, Rectangle
 except ImportError as missing:
     # Run by an interpreter without the modules (e.g. a pyenv python3 first on PATH): Debian's may
     # have them. Try it once, then give up with what to install.
@@ -309,11 +309,45 @@ def plot_trajectories(result, arms, variables):
     return figure
 
 
+def per_subject_dose_days(result, arm, rows_per_read=65536):
+    """Start days of every dose every subject was given (`subjects/dose_time_h`, layout 3), or None
+    when the arm's doses are the same for every subject (then its nominal `doses/time_h` says it
+    all). Read in slabs of rows, so a file of millions of subjects is never loaded whole."""
+    if not result.has(arm, "subjects/dose_time_h"):
+        return None
+    nominal = np.sort(result.read(arm, "doses/time_h"))
+    dataset = result.dataset(arm, "subjects/dose_time_h")
+    width = dataset.shape[1] if dataset.ndim == 2 else 1
+    expected = np.full(width, np.nan)
+    expected[:min(width, nominal.size)] = nominal[:width]
+    days, varies = [], nominal.size > width
+    for start in range(0, dataset.shape[0], rows_per_read):
+        slab = np.asarray(dataset[start:start + rows_per_read]).reshape(-1, width)
+        same = (slab == expected) | (np.isnan(slab) & np.isnan(expected))
+        varies = varies or not bool(np.all(same))
+        days.append(slab[np.isfinite(slab)] / 24.0)
+    return np.concatenate(days) if varies and days else None
+
+
 def mark_doses(ax, result, arms, colours):
-    """A strip above the panels: one row of ticks per arm at its dose times."""
+    """A strip above the panels, one row per arm: ticks at its nominal dose times; for an arm whose
+    doses differ between subjects (as-needed doses, missed sessions, dosing tables), a histogram of
+    the doses given, shaded by the share of subjects dosed per day."""
     rows = list(range(len(arms)))[::-1]  # first arm on top
-    ax.eventplot([result.read(arm, "doses/time_h") / 24.0 for arm in arms], lineoffsets=rows, linelengths=0.7,
-                 linewidths=1.5, colors=[colours[arm] for arm in arms])
+    for row, arm in zip(rows, arms):
+        given = per_subject_dose_days(result, arm)
+        if given is None:
+            ax.eventplot([result.read(arm, "doses/time_h") / 24.0], lineoffsets=[row], linelengths=0.7,
+                         linewidths=1.5, colors=[colours[arm]])
+            continue
+        subjects = max(1, result.dataset(arm, "subjects/id").shape[0])
+        end = max(1.0, float(np.nanmax(given)) + 1.0)
+        counts, edges = np.histogram(given, bins=np.arange(0.0, np.ceil(end) + 1.0, 1.0))
+        share = np.minimum(counts / subjects, 1.0)
+        for left, value in zip(edges[:-1], share):
+            if value > 0:
+                ax.add_patch(Rectangle((left, row - 0.35), 1.0, 0.7, color=colours[arm], alpha=0.15 + 0.85 * value,
+                                       linewidth=0))
     ax.set_yticks(rows, arms, fontsize=8)
     ax.set_ylim(-0.6, len(arms) - 0.4)
     ax.set_ylabel("doses", fontsize=9)
