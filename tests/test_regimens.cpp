@@ -143,66 +143,69 @@ TEST_CASE("a missed-session probability of 0 gives exactly the arm without it; 5
   for (std::size_t i = 0; i < missed.size(); ++i) CHECK(arms[2]["sessions_given"][i] + missed[i] == 6.0);
 }
 
-TEST_CASE("an as-needed dose lands where the MADRS crosses the threshold", "[regimen][as_needed]") {
+TEST_CASE("an as-needed dose lands where the MADRS crosses the threshold (or a set delay after it)", "[regimen][as_needed]") {
   // Induction (last session Thu of week 3, day 17 + 9 h), then as needed when MADRS > 20 from day
   // 21, at least 7 d after the previous session: allowed from day 24 + 9 h. The oracle: the same
   // subject given the induction alone, on a 1-minute grid: the first grid time from then on with
-  // MADRS > 20 must be the first triggered dose (to the minute).
+  // MADRS > 20 must be the first triggered dose (to the minute), or `delay` after it.
   const std::string induction = dose_rule("schedule: [Mon 09:00, Thu 09:00], for: 3 weeks");
   const std::string head = kHeader + "arms:\n  - name: arm\n    regimen:\n      - " + induction + "\n";
-  const Scenario as_needed = parse_scenario(
-      head + "      - {route: iv_infusion, dose: 0.5 mg/kg, infusion_duration: 40 min, as_needed: {madrs_above: 20, from: 21 d, min_interval: 7 d, max_doses: 3}}\n" +
-          "output: {grid: {every: 1 min, for: 8 weeks}, variables: [madrs]}\n",
-      "as_needed.yaml");
   const Scenario induction_only = parse_scenario(head + "output: {grid: {every: 1 min, for: 8 weeks}, variables: [madrs]}\n", "induction.yaml");
   std::vector<float> madrs(static_cast<std::size_t>(8 * 7 * 24 * 60 + 1));
-  int checked = 0, crossed = 0;
   const std::size_t allowed = (24 * 24 + 9) * 60;
-  for (std::int64_t subject = 0; subject < 24; ++subject) {
-    const SubjectSchedule schedule = subject_schedule(as_needed, 0, subject);
-    REQUIRE(schedule.failure.empty());
-    const auto triggered = std::find_if(schedule.doses.begin(), schedule.doses.end(), [](const Dose& d) { return d.triggered; });
-    // The MADRS of the induction alone, on the 1-minute grid.
-    RunOptions options;
-    options.threads = 1;
-    options.on_block = [&](const SubjectBlock& block) {
-      for (std::int64_t r = 0; r < block.count; ++r)
-        if (block.first_subject + r == subject)
-          std::copy_n(block.trajectories[0].begin() + r * static_cast<std::ptrdiff_t>(madrs.size()), madrs.size(), madrs.begin());
-    };
-    Scenario one = induction_only;
-    one.cohort.size = subject + 1;
-    run_scenario(one, options);
-    std::size_t first_above = 0;
-    for (std::size_t k = allowed; k < madrs.size(); ++k)
-      if (madrs[k] > 20.0f) {
-        first_above = k;
-        break;
+  for (const int delay_minutes : {0, 1440 + 30}) {
+    const Scenario as_needed = parse_scenario(
+        head + "      - {route: iv_infusion, dose: 0.5 mg/kg, infusion_duration: 40 min, as_needed: {madrs_above: 20, from: 21 d, " +
+            "min_interval: 7 d, max_doses: 3, delay: " + std::to_string(delay_minutes) + " min}}\n" +
+            "output: {grid: {every: 1 min, for: 8 weeks}, variables: [madrs]}\n",
+        "as_needed.yaml");
+    int checked = 0, crossed = 0;
+    for (std::int64_t subject = 0; subject < 24; ++subject) {
+      const SubjectSchedule schedule = subject_schedule(as_needed, 0, subject);
+      REQUIRE(schedule.failure.empty());
+      const auto triggered = std::find_if(schedule.doses.begin(), schedule.doses.end(), [](const Dose& d) { return d.triggered; });
+      // The MADRS of the induction alone, on the 1-minute grid.
+      RunOptions options;
+      options.threads = 1;
+      options.on_block = [&](const SubjectBlock& block) {
+        for (std::int64_t r = 0; r < block.count; ++r)
+          if (block.first_subject + r == subject)
+            std::copy_n(block.trajectories[0].begin() + r * static_cast<std::ptrdiff_t>(madrs.size()), madrs.size(), madrs.begin());
+      };
+      Scenario one = induction_only;
+      one.cohort.size = one.cohort.subjects_per_replicate = subject + 1;
+      run_scenario(one, options);
+      std::size_t first_above = 0;
+      for (std::size_t k = allowed; k < madrs.size(); ++k)
+        if (madrs[k] > 20.0f) {
+          first_above = k;
+          break;
+        }
+      INFO("delay " << delay_minutes << " min, subject " << subject << ", first minute above 20: " << first_above);
+      if (first_above == 0) {
+        CHECK(triggered == schedule.doses.end());
+        continue;
       }
-    INFO("subject " << subject << ", first minute above 20: " << first_above);
-    if (first_above == 0) {
-      CHECK(triggered == schedule.doses.end());
-      continue;
+      REQUIRE(triggered != schedule.doses.end());
+      const double minutes = ticks_to_hours(triggered->start) * 60.0 - delay_minutes;
+      CHECK(minutes > static_cast<double>(first_above) - 1.0);
+      CHECK(minutes <= static_cast<double>(first_above) + 1e-9);
+      ++checked;
+      if (first_above > allowed) ++crossed;
+      // Later triggers respect the minimum interval and the limit.
+      int count = 0;
+      Ticks previous = -1;
+      for (const Dose& dose : schedule.doses) {
+        if (!dose.triggered) continue;
+        if (previous >= 0) CHECK(dose.start - previous >= 7 * kTicksPerDay);
+        previous = dose.start;
+        ++count;
+      }
+      CHECK(count <= 3);
     }
-    REQUIRE(triggered != schedule.doses.end());
-    const double minutes = ticks_to_hours(triggered->start) * 60.0;
-    CHECK(minutes > static_cast<double>(first_above) - 1.0);
-    CHECK(minutes <= static_cast<double>(first_above) + 1e-9);
-    ++checked;
-    if (first_above > allowed) ++crossed;
-    // Later triggers respect the minimum interval and the limit.
-    int count = 0;
-    Ticks previous = -1;
-    for (const Dose& dose : schedule.doses) {
-      if (!dose.triggered) continue;
-      if (previous >= 0) CHECK(dose.start - previous >= 7 * kTicksPerDay);
-      previous = dose.start;
-      ++count;
-    }
-    CHECK(count <= 3);
+    CHECK(checked >= 3);  // the case must exercise triggers:
+    CHECK(crossed >= 2);  // crossings after the dose became allowed, not only subjects above from the start
   }
-  CHECK(checked >= 3);  // the case must exercise triggers:
-  CHECK(crossed >= 2);  // crossings after the dose became allowed, not only subjects above from the start
 }
 
 TEST_CASE("a subject already above the threshold when dosing is allowed is dosed then", "[regimen][as_needed]") {

@@ -57,6 +57,7 @@ struct AsNeeded {
   std::optional<Ticks> until;  // unset: to the end of the output grid
   Ticks min_interval = 0;
   std::optional<int> max_doses;
+  Ticks delay = 0;  // from the crossing to the dose (e.g. the next clinic appointment)
 };
 
 // One dose of a NONMEM-style dosing table (EVID 1 rows).

@@ -745,7 +745,7 @@ void read_dose_part(const NodeRef& node, const ModelCard& card, DosingRule& rule
 // as_needed: {from, until, madrs_above | improvement_below, min_interval, max_doses}
 AsNeeded read_as_needed(const NodeRef& node, const ModelCard& card) {
   node.expect_map("a map {madrs_above: 22, from: 3 weeks, min_interval: 7 d, max_doses: 6}");
-  node.check_keys({"madrs_above", "improvement_below", "from", "until", "min_interval", "max_doses"});
+  node.check_keys({"madrs_above", "improvement_below", "from", "until", "min_interval", "max_doses", "delay"});
   if (card.blocks_of<DepressionBlock>().empty())
     node.fail("model " + in_quotes(card.name) + " has no depression score to trigger as-needed dosing");
   AsNeeded rule;
@@ -772,6 +772,7 @@ AsNeeded read_as_needed(const NodeRef& node, const ModelCard& card) {
   rule.min_interval = read_duration(
       node.require("min_interval", "the shortest time between two sessions, e.g. min_interval: 7 d"));
   if (const auto most = node.find("max_doses")) rule.max_doses = static_cast<int>(most->as_integer(1, kMaxDoseCount));
+  if (const auto delay = node.find("delay")) rule.delay = read_time_point(*delay);
   return rule;
 }
 

@@ -384,12 +384,16 @@ class DoseTrigger {
   void fire() { ++fired_; }
 
   // The first time a dose is allowed after `t`, given the doses so far: `from`, and min_interval
-  // after the last session started at or before t. Past `until` or the limit: never.
+  // after the last session started at or before t. Past `until` or the limit, or while a triggered
+  // dose waits for its delay: never (the pending dose's start is a breakpoint, where this is asked
+  // again).
   Ticks allowed_from(Ticks t, const std::vector<Dose>& doses) const {
     if (dosing_.rule.max_doses && fired_ >= *dosing_.rule.max_doses) return kNever;
     Ticks allowed = dosing_.rule.from;
-    for (const Dose& dose : doses)
+    for (const Dose& dose : doses) {
       if (dose.start <= t) allowed = std::max(allowed, dose.start + dosing_.rule.min_interval);
+      else if (dose.triggered) return kNever;
+    }
     return allowed < until_ ? allowed : kNever;
   }
 
@@ -583,11 +587,12 @@ void integrate(const Propagator& propagator, const Model& model, const SubjectMo
     const Ticks at = std::clamp<Ticks>(t0 + static_cast<Ticks>(std::ceil(tau * static_cast<double>(kTicksPerHour))), low, t1);
     return at < trigger->until() ? std::max(at, t0 + 1) : -1;
   };
-  // A triggered dose at `at` (> t): insert it in order, rebuild the inputs and find the place of t
-  // in them again.
+  // The trigger fired at `at` (> t, or 0 before the start): the dose comes `delay` later. Insert it
+  // in order, rebuild the inputs and find the place of t in them again.
   const auto add_triggered_dose = [&](Ticks at) {
     Dose dose = trigger->dosing().dose;
-    dose.start = at;
+    dose.start = at + trigger->dosing().rule.delay;
+    at = dose.start;
     dose.triggered = true;
     if (doses.size() >= metrics.peak_effect_ng_per_ml.size())
       throw SolverError("as-needed dosing gave more doses than the arm's bound (" + std::to_string(doses.size()) + ")");
