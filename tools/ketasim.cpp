@@ -73,11 +73,14 @@ void print_summary(const RunReport& report, const Scenario& scenario, const std:
               report.elapsed_seconds, report.threads,
               static_cast<double>(report.subjects_per_arm * static_cast<std::int64_t>(report.arms.size())) /
                   std::max(report.elapsed_seconds, 1e-9));
+  // The arm column is as wide as the longest arm name (at least 18).
+  int name_width = 18;
+  for (const ArmReport& arm : report.arms) name_width = std::max(name_width, static_cast<int>(arm.name.size()));
   std::printf("median [5th-95th percentile] over subjects\n");
-  std::printf("%-18s %-14s %-24s %-24s %-22s %-24s\n", "arm", "sessions", "Cmax (ng/mL)", "AUC per week (ng*h/mL)",
+  std::printf("%-*s %-14s %-24s %-24s %-22s %-24s\n", name_width, "arm", "sessions", "Cmax (ng/mL)", "AUC per week (ng*h/mL)",
               "dose-1 dissociation", "h/week dissociation>=thr");
   for (const ArmReport& arm : report.arms) {
-    std::printf("%-18s %-14s %-24s %-24s %-22s %-24s\n", arm.name.c_str(), format_quantiles(arm.sessions_given, 0).c_str(),
+    std::printf("%-*s %-14s %-24s %-24s %-22s %-24s\n", name_width, arm.name.c_str(), format_quantiles(arm.sessions_given, 0).c_str(),
                 format_quantiles(arm.cmax_ng_per_ml, 0).c_str(), format_quantiles(arm.weekly_auc_ng_h_per_ml, 0).c_str(),
                 format_quantiles(arm.first_dose_peak_dissociation, 1).c_str(),
                 format_quantiles(arm.dissociation_hours_per_week, 2).c_str());
@@ -86,11 +89,11 @@ void print_summary(const RunReport& report, const Scenario& scenario, const std:
   if (!report.arms.empty() && !report.arms.front().assessment_h.empty()) {
     const std::vector<double>& times = report.arms.front().assessment_h;
     std::printf("\nMADRS after the first session: median change from baseline | %% in response | %% in remission (observed)\n");
-    std::printf("%-18s", "arm");
+    std::printf("%-*s", name_width, "arm");
     for (const double t : times) std::printf(" %17s", format_duration_h(t).c_str());
     std::printf("\n");
     for (const ArmReport& arm : report.arms) {
-      std::printf("%-18s", arm.name.c_str());
+      std::printf("%-*s", name_width, arm.name.c_str());
       for (std::size_t k = 0; k < times.size(); ++k) {
         char cell[48];
         std::snprintf(cell, sizeof cell, "%.1f|%.0f%%|%.0f%%", arm.madrs_change_median[k], 100.0 * arm.response_fraction[k],
