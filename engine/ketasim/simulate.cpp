@@ -505,11 +505,26 @@ void integrate(const Propagator& propagator, const Model& model, const SubjectMo
                             context.oral_antidepressant);
   };
   const auto madrs = [&](Ticks when, const State& at) { return madrs_at_hours(ticks_to_hours(when), at); };
+  // Linear signals that cannot be negative: the system is positive (A has no negative
+  // off-diagonal entry, every input is >= 0) and the signal's row has no negative weight. Exact
+  // stepping in modal coordinates leaves rounding noise (about 1e-18) around zero in them once the
+  // drug is gone; such values are written as 0.
+  std::vector<char> nonnegative(static_cast<std::size_t>(subject.signals.rows()), 0);
+  {
+    bool positive_system = true;
+    for (Eigen::Index i = 0; i < subject.A.rows(); ++i)
+      for (Eigen::Index j = 0; j < subject.A.cols(); ++j) positive_system &= i == j || subject.A(i, j) >= 0.0;
+    for (Eigen::Index k = 0; k < subject.signals.rows(); ++k)
+      nonnegative[static_cast<std::size_t>(k)] = positive_system && subject.signals.row(k).minCoeff() >= 0.0;
+  }
   // A model output at the current time t, in its display unit.
   const auto output_value = [&](const ModelOutput& output, const State& at) {
     double value = 0.0;
     switch (output.kind) {
-      case OutputKind::linear: value = p->signal(at, output.index); break;
+      case OutputKind::linear:
+        value = p->signal(at, output.index);
+        if (value < 0.0 && nonnegative[static_cast<std::size_t>(output.index)]) value = 0.0;
+        break;
       case OutputKind::link: value = link_value(subject.links[static_cast<std::size_t>(output.index)], at); break;
       case OutputKind::depression: value = madrs(t, at); break;
     }
