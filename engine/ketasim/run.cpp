@@ -374,7 +374,7 @@ class ScenarioRunner {
   PreparedSubject prepare(const ModelEngine& engine, std::int64_t subject_id) const {
     PreparedSubject prepared;
     prepared.subject = engine.sampler.draw(subject_id);
-    const SimulationPlan& plan_ = engine.plan;
+    const SimulationPlan& plan = engine.plan;
     try {
       prepared.model.emplace(engine.model.instantiate(prepared.subject.parameters));
       if (!engine.states.empty()) prepared.model = restrict_to(*prepared.model, engine.states);
@@ -384,9 +384,9 @@ class ScenarioRunner {
     prepared.context.baseline_madrs = prepared.subject.baseline_madrs;
     // Residual errors come from the subject's own stream: the same draws in every arm.
     RandomStream residuals(scenario_.cohort.seed, static_cast<std::uint64_t>(subject_id), StreamPurpose::residuals);
-    for (std::size_t k = 0; k < plan_.assessments.size(); ++k) prepared.context.residual_normals.push_back(residuals.normal());
+    for (std::size_t k = 0; k < plan.assessments.size(); ++k) prepared.context.residual_normals.push_back(residuals.normal());
     RandomStream observation(scenario_.cohort.seed, static_cast<std::uint64_t>(subject_id), StreamPurpose::observations);
-    for (std::size_t k = 0; k < plan_.observed.size() * plan_.observation_times.size(); ++k)
+    for (std::size_t k = 0; k < plan.observed.size() * plan.observation_times.size(); ++k)
       prepared.context.observation_normals.push_back(observation.normal());
     return prepared;
   }
@@ -410,11 +410,11 @@ class ScenarioRunner {
   // Simulates one subject of one arm into row `row` of the block; returns the doses it was given.
   SubjectDoses simulate_one(SubjectBlock& block, std::size_t row, const PreparedSubject& prepared) const {
     const Subject& subject = prepared.subject;
-    const SubjectModel* model = prepared.model ? &*prepared.model : nullptr;
+    const SubjectModel* system = prepared.model ? &*prepared.model : nullptr;  // null: it could not be built
     const ArmPlan& arm = arms_[block.arm];
     const ModelEngine& engine = *engines_[arm.engine];
-    const Model& model_ = engine.model;
-    const SimulationPlan& plan_ = engine.plan;
+    const Model& model = engine.model;
+    const SimulationPlan& plan = engine.plan;
     SubjectDoses given = subject_doses(*arm.arm, subject.weight_kg, subject.id, scenario_.cohort.seed);
     std::vector<Dose>& doses = given.doses;
     std::optional<TriggeredDosing> as_needed;
@@ -422,8 +422,8 @@ class ScenarioRunner {
     arm_context.oral_antidepressant = arm.arm->oral_antidepressant;
     if (engine.sampler.has_occasion_variability())
       arm_context.occasion_model = [&engine, &subject](int occasion) {
-        SubjectModel system = engine.model.instantiate(engine.sampler.occasion_parameters(subject, occasion));
-        return engine.states.empty() ? system : restrict_to(system, engine.states);
+        SubjectModel occasion_system = engine.model.instantiate(engine.sampler.occasion_parameters(subject, occasion));
+        return engine.states.empty() ? occasion_system : restrict_to(occasion_system, engine.states);
       };
     if (arm.as_needed) {
       as_needed.emplace(TriggeredDosing{*arm.as_needed->as_needed, make_dose(*arm.as_needed, arm.as_needed_rule, 0, subject.weight_kg)});
@@ -435,24 +435,24 @@ class ScenarioRunner {
     for (std::size_t v = 0; v < engine.outputs.size(); ++v)
       rows.push_back({engine.outputs[v], block.trajectories[v].data() + row * n_time});
 
-    SubjectMetrics metrics = sized_metrics(model_, plan_, arm.doses);
+    SubjectMetrics metrics = sized_metrics(model, plan, arm.doses);
     double solver_path = kNaN;
     try {
-      if (!model) throw ModelParameterError(prepared.model_problem);
-      const SolveOutcome outcome = simulate_subject(model_, *model, scenario_.solver, plan_, doses, arm_context, rows, metrics);
+      if (!system) throw ModelParameterError(prepared.model_problem);
+      const SolveOutcome outcome = simulate_subject(model, *system, scenario_.solver, plan, doses, arm_context, rows, metrics);
       solver_path = outcome.path == SolverPath::exact ? 0.0 : 1.0;
       metrics.sessions_missed = given.missed;
     } catch (const Error& error) {
       // A subject that cannot be solved is recorded and the run goes on.
       block.status[row] = 1;
       block.message[row] = error.what();
-      metrics = sized_metrics(model_, plan_, arm.doses);
+      metrics = sized_metrics(model, plan, arm.doses);
       for (auto& trajectory : block.trajectories)
         std::fill_n(trajectory.begin() + static_cast<std::ptrdiff_t>(row * n_time), n_time, std::numeric_limits<float>::quiet_NaN());
     }
     write_subject_columns(block, row, subject, doses);
     std::size_t metric = 0;
-    for_each_selected_metric(scenario_.output.metrics, model_, plan_, metrics, solver_path,
+    for_each_selected_metric(scenario_.output.metrics, model, plan, metrics, solver_path,
                              [&](const ColumnSpec& spec, std::span<const double> values) {
                                std::copy(values.begin(), values.end(),
                                          block.metrics[metric++].begin() + static_cast<std::ptrdiff_t>(row * spec.width));
