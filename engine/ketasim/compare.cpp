@@ -333,30 +333,63 @@ std::vector<double> finite_values(const std::vector<double>& values, Subjects su
 
 }  // namespace
 
-double rate_percent(const std::vector<double>& zero_one, Subjects subjects, Multiplicities multiplicity) {
-  double responders = 0.0, counted = 0.0;
+namespace {
+
+constexpr std::uint8_t kNotCounted = 0, kZero = 1, kOne = 2;
+
+}  // namespace
+
+BinaryOutcome::BinaryOutcome(const std::vector<double>& zero_one, Subjects subjects) : code_(subjects.size()) {
   for (std::size_t j = 0; j < subjects.size(); ++j) {
     const double value = zero_one[subjects[j]];
-    if (!std::isfinite(value)) continue;
-    const auto count = static_cast<double>(multiplicity[j]);
-    responders += value != 0.0 ? count : 0.0;
-    counted += count;
+    code_[j] = !std::isfinite(value) ? kNotCounted : value != 0.0 ? kOne : kZero;
   }
-  return counted > 0 ? 100.0 * responders / counted : kNaN;
 }
 
-// The weighted sum may differ from adding each value `count` times in the last bits (summation
-// order); for values that are whole numbers (sessions, costs at whole prices) both are exact.
-double mean_of(const std::vector<double>& values, Subjects subjects, Multiplicities multiplicity) {
-  double sum = 0.0, counted = 0.0;
+BinaryOutcome::Counts BinaryOutcome::counts(Multiplicities multiplicity) const {
+  Counts counts;
+  for (std::size_t j = 0; j < code_.size(); ++j) {
+    const std::uint64_t count = multiplicity[j];
+    counts.counted += code_[j] != kNotCounted ? count : 0;
+    counts.ones += code_[j] == kOne ? count : 0;
+  }
+  return counts;
+}
+
+double BinaryOutcome::percent(Multiplicities multiplicity) const {
+  const Counts c = counts(multiplicity);
+  return c.counted > 0 ? 100.0 * static_cast<double>(c.ones) / static_cast<double>(c.counted) : kNaN;
+}
+
+GatheredValues::GatheredValues(const std::vector<double>& values, Subjects subjects)
+    : value_(subjects.size()), finite_(subjects.size()) {
   for (std::size_t j = 0; j < subjects.size(); ++j) {
     const double value = values[subjects[j]];
-    if (!std::isfinite(value)) continue;
-    const auto count = static_cast<double>(multiplicity[j]);
-    sum += count * value;
-    counted += count;
+    finite_[j] = std::isfinite(value) ? 1 : 0;
+    value_[j] = finite_[j] ? value : 0.0;
   }
-  return counted > 0 ? sum / counted : kNaN;
+}
+
+GatheredValues::Sums GatheredValues::sums(Multiplicities multiplicity) const {
+  Sums sums;
+  for (std::size_t j = 0; j < value_.size(); ++j) {
+    sums.sum += static_cast<double>(multiplicity[j]) * value_[j];
+    sums.counted += finite_[j] ? multiplicity[j] : 0;
+  }
+  return sums;
+}
+
+double GatheredValues::mean(Multiplicities multiplicity) const {
+  const Sums s = sums(multiplicity);
+  return s.counted > 0 ? s.sum / static_cast<double>(s.counted) : kNaN;
+}
+
+double rate_percent(const std::vector<double>& zero_one, Subjects subjects, Multiplicities multiplicity) {
+  return BinaryOutcome(zero_one, subjects).percent(multiplicity);
+}
+
+double mean_of(const std::vector<double>& values, Subjects subjects, Multiplicities multiplicity) {
+  return GatheredValues(values, subjects).mean(multiplicity);
 }
 
 SortedValues sorted_values_of(const std::vector<double>& values, Subjects subjects) {
@@ -550,11 +583,11 @@ using PreparedStatistic = std::function<double(Multiplicities)>;
 using Estimator = std::function<PreparedStatistic(std::size_t arm, Subjects)>;
 
 PreparedStatistic rate_statistic(const std::vector<double>& zero_one, Subjects subjects) {
-  return [&zero_one, subjects](Multiplicities m) { return rate_percent(zero_one, subjects, m); };
+  return [outcome = BinaryOutcome(zero_one, subjects)](Multiplicities m) { return outcome.percent(m); };
 }
 
 PreparedStatistic mean_statistic(const std::vector<double>& values, Subjects subjects, double factor = 1.0) {
-  return [&values, subjects, factor](Multiplicities m) { return mean_of(values, subjects, m) * factor; };
+  return [gathered = GatheredValues(values, subjects), factor](Multiplicities m) { return gathered.mean(m) * factor; };
 }
 
 PreparedStatistic median_statistic(const std::vector<double>& values, Subjects subjects) {
@@ -707,17 +740,15 @@ class ComparisonBuilder {
   PreparedStatistic cost_per_responder(std::size_t a, Subjects s, std::size_t price) const {
     const std::vector<double>& responded = response(a, comparison_.at_days.size() - 1);
     const std::vector<double>& sessions = arm(a).sessions;
-    const double price_usd = arm(a).price_per_session_usd[price];
-    return [&responded, &sessions, price_usd, s](Multiplicities m) {
-      double cost = 0.0, responders = 0.0;
-      for (std::size_t j = 0; j < s.size(); ++j) {
-        const std::size_t i = s[j];
-        if (!std::isfinite(responded[i]) || !std::isfinite(sessions[i])) continue;
-        const auto count = static_cast<double>(m[j]);
-        cost += count * (sessions[i] * price_usd);
-        responders += responded[i] != 0.0 ? count : 0.0;
+    std::vector<double> cost(responded.size(), kNaN), response_with_cost(responded.size(), kNaN);
+    for (const std::size_t i : s)
+      if (std::isfinite(responded[i]) && std::isfinite(sessions[i])) {
+        cost[i] = sessions[i] * arm(a).price_per_session_usd[price];
+        response_with_cost[i] = responded[i];
       }
-      return responders > 0 ? cost / responders : kNaN;
+    return [costs = GatheredValues(cost, s), responders = BinaryOutcome(response_with_cost, s)](Multiplicities m) {
+      const std::uint64_t ones = responders.counts(m).ones;
+      return ones > 0 ? costs.sums(m).sum / static_cast<double>(ones) : kNaN;
     };
   }
 

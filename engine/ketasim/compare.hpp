@@ -135,7 +135,42 @@ std::vector<double> parse_days(const std::string& text);
 
 using Subjects = std::span<const std::size_t>;
 
-// Over the finite values; subjects[j] counts multiplicity[j] times.
+// A 0/1 outcome of each subject of a list (non-finite: not counted), coded once, so that counting
+// it with any multiplicities is a branch-free pass.
+class BinaryOutcome {
+ public:
+  BinaryOutcome(const std::vector<double>& zero_one, Subjects subjects);
+  struct Counts {
+    std::uint64_t counted = 0;  // subjects with a value, each as often as it counts
+    std::uint64_t ones = 0;     // of them, those with a 1 (any nonzero value)
+  };
+  Counts counts(Multiplicities multiplicity) const;
+  double percent(Multiplicities multiplicity) const;  // 100 ones / counted; NaN when none counted
+
+ private:
+  std::vector<std::uint8_t> code_;  // per entry: kNotCounted, kZero or kOne
+};
+
+// The values of each subject of a list gathered once (non-finite: left out), so that their sum
+// and mean with any multiplicities is a branch-free pass.
+class GatheredValues {
+ public:
+  GatheredValues(const std::vector<double>& values, Subjects subjects);
+  struct Sums {
+    double sum = 0.0;           // Σ multiplicity · value, in the order of the list
+    std::uint64_t counted = 0;  // Σ multiplicity over the finite values
+  };
+  Sums sums(Multiplicities multiplicity) const;
+  double mean(Multiplicities multiplicity) const;  // NaN when none counted
+
+ private:
+  std::vector<double> value_;         // 0 where left out
+  std::vector<std::uint8_t> finite_;  // 1 where counted
+};
+
+// Over the finite values; subjects[j] counts multiplicity[j] times. (Shorthands for the classes
+// above; the comparison prepares those once per list.) A mean may differ in the last bits from
+// adding each value as often as it was drawn: the sum is Σ multiplicity · value.
 double rate_percent(const std::vector<double>& zero_one, Subjects subjects, Multiplicities multiplicity);
 double mean_of(const std::vector<double>& values, Subjects subjects, Multiplicities multiplicity);
 // The values of `subjects`, sorted once for quantiles of any multiplicities of them (type 7).
