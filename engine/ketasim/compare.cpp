@@ -424,6 +424,7 @@ KaplanMeier km_of(const std::vector<double>& time, const std::vector<double>& ev
   return kaplan_meier(times, events);
 }
 
+// 0: one per core; never more threads than samples.
 unsigned resolve_threads(unsigned requested, int samples) {
   const unsigned available = requested > 0 ? requested : std::max(1u, std::thread::hardware_concurrency());
   return std::max(1u, std::min(available, static_cast<unsigned>(std::max(samples, 1))));
@@ -575,8 +576,8 @@ std::vector<std::vector<std::size_t>> assessment_columns(const ResultFile& file,
 std::vector<std::size_t> solved_subjects(const ArmData& arm) { return kept_subjects(arm.failed, arm.failed); }
 
 // One arm's statistic on a fixed list of subjects, evaluated on any multiplicities of that list
-// (the list itself or a bootstrap resample). It refers to the list: valid while the list lives.
-// Safe to call concurrently.
+// (the list itself, counted_once, or a bootstrap resample). It holds its own copy of the values it
+// needs, gathered or sorted once. Safe to call concurrently.
 using PreparedStatistic = std::function<double(Multiplicities)>;
 
 // Prepares an arm's statistic on a list of subjects (sorting once where it needs an order).
