@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstdint>
@@ -17,6 +18,8 @@
 
 #include "ketasim/compare.hpp"
 #include "ketasim/errors.hpp"
+#include "ketasim/random_stream.hpp"
+#include "ketasim/run.hpp"
 #include "ketasim/statistics.hpp"
 
 using namespace ketasim;
@@ -133,23 +136,157 @@ TEST_CASE("survival_median follows R's rule: midpoint at exactly 0.5, NA entries
 
 // ---- Statistics on subject lists ------------------------------------------------------------
 
-TEST_CASE("rates, means and medians ignore NaN and count repeated subjects", "[compare]") {
+TEST_CASE("rates, means and medians ignore NaN and count subjects as often as drawn", "[compare]") {
   const std::vector<double> response{1, 0, kNaN, 1};
-  const std::vector<std::size_t> all{0, 1, 2, 3}, repeated{0, 0, 1};
-  CHECK(rate_percent(response, all) == Approx(200.0 / 3.0));
-  CHECK(rate_percent(response, repeated) == Approx(200.0 / 3.0));
-  CHECK(mean_of({1, 2, kNaN, 6}, all) == 3.0);
-  CHECK(quantile_of({1, 2, kNaN, 6}, all, 0.5) == 2.0);
-  CHECK(std::isnan(rate_percent(response, std::vector<std::size_t>{2})));
-  // KM over the subjects with a finite time only (non-responders at end of treatment are NaN).
-  CHECK(km_median_of({1, kNaN, 2, 4, 5}, {1, kNaN, 1, 1, 1}, all) == 2.0);
+  const std::vector<std::size_t> all{0, 1, 2, 3};
+  const std::vector<std::uint32_t> once(4, 1), twice_the_first{2, 1, 0, 0}, only_nan{0, 0, 1, 0};
+  CHECK(rate_percent(response, all, once) == Approx(200.0 / 3.0));
+  CHECK(rate_percent(response, all, twice_the_first) == Approx(200.0 / 3.0));
+  CHECK(std::isnan(rate_percent(response, all, only_nan)));
+  const std::vector<double> values{1, 2, kNaN, 6};
+  CHECK(mean_of(values, all, once) == 3.0);
+  CHECK(mean_of(values, all, twice_the_first) == 4.0 / 3.0);
+  CHECK(sorted_values_of(values, all).quantile(once, 0.5) == 2.0);
+  CHECK(sorted_values_of(values, all).quantile(twice_the_first, 0.5) == 1.0);
+  CHECK(std::isnan(sorted_values_of(values, all).quantile(only_nan, 0.5)));
+  // KM over the subjects with a finite time and event (non-responders at end of treatment are NaN).
+  const std::vector<double> time{1, kNaN, 2, 4, 5}, event{1, kNaN, 1, 1, 1};
+  CHECK(survival_order_of(time, event, all).median(once) == 2.0);
+  CHECK(survival_order_of(time, event, all).median(std::vector<std::uint32_t>{0, 5, 1, 2}) == 4.0);
+}
+
+// ---- Weighted statistics against the sort-based ones on the expanded resample ----------------
+
+namespace {
+
+// Per-subject values from a small set (ties everywhere), with NaNs; the same stream gives the same.
+std::vector<double> tied_values_with_nan(std::uint64_t seed, std::size_t n, int distinct, double nan_share) {
+  RandomStream stream(seed, 0, StreamPurpose::covariates);
+  std::vector<double> values(n);
+  for (double& value : values) {
+    const double u = stream.uniform();
+    value = u < nan_share ? kNaN : std::floor(stream.uniform() * distinct) - 2.0;
+  }
+  return values;
+}
+
+// The resample as the old bootstrap built it: each subject listed as often as drawn.
+template <class Value>
+std::vector<Value> expanded(const std::vector<Value>& values, const std::vector<std::size_t>& subjects,
+                            const std::vector<std::uint32_t>& multiplicity) {
+  std::vector<Value> list;
+  for (std::size_t j = 0; j < subjects.size(); ++j) list.insert(list.end(), multiplicity[j], values[subjects[j]]);
+  return list;
+}
+
+// Every other subject of 0..2n-1, so that list positions and subject indices differ.
+std::vector<std::size_t> every_other(std::size_t n) {
+  std::vector<std::size_t> subjects(n);
+  for (std::size_t j = 0; j < n; ++j) subjects[j] = 2 * j + 1;
+  return subjects;
+}
+
+// A textbook Kaplan-Meier on a list (no sorting trick): at each distinct event time t, n = subjects
+// with time >= t, d = events at t, S *= 1 - d / n. Returns the event times and S after each.
+std::pair<std::vector<double>, std::vector<double>> textbook_km(const std::vector<double>& time, const std::vector<bool>& event) {
+  std::vector<double> event_times;
+  for (std::size_t i = 0; i < time.size(); ++i)
+    if (event[i]) event_times.push_back(time[i]);
+  std::sort(event_times.begin(), event_times.end());
+  event_times.erase(std::unique(event_times.begin(), event_times.end()), event_times.end());
+  std::vector<double> survival;
+  double s = 1.0;
+  for (const double t : event_times) {
+    int at_risk = 0, events = 0;
+    for (std::size_t i = 0; i < time.size(); ++i) {
+      at_risk += time[i] >= t ? 1 : 0;
+      events += time[i] == t && event[i] ? 1 : 0;
+    }
+    s *= 1.0 - static_cast<double>(events) / at_risk;
+    survival.push_back(s);
+  }
+  return {event_times, survival};
+}
+
+}  // namespace
+
+TEST_CASE("the multiplicities are the draws of the index-list bootstrap (same seed, same resamples)", "[compare][bootstrap]") {
+  for (const std::size_t n : {1u, 2u, 7u, 500u}) {
+    for (int sample = 0; sample < 20; ++sample) {
+      RandomStream stream(kDefaultBootstrapSeed, static_cast<std::uint64_t>(sample), StreamPurpose::bootstrap);
+      std::vector<std::uint32_t> listed(n, 0);
+      for (std::size_t draw = 0; draw < n; ++draw)
+        ++listed[std::min(n - 1, static_cast<std::size_t>(stream.uniform() * static_cast<double>(n)))];
+      std::vector<std::uint32_t> multiplicity;
+      draw_multiplicities(n, kDefaultBootstrapSeed, sample, multiplicity);
+      CHECK(multiplicity == listed);
+    }
+  }
+}
+
+TEST_CASE("weighted type-7 quantile equals quantile() of the expanded resample (ties, NaNs, many seeds)", "[compare][statistics]") {
+  for (std::uint64_t seed = 1; seed <= 60; ++seed) {
+    const std::size_t n = 1 + seed % 37;
+    const std::vector<double> values = tied_values_with_nan(seed, 2 * n + 2, 1 + static_cast<int>(seed % 6), seed % 3 == 0 ? 0.5 : 0.2);
+    const std::vector<std::size_t> subjects = every_other(n);
+    const SortedValues sorted = sorted_values_of(values, subjects);
+    for (int sample = 0; sample < 10; ++sample) {
+      std::vector<std::uint32_t> multiplicity;
+      draw_multiplicities(n, seed, sample, multiplicity);
+      const std::vector<double> resample = expanded(values, subjects, multiplicity);
+      for (const double p : {0.0, 0.025, 0.05, 1.0 / 3.0, 0.5, 0.95, 0.975, 1.0}) {
+        const double expected = quantile(resample, p);
+        const double weighted = sorted.quantile(multiplicity, p);
+        INFO("seed " << seed << " sample " << sample << " p " << p);
+        CHECK((weighted == expected || (std::isnan(weighted) && std::isnan(expected))));
+      }
+    }
+  }
+}
+
+TEST_CASE("weighted Kaplan-Meier equals kaplan_meier() and a textbook KM of the expanded resample", "[compare][statistics]") {
+  std::int64_t medians_reached = 0;
+  for (std::uint64_t seed = 1; seed <= 60; ++seed) {
+    const std::size_t n = 1 + seed % 41;
+    // Times 1..5 (ties), a share NaN (not responders at end of treatment); events 0/1, a few NaN.
+    std::vector<double> time = tied_values_with_nan(seed, 2 * n + 2, 5, 0.25);
+    for (double& t : time) t += 3.0;
+    std::vector<double> event = tied_values_with_nan(seed + 1000, 2 * n + 2, 2, 0.05);
+    for (double& e : event) e += 2.0;
+    const std::vector<std::size_t> subjects = every_other(n);
+    const SurvivalOrder order = survival_order_of(time, event, subjects);
+    for (int sample = 0; sample < 10; ++sample) {
+      std::vector<std::uint32_t> multiplicity;
+      draw_multiplicities(n, seed, sample, multiplicity);
+      std::vector<double> kept_time;
+      std::vector<bool> kept_event;
+      for (std::size_t j = 0; j < n; ++j)
+        if (std::isfinite(time[subjects[j]]) && std::isfinite(event[subjects[j]])) {
+          kept_time.insert(kept_time.end(), multiplicity[j], time[subjects[j]]);
+          kept_event.insert(kept_event.end(), multiplicity[j], event[subjects[j]] != 0.0);
+        }
+      const KaplanMeier expected = kaplan_meier(kept_time, kept_event);
+      const KaplanMeier weighted = order.curve(multiplicity);
+      const auto [textbook_times, textbook_survival] = textbook_km(kept_time, kept_event);
+      INFO("seed " << seed << " sample " << sample);
+      CHECK(weighted.times == textbook_times);
+      CHECK(weighted.survival == textbook_survival);
+      CHECK(weighted.at_risk == expected.at_risk);
+      CHECK(weighted.events == expected.events);
+      CHECK(weighted.greenwood == expected.greenwood);
+      const double median = order.median(multiplicity);
+      CHECK((median == expected.median || (std::isnan(median) && std::isnan(expected.median))));
+      medians_reached += std::isfinite(median) ? 1 : 0;
+    }
+  }
+  CHECK(medians_reached > 100);  // the comparison is not only between NaNs
 }
 
 TEST_CASE("paired bootstrap: equal differences give a degenerate interval at that difference", "[compare][bootstrap]") {
   const std::vector<double> arm{5, 6, 7, 8, 9}, reference{2, 3, 4, 5, 6};  // every difference is 3
   const std::vector<std::size_t> kept{0, 1, 2, 3, 4};
-  const auto intervals = paired_bootstrap(kept, 500, 7, [&](Subjects s) {
-    return std::vector<double>{mean_of(arm, s) - mean_of(reference, s)};
+  const auto intervals = paired_bootstrap(kept.size(), 500, 7, 0, [&](Multiplicities m) {
+    return std::vector<double>{mean_of(arm, kept, m) - mean_of(reference, kept, m)};
   });
   REQUIRE(intervals.size() == 1);
   CHECK(intervals[0].low == Approx(3.0));
@@ -163,18 +300,18 @@ TEST_CASE("paired bootstrap: two subjects, differences 1 and 5, give [1, 5]", "[
   // A statistic that is undefined for the sample (0,0) is skipped, and exactly those are counted.
   const std::vector<double> arm{11, 25}, reference{10, 20};
   const std::vector<std::size_t> kept{0, 1};
-  std::int64_t only_first = 0;
-  const auto intervals = paired_bootstrap(kept, 2000, kDefaultBootstrapSeed, [&](Subjects s) {
-    const bool undefined = s[0] == 0 && s[1] == 0;
+  std::atomic<std::int64_t> only_first = 0;
+  const auto intervals = paired_bootstrap(kept.size(), 2000, kDefaultBootstrapSeed, 2, [&](Multiplicities m) {
+    const bool undefined = m[0] == 2;
     only_first += undefined ? 1 : 0;
-    return std::vector<double>{mean_of(arm, s) - mean_of(reference, s), undefined ? kNaN : 1.0};
+    return std::vector<double>{mean_of(arm, kept, m) - mean_of(reference, kept, m), undefined ? kNaN : 1.0};
   });
   CHECK(intervals[0].low == 1.0);
   CHECK(intervals[0].high == 5.0);
   CHECK(intervals[0].skipped == 0);
-  CHECK(intervals[1].skipped == only_first);
-  CHECK(only_first > 400);  // about 2000/4
-  CHECK(only_first < 600);
+  CHECK(intervals[1].skipped == only_first.load());
+  CHECK(only_first.load() > 400);  // about 2000/4
+  CHECK(only_first.load() < 600);
 }
 
 TEST_CASE("paired bootstrap: the same seed gives the same samples, another seed others", "[compare][bootstrap]") {
@@ -183,7 +320,7 @@ TEST_CASE("paired bootstrap: the same seed gives the same samples, another seed 
   std::vector<std::size_t> kept(values.size());
   for (std::size_t i = 0; i < kept.size(); ++i) kept[i] = i;
   const auto run = [&](std::uint64_t seed) {
-    return paired_bootstrap(kept, 300, seed, [&](Subjects s) { return std::vector<double>{mean_of(values, s)}; })[0];
+    return paired_bootstrap(kept.size(), 300, seed, 0, [&](Multiplicities m) { return std::vector<double>{mean_of(values, kept, m)}; })[0];
   };
   CHECK(run(1).low == run(1).low);
   CHECK(run(1).high == run(1).high);
@@ -245,6 +382,49 @@ TEST_CASE("trial replicates: spread of the rates and the probability of beating 
   const ReplicateOutcome partial = replicate_outcome(arm, none, reference, failed, 4, 2, 0.0);
   CHECK(partial.undefined == 1);
   CHECK(partial.probability_better == Approx(1.0 / 3.0));
+}
+
+TEST_CASE("bootstrap intervals are the same on 1, 2 and 3 threads", "[compare][bootstrap]") {
+  // Two arms of 300 subjects with every kind of statistic varying (ties, NaNs, a failed pair).
+  const auto random_arm = [](const std::string& name, std::uint64_t seed) {
+    std::vector<double> response = tied_values_with_nan(seed, 300, 2, 0.1);
+    for (double& r : response) r = std::isnan(r) ? r : std::abs(r + 1.0) < 0.5 ? 1.0 : 0.0;
+    ArmData arm = make_arm(name, response);
+    arm.days_in_response = tied_values_with_nan(seed + 1, 300, 30, 0.0);
+    arm.relapse_day = tied_values_with_nan(seed + 2, 300, 20, 0.4);
+    for (double& day : arm.relapse_day) day += 3.0;
+    arm.relapse_observed = tied_values_with_nan(seed + 3, 300, 2, 0.0);
+    for (double& observed : arm.relapse_observed) observed += 2.0;
+    arm.dissociation_per_week = tied_values_with_nan(seed + 4, 300, 1000, 0.0);
+    for (double& burden : arm.dissociation_per_week) burden = burden / 7.0 + 3.0;  // not whole numbers
+    arm.peak_sbp_rise_mmhg = tied_values_with_nan(seed + 5, 300, 15, 0.05);
+    return arm;
+  };
+  ArmData b = random_arm("b", 200);
+  b.failed[17] = true;
+  const ResultFile file = make_file({random_arm("a", 100), b});
+  const auto intervals_on = [&](unsigned threads) {
+    CompareOptions options;
+    options.bootstrap = 400;
+    options.threads = threads;
+    std::vector<double> bounds;
+    for (const OutcomeLine& line : compare_arms(file, options).lines)
+      for (const Cell& cell : line.differences)
+        bounds.insert(bounds.end(), {cell.value, cell.low, cell.high, static_cast<double>(cell.skipped)});
+    return bounds;
+  };
+  const std::vector<double> one = intervals_on(1);
+  std::size_t finite = 0;
+  for (const double bound : one) finite += std::isfinite(bound) ? 1 : 0;
+  CHECK(finite > 40);
+  for (const unsigned threads : {2u, 3u}) {
+    const std::vector<double> other = intervals_on(threads);
+    REQUIRE(other.size() == one.size());
+    for (std::size_t k = 0; k < one.size(); ++k) {
+      INFO("threads " << threads << " bound " << k);
+      CHECK((other[k] == one[k] || (std::isnan(other[k]) && std::isnan(one[k]))));
+    }
+  }
 }
 
 TEST_CASE("replicate lines appear when the file has replicates", "[compare][replicates]") {

@@ -388,6 +388,7 @@ struct CompareArguments {
   int bootstrap = 2000;
   std::uint64_t seed = kDefaultBootstrapSeed;
   double margin_pp = 0.0;
+  unsigned threads = 0;  // 0: one per core
 };
 
 int command_compare(const CompareArguments& arguments) {
@@ -398,6 +399,7 @@ int command_compare(const CompareArguments& arguments) {
   options.bootstrap = arguments.bootstrap;
   options.seed = arguments.seed;
   options.margin_pp = arguments.margin_pp;
+  options.threads = arguments.threads;
   const Comparison comparison = compare_arms(read_result_file(arguments.file), options);
   const std::string text = format_comparison(comparison, format);
   // csv has no room for notes (fallbacks, exclusions): they go to stderr.
@@ -602,6 +604,7 @@ int main(int argc, char** argv) {
   compare->add_option("--bootstrap", compare_arguments.bootstrap, "Paired bootstrap resamples")->capture_default_str()->check(CLI::NonNegativeNumber);
   compare->add_option("--seed", compare_arguments.seed, "Seed of the bootstrap (recorded in the output)")->capture_default_str();
   compare->add_option("--margin", compare_arguments.margin_pp, "Trial replicates: percentage points of response rate to beat the reference by")->capture_default_str();
+  compare->add_option("-t,--threads", compare_arguments.threads, "Bootstrap threads (default: all cores); results do not depend on it");
 
   std::vector<std::string> model_words;
   models->add_option("name", model_words, "[show] NAME: the model to show in full")->expected(0, 2);

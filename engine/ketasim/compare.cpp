@@ -3,12 +3,15 @@
 #include <H5Cpp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <limits>
+#include <mutex>
 #include <optional>
 #include <sstream>
+#include <thread>
 #include <tuple>
 #include <utility>
 
@@ -330,29 +333,83 @@ std::vector<double> finite_values(const std::vector<double>& values, Subjects su
 
 }  // namespace
 
-double rate_percent(const std::vector<double>& zero_one, Subjects subjects) {
-  double responders = 0.0, counted = 0.0;
-  for (const std::size_t i : subjects)
-    if (std::isfinite(zero_one[i])) {
-      responders += zero_one[i] != 0.0 ? 1.0 : 0.0;
-      counted += 1.0;
-    }
-  return counted > 0 ? 100.0 * responders / counted : kNaN;
+namespace {
+
+constexpr std::uint8_t kNotCounted = 0, kZero = 1, kOne = 2;
+
+}  // namespace
+
+BinaryOutcome::BinaryOutcome(const std::vector<double>& zero_one, Subjects subjects) : code_(subjects.size()) {
+  for (std::size_t j = 0; j < subjects.size(); ++j) {
+    const double value = zero_one[subjects[j]];
+    code_[j] = !std::isfinite(value) ? kNotCounted : value != 0.0 ? kOne : kZero;
+  }
 }
 
-double mean_of(const std::vector<double>& values, Subjects subjects) {
-  double sum = 0.0, counted = 0.0;
-  for (const std::size_t i : subjects)
-    if (std::isfinite(values[i])) {
-      sum += values[i];
-      counted += 1.0;
-    }
-  return counted > 0 ? sum / counted : kNaN;
+BinaryOutcome::Counts BinaryOutcome::counts(Multiplicities multiplicity) const {
+  Counts counts;
+  for (std::size_t j = 0; j < code_.size(); ++j) {
+    const std::uint64_t count = multiplicity[j];
+    counts.counted += code_[j] != kNotCounted ? count : 0;
+    counts.ones += code_[j] == kOne ? count : 0;
+  }
+  return counts;
 }
 
-double quantile_of(const std::vector<double>& values, Subjects subjects, double probability) {
-  return quantile(finite_values(values, subjects), probability);
+double BinaryOutcome::percent(Multiplicities multiplicity) const {
+  const Counts c = counts(multiplicity);
+  return c.counted > 0 ? 100.0 * static_cast<double>(c.ones) / static_cast<double>(c.counted) : kNaN;
 }
+
+GatheredValues::GatheredValues(const std::vector<double>& values, Subjects subjects)
+    : value_(subjects.size()), finite_(subjects.size()) {
+  for (std::size_t j = 0; j < subjects.size(); ++j) {
+    const double value = values[subjects[j]];
+    finite_[j] = std::isfinite(value) ? 1 : 0;
+    value_[j] = finite_[j] ? value : 0.0;
+  }
+}
+
+GatheredValues::Sums GatheredValues::sums(Multiplicities multiplicity) const {
+  Sums sums;
+  for (std::size_t j = 0; j < value_.size(); ++j) {
+    sums.sum += static_cast<double>(multiplicity[j]) * value_[j];
+    sums.counted += finite_[j] ? multiplicity[j] : 0;
+  }
+  return sums;
+}
+
+double GatheredValues::mean(Multiplicities multiplicity) const {
+  const Sums s = sums(multiplicity);
+  return s.counted > 0 ? s.sum / static_cast<double>(s.counted) : kNaN;
+}
+
+double rate_percent(const std::vector<double>& zero_one, Subjects subjects, Multiplicities multiplicity) {
+  return BinaryOutcome(zero_one, subjects).percent(multiplicity);
+}
+
+double mean_of(const std::vector<double>& values, Subjects subjects, Multiplicities multiplicity) {
+  return GatheredValues(values, subjects).mean(multiplicity);
+}
+
+SortedValues sorted_values_of(const std::vector<double>& values, Subjects subjects) {
+  std::vector<double> selected(subjects.size());
+  for (std::size_t j = 0; j < subjects.size(); ++j) selected[j] = values[subjects[j]];
+  return SortedValues(selected);
+}
+
+SurvivalOrder survival_order_of(const std::vector<double>& time, const std::vector<double>& event, Subjects subjects) {
+  std::vector<double> selected_time(subjects.size());
+  std::vector<bool> selected_event(subjects.size());
+  for (std::size_t j = 0; j < subjects.size(); ++j) {
+    const std::size_t i = subjects[j];
+    selected_time[j] = std::isfinite(event[i]) ? time[i] : kNaN;  // no event status: left out
+    selected_event[j] = event[i] != 0.0;
+  }
+  return SurvivalOrder(selected_time, selected_event);
+}
+
+std::vector<std::uint32_t> counted_once(Subjects subjects) { return std::vector<std::uint32_t>(subjects.size(), 1); }
 
 namespace {
 
@@ -367,11 +424,37 @@ KaplanMeier km_of(const std::vector<double>& time, const std::vector<double>& ev
   return kaplan_meier(times, events);
 }
 
-}  // namespace
-
-double km_median_of(const std::vector<double>& time, const std::vector<double>& event, Subjects subjects) {
-  return km_of(time, event, subjects).median;
+// 0: one per core; never more threads than samples.
+unsigned resolve_threads(unsigned requested, int samples) {
+  const unsigned available = requested > 0 ? requested : std::max(1u, std::thread::hardware_concurrency());
+  return std::max(1u, std::min(available, static_cast<unsigned>(std::max(samples, 1))));
 }
+
+// Runs `work(sample, multiplicity)` for every sample on `threads` threads, each with its own
+// multiplicity buffer: thread t takes the samples t, t + threads, ... (all cost the same).
+// Rethrows the first exception.
+void for_each_sample(int samples, unsigned threads, const std::function<void(int, std::vector<std::uint32_t>&)>& work) {
+  std::atomic<bool> failed{false};
+  std::mutex failure_mutex;
+  std::exception_ptr failure;
+  const auto worker = [&](unsigned thread) {
+    std::vector<std::uint32_t> multiplicity;
+    try {
+      for (int b = static_cast<int>(thread); b < samples && !failed; b += static_cast<int>(threads)) work(b, multiplicity);
+    } catch (...) {
+      std::lock_guard lock(failure_mutex);
+      if (!failure) failure = std::current_exception();
+      failed = true;
+    }
+  };
+  {
+    std::vector<std::jthread> pool;  // joined at the end of the scope
+    for (unsigned t = 0; t < threads; ++t) pool.emplace_back(worker, t);
+  }
+  if (failure) std::rethrow_exception(failure);
+}
+
+}  // namespace
 
 std::vector<std::size_t> kept_subjects(const std::vector<bool>& failed_arm, const std::vector<bool>& failed_reference) {
   std::vector<std::size_t> kept;
@@ -380,27 +463,32 @@ std::vector<std::size_t> kept_subjects(const std::vector<bool>& failed_arm, cons
   return kept;
 }
 
-std::vector<BootstrapInterval> paired_bootstrap(const std::vector<std::size_t>& kept, int samples, std::uint64_t seed,
-                                                const std::function<std::vector<double>(Subjects)>& differences) {
-  std::vector<std::vector<double>> replicates;
-  std::vector<std::int64_t> skipped;
-  std::vector<std::size_t> sample(kept.size());
-  const double n = static_cast<double>(kept.size());
-  for (int b = 0; b < samples; ++b) {
-    RandomStream stream(seed, static_cast<std::uint64_t>(b), StreamPurpose::bootstrap);
-    for (std::size_t& subject : sample)
-      subject = kept[std::min(kept.size() - 1, static_cast<std::size_t>(stream.uniform() * n))];
-    const std::vector<double> values = differences(sample);
-    replicates.resize(values.size());
-    skipped.resize(values.size(), 0);
-    for (std::size_t k = 0; k < values.size(); ++k) {
-      if (std::isfinite(values[k])) replicates[k].push_back(values[k]);
-      else ++skipped[k];
-    }
-  }
+void draw_multiplicities(std::size_t subjects, std::uint64_t seed, int sample, std::vector<std::uint32_t>& multiplicity) {
+  multiplicity.assign(subjects, 0);
+  RandomStream stream(seed, static_cast<std::uint64_t>(sample), StreamPurpose::bootstrap);
+  const double n = static_cast<double>(subjects);
+  for (std::size_t draw = 0; draw < subjects; ++draw)
+    ++multiplicity[std::min(subjects - 1, static_cast<std::size_t>(stream.uniform() * n))];
+}
+
+std::vector<BootstrapInterval> paired_bootstrap(std::size_t subjects, int samples, std::uint64_t seed, unsigned threads,
+                                                const std::function<std::vector<double>(Multiplicities)>& differences) {
+  std::vector<std::vector<double>> values_of_sample(static_cast<std::size_t>(std::max(samples, 0)));
+  for_each_sample(samples, resolve_threads(threads, samples), [&](int b, std::vector<std::uint32_t>& multiplicity) {
+    draw_multiplicities(subjects, seed, b, multiplicity);
+    values_of_sample[static_cast<std::size_t>(b)] = differences(multiplicity);
+  });
+  const std::size_t statistics = values_of_sample.empty() ? 0 : values_of_sample.front().size();
   std::vector<BootstrapInterval> intervals;
-  for (std::size_t k = 0; k < replicates.size(); ++k)
-    intervals.push_back({quantile(replicates[k], 0.025), quantile(replicates[k], 0.975), skipped[k]});
+  for (std::size_t k = 0; k < statistics; ++k) {
+    std::vector<double> finite;
+    std::int64_t skipped = 0;
+    for (const std::vector<double>& values : values_of_sample) {
+      if (std::isfinite(values[k])) finite.push_back(values[k]);
+      else ++skipped;
+    }
+    intervals.push_back({quantile(finite, 0.025), quantile(finite, 0.975), skipped});
+  }
   return intervals;
 }
 
@@ -417,8 +505,9 @@ ReplicateOutcome replicate_outcome(const std::vector<double>& arm_response, cons
       if (!arm_failed[i]) solved.push_back(i);
       if (!arm_failed[i] && !reference_failed[i]) kept.push_back(i);
     }
-    outcome.arm_rates.push_back(rate_percent(arm_response, solved));
-    const double difference = rate_percent(arm_response, kept) - rate_percent(reference_response, kept);
+    outcome.arm_rates.push_back(rate_percent(arm_response, solved, counted_once(solved)));
+    const std::vector<std::uint32_t> once = counted_once(kept);
+    const double difference = rate_percent(arm_response, kept, once) - rate_percent(reference_response, kept, once);
     if (std::isfinite(difference)) {
       ++defined;
       wins += difference > margin_pp ? 1 : 0;
@@ -486,7 +575,29 @@ std::vector<std::vector<std::size_t>> assessment_columns(const ResultFile& file,
 
 std::vector<std::size_t> solved_subjects(const ArmData& arm) { return kept_subjects(arm.failed, arm.failed); }
 
-using Estimator = std::function<double(std::size_t arm, Subjects)>;
+// One arm's statistic on a fixed list of subjects, evaluated on any multiplicities of that list
+// (the list itself, counted_once, or a bootstrap resample). It holds its own copy of the values it
+// needs, gathered or sorted once. Safe to call concurrently.
+using PreparedStatistic = std::function<double(Multiplicities)>;
+
+// Prepares an arm's statistic on a list of subjects (sorting once where it needs an order).
+using Estimator = std::function<PreparedStatistic(std::size_t arm, Subjects)>;
+
+PreparedStatistic rate_statistic(const std::vector<double>& zero_one, Subjects subjects) {
+  return [outcome = BinaryOutcome(zero_one, subjects)](Multiplicities m) { return outcome.percent(m); };
+}
+
+PreparedStatistic mean_statistic(const std::vector<double>& values, Subjects subjects, double factor = 1.0) {
+  return [gathered = GatheredValues(values, subjects), factor](Multiplicities m) { return gathered.mean(m) * factor; };
+}
+
+PreparedStatistic median_statistic(const std::vector<double>& values, Subjects subjects) {
+  return [sorted = sorted_values_of(values, subjects)](Multiplicities m) { return sorted.quantile(m, 0.5); };
+}
+
+PreparedStatistic km_median_statistic(const std::vector<double>& time, const std::vector<double>& event, Subjects subjects) {
+  return [order = survival_order_of(time, event, subjects)](Multiplicities m) { return order.median(m); };
+}
 
 // An outcome whose per-arm statistic is also compared between arms, with a bootstrap CI.
 struct EstimateSpec {
@@ -568,22 +679,22 @@ class ComparisonBuilder {
     const auto& days = comparison_.at_days;
     for (std::size_t d = 0; d < days.size(); ++d)
       specs.push_back(differenced(make_line("response_rate", days[d], "percent", "response rate, day " + format_significant(days[d]), "%", 1),
-                                  "pp", [this, d](std::size_t a, Subjects s) { return rate_percent(response(a, d), s); }));
+                                  "pp", [this, d](std::size_t a, Subjects s) { return rate_statistic(response(a, d), s); }));
     for (std::size_t d = 0; d < days.size(); ++d)
       specs.push_back(differenced(make_line("remission_rate", days[d], "percent", "remission rate, day " + format_significant(days[d]), "%", 1),
-                                  "pp", [this, d](std::size_t a, Subjects s) { return rate_percent(remission(a, d), s); }));
+                                  "pp", [this, d](std::size_t a, Subjects s) { return rate_statistic(remission(a, d), s); }));
     return specs;
   }
 
   std::vector<EstimateSpec> response_duration_specs() const {
     std::vector<EstimateSpec> specs;
     specs.push_back(differenced(make_line("days_in_response", kNaN, "mean", "days in response, mean", "d", 1), "d",
-                                [this](std::size_t a, Subjects s) { return mean_of(arm(a).days_in_response, s); }));
+                                [this](std::size_t a, Subjects s) { return mean_statistic(arm(a).days_in_response, s); }));
     specs.push_back(differenced(make_line("days_in_response", kNaN, "median", "days in response, median", "d", 1), "d",
-                                [this](std::size_t a, Subjects s) { return quantile_of(arm(a).days_in_response, s, 0.5); }));
+                                [this](std::size_t a, Subjects s) { return median_statistic(arm(a).days_in_response, s); }));
     EstimateSpec relapse = differenced(
         make_line("time_to_relapse", kNaN, "km_median", "time to relapse, KM median [95% CI]", "d", 1, IntervalKind::ci95), "d",
-        [this](std::size_t a, Subjects s) { return km_median_of(arm(a).relapse_day, arm(a).relapse_observed, s); });
+        [this](std::size_t a, Subjects s) { return km_median_statistic(arm(a).relapse_day, arm(a).relapse_observed, s); });
     relapse.may_be_undefined = true;
     relapse.interval = [this](std::size_t a, Subjects s) {
       const KaplanMeier km = km_of(arm(a).relapse_day, arm(a).relapse_observed, s);
@@ -607,39 +718,45 @@ class ComparisonBuilder {
                                   "the threshold per week (metrics/time_above_dissociation_h / grid weeks)");
     std::vector<EstimateSpec> specs;
     specs.push_back(differenced(make_line(outcome, kNaN, "mean", label + ", mean", unit, 2), unit,
-                                [this](std::size_t a, Subjects s) { return mean_of(arm(a).dissociation_per_week, s); }));
+                                [this](std::size_t a, Subjects s) { return mean_statistic(arm(a).dissociation_per_week, s); }));
     specs.push_back(with_spread(differenced(make_line(outcome, kNaN, "median", label + ", median [p5, p95]", unit, 2, IntervalKind::spread90),
-                                            unit, [this](std::size_t a, Subjects s) { return quantile_of(arm(a).dissociation_per_week, s, 0.5); }),
+                                            unit, [this](std::size_t a, Subjects s) { return median_statistic(arm(a).dissociation_per_week, s); }),
                                 &ArmData::dissociation_per_week));
     specs.push_back(with_spread(differenced(make_line("peak_sbp_rise", kNaN, "median", "peak SBP rise, median [p5, p95]", "mmHg", 1, IntervalKind::spread90),
-                                            "mmHg", [this](std::size_t a, Subjects s) { return quantile_of(arm(a).peak_sbp_rise_mmhg, s, 0.5); }),
+                                            "mmHg", [this](std::size_t a, Subjects s) { return median_statistic(arm(a).peak_sbp_rise_mmhg, s); }),
                                 &ArmData::peak_sbp_rise_mmhg));
     return specs;
   }
 
   EstimateSpec with_spread(EstimateSpec spec, std::vector<double> ArmData::*values) const {
     spec.interval = [this, values](std::size_t a, Subjects s) {
-      return std::pair{quantile_of(arm(a).*values, s, 0.05), quantile_of(arm(a).*values, s, 0.95)};
+      const SortedValues sorted = sorted_values_of(arm(a).*values, s);
+      const std::vector<std::uint32_t> once = counted_once(s);
+      return std::pair{sorted.quantile(once, 0.05), sorted.quantile(once, 0.95)};
     };
     return spec;
   }
 
   // Total cost of the subjects with a response value at the primary day over their responders.
-  double cost_per_responder(std::size_t a, Subjects s, std::size_t price) const {
+  PreparedStatistic cost_per_responder(std::size_t a, Subjects s, std::size_t price) const {
     const std::vector<double>& responded = response(a, comparison_.at_days.size() - 1);
-    double cost = 0.0, responders = 0.0;
+    const std::vector<double>& sessions = arm(a).sessions;
+    std::vector<double> cost(responded.size(), kNaN), response_with_cost(responded.size(), kNaN);
     for (const std::size_t i : s)
-      if (std::isfinite(responded[i]) && std::isfinite(arm(a).sessions[i])) {
-        cost += arm(a).sessions[i] * arm(a).price_per_session_usd[price];
-        responders += responded[i] != 0.0 ? 1.0 : 0.0;
+      if (std::isfinite(responded[i]) && std::isfinite(sessions[i])) {
+        cost[i] = sessions[i] * arm(a).price_per_session_usd[price];
+        response_with_cost[i] = responded[i];
       }
-    return responders > 0 ? cost / responders : kNaN;
+    return [costs = GatheredValues(cost, s), responders = BinaryOutcome(response_with_cost, s)](Multiplicities m) {
+      const std::uint64_t ones = responders.counts(m).ones;
+      return ones > 0 ? costs.sums(m).sum / static_cast<double>(ones) : kNaN;
+    };
   }
 
   std::vector<EstimateSpec> cost_specs() {
     std::vector<EstimateSpec> specs;
     specs.push_back(differenced(make_line("sessions", kNaN, "mean", "sessions given, mean", "sessions", 2), "sessions",
-                                [this](std::size_t a, Subjects s) { return mean_of(arm(a).sessions, s); }));
+                                [this](std::size_t a, Subjects s) { return mean_statistic(arm(a).sessions, s); }));
     std::string nominal_sessions, default_prices;
     for (const ArmData& a : file_.arms) {
       if (!a.sessions_from_file)
@@ -658,7 +775,7 @@ class ComparisonBuilder {
     for (std::size_t p = 0; p < 2; ++p)
       specs.push_back(differenced(make_line("cost_per_subject_" + price_names[p] + "_price", kNaN, "mean",
                                             "cost per subject at the " + price_names[p] + " price, mean", "USD", 0),
-                                  "USD", [this, p](std::size_t a, Subjects s) { return mean_of(arm(a).sessions, s) * arm(a).price_per_session_usd[p]; }));
+                                  "USD", [this, p](std::size_t a, Subjects s) { return mean_statistic(arm(a).sessions, s, arm(a).price_per_session_usd[p]); }));
     if (!has_primary_day()) return specs;
     const double day = comparison_.at_days.back();
     for (std::size_t p = 0; p < 2; ++p) {
@@ -682,7 +799,7 @@ class ComparisonBuilder {
       spec.line.differences.resize(arms, Cell{kNaN, kNaN, kNaN});
       for (std::size_t a = 0; a < arms; ++a) {
         const std::vector<std::size_t> solved = solved_subjects(arm(a));
-        spec.line.arms[a].value = spec.estimate(a, solved);
+        spec.line.arms[a].value = spec.estimate(a, solved)(counted_once(solved));
         if (spec.interval) std::tie(spec.line.arms[a].low, spec.line.arms[a].high) = spec.interval(a, solved);
       }
     }
@@ -694,13 +811,19 @@ class ComparisonBuilder {
   void add_differences(std::size_t a, std::vector<EstimateSpec>& specs) const {
     const std::size_t ref = comparison_.reference;
     const std::vector<std::size_t> kept = kept_subjects(arm(a).failed, reference().failed);
-    const auto differences = [&](Subjects s) {
+    std::vector<PreparedStatistic> of_arm, of_reference;
+    for (const EstimateSpec& spec : specs) {
+      of_arm.push_back(spec.estimate(a, kept));
+      of_reference.push_back(spec.estimate(ref, kept));
+    }
+    const auto differences = [&](Multiplicities m) {
       std::vector<double> values;
-      for (const EstimateSpec& spec : specs) values.push_back(spec.estimate(a, s) - spec.estimate(ref, s));
+      for (std::size_t k = 0; k < specs.size(); ++k) values.push_back(of_arm[k](m) - of_reference[k](m));
       return values;
     };
-    const std::vector<double> point = differences(kept);
-    const std::vector<BootstrapInterval> intervals = paired_bootstrap(kept, options_.bootstrap, options_.seed, differences);
+    const std::vector<double> point = differences(counted_once(kept));
+    const std::vector<BootstrapInterval> intervals =
+        paired_bootstrap(kept.size(), options_.bootstrap, options_.seed, options_.threads, differences);
     for (std::size_t k = 0; k < specs.size(); ++k) {
       Cell& cell = specs[k].line.differences[a];
       cell.value = point[k];

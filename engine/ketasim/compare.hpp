@@ -5,8 +5,9 @@
 //   read_result_file  HDF5 (docs/hdf5-layout.md) -> ResultFile, only the datasets needed;
 //   compare_arms      ResultFile + CompareOptions -> Comparison (pure; no HDF5);
 //   format_comparison Comparison -> text (table, csv, markdown, json).
-// The statistics take per-subject vectors and a list of subject indices (a bootstrap sample is
-// such a list, with repeats), so they can be tested on vectors written by hand.
+// The statistics take per-subject vectors, a list of subject indices and how many times each of
+// them counts (a bootstrap resample: how often it was drawn), so they can be tested on vectors
+// written by hand. Quantiles and Kaplan-Meier sort once per list; each resample is one pass.
 
 #include <array>
 #include <cstdint>
@@ -14,6 +15,8 @@
 #include <span>
 #include <string>
 #include <vector>
+
+#include "ketasim/statistics.hpp"
 
 namespace ketasim {
 
@@ -68,6 +71,7 @@ struct CompareOptions {
   int bootstrap = 2000;         // paired bootstrap replicates
   std::uint64_t seed = kDefaultBootstrapSeed;
   double margin_pp = 0.0;       // a replicate "wins" when rate_arm - rate_reference > margin
+  unsigned threads = 0;         // bootstrap threads, 0: one per core; the results do not depend on it
 };
 
 // Which interval goes with an arm's value.
@@ -131,11 +135,51 @@ std::vector<double> parse_days(const std::string& text);
 
 using Subjects = std::span<const std::size_t>;
 
-double rate_percent(const std::vector<double>& zero_one, Subjects subjects);  // over finite values
-double mean_of(const std::vector<double>& values, Subjects subjects);         // over finite values
-double quantile_of(const std::vector<double>& values, Subjects subjects, double probability);  // type 7
-// Kaplan-Meier median over the subjects with a finite time (event = 1, censored = 0).
-double km_median_of(const std::vector<double>& time, const std::vector<double>& event, Subjects subjects);
+// A 0/1 outcome of each subject of a list (non-finite: not counted), coded once, so that counting
+// it with any multiplicities is a branch-free pass.
+class BinaryOutcome {
+ public:
+  BinaryOutcome(const std::vector<double>& zero_one, Subjects subjects);
+  struct Counts {
+    std::uint64_t counted = 0;  // subjects with a value, each as often as it counts
+    std::uint64_t ones = 0;     // of them, those with a 1 (any nonzero value)
+  };
+  Counts counts(Multiplicities multiplicity) const;
+  double percent(Multiplicities multiplicity) const;  // 100 ones / counted; NaN when none counted
+
+ private:
+  std::vector<std::uint8_t> code_;  // per entry: kNotCounted, kZero or kOne
+};
+
+// The values of each subject of a list gathered once (non-finite: left out), so that their sum
+// and mean with any multiplicities is a branch-free pass.
+class GatheredValues {
+ public:
+  GatheredValues(const std::vector<double>& values, Subjects subjects);
+  struct Sums {
+    double sum = 0.0;           // Σ multiplicity · value, in the order of the list
+    std::uint64_t counted = 0;  // Σ multiplicity over the finite values
+  };
+  Sums sums(Multiplicities multiplicity) const;
+  double mean(Multiplicities multiplicity) const;  // NaN when none counted
+
+ private:
+  std::vector<double> value_;         // 0 where left out
+  std::vector<std::uint8_t> finite_;  // 1 where counted
+};
+
+// Over the finite values; subjects[j] counts multiplicity[j] times. (Shorthands for the classes
+// above; the comparison prepares those once per list.) A mean may differ in the last bits from
+// adding each value as often as it was drawn: the sum is Σ multiplicity · value.
+double rate_percent(const std::vector<double>& zero_one, Subjects subjects, Multiplicities multiplicity);
+double mean_of(const std::vector<double>& values, Subjects subjects, Multiplicities multiplicity);
+// The values of `subjects`, sorted once for quantiles of any multiplicities of them (type 7).
+SortedValues sorted_values_of(const std::vector<double>& values, Subjects subjects);
+// The subjects with a finite time and event (1 event, 0 censored), sorted once for Kaplan-Meier
+// medians of any multiplicities of them.
+SurvivalOrder survival_order_of(const std::vector<double>& time, const std::vector<double>& event, Subjects subjects);
+// Every subject of a list counted once.
+std::vector<std::uint32_t> counted_once(Subjects subjects);
 
 // Indices of the subjects kept in a comparison: not failed in either arm.
 std::vector<std::size_t> kept_subjects(const std::vector<bool>& failed_arm, const std::vector<bool>& failed_reference);
@@ -147,11 +191,17 @@ struct BootstrapInterval {
 };
 
 // Percentile 95% intervals (type-7 quantiles 2.5% and 97.5%) of each of the statistics that
-// `differences` returns for a sample of subjects. Sample b draws kept.size() subjects from `kept`
-// with replacement, from RandomStream(seed, b, bootstrap): the same samples for every statistic
-// and every arm pair with the same `kept`, whatever the thread count.
-std::vector<BootstrapInterval> paired_bootstrap(const std::vector<std::size_t>& kept, int samples, std::uint64_t seed,
-                                                const std::function<std::vector<double>(Subjects)>& differences);
+// `differences` returns for a resample of a list of `subjects` subjects, given as multiplicities
+// (how many times each entry of the list was drawn). Sample b draws `subjects` entries with
+// replacement from RandomStream(seed, b, bootstrap): the same samples for every statistic and
+// every arm pair with the same list. The samples run on `threads` threads (0: one per core), so
+// `differences` must be safe to call concurrently; the intervals do not depend on the thread count.
+std::vector<BootstrapInterval> paired_bootstrap(std::size_t subjects, int samples, std::uint64_t seed, unsigned threads,
+                                                const std::function<std::vector<double>(Multiplicities)>& differences);
+
+// How many times each of `subjects` entries is drawn in bootstrap sample `sample` (exactly the
+// draws of paired_bootstrap), into `multiplicity` (resized).
+void draw_multiplicities(std::size_t subjects, std::uint64_t seed, int sample, std::vector<std::uint32_t>& multiplicity);
 
 // Trial replicates: subject i belongs to replicate i / subjects_per_replicate.
 struct ReplicateOutcome {

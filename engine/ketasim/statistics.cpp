@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
-#include <numeric>
 #include <stdexcept>
 
 namespace ketasim {
@@ -46,37 +45,85 @@ double survival_median(const std::vector<double>& times, const std::vector<doubl
   return kNaN;
 }
 
-KaplanMeier kaplan_meier(const std::vector<double>& time, const std::vector<bool>& event) {
-  if (time.size() != event.size()) throw std::invalid_argument("kaplan_meier: times and events differ in length");
-  std::vector<std::size_t> order(time.size());
-  std::iota(order.begin(), order.end(), 0);
-  std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+SortedValues::SortedValues(std::span<const double> values) {
+  for (std::size_t j = 0; j < values.size(); ++j)
+    if (std::isfinite(values[j])) entry_.push_back(j);
+  std::sort(entry_.begin(), entry_.end(), [&](std::size_t a, std::size_t b) { return values[a] < values[b]; });
+  value_.reserve(entry_.size());
+  for (const std::size_t j : entry_) value_.push_back(values[j]);
+}
+
+double SortedValues::quantile(Multiplicities multiplicity, double probability) const {
+  std::uint64_t count = 0;
+  for (const std::size_t j : entry_) count += multiplicity[j];
+  if (count == 0) return kNaN;
+  // The arithmetic of quantile() in run.cpp, on the ranks of the sorted multiset.
+  const double position = probability * static_cast<double>(count - 1);
+  const auto below = static_cast<std::uint64_t>(std::floor(position));
+  const std::uint64_t above = std::min(below + 1, count - 1);
+  // Walk the sorted entries until `counted` (the multiset's elements up to entry k) passes a rank.
+  std::size_t k = 0;
+  std::uint64_t counted = multiplicity[entry_[0]];
+  while (counted <= below) counted += multiplicity[entry_[++k]];
+  const double value_below = value_[k];
+  while (counted <= above) counted += multiplicity[entry_[++k]];
+  return value_below + (position - static_cast<double>(below)) * (value_[k] - value_below);
+}
+
+SurvivalOrder::SurvivalOrder(std::span<const double> time, const std::vector<bool>& event) {
+  if (time.size() != event.size()) throw std::invalid_argument("SurvivalOrder: times and events differ in length");
+  for (std::size_t j = 0; j < time.size(); ++j)
+    if (std::isfinite(time[j])) entry_.push_back(j);
+  std::sort(entry_.begin(), entry_.end(), [&](std::size_t a, std::size_t b) {
     return time[a] < time[b] || (time[a] == time[b] && event[a] && !event[b]);
   });
+  time_.reserve(entry_.size());
+  event_.reserve(entry_.size());
+  for (const std::size_t j : entry_) {
+    time_.push_back(time[j]);
+    event_.push_back(event[j]);
+  }
+}
+
+KaplanMeier SurvivalOrder::curve(Multiplicities multiplicity) const {
   KaplanMeier km;
-  int at_risk = static_cast<int>(time.size());
+  std::int64_t at_risk = 0;
+  for (const std::size_t j : entry_) at_risk += multiplicity[j];
   double survival = 1.0;
   double greenwood = 0.0;
-  std::size_t i = 0;
-  while (i < order.size()) {
-    const double t = time[order[i]];
-    int events = 0, leaving = 0;
-    for (; i < order.size() && time[order[i]] == t; ++i) {
-      events += event[order[i]] ? 1 : 0;
-      ++leaving;
+  std::size_t k = 0;
+  while (k < entry_.size()) {
+    const double t = time_[k];
+    std::int64_t events = 0, leaving = 0;
+    for (; k < entry_.size() && time_[k] == t; ++k) {
+      const std::uint32_t count = multiplicity[entry_[k]];
+      events += event_[k] ? count : 0;
+      leaving += count;
     }
     if (events > 0) {
-      survival *= 1.0 - static_cast<double>(events) / at_risk;
-      greenwood += events < at_risk ? static_cast<double>(events) / (static_cast<double>(at_risk) * (at_risk - events))
+      survival *= 1.0 - static_cast<double>(events) / static_cast<double>(at_risk);
+      greenwood += events < at_risk ? static_cast<double>(events) / (static_cast<double>(at_risk) * static_cast<double>(at_risk - events))
                                     : std::numeric_limits<double>::infinity();
       km.times.push_back(t);
       km.survival.push_back(survival);
-      km.at_risk.push_back(at_risk);
-      km.events.push_back(events);
+      km.at_risk.push_back(static_cast<int>(at_risk));
+      km.events.push_back(static_cast<int>(events));
       km.greenwood.push_back(greenwood);
     }
     at_risk -= leaving;
   }
+  return km;
+}
+
+double SurvivalOrder::median(Multiplicities multiplicity) const {
+  const KaplanMeier km = curve(multiplicity);
+  return survival_median(km.times, km.survival);
+}
+
+KaplanMeier kaplan_meier(const std::vector<double>& time, const std::vector<bool>& event) {
+  if (time.size() != event.size()) throw std::invalid_argument("kaplan_meier: times and events differ in length");
+  const std::vector<std::uint32_t> once(time.size(), 1);
+  KaplanMeier km = SurvivalOrder(time, event).curve(once);
   add_log_band(km);
   km.median = survival_median(km.times, km.survival);
   km.median_lower = survival_median(km.times, km.lower);

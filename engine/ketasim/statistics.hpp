@@ -1,6 +1,11 @@
 #pragma once
-// Summary statistics of simulated cohorts: quantiles and the Kaplan-Meier estimator.
+// Summary statistics of simulated cohorts: quantiles and the Kaplan-Meier estimator, also on
+// weighted samples (a bootstrap resample is a count per subject: how often it was drawn), where
+// the values are sorted once and every resample is one pass over them.
 
+#include <cstddef>
+#include <cstdint>
+#include <span>
 #include <vector>
 
 namespace ketasim {
@@ -29,7 +34,44 @@ struct KaplanMeier {
 };
 
 // `event[i]` false means subject i was censored at time[i]. Ties: events before censorings.
+// Subjects whose time is not finite are left out.
 KaplanMeier kaplan_meier(const std::vector<double>& time, const std::vector<bool>& event);
+
+// How many times each entry of a sample is counted (a bootstrap resample: how often each subject
+// was drawn; 1 for every entry: the sample itself).
+using Multiplicities = std::span<const std::uint32_t>;
+
+// Values sorted once, so that the quantile of any weighting of them is a single pass.
+class SortedValues {
+ public:
+  // Entry j is values[j]; the entries whose value is not finite are left out.
+  explicit SortedValues(std::span<const double> values);
+  // The type-7 quantile (R's default) of the multiset where entry j appears multiplicity[j]
+  // times: the same number as quantile() of run.hpp on that multiset. NaN when it is empty.
+  double quantile(Multiplicities multiplicity, double probability) const;
+
+ private:
+  std::vector<std::size_t> entry_;  // the finite entries, by ascending value
+  std::vector<double> value_;       // their values, ascending
+};
+
+// Right-censored times sorted once for the Kaplan-Meier estimator (by time, events before
+// censorings at equal times), so that the estimate on any weighting of them is a single pass.
+class SurvivalOrder {
+ public:
+  // Entry j: time[j], event[j] (false: censored); the entries whose time is not finite are left out.
+  SurvivalOrder(std::span<const double> time, const std::vector<bool>& event);
+  // The product-limit curve where entry j counts multiplicity[j] times: times, survival,
+  // at_risk, events and greenwood (no band, no median).
+  KaplanMeier curve(Multiplicities multiplicity) const;
+  // The median of that curve (survival_median of its survival).
+  double median(Multiplicities multiplicity) const;
+
+ private:
+  std::vector<std::size_t> entry_;  // the entries with a finite time, in survival order
+  std::vector<double> time_;        // their times
+  std::vector<bool> event_;         // their events
+};
 
 // Where a survival curve (values at `times`, NaN entries ignored) first reaches 0.5, by R's
 // survival:::survmean rule: the first time the curve is below 0.5 + sqrt(machine epsilon); if it
