@@ -116,7 +116,7 @@ TEST_CASE("the default scenario loads with the values it states", "[scenario]") 
   CHECK(scenario.output.grid_end == 6 * kTicksPerWeek);
   CHECK_FALSE(scenario.output.variables.has_value());  // the model's defaults
   CHECK(scenario.output.assessments ==
-        std::vector<Ticks>{kTicksPerDay, 7 * kTicksPerDay, 14 * kTicksPerDay, 21 * kTicksPerDay, 28 * kTicksPerDay, 41 * kTicksPerDay});
+        std::vector<Ticks>{kTicksPerDay, 7 * kTicksPerDay, 15 * kTicksPerDay, 21 * kTicksPerDay, 28 * kTicksPerDay, 41 * kTicksPerDay});
   CHECK(scenario.output.dissociation_threshold == 5.0);
   CHECK(scenario.solver.method == SolverMethod::automatic);
   CHECK(scenario.solver.rtol == 1e-8);
