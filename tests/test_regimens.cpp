@@ -143,7 +143,8 @@ TEST_CASE("a missed-session probability of 0 gives exactly the arm without it; 5
   for (std::size_t i = 0; i < missed.size(); ++i) CHECK(arms[2]["sessions_given"][i] + missed[i] == 6.0);
 }
 
-TEST_CASE("an as-needed dose lands where the MADRS crosses the threshold (or a set delay after it)", "[regimen][as_needed]") {
+TEST_CASE("an as-needed dose lands where the MADRS crosses the threshold (or a delay after it, or at the next clinic slot)",
+          "[regimen][as_needed]") {
   // Induction (last session Thu of week 3, day 17 + 9 h), then as needed when MADRS > 20 from day
   // 21, at least 7 d after the previous session: allowed from day 24 + 9 h. The oracle: the same
   // subject given the induction alone, on a 1-minute grid: the first grid time from then on with
@@ -153,12 +154,12 @@ TEST_CASE("an as-needed dose lands where the MADRS crosses the threshold (or a s
   const Scenario induction_only = parse_scenario(head + "output: {grid: {every: 1 min, for: 8 weeks}, variables: [madrs]}\n", "induction.yaml");
   std::vector<float> madrs(static_cast<std::size_t>(8 * 7 * 24 * 60 + 1));
   const std::size_t allowed = (24 * 24 + 9) * 60;
-  for (const int delay_minutes : {0, 1440 + 30}) {
+  for (const std::string timing : {"delay: 0 min", "delay: 1470 min", "slots: [Mon 09:00, Thu 09:00]"}) {
     const Scenario as_needed = parse_scenario(
         head + "      - {route: iv_infusion, dose: 0.5 mg/kg, infusion_duration: 40 min, as_needed: {madrs_above: 20, from: 21 d, " +
-            "min_interval: 7 d, max_doses: 3, delay: " + std::to_string(delay_minutes) + " min}}\n" +
-            "output: {grid: {every: 1 min, for: 8 weeks}, variables: [madrs]}\n",
+            "min_interval: 7 d, max_doses: 3, " + timing + "}}\n" + "output: {grid: {every: 1 min, for: 8 weeks}, variables: [madrs]}\n",
         "as_needed.yaml");
+    const AsNeeded& rule = *as_needed.arms[0].regimen.back().as_needed;
     int checked = 0, crossed = 0;
     for (std::int64_t subject = 0; subject < 24; ++subject) {
       const SubjectSchedule schedule = subject_schedule(as_needed, 0, subject);
@@ -181,15 +182,17 @@ TEST_CASE("an as-needed dose lands where the MADRS crosses the threshold (or a s
           first_above = k;
           break;
         }
-      INFO("delay " << delay_minutes << " min, subject " << subject << ", first minute above 20: " << first_above);
+      INFO(timing << ", subject " << subject << ", first minute above 20: " << first_above);
       if (first_above == 0) {
         CHECK(triggered == schedule.doses.end());
         continue;
       }
       REQUIRE(triggered != schedule.doses.end());
-      const double minutes = ticks_to_hours(triggered->start) * 60.0 - delay_minutes;
-      CHECK(minutes > static_cast<double>(first_above) - 1.0);
-      CHECK(minutes <= static_cast<double>(first_above) + 1e-9);
+      // The crossing lies in (first_above - 1, first_above] minutes; the dose at rule.dose_time of it.
+      const Ticks minute = kTicksPerMinute;
+      const auto at = [&](std::size_t k) { return static_cast<Ticks>(k) * minute; };
+      CHECK(triggered->start >= rule.dose_time(at(first_above - 1)));  // dose_time is non-decreasing
+      CHECK(triggered->start <= rule.dose_time(at(first_above)));
       ++checked;
       if (first_above > allowed) ++crossed;
       // Later triggers respect the minimum interval and the limit.
@@ -403,4 +406,23 @@ TEST_CASE("arms with models of their own are the same patients: covariates and r
   const auto layouts = arm_layouts(scenario);
   CHECK(layouts[0].model == "ketamine_venous");
   CHECK(layouts[1].model == "esketamine_intranasal");
+}
+
+TEST_CASE("as-needed dose times: delay, then the first clinic slot at or after it", "[regimen][as_needed]") {
+  AsNeeded rule;
+  const auto at = [](int week, int day, int hour, int minute) {
+    return week * kTicksPerWeek + day * kTicksPerDay + hour * kTicksPerHour + minute * kTicksPerMinute;
+  };
+  CHECK(rule.dose_time(at(1, 1, 10, 0)) == at(1, 1, 10, 0));  // no slots, no delay: at the crossing
+  rule.delay = kTicksPerDay;
+  CHECK(rule.dose_time(at(1, 1, 10, 0)) == at(1, 2, 10, 0));
+  rule.delay = 0;
+  rule.slots = {WeeklySlot{0, 9 * kTicksPerHour}, WeeklySlot{3, 9 * kTicksPerHour}};  // Mon, Thu 09:00
+  CHECK(rule.dose_time(at(1, 1, 10, 0)) == at(1, 3, 9, 0));   // Tue 10:00 -> Thu 09:00
+  CHECK(rule.dose_time(at(1, 3, 9, 0)) == at(1, 3, 9, 0));    // at a slot: that slot
+  CHECK(rule.dose_time(at(1, 3, 9, 1)) == at(2, 0, 9, 0));    // just after Thu's slot -> next Monday
+  CHECK(rule.dose_time(at(1, 6, 23, 0)) == at(2, 0, 9, 0));   // Sunday night -> Monday
+  CHECK(rule.dose_time(at(0, 0, 8, 0)) == at(0, 0, 9, 0));    // week 1, before the first slot
+  rule.delay = kTicksPerDay;
+  CHECK(rule.dose_time(at(1, 2, 10, 0)) == at(2, 0, 9, 0));   // Wed 10:00 + 1 d = Thu 10:00 -> Monday
 }

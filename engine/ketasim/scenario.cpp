@@ -4,6 +4,18 @@
 
 namespace ketasim {
 
+Ticks AsNeeded::dose_time(Ticks crossing) const {
+  const Ticks earliest = crossing + delay;
+  if (slots.empty()) return earliest;
+  // The first slot at or after `earliest`: in its week, else the first slot of the next week.
+  const Ticks week = earliest / kTicksPerWeek;
+  for (const WeeklySlot& slot : slots) {
+    const Ticks time = week * kTicksPerWeek + slot.time_in_week();
+    if (time >= earliest) return time;
+  }
+  return (week + 1) * kTicksPerWeek + slots.front().time_in_week();
+}
+
 void Cohort::set_subjects_per_replicate(std::int64_t n) {
   if (n < 1 || n > kMaxCohortSize / replicates) {
     throw Error(ExitCode::usage, std::to_string(replicates) + " replicates of " + std::to_string(n) +

@@ -32,6 +32,8 @@ struct DoseAmount {
 struct WeeklySlot {
   int weekday = 0;           // 0 = Monday ... 6 = Sunday
   Ticks time_of_day = 0;     // from midnight
+
+  Ticks time_in_week() const { return weekday * kTicksPerDay + time_of_day; }
 };
 
 enum class ScheduleKind {
@@ -57,7 +59,13 @@ struct AsNeeded {
   std::optional<Ticks> until;  // unset: to the end of the output grid
   Ticks min_interval = 0;
   std::optional<int> max_doses;
-  Ticks delay = 0;  // from the crossing to the dose (e.g. the next clinic appointment)
+  Ticks delay = 0;  // from the crossing to the dose (e.g. the time to get an appointment)
+  // Clinic slots: the dose is given at the first slot at or after the crossing plus the delay;
+  // empty: at the crossing plus the delay. Sorted by time in the week.
+  std::vector<WeeklySlot> slots;
+
+  // When a dose triggered at `crossing` is given.
+  Ticks dose_time(Ticks crossing) const;
 };
 
 // One dose of a NONMEM-style dosing table (EVID 1 rows).

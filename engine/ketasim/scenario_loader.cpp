@@ -510,7 +510,6 @@ Cohort read_cohort(const NodeRef& node, const ModelCard& card, const fs::path& s
 
 constexpr std::array<const char*, 7> kWeekdays{"Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"};
 
-Ticks time_in_week(const WeeklySlot& slot) { return slot.weekday * kTicksPerDay + slot.time_of_day; }
 
 // "Fri 09:00".
 std::string format_slot(const WeeklySlot& slot) {
@@ -562,13 +561,13 @@ void read_weekly_schedule(const std::vector<NodeRef>& items, DosingRule& rule) {
   for (const auto& item : items) {
     const WeeklySlot slot = parse_weekly_slot(item);
     for (std::size_t i = 0; i < rule.weekly_slots.size(); ++i) {
-      if (time_in_week(rule.weekly_slots[i]) == time_in_week(slot))
+      if (rule.weekly_slots[i].time_in_week() == slot.time_in_week())
         item.fail("slot " + item.kind() + " is listed twice (also at " + items[i].path + ")");
     }
     rule.weekly_slots.push_back(slot);
   }
   std::sort(rule.weekly_slots.begin(), rule.weekly_slots.end(),
-            [](const WeeklySlot& a, const WeeklySlot& b) { return time_in_week(a) < time_in_week(b); });
+            [](const WeeklySlot& a, const WeeklySlot& b) { return a.time_in_week() < b.time_in_week(); });
 }
 
 void read_schedule(const NodeRef& node, DosingRule& rule) {
@@ -677,10 +676,10 @@ void read_repeat_bounds(const NodeRef& node, DosingRule& rule) {
                        std::to_string(kMaxDoseCount) + " per rule are supported");
     }
     // Weekly doses start at `start` plus their time in the week: the window must reach the first.
-    if (rule.schedule == ScheduleKind::weekly && *rule.repeat_for <= time_in_week(rule.weekly_slots.front())) {
+    if (rule.schedule == ScheduleKind::weekly && *rule.repeat_for <= rule.weekly_slots.front().time_in_week()) {
       const WeeklySlot& first = rule.weekly_slots.front();
       repeat_for->fail(repeat_for->kind() + " ends before the first weekly slot (" + format_slot(first) + ", " +
-                       format_hours(time_in_week(first)) + " into the week): no dose would be given");
+                       format_hours(first.time_in_week()) + " into the week): no dose would be given");
     }
   }
 }
@@ -745,7 +744,7 @@ void read_dose_part(const NodeRef& node, const ModelCard& card, DosingRule& rule
 // as_needed: {from, until, madrs_above | improvement_below, min_interval, max_doses}
 AsNeeded read_as_needed(const NodeRef& node, const ModelCard& card) {
   node.expect_map("a map {madrs_above: 22, from: 3 weeks, min_interval: 7 d, max_doses: 6}");
-  node.check_keys({"madrs_above", "improvement_below", "from", "until", "min_interval", "max_doses", "delay"});
+  node.check_keys({"madrs_above", "improvement_below", "from", "until", "min_interval", "max_doses", "delay", "slots"});
   if (card.blocks_of<DepressionBlock>().empty())
     node.fail("model " + in_quotes(card.name) + " has no depression score to trigger as-needed dosing");
   AsNeeded rule;
@@ -773,6 +772,13 @@ AsNeeded read_as_needed(const NodeRef& node, const ModelCard& card) {
       node.require("min_interval", "the shortest time between two sessions, e.g. min_interval: 7 d"));
   if (const auto most = node.find("max_doses")) rule.max_doses = static_cast<int>(most->as_integer(1, kMaxDoseCount));
   if (const auto delay = node.find("delay")) rule.delay = read_time_point(*delay);
+  if (const auto slots = node.find("slots")) {
+    const auto items = slots->items("clinic slots, e.g. [Mon 09:00, Thu 09:00]");
+    if (items.empty()) slots->fail("slots lists no clinic slots; remove the key to dose at the crossing");
+    DosingRule weekly;
+    read_weekly_schedule(items, weekly);
+    rule.slots = weekly.weekly_slots;
+  }
   return rule;
 }
 

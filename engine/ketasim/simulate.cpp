@@ -606,7 +606,7 @@ void integrate(const Propagator& propagator, const Model& model, const SubjectMo
   // in order, rebuild the inputs and find the place of t in them again.
   const auto add_triggered_dose = [&](Ticks at) {
     Dose dose = trigger->dosing().dose;
-    dose.start = at + trigger->dosing().rule.delay;
+    dose.start = trigger->dosing().rule.dose_time(at);
     at = dose.start;
     dose.triggered = true;
     if (doses.size() >= metrics.peak_effect_ng_per_ml.size())

@@ -58,7 +58,7 @@ std::vector<Ticks> dose_times(const DosingRule& rule) {
       if (rule.weekly_slots.empty()) break;
       for (Ticks week = 0;; ++week) {
         for (const WeeklySlot& slot : rule.weekly_slots) {
-          const Ticks time = rule.start + week * kTicksPerWeek + slot.weekday * kTicksPerDay + slot.time_of_day;
+          const Ticks time = rule.start + week * kTicksPerWeek + slot.time_in_week();
           if (!within_bounds(time, times.size())) return times;
           times.push_back(time);
         }
