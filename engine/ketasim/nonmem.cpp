@@ -8,10 +8,9 @@
 #include <cstdio>
 #include <optional>
 
-#include <H5Cpp.h>
-
 #include "ketasim/csv.hpp"
 #include "ketasim/errors.hpp"
+#include "ketasim/result_reader.hpp"
 
 namespace ketasim {
 
@@ -122,139 +121,122 @@ DosingTable read_dosing_table(const std::string& path, Route route) {
 
 namespace {
 
-// One arm of a result file, read for the export.
-class ArmReader {
- public:
-  ArmReader(const std::string& path, const std::string& arm) : path_(path), arm_("/arms/" + arm), file_(path, H5F_ACC_RDONLY) {}
-
-  H5::H5File& file() { return file_; }
-
-  bool exists(const std::string& name) const { return file_.nameExists(arm_ + "/" + name); }
-
-  // A float64 dataset as a flat vector with its row width (1 for [N]).
-  std::vector<double> doubles(const std::string& name, std::size_t rows, std::size_t* width) const {
-    const H5::DataSet dataset = file_.openDataSet(arm_ + "/" + name);
-    const H5::DataSpace space = dataset.getSpace();
-    hsize_t dims[2] = {0, 1};
-    const int rank = space.getSimpleExtentDims(dims);
-    if (rank < 1 || rank > 2 || (rows != 0 && dims[0] != rows))
-      throw IoError(path_ + ": " + arm_ + "/" + name + " has an unexpected shape");
-    std::vector<double> values(static_cast<std::size_t>(dims[0] * (rank == 2 ? dims[1] : 1)));
-    if (!values.empty()) dataset.read(values.data(), H5::PredType::NATIVE_DOUBLE);
-    if (width) *width = rank == 2 ? static_cast<std::size_t>(dims[1]) : 1;
-    return values;
-  }
-
- private:
-  std::string path_;
-  std::string arm_;
-  H5::H5File file_;
-};
-
 std::string number_text(double value) {
   char text[32];
   std::snprintf(text, sizeof text, "%.17g", value);
   return text;
 }
 
+// What the export reads of one arm, every dataset checked for its shape.
+struct ExportArm {
+  std::size_t subjects = 0;
+  std::vector<double> id, weight, age, female, madrs0, failed;
+  NumberTable dose_time, dose_duration, dose_amount;  // [N x Dmax]
+  std::vector<double> sample_times;                   // observation_times_h, [S]
+  std::vector<std::string> variables;                 // observed outputs, DVID order
+  std::vector<NumberTable> observed;                  // dv_<variable>, [N x S]
+};
+
+ExportArm read_export_arm(const FileReader& reader, const H5::H5File& file, const std::string& arm) {
+  const std::string arm_path = "/arms/" + arm;
+  const H5::Group arms = reader.open_group(file, "", "arms");
+  if (!FileReader::has_link(arms, arm)) reader.fail(arm_path, "no such arm");
+  const H5::Group group = reader.open_group(arms, "/arms", arm);
+  const std::string subjects_path = arm_path + "/subjects", metrics_path = arm_path + "/metrics";
+  const H5::Group subjects = reader.open_group(group, arm_path, "subjects");
+  const H5::Group metrics = reader.open_group(group, arm_path, "metrics");
+  ExportArm data;
+  data.id = reader.read_vector(subjects, subjects_path, "id", std::nullopt);
+  data.subjects = data.id.size();
+  const std::size_t n = data.subjects;
+  data.weight = reader.read_vector(subjects, subjects_path, "weight_kg", n);
+  data.age = reader.read_vector(subjects, subjects_path, "age_y", n);
+  data.female = reader.read_vector(subjects, subjects_path, "female", n);
+  data.madrs0 = reader.read_vector(subjects, subjects_path, "baseline_madrs", n);
+  data.failed = reader.read_vector(metrics, metrics_path, "status", n);
+  data.dose_time = reader.read_numbers(subjects, subjects_path, "dose_time_h");
+  data.dose_duration = reader.read_numbers(subjects, subjects_path, "dose_duration_h");
+  data.dose_amount = reader.read_numbers(subjects, subjects_path, "dose_amount_mg");
+  for (const auto& [table, name] : {std::pair{&data.dose_time, "dose_time_h"}, {&data.dose_duration, "dose_duration_h"},
+                                    {&data.dose_amount, "dose_amount_mg"}})
+    if (table->rows != n || table->columns != data.dose_time.columns)
+      reader.fail(subjects_path + "/" + name, "expected " + std::to_string(n) + " subjects x " +
+                                                  std::to_string(data.dose_time.columns) + " doses");
+  if (FileReader::has_link(group, "observation_times_h"))
+    data.sample_times = reader.read_vector(group, arm_path, "observation_times_h", std::nullopt);
+  if (data.sample_times.empty()) return data;
+  for (hsize_t i = 0; i < metrics.getNumObjs(); ++i) {
+    const std::string name = metrics.getObjnameByIdx(i);
+    if (name.rfind("dv_", 0) != 0) continue;
+    NumberTable values = reader.read_numbers(metrics, metrics_path, name);
+    if (values.rows != n || values.columns != data.sample_times.size())
+      reader.fail(metrics_path + "/" + name, "expected " + std::to_string(n) + " subjects x " +
+                                                 std::to_string(data.sample_times.size()) + " sampling times");
+    data.variables.push_back(name.substr(3));
+    data.observed.push_back(std::move(values));
+  }
+  return data;
+}
+
 }  // namespace
 
 std::vector<std::string> arms_in_result(const std::string& result_path) {
-  H5::Exception::dontPrint();
+  const QuietHdf5Errors quiet;
+  const FileReader reader(result_path);
   try {
-    const H5::H5File file(result_path, H5F_ACC_RDONLY);
-    const H5::Attribute attribute = file.openAttribute("arms");
-    hsize_t count = 0;
-    attribute.getSpace().getSimpleExtentDims(&count);
-    if (count == 0) throw IoError(result_path + " has no arms");
-    std::vector<char*> texts(static_cast<std::size_t>(count));
-    H5::StrType type(H5::PredType::C_S1, H5T_VARIABLE);
-    type.setCset(H5T_CSET_UTF8);
-    attribute.read(type, texts.data());
-    std::vector<std::string> names(texts.begin(), texts.end());
-    H5Dvlen_reclaim(type.getId(), attribute.getSpace().getId(), H5P_DEFAULT, texts.data());
+    const std::vector<std::string> names = reader.read_strings(open_result_file(result_path), "/", "arms");
+    if (names.empty()) reader.fail("/ attribute arms", "expected at least one arm name");
     return names;
   } catch (const H5::Exception& error) {
-    throw IoError("cannot read '" + result_path + "' as a ketasim result file: " + error.getDetailMsg());
+    throw IoError("cannot read result file '" + result_path + "': " + error.getDetailMsg());
   }
 }
 
 std::vector<std::string> write_nonmem_data(const std::string& result_path, const std::string& arm, std::ostream& out) {
-  H5::Exception::dontPrint();
-  std::vector<std::string> variables;
+  const QuietHdf5Errors quiet;
+  const FileReader reader(result_path);
+  ExportArm data;
   try {
-    ArmReader reader(result_path, arm);
-    int layout = 0;
-    reader.file().openAttribute("layout_version").read(H5::PredType::NATIVE_INT, &layout);
-    if (layout < 3) throw IoError(result_path + ": layout version " + std::to_string(layout) + " has no per-subject doses; rerun with this version");
-    if (!reader.file().nameExists("/arms/" + arm)) throw IoError(result_path + ": no arm '" + arm + "'");
-    const std::vector<double> ids = [&] {
-      const H5::DataSet dataset = reader.file().openDataSet("/arms/" + arm + "/subjects/id");
-      hsize_t n = 0;
-      dataset.getSpace().getSimpleExtentDims(&n);
-      std::vector<double> values(static_cast<std::size_t>(n));
-      if (n) dataset.read(values.data(), H5::PredType::NATIVE_DOUBLE);
-      return values;
-    }();
-    const std::size_t n = ids.size();
-    const auto column = [&](const std::string& name) { return reader.doubles("subjects/" + name, n, nullptr); };
-    const std::vector<double> weight = column("weight_kg"), age = column("age_y"), female = column("female"),
-                              madrs0 = column("baseline_madrs");
-    std::size_t doses = 0, check = 0;
-    const std::vector<double> dose_time = reader.doubles("subjects/dose_time_h", n, &doses);
-    const std::vector<double> dose_duration = reader.doubles("subjects/dose_duration_h", n, &check);
-    const std::vector<double> dose_amount = reader.doubles("subjects/dose_amount_mg", n, &check);
-    std::vector<double> status(n, 0.0);
-    {
-      const H5::DataSet dataset = reader.file().openDataSet("/arms/" + arm + "/metrics/status");
-      if (n) dataset.read(status.data(), H5::PredType::NATIVE_DOUBLE);
-    }
-    const std::vector<double> sample_times = reader.exists("observation_times_h") ? reader.doubles("observation_times_h", 0, nullptr)
-                                                                                   : std::vector<double>();
-    std::vector<std::vector<double>> observed;
-    if (!sample_times.empty()) {
-      const H5::Group metrics = reader.file().openGroup("/arms/" + arm + "/metrics");
-      for (hsize_t i = 0; i < metrics.getNumObjs(); ++i) {
-        const std::string name = metrics.getObjnameByIdx(i);
-        if (name.rfind("dv_", 0) != 0) continue;
-        variables.push_back(name.substr(3));
-        observed.push_back(reader.doubles("metrics/" + name, n, nullptr));
-      }
-    }
-
-    out << "ID,TIME,AMT,RATE,CMT,EVID,MDV,DV,DVID,WT,AGE,FEMALE,MADRS0\n";
-    const std::size_t samples = sample_times.size();
-    for (std::size_t i = 0; i < n; ++i) {
-      if (status[i] != 0.0) continue;  // failed subjects have no simulated values
-      const std::string id = number_text(ids[i] + 1.0);
-      const std::string covariates =
-          number_text(weight[i]) + "," + number_text(age[i]) + "," + number_text(female[i]) + "," + number_text(madrs0[i]);
-      std::size_t d = 0, s = 0;
-      while (true) {
-        const bool dose_left = d < doses && !std::isnan(dose_time[i * doses + d]);
-        const bool sample_left = s < samples;
-        if (!dose_left && !sample_left) break;
-        if (dose_left && (!sample_left || dose_time[i * doses + d] <= sample_times[s])) {
-          const double amount = dose_amount[i * doses + d];
-          const double duration = dose_duration[i * doses + d];
-          const double rate = duration > 0.0 ? amount / duration : 0.0;
-          if (amount > 0.0)  // placebo sessions give no drug and are not NONMEM doses
-            out << id << "," << number_text(dose_time[i * doses + d]) << "," << number_text(amount) << "," << number_text(rate)
-                << ",1,1,1,.,0," << covariates << "\n";
-          ++d;
-        } else {
-          for (std::size_t v = 0; v < observed.size(); ++v)
-            out << id << "," << number_text(sample_times[s]) << ",0,0," << v + 2 << ",0,0,"
-                << number_text(observed[v][i * samples + s]) << "," << v + 1 << "," << covariates << "\n";
-          ++s;
-        }
-      }
-    }
+    const H5::H5File file = open_result_file(result_path);
+    const std::int64_t layout = reader.read_integer(file, "/", "layout_version");
+    if (layout < 3)
+      reader.fail("/ attribute layout_version", "layout version " + std::to_string(layout) +
+                                                    " has no per-subject doses; rerun the scenario with this version");
+    data = read_export_arm(reader, file, arm);
   } catch (const H5::Exception& error) {
     throw IoError("cannot read arm '" + arm + "' of the result file '" + result_path + "': " + error.getDetailMsg());
   }
+
+  out << "ID,TIME,AMT,RATE,CMT,EVID,MDV,DV,DVID,WT,AGE,FEMALE,MADRS0\n";
+  const std::size_t doses = data.dose_time.columns, samples = data.sample_times.size();
+  for (std::size_t i = 0; i < data.subjects; ++i) {
+    if (data.failed[i] != 0.0) continue;  // failed subjects have no simulated values
+    const std::string id = number_text(data.id[i] + 1.0);
+    const std::string covariates = number_text(data.weight[i]) + "," + number_text(data.age[i]) + "," +
+                                   number_text(data.female[i]) + "," + number_text(data.madrs0[i]);
+    std::size_t d = 0, s = 0;
+    while (true) {
+      const bool dose_left = d < doses && !std::isnan(data.dose_time.at(i, d));
+      const bool sample_left = s < samples;
+      if (!dose_left && !sample_left) break;
+      if (dose_left && (!sample_left || data.dose_time.at(i, d) <= data.sample_times[s])) {
+        const double amount = data.dose_amount.at(i, d);
+        const double duration = data.dose_duration.at(i, d);
+        const double rate = duration > 0.0 ? amount / duration : 0.0;
+        if (amount > 0.0)  // placebo sessions give no drug and are not NONMEM doses
+          out << id << "," << number_text(data.dose_time.at(i, d)) << "," << number_text(amount) << "," << number_text(rate)
+              << ",1,1,1,.,0," << covariates << "\n";
+        ++d;
+      } else {
+        for (std::size_t v = 0; v < data.observed.size(); ++v)
+          out << id << "," << number_text(data.sample_times[s]) << ",0,0," << v + 2 << ",0,0,"
+              << number_text(data.observed[v].at(i, s)) << "," << v + 1 << "," << covariates << "\n";
+        ++s;
+      }
+    }
+  }
   if (!out) throw IoError("writing the NONMEM data set failed");
-  return variables;
+  return data.variables;
 }
 
 }  // namespace ketasim
