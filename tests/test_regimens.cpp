@@ -16,6 +16,7 @@
 #include "ketasim/errors.hpp"
 #include "ketasim/model_card.hpp"
 #include "ketasim/nonmem.hpp"
+#include "ketasim/reproduction.hpp"
 #include "ketasim/run.hpp"
 #include "ketasim/scenario_loader.hpp"
 #include "ketasim/timeline.hpp"
@@ -32,32 +33,14 @@ struct Columns {
   const std::vector<double>& operator[](const std::string& name) const { return values.at(name); }
 };
 
-std::vector<Columns> run_in_memory(const Scenario& scenario, unsigned threads = 2, std::int64_t block_size = 16) {
-  const std::vector<ArmLayout> layouts = arm_layouts(scenario);
-  std::vector<Columns> arms(layouts.size());
-  const auto n = static_cast<std::size_t>(scenario.cohort.size);
-  for (std::size_t a = 0; a < layouts.size(); ++a) {
-    for (const auto* list : {&layouts[a].subject_columns, &layouts[a].metrics})
-      for (const ColumnSpec& spec : *list) {
-        arms[a].values[spec.name].assign(n * spec.width, 0.0);
-        arms[a].width[spec.name] = spec.width;
-      }
+std::vector<Columns> run_columns(const Scenario& scenario, unsigned threads = 2, std::int64_t block_size = 16) {
+  std::vector<Columns> arms;
+  for (ArmResults& arm : ketasim::run_in_memory(scenario, threads, block_size).arms) {
+    Columns columns{std::move(arm.subject_columns), std::move(arm.subject_width)};
+    columns.values.merge(arm.metrics);
+    columns.width.merge(arm.metric_width);
+    arms.push_back(std::move(columns));
   }
-  RunOptions options;
-  options.threads = threads;
-  options.block_size = block_size;
-  options.on_block = [&](const SubjectBlock& block) {
-    const ArmLayout& layout = layouts[block.arm];
-    Columns& arm = arms[block.arm];
-    const auto copy = [&](const std::vector<ColumnSpec>& specs, const std::vector<std::vector<double>>& data) {
-      for (std::size_t c = 0; c < specs.size(); ++c)
-        std::copy(data[c].begin(), data[c].end(),
-                  arm.values[specs[c].name].begin() + static_cast<std::ptrdiff_t>(block.first_subject * specs[c].width));
-    };
-    copy(layout.subject_columns, block.subject_columns);
-    copy(layout.metrics, block.metrics);
-  };
-  run_scenario(scenario, options);
   return arms;
 }
 
@@ -128,7 +111,7 @@ TEST_CASE("a missed-session probability of 0 gives exactly the arm without it; 5
                                                "  - {name: half_twin, missed_session_probability: 50%, regimen: " + rule + "}\n" +
                                                "output: {grid: {every: 30 min, for: 4 weeks}}\n",
                                            "adherence.yaml");
-  const auto arms = run_in_memory(scenario);
+  const auto arms = run_columns(scenario);
   for (const auto& [name, values] : arms[0].values) {
     INFO(name);
     CHECK(same_values(values, arms[1][name]));
@@ -245,8 +228,8 @@ TEST_CASE("a NONMEM-style export imported as a dosing table gives the same doses
   const Scenario imported = parse_scenario(kHeader + "arms:\n  - name: arm\n    regimen: {route: iv_infusion, doses_from: data.csv}\n" +
                                                "output: {grid: {every: 30 min, for: 8 weeks}, variables: []}\n",
                                            (dir / "imported.yaml").string());
-  const auto a = run_in_memory(original);
-  const auto b = run_in_memory(imported);
+  const auto a = run_columns(original);
+  const auto b = run_columns(imported);
   for (const char* name : {"dose_time_h", "dose_duration_h", "dose_amount_mg", "dosed_mg", "auc_ng_h_per_ml", "cmax_ng_per_ml"}) {
     INFO(name);
     const std::size_t wa = a[0].width.at(name), wb = b[0].width.at(name);
@@ -305,7 +288,7 @@ TEST_CASE("observations carry residual error of the requested size, the same dra
                                            "observations.yaml");
   Scenario big = scenario;
   big.cohort.size = 2000;
-  const auto arms = run_in_memory(big);
+  const auto arms = run_columns(big);
   CHECK(same_values(arms[0]["dv_plasma_ketamine_ng_per_ml"], arms[1]["dv_plasma_ketamine_ng_per_ml"]));
   // log-free check of the proportional error: (DV - IPRED) / IPRED has SD 0.1; additive: SD 2.
   const auto sd_of = [](const std::vector<double>& dv, const std::vector<double>& ipred, bool relative) {
@@ -338,14 +321,14 @@ output:
     if (!method.empty()) text += "solver: {method: " + method + ", rtol: 1e-10, atol: 1e-14}\n";
     return parse_scenario(text, "occasions.yaml");
   };
-  const auto none = run_in_memory(parse_scenario(head + arms, "none.yaml"));
-  const auto zero = run_in_memory(with_iov("0%", ""));
+  const auto none = run_columns(parse_scenario(head + arms, "none.yaml"));
+  const auto zero = run_columns(with_iov("0%", ""));
   for (const char* name : {"cmax_ng_per_ml", "auc_ng_h_per_ml", "time_above_dissociation_h", "days_in_response"})
     for (std::size_t i = 0; i < 60; ++i) CHECK(zero[0][name][i] == Approx(none[0][name][i]).epsilon(1e-9).margin(1e-12));
 
   const Scenario exact = with_iov("30%", "exact");
-  const auto by_exact = run_in_memory(exact);
-  const auto by_ode = run_in_memory(with_iov("30%", "ode"));
+  const auto by_exact = run_columns(exact);
+  const auto by_ode = run_columns(with_iov("30%", "ode"));
   bool differs_from_none = false;
   for (std::size_t i = 0; i < 60; ++i) {
     CHECK(by_ode[0]["auc_ng_h_per_ml"][i] == Approx(by_exact[0]["auc_ng_h_per_ml"][i]).epsilon(1e-6));
@@ -380,8 +363,8 @@ TEST_CASE("triggered and missed doses do not depend on the thread count or block
   Scenario as_needed = load_scenario_file(std::string(KETASIM_SOURCE_DIR) + "/scenarios/as_needed_maintenance.yaml");
   as_needed.cohort.size = as_needed.cohort.subjects_per_replicate = 40;
   for (const Scenario* one : {&small, &as_needed}) {
-    const auto a = run_in_memory(*one, 1, 40);
-    const auto b = run_in_memory(*one, 2, 7);
+    const auto a = run_columns(*one, 1, 40);
+    const auto b = run_columns(*one, 2, 7);
     for (std::size_t arm = 0; arm < a.size(); ++arm)
       for (const char* name : {"dose_time_h", "dose_amount_mg", "sessions_missed", "sessions_triggered", "days_in_response"}) {
         INFO(one->name << " arm " << arm << " " << name);
@@ -393,7 +376,7 @@ TEST_CASE("triggered and missed doses do not depend on the thread count or block
 TEST_CASE("arms with models of their own are the same patients: covariates and residual draws", "[regimen][models]") {
   Scenario scenario = load_scenario_file(std::string(KETASIM_SOURCE_DIR) + "/scenarios/esketamine_vs_iv_ketamine.yaml");
   scenario.cohort.size = scenario.cohort.subjects_per_replicate = 30;
-  const auto arms = run_in_memory(scenario);
+  const auto arms = run_columns(scenario);
   REQUIRE(arms.size() == 2);
   for (const char* name : {"weight_kg", "age_y", "female", "baseline_madrs", "madrs_baseline"}) {
     INFO(name);

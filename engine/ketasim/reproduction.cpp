@@ -33,7 +33,7 @@ const ArmResults& ScenarioResults::arm(const std::string& name) const {
   throw ModelParameterError("no arm '" + name + "' in the scenario (arms: " + names + ")");
 }
 
-ScenarioResults run_in_memory(const Scenario& scenario, unsigned threads) {
+ScenarioResults run_in_memory(const Scenario& scenario, unsigned threads, std::int64_t block_size) {
   const std::vector<ArmLayout> layouts = arm_layouts(scenario);
   ScenarioResults results;
   const auto n = static_cast<std::size_t>(scenario.cohort.size);
@@ -47,21 +47,31 @@ ScenarioResults run_in_memory(const Scenario& scenario, unsigned threads) {
       arm.metric_width[column.name] = column.width;
       arm.metrics[column.name].assign(n * column.width, kNaN);
     }
+    for (const ColumnSpec& column : layout.subject_columns) {
+      arm.subject_width[column.name] = column.width;
+      arm.subject_columns[column.name].assign(n * column.width, kNaN);
+    }
     for (const ColumnSpec& column : layout.trajectories) arm.trajectories[column.name].assign(n * layout.time_h.size(), 0.0f);
     arm.status.assign(n, 0);
     results.arms.push_back(std::move(arm));
   }
   RunOptions options;
   options.threads = threads;
+  options.block_size = block_size;
   options.on_block = [&](const SubjectBlock& block) {
     ArmResults& arm = results.arms[block.arm];
     const ArmLayout& layout = layouts[block.arm];
     const auto first = static_cast<std::size_t>(block.first_subject);
     const auto rows = static_cast<std::size_t>(block.count);
-    for (std::size_t m = 0; m < layout.metrics.size(); ++m) {
-      const std::size_t width = layout.metrics[m].width;
-      std::copy_n(block.metrics[m].begin(), rows * width, arm.metrics[layout.metrics[m].name].begin() + static_cast<std::ptrdiff_t>(first * width));
-    }
+    const auto copy_columns = [&](const std::vector<ColumnSpec>& columns, const std::vector<std::vector<double>>& data,
+                                  std::map<std::string, std::vector<double>>& into) {
+      for (std::size_t c = 0; c < columns.size(); ++c) {
+        const std::size_t width = columns[c].width;
+        std::copy_n(data[c].begin(), rows * width, into[columns[c].name].begin() + static_cast<std::ptrdiff_t>(first * width));
+      }
+    };
+    copy_columns(layout.metrics, block.metrics, arm.metrics);
+    copy_columns(layout.subject_columns, block.subject_columns, arm.subject_columns);
     const std::size_t points = layout.time_h.size();
     for (std::size_t v = 0; v < layout.trajectories.size(); ++v)
       std::copy_n(block.trajectories[v].begin(), rows * points,

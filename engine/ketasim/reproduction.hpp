@@ -32,6 +32,8 @@ struct ArmResults {
   std::map<std::string, std::size_t> metric_width;
   std::map<std::string, std::vector<double>> metrics;      // [subject * width + j]
   std::map<std::string, std::vector<float>> trajectories;  // by dataset name, [subject * T + t]
+  std::map<std::string, std::size_t> subject_width;
+  std::map<std::string, std::vector<double>> subject_columns;  // covariates, parameters, doses: [subject * width + j]
   std::vector<std::int8_t> status;
 };
 
@@ -41,7 +43,8 @@ struct ScenarioResults {
 };
 
 // Runs a scenario without writing a file and keeps everything in memory (for small cohorts).
-ScenarioResults run_in_memory(const Scenario& scenario, unsigned threads = 0);
+// block_size 0: the run's default.
+ScenarioResults run_in_memory(const Scenario& scenario, unsigned threads = 0, std::int64_t block_size = 0);
 
 // One per-subject number: a metric element, a trajectory value at a time, or a constant.
 struct Operand {
