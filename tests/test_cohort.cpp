@@ -17,6 +17,7 @@
 #include "ketasim/cohort.hpp"
 #include "ketasim/covariate_table.hpp"
 #include "ketasim/random_stream.hpp"
+#include "ketasim/reproduction.hpp"
 #include "ketasim/run.hpp"
 #include "ketasim/scenario_loader.hpp"
 
@@ -192,25 +193,12 @@ double pearson(const std::vector<double>& x, const std::vector<double>& y) {
   return sxy / std::sqrt(sxx * syy);
 }
 
-// Every subject column of every arm, by subject id, from a whole run (blocks arrive in any order).
+// Every subject column of every arm ("arm/column"), by subject id, from a whole run.
 std::map<std::string, std::vector<double>> subject_columns_of_run(const Scenario& scenario, unsigned threads,
                                                                   std::int64_t block_size) {
-  const auto layouts = arm_layouts(scenario);
   std::map<std::string, std::vector<double>> columns;
-  RunOptions options;
-  options.threads = threads;
-  options.block_size = block_size;
-  options.on_block = [&](const SubjectBlock& block) {
-    const ArmLayout& layout = layouts[block.arm];
-    for (std::size_t c = 0; c < layout.subject_columns.size(); ++c) {
-      const std::size_t width = layout.subject_columns[c].width;
-      auto& column = columns[layout.name + "/" + layout.subject_columns[c].name];
-      column.resize(static_cast<std::size_t>(scenario.cohort.size) * width, std::nan(""));
-      std::copy(block.subject_columns[c].begin(), block.subject_columns[c].end(),
-                column.begin() + static_cast<std::ptrdiff_t>(static_cast<std::size_t>(block.first_subject) * width));
-    }
-  };
-  run_scenario(scenario, options);
+  for (ArmResults& arm : run_in_memory(scenario, threads, block_size).arms)
+    for (auto& [name, values] : arm.subject_columns) columns[arm.name + "/" + name] = std::move(values);
   return columns;
 }
 
