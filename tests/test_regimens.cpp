@@ -95,6 +95,22 @@ TEST_CASE("max_dose caps weight-based doses and only those", "[regimen]") {
                                            "cap.yaml");
   CHECK(expand_doses(scenario.arms[0], 80.0).front().amount_mg == Approx(40.0));
   CHECK(expand_doses(scenario.arms[0], 150.0).front().amount_mg == Approx(60.0));
+  // A phase with a flat dose is not capped by its rule's weight-based cap.
+  const Scenario phases = parse_scenario(kHeader + R"(arms:
+  - name: a
+    regimen:
+      route: iv_infusion
+      dose: 0.5 mg/kg
+      max_dose: 60 mg
+      infusion_duration: 40 min
+      phases:
+        - {schedule: [Mon 09:00], for: 1 week}
+        - {schedule: [Mon 09:00], for: 1 week, dose: 84 mg}
+)", "cap_phases.yaml");
+  const auto doses = expand_doses(phases.arms[0], 150.0);
+  REQUIRE(doses.size() == 2);
+  CHECK(doses[0].amount_mg == Approx(60.0));
+  CHECK(doses[1].amount_mg == Approx(84.0));
   CHECK_THROWS_WITH(parse_scenario(kHeader + "arms:\n  - name: a\n    regimen: " +
                                        "{route: iv_infusion, dose: 35 mg, max_dose: 60 mg, infusion_duration: 40 min, schedule: [Mon 09:00], for: 1 week}\n",
                                    "cap.yaml"),

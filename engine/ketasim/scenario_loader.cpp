@@ -694,6 +694,23 @@ DoseDrug read_dose_drug(const NodeRef& node, const ModelCard& card) {
             " doses " + in_quotes(card.drug) + ", and a session may give placebo (saline) or midazolam (active placebo)");
 }
 
+// max_dose: the cap of a weight-based dose.
+double read_max_dose(const NodeRef& cap, const DoseAmount& dose) {
+  if (dose.basis != DoseBasis::per_body_weight)
+    cap.fail("max_dose caps a weight-based dose (e.g. dose: 0.5 mg/kg, max_dose: 60 mg); the dose here is flat");
+  return read_quantity(cap, dim::drug_mass, Sign::positive);
+}
+
+// An intranasal dose of the card's drug is a whole number of the card's devices.
+void check_intranasal_devices(const NodeRef& dose_node, const DoseAmount& dose, const ModelCard& card) {
+  const double device = card.routes.intranasal->device_mg;
+  const double devices = dose.value / device;
+  if (dose.basis != DoseBasis::flat || std::abs(devices - std::round(devices)) > 1e-9 || devices < 1.0) {
+    dose_node.fail("an intranasal dose is a whole number of " + yaml::format_number(device) + " mg devices (e.g. " +
+                   yaml::format_number(2 * device) + " mg), found " + dose_node.kind());
+  }
+}
+
 // What a rule gives at each session: route, drug, amount (capped), infusion duration.
 void read_dose_part(const NodeRef& node, const ModelCard& card, DosingRule& rule, bool amount_from_table) {
   const NodeRef route = node.require("route", "iv_infusion, iv_bolus or intranasal");
@@ -719,20 +736,8 @@ void read_dose_part(const NodeRef& node, const ModelCard& card, DosingRule& rule
   } else if (const auto dose = node.find("dose")) {
     rule.dose = read_dose(*dose);  // recorded (e.g. midazolam 0.045 mg/kg); no drug enters the model
   }
-  if (const auto cap = node.find("max_dose")) {
-    if (rule.dose.basis != DoseBasis::per_body_weight)
-      cap->fail("max_dose caps a weight-based dose (e.g. dose: 0.5 mg/kg, max_dose: 60 mg); the dose here is flat");
-    rule.max_dose_mg = read_quantity(*cap, dim::drug_mass, Sign::positive);
-  }
-  if (gives_drug && rule.route == Route::intranasal) {
-    const NodeRef dose = *node.find("dose");
-    const double device = card.routes.intranasal->device_mg;
-    const double devices = rule.dose.value / device;
-    if (rule.dose.basis != DoseBasis::flat || std::abs(devices - std::round(devices)) > 1e-9 || devices < 1.0) {
-      dose.fail("an intranasal dose is a whole number of " + yaml::format_number(device) + " mg devices (e.g. " +
-                yaml::format_number(2 * device) + " mg), found " + dose.kind());
-    }
-  }
+  if (const auto cap = node.find("max_dose")) rule.max_dose_mg = read_max_dose(*cap, rule.dose);
+  if (gives_drug && rule.route == Route::intranasal) check_intranasal_devices(*node.find("dose"), rule.dose, card);
   if (rule.route == Route::iv_infusion) {
     rule.infusion_duration =
         read_duration(node.require("infusion_duration", "an iv_infusion needs its duration, e.g. 40 min"));
@@ -801,22 +806,12 @@ std::vector<DosingRule> read_phases(const NodeRef& node, const DosingRule& base,
     item.check_keys({"schedule", "for", "count", "dose", "max_dose"});
     DosingRule rule = base;
     rule.where = item.where;
-    if (item.find("dose") || item.find("max_dose")) {
-      // A phase may change the amount (e.g. 56 mg then 84 mg); route and duration stay the rule's.
-      if (const auto dose = item.find("dose")) rule.dose = read_dose(*dose);
-      rule.max_dose_mg.reset();
-      if (const auto cap = item.find("max_dose")) {
-        if (rule.dose.basis != DoseBasis::per_body_weight) cap->fail("max_dose caps a weight-based dose; the dose here is flat");
-        rule.max_dose_mg = read_quantity(*cap, dim::drug_mass, Sign::positive);
-      } else {
-        rule.max_dose_mg = base.max_dose_mg;
-      }
-      if (rule.route == Route::intranasal && rule.drug == DoseDrug::model_drug) {
-        const double devices = rule.dose.value / card.routes.intranasal->device_mg;
-        if (rule.dose.basis != DoseBasis::flat || std::abs(devices - std::round(devices)) > 1e-9 || devices < 1.0)
-          item.find("dose")->fail("an intranasal dose is a whole number of devices");
-      }
+    // A phase may change the amount (e.g. 56 mg then 84 mg); route and duration stay the rule's.
+    if (const auto dose = item.find("dose")) {
+      rule.dose = read_dose(*dose);
+      if (rule.route == Route::intranasal && rule.drug == DoseDrug::model_drug) check_intranasal_devices(*dose, rule.dose, card);
     }
+    if (const auto cap = item.find("max_dose")) rule.max_dose_mg = read_max_dose(*cap, rule.dose);
     rule.start = start;
     read_schedule(item.require("schedule", "e.g. schedule: [Mon 09:00, Thu 09:00] or 'every 2 weeks'"), rule);
     if (rule.schedule == ScheduleKind::explicit_times)

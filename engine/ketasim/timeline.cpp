@@ -68,7 +68,9 @@ std::vector<Ticks> dose_times(const DosingRule& rule) {
 }
 
 double dose_amount_mg(const DosingRule& rule, double weight_kg) {
-  const double amount = rule.dose.basis == DoseBasis::per_body_weight ? rule.dose.value * weight_kg : rule.dose.value;
+  if (rule.dose.basis != DoseBasis::per_body_weight) return rule.dose.value;
+  // The cap is of weight-based doses only (a phase with a flat dose keeps its rule's cap unused).
+  const double amount = rule.dose.value * weight_kg;
   return rule.max_dose_mg ? std::min(amount, *rule.max_dose_mg) : amount;
 }
 
