@@ -429,6 +429,7 @@ void integrate(const Propagator& propagator, const Model& model, const SubjectMo
   // The propagator of the current occasion: the subject's own until a session opens an occasion
   // with parameters of its own (inter-occasion variability).
   const Propagator* p = &propagator;
+  const SubjectModel* system = &subject;  // the current occasion's system
   std::deque<SubjectModel> occasion_models;   // kept alive: an ODE propagator refers to its model
   std::deque<Propagator> occasion_propagators;
 
@@ -602,25 +603,31 @@ void integrate(const Propagator& propagator, const Model& model, const SubjectMo
     const Ticks at = std::clamp<Ticks>(t0 + static_cast<Ticks>(std::ceil(tau * static_cast<double>(kTicksPerHour))), low, t1);
     return at < trigger->until() ? std::max(at, t0 + 1) : -1;
   };
-  // The trigger fired at `at` (> t, or 0 before the start): the dose comes `delay` later. Insert it
-  // in order, rebuild the inputs and find the place of t in them again.
-  const auto add_triggered_dose = [&](Ticks at) {
-    Dose dose = trigger->dosing().dose;
-    dose.start = trigger->dosing().rule.dose_time(at);
-    at = dose.start;
-    dose.triggered = true;
-    if (doses.size() >= metrics.peak_effect_ng_per_ml.size())
-      throw SolverError("as-needed dosing gave more doses than the arm's bound (" + std::to_string(doses.size()) + ")");
-    const auto position = std::upper_bound(doses.begin(), doses.end(), at, [](Ticks time, const Dose& d) { return time < d.start; });
-    doses.insert(position, dose);
-    trigger->fire();
-    inputs.build(*p, model, subject, plan, doses, extra_marks());
-    // The jumps at t have been applied once t was observed.
-    const auto applied = [&](std::size_t i) { return inputs.inputs[i].start < t || (inputs.inputs[i].start == t && observed_at == t); };
+  // Rebuilds the inputs of `doses` for the current system and propagator (after a dose was added,
+  // or an occasion began) and finds the place of t in them again; the jumps at t count as applied
+  // when `jumps_at_t_applied`.
+  const auto replan = [&](bool jumps_at_t_applied) {
+    inputs.build(*p, model, *system, plan, doses, extra_marks());
+    const auto applied = [&](std::size_t i) {
+      return inputs.inputs[i].start < t || (jumps_at_t_applied && inputs.inputs[i].start == t);
+    };
     jump = static_cast<std::size_t>(std::partition_point(inputs.jumps.begin(), inputs.jumps.end(), applied) - inputs.jumps.begin());
     segment = mark = 0;
     find_next_edge();
-    trigger_allowed = trigger->allowed_from(at, doses);
+  };
+  // The trigger fired at `at` (> t, or 0 before the start): insert the dose it gives, in order.
+  const auto add_triggered_dose = [&](Ticks at) {
+    Dose dose = trigger->dosing().dose;
+    dose.start = trigger->dosing().rule.dose_time(at);
+    dose.triggered = true;
+    if (doses.size() >= metrics.peak_effect_ng_per_ml.size())
+      throw SolverError("as-needed dosing gave more doses than the arm's bound (" + std::to_string(doses.size()) + ")");
+    const auto position =
+        std::upper_bound(doses.begin(), doses.end(), dose.start, [](Ticks time, const Dose& d) { return time < d.start; });
+    doses.insert(position, dose);
+    trigger->fire();
+    replan(observed_at == t);  // the jumps at t have been applied once t was observed
+    trigger_allowed = trigger->allowed_from(dose.start, doses);
   };
 
   if (trigger && trigger_allowed == 0 && madrs(0, state) > trigger->threshold()) add_triggered_dose(0);
@@ -637,18 +644,14 @@ void integrate(const Propagator& propagator, const Model& model, const SubjectMo
         const auto opening = std::find_if(doses.rbegin(), doses.rend(), [&](const Dose& d) { return d.start == t; });
         if (opening != doses.rend()) {
           const int k = static_cast<int>(doses.rend() - opening) - 1;
-          const SubjectModel& model_k = occasion_models.emplace_back(context.occasion_model(k));
-          std::optional<Propagator> next = make_propagator(model_k);
+          system = &occasion_models.emplace_back(context.occasion_model(k));
+          std::optional<Propagator> next = make_propagator(*system);
           if (!next) throw ExactStepUnavailable("occasion " + std::to_string(k) + ": exact stepping is not possible");
           const State carried = next->from_physical(p->physical(state), p->physical_integral(state));
           p = &occasion_propagators.emplace_back(std::move(*next));
           state = carried;
           grid_factors = p->factors(ticks_to_hours(plan.grid_step));
-          inputs.build(*p, model, model_k, plan, doses, extra_marks());
-          const auto applied = [&](std::size_t i) { return inputs.inputs[i].start < t; };
-          jump = static_cast<std::size_t>(std::partition_point(inputs.jumps.begin(), inputs.jumps.end(), applied) - inputs.jumps.begin());
-          segment = mark = 0;
-          find_next_edge();
+          replan(false);  // the jumps at t come next, in the new coordinates
         }
       }
       // Same-time rule: input edges are segment boundaries (the next segment's rates already hold
