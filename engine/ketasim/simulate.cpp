@@ -510,8 +510,9 @@ void integrate(const Propagator& propagator, const Model& model, const SubjectMo
   // off-diagonal entry, every input is >= 0) and the signal's row has no negative weight. Exact
   // stepping in modal coordinates leaves rounding noise (about 1e-18) around zero in them once the
   // drug is gone; such values are written as 0.
+  // Only trajectories and observations read it: a metrics-only run skips the check.
   std::vector<char> nonnegative(static_cast<std::size_t>(subject.signals.rows()), 0);
-  {
+  if (!rows.empty() || !plan.observed.empty()) {
     bool positive_system = true;
     for (Eigen::Index i = 0; i < subject.A.rows(); ++i)
       for (Eigen::Index j = 0; j < subject.A.cols(); ++j) positive_system &= i == j || subject.A(i, j) >= 0.0;
