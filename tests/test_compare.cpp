@@ -362,6 +362,20 @@ TEST_CASE("cost per responder is the arm's total cost over its responders at the
   CHECK(line_of(c, "cost_per_subject_high_price", "mean").differences[1].value == 1200.0 - 2400.0);
 }
 
+TEST_CASE("compare --bootstrap 0: differences without an interval, and the heading says so", "[compare][bootstrap]") {
+  CompareOptions options;
+  options.bootstrap = 0;
+  const Comparison c = compare_arms(make_file({make_arm("a", {1, 0, 0, 1}), make_arm("b", {1, 1, 0, 1})}), options);
+  CHECK(line_of(c, "response_rate", "percent", 28.0).differences[1].value == 25.0);
+  const std::string table = format_comparison(c, OutputFormat::table);
+  CHECK(table.find("without confidence intervals (--bootstrap 0)") != std::string::npos);
+  CHECK(table.find("percentiles of 0 bootstrap") == std::string::npos);
+  CHECK(table.find(" pp [") == std::string::npos);  // no interval after a difference
+  CHECK(table.find("+25.0 pp") != std::string::npos);
+  CHECK(table.find("difference vs a [95% CI]") == std::string::npos);
+  CHECK(table.find("difference vs a ") != std::string::npos);
+}
+
 TEST_CASE("trial replicates: spread of the rates and the probability of beating the reference", "[compare][replicates]") {
   // 4 replicates of 2 subjects. Rates (%) of the reference: 0, 50, 50, 100; of the arm: 50, 100,
   // 50, 100. Differences 50, 50, 0, 0: with margin 0 the arm wins 2 of 4; with margin 60 none.

@@ -132,7 +132,7 @@ TEST_CASE("paired arms: subject i has the same weight and parameters in every ar
 }
 
 TEST_CASE("default scenario: median end-of-infusion ketamine is near the published 185 ng/mL", "[run]") {
-  // Venous samples after 0.5 mg/kg over 40 min average about 185 ng/mL (shared/science/ketamine.md);
+  // Venous samples after 0.5 mg/kg over 40 min average about 185 ng/mL (e.g. Zarate 2012);
   // the Clements model predicts about 177 ng/mL at 70 kg.
   Scenario scenario = load_scenario_file(std::string(KETASIM_SOURCE_DIR) + "/scenarios/once_vs_twice_weekly.yaml");
   scenario.cohort.size = 400;

@@ -7,6 +7,7 @@ packages=(
   catch2 libcli11-dev librandom123-dev libbenchmark-dev libnlopt-cxx-dev
   libopenmpi-dev openmpi-bin
   python3 python3-h5py python3-matplotlib
+  python3-pandas r-cran-hdf5r  # readers of the result file in the tests of docs/hdf5-layout.md
 )
 missing=()
 for package in "${packages[@]}"; do

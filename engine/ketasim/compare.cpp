@@ -778,9 +778,10 @@ std::string arm_cell(const OutcomeLine& line, const Cell& cell) {
   return text;
 }
 
-std::string difference_cell(const OutcomeLine& line, const Cell& cell) {
-  std::string text = signed_fixed(cell.value, line.decimals) + " " + line.difference_unit + " " +
-                     interval_text(cell.low, cell.high, line.decimals);
+// Without bootstrap resamples (--bootstrap 0) a difference has no interval to show.
+std::string difference_cell(const OutcomeLine& line, const Cell& cell, bool with_interval) {
+  std::string text = signed_fixed(cell.value, line.decimals) + " " + line.difference_unit;
+  if (with_interval) text += " " + interval_text(cell.low, cell.high, line.decimals);
   if (cell.skipped > 0) text += " (" + std::to_string(cell.skipped) + " samples skipped)";
   return text;
 }
@@ -800,16 +801,19 @@ std::vector<std::vector<std::string>> wide_rows(const Comparison& c) {
     }
     if (!line.has_difference) continue;
     std::vector<std::string>& difference = rows.emplace_back();
-    difference.push_back("  difference vs " + c.arms[c.reference] + " [95% CI]");
+    const bool with_interval = c.bootstrap > 0;
+    difference.push_back("  difference vs " + c.arms[c.reference] + (with_interval ? " [95% CI]" : ""));
     for (std::size_t a = 0; a < c.arms.size(); ++a)
-      difference.push_back(a == c.reference ? "-" : difference_cell(line, line.differences[a]));
+      difference.push_back(a == c.reference ? "-" : difference_cell(line, line.differences[a], with_interval));
   }
   return rows;
 }
 
 std::string bootstrap_sentence(const Comparison& c) {
-  return "differences are paired (arm - " + c.arms[c.reference] + ", the same subjects), 95% CI: percentiles of " +
-         std::to_string(c.bootstrap) + " bootstrap resamples of subjects, seed " + std::to_string(c.seed);
+  const std::string paired = "differences are paired (arm - " + c.arms[c.reference] + ", the same subjects)";
+  if (c.bootstrap == 0) return paired + ", without confidence intervals (--bootstrap 0)";
+  return paired + ", 95% CI: percentiles of " + std::to_string(c.bootstrap) + " bootstrap resamples of subjects, seed " +
+         std::to_string(c.seed);
 }
 
 std::string heading(const Comparison& c) {

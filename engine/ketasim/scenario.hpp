@@ -182,7 +182,8 @@ struct Cohort {
   CovariateDistribution weight;                                           // kg
   CovariateDistribution age = CovariateDistribution::constant(45.0);      // years
   double female_fraction = 0.5;
-  // MADRS at baseline: TRD trials enrol at about 30-38 (shared/science/ketamine.md).
+  // MADRS at baseline: TRD trials enrol at about 30-38 (e.g. Murrough 2013 and Singh 2016; an assumed
+  // default, not fitted).
   CovariateDistribution baseline_madrs{CovariateDistribution::Kind::truncated_normal, 33.0, 33.0, 5.0, 20.0, 50.0};
   Variability variability;
   OccasionVariability occasion_variability;
