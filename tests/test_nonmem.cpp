@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include <H5Cpp.h>
 #include <unistd.h>
 
 #include "ketasim/errors.hpp"
@@ -19,6 +20,7 @@
 #include "ketasim/run.hpp"
 #include "ketasim/scenario_loader.hpp"
 #include "ketasim/timeline.hpp"
+#include "ketasim/version.hpp"
 
 using namespace ketasim;
 namespace fs = std::filesystem;
@@ -200,3 +202,157 @@ TEST_CASE("a dosing table that is a directory is a scenario error, not a crash",
   CHECK_THAT(message, Catch::Contains("s.yaml:") && Catch::Contains("directory"));
 }
 
+// --- export -----------------------------------------------------------------------------------
+
+namespace {
+
+// The rows of a CSV text as maps column name -> text.
+std::vector<std::map<std::string, std::string>> csv_rows(const std::string& text, std::string* header_line = nullptr) {
+  std::istringstream in(text);
+  std::string line;
+  std::getline(in, line);
+  if (header_line) *header_line = line;
+  const auto split = [](const std::string& row) {
+    std::vector<std::string> fields;
+    std::stringstream cells(row);
+    std::string cell;
+    while (std::getline(cells, cell, ',')) fields.push_back(cell);
+    return fields;
+  };
+  const std::vector<std::string> names = split(line);
+  std::vector<std::map<std::string, std::string>> rows;
+  while (std::getline(in, line)) {
+    const std::vector<std::string> fields = split(line);
+    REQUIRE(fields.size() == names.size());
+    std::map<std::string, std::string> row;
+    for (std::size_t c = 0; c < names.size(); ++c) row[names[c]] = fields[c];
+    rows.push_back(std::move(row));
+  }
+  return rows;
+}
+
+std::vector<double> read_doubles(const std::string& file, const std::string& dataset) {
+  const H5::H5File h5(file, H5F_ACC_RDONLY);
+  const H5::DataSet set = h5.openDataSet(dataset);
+  std::vector<double> values(static_cast<std::size_t>(set.getSpace().getSimpleExtentNpoints()));
+  set.read(values.data(), H5::PredType::NATIVE_DOUBLE);
+  return values;
+}
+
+// Runs `arms` (the text after "arms:\n") with `output` and returns the result file's path.
+std::string run_to_file(const TempDir& dir, const std::string& model, const std::string& arms, const std::string& output) {
+  const Scenario scenario = parse_scenario("name: export\nmodel: {name: " + model + "}\ncohort: {size: 3, seed: 11, weight: 70 kg}\narms:\n" +
+                                               arms + output,
+                                           (dir.path / "s.yaml").string());
+  RunOptions options;
+  options.threads = 1;
+  options.output_path = (dir.path / "r.h5").string();
+  run_scenario(scenario, options);
+  return options.output_path;
+}
+
+std::string exported(const std::string& file, const std::string& arm) {
+  std::ostringstream out;
+  write_nonmem_data(file, arm, out);
+  return out.str();
+}
+
+const std::string kTwoArms =
+    "  - {name: a, regimen: {route: iv_infusion, dose: 0.5 mg/kg, infusion_duration: 40 min, schedule: {at: [9 h]}}}\n"
+    "  - {name: b, regimen: {route: iv_infusion, dose: 0.75 mg/kg, infusion_duration: 40 min, schedule: {at: [9 h, 81 h]}}}\n";
+// Observed outputs listed against alphabetical order: DVID must follow this order.
+const std::string kObservations =
+    "output:\n  grid: {every: 10 min, for: 5 d}\n  variables: []\n"
+    "  observations: {times: [9.67 h, 24 h], variables: [{name: plasma_ketamine, error: {proportional: 20%}}, {name: madrs, error: {additive: 2}}]}\n";
+
+}  // namespace
+
+TEST_CASE("export: an unknown arm is a usage error that names the file's arms", "[nonmem][export]") {
+  const TempDir dir("export_arm");
+  const std::string file = run_to_file(dir, "ketamine_venous", kTwoArms, kObservations);
+  try {
+    exported(file, "nope");
+    FAIL("accepted");
+  } catch (const Error& error) {
+    CHECK(error.code() == ExitCode::usage);
+    CHECK_THAT(std::string(error.what()), Catch::Contains("nope") && Catch::Contains("a, b"));
+  }
+}
+
+TEST_CASE("export: ARM and IPRED columns, DVID in the scenario's order, CMT of the observed compartment, exact numbers",
+          "[nonmem][export]") {
+  const TempDir dir("export_columns");
+  const std::string file = run_to_file(dir, "ketamine_venous", kTwoArms, kObservations);
+  std::string header;
+  const auto rows = csv_rows(exported(file, "b"), &header);
+  CHECK(header == "ID,TIME,AMT,RATE,CMT,EVID,MDV,DV,IPRED,DVID,ARM,SUBJ,WT,AGE,FEMALE,MADRS0");
+  const std::vector<double> ipred_c = read_doubles(file, "arms/b/metrics/ipred_plasma_ketamine_ng_per_ml");
+  const std::vector<double> dv_c = read_doubles(file, "arms/b/metrics/dv_plasma_ketamine_ng_per_ml");
+  const std::vector<double> ipred_madrs = read_doubles(file, "arms/b/metrics/ipred_madrs");
+  const std::vector<double> weight = read_doubles(file, "arms/b/subjects/weight_kg");
+  const std::vector<double> amounts = read_doubles(file, "arms/b/subjects/dose_amount_mg");
+  std::size_t doses = 0, observations = 0;
+  for (const auto& row : rows) {
+    const auto subject = static_cast<std::size_t>(std::stoll(row.at("ID")) - 1);
+    CHECK(row.at("ARM") == "2");
+    CHECK(row.at("SUBJ") == row.at("ID"));
+    CHECK(std::stod(row.at("WT")) == weight[subject]);  // shortest text that reads back to the same double
+    if (row.at("EVID") == "1") {
+      CHECK(row.at("CMT") == "1");  // ketamine.central, the first state of ketamine_venous
+      CHECK(row.at("DV") == ".");
+      CHECK(row.at("IPRED") == ".");
+      CHECK(std::stod(row.at("AMT")) == amounts[subject * 2 + (row.at("TIME") == "9" ? 0 : 1)]);
+      ++doses;
+      continue;
+    }
+    const std::size_t sample = row.at("TIME") == "9.67" ? 0 : 1;  // not 9.6699999999999999
+    CHECK((row.at("TIME") == "9.67" || row.at("TIME") == "24"));
+    if (row.at("DVID") == "1") {
+      CHECK(row.at("CMT") == "1");  // plasma_ketamine: the concentration in ketamine.central
+      CHECK(std::stod(row.at("IPRED")) == ipred_c[subject * 2 + sample]);
+      CHECK(std::stod(row.at("DV")) == dv_c[subject * 2 + sample]);
+    } else {
+      CHECK(row.at("DVID") == "2");
+      CHECK(row.at("CMT") == "0");  // the MADRS is no compartment
+      CHECK(std::stod(row.at("IPRED")) == ipred_madrs[subject * 2 + sample]);
+    }
+    ++observations;
+  }
+  CHECK(doses == 3 * 2);
+  CHECK(observations == 3 * 2 * 2);
+}
+
+TEST_CASE("export: placebo sessions give no drug, even with a recorded dose; intranasal devices enter their depots",
+          "[nonmem][export]") {
+  const TempDir dir("export_routes");
+  const std::string placebo = run_to_file(
+      dir, "ketamine_venous",
+      "  - {name: midazolam, regimen: {route: iv_infusion, drug: midazolam, dose: 0.045 mg/kg, infusion_duration: 40 min, schedule: {at: [9 h]}}}\n",
+      "output: {grid: {every: 10 min, for: 2 d}, variables: []}\n");
+  for (const auto& row : csv_rows(exported(placebo, "midazolam"))) CHECK(row.at("EVID") != "1");
+
+  const std::string nasal = run_to_file(dir, "esketamine_intranasal",
+                                        "  - {name: spray, regimen: {route: intranasal, dose: 84 mg, schedule: {at: [9 h]}}}\n",
+                                        "output: {grid: {every: 10 min, for: 2 d}, variables: []}\n");
+  std::vector<std::string> rows;
+  for (const auto& row : csv_rows(exported(nasal, "spray")))
+    if (row.at("ID") == "1") rows.push_back(row.at("TIME") + " " + row.at("AMT") + " " + row.at("RATE") + " " + row.at("CMT"));
+  // Three 28 mg devices 5 min apart, each into the nasal depot (esketamine.nasal, state 5) and
+  // into the gut (esketamine.gut, state 6) with its duration modelled (RATE -2).
+  const std::string t1 = "9.083333333333334", t2 = "9.166666666666666";
+  CHECK(rows == std::vector<std::string>{"9 28 0 5", "9 28 -2 6", t1 + " 28 0 5", t1 + " 28 -2 6", t2 + " 28 0 5", t2 + " 28 -2 6"});
+}
+
+TEST_CASE("export and compare read the same layout versions", "[nonmem][export]") {
+  const TempDir dir("export_layout");
+  const std::string file = run_to_file(dir, "ketamine_venous", kTwoArms, kObservations);
+  for (const int version : {kLayoutVersion + 1, 99}) {
+    {
+      const H5::H5File h5(file, H5F_ACC_RDWR);
+      h5.openAttribute("layout_version").write(H5::PredType::NATIVE_INT, &version);
+    }
+    INFO("layout " << version);
+    CHECK_THROWS_AS(exported(file, "a"), IoError);
+    CHECK_THROWS_WITH(exported(file, "a"), Catch::Contains("layout"));
+  }
+}

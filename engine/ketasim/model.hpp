@@ -41,6 +41,10 @@ struct ModelOutput {
   std::string description;
   OutputKind kind = OutputKind::linear;
   int index = 0;  // signal row (linear), link index or 0 (depression)
+  // The state whose content this output is (a drug's central compartment for its plasma
+  // concentration, an effect site, a turnover, a session memory); -1 for outputs computed from
+  // several states (sums, links, the depression score).
+  int state = -1;
 };
 
 struct DrugSpec {

@@ -40,12 +40,25 @@ struct TableDoseTarget {
 DosingTable read_dosing_table(const std::string& path, const TableDoseTarget& target,
                               const std::vector<std::string>& ignored_columns = {});
 
-// Writes one arm of a result file as a NONMEM-style data set: per solved subject, its doses (EVID 1,
-// MDV 1, AMT, RATE, CMT 1) and its simulated observations (EVID 0, MDV 0, DV, with DVID the
-// 1-based index of the observed variable and CMT = DVID + 1), ordered by TIME, then doses before
-// observations at the same time; covariates WT, AGE, FEMALE and MADRS0 on every row. Returns the
-// observed variables in DVID order. Throws IoError for a file that is not a ketasim result.
-std::vector<std::string> write_nonmem_data(const std::string& result_path, const std::string& arm, std::ostream& out);
+// What the numbers of an exported data set stand for, to print beside it.
+struct ExportLegend {
+  std::vector<std::string> arms;        // ARM k is arms[k - 1] (the file's arms, scenario order)
+  std::vector<std::string> observed;    // DVID k is observed[k - 1] ("plasma_ketamine (ng/mL)")
+  // The compartments the rows can name (the arms' route entries and observed states), by CMT.
+  std::vector<std::pair<int, std::string>> compartments;
+  bool has_observations = false;        // false: the scenario had no output.observations
+  std::size_t failed_subjects = 0;      // left out: a failed subject has no simulated values
+};
+
+// Writes arms of a result file as one NONMEM-style data set (docs/nonmem.md): per solved subject,
+// its doses (EVID 1) and simulated observations (EVID 0, with DV and IPRED), ordered by TIME, doses
+// before observations at the same time. One arm: ID = subject id + 1. Several arms (scenario order):
+// ID = k * N + subject id + 1 for the k-th (0-based) of them, N subjects per arm, so that no two
+// rows of different arms share an ID; SUBJ = subject id + 1 pairs the same virtual patient across
+// arms. An unknown arm is a usage Error naming the file's arms; a file that is not a ketasim result
+// of a supported layout is an IoError.
+ExportLegend write_nonmem_data(const std::string& result_path, const std::vector<std::string>& arms, std::ostream& out);
+ExportLegend write_nonmem_data(const std::string& result_path, const std::string& arm, std::ostream& out);
 
 // The arm names of a result file in scenario order (its root attribute `arms`); at least one.
 std::vector<std::string> arms_in_result(const std::string& result_path);
