@@ -1,8 +1,10 @@
 // NONMEM-style data sets in both directions (docs/nonmem.md): dosing tables read as an arm's
 // regimen (every column honoured or refused with file:line:column), and `ketasim export`.
 
-#include <catch2/catch.hpp>
+#include <H5Cpp.h>
+#include <unistd.h>
 
+#include <catch2/catch.hpp>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -10,9 +12,6 @@
 #include <sstream>
 #include <string>
 #include <vector>
-
-#include <H5Cpp.h>
-#include <unistd.h>
 
 #include "ketasim/errors.hpp"
 #include "ketasim/nonmem.hpp"
@@ -51,11 +50,11 @@ cohort:
 )";
 
 // A scenario whose one arm takes its doses from `table` (written as t.csv beside it).
-Scenario scenario_with_table(const TempDir& dir, const std::string& table, const std::string& rule = "route: iv_infusion",
-                             const std::string& doses_from = "t.csv") {
+Scenario scenario_with_table(const TempDir& dir, const std::string& table,
+                             const std::string& rule = "route: iv_infusion", const std::string& doses_from = "t.csv") {
   std::ofstream(dir.path / "t.csv") << table;
-  return parse_scenario(kHeader + "arms:\n  - name: arm\n    regimen: {" + rule + ", doses_from: " + doses_from + "}\n" +
-                            "output: {grid: {every: 30 min, for: 4 weeks}, variables: []}\n",
+  return parse_scenario(kHeader + "arms:\n  - name: arm\n    regimen: {" + rule + ", doses_from: " + doses_from +
+                            "}\n" + "output: {grid: {every: 30 min, for: 4 weeks}, variables: []}\n",
                         (dir.path / "s.yaml").string());
 }
 
@@ -72,7 +71,8 @@ std::string table_error(const TempDir& dir, const std::string& table, const std:
 
 std::vector<double> dose_hours(const Scenario& scenario, std::int64_t subject) {
   std::vector<double> hours;
-  for (const Dose& dose : subject_doses(scenario.arms[0], 70.0, subject, 1).doses) hours.push_back(ticks_to_hours(dose.start));
+  for (const Dose& dose : subject_doses(scenario.arms[0], 70.0, subject, 1).doses)
+    hours.push_back(ticks_to_hours(dose.start));
   return hours;
 }
 
@@ -116,12 +116,15 @@ TEST_CASE("ADDL and II follow NONMEM's rule: one is positive exactly when the ot
   CHECK_THAT(table_error(dir, header + "1,9,40,60,1,5,0\n"), Catch::Contains("t.csv:2:15") && Catch::Contains("II"));
   CHECK_THAT(table_error(dir, header + "1,9,40,60,1,5,.\n"), Catch::Contains("t.csv:2:15") && Catch::Contains("II"));
   CHECK_THAT(table_error(dir, header + "1,9,40,60,1,0,84\n"), Catch::Contains("t.csv:2:15") && Catch::Contains("ADDL"));
-  CHECK_THAT(table_error(dir, header + "1,9,40,60,1,2.5,84\n"), Catch::Contains("t.csv:2:13") && Catch::Contains("ADDL"));
-  CHECK_THAT(table_error(dir, header + "1,9,40,60,1,-1,84\n"), Catch::Contains("t.csv:2:13") && Catch::Contains("ADDL"));
+  CHECK_THAT(table_error(dir, header + "1,9,40,60,1,2.5,84\n"),
+             Catch::Contains("t.csv:2:13") && Catch::Contains("ADDL"));
+  CHECK_THAT(table_error(dir, header + "1,9,40,60,1,-1,84\n"),
+             Catch::Contains("t.csv:2:13") && Catch::Contains("ADDL"));
   // The last additional dose must stay within the 100-year limit of every time.
   CHECK_THAT(table_error(dir, header + "1,9,40,60,1,1000,1000\n"), Catch::Contains("100 years"));
   // ADDL on an observation row means nothing: refused, as NONMEM requires it to be 0 there.
-  CHECK_THAT(table_error(dir, header + "1,9,40,60,1,0,0\n1,10,0,0,0,2,12\n"), Catch::Contains("t.csv:3:") && Catch::Contains("ADDL"));
+  CHECK_THAT(table_error(dir, header + "1,9,40,60,1,0,0\n1,10,0,0,0,2,12\n"),
+             Catch::Contains("t.csv:3:") && Catch::Contains("ADDL"));
 }
 
 TEST_CASE("steady state (SS) is refused with the line, the column and why", "[nonmem][table]") {
@@ -135,49 +138,62 @@ TEST_CASE("reset events (EVID 3 and 4) are refused: ketasim simulates one contin
   const TempDir dir("reset");
   for (const char* evid : {"3", "4"}) {
     INFO("EVID " << evid);
-    const std::string message = table_error(dir, std::string("ID,TIME,AMT,RATE,EVID\n1,9,40,60,1\n1,200,40,60,") + evid + "\n");
+    const std::string message =
+        table_error(dir, std::string("ID,TIME,AMT,RATE,EVID\n1,9,40,60,1\n1,200,40,60,") + evid + "\n");
     CHECK_THAT(message, Catch::Contains("t.csv:3:13") && Catch::Contains("EVID") && Catch::Contains("reset") &&
                             Catch::Contains("arm"));
   }
-  CHECK_THAT(table_error(dir, "ID,TIME,AMT,RATE,EVID\n1,9,40,60,5\n"), Catch::Contains("t.csv:2:11") && Catch::Contains("EVID"));
+  CHECK_THAT(table_error(dir, "ID,TIME,AMT,RATE,EVID\n1,9,40,60,5\n"),
+             Catch::Contains("t.csv:2:11") && Catch::Contains("EVID"));
 }
 
 TEST_CASE("observation (EVID 0) and other-event (EVID 2) rows give no dose and are checked", "[nonmem][table]") {
   const TempDir dir("evid");
   const std::string header = "ID,TIME,AMT,RATE,CMT,EVID,MDV,DV\n";
-  const Scenario read = scenario_with_table(dir, header + "1,9,40,60,1,1,1,.\n1,10,0,0,1,0,0,112.5\n1,11,.,.,.,2,1,.\n1,12,.,.,0,0,1,.\n");
+  const Scenario read = scenario_with_table(
+      dir, header + "1,9,40,60,1,1,1,.\n1,10,0,0,1,0,0,112.5\n1,11,.,.,.,2,1,.\n1,12,.,.,0,0,1,.\n");
   CHECK(dose_hours(read, 0) == std::vector<double>{9});
   // An amount on an observation row would be a dose NONMEM refuses; it is not skipped.
-  CHECK_THAT(table_error(dir, header + "1,9,40,60,1,1,1,.\n1,10,40,0,1,0,0,112.5\n"), Catch::Contains("t.csv:3:6") && Catch::Contains("AMT"));
-  CHECK_THAT(table_error(dir, header + "1,9,40,60,1,1,1,.\n1,10,0,0,.,2,1,7\n"), Catch::Contains("t.csv:3:") && Catch::Contains("DV"));
+  CHECK_THAT(table_error(dir, header + "1,9,40,60,1,1,1,.\n1,10,40,0,1,0,0,112.5\n"),
+             Catch::Contains("t.csv:3:6") && Catch::Contains("AMT"));
+  CHECK_THAT(table_error(dir, header + "1,9,40,60,1,1,1,.\n1,10,0,0,.,2,1,7\n"),
+             Catch::Contains("t.csv:3:") && Catch::Contains("DV"));
 }
 
-TEST_CASE("dose rows: CMT must be the route's compartment, MDV 1, no DV; RATE -1 and -2 without DUR are refused", "[nonmem][table]") {
+TEST_CASE("dose rows: CMT must be the route's compartment, MDV 1, no DV; RATE -1 and -2 without DUR are refused",
+          "[nonmem][table]") {
   const TempDir dir("dose_row");
   const std::string header = "ID,TIME,AMT,RATE,CMT,EVID,MDV,DV\n";
   CHECK(table_error(dir, header + "1,9,40,60,1,1,1,.\n1,10,40,60,.,1,.,0\n") == "accepted");
   CHECK_THAT(table_error(dir, header + "1,9,40,60,2,1,1,.\n"),
              Catch::Contains("t.csv:2:11") && Catch::Contains("CMT") && Catch::Contains("ketamine.central"));
   CHECK_THAT(table_error(dir, header + "1,9,40,60,1,1,0,.\n"), Catch::Contains("t.csv:2:15") && Catch::Contains("MDV"));
-  CHECK_THAT(table_error(dir, header + "1,9,40,60,1,1,1,3.5\n"), Catch::Contains("t.csv:2:17") && Catch::Contains("DV"));
+  CHECK_THAT(table_error(dir, header + "1,9,40,60,1,1,1,3.5\n"),
+             Catch::Contains("t.csv:2:17") && Catch::Contains("DV"));
   CHECK_THAT(table_error(dir, header + "1,9,40,-1,1,1,1,.\n"), Catch::Contains("t.csv:2:8") && Catch::Contains("RATE"));
   CHECK_THAT(table_error(dir, header + "1,9,40,-2,1,1,1,.\n"), Catch::Contains("t.csv:2:8") && Catch::Contains("DUR"));
   // RATE and DUR both given: one infusion cannot have two durations.
-  CHECK_THAT(table_error(dir, "ID,TIME,AMT,RATE,DUR\n1,9,40,60,0.5\n"), Catch::Contains("t.csv:2:") && Catch::Contains("DUR"));
+  CHECK_THAT(table_error(dir, "ID,TIME,AMT,RATE,DUR\n1,9,40,60,0.5\n"),
+             Catch::Contains("t.csv:2:") && Catch::Contains("DUR"));
   // A bolus route takes no rate.
-  CHECK_THAT(table_error(dir, "ID,TIME,AMT,RATE\n1,9,40,60\n", "route: iv_bolus"), Catch::Contains("t.csv:2:8") && Catch::Contains("RATE"));
+  CHECK_THAT(table_error(dir, "ID,TIME,AMT,RATE\n1,9,40,60\n", "route: iv_bolus"),
+             Catch::Contains("t.csv:2:8") && Catch::Contains("RATE"));
 }
 
 TEST_CASE("a column ketasim does not read is refused unless listed in ignore_columns", "[nonmem][table]") {
   const TempDir dir("columns");
   CHECK_THAT(table_error(dir, "ID,TIME,AMT,RATE,WT\n1,9,40,60,82\n"),
-             Catch::Contains("t.csv:1:18") && Catch::Contains("WT") && Catch::Contains("cohort") && Catch::Contains("ignore_columns"));
-  CHECK_THAT(table_error(dir, "ID,TIME,AMT,RAET\n1,9,40,60\n"), Catch::Contains("t.csv:1:13") && Catch::Contains("did you mean 'RATE'"));
+             Catch::Contains("t.csv:1:18") && Catch::Contains("WT") && Catch::Contains("cohort") &&
+                 Catch::Contains("ignore_columns"));
+  CHECK_THAT(table_error(dir, "ID,TIME,AMT,RAET\n1,9,40,60\n"),
+             Catch::Contains("t.csv:1:13") && Catch::Contains("did you mean 'RATE'"));
   const std::string ignored = "{file: t.csv, ignore_columns: [WT, study]}";
   CHECK(table_error(dir, "ID,TIME,AMT,RATE,WT,STUDY\n1,9,40,60,82,A\n", "route: iv_infusion", ignored) == "accepted");
   // What is listed must be in the table, and must not be a column ketasim reads.
-  CHECK_THAT(table_error(dir, "ID,TIME,AMT,RATE,WT\n1,9,40,60,82\n", "route: iv_infusion", ignored), Catch::Contains("study"));
-  CHECK_THAT(table_error(dir, "ID,TIME,AMT,RATE,WT\n1,9,40,60,82\n", "route: iv_infusion", "{file: t.csv, ignore_columns: [WT, AMT]}"),
+  CHECK_THAT(table_error(dir, "ID,TIME,AMT,RATE,WT\n1,9,40,60,82\n", "route: iv_infusion", ignored),
+             Catch::Contains("study"));
+  CHECK_THAT(table_error(dir, "ID,TIME,AMT,RATE,WT\n1,9,40,60,82\n", "route: iv_infusion",
+                         "{file: t.csv, ignore_columns: [WT, AMT]}"),
              Catch::Contains("AMT"));
 }
 
@@ -188,11 +204,16 @@ TEST_CASE("implausible amounts and times are refused at load, as in YAML", "[non
   CHECK_THAT(table_error(dir, header + "1,-1,40,60\n"), Catch::Contains("t.csv:2:3") && Catch::Contains("TIME"));
   CHECK_THAT(table_error(dir, header + "1,1e7,40,60\n"), Catch::Contains("t.csv:2:3") && Catch::Contains("100 years"));
   // NONMEM requires ascending times within an individual, and the rows of one ID together.
-  CHECK_THAT(table_error(dir, header + "1,81,40,60\n1,9,40,60\n"), Catch::Contains("t.csv:3:3") && Catch::Contains("ascending"));
-  CHECK_THAT(table_error(dir, header + "1,9,40,60\n2,9,40,60\n1,81,40,60\n"), Catch::Contains("t.csv:4:1") && Catch::Contains("ID 1"));
+  CHECK_THAT(table_error(dir, header + "1,81,40,60\n1,9,40,60\n"),
+             Catch::Contains("t.csv:3:3") && Catch::Contains("ascending"));
+  CHECK_THAT(table_error(dir, header + "1,9,40,60\n2,9,40,60\n1,81,40,60\n"),
+             Catch::Contains("t.csv:4:1") && Catch::Contains("ID 1"));
   // The same limit in the YAML path.
-  CHECK_THROWS_WITH(parse_scenario(kHeader + "arms:\n  - name: a\n    regimen: {route: iv_bolus, dose: 1e308 mg, schedule: {at: [9 h]}}\n", "d.yaml"),
-                    Catch::Contains("d.yaml:10:") && Catch::Contains("limit"));
+  CHECK_THROWS_WITH(
+      parse_scenario(
+          kHeader + "arms:\n  - name: a\n    regimen: {route: iv_bolus, dose: 1e308 mg, schedule: {at: [9 h]}}\n",
+          "d.yaml"),
+      Catch::Contains("d.yaml:10:") && Catch::Contains("limit"));
 }
 
 TEST_CASE("a dosing table that is a directory is a scenario error, not a crash", "[nonmem][table]") {
@@ -240,10 +261,11 @@ std::vector<double> read_doubles(const std::string& file, const std::string& dat
 }
 
 // Runs `arms` (the text after "arms:\n") with `output` and returns the result file's path.
-std::string run_to_file(const TempDir& dir, const std::string& model, const std::string& arms, const std::string& output) {
-  const Scenario scenario = parse_scenario("name: export\nmodel: {name: " + model + "}\ncohort: {size: 3, seed: 11, weight: 70 kg}\narms:\n" +
-                                               arms + output,
-                                           (dir.path / "s.yaml").string());
+std::string run_to_file(const TempDir& dir, const std::string& model, const std::string& arms,
+                        const std::string& output) {
+  const Scenario scenario = parse_scenario(
+      "name: export\nmodel: {name: " + model + "}\ncohort: {size: 3, seed: 11, weight: 70 kg}\narms:\n" + arms + output,
+      (dir.path / "s.yaml").string());
   RunOptions options;
   options.threads = 1;
   options.output_path = (dir.path / "r.h5").string();
@@ -259,11 +281,13 @@ std::string exported(const std::string& file, const std::string& arm) {
 
 const std::string kTwoArms =
     "  - {name: a, regimen: {route: iv_infusion, dose: 0.5 mg/kg, infusion_duration: 40 min, schedule: {at: [9 h]}}}\n"
-    "  - {name: b, regimen: {route: iv_infusion, dose: 0.75 mg/kg, infusion_duration: 40 min, schedule: {at: [9 h, 81 h]}}}\n";
+    "  - {name: b, regimen: {route: iv_infusion, dose: 0.75 mg/kg, infusion_duration: 40 min, schedule: {at: [9 h, 81 "
+    "h]}}}\n";
 // Observed outputs listed against alphabetical order: DVID must follow this order.
 const std::string kObservations =
     "output:\n  grid: {every: 10 min, for: 5 d}\n  variables: []\n"
-    "  observations: {times: [9.67 h, 24 h], variables: [{name: plasma_ketamine, error: {proportional: 20%}}, {name: madrs, error: {additive: 2}}]}\n";
+    "  observations: {times: [9.67 h, 24 h], variables: [{name: plasma_ketamine, error: {proportional: 20%}}, {name: "
+    "madrs, error: {additive: 2}}]}\n";
 
 }  // namespace
 
@@ -325,22 +349,25 @@ TEST_CASE("export: ARM and IPRED columns, DVID in the scenario's order, CMT of t
 TEST_CASE("export: placebo sessions give no drug, even with a recorded dose; intranasal devices enter their depots",
           "[nonmem][export]") {
   const TempDir dir("export_routes");
-  const std::string placebo = run_to_file(
-      dir, "ketamine_venous",
-      "  - {name: midazolam, regimen: {route: iv_infusion, drug: midazolam, dose: 0.045 mg/kg, infusion_duration: 40 min, schedule: {at: [9 h]}}}\n",
-      "output: {grid: {every: 10 min, for: 2 d}, variables: []}\n");
+  const std::string placebo = run_to_file(dir, "ketamine_venous",
+                                          "  - {name: midazolam, regimen: {route: iv_infusion, drug: midazolam, dose: "
+                                          "0.045 mg/kg, infusion_duration: 40 min, schedule: {at: [9 h]}}}\n",
+                                          "output: {grid: {every: 10 min, for: 2 d}, variables: []}\n");
   for (const auto& row : csv_rows(exported(placebo, "midazolam"))) CHECK(row.at("EVID") != "1");
 
-  const std::string nasal = run_to_file(dir, "esketamine_intranasal",
-                                        "  - {name: spray, regimen: {route: intranasal, dose: 84 mg, schedule: {at: [9 h]}}}\n",
-                                        "output: {grid: {every: 10 min, for: 2 d}, variables: []}\n");
+  const std::string nasal =
+      run_to_file(dir, "esketamine_intranasal",
+                  "  - {name: spray, regimen: {route: intranasal, dose: 84 mg, schedule: {at: [9 h]}}}\n",
+                  "output: {grid: {every: 10 min, for: 2 d}, variables: []}\n");
   std::vector<std::string> rows;
   for (const auto& row : csv_rows(exported(nasal, "spray")))
-    if (row.at("ID") == "1") rows.push_back(row.at("TIME") + " " + row.at("AMT") + " " + row.at("RATE") + " " + row.at("CMT"));
+    if (row.at("ID") == "1")
+      rows.push_back(row.at("TIME") + " " + row.at("AMT") + " " + row.at("RATE") + " " + row.at("CMT"));
   // Three 28 mg devices 5 min apart, each into the nasal depot (esketamine.nasal, state 5) and
   // into the gut (esketamine.gut, state 6) with its duration modelled (RATE -2).
   const std::string t1 = "9.083333333333334", t2 = "9.166666666666666";
-  CHECK(rows == std::vector<std::string>{"9 28 0 5", "9 28 -2 6", t1 + " 28 0 5", t1 + " 28 -2 6", t2 + " 28 0 5", t2 + " 28 -2 6"});
+  CHECK(rows == std::vector<std::string>{"9 28 0 5", "9 28 -2 6", t1 + " 28 0 5", t1 + " 28 -2 6", t2 + " 28 0 5",
+                                         t2 + " 28 -2 6"});
 }
 
 TEST_CASE("export and compare read the same layout versions", "[nonmem][export]") {

@@ -21,7 +21,9 @@
 namespace ketasim {
 
 // NONMEM's compartment number of a model state (0-based index into Model::state_names()).
-inline int compartment_number(int state) { return state + 1; }
+inline int compartment_number(int state) {
+  return state + 1;
+}
 
 // Where the doses of a dosing table go: the rule's route, whether they give the card's drug, and
 // the compartment that route doses into.
@@ -42,12 +44,12 @@ DosingTable read_dosing_table(const std::string& path, const TableDoseTarget& ta
 
 // What the numbers of an exported data set stand for, to print beside it.
 struct ExportLegend {
-  std::vector<std::string> arms;        // ARM k is arms[k - 1] (the file's arms, scenario order)
-  std::vector<std::string> observed;    // DVID k is observed[k - 1] ("plasma_ketamine (ng/mL)")
+  std::vector<std::string> arms;      // ARM k is arms[k - 1] (the file's arms, scenario order)
+  std::vector<std::string> observed;  // DVID k is observed[k - 1] ("plasma_ketamine (ng/mL)")
   // The compartments the rows can name (the arms' route entries and observed states), by CMT.
   std::vector<std::pair<int, std::string>> compartments;
-  bool has_observations = false;        // false: the scenario had no output.observations
-  std::size_t failed_subjects = 0;      // left out: a failed subject has no simulated values
+  bool has_observations = false;    // false: the scenario had no output.observations
+  std::size_t failed_subjects = 0;  // left out: a failed subject has no simulated values
 };
 
 // Writes arms of a result file as one NONMEM-style data set (docs/nonmem.md): per solved subject,
