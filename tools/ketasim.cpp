@@ -502,21 +502,39 @@ int command_plot(const PlotOptions& options) {
 
 }  // namespace
 
-int command_export(const std::string& result_path, std::string arm, const std::string& output) {
-  if (arm.empty()) arm = arms_in_result(result_path).front();
-  if (output.empty()) {
-    const auto variables = write_nonmem_data(result_path, arm, std::cout);
+// The legend of an exported data set: what ARM, DVID and CMT numbers stand for, and what is not in it.
+void print_export_legend(const ExportLegend& legend, std::FILE* to) {
+  for (std::size_t k = 0; k < legend.arms.size(); ++k) std::fprintf(to, "ARM %zu: %s\n", k + 1, legend.arms[k].c_str());
+  for (std::size_t v = 0; v < legend.observed.size(); ++v) std::fprintf(to, "DVID %zu: %s\n", v + 1, legend.observed[v].c_str());
+  for (const auto& [number, state] : legend.compartments) std::fprintf(to, "CMT %d: %s\n", number, state.c_str());
+  if (!legend.has_observations)
+    std::fprintf(to, "note: the scenario has no output.observations: dose rows only (add output.observations to simulate "
+                     "samples with residual error)\n");
+  if (legend.failed_subjects > 0)
+    std::fprintf(to, "note: %zu failed subject%s left out (no simulated values; see metrics/message)\n", legend.failed_subjects,
+                 legend.failed_subjects == 1 ? "" : "s");
+}
+
+// `ketasim export`: one arm (default: the first) or all of them, to standard output or to a file
+// written under a temporary name and renamed when complete.
+int command_export(const std::string& result_path, const std::string& arm, bool all_arms, const std::string& output) {
+  if (all_arms && !arm.empty()) throw Error(ExitCode::usage, "--arm and --all-arms exclude each other");
+  const std::vector<std::string> file_arms = arms_in_result(result_path);
+  const std::vector<std::string> arms = all_arms ? file_arms : std::vector<std::string>{arm.empty() ? file_arms.front() : arm};
+  if (output.empty() || output == "-") {
+    const ExportLegend legend = write_nonmem_data(result_path, arms, std::cout);
     std::cout.flush();
-    for (std::size_t v = 0; v < variables.size(); ++v) std::fprintf(stderr, "DVID %zu: %s\n", v + 1, variables[v].c_str());
+    if (!std::cout) throw IoError("writing the data set to standard output failed");
+    print_export_legend(legend, stderr);
     return 0;
   }
   // Written next to the final name and renamed: a failed export leaves any older file untouched.
   const std::string temporary = output + ".tmp-" + std::to_string(::getpid());
-  std::vector<std::string> variables;
+  ExportLegend legend;
   try {
     std::ofstream out(temporary, std::ios::binary);
     if (!out) throw IoError("cannot write '" + temporary + "'");
-    variables = write_nonmem_data(result_path, arm, out);
+    legend = write_nonmem_data(result_path, arms, out);
     out.close();
     if (!out) throw IoError("writing '" + temporary + "' failed");
     std::filesystem::rename(temporary, output);
@@ -525,9 +543,11 @@ int command_export(const std::string& result_path, std::string arm, const std::s
     std::filesystem::remove(temporary, ignored);
     throw;
   }
-  std::printf("arm %s of %s -> %s (NONMEM-style: ID = subject id + 1, TIME in h, AMT in mg, RATE in mg/h)\n", arm.c_str(),
-              result_path.c_str(), output.c_str());
-  for (std::size_t v = 0; v < variables.size(); ++v) std::printf("DVID %zu: %s\n", v + 1, variables[v].c_str());
+  std::string names;
+  for (const std::string& name : arms) names += (names.empty() ? "" : ", ") + name;
+  std::printf("%s %s of %s -> %s (NONMEM-style, docs/nonmem.md: TIME in h, AMT in mg, RATE in mg/h)\n",
+              arms.size() == 1 ? "arm" : "arms", names.c_str(), result_path.c_str(), output.c_str());
+  print_export_legend(legend, stdout);
   return 0;
 }
 
@@ -577,10 +597,13 @@ int main(int argc, char** argv) {
   calibrate_command->add_option("-t,--threads", threads, "Worker threads (default: all cores); results do not depend on it");
   calibrate_command->add_flag("-q,--quiet", quiet, "No progress");
   std::string result_path, export_arm, export_output;
-  auto* export_command = app.add_subcommand("export", "Write one arm of a result file as a NONMEM-style CSV data set");
+  bool export_all_arms = false;
+  auto* export_command = app.add_subcommand("export", "Write arms of a result file as a NONMEM-style CSV data set (docs/nonmem.md)");
   export_command->add_option("results", result_path, "Result HDF5 file of `ketasim run`")->required();
   export_command->add_option("--arm", export_arm, "Arm name (default: the first arm)");
-  export_command->add_option("-o,--output", export_output, "CSV file (default: standard output); written to a temporary name, renamed on success");
+  export_command->add_flag("--all-arms", export_all_arms, "Every arm, in scenario order, each subject of each arm with its own ID");
+  export_command->add_option("-o,--output", export_output,
+                             "CSV file, or - for standard output (the default); a file is written to a temporary name, renamed on success");
 
   PlotOptions plot_options;
   auto* plot = app.add_subcommand("plot", "Draw figures from a result file: trajectories, relapse (Kaplan-Meier), response and remission");
@@ -621,7 +644,7 @@ int main(int argc, char** argv) {
     if (*validate) return command_validate(scenario_path);
     if (*timeline) return command_timeline(scenario_path, arm_name, subject_id, csv);
     if (*reproduce) return command_reproduce(target_files, markdown, threads, joined_command(argc, argv));
-    if (*export_command) return command_export(result_path, export_arm, export_output);
+    if (*export_command) return command_export(result_path, export_arm, export_all_arms, export_output);
     if (*plot) return command_plot(plot_options);
     if (*compare) return command_compare(compare_arguments);
     if (*calibrate_command) return command_calibrate(spec_path, write, check, threads, quiet, joined_command(argc, argv));

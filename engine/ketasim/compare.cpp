@@ -139,10 +139,7 @@ ResultFile read_result_file(const std::string& path) {
     const H5::H5File file = open_result_file(path);
     ResultFile result;
     result.path = path;
-    result.layout_version = static_cast<int>(reader.read_integer(file, "/", "layout_version"));
-    if (result.layout_version != 2 && result.layout_version != 3)
-      reader.fail("/ attribute layout_version", "this ketasim reads layout versions 2 and 3, the file has " +
-                                                    std::to_string(result.layout_version) + " (docs/hdf5-layout.md)");
+    result.layout_version = read_layout_version(reader, file);
     if (file.attrExists("scenario_name")) {
       const std::vector<std::string> names = reader.read_strings(file, "/", "scenario_name");
       if (!names.empty()) result.scenario_name = names.front();

@@ -702,6 +702,7 @@ void ResultWriter::State::define_arm(const ArmLayout& layout) {
                  "MADRS assessment times, hours after the start of the first session (columns of the *_at metrics)");
     write_vector(group, "observation_times_h", layout.observation_time_h, "h",
                  "sampling times of the simulated observations (metrics ipred_* and dv_*), hours from the start");
+    set_text_array_attribute(group, "observed_outputs", layout.observed_outputs);
     define_trajectories(group, arm);
   });
   arms.push_back(std::move(arm));

@@ -88,11 +88,12 @@ const ModelOutput* Model::find_output(std::string_view name) const {
 
 Model::Model(const ModelCard& card) : card_(card) {
   std::vector<Display> signal_display;
+  // `state`: the state the output reads (-1 for a sum of signals).
   const auto linear_output = [&](const std::string& name, const std::string& dataset, const Display& display,
-                                 const std::string& description) {
+                                 const std::string& description, int state) {
     const int signal = add_signal(name);
     signal_display.push_back(display);
-    outputs_.push_back({name, dataset, display.unit, display.per_base, description, OutputKind::linear, signal});
+    outputs_.push_back({name, dataset, display.unit, display.per_base, description, OutputKind::linear, signal, state});
     return signal;
   };
   const auto drug_index = [&](const std::string& name) {
@@ -120,7 +121,7 @@ Model::Model(const ModelCard& card) : card_(card) {
       }
       if (compartments->formed_from) drug.formed_from = drug_index(compartments->formed_from->drug);
       drug.plasma_signal = linear_output("plasma_" + drug.name, "plasma_" + drug.name + "_ng_per_ml", ng_per_ml,
-                                         "plasma " + drug.name + " concentration");
+                                         "plasma " + drug.name + " concentration", drug.central_state);
       states.drug = static_cast<int>(drugs_.size());
       drugs_.push_back(std::move(drug));
     } else if (const auto* depot = std::get_if<DepotBlock>(&block)) {
@@ -130,7 +131,7 @@ Model::Model(const ModelCard& card) : card_(card) {
     } else if (const auto* effect = std::get_if<EffectSiteBlock>(&block)) {
       states.drug = drug_index(effect->drug);
       states.first = add_state(effect->name);
-      linear_output(effect->name, effect->name + "_ng_per_ml", ng_per_ml, "effect-site " + effect->drug + " concentration");
+      linear_output(effect->name, effect->name + "_ng_per_ml", ng_per_ml, "effect-site " + effect->drug + " concentration", states.first);
     } else if (const auto* turnover = std::get_if<TurnoverBlock>(&block)) {
       states.first = add_state(turnover->name);
       const Display input = signal_display[static_cast<std::size_t>(find_signal(turnover->input))];
@@ -139,17 +140,18 @@ Model::Model(const ModelCard& card) : card_(card) {
                               : input.unit == "ng/mL" ? Display{"ng*h/mL", 1000.0}
                                                        : Display{input.unit + "*h", input.per_base};
       linear_output(turnover->name, turnover->name, display,
-                    "turnover state driven by " + turnover->input + (integrating ? " (decaying exposure)" : " (slow follower)"));
+                    "turnover state driven by " + turnover->input + (integrating ? " (decaying exposure)" : " (slow follower)"), states.first);
     } else if (const auto* sum = std::get_if<SumBlock>(&block)) {
       linear_output(sum->name, sum->name, signal_display[static_cast<std::size_t>(find_signal(sum->inputs.front()))],
                     "sum of " + [&] {
                       std::string names;
                       for (const std::string& input : sum->inputs) names += (names.empty() ? "" : " + ") + input;
                       return names;
-                    }());
+                    }(),
+                    -1);
     } else if (const auto* memory = std::get_if<SessionMemoryBlock>(&block)) {
       states.first = add_state(memory->name);
-      linear_output(memory->name, memory->name, Display{}, "memory of treatment sessions (sessions, decaying)");
+      linear_output(memory->name, memory->name, Display{}, "memory of treatment sessions (sessions, decaying)", states.first);
     } else if (const auto* link = std::get_if<LinkBlock>(&block)) {
       const int index = static_cast<int>(links_.size());
       links_.push_back(link);

@@ -41,6 +41,10 @@ struct ModelOutput {
   std::string description;
   OutputKind kind = OutputKind::linear;
   int index = 0;  // signal row (linear), link index or 0 (depression)
+  // The state whose content this output is (a drug's central compartment for its plasma
+  // concentration, an effect site, a turnover, a session memory); -1 for outputs computed from
+  // several states (sums, links, the depression score).
+  int state = -1;
 };
 
 struct DrugSpec {
@@ -154,6 +158,8 @@ class Model {
   int swallowed_channel() const { return swallowed_channel_; }
   int session_channel(SessionKind kind) const { return session_channel_[static_cast<std::size_t>(kind)]; }
   int channel_count() const { return channel_count_; }
+  // The state a drug channel enters (-1 for a session channel, which feeds several memories).
+  int channel_state(int channel) const { return channel_state_[static_cast<std::size_t>(channel)]; }
 
   // Individual parameter values (card order, base units) -> the subject's system. Throws
   // ModelParameterError for values outside their domain (e.g. a negative volume).

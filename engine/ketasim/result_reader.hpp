@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "ketasim/errors.hpp"
+#include "ketasim/version.hpp"
 
 namespace ketasim {
 
@@ -170,6 +171,19 @@ class FileReader {
  private:
   std::string path_;
 };
+
+// The file's layout_version, if this ketasim reads it (kOldestReadableLayoutVersion to
+// kLayoutVersion); an IoError naming both otherwise. The one check every C++ reader makes.
+inline int read_layout_version(const FileReader& reader, const H5::H5File& file) {
+  const std::int64_t version = reader.read_integer(file, "/", "layout_version");
+  if (version < kOldestReadableLayoutVersion || version > kLayoutVersion) {
+    const std::string oldest = std::to_string(kOldestReadableLayoutVersion), newest = std::to_string(kLayoutVersion);
+    const std::string readable = kLayoutVersion == kOldestReadableLayoutVersion + 1 ? oldest + " and " + newest : oldest + " to " + newest;
+    reader.fail("/ attribute layout_version", "this ketasim reads layout versions " + readable + ", the file has " +
+                                                  std::to_string(version) + " (docs/hdf5-layout.md)");
+  }
+  return static_cast<int>(version);
+}
 
 // Opens a result file for reading (inside a QuietHdf5Errors scope): IoError for a missing path, a
 // directory or a file that is not HDF5.

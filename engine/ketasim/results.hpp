@@ -32,6 +32,7 @@ struct ArmLayout {
   std::vector<double> dose_duration_h;  // 0 for a bolus
   std::vector<double> assessment_time_h;  // MADRS assessments, hours after the first session
   std::vector<double> observation_time_h;  // sampling times of output.observations, hours from the start
+  std::vector<std::string> observed_outputs;  // the outputs observed there, in the scenario's order
   double price_per_session_usd[2] = {400.0, 800.0};  // low, high
 };
 

@@ -478,6 +478,9 @@ class ScenarioRunner {
     }
     auto& amounts = block.subject_columns[column++];
     for (std::size_t d = 0; d < width; ++d) amounts[row * width + d] = d < doses.size() ? doses[d].amount_mg : kNaN;
+    auto& routes = block.subject_columns[column++];
+    for (std::size_t d = 0; d < width; ++d)
+      routes[row * width + d] = d < doses.size() ? static_cast<double>(static_cast<int>(route_code(doses[d]))) : kNaN;
     block.subject_columns[column++][row] = static_cast<double>(scenario_.cohort.replicate_of(subject.id));
   }
 
@@ -631,6 +634,7 @@ std::vector<ArmLayout> arm_layouts(const Scenario& scenario) {
     if (model.has_depression())
       for (const Ticks a : plan.assessments) layout.assessment_time_h.push_back(ticks_to_hours(a));
     for (const Ticks sample : plan.observation_times) layout.observation_time_h.push_back(ticks_to_hours(sample));
+    for (const auto& observed : plan.observed) layout.observed_outputs.push_back(observed.output->name);
     layout.subject_columns.push_back({"weight_kg", "kg", 1, "body weight"});
     layout.subject_columns.push_back({"age_y", "y", 1, "age"});
     layout.subject_columns.push_back({"female", "", 1, "1 female, 0 male"});
@@ -641,6 +645,7 @@ std::vector<ArmLayout> arm_layouts(const Scenario& scenario) {
     layout.subject_columns.push_back({"dose_time_h", "h", most, "start of each dose given, in time order (NaN-padded)"});
     layout.subject_columns.push_back({"dose_duration_h", "h", most, "infusion duration of each dose given; 0 for a bolus or intranasal session"});
     layout.subject_columns.push_back({"dose_amount_mg", "mg", most, "amount of each dose given (0 for a placebo without an amount)"});
+    layout.subject_columns.push_back({"dose_route", "", most, "what each dose given gives: 0 no drug (placebo or midazolam), 1 iv_infusion, 2 iv_bolus, 3 intranasal"});
     layout.price_per_session_usd[0] = arm.price_low_usd;
     layout.price_per_session_usd[1] = arm.price_high_usd;
     layout.subject_columns.push_back(

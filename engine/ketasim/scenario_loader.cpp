@@ -30,9 +30,7 @@ using yaml::NodeRef;
 using yaml::in_quotes;
 using yaml::trim;
 
-// Limits that keep every later computation in range (Ticks are int64 milliseconds).
-constexpr double kMaxTimeHours = 100.0 * 365.25 * 24.0;  // 100 years
-constexpr std::int64_t kMaxDoseCount = 1'000'000;
+// Limits that keep every later computation in range (the shared ones are in scenario.hpp).
 constexpr std::int64_t kMaxGridPoints = 10'000'000;  // per subject and variable
 constexpr double kMaxCv = 5.0;                       // 500%
 
@@ -628,6 +626,10 @@ DoseAmount read_dose(const NodeRef& node) {
   }
   dose.value = quantity->value;
   check_sign(node, dose.value, Sign::positive);
+  if (dose.basis == DoseBasis::flat && dose.value > kMaxDoseMg)
+    node.fail(in_quotes(text) + " is above the limit of 100 g per dose");
+  if (dose.basis == DoseBasis::per_body_weight && dose.value > kMaxDoseMgPerKg)
+    node.fail(in_quotes(text) + " is above the limit of 1 g/kg per dose");
   return dose;
 }
 
@@ -830,6 +832,44 @@ std::vector<DosingRule> read_phases(const NodeRef& node, const DosingRule& base,
   return rules;
 }
 
+// Where the doses of a table rule go: for the card's drug, the compartment its route doses into
+// (the card's IV entry; dosing tables give intravenous doses).
+TableDoseTarget table_dose_target(const ModelCard& card, const DosingRule& rule) {
+  TableDoseTarget target;
+  target.route = rule.route;
+  target.gives_drug = rule.drug == DoseDrug::model_drug;
+  if (target.gives_drug) {
+    const Model model(card);
+    const int state = model.channel_state(model.iv_channel());
+    target.compartment = compartment_number(state);
+    target.compartment_name = model.state_names()[static_cast<std::size_t>(state)];
+  }
+  return target;
+}
+
+// doses_from: the path of a dosing table (relative to the scenario), or {file: PATH,
+// ignore_columns: [NAMES]} to list columns the table has that ketasim does not read.
+std::shared_ptr<const DosingTable> read_doses_from(const NodeRef& node, const ModelCard& card, const DosingRule& rule,
+                                                   const std::string& scenario_dir) {
+  const std::string expected = "the path of a NONMEM-style dosing table (CSV), relative to the scenario";
+  std::string file;
+  std::vector<std::string> ignored;
+  if (node.is_map()) {
+    node.check_keys({"file", "ignore_columns"});
+    file = node.require("file", expected).scalar(expected);
+    if (const auto list = node.find("ignore_columns"))
+      for (const NodeRef& item : list->items("a list of column names, e.g. [WT, STUDY]")) ignored.push_back(item.scalar("a column name"));
+  } else {
+    file = node.scalar(expected + ", or {file: PATH, ignore_columns: [NAMES]}");
+  }
+  const fs::path path = fs::path(file).is_absolute() ? fs::path(file) : fs::path(scenario_dir) / file;
+  try {
+    return std::make_shared<const DosingTable>(read_dosing_table(path.string(), table_dose_target(card, rule), ignored));
+  } catch (const Error& error) {  // unreadable or malformed: reported at the key that names it
+    node.fail(error.what());
+  }
+}
+
 // A dosing rule: what is given (route, drug, dose) and when: one schedule, consecutive phases, as
 // needed, or per subject from a dosing table. Phases expand into one rule each.
 std::vector<DosingRule> read_rule(const NodeRef& node, const ModelCard& card, const std::string& scenario_dir) {
@@ -865,14 +905,7 @@ std::vector<DosingRule> read_rule(const NodeRef& node, const ModelCard& card, co
     return {rule};
   }
   rule.schedule = ScheduleKind::table;
-  const std::string file = doses_from->scalar("the path of a NONMEM-style dosing table (CSV), relative to the scenario");
-  const std::filesystem::path path = std::filesystem::path(file).is_absolute() ? std::filesystem::path(file)
-                                                                               : std::filesystem::path(scenario_dir) / file;
-  try {
-    rule.table = std::make_shared<const DosingTable>(read_dosing_table(path.string(), rule.route));
-  } catch (const Error& error) {  // unreadable or malformed: reported at the key that names it
-    doses_from->fail(error.what());
-  }
+  rule.table = read_doses_from(*doses_from, card, rule, scenario_dir);
   return {rule};
 }
 

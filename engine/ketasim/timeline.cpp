@@ -33,6 +33,24 @@ SessionKind Dose::session() const {
   return SessionKind::drug;
 }
 
+DoseRouteCode route_code(const Dose& dose) {
+  if (dose.drug != DoseDrug::model_drug || dose.amount_mg == 0.0) return DoseRouteCode::no_drug;
+  switch (dose.route) {
+    case Route::iv_infusion: return DoseRouteCode::iv_infusion;
+    case Route::iv_bolus: return DoseRouteCode::iv_bolus;
+    case Route::intranasal: return DoseRouteCode::intranasal;
+  }
+  return DoseRouteCode::no_drug;
+}
+
+std::vector<Ticks> device_times(const Dose& dose, const IntranasalEntry& entry) {
+  const auto devices = static_cast<int>(std::llround(dose.amount_mg / entry.device_mg));
+  const Ticks interval = std::llround(entry.device_interval_h * static_cast<double>(kTicksPerHour));
+  std::vector<Ticks> times;
+  for (int device = 0; device < devices; ++device) times.push_back(dose.start + device * interval);
+  return times;
+}
+
 std::vector<Ticks> dose_times(const DosingRule& rule) {
   std::vector<Ticks> times;
   if (rule.schedule == ScheduleKind::as_needed || rule.schedule == ScheduleKind::table) return times;
@@ -171,14 +189,12 @@ std::vector<ModelInput> model_inputs(const std::vector<Dose>& doses, const Model
         break;
       case Route::intranasal: {
         const IntranasalEntry& entry = *model.card().routes.intranasal;
-        const auto devices = static_cast<int>(std::llround(dose.amount_mg / entry.device_mg));
-        const Ticks interval = std::llround(entry.device_interval_h * static_cast<double>(kTicksPerHour));
         const Ticks swallowed = std::max<Ticks>(1, std::llround(subject.swallowed_duration_h * static_cast<double>(kTicksPerHour)));
-        for (int device = 0; device < devices; ++device) {
-          const Ticks at = dose.start + device * interval;
+        const std::vector<Ticks> devices = device_times(dose, entry);
+        for (std::size_t device = 0; device < devices.size(); ++device) {
           const double nasal = subject.nasal_fraction * (device > 0 ? subject.later_device_factor : 1.0);
-          inputs.push_back({at, 0, entry.device_mg * nasal, model.nasal_channel(), index});
-          inputs.push_back({at, swallowed, entry.device_mg * (1.0 - nasal), model.swallowed_channel(), index});
+          inputs.push_back({devices[device], 0, entry.device_mg * nasal, model.nasal_channel(), index});
+          inputs.push_back({devices[device], swallowed, entry.device_mg * (1.0 - nasal), model.swallowed_channel(), index});
         }
         break;
       }

@@ -38,6 +38,15 @@ struct Dose {
   SessionKind session() const;
 };
 
+// What a dose gives, as the result file records it per dose (subjects/dose_route): no drug (a
+// placebo or midazolam session), or the card's drug by a route.
+enum class DoseRouteCode : int { no_drug = 0, iv_infusion = 1, iv_bolus = 2, intranasal = 3 };
+DoseRouteCode route_code(const Dose& dose);
+
+// The start of each device of an intranasal dose of the card's drug: amount / device_mg devices,
+// device_interval apart from the dose start.
+std::vector<Ticks> device_times(const Dose& dose, const IntranasalEntry& entry);
+
 // What enters one channel of the model: a jump (duration 0) or `amount` spread evenly over
 // `duration`.
 struct ModelInput {
