@@ -6,8 +6,7 @@
 #include <H5Cpp.h>
 #include <unistd.h>
 
-#include <algorithm>
-#include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <string>
 #include <tuple>
@@ -43,28 +42,24 @@ Scenario scenario_with(const std::string& model, const std::string& arms, const 
                         "arm_models.yaml");
 }
 
-const ArmResults& arm_named(const ScenarioResults& results, const std::string& name) { return results.arm(name); }
-
-bool same_values(const std::vector<double>& a, const std::vector<double>& b) {
-  if (a.size() != b.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i)
-    if (!(a[i] == b[i] || (std::isnan(a[i]) && std::isnan(b[i])))) return false;
-  return true;
+// The same bits (a NaN equals the same NaN; 0 and -0 differ).
+bool identical_bits(const std::vector<double>& a, const std::vector<double>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(double)) == 0;
 }
 
-// Every subject column and metric of two arms, bit for bit (NaN equal to NaN).
+// Every subject column and metric of two arms, bit for bit.
 void require_same_subjects(const ArmResults& a, const ArmResults& b) {
   REQUIRE(a.subject_columns.size() == b.subject_columns.size());
   REQUIRE(a.metrics.size() == b.metrics.size());
   for (const auto& [name, values] : a.subject_columns) {
     INFO("subjects/" << name);
     REQUIRE(b.subject_columns.count(name) == 1);
-    CHECK(same_values(values, b.subject_columns.at(name)));
+    CHECK(identical_bits(values, b.subject_columns.at(name)));
   }
   for (const auto& [name, values] : a.metrics) {
     INFO("metrics/" << name);
     REQUIRE(b.metrics.count(name) == 1);
-    CHECK(same_values(values, b.metrics.at(name)));
+    CHECK(identical_bits(values, b.metrics.at(name)));
   }
   CHECK(a.status == b.status);
 }
@@ -100,10 +95,10 @@ TEST_CASE("arms that differ only in CL: each subject's AUC is dose / its CL, and
                                                                          arm("cl_80", "{name: ketamine_venous, parameters: {CL: 80 L/h}}") +
                                                                          arm("cl_100", "{name: ketamine_venous, parameters: {CL: 100 L/h}}"));
   const ScenarioResults results = run_in_memory(scenario, 2, 7);
-  const ArmResults& slow = arm_named(results, "cl_60");
-  const ArmResults& fast = arm_named(results, "cl_100");
+  const ArmResults& slow = results.arm("cl_60");
+  const ArmResults& fast = results.arm("cl_100");
   for (const char* name : {"cl_60", "cl_80", "cl_100"}) {
-    const ArmResults& one = arm_named(results, name);
+    const ArmResults& one = results.arm(name);
     for (std::size_t i = 0; i < 24; ++i) {
       INFO(name << " subject " << i);
       REQUIRE(one.status[i] == 0);
@@ -135,8 +130,8 @@ TEST_CASE("an arm's V1 gives the closed-form 2-compartment peak at the end of th
   const double expected_small = 1000.0 * plasma_at(disposition(small), doses, end_of_infusion_h);
   const double expected_card = 1000.0 * plasma_at(disposition(two_compartment()), doses, end_of_infusion_h);
   for (std::size_t i = 0; i < 4; ++i) {
-    CHECK(arm_named(results, "small_v1").metrics.at("cmax_ng_per_ml")[i] == Approx(expected_small).epsilon(1e-6));
-    CHECK(arm_named(results, "card").metrics.at("cmax_ng_per_ml")[i] == Approx(expected_card).epsilon(1e-6));
+    CHECK(results.arm("small_v1").metrics.at("cmax_ng_per_ml")[i] == Approx(expected_small).epsilon(1e-6));
+    CHECK(results.arm("card").metrics.at("cmax_ng_per_ml")[i] == Approx(expected_card).epsilon(1e-6));
   }
   CHECK(expected_small / expected_card == Approx(122.654 / 60.0).epsilon(1e-12));  // the oracle itself: C = A / V1
 }
@@ -158,10 +153,10 @@ TEST_CASE("an arm's results do not depend on the order of the arms", "[arm_model
   const ScenarioResults other = run_in_memory(scenario_with("{name: ketamine_venous}", reverse, variability), 1, 24);
   for (const char* name : {"small_v1", "clements", "cl_60", "domino", "scenario_model"}) {
     INFO("arm " << name);
-    require_same_subjects(arm_named(one, name), arm_named(other, name));
+    require_same_subjects(one.arm(name), other.arm(name));
   }
   // And the arms do differ: a smaller V1 gives a higher peak.
-  CHECK(arm_named(one, "small_v1").metrics.at("cmax_ng_per_ml")[0] > 1.5 * arm_named(one, "clements").metrics.at("cmax_ng_per_ml")[0]);
+  CHECK(one.arm("small_v1").metrics.at("cmax_ng_per_ml")[0] > 1.5 * one.arm("clements").metrics.at("cmax_ng_per_ml")[0]);
 }
 
 TEST_CASE("arms with identical models give identical subjects, and the same as a scenario of that model alone",
@@ -173,34 +168,34 @@ TEST_CASE("arms with identical models give identical subjects, and the same as a
                                               arm("cl_100", "{name: ketamine_venous, parameters: {CL: 100 L/h}}") +
                                               arm("again_60", "{name: ketamine_venous, parameters: {V1: 90 L, CL: 60 L/h}}"));
   const ScenarioResults results = run_in_memory(scenario);
-  require_same_subjects(arm_named(results, "cl_60"), arm_named(results, "again_60"));
-  const auto& auc_60 = arm_named(results, "cl_60").metrics.at("auc_ng_h_per_ml");
-  const auto& auc_100 = arm_named(results, "cl_100").metrics.at("auc_ng_h_per_ml");
+  require_same_subjects(results.arm("cl_60"), results.arm("again_60"));
+  const auto& auc_60 = results.arm("cl_60").metrics.at("auc_ng_h_per_ml");
+  const auto& auc_100 = results.arm("cl_100").metrics.at("auc_ng_h_per_ml");
   for (std::size_t i = 0; i < 24; ++i) CHECK(auc_60[i] / auc_100[i] == Approx(100.0 / 60.0).epsilon(1e-7));
 
   // The scenario whose own model is {V1: 90 L, CL: 60 L/h}, with one arm without a model block.
   const Scenario alone = scenario_with("{name: ketamine_venous, parameters: {CL: 60 L/h, V1: 90 L}}", arm("cl_60", ""));
-  require_same_subjects(arm_named(results, "cl_60"), arm_named(run_in_memory(alone), "cl_60"));
+  require_same_subjects(results.arm("cl_60"), run_in_memory(alone).arm("cl_60"));
 }
 
-TEST_CASE("an arm of another card is the same patient: covariates, residual draws and shared random effects",
+TEST_CASE("an arm of another card is the same patient: covariates and the random effects of shared parameters",
           "[arm_models]") {
-  // resp_ec50 is in every card (the PD module); CL only in ketamine_venous, FRn only in
-  // esketamine_intranasal. The scenario's 40% CV on resp_ec50 applies to both cards, with the same
-  // eta: both arms have the same resp_ec50 (the module's typical value), as the other PD
-  // parameters with the card's variability.
+  // resp_ec50 is in every card (the PD module); CL only in ketamine_venous. The scenario's 40% CV
+  // on resp_ec50 applies to both cards with the same eta, so subject i has the same resp_ec50 in
+  // both arms, as it has the same resp_emax and placebo_magnitude (the cards' own variability).
+  // Before, the nasal arm lost the scenario's variability and its etas were shifted by CL's.
   const Scenario scenario = scenario_with(
       "{name: ketamine_venous}",
       arm("iv", "") + "  - {name: nasal, model: {name: esketamine_intranasal}, regimen: {route: intranasal, dose: 56 mg, schedule: {at: [0 h]}}}\n",
       "  variability: {cv: {CL: 25%, resp_ec50: 40%}}\n");
   const ScenarioResults results = run_in_memory(scenario);
-  const ArmResults& iv = arm_named(results, "iv");
-  const ArmResults& nasal = arm_named(results, "nasal");
+  const ArmResults& iv = results.arm("iv");
+  const ArmResults& nasal = results.arm("nasal");
   for (const char* name : {"weight_kg", "age_y", "female", "baseline_madrs", "resp_ec50", "resp_emax", "placebo_magnitude"}) {
     INFO(name);
-    CHECK(same_values(iv.subject_columns.at(name), nasal.subject_columns.at(name)));
+    CHECK(identical_bits(iv.subject_columns.at(name), nasal.subject_columns.at(name)));
   }
-  CHECK(same_values(iv.metrics.at("madrs_baseline"), nasal.metrics.at("madrs_baseline")));
+  CHECK(identical_bits(iv.metrics.at("madrs_baseline"), nasal.metrics.at("madrs_baseline")));
 }
 
 TEST_CASE("the result file records each arm's card and parameter values", "[arm_models][hdf5]") {
