@@ -196,11 +196,7 @@ int command_timeline(const std::string& scenario_path, const std::string& arm_na
   } else {
     std::printf("# scenario %s, arm %s, subject %lld, weight %.2f kg, age %.1f y\n", scenario.name.c_str(), arm->name.c_str(),
                 static_cast<long long>(subject_id), subject.weight_kg, subject.age_years);
-    std::string overrides;
-    for (const ParameterValue& parameter : layout.model_parameters)
-      overrides += (overrides.empty() ? "; overrides: " : ", ") + parameter.name + " = " + format_significant(parameter.value) +
-                   (parameter.unit.empty() ? "" : " " + parameter.unit);
-    std::printf("# model %s%s\n", layout.model.c_str(), overrides.empty() ? " (the card's values)" : overrides.c_str());
+    std::printf("# model %s\n", describe_model(layout).c_str());
     std::printf("# same-time rule: infusion_stop, infusion_start, bolus, observation; amounts in mg (sessions: count)\n");
     std::printf("%12s  %-22s %-15s %5s %-10s %-12s %-10s %-24s %11s %12s\n", "time_h", "when", "event", "dose", "origin",
                 "route", "drug", "into", "amount", "rate_per_h");

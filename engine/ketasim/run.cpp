@@ -646,6 +646,14 @@ std::vector<ArmLayout> arm_layouts(const Scenario& scenario) {
   return layouts;
 }
 
+std::string describe_model(const ArmLayout& layout) {
+  std::string overrides;
+  for (const ParameterValue& parameter : layout.model_parameters)
+    overrides += (overrides.empty() ? " with " : ", ") + parameter.name + " = " + format_significant(parameter.value) +
+                 (parameter.unit.empty() ? "" : " " + parameter.unit);
+  return layout.model + (overrides.empty() ? " (the card's values)" : overrides);
+}
+
 SubjectSchedule subject_schedule(const Scenario& scenario, std::size_t arm, std::int64_t subject_id) {
   return ScenarioRunner(scenario).schedule(arm, subject_id);
 }
