@@ -176,7 +176,10 @@ int command_timeline(const std::string& scenario_path, const std::string& arm_na
   if (!arm) throw Error(ExitCode::usage, "no arm '" + arm_name + "' in " + scenario_path + " (arms: " + names + ")");
   if (subject_id < 0 || subject_id >= scenario.cohort.size)
     throw Error(ExitCode::usage, "--subject must be in [0, " + std::to_string(scenario.cohort.size) + ")");
-  const ModelCard* card = find_builtin_model(scenario.model.name);
+  // The arm's own model (card and overridden parameters, as the result file records them): the
+  // doses go into its card's compartments.
+  const ArmLayout layout = arm_layouts(scenario)[arm_index];
+  const ModelCard* card = find_builtin_model(layout.model);
   // The subject is simulated as in a run, so the timeline shows the sessions it missed and the
   // doses its as-needed rule triggered.
   const SubjectSchedule schedule = subject_schedule(scenario, arm_index, subject_id);
@@ -193,6 +196,7 @@ int command_timeline(const std::string& scenario_path, const std::string& arm_na
   } else {
     std::printf("# scenario %s, arm %s, subject %lld, weight %.2f kg, age %.1f y\n", scenario.name.c_str(), arm->name.c_str(),
                 static_cast<long long>(subject_id), subject.weight_kg, subject.age_years);
+    std::printf("# model %s\n", describe_model(layout).c_str());
     std::printf("# same-time rule: infusion_stop, infusion_start, bolus, observation; amounts in mg (sessions: count)\n");
     std::printf("%12s  %-22s %-15s %5s %-10s %-12s %-10s %-24s %11s %12s\n", "time_h", "when", "event", "dose", "origin",
                 "route", "drug", "into", "amount", "rate_per_h");

@@ -26,6 +26,7 @@ import math
 import os
 import re
 import sys
+import textwrap
 from dataclasses import dataclass
 
 EXIT_USAGE = 2
@@ -196,6 +197,33 @@ class ResultFile:
         return {key: text(self.attribute(key))
                 for key in ("scenario_name", "model", "ketasim_version", "source_revision")}
 
+    def arm_model(self, arm):
+        """The model the arm simulated, e.g. `ketamine_venous (CL 60 L/h)`: its card (the root
+        `model` in files without arm attributes) and the parameter values it overrides."""
+        attrs = self.file[f"arms/{arm}"].attrs
+        card = text(attrs["model"]) if "model" in attrs else text(self.attribute("model"))
+        names = [text(name) for name in attrs.get("model_parameters", [])]
+        values = list(attrs.get("model_parameter_values", []))
+        units = [text(unit) for unit in attrs.get("model_parameter_units", [])]
+        if not (len(names) == len(values) == len(units)):
+            raise PlotError(f"{self.path}: /arms/{arm}: the attributes model_parameters, model_parameter_values and "
+                            f"model_parameter_units differ in length")
+        overrides = ", ".join(f"{name} {value:g}" + (f" {unit}" if unit else "")
+                              for name, value, unit in zip(names, values, units))
+        return f"{card} ({overrides})" if overrides else card
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One trajectory panel: the summary shown for each arm. The same trajectory in every arm,
+    except the dosed drug's plasma concentration when arms simulate cards of different drugs."""
+    label: str
+    datasets: dict  # arm -> trajectory name
+
+    @staticmethod
+    def of(name, arms):
+        return Panel(name, {arm: name for arm in arms})
+
 
 def present_in(result, arms, name):
     """Whether dataset `name` is in every arm (True), in none (False); an error if only in some."""
@@ -206,18 +234,32 @@ def present_in(result, arms, name):
     return bool(present)
 
 
-def dosed_plasma_variables(result, arms):
-    """The trajectory of the dosed drug's plasma concentration, `plasma_<drug>_ng_per_ml`.
+def dosed_plasma_variables(result, arm):
+    """The arm's trajectory of the dosed drug's plasma concentration, `plasma_<drug>_ng_per_ml`.
 
     Metabolites are recognised by their metric `cmax_<metabolite>_ng_per_ml` (the dosed drug's is
     plain `cmax_ng_per_ml`); when that does not settle it, every plasma trajectory is shown."""
-    arm = arms[0]
     names = sorted(result.file[f"arms/{arm}/summary"].keys()) if result.has(arm, "summary") else []
     plasma = [name for name in names if re.fullmatch(r"plasma_(.+)_ng_per_ml", name)]
-    dosed = [name for name in plasma if not result.has(arm, "metrics/cmax_" + name[len("plasma_"):])]
-    if len(dosed) > 1:
-        note(f"cannot tell the dosed drug's plasma trajectory apart, showing all of: {', '.join(dosed)}")
-    return dosed
+    return [name for name in plasma if not result.has(arm, "metrics/cmax_" + name[len("plasma_"):])]
+
+
+def dosed_plasma_panels(result, arms):
+    """The dosed drug's plasma concentration: one panel per trajectory when every arm has the same,
+    one panel of each arm's own when arms simulate cards of different drugs."""
+    per_arm = {arm: dosed_plasma_variables(result, arm) for arm in arms}
+    names = per_arm[arms[0]]
+    if all(per_arm[arm] == names for arm in arms):
+        if len(names) > 1:
+            note(f"cannot tell the dosed drug's plasma trajectory apart, showing all of: {', '.join(names)}")
+        return [Panel.of(name, arms) for name in names]
+    if all(len(per_arm[arm]) == 1 for arm in arms):
+        drugs = sorted({per_arm[arm][0][len("plasma_"):-len("_ng_per_ml")] for arm in arms})
+        return [Panel("plasma_" + "_or_".join(drugs) + "_ng_per_ml", {arm: per_arm[arm][0] for arm in arms})]
+    shared = [name for name in names if all(name in per_arm[arm] for arm in arms)]
+    note(f"cannot tell each arm's dosed drug's plasma trajectory apart, showing those of every arm: "
+         f"{', '.join(shared) or 'none'}")
+    return [Panel.of(name, arms) for name in shared]
 
 
 def choose_arms(result, requested):
@@ -231,17 +273,17 @@ def choose_arms(result, requested):
 
 
 def choose_variables(result, arms, requested):
-    """Trajectory names to plot: those requested, or the defaults; those missing are skipped."""
+    """Trajectory panels to plot: those requested, or the defaults; those missing are skipped."""
+    chosen = []
     wanted = requested
     if not requested:
-        plasma = dosed_plasma_variables(result, arms)
-        if not plasma:
+        chosen = dosed_plasma_panels(result, arms)
+        if not chosen:
             note(f"{result.path}: no summary plasma_<drug>_ng_per_ml of the dosed drug, skipped")
-        wanted = plasma + list(DEFAULT_VARIABLES)
-    chosen = []
+        wanted = list(DEFAULT_VARIABLES)
     for name in wanted:
         if present_in(result, arms, f"summary/{name}"):
-            chosen.append(name)
+            chosen.append(Panel.of(name, arms))
         else:
             note(f"{result.path}: no summary/{name} in the file, skipped")
     if requested and not chosen:
@@ -268,7 +310,12 @@ def variable_label(name, units):
 
 def decorate(figure, result, arms, what):
     info = result.provenance()
-    figure.suptitle(f"{info['scenario_name']}: {what}\nmodel {info['model']}", fontsize=11)
+    models = {arm: result.arm_model(arm) for arm in arms}
+    if len(set(models.values())) == 1:
+        model = "model " + models[arms[0]]
+    else:
+        model = textwrap.fill("models: " + "; ".join(f"{arm} {models[arm]}" for arm in arms), 110)
+    figure.suptitle(f"{info['scenario_name']}: {what}\n{model}", fontsize=11)
     failed = {arm: int(np.count_nonzero(~result.solved(arm))) for arm in arms}
     per_arm = ", ".join(f"{arm} {result.subjects_per_arm}" + (f" ({failed[arm]} failed)" if failed[arm] else "")
                         for arm in arms)
@@ -277,16 +324,17 @@ def decorate(figure, result, arms, what):
                 fontsize=7, color="0.35", ha="left", va="bottom")
 
 
-def plot_trajectories(result, arms, variables):
+def plot_trajectories(result, arms, panels):
     colours = arm_colours(arms)
-    heights = [0.25 + 0.18 * len(arms)] + [2.4] * len(variables)
+    heights = [0.25 + 0.18 * len(arms)] + [2.4] * len(panels)
     figure, axes = plt.subplots(len(heights), 1, sharex=True, figsize=(9.0, 1.2 + sum(heights)),
                                 gridspec_kw={"height_ratios": heights})
     mark_doses(axes[0], result, arms, colours)
     end_day = 0.0
-    for ax, name in zip(axes[1:], variables):
-        units = result.units(arms[0], f"summary/{name}/p50")
+    for ax, panel in zip(axes[1:], panels):
+        units = result.units(arms[0], f"summary/{panel.datasets[arms[0]]}/p50")
         for arm in arms:
+            name = panel.datasets[arm]
             days = result.read(arm, "time_h") / 24.0
             p05, p50, p95 = (result.read(arm, f"summary/{name}/{q}") for q in QUANTILES)
             if not (len(p05) == len(p50) == len(p95) == len(days)):
@@ -296,7 +344,7 @@ def plot_trajectories(result, arms, variables):
             ax.plot(days, p50, color=colours[arm], linewidth=1.2)
             if days.size:
                 end_day = max(end_day, float(days[-1]))
-        ax.set_ylabel(variable_label(name, units))
+        ax.set_ylabel(variable_label(panel.label, units))
         ax.grid(True, linewidth=0.3, alpha=0.5)
     axes[-1].set_xlabel("time (days from the start of the simulation)")
     axes[-1].set_xlim(0.0, end_day if end_day > 0 else None)
@@ -535,13 +583,13 @@ def plan_figures(result, arms, requested_variables):
         for name in ("time_h", "doses/time_h", "metrics/status"):
             result.dataset(arm, name)
     figures = []
-    variables = choose_variables(result, arms, requested_variables)
-    if variables:
-        for arm in arms:
-            for name in variables:
+    panels = choose_variables(result, arms, requested_variables)
+    if panels:
+        for panel in panels:
+            for arm, name in panel.datasets.items():
                 for q in QUANTILES:
                     result.dataset(arm, f"summary/{name}/{q}")
-        figures.append(("trajectories", lambda: plot_trajectories(result, arms, variables)))
+        figures.append(("trajectories", lambda: plot_trajectories(result, arms, panels)))
     else:
         note(f"{result.path}: no trajectory summaries to show, no trajectories figure")
     if present_in(result, arms, "metrics/relapse_day"):

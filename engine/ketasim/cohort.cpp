@@ -23,6 +23,42 @@ double polynomial(const std::array<double, 8>& c, double r) {
   return value;
 }
 
+// A random effect of one card: cohort.variability's `cv` entries first (in their order), then the
+// card's own variability for every other parameter that has one.
+struct RandomEffect {
+  int parameter = 0;  // card index
+  IivKind kind = IivKind::log_normal;
+  double omega = 0.0;  // SD of eta
+  int cv_entry = -1;   // position in cohort.variability.parameters; -1 for the card's own
+};
+
+// `all_named`: every parameter cohort.variability names must be in the card (the scenario's);
+// another card leaves out those it does not have.
+std::vector<RandomEffect> random_effects(const Variability& variability, const ModelCard& card, bool all_named) {
+  // omega^2 = ln(1 + CV^2): the exact log-normal relation, not the small-CV approximation.
+  const auto omega = [](IivKind kind, double magnitude) {
+    return kind == IivKind::log_normal ? std::sqrt(std::log1p(magnitude * magnitude)) : magnitude;
+  };
+  std::vector<RandomEffect> effects;
+  for (std::size_t i = 0; i < variability.parameters.size(); ++i) {
+    const int index = card.index_of(variability.parameters[i]);
+    if (index < 0) {
+      if (!all_named) continue;
+      throw ModelParameterError("model " + card.name + " has no parameter '" + variability.parameters[i] + "'");
+    }
+    const IivKind kind = i < variability.kinds.size() ? variability.kinds[i] : IivKind::log_normal;
+    effects.push_back({index, kind, omega(kind, variability.cv[i]), static_cast<int>(i)});
+  }
+  if (!variability.from_card) return effects;
+  for (std::size_t p = 0; p < card.parameters.size(); ++p) {
+    const Iiv& iiv = card.parameters[p].iiv;
+    const auto listed = [&](const RandomEffect& effect) { return effect.parameter == static_cast<int>(p); };
+    if (iiv.kind == IivKind::none || std::any_of(effects.begin(), effects.end(), listed)) continue;
+    effects.push_back({static_cast<int>(p), iiv.kind, omega(iiv.kind, iiv.magnitude), -1});
+  }
+  return effects;
+}
+
 }  // namespace
 
 double standard_normal_cdf(double x) { return 0.5 * std::erfc(-x / std::numbers::sqrt2); }
@@ -102,62 +138,64 @@ double draw_covariate(const CovariateDistribution& distribution, std::uint64_t s
   throw ModelParameterError("could not draw a covariate inside its truncation bounds");
 }
 
-CohortSampler::CohortSampler(const Scenario& scenario, const ModelCard& card)
+CohortSampler::CohortSampler(const Scenario& scenario, const ModelChoice& model, const ModelCard& card)
     : card_(card), seed_(scenario.cohort.seed), cohort_(scenario.cohort) {
   typical_.reserve(card.parameters.size());
   for (const auto& spec : card.parameters) typical_.push_back(spec.value);
-  for (const auto& override_value : scenario.model.overrides) {
+  for (const auto& override_value : model.overrides) {
     const int index = card.index_of(override_value.name);
     if (index < 0) throw ModelParameterError("model " + card.name + " has no parameter '" + override_value.name + "'");
     typical_[static_cast<std::size_t>(index)] = override_value.value;
   }
 
-  // The scenario's variability first (its correlation applies among these), then the card's for
-  // every other parameter that has one.
   const Variability& variability = cohort_.variability;
-  std::vector<double> omega;
-  for (std::size_t i = 0; i < variability.parameters.size(); ++i) {
-    const int index = card.index_of(variability.parameters[i]);
-    if (index < 0) throw ModelParameterError("model " + card.name + " has no parameter '" + variability.parameters[i] + "'");
-    eta_parameter_index_.push_back(index);
-    const IivKind kind = i < variability.kinds.size() ? variability.kinds[i] : IivKind::log_normal;
-    eta_kind_.push_back(kind);
-    // omega^2 = ln(1 + CV^2): the exact log-normal relation, not the small-CV approximation.
-    omega.push_back(kind == IivKind::log_normal ? std::sqrt(std::log1p(variability.cv[i] * variability.cv[i])) : variability.cv[i]);
+  const bool scenario_card = card.name == scenario.model.name;
+  const std::vector<RandomEffect> effects = random_effects(variability, card, scenario_card);
+  // Another card's random effects take the draws of the scenario model's parameters of the same
+  // name, and draws after all of those for parameters the scenario's model does not have.
+  std::vector<std::string> shared;
+  if (!scenario_card) {
+    const ModelCard* scenario_model = find_builtin_model(scenario.model.name);
+    if (!scenario_model) throw ModelParameterError("unknown model '" + scenario.model.name + "'");
+    for (const RandomEffect& effect : random_effects(variability, *scenario_model, true))
+      shared.push_back(scenario_model->parameters[static_cast<std::size_t>(effect.parameter)].name);
   }
-  if (variability.from_card) {
-    for (std::size_t p = 0; p < card.parameters.size(); ++p) {
-      const Iiv& iiv = card.parameters[p].iiv;
-      if (iiv.kind == IivKind::none) continue;
-      bool overridden = false;
-      for (const int index : eta_parameter_index_) overridden |= index == static_cast<int>(p);
-      if (overridden) continue;
-      eta_parameter_index_.push_back(static_cast<int>(p));
-      eta_kind_.push_back(iiv.kind);
-      omega.push_back(iiv.kind == IivKind::log_normal ? std::sqrt(std::log1p(iiv.magnitude * iiv.magnitude)) : iiv.magnitude);
-    }
+  eta_draws_ = shared.size();
+  for (const RandomEffect& effect : effects) {
+    eta_parameter_index_.push_back(effect.parameter);
+    eta_kind_.push_back(effect.kind);
+    const auto same = std::find(shared.begin(), shared.end(), card.parameters[static_cast<std::size_t>(effect.parameter)].name);
+    eta_draw_.push_back(same != shared.end() ? static_cast<std::size_t>(same - shared.begin()) : eta_draws_++);
   }
-  const auto n = static_cast<Eigen::Index>(eta_parameter_index_.size());
+  const auto n = static_cast<Eigen::Index>(effects.size());
   if (n > 0) {
     Eigen::MatrixXd correlation = Eigen::MatrixXd::Identity(n, n);
     const auto m = static_cast<Eigen::Index>(variability.parameters.size());
-    if (variability.correlation.size() == m * m) correlation.topLeftCorner(m, m) = variability.correlation;
+    if (variability.correlation.size() == m * m) {
+      for (Eigen::Index i = 0; i < n; ++i)
+        for (Eigen::Index j = 0; j < n; ++j) {
+          const int a = effects[static_cast<std::size_t>(i)].cv_entry, b = effects[static_cast<std::size_t>(j)].cv_entry;
+          if (a >= 0 && b >= 0) correlation(i, j) = variability.correlation(a, b);
+        }
+    }
     // Factor the correlation and scale by omega (Omega = D C D = (D L)(D L)^T): a parameter with
     // 0% CV then simply gets no variability instead of making the covariance singular.
     Eigen::LLT<Eigen::MatrixXd> cholesky(correlation);
     if (cholesky.info() != Eigen::Success)
       throw ModelParameterError("the variability correlation matrix is not positive definite");
-    const Eigen::VectorXd omegas = Eigen::Map<const Eigen::VectorXd>(omega.data(), n);
+    Eigen::VectorXd omegas(n);
+    for (Eigen::Index i = 0; i < n; ++i) omegas(i) = effects[static_cast<std::size_t>(i)].omega;
     eta_factor_ = omegas.asDiagonal() * Eigen::MatrixXd(cholesky.matrixL());
   }
   const OccasionVariability& occasions = scenario.cohort.occasion_variability;
-  if (scenario.model.name == card.name) {  // it names parameters of the scenario's model
-    for (std::size_t i = 0; i < occasions.parameters.size(); ++i) {
-      const int index = card.index_of(occasions.parameters[i]);
-      if (index < 0) throw ModelParameterError("model " + card.name + " has no parameter '" + occasions.parameters[i] + "'");
-      occasion_index_.push_back(index);
-      occasion_omega_.push_back(std::sqrt(std::log1p(occasions.cv[i] * occasions.cv[i])));
-    }
+  // It names parameters of the scenario's model (the loader refuses it with arms of other cards).
+  if (!occasions.parameters.empty() && !scenario_card)
+    throw ModelParameterError("occasion variability names parameters of model " + scenario.model.name + ", not of " + card.name);
+  for (std::size_t i = 0; i < occasions.parameters.size(); ++i) {
+    const int index = card.index_of(occasions.parameters[i]);
+    if (index < 0) throw ModelParameterError("model " + card.name + " has no parameter '" + occasions.parameters[i] + "'");
+    occasion_index_.push_back(index);
+    occasion_omega_.push_back(std::sqrt(std::log1p(occasions.cv[i] * occasions.cv[i])));
   }
 
   if (cohort_.covariate_correlation.size() > 0) {
@@ -249,8 +287,10 @@ Subject CohortSampler::draw(std::int64_t subject_id) const {
   const auto n = eta_factor_.rows();
   if (n > 0) {
     RandomStream stream(seed_, static_cast<std::uint64_t>(subject_id), StreamPurpose::random_effects);
+    Eigen::VectorXd normals(static_cast<Eigen::Index>(eta_draws_));
+    for (Eigen::Index i = 0; i < normals.size(); ++i) normals(i) = stream.normal();
     Eigen::VectorXd z(n);
-    for (Eigen::Index i = 0; i < n; ++i) z(i) = stream.normal();
+    for (Eigen::Index i = 0; i < n; ++i) z(i) = normals(static_cast<Eigen::Index>(eta_draw_[static_cast<std::size_t>(i)]));
     const Eigen::VectorXd eta = eta_factor_.triangularView<Eigen::Lower>() * z;
     for (Eigen::Index i = 0; i < n; ++i) {
       double& value = subject.parameters[static_cast<std::size_t>(eta_parameter_index_[static_cast<std::size_t>(i)])];

@@ -29,10 +29,17 @@ struct Subject {
   std::vector<double> parameters;  // individual values in card order, base units
 };
 
-// Everything about the cohort that is the same for every subject, computed once.
+// Everything about the cohort that is the same for every subject, computed once, for one model.
 class CohortSampler {
  public:
-  CohortSampler(const Scenario& scenario, const ModelCard& card);
+  // The cohort as `model` (the scenario's or an arm's, see model_of; `card` is its card) sees it:
+  // the model's overrides give the typical values; cohort.variability applies to the parameters
+  // the card has; each random effect takes the normal draw of the parameter of the same name in
+  // the scenario's model, so that arms with different cards stay paired where they share
+  // parameters (the PD module's), and a card's own parameters take draws no other card uses.
+  CohortSampler(const Scenario& scenario, const ModelChoice& model, const ModelCard& card);
+  // The scenario's own model.
+  CohortSampler(const Scenario& scenario, const ModelCard& card) : CohortSampler(scenario, scenario.model, card) {}
 
   Subject draw(std::int64_t subject_id) const;
   // The subject's parameters during occasion k (from its k-th session on): its individual values
@@ -52,6 +59,8 @@ class CohortSampler {
   std::vector<double> typical_;
   std::vector<int> eta_parameter_index_;  // card index of each variable parameter
   std::vector<IivKind> eta_kind_;
+  std::vector<std::size_t> eta_draw_;     // which normal of the subject's random-effects stream each one takes
+  std::size_t eta_draws_ = 0;             // normals drawn per subject
   Eigen::MatrixXd eta_factor_;            // lower-triangular L with L L^T = Omega
   std::vector<int> occasion_index_;       // card index of each parameter with occasion variability
   std::vector<double> occasion_omega_;    // its SD of kappa

@@ -141,6 +141,12 @@ void set_text_array_attribute(const H5::H5Object& object, const char* name, cons
   if (!texts.empty()) attribute.write(type, texts.data());
 }
 
+void set_float_array_attribute(const H5::H5Object& object, const char* name, const std::vector<double>& values) {
+  const hsize_t size = values.size();
+  const H5::Attribute attribute = object.createAttribute(name, H5::PredType::IEEE_F64LE, H5::DataSpace(1, &size));
+  if (!values.empty()) attribute.write(H5::PredType::NATIVE_DOUBLE, values.data());
+}
+
 template <class Number>
 void set_number_attribute(const H5::H5Object& object, const char* name, const H5::PredType& file_type,
                           const H5::PredType& memory_type, Number value) {
@@ -684,12 +690,17 @@ void ResultWriter::State::define_arm(const ArmLayout& layout) {
     const H5::Group group = file->createGroup("arms/" + layout.name);
     set_text_attribute(group, "description", layout.description);
     set_text_attribute(group, "model", layout.model);
-    {
-      const hsize_t two = 2;
-      const double prices[2] = {layout.price_per_session_usd[0], layout.price_per_session_usd[1]};
-      group.createAttribute("price_per_session_usd", H5::PredType::IEEE_F64LE, H5::DataSpace(1, &two))
-          .write(H5::PredType::NATIVE_DOUBLE, prices);
+    std::vector<std::string> names, units;
+    std::vector<double> values;
+    for (const ParameterValue& parameter : layout.model_parameters) {
+      names.push_back(parameter.name);
+      values.push_back(parameter.value);
+      units.push_back(parameter.unit);
     }
+    set_text_array_attribute(group, "model_parameters", names);
+    set_float_array_attribute(group, "model_parameter_values", values);
+    set_text_array_attribute(group, "model_parameter_units", units);
+    set_float_array_attribute(group, "price_per_session_usd", {layout.price_per_session_usd[0], layout.price_per_session_usd[1]});
     write_vector(group, "time_h", layout.time_h, "h", "output time grid, hours from the start of the simulation");
     define_subjects(group, arm);
     define_metrics(group, arm);

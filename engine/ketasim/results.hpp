@@ -17,9 +17,19 @@ struct ColumnSpec {
   std::string description;
 };
 
+// A model parameter value as the user reads it: in the parameter's display unit ("" = none).
+struct ParameterValue {
+  std::string name;
+  double value = 0.0;
+  std::string unit;
+};
+
 struct ArmLayout {
   std::string name;
   std::string model;        // the model card of the arm (the scenario's, or the arm's own)
+  // The typical values the arm's model overrides in its card (model_of: the scenario's and the
+  // arm's model.parameters), in the order given; empty = the card's own values.
+  std::vector<ParameterValue> model_parameters;
   std::string description;  // human-readable regimen
   std::vector<double> time_h;                  // output grid, hours from the simulation start
   std::vector<ColumnSpec> trajectories;        // one [subject x time] matrix each (width unused)

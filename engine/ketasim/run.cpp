@@ -260,31 +260,26 @@ std::vector<int> observed_states(const Scenario& scenario, const Model& model, c
   return states_needed(typical, signals);
 }
 
-// The scenario as one model card sees it: the scenario's own model, or an arm's. An arm with a
-// model of its own uses that card's variability (cohort.variability names the scenario model's
-// parameters) and the same covariate and residual streams, so its subjects are the same patients.
-Scenario scenario_for_model(const Scenario& scenario, const ModelChoice& model) {
-  if (model.name == scenario.model.name) return scenario;
-  Scenario view = scenario;
-  view.model = model;
-  view.cohort.variability = Variability{};
-  view.cohort.occasion_variability = OccasionVariability{};
-  return view;
+const ModelCard& card_of(const ModelChoice& model) {
+  const ModelCard* card = find_builtin_model(model.name);
+  if (!card) throw ModelParameterError("unknown model '" + model.name + "'");
+  return *card;
 }
 
-// Everything that depends on the model card only, shared by every arm that uses it.
+// Everything that depends on the model (card and overrides) only, shared by every arm that
+// simulates the same model.
 struct ModelEngine {
-  ModelEngine(const Scenario& scenario, const ModelCard& model_card)
-      : view(scenario), card(model_card), model(model_card), sampler(view, model_card), plan(SimulationPlan::from(view.output, model)),
-        outputs(selected_outputs(view, model)) {
+  ModelEngine(const Scenario& scenario, const ModelChoice& model_choice)
+      : choice(model_choice), card(card_of(choice)), model(card), sampler(scenario, choice, card),
+        plan(SimulationPlan::from(scenario.output, model)), outputs(selected_outputs(scenario, model)) {
     const SubjectModel typical = model.instantiate(sampler.typical_parameters());
-    states = observed_states(view, model, plan, outputs, typical, sampler.variable_parameters());
+    states = observed_states(scenario, model, plan, outputs, typical, sampler.variable_parameters());
     if (static_cast<int>(states.size()) == typical.states) states.clear();  // nothing to drop
   }
   ModelEngine(const ModelEngine&) = delete;
   ModelEngine& operator=(const ModelEngine&) = delete;
 
-  Scenario view;
+  ModelChoice choice;
   const ModelCard& card;
   Model model;
   CohortSampler sampler;
@@ -303,24 +298,15 @@ struct ArmPlan {
   std::size_t engine = 0;  // index into the runner's model engines
 };
 
-const ModelChoice& model_of(const Scenario& scenario, const Arm& arm) { return arm.model ? *arm.model : scenario.model; }
-
-const ModelCard& card_of(const ModelChoice& model) {
-  const ModelCard* card = find_builtin_model(model.name);
-  if (!card) throw ModelParameterError("unknown model '" + model.name + "'");
-  return *card;
-}
-
 class ScenarioRunner {
  public:
   explicit ScenarioRunner(const Scenario& scenario) : scenario_(scenario) {
     const auto layouts = arm_layouts(scenario);
     for (std::size_t a = 0; a < scenario.arms.size(); ++a) {
-      const ModelChoice& choice = model_of(scenario, scenario.arms[a]);
+      const ModelChoice choice = model_of(scenario, scenario.arms[a]);
       std::size_t engine = 0;
-      while (engine < engines_.size() && engines_[engine]->view.model.name != choice.name) ++engine;
-      if (engine == engines_.size())
-        engines_.push_back(std::make_unique<ModelEngine>(scenario_for_model(scenario, choice), card_of(choice)));
+      while (engine < engines_.size() && !same_model(engines_[engine]->choice, choice)) ++engine;
+      if (engine == engines_.size()) engines_.push_back(std::make_unique<ModelEngine>(scenario, choice));
       ArmPlan arm{&scenario.arms[a], layouts[a], most_doses(scenario.arms[a], engines_[engine]->plan.grid_end)};
       arm.engine = engine;
       for (std::size_t r = 0; r < arm.arm->regimen.size(); ++r)
@@ -485,7 +471,7 @@ class ScenarioRunner {
   }
 
   const Scenario& scenario_;
-  std::vector<std::unique_ptr<ModelEngine>> engines_;  // one per distinct model, in order of first use
+  std::vector<std::unique_ptr<ModelEngine>> engines_;  // one per distinct model (same_model), in order of first use
   std::vector<ArmPlan> arms_;
 };
 
@@ -615,11 +601,18 @@ std::int64_t default_block_size(const std::vector<ArmPlan>& arms) {
 std::vector<ArmLayout> arm_layouts(const Scenario& scenario) {
   std::vector<ArmLayout> layouts;
   for (const Arm& arm : scenario.arms) {
-    const ModelCard* card = &card_of(model_of(scenario, arm));
+    const ModelChoice choice = model_of(scenario, arm);
+    const ModelCard* card = &card_of(choice);
     const Model model(*card);
     const SimulationPlan plan = SimulationPlan::from(scenario.output, model);
     ArmLayout layout;
     layout.model = card->name;
+    for (const ParameterOverride& override_value : choice.overrides) {
+      const int index = card->index_of(override_value.name);
+      if (index < 0) throw ModelParameterError("model " + card->name + " has no parameter '" + override_value.name + "'");
+      const ParameterSpec& spec = card->parameters[static_cast<std::size_t>(index)];
+      layout.model_parameters.push_back({spec.name, to_display_unit(spec, override_value.value), spec.unit});
+    }
     layout.name = arm.name;
     layout.description = describe_regimen(arm);
     for (std::size_t k = 0; k < plan.time_points(); ++k)
@@ -656,6 +649,14 @@ std::vector<ArmLayout> arm_layouts(const Scenario& scenario) {
     layouts.push_back(std::move(layout));
   }
   return layouts;
+}
+
+std::string describe_model(const ArmLayout& layout) {
+  std::string overrides;
+  for (const ParameterValue& parameter : layout.model_parameters)
+    overrides += (overrides.empty() ? " with " : ", ") + parameter.name + " = " + format_significant(parameter.value) +
+                 (parameter.unit.empty() ? "" : " " + parameter.unit);
+  return layout.model + (overrides.empty() ? " (the card's values)" : overrides);
 }
 
 SubjectSchedule subject_schedule(const Scenario& scenario, std::size_t arm, std::int64_t subject_id) {

@@ -86,4 +86,8 @@ SubjectSchedule subject_schedule(const Scenario& scenario, std::size_t arm, std:
 // The layout of every arm's output (columns, grid, nominal doses), as written to the file.
 std::vector<ArmLayout> arm_layouts(const Scenario& scenario);
 
+// An arm's model in words, for messages and summaries: "ketamine_venous with V1 = 120 L, CL =
+// 60 L/h", or "esketamine_intranasal (the card's values)".
+std::string describe_model(const ArmLayout& layout);
+
 }  // namespace ketasim

@@ -1,5 +1,7 @@
 #include "ketasim/scenario.hpp"
 
+#include <algorithm>
+
 #include "ketasim/covariate_table.hpp"
 
 namespace ketasim {
@@ -32,6 +34,30 @@ void Cohort::set_subjects_per_replicate(std::int64_t n) {
 }
 
 // These spellings are the scenario-file vocabulary; the loader matches input against them.
+
+ModelChoice model_of(const Scenario& scenario, const Arm& arm) {
+  if (!arm.model) return scenario.model;
+  if (arm.model->name != scenario.model.name) return *arm.model;
+  ModelChoice model = scenario.model;
+  for (const ParameterOverride& own : arm.model->overrides) {
+    const auto same_name = [&](const ParameterOverride& o) { return o.name == own.name; };
+    const auto inherited = std::find_if(model.overrides.begin(), model.overrides.end(), same_name);
+    if (inherited != model.overrides.end())
+      inherited->value = own.value;
+    else
+      model.overrides.push_back(own);
+  }
+  return model;
+}
+
+bool same_model(const ModelChoice& a, const ModelChoice& b) {
+  if (a.name != b.name || a.overrides.size() != b.overrides.size()) return false;
+  // Names are unique within a model (YAML map keys), so equal sizes and inclusion mean equal sets.
+  return std::all_of(a.overrides.begin(), a.overrides.end(), [&](const ParameterOverride& o) {
+    return std::any_of(b.overrides.begin(), b.overrides.end(),
+                       [&](const ParameterOverride& p) { return p.name == o.name && p.value == o.value; });
+  });
+}
 
 std::string to_string(Route route) {
   switch (route) {

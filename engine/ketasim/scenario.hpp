@@ -119,9 +119,10 @@ struct ModelChoice {
 
 struct Arm {
   std::string name;
-  // A model of the arm's own (e.g. intranasal esketamine against IV racemic ketamine); unset: the
-  // scenario's. Its subjects are the same patients (covariates, residual draws), with that card's
-  // variability.
+  // A model of the arm's own (e.g. intranasal esketamine against IV racemic ketamine, or the
+  // scenario's card with another clearance); unset: the scenario's. model_of() resolves what the
+  // arm simulates. Its subjects are the same patients (covariates, residual draws, random effects
+  // of the parameters its card shares with the scenario's).
   std::optional<ModelChoice> model;
   std::vector<DosingRule> regimen;
   // An oral antidepressant started with the treatment adds the model's background improvement.
@@ -148,7 +149,8 @@ struct CovariateDistribution {
   static CovariateDistribution constant(double value) { return {Kind::fixed, value, value, 0.0, value, value}; }
 };
 
-// Inter-individual variability the scenario adds to (or overrides in) the card's own: log-normal,
+// Inter-individual variability the scenario adds to (or overrides in) the card's own, in every
+// arm's card that has the parameter (cohort.hpp, CohortSampler): log-normal,
 // P_i = P_typical * exp(eta_i), eta ~ N(0, Omega), Omega = diag(omega) * correlation *
 // diag(omega), omega^2 = ln(1 + CV^2).
 struct Variability {
@@ -288,6 +290,13 @@ struct Scenario {
   OutputSpec output;
   SolverSpec solver;
 };
+
+// The model an arm simulates (docs/scenario.md, arms): the scenario's for an arm without one; for
+// an arm naming the scenario's card, the scenario's parameters with the arm's replacing those of
+// the same name; for an arm naming another card, that card with the arm's parameters only.
+ModelChoice model_of(const Scenario& scenario, const Arm& arm);
+// The same card with the same overrides (names and values, in any order).
+bool same_model(const ModelChoice& a, const ModelChoice& b);
 
 std::string to_string(Route route);
 std::string to_string(DoseDrug drug);

@@ -1114,8 +1114,9 @@ OutputSpec read_output(const NodeRef& node, const ModelCard& card) {
   return output;
 }
 
-// Occasion variability applies to the scenario's model: arms with models of their own would not
-// know its parameters; and the mass-balance integrals assume fixed elimination rows.
+// Occasion variability applies to the scenario's card (arms naming it with parameters of their own
+// included): arms of another card would not know its parameters; and the mass-balance integrals
+// assume fixed elimination rows.
 void check_occasion_variability(const NodeRef& root, const Scenario& scenario, const ModelCard& card) {
   const OccasionVariability& occasions = scenario.cohort.occasion_variability;
   if (occasions.parameters.empty()) return;
@@ -1153,6 +1154,53 @@ void check_arm_models(const NodeRef& root, const Scenario& scenario) {
         arms[a].require("model", "").fail("model " + in_quotes(arm_card.name) + " of this arm has no output " + in_quotes(name) +
                                            " named in output; list only outputs every arm's model has (`ketasim models show " +
                                            arm_card.name + "`)");
+  }
+}
+
+// What an arm simulates is model_of(scenario, arm). An arm naming another card does not take the
+// scenario's model.parameters; where that card has the same parameter, the scenario's value would
+// be a silent choice either way, so the arm must set it. Values that reach no arm are refused.
+void check_model_choices(const NodeRef& root, const Scenario& scenario) {
+  const auto arms = root.require("arms", "").items("arms");
+  const auto other_card = [&](const Arm& arm) { return arm.model && arm.model->name != scenario.model.name; };
+  const bool scenario_card_used = !std::all_of(scenario.arms.begin(), scenario.arms.end(), other_card);
+  const NodeRef model_node = root.require("model", "");
+  if (!scenario_card_used && !scenario.model.overrides.empty())
+    model_node.require("parameters", "")
+        .fail("these parameters of model " + in_quotes(scenario.model.name) +
+              " apply to no arm: every arm names a model of another card, which does not take the scenario's "
+              "model.parameters; set them in the arms' model.parameters instead");
+  for (std::size_t a = 0; a < scenario.arms.size(); ++a) {
+    const Arm& arm = scenario.arms[a];
+    if (!other_card(arm)) continue;
+    const ModelCard& arm_card = *find_builtin_model(arm.model->name);
+    for (const ParameterOverride& inherited : scenario.model.overrides) {
+      const int index = arm_card.index_of(inherited.name);
+      const auto same_name = [&](const ParameterOverride& own) { return own.name == inherited.name; };
+      if (index < 0 || std::any_of(arm.model->overrides.begin(), arm.model->overrides.end(), same_name)) continue;
+      const ParameterSpec& spec = arm_card.parameters[static_cast<std::size_t>(index)];
+      const auto with_unit = [&](double value) {
+        return yaml::format_number(to_display_unit(spec, value)) + (spec.unit.empty() ? "" : " " + spec.unit);
+      };
+      arms[a].require("model", "").fail(
+          "model " + in_quotes(arm_card.name) + " of this arm also has " + spec.name + ", which model.parameters sets to " +
+          with_unit(inherited.value) + " for model " + in_quotes(scenario.model.name) +
+          "; an arm's model of another card does not take the scenario's parameters, so set " + spec.name +
+          " in this arm's model.parameters (" + with_unit(inherited.value) + " as in the scenario, or the card's " +
+          with_unit(spec.value) + ")");
+    }
+  }
+  if (scenario_card_used) return;
+  // cohort.variability applies to every arm's card that has the parameter (cohort.cpp).
+  const auto variability = root.require("cohort", "").find("variability");
+  const auto cv = variability ? variability->find("cv") : std::nullopt;
+  if (!cv) return;
+  for (const MapEntry& entry : cv->entries()) {
+    const auto has_it = [&](const Arm& arm) { return find_builtin_model(arm.model->name)->index_of(entry.key) >= 0; };
+    if (std::none_of(scenario.arms.begin(), scenario.arms.end(), has_it))
+      throw ScenarioError(entry.key_where, entry.value.path,
+                          in_quotes(entry.key) + " is a parameter of model " + in_quotes(scenario.model.name) +
+                              ", which no arm simulates, nor of any arm's own model: its variability would apply to nothing");
   }
 }
 
@@ -1200,6 +1248,7 @@ Scenario parse_scenario(const std::string& yaml_text, const std::string& source_
   scenario.arms = read_arms(root.require("arms", "a list of arms, each {name, regimen}"), card, scenario_dir);
   if (const auto output = root.find("output")) scenario.output = read_output(*output, card);
   check_arm_models(root, scenario);
+  check_model_choices(root, scenario);
   check_occasion_variability(root, scenario, card);
   if (const auto solver = root.find("solver")) scenario.solver = read_solver(*solver);
   return scenario;
