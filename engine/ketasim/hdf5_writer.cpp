@@ -943,32 +943,33 @@ ResultSizeEstimate estimate_result_size(const std::vector<ArmLayout>& arms, std:
   // (attributes, the scenario text, HDF5's own structures: 0.15 to 0.3 MB measured).
   constexpr double kExpectedRatio = 3.5;
   constexpr double kBestRatio = 8.0;
-  constexpr std::uintmax_t kFileOverheadBytes = std::uintmax_t{512} << 10;
-  constexpr std::uintmax_t kMessageReferenceBytes = 16;  // a variable-length string's slot; failures add their text
+  constexpr std::uintmax_t kFileOverheadBytes = std::uintmax_t{128} << 10;
+  constexpr std::uintmax_t kMessageSlotBytes = 16;  // a variable-length string's reference; a failure adds its text
   const auto subjects = static_cast<std::uintmax_t>(std::max<std::int64_t>(subjects_per_arm, 0));
-  double trajectories = 0.0;              // uncompressed, without chunk padding
+  const auto round_up = [](std::uintmax_t value, std::uintmax_t step) { return step ? (value + step - 1) / step * step : value; };
+  double trajectories = 0.0;               // uncompressed, without chunk padding
   std::uintmax_t padded_trajectories = 0;  // as stored when no chunk compresses
-  std::uintmax_t rest = kFileOverheadBytes;
+  std::uintmax_t summaries = 0;            // p05, p50, p95 of each trajectory, uncompressed
+  std::uintmax_t columns = kFileOverheadBytes;  // everything else: uncompressed
   for (const ArmLayout& arm : arms) {
-    const ChunkGrid grid = ChunkGrid::of(subjects, arm.time_h.size());
-    const auto round_up = [](std::uintmax_t value, std::uintmax_t step) { return step ? (value + step - 1) / step * step : value; };
-    const std::uintmax_t cells = subjects * arm.time_h.size();
-    const std::uintmax_t padded_cells = round_up(subjects, grid.chunk_rows) * round_up(arm.time_h.size(), grid.chunk_columns);
-    trajectories += static_cast<double>(arm.trajectories.size() * cells * sizeof(float));
-    padded_trajectories += arm.trajectories.size() * padded_cells * sizeof(float);
-    std::uintmax_t columns = 0;
-    for (const ColumnSpec& column : arm.subject_columns) columns += column.width;
-    for (const ColumnSpec& column : arm.metrics) columns += column.width;
-    rest += subjects * (columns * sizeof(double) + sizeof(std::int64_t) + sizeof(std::int8_t) + kMessageReferenceBytes);
-    const std::size_t grid_vectors = 1 + kSummaryQuantiles.size() * arm.trajectories.size();  // time_h and the summaries
-    rest += (grid_vectors * arm.time_h.size() + 2 * arm.dose_time_h.size() + arm.assessment_time_h.size() +
-             arm.observation_time_h.size()) * sizeof(double);
+    const std::uintmax_t time_points = arm.time_h.size();
+    const ChunkGrid grid = ChunkGrid::of(subjects, time_points);
+    trajectories += static_cast<double>(arm.trajectories.size() * subjects * time_points * sizeof(float));
+    padded_trajectories +=
+        arm.trajectories.size() * round_up(subjects, grid.chunk_rows) * round_up(time_points, grid.chunk_columns) * sizeof(float);
+    summaries += arm.trajectories.size() * kSummaryQuantiles.size() * time_points * sizeof(double);
+    std::uintmax_t width = 0;
+    for (const ColumnSpec& column : arm.subject_columns) width += column.width;
+    for (const ColumnSpec& column : arm.metrics) width += column.width;
+    columns += subjects * (width * sizeof(double) + sizeof(std::int64_t) + sizeof(std::int8_t) + kMessageSlotBytes);
+    columns += (time_points + 2 * arm.dose_time_h.size() + arm.assessment_time_h.size() + arm.observation_time_h.size()) *
+               sizeof(double);
   }
   ResultSizeEstimate estimate;
-  estimate.least_bytes = rest + static_cast<std::uintmax_t>(trajectories / kBestRatio);
-  estimate.expected_bytes = rest + static_cast<std::uintmax_t>(trajectories / kExpectedRatio);
-  estimate.upper_bound_bytes = rest + padded_trajectories;
-  estimate.without_trajectories_bytes = rest;
+  estimate.least_bytes = columns + summaries + static_cast<std::uintmax_t>(trajectories / kBestRatio);
+  estimate.expected_bytes = columns + summaries + static_cast<std::uintmax_t>(trajectories / kExpectedRatio);
+  estimate.upper_bound_bytes = columns + summaries + padded_trajectories;
+  estimate.without_trajectories_bytes = columns;
   return estimate;
 }
 

@@ -96,6 +96,8 @@ case $mode in
     expect 0 "removed ./$left" clean .
     ls | grep -q -e '^running\.h5\.ketasim-tmp\.' -e '^running\.h5\.tmp-' || fail "clean removed the temporary file of a run still going"
     kill -INT "$run_pid"
+    sleep 0.5
+    kill -INT "$run_pid"  # the second stops it at once
     wait_for_end
     expect 0 "no temporary files of killed ketasim runs" clean .
     ;;
