@@ -47,6 +47,22 @@ ln scenario.yaml hard_link.yaml
 expect 6 "hard_link.yaml: is the same file as 'scenario.yaml'" run scenario.yaml --subjects 2 -q -o hard_link.yaml
 cmp -s scenario.yaml scenario.copy || fail "the scenario file was replaced"
 
+# A table the scenario reads (cohort.from_csv) is an input too.
+cp "$(dirname "$scenario")/example_patients.csv" patients.csv
+cat > from_csv.yaml <<'YAML'
+name: from_csv
+model: {name: ketamine_venous}
+cohort: {from_csv: patients.csv, seed: 1}
+arms:
+  - name: a
+    regimen: {route: iv_infusion, dose: 0.5 mg/kg, infusion_duration: 40 min, schedule: [Mon 09:00], for: 1 week}
+output:
+  grid: {every: 30 min, for: 1 week}
+YAML
+cp patients.csv patients.copy
+expect 6 "patients.csv: is the same file as" run from_csv.yaml -q -o patients.csv
+cmp -s patients.csv patients.copy || fail "the cohort table was replaced"
+
 long_name=$(printf '%0252d' 0)
 expect 0 "" run scenario.yaml --subjects 2 -q -o "$long_name"
 [ -f "$long_name" ] || fail "no result under a 252-character name"
