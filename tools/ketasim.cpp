@@ -210,6 +210,8 @@ void note_stale_temporaries(const std::string& output) {
 }
 
 int command_clean(const std::string& directory) {
+  std::error_code error;
+  if (!std::filesystem::is_directory(directory, error)) throw IoError(directory + ": not a directory");
   const std::vector<StaleTemporary> stale = stale_temporaries(directory);
   if (stale.empty()) std::printf("%s: no temporary files of killed ketasim runs of this host\n", directory.c_str());
   for (const StaleTemporary& file : stale) {
@@ -512,7 +514,9 @@ int command_compare(const CompareArguments& arguments) {
 
 // `ketasim models [show] [NAME]`: CLI11 gives the first word, the others are its extras.
 int command_models(std::vector<std::string> words) {
-  if (!words.empty() && words.front() == "show") words.erase(words.begin());
+  const bool show = !words.empty() && words.front() == "show";
+  if (show) words.erase(words.begin());
+  if (show && words.empty()) throw Error(ExitCode::usage, "usage: ketasim models [show] NAME: `show` needs a NAME (`ketasim models` lists them)");
   if (words.size() > 1) {
     throw Error(ExitCode::usage, "usage: ketasim models [show] NAME: got " + std::to_string(words.size()) + " names (" +
                                      yaml::join_alternatives(words, "and") + ")");

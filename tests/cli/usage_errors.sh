@@ -23,6 +23,8 @@ expect 2 "plot: --format: 'pgn' is not allowed; expected png or svg; did you mea
 expect 2 "compare: --format: 'jsn' is not allowed; expected table, csv, markdown or json; did you mean 'json'?" compare results.h5 --format jsn
 expect 2 "compare: --bootstrap: '-1' is not allowed" compare results.h5 --bootstrap -1
 expect 2 "usage: ketasim models [show] NAME: got 2 names" models show a b
+expect 2 "usage: ketasim models [show] NAME: \`show\` needs a NAME" models show
+expect 6 "no_such_folder: not a directory" clean no_such_folder
 expect 2 "no model 'ketamine_venus' (did you mean 'ketamine_venous'?)" models show ketamine_venus
 expect 0 "ketamine_venous: Racemic ketamine IV" models show ketamine_venous
 expect 0 "Subcommands:" help
