@@ -239,6 +239,8 @@ int command_run(const std::string& scenario_path, const std::string& output, uns
   const RunReport report = run_scenario(scenario, options);
   g_run_polls_interruption = false;
   progress_line.end();
+  if (g_interrupted)  // during the final flush and rename, where the run no longer checks
+    std::fprintf(stderr, "note: the interruption came when %s was already complete: it is kept\n", output.c_str());
   if (!quiet) print_summary(report, scenario, output);
   for (const ArmReport& arm : report.arms)
     if (arm.subjects > 0 && arm.failed == arm.subjects) {
