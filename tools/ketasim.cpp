@@ -684,8 +684,8 @@ int main(int argc, char** argv) {
   timeline->add_flag("--csv", csv, "CSV instead of an aligned table");
 
   auto* models = app.add_subcommand("models", "List the built-in model cards, or show one: ketasim models [show] NAME");
-  std::vector<std::string> model_words(1);
-  models->add_option("NAME", model_words.front(), "The model card to show in full (`ketasim models` lists them)");
+  std::string model_word;
+  models->add_option("NAME", model_word, "The model card to show in full (`ketasim models` lists them)");
   models->allow_extras();  // `show NAME`: the second word is an extra (command_models)
 
   std::vector<std::string> target_files;
@@ -785,9 +785,10 @@ int main(int argc, char** argv) {
     if (*compare) return command_compare(compare_arguments);
     if (*calibrate_command) return command_calibrate(spec_path, write, check, threads, quiet, joined_command(argc, argv));
     if (*models) {
-      if (model_words.front().empty()) model_words.clear();
-      for (const std::string& word : models->remaining()) model_words.push_back(word);
-      return command_models(model_words);
+      std::vector<std::string> words;
+      if (!model_word.empty()) words.push_back(model_word);
+      for (const std::string& word : models->remaining()) words.push_back(word);
+      return command_models(words);
     }
   } catch (const ketasim::ScenarioError& error) {
     std::cerr << error.what() << '\n';  // already "file:line:column: error: key: ..."
