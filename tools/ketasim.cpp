@@ -59,6 +59,7 @@ extern "C" void on_stop_signal(int) {
 void install_stop_signal_handlers() {
   struct sigaction action {};
   action.sa_handler = on_stop_signal;
+  action.sa_flags = SA_RESTART;  // the run goes on after the first signal: its reads and writes must not fail with EINTR
   sigemptyset(&action.sa_mask);
   for (const int signal_number : {SIGINT, SIGTERM, SIGHUP, SIGQUIT}) sigaction(signal_number, &action, nullptr);
 }
