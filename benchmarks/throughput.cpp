@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "ketasim/run.hpp"
+#include "ketasim/threads.hpp"
 #include "ketasim/scenario_loader.hpp"
 #include "ketasim/version.hpp"
 
@@ -46,9 +47,9 @@ int main(int argc, char** argv) {
   try {
     ketasim::Scenario scenario = ketasim::load_scenario_file(scenario_path);
     if (subjects > 0) scenario.cohort.size = subjects;
-    std::printf("ketasim %s (%s), scenario %s, %lld subjects, %u hardware threads\n", ketasim::kVersion,
+    std::printf("ketasim %s (%s), scenario %s, %lld subjects, %u threads usable (CPU affinity)\n", ketasim::kVersion,
                 ketasim::kSourceRevision, scenario.name.c_str(), static_cast<long long>(scenario.cohort.size),
-                std::thread::hardware_concurrency());
+                ketasim::default_thread_count());
     const std::string output = output_dir + "/ketasim_throughput_" + std::to_string(getpid()) + ".h5";
     {
       // Warm-up: page in the code and the allocator before anything is timed.

@@ -29,28 +29,43 @@
 #include "ketasim/reproduction.hpp"
 #include "ketasim/model_card.hpp"
 #include "ketasim/nonmem.hpp"
+#include "ketasim/output_file.hpp"
 #include "ketasim/run.hpp"
 #include "ketasim/scenario_loader.hpp"
 #include "ketasim/timeline.hpp"
 #include "ketasim/version.hpp"
+#include "ketasim/yaml_reader.hpp"
+#include "command_line.hpp"
 
 namespace {
 
 using namespace ketasim;
 
-// Ctrl-C or SIGTERM (Slurm's time limit) asks the run to stop cleanly: it removes its temporary
-// file and exits with code 130. A second signal takes the default action (immediate exit).
+// Ctrl-C, SIGTERM (Slurm's time limit, `timeout`), SIGHUP (the terminal closed) or SIGQUIT during
+// `run` asks the run to stop cleanly: it stops at its next check, removes its temporary file and
+// exits with 130. A second signal, or any signal during another command, removes the temporary
+// files at once and exits with 130: `timeout` and `kill -- -PGID` signal a process twice (itself
+// and its group), and a second Ctrl-C must not leave gigabytes behind either.
 std::atomic<bool> g_interrupted{false};
-static_assert(std::atomic<bool>::is_always_lock_free, "set from a signal handler");
+std::atomic<bool> g_run_polls_interruption{false};
+static_assert(std::atomic<bool>::is_always_lock_free, "used from a signal handler");
 
-extern "C" void on_interrupt(int signal_number) {
-  g_interrupted.store(true);
-  std::signal(signal_number, SIG_DFL);
+extern "C" void on_stop_signal(int) {
+  if (g_run_polls_interruption.load() && !g_interrupted.exchange(true)) return;
+  remove_registered_temporaries();  // async-signal-safe, as is _exit
+  _exit(static_cast<int>(ExitCode::interrupted));
 }
 
-void install_interrupt_handlers() {
-  std::signal(SIGINT, on_interrupt);
-  std::signal(SIGTERM, on_interrupt);
+void install_stop_signal_handlers() {
+  struct sigaction action {};
+  action.sa_handler = on_stop_signal;
+  action.sa_flags = SA_RESTART;  // the run goes on after the first signal: its reads and writes must not fail with EINTR
+  sigemptyset(&action.sa_mask);
+  for (const int signal_number : {SIGINT, SIGTERM, SIGHUP, SIGQUIT}) sigaction(signal_number, &action, nullptr);
+}
+
+std::string plural(std::int64_t count, const std::string& singular, const std::string& plural_form = "") {
+  return std::to_string(count) + " " + (count == 1 ? singular : plural_form.empty() ? singular + "s" : plural_form);
 }
 
 std::string format_duration(double seconds) {
@@ -68,9 +83,9 @@ std::string format_quantiles(const Quantiles& q, int decimals) {
 }
 
 void print_summary(const RunReport& report, const Scenario& scenario, const std::string& output) {
-  std::printf("\n%s: %lld subjects per arm, %zu arms, %.1f s on %u threads (%.0f subject-arms/s)\n",
-              scenario.name.c_str(), static_cast<long long>(report.subjects_per_arm), report.arms.size(),
-              report.elapsed_seconds, report.threads,
+  std::printf("\n%s: %s per arm, %s, %.1f s on %s (%.0f subject-arms/s)\n", scenario.name.c_str(),
+              plural(report.subjects_per_arm, "subject").c_str(), plural(static_cast<std::int64_t>(report.arms.size()), "arm").c_str(),
+              report.elapsed_seconds, plural(report.threads, "thread").c_str(),
               static_cast<double>(report.subjects_per_arm * static_cast<std::int64_t>(report.arms.size())) /
                   std::max(report.elapsed_seconds, 1e-9));
   // The arm column is as wide as the longest arm name (at least 18).
@@ -114,26 +129,119 @@ void print_summary(const RunReport& report, const Scenario& scenario, const std:
   if (!output.empty()) std::printf("results: %s\n", output.c_str());
 }
 
+// The progress of a run on a terminal: one line rewritten in place, ended when the run ends (also
+// when it fails, so that the error starts a line of its own).
+class ProgressLine {
+ public:
+  ProgressLine() = default;
+  ProgressLine(const ProgressLine&) = delete;
+  ProgressLine& operator=(const ProgressLine&) = delete;
+  ~ProgressLine() { end(); }
+
+  void end() {
+    if (open_) std::fputc('\n', stderr);
+    open_ = false;
+  }
+
+  void show(const Progress& p) {
+    char text[160];
+    if (p.phase == Progress::Phase::simulating) {
+      const double subject_arms = static_cast<double>(p.subjects_done) * static_cast<double>(p.arms);
+      const double rate = subject_arms / std::max(p.elapsed_seconds, 1e-9);
+      const double left = p.subjects_done > 0 ? static_cast<double>(p.subjects_total - p.subjects_done) *
+                                                    static_cast<double>(p.arms) / rate
+                                              : std::nan("");
+      std::snprintf(text, sizeof text, "simulating: %lld/%lld subjects  %.0f subject-arms/s  %s left",
+                    static_cast<long long>(p.subjects_done), static_cast<long long>(p.subjects_total), rate,
+                    format_duration(left).c_str());
+    } else if (p.phase == Progress::Phase::summaries) {
+      std::snprintf(text, sizeof text, "summaries: %zu/%zu variables (per-time quantiles over subjects)", p.summaries_done,
+                    p.summaries_total);
+    } else {
+      std::snprintf(text, sizeof text, "renaming: flushing the file to disk and renaming it into place");
+    }
+    std::fprintf(stderr, "\r%-78s", text);
+    open_ = true;
+  }
+
+ private:
+  bool open_ = false;
+};
+
+// A run that writes a lot says so before it starts (and warns when the disk may be too small;
+// when it certainly is, run_scenario refuses the run with the whole story).
+void print_output_space(const Scenario& scenario, const std::string& output, bool quiet) {
+  constexpr std::uintmax_t kLargeOutputBytes = 100'000'000;
+  const OutputSpace space = output_space(scenario, output);
+  if (space.certainly_too_small()) return;
+  if (space.maybe_too_small()) {
+    std::fprintf(stderr,
+                 "warning: %s may not fit: %s; if the disk fills up, the run fails at the end and writes nothing "
+                 "(`variables: []` under `output:` writes the metrics only: %s)\n",
+                 output.c_str(), describe_output_space(space, output).c_str(),
+                 format_bytes(space.size.without_trajectories_bytes).c_str());
+  } else if (!quiet && space.size.expected_bytes > kLargeOutputBytes) {
+    std::fprintf(stderr, "output %s: %s\n", output.c_str(), describe_output_space(space, output).c_str());
+  }
+}
+
+std::string directory_of(const std::string& path) {
+  const std::string parent = std::filesystem::path(path).parent_path().string();
+  return parent.empty() ? "." : parent;
+}
+
+// kill -9, a crash or a power cut leave a run's temporary file behind; the next run into the same
+// directory points them out (removing them is `ketasim clean`'s job: docs/cli.md says why).
+void note_stale_temporaries(const std::string& output) {
+  const std::string directory = directory_of(output);
+  const std::vector<StaleTemporary> stale = stale_temporaries(directory);
+  if (stale.empty()) return;
+  std::uintmax_t bytes = 0;
+  std::string names;
+  for (std::size_t i = 0; i < stale.size(); ++i) {
+    bytes += stale[i].bytes;
+    if (i < 3) names += (names.empty() ? "" : ", ") + std::filesystem::path(stale[i].path).filename().string();
+  }
+  if (stale.size() > 3) names += ", ...";
+  std::fprintf(stderr,
+               "note: '%s' holds %s of ketasim runs on this host that were killed before they finished (%s): %s; "
+               "`ketasim clean %s` removes them\n",
+               directory.c_str(), plural(static_cast<std::int64_t>(stale.size()), "temporary file").c_str(),
+               format_bytes(bytes).c_str(), names.c_str(), directory.c_str());
+}
+
+int command_clean(const std::string& directory) {
+  std::error_code error;
+  if (!std::filesystem::is_directory(directory, error)) throw IoError(directory + ": not a directory");
+  const std::vector<StaleTemporary> stale = stale_temporaries(directory);
+  if (stale.empty()) std::printf("%s: no temporary files of killed ketasim runs of this host\n", directory.c_str());
+  for (const StaleTemporary& file : stale) {
+    if (::unlink(file.path.c_str()) != 0) throw IoError(file.path + ": cannot remove: " + std::strerror(errno));
+    std::printf("removed %s (%s, left by process %ld)\n", file.path.c_str(), format_bytes(file.bytes).c_str(), file.pid);
+  }
+  return 0;
+}
+
 int command_run(const std::string& scenario_path, const std::string& output, unsigned threads, std::int64_t subjects,
                 bool quiet) {
   Scenario scenario = load_scenario_file(scenario_path);
   if (subjects > 0) scenario.cohort.set_subjects_per_replicate(subjects);
+  // Whatever can refuse the run does so before anything is simulated (run_scenario checks again).
+  check_output_path(output, scenario_input_files(scenario));
+  note_stale_temporaries(output);
+  print_output_space(scenario, output, quiet);
   RunOptions options;
   options.output_path = output;
   options.threads = threads;
   options.cancel = &g_interrupted;
-  install_interrupt_handlers();
-  const bool show_progress = !quiet && isatty(STDERR_FILENO);
-  if (show_progress) {
-    options.on_progress = [](const Progress& p) {
-      const double rate = static_cast<double>(p.subjects_done) / std::max(p.elapsed_seconds, 1e-9);
-      const double left = static_cast<double>(p.subjects_total - p.subjects_done) / std::max(rate, 1e-9);
-      std::fprintf(stderr, "\r%lld/%lld subjects  %.0f subjects/s  %s left   ", static_cast<long long>(p.subjects_done),
-                   static_cast<long long>(p.subjects_total), rate, format_duration(left).c_str());
-      if (p.subjects_done == p.subjects_total) std::fputc('\n', stderr);
-    };
-  }
+  ProgressLine progress_line;
+  if (!quiet && isatty(STDERR_FILENO)) options.on_progress = [&progress_line](const Progress& p) { progress_line.show(p); };
+  g_run_polls_interruption = true;
   const RunReport report = run_scenario(scenario, options);
+  g_run_polls_interruption = false;
+  progress_line.end();
+  if (g_interrupted)  // during the final flush and rename, where the run no longer checks
+    std::fprintf(stderr, "note: the interruption came when %s was already complete: it is kept\n", output.c_str());
   if (!quiet) print_summary(report, scenario, output);
   for (const ArmReport& arm : report.arms)
     if (arm.subjects > 0 && arm.failed == arm.subjects) {
@@ -145,18 +253,23 @@ int command_run(const std::string& scenario_path, const std::string& output, uns
 
 int command_validate(const std::string& scenario_path) {
   const Scenario scenario = load_scenario_file(scenario_path);
-  std::string subjects = std::to_string(scenario.cohort.size) + " subjects";
+  std::string subjects = plural(scenario.cohort.size, "subject");
   if (scenario.cohort.replicates > 1) {
     subjects += " (" + std::to_string(scenario.cohort.replicates) + " replicates of " +
                 std::to_string(scenario.cohort.subjects_per_replicate) + ")";
   }
-  std::printf("%s: valid scenario '%s': model %s, %s, %zu arms (", scenario_path.c_str(), scenario.name.c_str(),
-              scenario.model.name.c_str(), subjects.c_str(), scenario.arms.size());
-  for (std::size_t a = 0; a < scenario.arms.size(); ++a)
-    std::printf("%s%s: %zu doses%s", a ? ", " : "", scenario.arms[a].name.c_str(), expand_doses(scenario.arms[a], 1.0).size(),
-                most_doses(scenario.arms[a], scenario.output.grid_end) > expand_doses(scenario.arms[a], 1.0).size()
-                    ? " (+ as needed or per subject)" : "");
+  std::printf("%s: valid scenario '%s': model %s, %s, %s (", scenario_path.c_str(), scenario.name.c_str(),
+              scenario.model.name.c_str(), subjects.c_str(), plural(static_cast<std::int64_t>(scenario.arms.size()), "arm").c_str());
+  for (std::size_t a = 0; a < scenario.arms.size(); ++a) {
+    const std::size_t nominal = expand_doses(scenario.arms[a], 1.0).size();
+    std::printf("%s%s: %s%s", a ? ", " : "", scenario.arms[a].name.c_str(), plural(static_cast<std::int64_t>(nominal), "dose").c_str(),
+                most_doses(scenario.arms[a], scenario.output.grid_end) > nominal ? " (+ as needed or per subject)" : "");
+  }
   std::printf(")\n");
+  const ResultSizeEstimate size = output_space(scenario, "").size;
+  std::printf("result file of a run: about %s, at most %s uncompressed (metrics only, with `variables: []`: %s)\n",
+              format_bytes(size.expected_bytes).c_str(), format_bytes(size.upper_bound_bytes).c_str(),
+              format_bytes(size.without_trajectories_bytes).c_str());
   return 0;
 }
 
@@ -282,25 +395,6 @@ void print_card(const ModelCard& card) {
   std::printf("  notes: %s\n  card: %s\n", card.notes.c_str(), card.source_file.c_str());
 }
 
-// Writes `text` to `path` through a temporary file renamed into place: never a half-written file.
-void write_file_atomically(const std::string& path, const std::string& text) {
-  const std::string temporary = path + ".tmp-" + std::to_string(::getpid());
-  {
-    std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
-    if (!out) throw IoError("cannot write '" + temporary + "'");
-    out << text;
-    out.close();
-    if (!out) {
-      std::remove(temporary.c_str());
-      throw IoError("cannot write '" + temporary + "'");
-    }
-  }
-  if (std::rename(temporary.c_str(), path.c_str()) != 0) {
-    std::remove(temporary.c_str());
-    throw IoError("cannot rename '" + temporary + "' to '" + path + "'");
-  }
-}
-
 std::string joined_command(int argc, char** argv) {
   std::string command = "ketasim";
   for (int i = 1; i < argc; ++i) command += std::string(" ") + argv[i];
@@ -324,6 +418,7 @@ int command_reproduce(std::vector<std::string> files, const std::string& markdow
       if (entry.is_regular_file() && entry.path().extension() == ".yaml") files.push_back(entry.path().string());
     std::sort(files.begin(), files.end());
   }
+  if (!markdown.empty()) check_output_path(markdown, files);  // before the suite runs, not after
   std::vector<ReproductionTarget> targets;
   for (const std::string& file : files) targets.push_back(load_target(file));
   EvaluationOptions options;
@@ -331,7 +426,7 @@ int command_reproduce(std::vector<std::string> files, const std::string& markdow
   const std::vector<TargetOutcome> outcomes = evaluate_targets(targets, options);
   print_outcomes(outcomes);
   if (!markdown.empty()) {
-    write_file_atomically(markdown, validation_markdown(outcomes, command));
+    write_file_atomically(markdown, validation_markdown(outcomes, command), files);
     std::printf("written: %s\n", markdown.c_str());
   }
   for (const TargetOutcome& outcome : outcomes)
@@ -342,6 +437,13 @@ int command_reproduce(std::vector<std::string> files, const std::string& markdow
 int command_calibrate(const std::string& spec_path, bool write, bool check, unsigned threads, bool quiet,
                       const std::string& command) {
   const CalibrationSpec spec = load_calibration(spec_path);
+  const std::filesystem::path base = std::filesystem::path(spec_path).replace_extension();
+  const std::string fit_path = base.string() + ".fit.yaml";
+  const std::string report_path = base.string() + ".report.md";
+  if (write) {  // before the fit, not after
+    check_output_path(fit_path, {spec_path});
+    check_output_path(report_path, {spec_path});
+  }
   const bool show_progress = !quiet && isatty(STDERR_FILENO);
   const auto progress = [&](int evaluation, double objective) {
     if (show_progress) std::fprintf(stderr, "\revaluation %d/%d  objective %.6g   ", evaluation, spec.max_evaluations, objective);
@@ -359,11 +461,9 @@ int command_calibrate(const std::string& spec_path, bool write, bool check, unsi
     std::printf("  %-24s %14.8g %s\n", parameter.name.c_str(), shown, parameter.unit.c_str());
   }
   print_outcomes(result.outcomes);
-  const std::filesystem::path base = std::filesystem::path(spec_path).replace_extension();
-  const std::string fit_path = base.string() + ".fit.yaml";
   if (write) {
-    write_file_atomically(fit_path, fit_yaml(spec, result, command));
-    write_file_atomically(base.string() + ".report.md", calibration_report(spec, result, command));
+    write_file_atomically(fit_path, fit_yaml(spec, result, command), {spec_path});
+    write_file_atomically(report_path, calibration_report(spec, result, command), {spec_path});
     std::printf("written: %s and %s.report.md (rebuild to use the fitted values)\n", fit_path.c_str(), base.string().c_str());
   }
   if (check) {
@@ -397,6 +497,7 @@ struct CompareArguments {
 
 int command_compare(const CompareArguments& arguments) {
   const OutputFormat format = parse_output_format(arguments.format);
+  if (!arguments.output.empty()) check_output_path(arguments.output, {arguments.file});
   CompareOptions options;
   options.reference = arguments.reference;
   if (!arguments.at.empty()) options.at_days = parse_days(arguments.at);
@@ -412,20 +513,34 @@ int command_compare(const CompareArguments& arguments) {
   if (arguments.output.empty()) {
     std::fwrite(text.data(), 1, text.size(), stdout);
   } else {
-    write_file_atomically(arguments.output, text);
+    write_file_atomically(arguments.output, text, {arguments.file});
     std::fprintf(stderr, "written: %s\n", arguments.output.c_str());
   }
   return 0;
 }
 
-int command_models(const std::string& name) {
+// `ketasim models [show] [NAME]`: CLI11 gives the first word, the others are its extras.
+int command_models(std::vector<std::string> words) {
+  const bool show = !words.empty() && words.front() == "show";
+  if (show) words.erase(words.begin());
+  if (show && words.empty()) throw Error(ExitCode::usage, "usage: ketasim models [show] NAME: `show` needs a NAME (`ketasim models` lists them)");
+  if (words.size() > 1) {
+    throw Error(ExitCode::usage, "usage: ketasim models [show] NAME: got " + std::to_string(words.size()) + " names (" +
+                                     yaml::join_alternatives(words, "and") + ")");
+  }
+  const std::string name = words.empty() ? std::string() : words.front();
   if (name.empty()) {
     for (const ModelCard& card : builtin_models())
       std::printf("%-26s %s\n%-26s   %s\n", card.name.c_str(), card.title.c_str(), "", card.citation.c_str());
     return 0;
   }
   const ModelCard* card = find_builtin_model(name);
-  if (!card) throw Error(ExitCode::usage, "no model '" + name + "' (see `ketasim models`)");
+  if (!card) {
+    std::vector<std::string> names;
+    for (const ModelCard& candidate : builtin_models()) names.push_back(candidate.name);
+    throw Error(ExitCode::usage, "no model '" + name + "'" + yaml::did_you_mean(name, names) + "; the models are " +
+                                     yaml::join_alternatives(names, "and"));
+  }
   print_card(*card);
   return 0;
 }
@@ -556,10 +671,15 @@ int command_export(const std::string& result_path, const std::string& arm, bool 
 }
 
 int main(int argc, char** argv) {
-  CLI::App app{"ketasim: PK/PD simulation of ketamine therapy for virtual patient cohorts"};
+  install_stop_signal_handlers();
+  // The name, not argv[0]: usage lines say `ketasim run`, not the path the binary was started by.
+  CLI::App app{"ketasim: PK/PD simulation of ketamine therapy for virtual patient cohorts", "ketasim"};
+  app.failure_message(ketasim::cli::failure_message);  // set before the commands, which copy it
   app.set_version_flag("--version", std::string("ketasim ") + ketasim::kVersion + " (" + ketasim::kSourceRevision +
                                         ", HDF5 layout " + std::to_string(ketasim::kLayoutVersion) + ")");
   app.require_subcommand(1);
+  namespace cli = ketasim::cli;
+  const CLI::Validator threads_value = cli::whole_number(1, 1024);
 
   std::string scenario_path, output = "results.h5", arm_name;
   unsigned threads = 0;
@@ -569,9 +689,14 @@ int main(int argc, char** argv) {
   auto* run = app.add_subcommand("run", "Simulate a scenario and write one HDF5 file");
   run->add_option("scenario", scenario_path, "Scenario YAML file")->required();
   run->add_option("-o,--output", output, "Output HDF5 file (written to a temporary name, renamed on success)")
-      ->capture_default_str();
-  run->add_option("-t,--threads", threads, "Worker threads (default: all cores); results do not depend on it");
-  run->add_option("--subjects", subjects, "Override the cohort size of the scenario (subjects per replicate)")->check(CLI::PositiveNumber);
+      ->capture_default_str()
+      ->type_name("FILE")
+      ->check(cli::not_empty("a file name"));
+  run->add_option("-t,--threads", threads, "Worker threads (default: the CPUs this process may use); results do not depend on it")
+      ->type_name("N")->check(threads_value);
+  run->add_option("--subjects", subjects, "Override the cohort size of the scenario (subjects per replicate)")
+      ->type_name("N")
+      ->check(cli::whole_number(1, static_cast<std::uint64_t>(ketasim::kMaxCohortSize)));
   run->add_flag("-q,--quiet", quiet, "No progress and no summary");
 
   auto* validate = app.add_subcommand("validate", "Check a scenario without running it");
@@ -583,14 +708,19 @@ int main(int argc, char** argv) {
   timeline->add_option("--subject", subject_id, "Subject id (0-based)")->capture_default_str();
   timeline->add_flag("--csv", csv, "CSV instead of an aligned table");
 
-  auto* models = app.add_subcommand("models", "List the built-in model cards, or show one (`models show NAME`)");
+  auto* models = app.add_subcommand("models", "List the built-in model cards, or show one: ketasim models [show] NAME");
+  std::string model_word;
+  models->add_option("NAME", model_word, "The model card to show in full (`ketasim models` lists them)");
+  models->allow_extras();  // `show NAME`: the second word is an extra (command_models)
 
   std::vector<std::string> target_files;
   std::string markdown;
   auto* reproduce = app.add_subcommand("reproduce", "Check published results (benchmarks/reproduction/); exit 7 if one fails");
   reproduce->add_option("targets", target_files, "Target files (default: the whole suite)");
-  reproduce->add_option("--markdown", markdown, "Also write the validation table (e.g. docs/validation.md)");
-  reproduce->add_option("-t,--threads", threads, "Worker threads (default: all cores)");
+  reproduce->add_option("--markdown", markdown, "Also write the validation table (e.g. docs/validation.md)")
+      ->type_name("FILE")
+      ->check(cli::not_empty("a file name"));
+  reproduce->add_option("-t,--threads", threads, "Worker threads (default: the CPUs this process may use)")->type_name("N")->check(threads_value);
 
   std::string spec_path;
   bool write = false, check = false;
@@ -598,7 +728,8 @@ int main(int argc, char** argv) {
   calibrate_command->add_option("spec", spec_path, "Calibration spec, e.g. models/calibration/ketamine_response.yaml")->required();
   calibrate_command->add_flag("--write", write, "Write NAME.fit.yaml and NAME.report.md next to the spec");
   calibrate_command->add_flag("--check", check, "Exit 7 unless the fit reproduces the committed NAME.fit.yaml");
-  calibrate_command->add_option("-t,--threads", threads, "Worker threads (default: all cores); results do not depend on it");
+  calibrate_command->add_option("-t,--threads", threads, "Worker threads (default: the CPUs this process may use); results do not depend on it")
+      ->type_name("N")->check(threads_value);
   calibrate_command->add_flag("-q,--quiet", quiet, "No progress");
   std::string result_path, export_arm, export_output;
   bool export_all_arms = false;
@@ -613,7 +744,7 @@ int main(int argc, char** argv) {
   auto* plot = app.add_subcommand("plot", "Draw figures from a result file: trajectories, relapse (Kaplan-Meier), response and remission");
   plot->add_option("results", plot_options.results_path, "Result file written by `ketasim run`")->required();
   plot->add_option("-o,--output-dir", plot_options.output_dir, "Folder for the figures (created if missing)")->capture_default_str();
-  plot->add_option("--format", plot_options.format, "Image format")->check(CLI::IsMember({"png", "svg"}))->capture_default_str();
+  plot->add_option("--format", plot_options.format, "Image format: png or svg")->check(cli::one_of({"png", "svg"}))->capture_default_str();
   plot->add_option("--arms", plot_options.arms, "Arms to show, e.g. A,B (default: all, in scenario order)")
       ->delimiter(',')
       ->allow_extra_args(false);
@@ -626,24 +757,53 @@ int main(int argc, char** argv) {
   compare->add_option("file", compare_arguments.file, "Result file written by `ketasim run`")->required();
   compare->add_option("--reference", compare_arguments.reference, "Reference arm (default: the first arm of the scenario)");
   compare->add_option("--at", compare_arguments.at, "Days for the rates, e.g. 1d,15d,28d; the last is the primary day (default: every assessment)");
-  compare->add_option("--format", compare_arguments.format, "table, csv, markdown or json")->capture_default_str();
-  compare->add_option("-o,--output", compare_arguments.output, "Write to FILE instead of stdout");
-  compare->add_option("--bootstrap", compare_arguments.bootstrap, "Paired bootstrap resamples")->capture_default_str()->check(CLI::NonNegativeNumber);
-  compare->add_option("--seed", compare_arguments.seed, "Seed of the bootstrap (recorded in the output)")->capture_default_str();
-  compare->add_option("--margin", compare_arguments.margin_pp, "Trial replicates: percentage points of response rate to beat the reference by")->capture_default_str();
-  compare->add_option("-t,--threads", compare_arguments.threads, "Bootstrap threads (default: all cores); results do not depend on it");
+  compare->add_option("--format", compare_arguments.format, "table, csv, markdown or json")
+      ->capture_default_str()
+      ->check(cli::one_of({"table", "csv", "markdown", "json"}));
+  compare->add_option("-o,--output", compare_arguments.output, "Write to FILE instead of stdout")
+      ->type_name("FILE")
+      ->check(cli::not_empty("a file name"));
+  compare->add_option("--bootstrap", compare_arguments.bootstrap, "Paired bootstrap resamples")
+      ->capture_default_str()
+      ->check(cli::whole_number(0, 1'000'000));
+  compare->add_option("--seed", compare_arguments.seed, "Seed of the bootstrap (recorded in the output)")
+      ->capture_default_str()
+      ->check(cli::whole_number(0));
+  compare->add_option("--margin", compare_arguments.margin_pp, "Trial replicates: percentage points of response rate to beat the reference by")
+      ->capture_default_str()
+      ->check(cli::finite_number());
+  compare->add_option("-t,--threads", compare_arguments.threads, "Bootstrap threads (default: the CPUs this process may use); results do not depend on it")
+      ->type_name("N")->check(threads_value);
 
-  std::vector<std::string> model_words;
-  models->add_option("name", model_words, "[show] NAME: the model to show in full")->expected(0, 2);
+  std::string clean_directory = ".";
+  auto* clean = app.add_subcommand("clean", "Remove the temporary files that killed runs of this host left in a directory");
+  clean->add_option("directory", clean_directory, "Directory to clean")->capture_default_str();
+
+  std::string help_topic;
+  auto* help = app.add_subcommand("help", "Show the commands, or the options of one: ketasim help COMMAND");
+  help->add_option("command", help_topic, "Command to show the options of");
 
   try {
     app.parse(argc, argv);
+    const std::string problem = ketasim::cli::unused_arguments_problem(app);
+    if (!problem.empty()) {
+      std::cerr << "ketasim: error: " << problem << '\n' << ketasim::cli::usage_hint(app, ketasim::cli::selected_command(app)) << '\n';
+      return static_cast<int>(ketasim::ExitCode::usage);
+    }
   } catch (const CLI::ParseError& error) {
     const int code = app.exit(error);
     return code == 0 ? 0 : static_cast<int>(ketasim::ExitCode::usage);
   }
 
   try {
+    if (*help) {
+      std::string problem;
+      const std::string text = ketasim::cli::help_text(app, help_topic, problem);
+      if (!problem.empty()) throw ketasim::Error(ketasim::ExitCode::usage, problem);
+      std::cout << text;
+      return 0;
+    }
+    if (*clean) return command_clean(clean_directory);
     if (*run) return command_run(scenario_path, output, threads, subjects, quiet);
     if (*validate) return command_validate(scenario_path);
     if (*timeline) return command_timeline(scenario_path, arm_name, subject_id, csv);
@@ -653,9 +813,10 @@ int main(int argc, char** argv) {
     if (*compare) return command_compare(compare_arguments);
     if (*calibrate_command) return command_calibrate(spec_path, write, check, threads, quiet, joined_command(argc, argv));
     if (*models) {
-      if (!model_words.empty() && model_words.front() == "show") model_words.erase(model_words.begin());
-      if (model_words.size() > 1) throw ketasim::Error(ketasim::ExitCode::usage, "usage: ketasim models [show] NAME");
-      return command_models(model_words.empty() ? std::string() : model_words.front());
+      std::vector<std::string> words;
+      if (!model_word.empty()) words.push_back(model_word);
+      for (const std::string& word : models->remaining()) words.push_back(word);
+      return command_models(words);
     }
   } catch (const ketasim::ScenarioError& error) {
     std::cerr << error.what() << '\n';  // already "file:line:column: error: key: ..."

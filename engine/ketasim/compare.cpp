@@ -21,6 +21,7 @@
 #include "ketasim/result_reader.hpp"
 #include "ketasim/run.hpp"
 #include "ketasim/statistics.hpp"
+#include "ketasim/threads.hpp"
 
 namespace ketasim {
 namespace {
@@ -264,7 +265,7 @@ KaplanMeier km_of(const std::vector<double>& time, const std::vector<double>& ev
 
 // 0: one per core; never more threads than samples.
 unsigned resolve_threads(unsigned requested, int samples) {
-  const unsigned available = requested > 0 ? requested : std::max(1u, std::thread::hardware_concurrency());
+  const unsigned available = thread_count(requested);
   return std::max(1u, std::min(available, static_cast<unsigned>(std::max(samples, 1))));
 }
 

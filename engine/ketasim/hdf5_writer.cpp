@@ -15,7 +15,6 @@
 #include <cstring>
 #include <ctime>
 #include <exception>
-#include <filesystem>
 #include <iterator>
 #include <limits>
 #include <mutex>
@@ -26,12 +25,12 @@
 #include <utility>
 
 #include "ketasim/errors.hpp"
+#include "ketasim/output_file.hpp"
+#include "ketasim/threads.hpp"
 #include "ketasim/version.hpp"
 
 namespace ketasim {
 namespace {
-
-namespace fs = std::filesystem;
 
 // Shapes and names of docs/hdf5-layout.md. Changing any of them is an incompatible change of
 // the file format: bump kLayoutVersion and update the document.
@@ -527,31 +526,6 @@ std::string utc_now_iso8601() {
   return text.data();
 }
 
-// Rename makes the file visible atomically; fsync first so that a crash right after the rename
-// cannot leave a complete-looking name on incomplete contents.
-void flush_to_disk(const std::string& path) {
-  const int descriptor = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (descriptor < 0 || ::fsync(descriptor) != 0) {
-    const std::string reason = std::strerror(errno);
-    if (descriptor >= 0) ::close(descriptor);
-    throw IoError(path + ": cannot flush the finished file to disk: " + reason);
-  }
-  ::close(descriptor);
-}
-
-void flush_directory_entry(const fs::path& directory) {
-  // Best effort: not every file system can fsync a directory, and the data is already safe.
-  const int descriptor = ::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (descriptor < 0) return;
-  (void)::fsync(descriptor);
-  ::close(descriptor);
-}
-
-fs::path directory_of(const std::string& path) {
-  const fs::path parent = fs::path(path).parent_path();
-  return parent.empty() ? fs::path(".") : parent;
-}
-
 // ---- Writer state --------------------------------------------------------------------------
 
 struct ColumnDataset {
@@ -580,6 +554,8 @@ struct ResultWriter::State {
   // Set by the constructor and never changed afterwards: prepare() reads them from any thread.
   std::string final_path;
   std::string temporary_path;
+  // Declared before `file`, so destroyed after it: the temporary file is closed before removal.
+  std::optional<AtomicOutputFile> output;
   std::int64_t subjects_per_arm = 0;
   ResultWriterOptions options;
   std::vector<ArmLayout> layouts;
@@ -589,7 +565,6 @@ struct ResultWriter::State {
   std::optional<H5::H5File> file;  // emplaced: H5File's copy assignment is deprecated
   std::vector<ArmDatasets> arms;
   Phase phase = Phase::open;
-  bool temporary_file_may_exist = false;
 
   State() = default;
   State(const State&) = delete;
@@ -622,7 +597,7 @@ struct ResultWriter::State {
   void write_subject_columns(const ArmDatasets& arm, const SubjectBlock& block) const;
   static void mark_written(ArmDatasets& arm, const SubjectBlock& block);
   void check_every_subject_written() const;
-  void write_summary(const ArmDatasets& arm, std::size_t trajectory);
+  void write_summary(const ArmDatasets& arm, std::size_t trajectory, const std::function<void()>& between_slabs);
   void close_file();
 };
 
@@ -631,32 +606,15 @@ ResultWriter::State::~State() {
   try {
     ErrorStackRecorder recorder(error_stack);
     close_file();
-  } catch (...) {  // NOLINT(bugprone-empty-catch): a destructor must not throw; the file is removed anyway
+  } catch (...) {  // NOLINT(bugprone-empty-catch): a destructor must not throw; `output` removes the file anyway
   }
-  std::error_code ignored;
-  // Never a directory: that would be someone else's, which made the file creation fail.
-  if (temporary_file_may_exist && !fs::is_directory(temporary_path, ignored)) fs::remove(temporary_path, ignored);
 }
 
 void ResultWriter::State::create_file() {
-  const fs::path directory = directory_of(final_path);
-  std::error_code error;
-  if (!fs::is_directory(directory, error)) {
-    throw IoError(final_path + ": cannot write the output: the directory '" + directory.string() +
-                  "' does not exist or is not a directory");
-  }
-  if (fs::is_directory(final_path, error)) {
-    throw IoError(final_path + ": cannot write the output: a directory of that name exists");
-  }
-  if (::access(directory.c_str(), W_OK | X_OK) != 0) {
-    throw IoError(final_path + ": cannot write the output: the directory '" + directory.string() +
-                  "' is not writable: " + std::strerror(errno));
-  }
-  temporary_file_may_exist = true;  // a stale file of this name (same pid, crashed run) is overwritten
   hdf5("create the temporary output file", [&] {
     H5::FileAccPropList access;
     access.setFcloseDegree(H5F_CLOSE_STRONG);  // closing the file really closes it before the rename
-    file.emplace(temporary_path, H5F_ACC_TRUNC, H5::FileCreatPropList::DEFAULT, access);
+    file.emplace(temporary_path, H5F_ACC_EXCL, H5::FileCreatPropList::DEFAULT, access);  // a new name, never another's file
   });
 }
 
@@ -912,7 +870,8 @@ void ResultWriter::State::check_every_subject_written() const {
 // compressed chunks of a slab in small batches, and the summary threads decode them into the slab
 // (column-major, so that each time point's values are contiguous) and then compute the quantiles
 // of the slab's time points.
-void ResultWriter::State::write_summary(const ArmDatasets& arm, std::size_t trajectory) {
+void ResultWriter::State::write_summary(const ArmDatasets& arm, std::size_t trajectory,
+                                        const std::function<void()>& between_slabs) {
   const H5::DataSet& dataset = arm.trajectories[trajectory];
   const ChunkGrid grid = ChunkGrid::of(static_cast<hsize_t>(subjects_per_arm), arm.layout->time_h.size());
   const auto subjects = static_cast<std::size_t>(grid.subjects);
@@ -921,14 +880,14 @@ void ResultWriter::State::write_summary(const ArmDatasets& arm, std::size_t traj
   const std::string what =
       "summarize trajectory '" + arm.layout->trajectories[trajectory].name + "' of arm '" + arm.layout->name + "'";
   if (grid.chunked()) {
-    const unsigned threads =
-        options.summary_threads > 0 ? options.summary_threads : std::max(1U, std::thread::hardware_concurrency());
+    const unsigned threads = thread_count(options.summary_threads);
     const hsize_t slab_columns = summary_columns_per_slab(grid, options.summary_memory_bytes, threads);
     std::vector<float> slab(subjects * static_cast<std::size_t>(slab_columns));  // [t - first][subject]
     std::vector<ChunkDecoder> decoders(threads);
     std::vector<std::vector<float>> columns(threads);
     std::vector<StoredChunk> batch;
     for (hsize_t first = 0; first < grid.time_points; first += slab_columns) {
+      if (between_slabs) between_slabs();
       const hsize_t width = std::min(slab_columns, grid.time_points - first);
       std::vector<std::array<hsize_t, 2>> origins;
       for (hsize_t column = first / grid.chunk_columns * grid.chunk_columns; column < first + width;
@@ -991,12 +950,48 @@ void ResultWriter::State::close_file() {
 
 // ---- ResultWriter --------------------------------------------------------------------------
 
+ResultSizeEstimate estimate_result_size(const std::vector<ArmLayout>& arms, std::int64_t subjects_per_arm) {
+  // Compression ratios of the trajectories, and what every file has besides its datasets
+  // (attributes, the scenario text, HDF5's own structures: 0.15 to 0.3 MB measured).
+  constexpr double kExpectedRatio = 3.5;
+  constexpr double kBestRatio = 8.0;
+  constexpr std::uintmax_t kFileOverheadBytes = std::uintmax_t{128} << 10;
+  constexpr std::uintmax_t kMessageSlotBytes = 16;  // a variable-length string's reference; a failure adds its text
+  const auto subjects = static_cast<std::uintmax_t>(std::max<std::int64_t>(subjects_per_arm, 0));
+  const auto round_up = [](std::uintmax_t value, std::uintmax_t step) { return step ? (value + step - 1) / step * step : value; };
+  double trajectories = 0.0;               // uncompressed, without chunk padding
+  std::uintmax_t padded_trajectories = 0;  // as stored when no chunk compresses
+  std::uintmax_t summaries = 0;            // p05, p50, p95 of each trajectory, uncompressed
+  std::uintmax_t columns = kFileOverheadBytes;  // everything else: uncompressed
+  for (const ArmLayout& arm : arms) {
+    const std::uintmax_t time_points = arm.time_h.size();
+    const ChunkGrid grid = ChunkGrid::of(subjects, time_points);
+    trajectories += static_cast<double>(arm.trajectories.size() * subjects * time_points * sizeof(float));
+    padded_trajectories +=
+        arm.trajectories.size() * round_up(subjects, grid.chunk_rows) * round_up(time_points, grid.chunk_columns) * sizeof(float);
+    summaries += arm.trajectories.size() * kSummaryQuantiles.size() * time_points * sizeof(double);
+    std::uintmax_t width = 0;
+    for (const ColumnSpec& column : arm.subject_columns) width += column.width;
+    for (const ColumnSpec& column : arm.metrics) width += column.width;
+    columns += subjects * (width * sizeof(double) + sizeof(std::int64_t) + sizeof(std::int8_t) + kMessageSlotBytes);
+    columns += (time_points + 2 * arm.dose_time_h.size() + arm.assessment_time_h.size() + arm.observation_time_h.size()) *
+               sizeof(double);
+  }
+  ResultSizeEstimate estimate;
+  estimate.least_bytes = columns + summaries + static_cast<std::uintmax_t>(trajectories / kBestRatio);
+  estimate.expected_bytes = columns + summaries + static_cast<std::uintmax_t>(trajectories / kExpectedRatio);
+  estimate.upper_bound_bytes = columns + summaries + padded_trajectories;
+  estimate.without_trajectories_bytes = columns;
+  return estimate;
+}
+
 ResultWriter::ResultWriter(std::string final_path, const RunInfo& info, std::vector<ArmLayout> arms,
                            std::int64_t subjects_per_arm, ResultWriterOptions options)
     : state_(std::make_unique<State>()) {
   State& state = *state_;
   state.final_path = std::move(final_path);
-  state.temporary_path = state.final_path + ".tmp-" + std::to_string(::getpid());
+  state.output.emplace(state.final_path, std::vector<std::string>{info.scenario_file});
+  state.temporary_path = state.output->temporary_path();
   state.subjects_per_arm = subjects_per_arm;
   state.options = options;
   check_layout(state.final_path, info, arms, subjects_per_arm);
@@ -1089,26 +1084,26 @@ void ResultWriter::write(PreparedBlock&& block) {
   state.phase = State::Phase::open;
 }
 
-void ResultWriter::finish() {
+void ResultWriter::finish(const std::function<void(const FinishProgress&)>& on_progress) {
   State& state = open_state("finish");
   ErrorStackRecorder recorder(state.error_stack);
   state.phase = State::Phase::failed;  // until the rename succeeds; the destructor then cleans up
   state.check_every_subject_written();
+  FinishProgress progress;
+  for (const ArmDatasets& arm : state.arms) progress.summaries_total += arm.trajectories.size();
+  const auto report = [&] {
+    if (on_progress) on_progress(progress);
+  };
   for (const ArmDatasets& arm : state.arms) {
     for (std::size_t trajectory = 0; trajectory < arm.trajectories.size(); ++trajectory) {
-      state.write_summary(arm, trajectory);
+      state.write_summary(arm, trajectory, report);
+      ++progress.summaries_done;
     }
   }
+  report();  // all summaries done: closing, flushing and renaming
   state.close_file();
-  flush_to_disk(state.temporary_path);
-  std::error_code error;
-  fs::rename(state.temporary_path, state.final_path, error);
-  if (error) {
-    throw IoError(state.final_path + ": cannot rename the finished file '" + state.temporary_path +
-                  "' into place: " + error.message());
-  }
+  state.output->commit();
   state.phase = State::Phase::finished;
-  flush_directory_entry(directory_of(state.final_path));
 }
 
 const std::string& ResultWriter::final_path() const { return state_->final_path; }

@@ -14,6 +14,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -88,16 +89,39 @@ struct ResultWriterOptions {
   // column of scratch). Tests shrink it to force many slabs; at least one time column is always
   // read, so for more than ~20 million subjects per arm the bound is exceeded.
   std::size_t summary_memory_bytes = std::size_t{256} << 20;
-  // Threads that decompress the trajectories and compute the quantiles in finish(); 0 = one per
-  // core. The summaries do not depend on it.
+  // Threads that decompress the trajectories and compute the quantiles in finish(); 0 =
+  // default_thread_count() (threads.hpp). The summaries do not depend on it.
   unsigned summary_threads = 0;
 };
 
+// How far finish() is: `summaries_done` of the `summaries_total` trajectory summaries (one per
+// trajectory of every arm) are computed; at done == total the file is being closed, flushed to
+// disk and renamed.
+struct FinishProgress {
+  std::size_t summaries_done = 0;
+  std::size_t summaries_total = 0;
+};
+
+// What a result file will take on disk, from its layout alone (before anything is simulated).
+// Metrics, subject columns and the rest are stored uncompressed and counted exactly; the
+// trajectories are compressed, by a ratio that depends on the values: 2.7:1 to 5.9:1 on the
+// shipped scenarios (docs/cli.md, "Output size"). `expected_bytes` assumes 3.5:1 (a little less
+// than the default scenario's 3.8:1), `least_bytes` 8:1 (better than any scenario measured), and
+// `upper_bound_bytes` no compression (what HDF5 stores for a chunk that does not compress).
+struct ResultSizeEstimate {
+  std::uintmax_t least_bytes = 0;
+  std::uintmax_t expected_bytes = 0;
+  std::uintmax_t upper_bound_bytes = 0;
+  std::uintmax_t without_trajectories_bytes = 0;  // what `output.variables: []` would write
+};
+ResultSizeEstimate estimate_result_size(const std::vector<ArmLayout>& arms, std::int64_t subjects_per_arm);
+
 class ResultWriter {
  public:
-  // Creates `final_path` + ".tmp-<pid>" next to the final file and defines every dataset.
-  // Throws IoError if the directory of `final_path` does not exist or is not writable, if the
-  // layout cannot be represented (empty, duplicate or reserved names; dose vectors of different
+  // Creates a temporary file next to the final one (AtomicOutputFile, output_file.hpp) and
+  // defines every dataset. Throws IoError if `final_path` breaks a rule of check_output_path
+  // (its directory missing or not writable; a directory, device, link, read-only file or the
+  // scenario file info.scenario_file at that name), if the layout cannot be represented (empty, duplicate or reserved names; dose vectors of different
   // lengths; info.subjects_per_arm != subjects_per_arm) or if HDF5 fails.
   ResultWriter(std::string final_path, const RunInfo& info, std::vector<ArmLayout> arms, std::int64_t subjects_per_arm,
                ResultWriterOptions options = {});
@@ -131,7 +155,10 @@ class ResultWriter {
   // Checks that every subject of every arm was written, computes the per-arm summaries, closes
   // the file, flushes it to disk and renames it to the final path atomically. On failure throws
   // IoError; the writer is then unusable and its destructor removes the temporary file.
-  void finish();
+  // `on_progress` is called on this thread before each slab of time points of each summary and
+  // once when the summaries are done; what it throws (e.g. InterruptedError, to cancel) makes
+  // finish() fail in the same way.
+  void finish(const std::function<void(const FinishProgress&)>& on_progress = {});
 
   // Not on a moved-from writer.
   const std::string& final_path() const;

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <deque>
 #include <exception>
+#include <filesystem>
 #include <limits>
 #include <mutex>
 #include <numeric>
@@ -17,11 +18,14 @@
 
 #include "ketasim/blocks.hpp"
 #include "ketasim/cohort.hpp"
+#include "ketasim/covariate_table.hpp"
 #include "ketasim/format.hpp"
 #include "ketasim/hdf5_writer.hpp"
 #include "ketasim/model.hpp"
+#include "ketasim/output_file.hpp"
 #include "ketasim/random_stream.hpp"
 #include "ketasim/simulate.hpp"
+#include "ketasim/threads.hpp"
 #include "ketasim/timeline.hpp"
 
 namespace ketasim {
@@ -659,6 +663,47 @@ std::string describe_model(const ArmLayout& layout) {
   return layout.model + (overrides.empty() ? " (the card's values)" : overrides);
 }
 
+std::vector<std::string> scenario_input_files(const Scenario& scenario) {
+  std::vector<std::string> files{scenario.source_file};
+  if (scenario.cohort.table) files.push_back(scenario.cohort.table->file);
+  for (const Arm& arm : scenario.arms)
+    for (const DosingRule& rule : arm.regimen)
+      if (rule.table) files.push_back(rule.table->file);
+  return files;
+}
+
+namespace {
+
+OutputSpace space_for(const std::vector<ArmLayout>& layouts, std::int64_t subjects_per_arm, const std::string& output_path) {
+  return {estimate_result_size(layouts, subjects_per_arm), free_space_for(output_path)};
+}
+
+// Before anything is simulated: a file that cannot fit would fail after all the work.
+void refuse_if_it_cannot_fit(const OutputSpace& space, const std::string& output_path) {
+  if (!space.certainly_too_small()) return;
+  throw IoError(output_path + ": not enough space: the result file needs at least " + format_bytes(space.size.least_bytes) +
+                " (" + describe_output_space(space, output_path) +
+                "). Free some space, write it elsewhere, simulate fewer subjects, or write the metrics only "
+                "(`variables: []` under `output:` in the scenario: " + format_bytes(space.size.without_trajectories_bytes) +
+                ")");
+}
+
+}  // namespace
+
+OutputSpace output_space(const Scenario& scenario, const std::string& output_path) {
+  return space_for(arm_layouts(scenario), scenario.cohort.size, output_path);
+}
+
+std::string describe_output_space(const OutputSpace& space, const std::string& output_path) {
+  std::string text = "about " + format_bytes(space.size.expected_bytes) + ", at most " +
+                     format_bytes(space.size.upper_bound_bytes) + " uncompressed";
+  if (space.free_bytes) {
+    const std::filesystem::path directory = std::filesystem::path(output_path).parent_path();
+    text += "; " + format_bytes(*space.free_bytes) + " free in '" + (directory.empty() ? "." : directory.string()) + "'";
+  }
+  return text;
+}
+
 SubjectSchedule subject_schedule(const Scenario& scenario, std::size_t arm, std::int64_t subject_id) {
   return ScenarioRunner(scenario).schedule(arm, subject_id);
 }
@@ -666,9 +711,11 @@ SubjectSchedule subject_schedule(const Scenario& scenario, std::size_t arm, std:
 RunReport run_scenario(const Scenario& scenario, const RunOptions& options) {
   const auto started = std::chrono::steady_clock::now();
   const ScenarioRunner runner(scenario);
+  const unsigned threads = thread_count(options.threads);
 
   std::optional<ResultWriter> writer;
   if (!options.output_path.empty()) {
+    check_output_path(options.output_path, scenario_input_files(scenario));
     RunInfo info;
     info.scenario_file = scenario.source_file;
     info.scenario_yaml = scenario.yaml_text;
@@ -683,12 +730,14 @@ RunReport run_scenario(const Scenario& scenario, const RunOptions& options) {
     info.solver_atol = scenario.solver.atol;
     std::vector<ArmLayout> layouts;
     for (const ArmPlan& arm : runner.arms()) layouts.push_back(arm.layout);
-    writer.emplace(options.output_path, info, std::move(layouts), scenario.cohort.size);
+    refuse_if_it_cannot_fit(space_for(layouts, scenario.cohort.size, options.output_path), options.output_path);
+    ResultWriterOptions writer_options;
+    writer_options.summary_threads = threads;
+    writer.emplace(options.output_path, info, std::move(layouts), scenario.cohort.size, writer_options);
   }
 
   const std::int64_t block_size = options.block_size > 0 ? options.block_size : default_block_size(runner.arms());
   const std::vector<SubjectRange> ranges = split_into_blocks({0, scenario.cohort.size}, block_size);
-  const unsigned threads = options.threads > 0 ? options.threads : std::max(1u, std::thread::hardware_concurrency());
   const std::size_t max_in_flight = 2 * static_cast<std::size_t>(threads);
 
   ReportCollector collector(scenario, runner.arms(), runner.plan());
@@ -744,6 +793,7 @@ RunReport run_scenario(const Scenario& scenario, const RunOptions& options) {
 
   Progress progress;
   progress.subjects_total = scenario.cohort.size;
+  progress.arms = runner.arms().size();
   try {
     for (std::size_t written = 0; written < ranges.size(); ++written) {
       FinishedRange range;
@@ -787,7 +837,16 @@ RunReport run_scenario(const Scenario& scenario, const RunOptions& options) {
   pool.clear();  // joins
   if (failure) std::rethrow_exception(failure);
 
-  if (writer) writer->finish();
+  if (writer) {
+    writer->finish([&](const FinishProgress& step) {
+      if (cancelled()) throw InterruptedError("interrupted while computing the summaries; nothing written");
+      progress.phase = step.summaries_done < step.summaries_total ? Progress::Phase::summaries : Progress::Phase::closing;
+      progress.summaries_done = step.summaries_done;
+      progress.summaries_total = step.summaries_total;
+      progress.elapsed_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+      if (options.on_progress) options.on_progress(progress);
+    });
+  }
   RunReport report;
   report.arms = collector.finish();
   report.subjects_per_arm = scenario.cohort.size;

@@ -7,25 +7,35 @@
 #include <cstdint>
 #include <functional>
 #include <limits>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "ketasim/cohort.hpp"
+#include "ketasim/hdf5_writer.hpp"
 #include "ketasim/results.hpp"
 #include "ketasim/scenario.hpp"
 #include "ketasim/timeline.hpp"
 
 namespace ketasim {
 
+// What a run is doing, for a progress line. After the simulation, a run with an output file
+// computes the per-time summaries of every trajectory (reading the file back), then closes the
+// file, flushes it to disk and renames it: for large runs these take minutes, not an instant.
 struct Progress {
+  enum class Phase { simulating, summaries, closing };
+  Phase phase = Phase::simulating;
   std::int64_t subjects_done = 0;  // subjects with every arm simulated
   std::int64_t subjects_total = 0;
+  std::size_t arms = 0;            // subject-arms simulated = subjects_done * arms
+  std::size_t summaries_done = 0;  // Phase::summaries: trajectory summaries (one per trajectory and arm)
+  std::size_t summaries_total = 0;
   double elapsed_seconds = 0.0;
 };
 
 struct RunOptions {
   std::string output_path;          // "" = simulate and summarise without writing a file
-  unsigned threads = 0;             // 0 = all cores
+  unsigned threads = 0;             // 0 = default_thread_count() (threads.hpp)
   std::int64_t block_size = 0;      // 0 = chosen from the size of a subject's output
   std::function<void(const Progress&)> on_progress;  // called from the calling thread
   // When set and it becomes true (e.g. from a signal handler), the run stops at the next block,
@@ -67,7 +77,27 @@ struct RunReport {
   double elapsed_seconds = 0.0;
 };
 
+// With an output path, checks before simulating anything that the path may be written
+// (check_output_path, output_file.hpp: not the scenario or one of its tables, ...) and that the
+// file can fit (output_space); throws IoError otherwise.
 RunReport run_scenario(const Scenario& scenario, const RunOptions& options);
+
+// The files a scenario reads: the scenario file, cohort.from_csv and every doses_from table.
+std::vector<std::string> scenario_input_files(const Scenario& scenario);
+
+// The size of the result file of `scenario` (hdf5_writer.hpp) and the space free where
+// `output_path` would be written. A run is refused when even the least it can take does not fit
+// (it certainly fails); when only the expected size does not fit it may fail, and is not refused.
+struct OutputSpace {
+  ResultSizeEstimate size;
+  std::optional<std::uintmax_t> free_bytes;  // nullopt: the file system does not say
+  bool certainly_too_small() const { return free_bytes && size.least_bytes > *free_bytes; }
+  bool maybe_too_small() const { return free_bytes && size.expected_bytes > *free_bytes; }
+};
+OutputSpace output_space(const Scenario& scenario, const std::string& output_path);
+
+// "about 1.07 GB (at most 3.9 GB uncompressed)", and the free space when known.
+std::string describe_output_space(const OutputSpace& space, const std::string& output_path);
 
 // Type-7 quantile (linear interpolation, R's default) of the finite values; NaN if none.
 double quantile(std::vector<double> values, double probability);

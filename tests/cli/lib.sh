@@ -1,0 +1,42 @@
+# Shared by the CLI test scripts (sourced): checks that count failures instead of stopping at the
+# first, so one run shows everything that is wrong.
+failures=0
+
+fail() {
+  echo "FAIL: $*"
+  failures=$((failures + 1))
+}
+
+# expect CODE TEXT ARGS...: `ketasim ARGS` exits with CODE and its output (stdout and stderr)
+# contains TEXT, a fixed string ("" for any output).
+expect() {
+  expected_code=$1
+  expected_text=$2
+  shift 2
+  output=$("$ketasim" "$@" 2>&1)
+  code=$?
+  if [ "$code" -ne "$expected_code" ]; then
+    fail "ketasim $*: exit $code, expected $expected_code"
+    echo "$output"
+    return
+  fi
+  case $output in
+    *"$expected_text"*) ;;
+    *) fail "ketasim $*: the output lacks '$expected_text'"; echo "$output" ;;
+  esac
+}
+
+# No file whose name marks it as a ketasim temporary in directory $1.
+expect_no_temporaries() {
+  leftovers=$(ls -A "$1" | grep -e '\.ketasim-tmp\.' -e '\.tmp-')
+  [ -z "$leftovers" ] || fail "temporary files left in $1: $leftovers"
+}
+
+finish() {
+  if [ "$failures" -ne 0 ]; then
+    echo "$failures check(s) failed"
+    exit 1
+  fi
+  echo "all checks passed"
+  exit 0
+}

@@ -1,0 +1,38 @@
+#!/bin/sh
+# The default thread count follows the CPU affinity mask (taskset, Slurm's binding), and the
+# progress line on a terminal shows each phase of a run in one unit, subject-arms/s, as the
+# summary does.
+# usage: threads_and_progress.sh KETASIM SCENARIO WORK_DIR affinity|progress
+set -u
+ketasim=$1
+scenario=$2
+work=$3
+mode=$4
+. "$(dirname "$0")/lib.sh"
+rm -rf "$work" && mkdir -p "$work" && cd "$work" || exit 1
+
+case $mode in
+  affinity)
+    command -v taskset >/dev/null || { echo "no taskset: skipped"; exit 77; }
+    output=$(taskset -c 0 "$ketasim" run "$scenario" --subjects 4 -o results.h5 2>&1)
+    case $output in
+      *" on 1 thread ("*) ;;
+      *) fail "taskset -c 0: the run does not say 'on 1 thread': $output" ;;
+    esac
+    ;;
+  progress)
+    # `script` gives the run a terminal, where it shows its progress.
+    command -v script >/dev/null || { echo "no script(1): skipped"; exit 77; }
+    script -qec "\"$ketasim\" run \"$scenario\" --subjects 70 --threads 2 -o results.h5" /dev/null | tr '\r' '\n' > shown.txt
+    for text in "simulating: 70/70 subjects" "subject-arms/s" "summaries: 0/" "variables" "renaming: flushing the file to disk"; do
+      grep -q -F "$text" shown.txt || fail "the progress lacks '$text'"
+    done
+    grep -q -e "subjects/s" shown.txt && fail "a rate in subjects/s"
+    grep -q -E "[0-9.]+ s on 2 threads \([0-9]+ subject-arms/s\)" shown.txt || fail "the summary's rate is not in subject-arms/s"
+    ;;
+  *)
+    echo "unknown mode $mode"
+    exit 2
+    ;;
+esac
+finish
