@@ -647,21 +647,18 @@ int command_export(const std::string& result_path, const std::string& arm, bool 
     print_export_legend(legend, stderr);
     return 0;
   }
-  // Written next to the final name and renamed: a failed export leaves any older file untouched.
-  const std::string temporary = output + ".tmp-" + std::to_string(::getpid());
+  // Written next to the final name and renamed (output_file.hpp): a failed export leaves any older
+  // file untouched, and the result file itself is never the target.
+  AtomicOutputFile file(output, {result_path});
   ExportLegend legend;
-  try {
-    std::ofstream out(temporary, std::ios::binary);
-    if (!out) throw IoError("cannot write '" + temporary + "'");
+  {
+    std::ofstream out(file.temporary_path(), std::ios::binary | std::ios::trunc);
+    if (!out) throw IoError(file.temporary_path() + ": cannot create: " + std::strerror(errno));
     legend = write_nonmem_data(result_path, arms, out);
     out.close();
-    if (!out) throw IoError("writing '" + temporary + "' failed");
-    std::filesystem::rename(temporary, output);
-  } catch (...) {
-    std::error_code ignored;
-    std::filesystem::remove(temporary, ignored);
-    throw;
+    if (!out) throw IoError(output + ": cannot write the data set");
   }
+  file.commit();
   std::string names;
   for (const std::string& name : arms) names += (names.empty() ? "" : ", ") + name;
   std::printf("%s %s of %s -> %s (NONMEM-style, docs/nonmem.md: TIME in h, AMT in mg, RATE in mg/h)\n",

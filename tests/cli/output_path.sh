@@ -73,6 +73,12 @@ expect 6 "its file name is 256 bytes long, and the file system of '.' allows at 
 expect 0 "" run scenario.yaml --subjects 4 -q -o results.h5
 expect 6 "results.h5: is the same file as 'results.h5', an input of this command" compare results.h5 --bootstrap 10 -o results.h5
 expect 0 "response rate" compare results.h5 --bootstrap 10
+expect 6 "results.h5: is the same file as 'results.h5', an input of this command" export results.h5 -o results.h5
+expect 0 "response rate" compare results.h5 --bootstrap 10
+mkfifo export.fifo
+expect 6 "export.fifo: is a FIFO" export results.h5 -o export.fifo
+ln -s results.h5 export-link.csv
+expect 6 "export-link.csv: is a symbolic link" export results.h5 -o export-link.csv
 cp "$target" target.yaml
 expect 6 "target.yaml: is the same file as 'target.yaml', an input of this command" reproduce target.yaml --markdown target.yaml
 expect 6 "folder: is a directory" reproduce target.yaml --markdown folder
