@@ -649,7 +649,7 @@ TEST_CASE("the reader: malformed files give IoErrors naming the file and the obj
   }
   CHECK(io_error_of(folder / "text.h5").find("not an HDF5 file") != std::string::npos);
   write_result(folder / "v4.h5", {.layout_version = 4});
-  CHECK(io_error_of(folder / "v4.h5").find("layout_version: this ketasim reads layout versions 2 and 3, the file has 4") !=
+  CHECK(io_error_of(folder / "v4.h5").find("layout_version: this ketasim reads layout versions 2 to 3, the file has 4") !=
         std::string::npos);
   write_result(folder / "partial.h5", {.with_days_in_response = false});
   CHECK(io_error_of(folder / "partial.h5").find("partial.h5: /arms/second/metrics/days_in_response: dataset missing") !=

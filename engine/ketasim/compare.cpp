@@ -21,6 +21,7 @@
 #include "ketasim/result_reader.hpp"
 #include "ketasim/run.hpp"
 #include "ketasim/statistics.hpp"
+#include "ketasim/version.hpp"
 
 namespace ketasim {
 namespace {
@@ -140,8 +141,9 @@ ResultFile read_result_file(const std::string& path) {
     ResultFile result;
     result.path = path;
     result.layout_version = static_cast<int>(reader.read_integer(file, "/", "layout_version"));
-    if (result.layout_version != 2 && result.layout_version != 3)
-      reader.fail("/ attribute layout_version", "this ketasim reads layout versions 2 and 3, the file has " +
+    if (result.layout_version < kOldestReadableLayoutVersion || result.layout_version > kLayoutVersion)
+      reader.fail("/ attribute layout_version", "this ketasim reads layout versions " + std::to_string(kOldestReadableLayoutVersion) +
+                                                    " to " + std::to_string(kLayoutVersion) + ", the file has " +
                                                     std::to_string(result.layout_version) + " (docs/hdf5-layout.md)");
     if (file.attrExists("scenario_name")) {
       const std::vector<std::string> names = reader.read_strings(file, "/", "scenario_name");
