@@ -72,6 +72,7 @@ FIGURE_DPI = 120
 # Figure sizes grow with the numbers of arms, variables and assessments; matplotlib refuses images
 # of 2^16 pixels or more a side, and memory grows with the area. 100 in is 12,000 pixels at 120 dpi.
 MAX_FIGURE_INCHES = 100.0
+MAX_ASSESSMENT_LABELS = 60  # beyond, every k-th assessment is labelled
 MAX_DOSE_STRIP_BINS = 2000  # one bin per day up to 2000 days, then wider bins
 ROWS_PER_READ = 65536  # subjects/dose_time_h is read in slabs of rows: it may hold millions of subjects
 
@@ -771,7 +772,8 @@ def plot_outcomes(data):
             shown = assessed > 0  # no bar and no interval where nobody was assessed
             ax.errorbar(x[shown], 100 * rate[shown], yerr=100 * np.abs(np.vstack((rate - low, high - rate))[:, shown]),
                         fmt="none", ecolor="0.15", elinewidth=0.9, capsize=2.5)
-        ax.set_xticks(np.arange(all_days.size), [f"{day:g}" for day in all_days])
+        every = math.ceil(all_days.size / MAX_ASSESSMENT_LABELS)
+        ax.set_xticks(np.arange(all_days.size)[::every], [f"{day:g}" for day in all_days[::every]])
         ax.set_xlabel("days after the first session")
         ax.set_title(f"{title} rate", fontsize=10)
         ax.set_ylim(0.0, 100.0)
@@ -858,7 +860,10 @@ def write_figures(data, output_dir, file_format):
         write_all_or_nothing(contents)
     except PlotError:
         if created:
-            os.rmdir(output_dir)  # empty again: the temporaries are gone
+            try:
+                os.rmdir(output_dir)  # empty again: the temporaries are gone
+            except OSError:
+                pass  # something else appeared in it meanwhile: not ours to remove
         raise
     return list(contents)
 
