@@ -314,12 +314,14 @@ class ResultReader:
         values = self.numbers(path, shapes, f"{expected} (subjects_per_arm x {of})")
         return values.reshape(subjects, width)
 
-    def require(self, path, values, valid, expected):
-        """Fails naming the first element of `values` where `valid` is false."""
+    def require(self, path, values, valid, expected, first_row=0):
+        """Fails naming the first element of `values` where `valid` is false (`values` being the rows
+        of the dataset from `first_row` on)."""
         bad = np.argwhere(~valid)
         if bad.size:
-            index = tuple(int(i) for i in bad[0])
-            where = index[0] if len(index) == 1 else list(index)
+            index = [int(i) for i in bad[0]]
+            index[0] += first_row
+            where = index[0] if len(index) == 1 else index
             more = f" ({len(bad)} such values)" if len(bad) > 1 else ""
             self.fail(path, f"expected {expected}, found {value_text(values[tuple(bad[0])])} at index {where}{more}")
 
@@ -582,7 +584,7 @@ def read_given_doses(reader, arm, subjects, version, nominal, rows_per_read=ROWS
         slab = reader.read_rows(dataset, path, slice(start, start + rows_per_read))
         slab = slab.reshape(slab.shape[0], width)
         valid = np.isnan(slab) | (np.isfinite(slab) & (slab >= 0.0))
-        reader.require(path, slab, valid, f"dose times of 0 h or later, or NaN (no dose), in rows from {start}")
+        reader.require(path, slab, valid, "dose times of 0 h or later, or NaN (no dose)", first_row=start)
         same = (slab == expected) | (np.isnan(slab) & np.isnan(expected))
         varies = varies or not bool(np.all(same))
         if np.any(np.isfinite(slab)):
