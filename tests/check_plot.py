@@ -598,6 +598,15 @@ def check_dose_strip(results, work):
         check(int(given.counts.sum()) == len(nominal) * subjects,
               f"per-subject doses: {int(given.counts.sum())} counted, expected one per dose and subject")
 
+    # A bad value is reported at its row in the file, whichever slab it was read in.
+    negative = edited_copy(results, work / "negative_dose_row_20.h5",
+                           replaced(f"/arms/{arm}/subjects/dose_time_h", with_value((20, 0), -48.0)))
+    try:
+        given_doses(negative)
+        check(False, "a negative dose time in row 20: accepted")
+    except ketasim_plot.PlotError as error:
+        check("found -48.0 at index [20, 0]" in str(error), f"a negative dose time in row 20: {error}")
+
 
 def check_errors(ketasim, results, workdir):
     work = Path(workdir)
