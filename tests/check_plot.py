@@ -4,7 +4,9 @@
     check_plot.py figures DIR FORMAT SCENARIO       the three figures exist and are valid images
     check_plot.py errors KETASIM RESULTS WORKDIR    malformed and unusable files (each exit 6 naming the object,
                                                     no traceback, no figure written), layout versions, unknown
-                                                    arm, all three figures or none
+                                                    arm, all three figures or none, titles naming arms' models
+    check_plot.py arm-models RESULTS                a run of tests/scenarios/arm_models.yaml: each arm's dosed
+                                                    drug in one panel, each arm's model in the title
 
 Exits 1 with the failed checks listed. Needs numpy and h5py (Debian: /usr/bin/python3 with
 python3-h5py and python3-matplotlib).
@@ -226,6 +228,15 @@ def malformed_cases(arm, other_arm):
         for name in list(f[f"{a}/summary"]):
             del f[f"{a}/summary/{name}"]
 
+    def overrides(parameters=("CL", "V1"), values=(60.0, 120.0), units=("L/h", "L")):
+        """The arm's model_parameter* attributes, valid unless a case passes one of another kind."""
+        def edit(f):
+            attributes = f[a].attrs
+            attributes["model_parameters"] = string_list(*parameters) if isinstance(parameters, tuple) else parameters
+            attributes["model_parameter_values"] = np.array(values) if isinstance(values, tuple) else values
+            attributes["model_parameter_units"] = string_list(*units) if isinstance(units, tuple) else units
+        return edit
+
     first_row = (0, 0)  # of a [N x width] dataset
     return [
         # Root attributes
@@ -253,6 +264,22 @@ def malformed_cases(arm, other_arm):
         ("scenario_name_missing", delete_attribute("scenario_name"), "/ attribute scenario_name"),
         ("scenario_name_a_number", set_attribute("scenario_name", 5), "/ attribute scenario_name"),
         ("source_revision_missing", delete_attribute("source_revision"), "/ attribute source_revision"),
+        # The arm's model: its card and the parameter values it overrides
+        ("arm_model_a_number", set_attribute("model", 5, a), f"{a} attribute model"),
+        ("arm_model_a_list", set_attribute("model", string_list("ketamine_venous", "x"), a), f"{a} attribute model"),
+        ("model_parameter_values_shorter", overrides(values=(60.0,)), f"{a} attribute model_parameter_values"),
+        ("model_parameter_values_longer", overrides(values=(60.0, 120.0, 1.0)), f"{a} attribute model_parameter_values"),
+        ("model_parameter_units_shorter", overrides(units=("L/h",)), f"{a} attribute model_parameter_units"),
+        ("model_parameters_numbers", overrides(parameters=np.array([1.0, 2.0])), f"{a} attribute model_parameters"),
+        ("model_parameters_a_single_text", overrides(parameters="CL"), f"{a} attribute model_parameters"),
+        ("model_parameter_values_text", overrides(values=string_list("60", "120")), f"{a} attribute model_parameter_values"),
+        ("model_parameter_values_a_single_number", overrides(values=60.0), f"{a} attribute model_parameter_values"),
+        ("model_parameter_values_a_matrix", overrides(values=np.array([[60.0, 120.0]])),
+         f"{a} attribute model_parameter_values"),
+        ("model_parameter_values_nan", overrides(values=(60.0, np.nan)), f"{a} attribute model_parameter_values"),
+        ("model_parameter_units_numbers", overrides(units=np.array([1, 2])), f"{a} attribute model_parameter_units"),
+        ("model_parameter_units_missing", delete_attribute("model_parameter_units", a), f"{a} attribute model_parameter_units"),
+        ("model_parameters_missing", delete_attribute("model_parameters", a), f"{a} attribute model_parameters"),
         # The time grid
         ("time_h_missing", delete(f"{a}/time_h"), f"{a}/time_h"),
         ("time_h_text", replaced(f"{a}/time_h", texts), f"{a}/time_h"),
@@ -410,6 +437,16 @@ def check_unusual_but_valid_files(results, work):
         for dataset in ("doses/time_h", "doses/duration_h"):
             replaced(f"{a}/{dataset}", lambda values: values[:0])(f)
 
+    def attributes_of_an_earlier_build(f):
+        for name in f.attrs["arms"]:
+            for attribute in ("model_parameters", "model_parameter_values", "model_parameter_units"):
+                del f[f"/arms/{name}"].attrs[attribute]
+
+    def arms_without_a_model(f):
+        attributes_of_an_earlier_build(f)
+        for name in f.attrs["arms"]:
+            del f[f"/arms/{name}"].attrs["model"]
+
     def many_assessments(f):
         count = 800  # 0.7 in per bar: over 2^16 pixels at 120 dpi
         replaced(f"{a}/assessments_h", lambda values: 24.0 * np.arange(1.0, count + 1.0))(f)
@@ -419,6 +456,8 @@ def check_unusual_but_valid_files(results, work):
     cases = [
         ("no_doses", no_doses),
         ("every_dose_missed", replaced(f"{a}/subjects/dose_time_h", lambda values: np.full_like(values, np.nan))),
+        ("arm_model_attributes_of_an_earlier_build", attributes_of_an_earlier_build),
+        ("arms_without_a_model", arms_without_a_model),
         ("many_assessments", many_assessments),
     ]
     folder = work / "valid"
@@ -429,6 +468,56 @@ def check_unusual_but_valid_files(results, work):
         code, message = run_in_process([path, "-o", str(output), *quick(arm)])
         check(code == 0 and len([f for f in figures_in(output) if f.endswith(".png")]) == 3,
               f"{name} ({subjects} subjects): exit {code}, figures {figures_in(output)}: {message.strip()[-600:]!r}")
+
+
+def check_model_titles(results, work):
+    """The title names the model every arm simulated, or each arm's card and parameter values when
+    they differ; arms of a file from an earlier build (without the attributes) have the root model."""
+    import h5py
+    with h5py.File(results, "r") as f:
+        first, second = (str(name) for name in f.attrs["arms"][:2])
+        card = f[f"/arms/{second}"].attrs["model"]
+
+    def own_model(f):
+        attributes = f[f"/arms/{first}"].attrs
+        attributes["model"] = "own_card"
+        attributes["model_parameters"] = string_list("CL", "F")
+        attributes["model_parameter_values"] = np.array([60.0, 0.5])
+        attributes["model_parameter_units"] = string_list("L/h", "")
+
+    def earlier_build(f):
+        f.attrs["model"] = "root_card"
+        for name in (first, second):
+            for attribute in ("model", "model_parameters", "model_parameter_values", "model_parameter_units"):
+                del f[f"/arms/{name}"].attrs[attribute]
+
+    for name, edit, expected in (
+            ("own_model", own_model, f"models: {first} own_card (CL 60 L/h, F 0.5); {second} {card}"),
+            ("earlier_build", earlier_build, "model root_card")):
+        path = edited_copy(results, work / f"title_{name}.h5", edit)
+        title = ketasim_plot.model_title(read(path, [first, second]).arms)
+        check(title == expected, f"title of {name}: {title!r}, expected {expected!r}")
+
+
+def read(path, arms=(), variables=("madrs",)):
+    """The plot data of a file, as ketasim plot reads it."""
+    return ketasim_plot.read_plot_data(str(path), list(arms), list(variables),
+                                       ketasim_plot.LayoutVersions(ketasim_plot.DEFAULT_LAYOUT_VERSIONS, True))
+
+
+def check_arm_models(results):
+    """tests/scenarios/arm_models.yaml: the IV arms show plasma ketamine and the intranasal arm plasma
+    esketamine in one panel; the title names each arm's model."""
+    data = read(results, variables=())
+    panel = data.panels[0] if data.panels else None
+    expected = {"iv": "plasma_ketamine_ng_per_ml", "iv_slow_clearance": "plasma_ketamine_ng_per_ml",
+                "nasal": "plasma_esketamine_ng_per_ml"}
+    check(panel is not None and panel.label == "plasma_esketamine_or_ketamine_ng_per_ml" and panel.datasets == expected,
+          f"the dosed drug's panel: {panel}, expected each arm's own plasma trajectory: {expected}")
+    title = " ".join(ketasim_plot.model_title(data.arms).split())  # wrapped to the figure's width
+    expected = ("models: iv ketamine_venous (V1 120 L); iv_slow_clearance ketamine_venous (V1 120 L, CL 60 L/h); "
+                "nasal esketamine_intranasal")
+    check(title == expected, f"title: {title!r}, expected {expected!r}")
 
 
 def quick(arm):
@@ -614,6 +703,7 @@ def check_errors(ketasim, results, workdir):
     check_dose_strip(results, work)
     check_malformed_files(results, work)
     check_unusual_but_valid_files(results, work)
+    check_model_titles(results, work)
     check_all_or_nothing(results, work)
 
 
@@ -624,6 +714,8 @@ def main(argv):
         check_figures(*argv[1:])
     elif argv[:1] == ["errors"] and len(argv) == 4:
         check_errors(*argv[1:])
+    elif argv[:1] == ["arm-models"] and len(argv) == 2:
+        check_arm_models(argv[1])
     else:
         print(__doc__, file=sys.stderr)
         return 2
