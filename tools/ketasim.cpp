@@ -609,6 +609,10 @@ int command_plot(const PlotOptions& options) {
   std::vector<std::string> words = {python, script, "-o", options.output_dir, "--format", options.format};
   if (!options.arms.empty()) words.insert(words.end(), {"--arms", comma_joined(options.arms)});
   if (!options.variables.empty()) words.insert(words.end(), {"--variables", comma_joined(options.variables)});
+  std::vector<std::string> versions;  // the script reads what this ketasim's readers read (one list, here)
+  for (int version = ketasim::kOldestReadableLayoutVersion; version <= ketasim::kLayoutVersion; ++version)
+    versions.push_back(std::to_string(version));
+  words.insert(words.end(), {"--layout-versions", comma_joined(versions)});
   words.insert(words.end(), {"--", options.results_path});  // a file name may start with '-'
   std::vector<char*> arguments;
   for (std::string& word : words) arguments.push_back(word.data());
