@@ -266,6 +266,10 @@ int command_validate(const std::string& scenario_path) {
                 most_doses(scenario.arms[a], scenario.output.grid_end) > nominal ? " (+ as needed or per subject)" : "");
   }
   std::printf(")\n");
+  // Arms with a model of their own simulate another card or other parameter values: say which.
+  const std::vector<ArmLayout> layouts = arm_layouts(scenario);
+  for (std::size_t a = 0; a < scenario.arms.size(); ++a)
+    if (scenario.arms[a].model) std::printf("  arm %s: model %s\n", scenario.arms[a].name.c_str(), describe_model(layouts[a]).c_str());
   const ResultSizeEstimate size = output_space(scenario, "").size;
   std::printf("result file of a run: about %s, at most %s uncompressed (metrics only, with `variables: []`: %s)\n",
               format_bytes(size.expected_bytes).c_str(), format_bytes(size.upper_bound_bytes).c_str(),
