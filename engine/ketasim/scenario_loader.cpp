@@ -3,17 +3,14 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
-#include <cerrno>
 #include <cmath>
-#include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <memory>
-#include <sstream>
 
 #include <Eigen/Cholesky>
 
 #include "ketasim/covariate_table.hpp"
+#include "ketasim/input_file.hpp"
 #include "ketasim/model.hpp"
 #include "ketasim/model_card.hpp"
 #include "ketasim/nonmem.hpp"
@@ -362,7 +359,7 @@ std::shared_ptr<const CovariateTable> read_cohort_table(const NodeRef& node, con
   if (path.is_relative()) path = (scenario_directory / path).lexically_normal();
   std::string text;
   try {
-    text = read_text_file(path.string(), "cohort file");
+    text = read_text_file(path.string(), "cohort file", kMaxTableFileBytes);
   } catch (const IoError& error) {
     node.fail(std::string(error.what()) + " (a relative path is taken from the scenario file's directory)");
   }
@@ -1172,17 +1169,8 @@ Scenario parse_scenario(const std::string& yaml_text, const std::string& source_
   return scenario;
 }
 
-std::string read_text_file(const std::string& path, const std::string& what) {
-  std::error_code error;
-  if (std::filesystem::is_directory(path, error)) throw IoError("cannot read " + what + " '" + path + "': it is a directory");
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw IoError("cannot read " + what + " '" + path + "': " + std::strerror(errno));
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (in.bad()) throw IoError("cannot read " + what + " '" + path + "': read failed");
-  return text.str();
+Scenario load_scenario_file(const std::string& path) {
+  return parse_scenario(read_text_file(path, "scenario file", kMaxYamlFileBytes), path);
 }
-
-Scenario load_scenario_file(const std::string& path) { return parse_scenario(read_text_file(path, "scenario file"), path); }
 
 }  // namespace ketasim

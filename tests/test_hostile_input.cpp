@@ -1,0 +1,113 @@
+// Hostile or absurd input (issue 9, section 7): files that are not regular files or are too large.
+// Each is refused with a message that says where and what, and never crashes or hangs.
+
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "ketasim/errors.hpp"
+#include "ketasim/input_file.hpp"
+#include "ketasim/scenario_loader.hpp"
+
+namespace fs = std::filesystem;
+using ketasim::IoError;
+
+namespace {
+
+const std::string kValidScenario = R"(name: hostile
+model:
+  name: ketamine_clements_2cmt
+cohort:
+  size: 10
+  seed: 1
+  weight: 70 kg
+arms:
+  - name: weekly
+    regimen: {route: iv_infusion, dose: 0.5 mg/kg, infusion_duration: 40 min, schedule: [Mon 09:00], for: 3 weeks}
+)";
+
+// The message of the IoError that reading `path` raises ("" if it is read).
+std::string read_error(const fs::path& path, std::size_t limit = ketasim::kMaxYamlFileBytes) {
+  try {
+    ketasim::read_text_file(path.string(), "scenario file", limit);
+  } catch (const IoError& error) {
+    CHECK(error.code() == ketasim::ExitCode::io);
+    return error.what();
+  }
+  return "";
+}
+
+class TemporaryFolder {
+ public:
+  TemporaryFolder() : path_(fs::temp_directory_path() / ("ketasim-hostile-" + std::to_string(::getpid()))) {
+    fs::remove_all(path_);
+    fs::create_directories(path_);
+  }
+  ~TemporaryFolder() { fs::remove_all(path_); }
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
+
+}  // namespace
+
+TEST_CASE("read_text_file refuses what is not a regular file, naming the path and what it is", "[hostile][io]") {
+  const TemporaryFolder folder;
+  CHECK(read_error(folder.path()) ==
+        "cannot read scenario file '" + folder.path().string() + "': it is a directory, not a regular file");
+  // A FIFO is refused at once: opening it for reading would wait for a writer forever.
+  const fs::path fifo = folder.path() / "pipe.yaml";
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  CHECK(read_error(fifo) == "cannot read scenario file '" + fifo.string() + "': it is a FIFO (named pipe), not a regular file");
+  // /dev/zero never ends: reading it would grow without bound.
+  CHECK(read_error("/dev/zero") == "cannot read scenario file '/dev/zero': it is a character device, not a regular file");
+  const fs::path socket_path = folder.path() / "socket.yaml";
+  const int socket = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  REQUIRE(socket >= 0);
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  socket_path.string().copy(address.sun_path, sizeof address.sun_path - 1);
+  REQUIRE(::bind(socket, reinterpret_cast<const sockaddr*>(&address), sizeof address) == 0);
+  CHECK(read_error(socket_path) == "cannot read scenario file '" + socket_path.string() + "': it is a socket, not a regular file");
+  ::close(socket);
+  CHECK(read_error(folder.path() / "missing.yaml") ==
+        "cannot read scenario file '" + (folder.path() / "missing.yaml").string() + "': No such file or directory");
+  // Through a symbolic link, the file it names is what counts.
+  fs::create_symlink("/dev/zero", folder.path() / "zero.yaml");
+  CHECK_THAT(read_error(folder.path() / "zero.yaml"), Catch::Contains("it is a character device"));
+}
+
+TEST_CASE("read_text_file reads a file up to its limit and refuses one byte more", "[hostile][io]") {
+  const TemporaryFolder folder;
+  const fs::path file = folder.path() / "ten.csv";
+  std::ofstream(file, std::ios::binary) << "0123456789";
+  CHECK(ketasim::read_text_file(file.string(), "cohort file", 10) == "0123456789");
+  CHECK(read_error(file, 9) == "cannot read scenario file '" + file.string() +
+                                   "': it holds 10 bytes, more than the limit of 9 bytes for a scenario file "
+                                   "(docs/scenario.md#limits)");
+  CHECK_THAT(read_error(file, std::size_t{1} << 20), Catch::Equals(""));
+  CHECK(ketasim::kMaxYamlFileBytes == std::size_t{4} << 20);
+  CHECK(ketasim::kMaxTableFileBytes == std::size_t{256} << 20);
+}
+
+TEST_CASE("a scenario file that is a FIFO, a device or too large is an IoError from load_scenario_file", "[hostile][io]") {
+  const TemporaryFolder folder;
+  const fs::path fifo = folder.path() / "scenario.yaml";
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  CHECK_THROWS_WITH(ketasim::load_scenario_file(fifo.string()), Catch::Contains("it is a FIFO (named pipe)"));
+  const fs::path large = folder.path() / "large.yaml";
+  {
+    std::ofstream out(large, std::ios::binary);
+    out << kValidScenario << "description: \"" << std::string(ketasim::kMaxYamlFileBytes, 'x') << "\"\n";
+  }
+  CHECK_THROWS_WITH(ketasim::load_scenario_file(large.string()), Catch::Contains("more than the limit of 4 MiB for a scenario file"));
+  CHECK_THROWS_AS(ketasim::load_scenario_file(large.string()), IoError);
+}
