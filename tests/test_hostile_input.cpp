@@ -1,5 +1,6 @@
-// Hostile or absurd input (issue 9, section 7): files that are not regular files or are too large.
-// Each is refused with a message that says where and what, and never crashes or hangs.
+// Hostile or absurd input (issue 9, section 7): files that are not regular files or are too large,
+// YAML that nests without end, a quote that is never closed, a map of 80,000 keys. Each is refused
+// with a message that says where and what, and never crashes or hangs.
 
 #include <catch2/catch.hpp>
 
@@ -18,6 +19,7 @@
 
 namespace fs = std::filesystem;
 using ketasim::IoError;
+using ketasim::ScenarioError;
 
 namespace {
 
@@ -32,6 +34,18 @@ arms:
   - name: weekly
     regimen: {route: iv_infusion, dose: 0.5 mg/kg, infusion_duration: 40 min, schedule: [Mon 09:00], for: 3 weeks}
 )";
+
+// The message of the ScenarioError that `text` raises ("" if it is accepted).
+std::string scenario_error(const std::string& text) {
+  try {
+    ketasim::parse_scenario(text, "hostile.yaml");
+  } catch (const ScenarioError& error) {
+    CHECK(error.where().line > 0);
+    CHECK(error.where().column > 0);
+    return error.what();
+  }
+  return "";
+}
 
 // The message of the IoError that reading `path` raises ("" if it is read).
 std::string read_error(const fs::path& path, std::size_t limit = ketasim::kMaxYamlFileBytes) {
@@ -110,4 +124,61 @@ TEST_CASE("a scenario file that is a FIFO, a device or too large is an IoError f
   }
   CHECK_THROWS_WITH(ketasim::load_scenario_file(large.string()), Catch::Contains("more than the limit of 4 MiB for a scenario file"));
   CHECK_THROWS_AS(ketasim::load_scenario_file(large.string()), IoError);
+}
+
+TEST_CASE("a map of 80,000 keys: a duplicate is found at its line and names the first, however far apart", "[hostile][yaml]") {
+  // The keys are checked with a hash map; these pin the behaviour the quadratic scan had.
+  std::string many;
+  for (int k = 0; k < 80000; ++k) many += "k" + std::to_string(k) + ": " + std::to_string(k) + "\n";
+  const int first_line = 11;  // kValidScenario has 10 lines
+  const int last_line = first_line + 80000;
+  CHECK(scenario_error(kValidScenario + many + "k0: again\n") ==
+        "hostile.yaml:" + std::to_string(last_line) + ":1: error: k0: duplicate key 'k0' (first given at line " +
+            std::to_string(first_line) + ")");
+  CHECK(scenario_error(kValidScenario + many + "k79999: again\n") ==
+        "hostile.yaml:" + std::to_string(last_line) + ":1: error: k79999: duplicate key 'k79999' (first given at line " +
+            std::to_string(last_line - 1) + ")");
+  // All different: no duplicate is invented, and the first unknown key is the one reported.
+  CHECK(scenario_error(kValidScenario + many) ==
+        "hostile.yaml:" + std::to_string(first_line) + ":1: error: k0: unknown key 'k0'; expected name, description, model, "
+                                                        "cohort, arms, output or solver");
+  // Keys that differ only in case are different keys.
+  CHECK_THAT(scenario_error(kValidScenario + "Name: x\n"), Catch::Contains("unknown key 'Name' (did you mean 'name'?)"));
+}
+
+TEST_CASE("YAML nested 100,000 deep is refused with a clear message, whatever the nesting", "[hostile][yaml]") {
+  const std::string expected = "invalid YAML: lists and maps nested more than 64 levels deep";
+  CHECK_THAT(scenario_error("name: " + std::string(100000, '[')), Catch::Contains(expected));
+  std::string maps = "name: ";
+  for (int level = 0; level < 100000; ++level) maps += "{a: ";
+  CHECK_THAT(scenario_error(maps), Catch::Contains(expected));
+  std::string dashes = "arms:\n";
+  for (int level = 0; level < 100000; ++level) dashes += "- ";
+  CHECK_THAT(scenario_error(dashes + "x\n"), Catch::Contains(expected));
+  std::string indented;
+  for (int level = 0; level < 100; ++level) indented += std::string(static_cast<std::size_t>(level), ' ') + "a:\n";
+  CHECK_THAT(scenario_error(indented), Catch::Contains(expected));
+  // On the line where the 65th level opens (the root map is the first); yaml-cpp's columns of
+  // unclosed brackets are not exact (tests/invalid_scenarios/yaml_nested_too_deep.yaml checks one).
+  CHECK_THAT(scenario_error("name: " + std::string(100000, '[')), Catch::StartsWith("hostile.yaml:1:"));
+  // 64 levels are still YAML (and then the wrong type for a name).
+  CHECK_THAT(scenario_error("name: " + std::string(63, '[') + std::string(63, ']') + "\n"),
+             Catch::Contains("name: expected a string, found a list"));
+}
+
+TEST_CASE("a quote that is never closed is a YAML error at the quote, not a later missing key", "[hostile][yaml]") {
+  CHECK(scenario_error("name: \"hostile\nmodel: {name: ketamine_clements_2cmt}\n") ==
+        "hostile.yaml:1:7: error: invalid YAML: the quoted text that starts here has no closing \"");
+  CHECK(scenario_error(kValidScenario + "description: 'it''s\n") ==
+        "hostile.yaml:11:14: error: invalid YAML: the quoted text that starts here has no closing '");
+  CHECK(scenario_error(kValidScenario + "\"description: x\n") ==
+        "hostile.yaml:11:1: error: invalid YAML: the quoted text that starts here has no closing \"");
+  // After an anchor or a tag, which is where yaml-cpp marks the scalar.
+  CHECK(scenario_error(kValidScenario + "description: &text !!str \"x\n") ==
+        "hostile.yaml:11:26: error: invalid YAML: the quoted text that starts here has no closing \"");
+  // An escaped quote does not close a string; a doubled one inside single quotes neither.
+  CHECK_THAT(scenario_error(kValidScenario + "description: \"say \\\"hi\\\"\n"), Catch::Contains("has no closing \""));
+  // Closed strings with escaped quotes inside are fine.
+  CHECK(scenario_error(kValidScenario + "description: \"say \\\"hi\\\"\"\n") == "");
+  CHECK(scenario_error(kValidScenario + "description: 'it''s'\n") == "");
 }
