@@ -1,11 +1,13 @@
 // Hostile or absurd input (issue 9, section 7): files that are not regular files or are too large,
-// YAML that nests without end, a quote that is never closed, a map of 80,000 keys. Each is refused
-// with a message that says where and what, and never crashes or hangs.
+// YAML that nests without end, a quote that is never closed, a map of 80,000 keys, numbers beyond
+// a double. Each is refused with a message that says where and what, and never crashes or hangs.
 
 #include <catch2/catch.hpp>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <string>
 
 #include <sys/socket.h>
@@ -13,9 +15,11 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "ketasim/covariate_table.hpp"
 #include "ketasim/errors.hpp"
 #include "ketasim/input_file.hpp"
 #include "ketasim/scenario_loader.hpp"
+#include "ketasim/units.hpp"
 
 namespace fs = std::filesystem;
 using ketasim::IoError;
@@ -181,4 +185,85 @@ TEST_CASE("a quote that is never closed is a YAML error at the quote, not a late
   // Closed strings with escaped quotes inside are fine.
   CHECK(scenario_error(kValidScenario + "description: \"say \\\"hi\\\"\"\n") == "");
   CHECK(scenario_error(kValidScenario + "description: 'it''s'\n") == "");
+}
+
+TEST_CASE("numbers beyond a double say so and give the range of a double", "[hostile][units]") {
+  std::string problem;
+  CHECK_FALSE(ketasim::parse_number("1e309", &problem).has_value());
+  CHECK(problem == "the number '1e309' is out of the range of a double (magnitudes up to 1.8e308 and, apart from 0, "
+                   "down to 4.9e-324)");
+  problem.clear();
+  CHECK_FALSE(ketasim::parse_number("-1e-400", &problem).has_value());
+  CHECK_THAT(problem, Catch::Contains("'-1e-400' is out of the range of a double"));
+  problem.clear();
+  CHECK_FALSE(ketasim::parse_number("ten", &problem).has_value());
+  CHECK(problem.empty());  // not a number at all: the caller says so in its own words
+  CHECK(ketasim::parse_number(" +2.5 ") == 2.5);
+  CHECK(ketasim::parse_number("4.9e-324") > 0.0);
+
+  CHECK_FALSE(ketasim::parse_quantity("1e309 mg", &problem).has_value());
+  CHECK_THAT(problem, Catch::StartsWith("the number '1e309' is out of the range of a double"));
+  // Finite as written, infinite in base units.
+  CHECK_FALSE(ketasim::parse_quantity("1e308 g", &problem).has_value());
+  CHECK(problem == "'1e308 g' is out of the range of a double once converted to ketasim's base units (mg, kg, L, h)");
+  const auto written = ketasim::parse_written_quantity("1e308 g");
+  REQUIRE(written.has_value());
+  CHECK(written->number == 1e308);
+  CHECK(std::isinf(written->base_value()));
+
+}
+
+TEST_CASE("the accepted ranges: one per kind, applied where doses, weights, ages and times are read", "[hostile][units]") {
+  using ketasim::QuantityKind;
+  for (const QuantityKind kind : {QuantityKind::drug_amount, QuantityKind::dose_per_weight, QuantityKind::body_weight,
+                                  QuantityKind::age, QuantityKind::time}) {
+    const ketasim::AcceptedRange& range = ketasim::accepted_range(kind);
+    CHECK(range.kind == kind);
+    CHECK(range.max > range.min);
+    CHECK(ketasim::in_accepted_range(kind, 0.0));
+    CHECK(ketasim::in_accepted_range(kind, range.max));
+    CHECK_FALSE(ketasim::in_accepted_range(kind, range.max * 1.01));
+    CHECK_FALSE(ketasim::in_accepted_range(kind, std::numeric_limits<double>::infinity()));
+  }
+  CHECK(ketasim::outside_accepted_range(QuantityKind::drug_amount) ==
+        "lies outside the accepted range of a drug amount: 1e-06 to 1e+06 mg");
+  CHECK(ketasim::outside_accepted_range(QuantityKind::body_weight) == "lies outside the accepted range of a body weight: up to 500 kg");
+  CHECK(ketasim::outside_accepted_range(QuantityKind::time) == "lies outside the accepted range of a time: up to 100 y");
+
+  const auto with_weight = [](const std::string& weight) {
+    std::string text = kValidScenario;
+    text.replace(text.find("70 kg"), 5, weight);
+    return scenario_error(text);
+  };
+  CHECK(with_weight("{distribution: normal, mean: 70 kg, sd: 1e300 kg, min: 40 kg, max: 100 kg}") ==
+        "hostile.yaml:7:51: error: cohort.weight.sd: '1e300 kg' lies outside the accepted range of a body weight: up to 500 kg");
+  CHECK_THAT(with_weight("7000 kg"), Catch::Contains("'7000 kg' lies outside the accepted range of a body weight"));
+  CHECK(with_weight("{distribution: normal, mean: 70 kg, sd: 0 kg, min: 40 kg, max: 100 kg}") == "");
+  const auto with_dose = [](const std::string& dose) {
+    std::string text = kValidScenario;
+    text.replace(text.find("0.5 mg/kg"), 9, dose);
+    return scenario_error(text);
+  };
+  CHECK(with_dose("1e308 g") ==
+        "hostile.yaml:10:41: error: arms[0].regimen.dose: '1e308 g' lies outside the accepted range of a drug amount: "
+        "1e-06 to 1e+06 mg");
+  CHECK_THAT(with_dose("2 g/kg"), Catch::Contains("'2 g/kg' lies outside the accepted range of a weight-based dose: 1e-06 to 1000 mg/kg"));
+  CHECK_THAT(with_dose("1e-300 mg"), Catch::Contains("lies outside the accepted range of a drug amount"));
+  CHECK(with_dose("1 kg") != "");  // a body mass, not a dose
+  CHECK(with_dose("1000 g") == "");  // 1 kg of drug is the most accepted
+  CHECK_THAT(with_dose("-0.5 mg/kg"), Catch::Contains("'-0.5 mg/kg' must be greater than 0"));
+  std::string age = kValidScenario;
+  age.replace(age.find("  weight: 70 kg"), 15, "  weight: 70 kg\n  age: {distribution: normal, mean: 40 y, sd: 1e300 y, min: 18 y, max: 65 y}");
+  CHECK_THAT(scenario_error(age), Catch::Contains("cohort.age.sd: '1e300 y' lies outside the accepted range of an age: up to 120 y"));
+  std::string time = kValidScenario;
+  time.replace(time.find("3 weeks"), 7, "101 y");
+  CHECK_THAT(scenario_error(time), Catch::Contains("arms[0].regimen.for: '101 y' lies outside the accepted range of a time: up to 100 y"));
+}
+
+TEST_CASE("a cohort CSV number beyond a double says so", "[hostile][csv]") {
+  CHECK_THROWS_WITH(ketasim::parse_covariate_table("WT\n1e309\n", "p.csv"),
+                    Catch::Contains("p.csv:2:1: error: column WT: the number '1e309' is out of the range of a double"));
+  CHECK_THROWS_WITH(ketasim::parse_covariate_table("WT\n600\n", "p.csv"),
+                    Catch::Contains("column WT: body weight '600' lies outside the accepted range of a body weight: up to 500 kg"));
+  CHECK_THROWS_WITH(ketasim::parse_covariate_table("WT,AGE\n60,-1\n", "p.csv"), Catch::Contains("age '-1' must not be negative"));
 }

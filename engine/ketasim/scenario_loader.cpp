@@ -27,8 +27,8 @@ using yaml::NodeRef;
 using yaml::in_quotes;
 using yaml::trim;
 
-// Limits that keep every later computation in range (Ticks are int64 milliseconds).
-constexpr double kMaxTimeHours = 100.0 * 365.25 * 24.0;  // 100 years
+// Limits that keep every later computation in range (Ticks are int64 milliseconds); the longest
+// time, 100 years, is units.cpp's accepted range of a time.
 constexpr std::int64_t kMaxDoseCount = 1'000'000;
 constexpr std::int64_t kMaxGridPoints = 10'000'000;  // per subject and variable
 constexpr double kMaxCv = 5.0;                       // 500%
@@ -58,12 +58,17 @@ double read_quantity(const NodeRef& node, const Dimension& dimension, Sign sign)
   return value;
 }
 
+double read_quantity(const NodeRef& node, QuantityKind kind, Sign sign) {
+  const double value = node.as_quantity(kind).value;
+  check_sign(node, value, sign);
+  return value;
+}
+
 // A time in hours from a quantity text, as Ticks. All scenario times pass through here.
 Ticks to_ticks(const NodeRef& node, const std::string& text, Sign sign) {
-  const double hours = node.quantity_from(text, dim::time).value;
+  const double hours = node.quantity_from(text, QuantityKind::time).value;
   if (sign == Sign::positive && !(hours > 0.0)) node.fail(in_quotes(text) + " must be greater than 0");
   if (sign == Sign::non_negative && !(hours >= 0.0)) node.fail(in_quotes(text) + " must not be negative");
-  if (hours > kMaxTimeHours) node.fail(in_quotes(text) + " is longer than the limit of 100 years");
   const Ticks ticks = std::llround(hours * static_cast<double>(kTicksPerHour));
   if (hours > 0.0 && ticks == 0) node.fail(in_quotes(text) + " is shorter than the time resolution of 1 ms");
   return ticks;
@@ -178,15 +183,14 @@ struct CovariateKind {
   double (*read)(const NodeRef&, Sign);  // a value (positive where the covariate must be) or a spread (non-negative)
 };
 
-double read_body_weight(const NodeRef& node, Sign sign) { return read_quantity(node, dim::body_mass, sign); }
+double read_body_weight(const NodeRef& node, Sign sign) { return read_quantity(node, QuantityKind::body_weight, sign); }
 double read_age(const NodeRef& node, Sign) {
   // An age is a time, but "expected a duration (e.g. 40 min)" would mislead: say what is meant.
   const std::string text = node.scalar("an age (e.g. 45 y)");
-  const auto quantity = parse_quantity(text);
-  if (!quantity || !(quantity->dimension == dim::time))
+  const auto written = parse_written_quantity(text);
+  if (!written || !(written->unit.dimension == dim::time))
     node.fail("cannot read " + in_quotes(text) + " as an age; expected years with their unit (e.g. 45 y)");
-  check_sign(node, quantity->value, Sign::non_negative);
-  return quantity->value / 8766.0;
+  return read_quantity(node, QuantityKind::age, Sign::non_negative) / 8766.0;
 }
 double read_score(const NodeRef& node, Sign = Sign::non_negative) {
   const double value = node.as_number();
@@ -611,20 +615,21 @@ DoseAmount read_dose(const NodeRef& node) {
   const std::string expected = "a drug amount (e.g. 35 mg) or a weight-based dose (e.g. 0.5 mg/kg)";
   const std::string text = node.scalar(expected);
   std::string problem;
-  const auto quantity = parse_quantity(text, &problem);
-  if (!quantity) node.fail("cannot read " + in_quotes(text) + " as a dose: " + problem);
+  const auto written = parse_written_quantity(text, &problem);
+  if (!written) node.fail("cannot read " + in_quotes(text) + " as a dose: " + problem);
+  const Dimension& dimension = written->unit.dimension;
   DoseAmount dose;
-  if (quantity->dimension == dim::drug_mass) {
+  if (dimension == dim::drug_mass) {
     dose.basis = DoseBasis::flat;
-  } else if (quantity->dimension == dim::dose_per_weight) {
+  } else if (dimension == dim::dose_per_weight) {
     dose.basis = DoseBasis::per_body_weight;
-  } else if (quantity->dimension == dim::dimensionless) {
+  } else if (dimension == dim::dimensionless) {
     node.fail(in_quotes(text) + " has no unit, expected " + expected);
   } else {
-    node.fail(in_quotes(text) + " is " + describe(quantity->dimension) + ", expected " + expected);
+    node.fail(in_quotes(text) + " is " + describe(dimension) + ", expected " + expected);
   }
-  dose.value = quantity->value;
-  check_sign(node, dose.value, Sign::positive);
+  const QuantityKind kind = dose.basis == DoseBasis::flat ? QuantityKind::drug_amount : QuantityKind::dose_per_weight;
+  dose.value = read_quantity(node, kind, Sign::positive);
   return dose;
 }
 
@@ -695,7 +700,7 @@ DoseDrug read_dose_drug(const NodeRef& node, const ModelCard& card) {
 double read_max_dose(const NodeRef& cap, const DoseAmount& dose) {
   if (dose.basis != DoseBasis::per_body_weight)
     cap.fail("max_dose caps a weight-based dose (e.g. dose: 0.5 mg/kg, max_dose: 60 mg); the dose here is flat");
-  return read_quantity(cap, dim::drug_mass, Sign::positive);
+  return read_quantity(cap, QuantityKind::drug_amount, Sign::positive);
 }
 
 // An intranasal dose of the card's drug is a whole number of the card's devices.

@@ -17,14 +17,23 @@ namespace {
 
 char lower(char c) { return static_cast<char>(std::tolower(static_cast<unsigned char>(c))); }
 
-// A plain finite number occupying all of `text` (a leading '+' is allowed), or nullopt.
-std::optional<double> parse_plain_number(std::string_view text) {
-  text = trim(text);
-  if (!text.empty() && text.front() == '+') text.remove_prefix(1);
-  double value = 0.0;
-  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (error != std::errc() || end != text.data() + text.size() || text.empty()) return std::nullopt;
-  return value;
+// A quantity of the expected dimension, finite in base units and, for a kind, in its range.
+Quantity checked_quantity(const NodeRef& node, const std::string& text, const Dimension& expected,
+                          std::optional<QuantityKind> kind) {
+  std::string problem;
+  const auto written = parse_written_quantity(text, &problem);
+  if (!written) node.fail("cannot read " + in_quotes(text) + " as " + describe(expected) + ": " + problem);
+  const Dimension& dimension = written->unit.dimension;
+  if (!(dimension == expected)) {
+    if (dimension == dim::dimensionless) node.fail(in_quotes(text) + " has no unit, expected " + describe(expected));
+    node.fail(in_quotes(text) + " is " + describe(dimension) + ", expected " + describe(expected));
+  }
+  // Out of range before not finite: 1e308 g is infinite in mg, and the range says what is meant.
+  const double value = written->base_value();
+  if (kind && !in_accepted_range(*kind, value)) node.fail(in_quotes(text) + " " + outside_accepted_range(*kind));
+  if (!std::isfinite(value))
+    node.fail(in_quotes(text) + " is out of the range of a double once converted to ketasim's base units (mg, kg, L, h)");
+  return Quantity{value, dimension};
 }
 
 }  // namespace
@@ -216,13 +225,12 @@ std::uint64_t NodeRef::as_unsigned() const {
 
 double NodeRef::as_number() const {
   const std::string text = scalar("a number");
-  const auto value = parse_plain_number(text);
-  if (!value) {
-    if (parse_quantity(text)) fail("expected a plain number without a unit, found " + in_quotes(text));
-    fail("expected a number, found " + in_quotes(text));
-  }
-  if (!std::isfinite(*value)) fail("expected a finite number, found " + in_quotes(text));
-  return *value;
+  std::string problem;
+  const auto value = parse_number(text, &problem);
+  if (value) return *value;
+  if (!problem.empty()) fail(problem);
+  if (parse_quantity(text)) fail("expected a plain number without a unit, found " + in_quotes(text));
+  fail("expected a number, found " + in_quotes(text));
 }
 
 bool NodeRef::as_boolean() const {
@@ -235,21 +243,23 @@ Quantity NodeRef::as_quantity(const Dimension& expected) const {
   return quantity_from(scalar(describe(expected)), expected);
 }
 
+Quantity NodeRef::as_quantity(QuantityKind kind) const {
+  return quantity_from(scalar(describe(accepted_range(kind).dimension)), kind);
+}
+
 Quantity NodeRef::quantity_from(const std::string& text, const Dimension& expected) const {
-  std::string problem;
-  const auto quantity = parse_quantity(text, &problem);
-  if (!quantity) fail("cannot read " + in_quotes(text) + " as " + describe(expected) + ": " + problem);
-  if (quantity->dimension == expected) return *quantity;
-  if (quantity->dimension == dim::dimensionless)
-    fail(in_quotes(text) + " has no unit, expected " + describe(expected));
-  fail(in_quotes(text) + " is " + describe(quantity->dimension) + ", expected " + describe(expected));
+  return checked_quantity(*this, text, expected, std::nullopt);
+}
+
+Quantity NodeRef::quantity_from(const std::string& text, QuantityKind kind) const {
+  return checked_quantity(*this, text, accepted_range(kind).dimension, kind);
 }
 
 double NodeRef::as_percentage() const {
   const std::string text = scalar("a percentage (e.g. 30%)");
   const std::string_view trimmed = trim(text);
   if (trimmed.empty() || trimmed.back() != '%') {
-    if (const auto bare = parse_plain_number(trimmed)) {
+    if (const auto bare = parse_number(trimmed)) {
       // Both readings of a bare number are common (0.3 and 30 for 30%); make the author choose.
       if (std::fabs(*bare) < 1.0 && *bare != 0.0) {
         fail(in_quotes(text) + " is a bare number; write it as a percentage with a % sign (a fraction of " + text +
