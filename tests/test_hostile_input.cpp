@@ -260,6 +260,54 @@ TEST_CASE("the accepted ranges: one per kind, applied where doses, weights, ages
   CHECK_THAT(scenario_error(time), Catch::Contains("arms[0].regimen.for: '101 y' lies outside the accepted range of a time: up to 100 y"));
 }
 
+TEST_CASE("every schedule ends within 100 years, whatever bounds it", "[hostile][schedule]") {
+  const auto with_regimen = [](const std::string& regimen) {
+    std::string text = kValidScenario;
+    const std::size_t start = text.find("{route:");
+    text.replace(start, text.size() - start, regimen + "\n");
+    return scenario_error(text);
+  };
+  const std::string bolus = "{route: iv_bolus, dose: 1 mg, ";
+  CHECK_THAT(with_regimen(bolus + "schedule: every 1 h, count: 1000000}"),
+             Catch::Contains("arms[0].regimen.count: this schedule's last dose ends 114.077 years after the simulation start"));
+  CHECK(with_regimen(bolus + "schedule: every 1 h, count: 876000}") == "");  // 99.93 years
+  CHECK_THAT(with_regimen(bolus + "schedule: every 1 h, count: 1000, start: 99.99 y}"), Catch::Contains("regimen.count: this schedule's last"));
+  CHECK_THAT(with_regimen(bolus + "schedule: every 1 d, for: 60 y, start: 50 y}"), Catch::Contains("regimen.for: this schedule's last"));
+  CHECK_THAT(with_regimen(bolus + "schedule: [Mon 09:00], count: 6000}"), Catch::Contains("regimen.count: this schedule's last dose ends 114.97"));
+  CHECK_THAT(with_regimen(bolus + "schedule: {at: [1 h, 60 y]}, start: 50 y}"), Catch::Contains("regimen.schedule: this schedule's last"));
+  CHECK_THAT(with_regimen(bolus + "phases: [{schedule: every 1 d, for: 60 y}, {schedule: every 1 d, for: 50 y}]}"),
+             Catch::Contains("regimen.phases[1].for: this schedule's last dose ends 110"));
+  // An infusion ends after its duration.
+  CHECK_THAT(with_regimen("{route: iv_infusion, dose: 1 mg, infusion_duration: 2 d, schedule: {at: [99.999 y]}}"),
+             Catch::Contains("this schedule's last dose ends 100.004 years"));
+}
+
+TEST_CASE("an arm gives a subject at most 1,000,000 doses, all its rules together", "[hostile][schedule]") {
+  const auto with_regimen = [](const std::string& regimen, const std::string& output = "") {
+    std::string text = kValidScenario;
+    const std::size_t start = text.find("{route:");
+    text.replace(start, text.size() - start, regimen + "\n" + output);
+    return scenario_error(text);
+  };
+  const std::string rule = "{route: iv_bolus, dose: 1 mg, schedule: every 1 min, count: 500000}";
+  CHECK(with_regimen("[" + rule + ", " + rule + "]") == "");
+  CHECK_THAT(with_regimen("[" + rule + ", " + rule + ", {route: iv_bolus, dose: 1 mg, schedule: {at: [1 h]}}]"),
+             Catch::Contains("arms[0].regimen: arm 'weekly' can give a subject 1000001 doses or more"));
+  // An as-needed rule counts a session per min_interval of its window (here the 100-year grid).
+  const std::string grid = "output: {grid: {every: 6 min, for: 100 y}}\n";
+  const std::string as_needed = "{route: iv_bolus, dose: 1 mg, as_needed: {madrs_above: 22, min_interval: ";
+  const auto with_as_needed = [&](const std::string& rest) {
+    std::string text = kValidScenario;
+    text.replace(text.find("ketamine_clements_2cmt"), 22, "ketamine_venous");
+    const std::size_t start = text.find("{route:");
+    text.replace(start, text.size() - start, as_needed + rest + "}}\n" + grid);
+    return scenario_error(text);
+  };
+  CHECK_THAT(with_as_needed("1 s"), Catch::Contains("can give a subject 3155760001 doses or more"));
+  CHECK(with_as_needed("1 s, max_doses: 1000") == "");
+  CHECK(with_as_needed("1 h") == "");
+}
+
 TEST_CASE("a cohort CSV number beyond a double says so", "[hostile][csv]") {
   CHECK_THROWS_WITH(ketasim::parse_covariate_table("WT\n1e309\n", "p.csv"),
                     Catch::Contains("p.csv:2:1: error: column WT: the number '1e309' is out of the range of a double"));

@@ -789,11 +789,48 @@ AsNeeded read_as_needed(const NodeRef& node, const ModelCard& card) {
   return rule;
 }
 
+// When the last dose of a weekly, interval or explicit schedule ends (for a `for` bound, when its
+// window ends, if later), from the simulation start. Computed, not expanded.
+Ticks schedule_end(const DosingRule& rule) {
+  Ticks last_start = rule.start;
+  switch (rule.schedule) {
+    case ScheduleKind::explicit_times: last_start += rule.explicit_times.back(); break;
+    case ScheduleKind::interval:
+      last_start += rule.count ? (*rule.count - 1) * rule.interval : *rule.repeat_for;
+      break;
+    case ScheduleKind::weekly:
+      if (rule.count) {
+        const auto slots = static_cast<std::int64_t>(rule.weekly_slots.size());
+        const std::int64_t last = *rule.count - 1;
+        last_start += last / slots * kTicksPerWeek + rule.weekly_slots[static_cast<std::size_t>(last % slots)].time_in_week();
+      } else {
+        last_start += *rule.repeat_for;
+      }
+      break;
+    case ScheduleKind::as_needed:
+    case ScheduleKind::table: break;
+  }
+  return last_start + rule.infusion_duration;
+}
+
+// Every time is limited to 100 years; a schedule's start plus its repeats must be too (count:
+// 1000000 at every 1 h would end after 114 years). Blamed on count or for, else on schedule.
+void check_schedule_end(const NodeRef& node, const DosingRule& rule) {
+  const Ticks end = schedule_end(rule);
+  const double limit_hours = accepted_range(QuantityKind::time).max;
+  if (ticks_to_hours(end) <= limit_hours) return;
+  const auto bound = rule.count ? node.find("count") : node.find("for");
+  const NodeRef blame = bound ? *bound : node.require("schedule", "");
+  blame.fail("this schedule's last dose ends " + yaml::format_number(ticks_to_hours(end) / 8766.0) +
+             " years after the simulation start; every time must lie within 100 years of it");
+}
+
 // The schedule keys of a rule or a phase: schedule, start, for, count.
 void read_schedule_part(const NodeRef& node, DosingRule& rule) {
   read_schedule(node.require("schedule", "e.g. schedule: [Mon 09:00, Thu 09:00], 'every 3.5 d' or {at: [9 h]}"), rule);
   if (const auto start = node.find("start")) rule.start = read_time_point(*start);
   read_repeat_bounds(node, rule);
+  check_schedule_end(node, rule);
 }
 
 // phases: consecutive schedules of the same dose; phase k starts when phase k-1's `for` ends.
@@ -823,6 +860,7 @@ std::vector<DosingRule> read_phases(const NodeRef& node, const DosingRule& base,
       item.fail("a phase with weekly slots must start at a whole week; the phases before it last " +
                 format_hours(start - base.start) + " (give them 'for' in whole weeks)");
     read_repeat_bounds(item, rule);
+    check_schedule_end(item, rule);
     const bool last = i + 1 == items.size();
     if (!last && !rule.repeat_for)
       item.fail("every phase but the last needs 'for' (e.g. for: 3 weeks): the next phase starts when it ends");
@@ -1125,6 +1163,27 @@ void check_arm_models(const NodeRef& root, const Scenario& scenario) {
   }
 }
 
+// Every dose of a subject is kept in memory and written (dose_time_h and its companions have one
+// column per dose an arm can give), so an arm gives each subject at most kMaxDoseCount doses, all
+// its rules together. Stops counting at the first rule past the limit: rules are not expanded
+// beyond it.
+void check_doses_per_subject(const NodeRef& root, const Scenario& scenario) {
+  const auto arm_nodes = root.require("arms", "").items("arms");
+  for (std::size_t a = 0; a < scenario.arms.size(); ++a) {
+    const Arm& arm = scenario.arms[a];
+    std::size_t doses = 0;
+    for (const DosingRule& rule : arm.regimen) {
+      doses += rule.most_doses(scenario.output.grid_end);
+      if (doses <= static_cast<std::size_t>(kMaxDoseCount)) continue;
+      throw ScenarioError(rule.where, arm_nodes[a].child_path("regimen"),
+                          "arm " + in_quotes(arm.name) + " can give a subject " + std::to_string(doses) +
+                              " doses or more, counting the rules up to this one (an as-needed rule counts one session "
+                              "per min_interval of its window unless max_doses is less); at most " +
+                              std::to_string(kMaxDoseCount) + " doses per subject and arm are supported");
+    }
+  }
+}
+
 SolverSpec read_solver(const NodeRef& node) {
   node.expect_map("a map of solver settings (method, rtol, atol); remove the key for defaults");
   node.check_keys({"method", "rtol", "atol"});
@@ -1169,6 +1228,7 @@ Scenario parse_scenario(const std::string& yaml_text, const std::string& source_
   scenario.arms = read_arms(root.require("arms", "a list of arms, each {name, regimen}"), card, scenario_dir);
   if (const auto output = root.find("output")) scenario.output = read_output(*output, card);
   check_arm_models(root, scenario);
+  check_doses_per_subject(root, scenario);
   check_occasion_variability(root, scenario, card);
   if (const auto solver = root.find("solver")) scenario.solver = read_solver(*solver);
   return scenario;
