@@ -113,7 +113,7 @@ TEST_CASE("read_text_file reads a file up to its limit and refuses one byte more
                                    "(docs/scenario.md#limits)");
   CHECK_THAT(read_error(file, std::size_t{1} << 20), Catch::Equals(""));
   CHECK(ketasim::kMaxYamlFileBytes == std::size_t{4} << 20);
-  CHECK(ketasim::kMaxTableFileBytes == std::size_t{256} << 20);
+  CHECK(ketasim::kMaxTableFileBytes == std::size_t{64} << 20);
 }
 
 TEST_CASE("a scenario file that is a FIFO, a device or too large is an IoError from load_scenario_file", "[hostile][io]") {

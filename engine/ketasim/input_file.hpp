@@ -15,9 +15,10 @@ namespace ketasim {
 // largest scenario in the repository is a few KB, and one listing 100,000 dose times is 1 MiB.
 inline constexpr std::size_t kMaxYamlFileBytes = std::size_t{4} << 20;
 
-// CSV tables (cohort.from_csv, doses_from): 256 MiB, about 4 million rows of 60 characters, far
-// more than a pooled NONMEM data set; the parsed rows take a few times the text at most.
-inline constexpr std::size_t kMaxTableFileBytes = std::size_t{256} << 20;
+// CSV tables (cohort.from_csv, doses_from): 64 MiB, about a million rows of 60 characters (a
+// NONMEM data set of 10,000 subjects with 100 rows each). Parsed rows take up to 13 times their
+// text (short rows with an id: "17,70"), so the worst case stays under 1 GB, as for YAML.
+inline constexpr std::size_t kMaxTableFileBytes = std::size_t{64} << 20;
 
 // The whole content of the regular file at `path`. Throws IoError naming `what` ("scenario
 // file") and the path when the file cannot be opened, is not a regular file (saying what it is),
