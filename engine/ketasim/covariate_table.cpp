@@ -153,7 +153,10 @@ class TableParser {
                                        std::to_string(line.fields.size()));
     }
     table_.lines.push_back(line.number);
-    for (const auto& [role, column] : columns_) {
+    for (const auto& entry : columns_) {
+      // Not a structured binding: clang 14 cannot capture one in the lambda below.
+      const Role role = entry.first;
+      const Column& column = entry.second;
       const csv::Field& field = line.fields[column.index];
       const auto fail = [&](const std::string& message) {
         reader_.fail(line.number, field.column, "column " + column.header + ": " + message);

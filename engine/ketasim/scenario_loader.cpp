@@ -424,7 +424,8 @@ Eigen::MatrixXd read_covariate_correlations(const NodeRef& node, const Cohort& c
   const auto entries = node.entries();
   if (entries.empty()) node.fail("expected at least one pair of covariates and its correlation, " + example);
   Eigen::MatrixXd correlation = Eigen::MatrixXd::Identity(3, 3);
-  std::array<std::array<std::string, 3>, 3> given_at{};  // the key path that set each pair
+  // The key path that set each pair. Default-initialised: clang 14's frontend crashes on `{}` here.
+  std::array<std::array<std::string, 3>, 3> given_at;
   for (const MapEntry& entry : entries) {
     const std::size_t tilde = entry.key.find('~');
     if (tilde == std::string::npos || entry.key.find('~', tilde + 1) != std::string::npos) {
