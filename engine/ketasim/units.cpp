@@ -171,7 +171,7 @@ namespace {
 const AcceptedRange kAcceptedRanges[] = {
     // 1 ng to 1 kg.
     {QuantityKind::drug_amount, "a drug amount", dim::drug_mass, 1e-6, 1e6, "mg", 1.0},
-    // A gram per kilogram is a lethal dose of almost anything.
+    // A gram per kilogram is beyond any dose of any drug.
     {QuantityKind::dose_per_weight, "a weight-based dose", dim::dose_per_weight, 1e-6, 1e3, "mg/kg", 1.0},
     // The heaviest people recorded weighed about 600 kg; cohort files refuse more than 500 kg too.
     {QuantityKind::body_weight, "a body weight", dim::body_mass, 0.0, 500.0, "kg", 1.0},
