@@ -7,6 +7,9 @@ packages=(
   catch2 libcli11-dev librandom123-dev libbenchmark-dev libnlopt-cxx-dev
   libopenmpi-dev openmpi-bin
   python3 python3-h5py python3-matplotlib
+  # The clang and fuzz presets (docs/testing.md): clang 14, and its runtimes for the sanitizers and
+  # libFuzzer (-fsanitize=fuzzer needs libclang-rt-14-dev only, not libfuzzer-14-dev).
+  clang-14 libclang-rt-14-dev
 )
 missing=()
 for package in "${packages[@]}"; do

@@ -1,0 +1,54 @@
+// Fuzz target: a NONMEM-style dosing table (doses_from) -> read_dosing_table, for an infusion and a
+// bolus rule. read_dosing_table takes a path, so the input is written to an in-memory file
+// (memfd_create) and read through /proc/self/fd: no file on disk. Every refusal must be a
+// ketasim::Error; anything else escaping, or a crash, is a finding. docs/testing.md says how to
+// run it.
+
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "ketasim/errors.hpp"
+#include "ketasim/nonmem.hpp"
+
+namespace {
+
+// The one in-memory file, rewritten for every input.
+int memory_file() {
+  static const int fd = [] {
+    const int created = ::memfd_create("fuzz.csv", MFD_CLOEXEC);
+    if (created < 0) std::abort();
+    return created;
+  }();
+  return fd;
+}
+
+void write_all(int fd, const std::uint8_t* data, std::size_t size) {
+  if (::ftruncate(fd, 0) != 0 || ::lseek(fd, 0, SEEK_SET) != 0) std::abort();
+  while (size > 0) {
+    const ssize_t written = ::write(fd, data, size);
+    if (written <= 0) std::abort();
+    data += written;
+    size -= static_cast<std::size_t>(written);
+  }
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  const int fd = memory_file();
+  write_all(fd, data, size);
+  const std::string path = "/proc/self/fd/" + std::to_string(fd);
+  for (const ketasim::Route route : {ketasim::Route::iv_infusion, ketasim::Route::iv_bolus}) {
+    try {
+      ketasim::read_dosing_table(path, route);
+    } catch (const ketasim::Error&) {
+      // Refused with a typed error.
+    }
+  }
+  return 0;
+}
