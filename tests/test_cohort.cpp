@@ -312,7 +312,7 @@ TEST_CASE("correlated covariates have the requested correlation and their own tr
     madrs_scores.push_back(standard_normal_quantile(truncated_cdf(cohort.baseline_madrs, s.baseline_madrs)));
   }
   // Standard error of a sample correlation: (1 - r^2) / sqrt(n); 3 SE.
-  const auto margin = [n](double r) { return 3.0 * (1.0 - r * r) / std::sqrt(static_cast<double>(n)); };
+  const auto margin = [](double r) { return 3.0 * (1.0 - r * r) / std::sqrt(static_cast<double>(n)); };
   CHECK(pearson(weight_scores, age_scores) == Approx(0.2).margin(margin(0.2)));
   CHECK(pearson(weight_scores, madrs_scores) == Approx(0.0).margin(margin(0.0)));
   CHECK(pearson(age_scores, madrs_scores) == Approx(-0.1).margin(margin(-0.1)));

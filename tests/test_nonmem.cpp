@@ -213,7 +213,8 @@ TEST_CASE("implausible amounts and times are refused at load, as in YAML", "[non
       parse_scenario(
           kHeader + "arms:\n  - name: a\n    regimen: {route: iv_bolus, dose: 1e308 mg, schedule: {at: [9 h]}}\n",
           "d.yaml"),
-      Catch::Contains("d.yaml:10:") && Catch::Contains("limit"));
+      Catch::Contains("d.yaml:10:") && Catch::Contains("accepted range of a drug amount"));
+  CHECK_THAT(table_error(dir, header + "1,9,1e308,1e308\n"), Catch::Contains("accepted range of a drug amount"));
 }
 
 TEST_CASE("a dosing table that is a directory is a scenario error, not a crash", "[nonmem][table]") {

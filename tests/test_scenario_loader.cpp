@@ -504,11 +504,11 @@ TEST_CASE("a cohort CSV: every defect names the file, line, column and value", "
   CHECK(csv_error("ID,WT\n1,70\n2,7O\n") == "patients.csv:3:3: error: column WT: '7O' is not a number");
   CHECK_THAT(csv_error("WT\n0\n"), Catch::Contains("patients.csv:2:1: error: column WT: body weight '0' must be greater than 0 kg"));
   CHECK_THAT(csv_error("WT\n-3\n"), Catch::Contains("must be greater than 0 kg"));
-  CHECK_THAT(csv_error("WT\n7000\n"), Catch::Contains("is not a plausible weight in kg"));
+  CHECK_THAT(csv_error("WT\n7000\n"), Catch::Contains("body weight '7000' lies outside the accepted range of a body weight: up to 500 kg"));
   CHECK_THAT(csv_error("WT\nnan\n"), Catch::Contains("'nan' is not a number"));
   CHECK_THAT(csv_error("WT,MADRS\n70,61\n"), Catch::Contains("patients.csv:2:4: error: column MADRS: MADRS '61' lies outside the scale's 0 to 60"));
   CHECK_THAT(csv_error("WT,baseline_madrs\n70,-1\n"), Catch::Contains("column baseline_madrs: MADRS '-1' lies outside"));
-  CHECK_THAT(csv_error("AGE\n130\n"), Catch::Contains("age '130' lies outside 0 to 120 years"));
+  CHECK_THAT(csv_error("AGE\n130\n"), Catch::Contains("age '130' lies outside the accepted range of an age: up to 120 y"));
   CHECK_THAT(csv_error(""), Catch::Contains("patients.csv:1: error: the file has no header line"));
   CHECK_THAT(csv_error("# only a comment\n\n"), Catch::Contains("no header line"));
   CHECK_THAT(csv_error("ID,WT\n"), Catch::Contains("patients.csv:1: error: the file has a header but no data rows"));

@@ -8,6 +8,9 @@ packages=(
   libopenmpi-dev openmpi-bin
   python3 python3-h5py python3-matplotlib
   python3-pandas r-cran-hdf5r  # readers of the result file in the tests of docs/hdf5-layout.md
+  # The clang and fuzz presets (docs/testing.md): clang 14, and its runtimes for the sanitizers and
+  # libFuzzer (-fsanitize=fuzzer needs libclang-rt-14-dev only, not libfuzzer-14-dev).
+  clang-14 libclang-rt-14-dev
 )
 missing=()
 for package in "${packages[@]}"; do

@@ -25,6 +25,7 @@
 #include "ketasim/compare.hpp"
 #include "ketasim/errors.hpp"
 #include "ketasim/format.hpp"
+#include "ketasim/input_file.hpp"
 #include "ketasim/model.hpp"
 #include "ketasim/reproduction.hpp"
 #include "ketasim/model_card.hpp"
@@ -471,7 +472,7 @@ int command_calibrate(const std::string& spec_path, bool write, bool check, unsi
     std::printf("written: %s and %s.report.md (rebuild to use the fitted values)\n", fit_path.c_str(), base.string().c_str());
   }
   if (check) {
-    const auto committed = read_fit_values(read_text_file(fit_path, "fit file"), spec, fit_path);
+    const auto committed = read_fit_values(read_text_file(fit_path, "fit file", kMaxYamlFileBytes), spec, fit_path);
     bool same = committed.size() == spec.parameters.size();
     for (std::size_t i = 0; same && i < committed.size(); ++i) {
       const double difference = std::abs(committed[i].second - result.fitted[i]);

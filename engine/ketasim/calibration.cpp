@@ -9,6 +9,7 @@
 
 #include "ketasim/errors.hpp"
 #include "ketasim/format.hpp"
+#include "ketasim/input_file.hpp"
 #include "ketasim/model_card.hpp"
 #include "ketasim/scenario_loader.hpp"
 #include "ketasim/yaml_reader.hpp"
@@ -34,7 +35,7 @@ double to_display(const ModelCard& card, const CalibratedParameter& parameter, d
 }  // namespace
 
 CalibrationSpec load_calibration(const std::string& path) {
-  const std::string text = read_text_file(path, "calibration spec");
+  const std::string text = read_text_file(path, "calibration spec", kMaxYamlFileBytes);
   const NodeRef root = yaml::load_document(text, path);
   root.expect_map("a calibration spec (calibration, model, seed, subjects, parameters, targets)");
   root.check_keys({"calibration", "description", "model", "seed", "subjects", "algorithm", "max_evaluations",

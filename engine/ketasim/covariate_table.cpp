@@ -10,6 +10,7 @@
 
 #include "ketasim/csv.hpp"
 #include "ketasim/errors.hpp"
+#include "ketasim/units.hpp"
 #include "ketasim/yaml_reader.hpp"
 
 namespace ketasim {
@@ -152,7 +153,10 @@ class TableParser {
                                        std::to_string(line.fields.size()));
     }
     table_.lines.push_back(line.number);
-    for (const auto& [role, column] : columns_) {
+    for (const auto& entry : columns_) {
+      // Not a structured binding: clang 14 cannot capture one in the lambda below.
+      const Role role = entry.first;
+      const Column& column = entry.second;
       const csv::Field& field = line.fields[column.index];
       const auto fail = [&](const std::string& message) {
         reader_.fail(line.number, field.column, "column " + column.header + ": " + message);
@@ -181,16 +185,20 @@ class TableParser {
         table_.female.push_back(*female);
         continue;
       }
-      const std::optional<double> value = csv::parse_number(field.text);
-      if (!value) fail(in_quotes(field.text) + " is not a number");
+      std::string problem;
+      const std::optional<double> value = csv::parse_number(field.text, &problem);
+      if (!value) fail(problem.empty() ? in_quotes(field.text) + " is not a number" : problem);
       switch (role) {
         case Role::weight:
           if (!(*value > 0.0)) fail("body weight " + in_quotes(field.text) + " must be greater than 0 kg");
-          if (*value > 500.0) fail("body weight " + in_quotes(field.text) + " is not a plausible weight in kg (above 500)");
+          if (!in_accepted_range(QuantityKind::body_weight, *value))
+            fail("body weight " + in_quotes(field.text) + " " + outside_accepted_range(QuantityKind::body_weight));
           table_.weight_kg.push_back(*value);
           break;
         case Role::age:
-          if (*value < 0.0 || *value > 120.0) fail("age " + in_quotes(field.text) + " lies outside 0 to 120 years");
+          if (*value < 0.0) fail("age " + in_quotes(field.text) + " must not be negative");
+          if (!in_accepted_range(QuantityKind::age, *value * 8766.0))
+            fail("age " + in_quotes(field.text) + " " + outside_accepted_range(QuantityKind::age));
           table_.age_years.push_back(*value);
           break;
         case Role::baseline_madrs:

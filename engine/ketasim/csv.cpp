@@ -1,10 +1,9 @@
 #include "ketasim/csv.hpp"
 
 #include <algorithm>
-#include <charconv>
-#include <cmath>
 
 #include "ketasim/errors.hpp"
+#include "ketasim/units.hpp"
 #include "ketasim/yaml_reader.hpp"
 
 namespace ketasim::csv {
@@ -71,12 +70,8 @@ std::vector<Field> Reader::split(std::string_view raw) const {
   return fields;
 }
 
-std::optional<double> parse_number(std::string_view text) {
-  if (!text.empty() && text.front() == '+') text.remove_prefix(1);
-  double value = 0.0;
-  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (text.empty() || error != std::errc() || end != text.data() + text.size() || !std::isfinite(value)) return std::nullopt;
-  return value;
+std::optional<double> parse_number(std::string_view text, std::string* problem) {
+  return ketasim::parse_number(text, problem);
 }
 
 }  // namespace ketasim::csv

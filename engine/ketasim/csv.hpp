@@ -45,7 +45,8 @@ class Reader {
   int line_number_ = 0;
 };
 
-// A plain finite number occupying all of `text` (a leading '+' allowed), or nullopt.
-std::optional<double> parse_number(std::string_view text);
+// A plain finite number occupying all of `text` (a leading '+' allowed), or nullopt: units.hpp's
+// parse_number, whose `problem` says when the number is out of the range of a double.
+std::optional<double> parse_number(std::string_view text, std::string* problem = nullptr);
 
 }  // namespace ketasim::csv

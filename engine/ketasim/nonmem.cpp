@@ -10,9 +10,11 @@
 
 #include "ketasim/csv.hpp"
 #include "ketasim/errors.hpp"
+#include "ketasim/input_file.hpp"
 #include "ketasim/model.hpp"
 #include "ketasim/model_card.hpp"
 #include "ketasim/result_reader.hpp"
+#include "ketasim/units.hpp"
 #include "ketasim/scenario_loader.hpp"
 #include "ketasim/timeline.hpp"
 #include "ketasim/yaml_reader.hpp"
@@ -290,8 +292,8 @@ class TableReader {
       fail(line, Item::amount,
            "a dose needs an amount > 0 mg, found " + text(line, Item::amount) +
                (has(Item::evid) ? "" : " (without an EVID column every row is a dose)"));
-    if (*amount > kMaxDoseMg)
-      fail(line, Item::amount, number_text(*amount) + " mg is above the limit of 100 g per dose");
+    if (!in_accepted_range(QuantityKind::drug_amount, *amount))
+      fail(line, Item::amount, number_text(*amount) + " mg " + outside_accepted_range(QuantityKind::drug_amount));
     dose.amount_mg = *amount;
     if (const auto mdv = number(line, Item::mdv); mdv && *mdv != 1.0)
       fail(line, Item::mdv,
@@ -449,7 +451,7 @@ class TableReader {
 
 DosingTable read_dosing_table(const std::string& path, const TableDoseTarget& target,
                               const std::vector<std::string>& ignored_columns) {
-  const std::string text = read_text_file(path, "the dosing table");
+  const std::string text = read_text_file(path, "dosing table", kMaxTableFileBytes);
   return TableReader(path, text, target).read(ignored_columns);
 }
 

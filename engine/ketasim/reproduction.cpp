@@ -8,6 +8,7 @@
 
 #include "ketasim/errors.hpp"
 #include "ketasim/format.hpp"
+#include "ketasim/input_file.hpp"
 #include "ketasim/model_card.hpp"
 #include "ketasim/run.hpp"
 #include "ketasim/scenario_loader.hpp"
@@ -307,7 +308,7 @@ Tolerance read_tolerance(const NodeRef& node) {
 }  // namespace
 
 ReproductionTarget load_target(const std::string& path) {
-  const std::string text = read_text_file(path, "reproduction target");
+  const std::string text = read_text_file(path, "reproduction target", kMaxYamlFileBytes);
   const NodeRef root = yaml::load_document(text, path);
   root.expect_map("a reproduction target (target, title, source, scenario, statistic, expected, tolerance)");
   root.check_keys({"target", "title", "source", "scenario", "statistic", "expected", "tolerance", "known_miss"});

@@ -211,13 +211,10 @@ struct Cohort {
 // int64 overflow.
 inline constexpr std::int64_t kMaxCohortSize = std::int64_t{1} << 40;
 
-// Limits on what a scenario or a dosing table may ask for, checked at load so that every later
-// computation stays in range (Ticks are int64 milliseconds). The dose limits lie far above any
-// clinical or experimental dose: they refuse absurd values (1e308 mg), not unusual regimens.
-inline constexpr double kMaxTimeHours = 100.0 * 365.25 * 24.0;  // 100 years
-inline constexpr std::int64_t kMaxDoseCount = 1'000'000;         // per rule, and per ID of a dosing table
-inline constexpr double kMaxDoseMg = 1e5;                        // 100 g in one dose
-inline constexpr double kMaxDoseMgPerKg = 1e3;                   // 1 g/kg in one weight-based dose
+// Doses per rule, per arm and per ID of a dosing table: every dose of a subject is kept in memory
+// and written. (The longest time is kMaxTimeHours in time.hpp; the accepted dose amounts are
+// units.cpp's ranges of QuantityKind::drug_amount and dose_per_weight.)
+inline constexpr std::int64_t kMaxDoseCount = 1'000'000;
 
 
 // Per-subject metrics that can be selected in output.metrics (docs/model.md defines them).

@@ -3,17 +3,14 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
-#include <cerrno>
 #include <cmath>
-#include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <memory>
-#include <sstream>
 
 #include <Eigen/Cholesky>
 
 #include "ketasim/covariate_table.hpp"
+#include "ketasim/input_file.hpp"
 #include "ketasim/model.hpp"
 #include "ketasim/model_card.hpp"
 #include "ketasim/nonmem.hpp"
@@ -30,7 +27,9 @@ using yaml::NodeRef;
 using yaml::in_quotes;
 using yaml::trim;
 
-// Limits that keep every later computation in range (the shared ones are in scenario.hpp).
+// Limits that keep every later computation in range (Ticks are int64 milliseconds): the shared
+// ones are in scenario.hpp (kMaxDoseCount) and time.hpp (kMaxTimeHours), the accepted ranges of
+// quantities in units.cpp.
 constexpr std::int64_t kMaxGridPoints = 10'000'000;  // per subject and variable
 constexpr double kMaxCv = 5.0;                       // 500%
 
@@ -59,12 +58,17 @@ double read_quantity(const NodeRef& node, const Dimension& dimension, Sign sign)
   return value;
 }
 
+double read_quantity(const NodeRef& node, QuantityKind kind, Sign sign) {
+  const double value = node.as_quantity(kind).value;
+  check_sign(node, value, sign);
+  return value;
+}
+
 // A time in hours from a quantity text, as Ticks. All scenario times pass through here.
 Ticks to_ticks(const NodeRef& node, const std::string& text, Sign sign) {
-  const double hours = node.quantity_from(text, dim::time).value;
+  const double hours = node.quantity_from(text, QuantityKind::time).value;
   if (sign == Sign::positive && !(hours > 0.0)) node.fail(in_quotes(text) + " must be greater than 0");
   if (sign == Sign::non_negative && !(hours >= 0.0)) node.fail(in_quotes(text) + " must not be negative");
-  if (hours > kMaxTimeHours) node.fail(in_quotes(text) + " is longer than the limit of 100 years");
   const Ticks ticks = std::llround(hours * static_cast<double>(kTicksPerHour));
   if (hours > 0.0 && ticks == 0) node.fail(in_quotes(text) + " is shorter than the time resolution of 1 ms");
   return ticks;
@@ -179,15 +183,14 @@ struct CovariateKind {
   double (*read)(const NodeRef&, Sign);  // a value (positive where the covariate must be) or a spread (non-negative)
 };
 
-double read_body_weight(const NodeRef& node, Sign sign) { return read_quantity(node, dim::body_mass, sign); }
+double read_body_weight(const NodeRef& node, Sign sign) { return read_quantity(node, QuantityKind::body_weight, sign); }
 double read_age(const NodeRef& node, Sign) {
   // An age is a time, but "expected a duration (e.g. 40 min)" would mislead: say what is meant.
   const std::string text = node.scalar("an age (e.g. 45 y)");
-  const auto quantity = parse_quantity(text);
-  if (!quantity || !(quantity->dimension == dim::time))
+  const auto written = parse_written_quantity(text);
+  if (!written || !(written->unit.dimension == dim::time))
     node.fail("cannot read " + in_quotes(text) + " as an age; expected years with their unit (e.g. 45 y)");
-  check_sign(node, quantity->value, Sign::non_negative);
-  return quantity->value / 8766.0;
+  return read_quantity(node, QuantityKind::age, Sign::non_negative) / 8766.0;
 }
 double read_score(const NodeRef& node, Sign = Sign::non_negative) {
   const double value = node.as_number();
@@ -360,7 +363,7 @@ std::shared_ptr<const CovariateTable> read_cohort_table(const NodeRef& node, con
   if (path.is_relative()) path = (scenario_directory / path).lexically_normal();
   std::string text;
   try {
-    text = read_text_file(path.string(), "cohort file");
+    text = read_text_file(path.string(), "cohort file", kMaxTableFileBytes);
   } catch (const IoError& error) {
     node.fail(std::string(error.what()) + " (a relative path is taken from the scenario file's directory)");
   }
@@ -421,7 +424,8 @@ Eigen::MatrixXd read_covariate_correlations(const NodeRef& node, const Cohort& c
   const auto entries = node.entries();
   if (entries.empty()) node.fail("expected at least one pair of covariates and its correlation, " + example);
   Eigen::MatrixXd correlation = Eigen::MatrixXd::Identity(3, 3);
-  std::array<std::array<std::string, 3>, 3> given_at{};  // the key path that set each pair
+  // The key path that set each pair. Default-initialised: clang 14's frontend crashes on `{}` here.
+  std::array<std::array<std::string, 3>, 3> given_at;
   for (const MapEntry& entry : entries) {
     const std::size_t tilde = entry.key.find('~');
     if (tilde == std::string::npos || entry.key.find('~', tilde + 1) != std::string::npos) {
@@ -612,24 +616,21 @@ DoseAmount read_dose(const NodeRef& node) {
   const std::string expected = "a drug amount (e.g. 35 mg) or a weight-based dose (e.g. 0.5 mg/kg)";
   const std::string text = node.scalar(expected);
   std::string problem;
-  const auto quantity = parse_quantity(text, &problem);
-  if (!quantity) node.fail("cannot read " + in_quotes(text) + " as a dose: " + problem);
+  const auto written = parse_written_quantity(text, &problem);
+  if (!written) node.fail("cannot read " + in_quotes(text) + " as a dose: " + problem);
+  const Dimension& dimension = written->unit.dimension;
   DoseAmount dose;
-  if (quantity->dimension == dim::drug_mass) {
+  if (dimension == dim::drug_mass) {
     dose.basis = DoseBasis::flat;
-  } else if (quantity->dimension == dim::dose_per_weight) {
+  } else if (dimension == dim::dose_per_weight) {
     dose.basis = DoseBasis::per_body_weight;
-  } else if (quantity->dimension == dim::dimensionless) {
+  } else if (dimension == dim::dimensionless) {
     node.fail(in_quotes(text) + " has no unit, expected " + expected);
   } else {
-    node.fail(in_quotes(text) + " is " + describe(quantity->dimension) + ", expected " + expected);
+    node.fail(in_quotes(text) + " is " + describe(dimension) + ", expected " + expected);
   }
-  dose.value = quantity->value;
-  check_sign(node, dose.value, Sign::positive);
-  if (dose.basis == DoseBasis::flat && dose.value > kMaxDoseMg)
-    node.fail(in_quotes(text) + " is above the limit of 100 g per dose");
-  if (dose.basis == DoseBasis::per_body_weight && dose.value > kMaxDoseMgPerKg)
-    node.fail(in_quotes(text) + " is above the limit of 1 g/kg per dose");
+  const QuantityKind kind = dose.basis == DoseBasis::flat ? QuantityKind::drug_amount : QuantityKind::dose_per_weight;
+  dose.value = read_quantity(node, kind, Sign::positive);
   return dose;
 }
 
@@ -700,7 +701,7 @@ DoseDrug read_dose_drug(const NodeRef& node, const ModelCard& card) {
 double read_max_dose(const NodeRef& cap, const DoseAmount& dose) {
   if (dose.basis != DoseBasis::per_body_weight)
     cap.fail("max_dose caps a weight-based dose (e.g. dose: 0.5 mg/kg, max_dose: 60 mg); the dose here is flat");
-  return read_quantity(cap, dim::drug_mass, Sign::positive);
+  return read_quantity(cap, QuantityKind::drug_amount, Sign::positive);
 }
 
 // An intranasal dose of the card's drug is a whole number of the card's devices.
@@ -789,11 +790,48 @@ AsNeeded read_as_needed(const NodeRef& node, const ModelCard& card) {
   return rule;
 }
 
+// When the last dose of a weekly, interval or explicit schedule ends (for a `for` bound, when its
+// window ends, if later), from the simulation start. Computed, not expanded.
+Ticks schedule_end(const DosingRule& rule) {
+  Ticks last_start = rule.start;
+  switch (rule.schedule) {
+    case ScheduleKind::explicit_times: last_start += rule.explicit_times.back(); break;
+    case ScheduleKind::interval:
+      last_start += rule.count ? (*rule.count - 1) * rule.interval : *rule.repeat_for;
+      break;
+    case ScheduleKind::weekly:
+      if (rule.count) {
+        const auto slots = static_cast<std::int64_t>(rule.weekly_slots.size());
+        const std::int64_t last = *rule.count - 1;
+        last_start += last / slots * kTicksPerWeek + rule.weekly_slots[static_cast<std::size_t>(last % slots)].time_in_week();
+      } else {
+        last_start += *rule.repeat_for;
+      }
+      break;
+    case ScheduleKind::as_needed:
+    case ScheduleKind::table: break;
+  }
+  return last_start + rule.infusion_duration;
+}
+
+// Every time is limited to 100 years; a schedule's start plus its repeats must be too (count:
+// 1000000 at every 1 h would end after 114 years). Blamed on count or for, else on schedule.
+void check_schedule_end(const NodeRef& node, const DosingRule& rule) {
+  const Ticks end = schedule_end(rule);
+  const double limit_hours = accepted_range(QuantityKind::time).max;
+  if (ticks_to_hours(end) <= limit_hours) return;
+  const auto bound = rule.count ? node.find("count") : node.find("for");
+  const NodeRef blame = bound ? *bound : node.require("schedule", "");
+  blame.fail("this schedule's last dose ends " + yaml::format_number(ticks_to_hours(end) / 8766.0) +
+             " years after the simulation start; every time must lie within 100 years of it");
+}
+
 // The schedule keys of a rule or a phase: schedule, start, for, count.
 void read_schedule_part(const NodeRef& node, DosingRule& rule) {
   read_schedule(node.require("schedule", "e.g. schedule: [Mon 09:00, Thu 09:00], 'every 3.5 d' or {at: [9 h]}"), rule);
   if (const auto start = node.find("start")) rule.start = read_time_point(*start);
   read_repeat_bounds(node, rule);
+  check_schedule_end(node, rule);
 }
 
 // phases: consecutive schedules of the same dose; phase k starts when phase k-1's `for` ends.
@@ -823,6 +861,7 @@ std::vector<DosingRule> read_phases(const NodeRef& node, const DosingRule& base,
       item.fail("a phase with weekly slots must start at a whole week; the phases before it last " +
                 format_hours(start - base.start) + " (give them 'for' in whole weeks)");
     read_repeat_bounds(item, rule);
+    check_schedule_end(item, rule);
     const bool last = i + 1 == items.size();
     if (!last && !rule.repeat_for)
       item.fail("every phase but the last needs 'for' (e.g. for: 3 weeks): the next phase starts when it ends");
@@ -1204,6 +1243,27 @@ void check_model_choices(const NodeRef& root, const Scenario& scenario) {
   }
 }
 
+// Every dose of a subject is kept in memory and written (dose_time_h and its companions have one
+// column per dose an arm can give), so an arm gives each subject at most kMaxDoseCount doses, all
+// its rules together. Stops counting at the first rule past the limit: rules are not expanded
+// beyond it.
+void check_doses_per_subject(const NodeRef& root, const Scenario& scenario) {
+  const auto arm_nodes = root.require("arms", "").items("arms");
+  for (std::size_t a = 0; a < scenario.arms.size(); ++a) {
+    const Arm& arm = scenario.arms[a];
+    std::size_t doses = 0;
+    for (const DosingRule& rule : arm.regimen) {
+      doses += rule.most_doses(scenario.output.grid_end);
+      if (doses <= static_cast<std::size_t>(kMaxDoseCount)) continue;
+      throw ScenarioError(rule.where, arm_nodes[a].child_path("regimen"),
+                          "arm " + in_quotes(arm.name) + " can give a subject " + std::to_string(doses) +
+                              " doses or more, counting the rules up to this one (an as-needed rule counts one session "
+                              "per min_interval of its window unless max_doses is less); at most " +
+                              std::to_string(kMaxDoseCount) + " doses per subject and arm are supported");
+    }
+  }
+}
+
 SolverSpec read_solver(const NodeRef& node) {
   node.expect_map("a map of solver settings (method, rtol, atol); remove the key for defaults");
   node.check_keys({"method", "rtol", "atol"});
@@ -1249,22 +1309,14 @@ Scenario parse_scenario(const std::string& yaml_text, const std::string& source_
   if (const auto output = root.find("output")) scenario.output = read_output(*output, card);
   check_arm_models(root, scenario);
   check_model_choices(root, scenario);
+  check_doses_per_subject(root, scenario);
   check_occasion_variability(root, scenario, card);
   if (const auto solver = root.find("solver")) scenario.solver = read_solver(*solver);
   return scenario;
 }
 
-std::string read_text_file(const std::string& path, const std::string& what) {
-  std::error_code error;
-  if (std::filesystem::is_directory(path, error)) throw IoError("cannot read " + what + " '" + path + "': it is a directory");
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw IoError("cannot read " + what + " '" + path + "': " + std::strerror(errno));
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (in.bad()) throw IoError("cannot read " + what + " '" + path + "': read failed");
-  return text.str();
+Scenario load_scenario_file(const std::string& path) {
+  return parse_scenario(read_text_file(path, "scenario file", kMaxYamlFileBytes), path);
 }
-
-Scenario load_scenario_file(const std::string& path) { return parse_scenario(read_text_file(path, "scenario file"), path); }
 
 }  // namespace ketasim

@@ -10,12 +10,10 @@
 
 namespace ketasim {
 
-// Reads and validates a scenario file. An unreadable file is an IoError naming the path; anything
-// wrong inside it is a ScenarioError.
+// Reads (input_file.hpp: a regular file within the YAML size limit) and validates a scenario
+// file. An unreadable file is an IoError naming the path; anything wrong inside it is a
+// ScenarioError.
 Scenario load_scenario_file(const std::string& path);
-
-// The whole text of a file; an IoError naming `what` and the path when it cannot be read.
-std::string read_text_file(const std::string& path, const std::string& what);
 
 // Validates scenario text; `source_name` is used in messages and stored as Scenario::source_file.
 Scenario parse_scenario(const std::string& yaml_text, const std::string& source_name);

@@ -14,6 +14,9 @@ inline constexpr Ticks kTicksPerMinute = 60 * kTicksPerSecond;
 inline constexpr Ticks kTicksPerHour = 60 * kTicksPerMinute;
 inline constexpr Ticks kTicksPerDay = 24 * kTicksPerHour;
 inline constexpr Ticks kTicksPerWeek = 7 * kTicksPerDay;
+// The longest time a scenario or a dosing table may name: 100 years keeps sums of Ticks (int64
+// milliseconds) far from overflow.
+inline constexpr double kMaxTimeHours = 100.0 * 365.25 * 24.0;
 
 inline constexpr double ticks_to_hours(Ticks t) { return static_cast<double>(t) / static_cast<double>(kTicksPerHour); }
 

@@ -3,7 +3,11 @@
 #include <cctype>
 #include <charconv>
 #include <cmath>
+#include <cstdio>
+#include <stdexcept>
 #include <string>
+
+#include "ketasim/time.hpp"
 
 namespace ketasim {
 
@@ -162,28 +166,121 @@ std::optional<Unit> parse_unit(std::string_view text, std::string* problem) {
   return result;
 }
 
-std::optional<Quantity> parse_quantity(std::string_view text, std::string* problem) {
+namespace {
+
+// The accepted magnitudes of each QuantityKind, in base units (mg, kg, h). Wide enough for any
+// person and any dose of any drug, narrow enough to catch a wrong unit or exponent.
+const AcceptedRange kAcceptedRanges[] = {
+    // 1 ng to 1 kg.
+    {QuantityKind::drug_amount, "a drug amount", dim::drug_mass, 1e-6, 1e6, "mg", 1.0},
+    // A gram per kilogram is beyond any dose of any drug.
+    {QuantityKind::dose_per_weight, "a weight-based dose", dim::dose_per_weight, 1e-6, 1e3, "mg/kg", 1.0},
+    // The heaviest people recorded weighed about 600 kg; cohort files refuse more than 500 kg too.
+    {QuantityKind::body_weight, "a body weight", dim::body_mass, 0.0, 500.0, "kg", 1.0},
+    {QuantityKind::age, "an age", dim::time, 0.0, 120.0 * 8766.0, "y", 8766.0},
+    // Schedule times are int64 milliseconds (time.hpp); 100 years keeps sums of them far from
+    // overflow.
+    {QuantityKind::time, "a time", dim::time, 0.0, kMaxTimeHours, "y", 8766.0},
+};
+
+std::string shortest(double value) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%g", value);
+  return text;
+}
+
+// The number at the start of `text`, as std::from_chars reads it (no leading '+').
+struct LeadingNumber {
+  enum class Status { ok, none, out_of_range, not_finite };
+  double value = 0.0;
+  std::size_t length = 0;  // characters read
+  Status status = Status::none;
+};
+
+LeadingNumber leading_number(std::string_view text) {
+  LeadingNumber number;
+  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), number.value);
+  number.length = static_cast<std::size_t>(end - text.data());
+  if (error == std::errc::result_out_of_range)
+    number.status = LeadingNumber::Status::out_of_range;
+  else if (error != std::errc() || number.length == 0)
+    number.status = LeadingNumber::Status::none;
+  else
+    number.status = std::isfinite(number.value) ? LeadingNumber::Status::ok : LeadingNumber::Status::not_finite;
+  return number;
+}
+
+std::string out_of_double_range(std::string_view number) {
+  return "the number '" + std::string(number) +
+         "' is out of the range of a double (magnitudes up to 1.8e308 and, apart from 0, down to 4.9e-324)";
+}
+
+}  // namespace
+
+std::optional<double> parse_number(std::string_view text, std::string* problem) {
+  const std::string_view written = trim(text);
+  std::string_view digits = written;
+  if (!digits.empty() && digits.front() == '+') digits.remove_prefix(1);
+  const LeadingNumber number = leading_number(digits);
+  const bool whole = number.length == digits.size() && !digits.empty();
+  if (whole && number.status == LeadingNumber::Status::ok) return number.value;
+  if (whole && number.status == LeadingNumber::Status::out_of_range) set_problem(problem, out_of_double_range(written));
+  return std::nullopt;
+}
+
+std::optional<WrittenQuantity> parse_written_quantity(std::string_view text, std::string* problem) {
   const std::string_view trimmed = trim(text);
   if (trimmed.empty()) {
     set_problem(problem, "empty value");
     return std::nullopt;
   }
-  double number = 0.0;
-  const char* begin = trimmed.data();
-  const char* end = trimmed.data() + trimmed.size();
-  const auto [after_number, error] = std::from_chars(begin, end, number);
-  if (error != std::errc() || after_number == begin) {
-    set_problem(problem, "'" + std::string(trimmed) + "' does not start with a number");
-    return std::nullopt;
+  const LeadingNumber number = leading_number(trimmed);
+  switch (number.status) {
+    case LeadingNumber::Status::ok: break;
+    case LeadingNumber::Status::none:
+      set_problem(problem, "'" + std::string(trimmed) + "' does not start with a number");
+      return std::nullopt;
+    case LeadingNumber::Status::out_of_range:
+      set_problem(problem, out_of_double_range(trimmed.substr(0, number.length)));
+      return std::nullopt;
+    case LeadingNumber::Status::not_finite:
+      set_problem(problem, "'" + std::string(trimmed) + "' is not a finite number");
+      return std::nullopt;
   }
-  if (!std::isfinite(number)) {
-    set_problem(problem, "'" + std::string(trimmed) + "' is not a finite number");
-    return std::nullopt;
-  }
-  const std::string_view unit_text = trimmed.substr(static_cast<std::size_t>(after_number - begin));
-  const auto unit = parse_unit(unit_text, problem);
+  const auto unit = parse_unit(trimmed.substr(number.length), problem);
   if (!unit) return std::nullopt;
-  return Quantity{number * unit->scale, unit->dimension};
+  return WrittenQuantity{number.value, *unit};
+}
+
+std::optional<Quantity> parse_quantity(std::string_view text, std::string* problem) {
+  const auto written = parse_written_quantity(text, problem);
+  if (!written) return std::nullopt;
+  const double value = written->base_value();
+  if (!std::isfinite(value)) {
+    set_problem(problem, "'" + std::string(trim(text)) +
+                             "' is out of the range of a double once converted to ketasim's base units (mg, kg, L, h)");
+    return std::nullopt;
+  }
+  return Quantity{value, written->unit.dimension};
+}
+
+const AcceptedRange& accepted_range(QuantityKind kind) {
+  for (const AcceptedRange& range : kAcceptedRanges)
+    if (range.kind == kind) return range;
+  throw std::logic_error("no accepted range for a quantity kind");
+}
+
+bool in_accepted_range(QuantityKind kind, double base_value) {
+  const AcceptedRange& range = accepted_range(kind);
+  const double magnitude = std::fabs(base_value);
+  return base_value == 0.0 || (magnitude >= range.min && magnitude <= range.max);
+}
+
+std::string outside_accepted_range(QuantityKind kind) {
+  const AcceptedRange& range = accepted_range(kind);
+  const std::string max = shortest(range.max / range.unit_scale) + " " + range.unit;
+  const std::string accepted = range.min > 0.0 ? shortest(range.min / range.unit_scale) + " to " + max : "up to " + max;
+  return "lies outside the accepted range of " + std::string(range.what) + ": " + accepted;
 }
 
 }  // namespace ketasim

@@ -48,11 +48,12 @@ struct Quantity {
   Dimension dimension;
 };
 
-// Parses "<number> <unit>" (the space is optional; "%" and dimensionless numbers allowed).
-// Units: mg g ug µg ng (drug mass); kg (body mass); L mL dL (volume); s min h d day(s) week(s)
-// wk y year(s) (time); mmHg; beat(s) and bpm; products and quotients with '/' and '*' and '1/h'. Returns nullopt and fills
-// `problem` with a one-line explanation on failure.
-std::optional<Quantity> parse_quantity(std::string_view text, std::string* problem = nullptr);
+// A finite number written in the C locale ("35", "+0.5", "-1e-8") occupying all of `text`
+// (spaces around it are ignored), or nullopt. `problem` is filled only for a number a double
+// cannot hold ("1e309": magnitudes up to 1.8e308 and, apart from 0, down to 4.9e-324), so that
+// callers say so instead of "not a number"; it is left alone for text that is not a number, inf
+// or nan, for which each caller has its own words.
+std::optional<double> parse_number(std::string_view text, std::string* problem = nullptr);
 
 // Parses a unit expression alone ("ng/mL"); scale is the factor to base units.
 struct Unit {
@@ -60,5 +61,51 @@ struct Unit {
   Dimension dimension;
 };
 std::optional<Unit> parse_unit(std::string_view text, std::string* problem = nullptr);
+
+// "<number> <unit>" as written, before conversion: the number is a finite double, but the value
+// in base units (number * unit.scale) can overflow, e.g. "1e308 g" is 1e311 mg.
+struct WrittenQuantity {
+  double number = 0.0;
+  Unit unit;
+  double base_value() const { return number * unit.scale; }
+};
+std::optional<WrittenQuantity> parse_written_quantity(std::string_view text, std::string* problem = nullptr);
+
+// Parses "<number> <unit>" (the space is optional; "%" and dimensionless numbers allowed).
+// Units: mg g ug µg ng (drug mass); kg (body mass); L mL dL (volume); s min h d day(s) week(s)
+// wk y year(s) (time); mmHg; beat(s) and bpm; products and quotients with '/' and '*' and '1/h'. Returns nullopt and fills
+// `problem` with a one-line explanation on failure, also when the value overflows a double once
+// converted to base units.
+std::optional<Quantity> parse_quantity(std::string_view text, std::string* problem = nullptr);
+
+// Kinds of quantities with a range of accepted values: a value outside it is a mistake (a unit
+// typed wrong, an exponent too many) or breaks the arithmetic (1e308 g is infinite in mg), and is
+// refused where it is read. Every such range is in the one table of units.cpp.
+enum class QuantityKind {
+  drug_amount,      // a dose or a dose cap (mg)
+  dose_per_weight,  // a weight-based dose (mg/kg)
+  body_weight,      // a weight, its spread or bounds (kg)
+  age,              // an age, its spread or bounds (kept in h like every time)
+  time,             // a time or a duration in a schedule, grid or window (h)
+};
+
+struct AcceptedRange {
+  QuantityKind kind;
+  const char* what;     // "a drug amount"
+  Dimension dimension;  // of the kind's values
+  double min = 0.0;     // least magnitude in base units, for values other than 0; 0: no lower bound
+  double max = 0.0;     // greatest magnitude in base units
+  const char* unit;     // the unit in which the range is shown
+  double unit_scale;    // base units per shown unit
+};
+
+const AcceptedRange& accepted_range(QuantityKind kind);
+
+// True for 0 and for magnitudes in [min, max]. Signs are checked by the reader of each value.
+bool in_accepted_range(QuantityKind kind, double base_value);
+
+// "lies outside the accepted range of a drug amount: 1e-06 to 1e+06 mg": the end of a message
+// that starts with the value as written.
+std::string outside_accepted_range(QuantityKind kind);
 
 }  // namespace ketasim

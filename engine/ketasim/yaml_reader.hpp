@@ -83,8 +83,12 @@ struct NodeRef {
   // A finite quantity of the `expected` dimension, in base units. A dimensionless expectation
   // accepts a plain number (and a percentage).
   Quantity as_quantity(const Dimension& expected) const;
+  // A quantity of a kind with an accepted range (units.hpp): its dimension, and a magnitude in
+  // the range or 0; the message of a value outside says the range.
+  Quantity as_quantity(QuantityKind kind) const;
   // The same for a text taken from this node (e.g. the "3.5 d" of "every 3.5 d").
   Quantity quantity_from(const std::string& text, const Dimension& expected) const;
+  Quantity quantity_from(const std::string& text, QuantityKind kind) const;
   // "30%" -> 0.3. A bare number is refused: 0.3 and 30 are both plausible meanings.
   double as_percentage() const;
 };
