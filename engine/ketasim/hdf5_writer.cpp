@@ -22,10 +22,12 @@
 #include <numeric>
 #include <optional>
 #include <set>
+#include <system_error>
 #include <thread>
 #include <utility>
 
 #include "ketasim/errors.hpp"
+#include "ketasim/hdf5_file_driver.hpp"
 #include "ketasim/version.hpp"
 
 namespace ketasim {
@@ -111,7 +113,13 @@ class ErrorStackRecorder {
   void* previous_data_ = nullptr;
 };
 
-std::string describe(const H5::Exception& exception, const Hdf5ErrorStack& stack) {
+// `system_error`: the errno of the first failed read or write of the file (hdf5_file_driver), 0 if
+// none: the cause the user can act on (a full disk must say so); the API call says what failed.
+std::string describe(const H5::Exception& exception, const Hdf5ErrorStack& stack, int system_error) {
+  if (system_error != 0) {
+    return std::string(std::strerror(system_error)) + " (in " +
+           (stack.api_call.empty() ? exception.getFuncName() : stack.api_call) + ")";
+  }
   if (stack.api_call.empty()) return exception.getFuncName() + ": " + exception.getDetailMsg();
   if (stack.innermost_cause == stack.api_call) return stack.api_call;
   return stack.api_call + " <- " + stack.innermost_cause;
@@ -178,9 +186,9 @@ std::vector<hsize_t> column_shape(hsize_t subjects, std::size_t width) {
 // A small float64 vector written whole, e.g. the time grid.
 void write_vector(const H5::Group& parent, const std::string& name, const std::vector<double>& values,
                   const std::string& unit, const std::string& description) {
-  const H5::DataSet dataset =
-      create_dataset(parent, name, H5::PredType::IEEE_F64LE, {values.size()}, unit, description);
+  H5::DataSet dataset = create_dataset(parent, name, H5::PredType::IEEE_F64LE, {values.size()}, unit, description);
   if (!values.empty()) dataset.write(values.data(), H5::PredType::NATIVE_DOUBLE);
+  dataset.close();  // closing writes the data: a failure must throw, not be printed by the destructor
 }
 
 // ---- Trajectory chunks -----------------------------------------------------------------------
@@ -566,6 +574,18 @@ struct ArmDatasets {
   std::int64_t written_count = 0;
 };
 
+template <class Visit>
+void for_each_dataset(ArmDatasets& arm, const Visit& visit) {
+  for (H5::DataSet& dataset : arm.trajectories) visit(dataset);
+  for (auto& quantiles : arm.summaries)
+    for (H5::DataSet& dataset : quantiles) visit(dataset);
+  for (ColumnDataset& column : arm.subject_columns) visit(column.dataset);
+  for (ColumnDataset& column : arm.metrics) visit(column.dataset);
+  visit(arm.subject_id);
+  visit(arm.status);
+  visit(arm.message);
+}
+
 }  // namespace
 
 struct ResultWriter::State {
@@ -580,6 +600,7 @@ struct ResultWriter::State {
 
   // Used by the writer thread only.
   Hdf5ErrorStack error_stack;
+  hdf5_file_driver::FileControl file_control;  // of `file`, which refers to it
   std::optional<H5::H5File> file;  // emplaced: H5File's copy assignment is deprecated
   std::vector<ArmDatasets> arms;
   Phase phase = Phase::open;
@@ -597,7 +618,12 @@ struct ResultWriter::State {
     try {
       std::forward<Action>(action)();
     } catch (const H5::Exception& exception) {
-      throw IoError(temporary_path + ": cannot " + what + ": " + describe(exception, error_stack));
+      throw IoError(temporary_path + ": cannot " + what + ": " + describe(exception, error_stack, file_control.failure));
+    }
+    // A failure that HDF5 did not report to the caller (the destructor of a C++ wrapper object
+    // swallows it), or that an earlier call left behind: the file is incomplete either way.
+    if (file_control.failure != 0 && !file_control.discard_writes) {
+      throw IoError(temporary_path + ": cannot " + what + ": " + std::strerror(file_control.failure));
     }
   }
 
@@ -618,18 +644,11 @@ struct ResultWriter::State {
   void check_every_subject_written() const;
   void write_summary(const ArmDatasets& arm, std::size_t trajectory);
   void close_file();
+  void discard_file() noexcept;
 };
 
 ResultWriter::State::~State() {
-  if (phase == Phase::finished) return;
-  try {
-    ErrorStackRecorder recorder(error_stack);
-    close_file();
-  } catch (...) {  // NOLINT(bugprone-empty-catch): a destructor must not throw; the file is removed anyway
-  }
-  std::error_code ignored;
-  // Never a directory: that would be someone else's, which made the file creation fail.
-  if (temporary_file_may_exist && !fs::is_directory(temporary_path, ignored)) fs::remove(temporary_path, ignored);
+  if (phase != Phase::finished) discard_file();
 }
 
 void ResultWriter::State::create_file() {
@@ -650,6 +669,7 @@ void ResultWriter::State::create_file() {
   hdf5("create the temporary output file", [&] {
     H5::FileAccPropList access;
     access.setFcloseDegree(H5F_CLOSE_STRONG);  // closing the file really closes it before the rename
+    hdf5_file_driver::use(access.getId(), &file_control);
     file.emplace(temporary_path, H5F_ACC_TRUNC, H5::FileCreatPropList::DEFAULT, access);
   });
 }
@@ -968,13 +988,47 @@ void ResultWriter::State::write_summary(const ArmDatasets& arm, std::size_t traj
   });
 }
 
+// Closes every dataset, then the file, each exactly once, also when closing fails: a failed
+// H5Dclose keeps the dataset's ID, and the next attempt (H5::DataSet's destructor) would print its
+// failure to stderr; a failed H5Fclose leaves an ID on which HDF5 crashes at exit
+// (hdf5_file_driver.hpp), and a second H5Fclose (H5File's destructor) crashes at once. The file is
+// therefore flushed first and closed only once that succeeded; otherwise it stays open for
+// discard_file(). Throws the first failure once everything that could be released was.
 void ResultWriter::State::close_file() {
+  std::optional<IoError> first_failure;
+  for (ArmDatasets& arm : arms) {
+    for_each_dataset(arm, [&](H5::DataSet& dataset) {
+      try {
+        hdf5("close a dataset of arm '" + arm.layout->name + "'", [&] { dataset.close(); });
+      } catch (const IoError& failure) {
+        if (!first_failure) first_failure = failure;
+      }
+    });
+  }
+  if (first_failure) throw *first_failure;  // the datasets that could not be closed stay in `arms`
   arms.clear();  // the datasets must be released before the file
   if (!file) return;
+  hdf5("flush the file", [&] { file->flush(H5F_SCOPE_LOCAL); });
+  const hid_t id = file->getId();
+  H5Iinc_ref(id);  // the wrapper's destructor then only drops its own reference
+  file.reset();
   hdf5("close the file", [&] {
-    file->close();
-    file.reset();
+    if (H5Fclose(id) < 0) throw H5::FileIException("H5Fclose", "cannot close the file");
   });
+}
+
+// An unfinished file is thrown away: its writes are discarded from here on, so that closing it
+// (which flushes HDF5's caches) cannot fail for want of space, then it is removed. Never throws.
+void ResultWriter::State::discard_file() noexcept {
+  file_control.discard_writes = true;
+  try {
+    ErrorStackRecorder recorder(error_stack);
+    close_file();
+  } catch (...) {  // NOLINT(bugprone-empty-catch): the file is removed whether or not it closed
+  }
+  std::error_code ignored;
+  // Never a directory: that would be someone else's, which made the file creation fail.
+  if (temporary_file_may_exist && !fs::is_directory(temporary_path, ignored)) fs::remove(temporary_path, ignored);
 }
 
 // ---- ResultWriter --------------------------------------------------------------------------
