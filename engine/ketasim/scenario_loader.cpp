@@ -137,6 +137,7 @@ double read_parameter_value(const NodeRef& node, const ParameterSpec& spec) {
     node.fail(node.kind() + " exceeds the upper bound of " + spec.name + " (" +
               yaml::format_number(to_display_unit(spec, spec.upper_bound)) + unit + ")");
   }
+  if (const std::string problem = implausible_parameter_value(spec, value); !problem.empty()) node.fail(node.kind() + " " + problem);
   return value;
 }
 

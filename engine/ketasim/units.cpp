@@ -4,6 +4,7 @@
 #include <charconv>
 #include <cmath>
 #include <string>
+#include <utility>
 
 namespace ketasim {
 
@@ -184,6 +185,23 @@ std::optional<Quantity> parse_quantity(std::string_view text, std::string* probl
   const auto unit = parse_unit(unit_text, problem);
   if (!unit) return std::nullopt;
   return Quantity{number * unit->scale, unit->dimension};
+}
+
+std::optional<ParameterRange> plausible_parameter_range(const Dimension& dimension) {
+  static const std::pair<Dimension, ParameterRange> ranges[] = {
+      {dim::volume, {"a volume", 1e-6, 1e6}},                // 1 uL to 1000 m3
+      {dim::clearance, {"a clearance", 1e-6, 1e6}},          // L/h
+      {dim::rate_constant, {"a rate constant", 1e-6, 1e8}},  // half-lives from 79 years down to 25 us
+      {dim::time, {"a duration", 1e-8, 1e6}},                // 36 us to 114 years
+      {dim::concentration, {"a concentration", 1e-9, 1e3}},  // 1e-6 to 1e6 ng/mL
+      {dim::exposure, {"an exposure", 1e-9, 1e6}},           // 1e-6 to 1e9 ng*h/mL
+      {dim::pressure, {"a blood pressure", 1e-6, 1e3}},      // mmHg
+      {dim::heart_rate, {"a heart rate", 6e-5, 6e4}},        // 1e-6 to 1000 bpm
+      {dim::dimensionless, {"a plain number", 0.0, 1e4}},    // fractions, Hill coefficients, score points
+  };
+  for (const auto& [known, range] : ranges)
+    if (known == dimension) return range;
+  return std::nullopt;
 }
 
 }  // namespace ketasim
