@@ -1100,3 +1100,20 @@ TEST_CASE("ResultWriter on a file that cannot grow fails cleanly in every phase"
   CHECK(write_poorly_compressible(path).phase == WriterPhase::done);
   CHECK(fs::file_size(path) == complete_size);
 }
+
+TEST_CASE("ResultWriter finish stops its summary pass when cancelled and leaves no file", "[hdf5][fault]") {
+  const TemporaryDirectory directory;
+  const fs::path path = directory / "result.h5";
+  const std::vector<ArmLayout> arms = make_layout();
+  std::atomic<bool> cancel{false};
+  ResultWriterOptions options;
+  options.cancel = &cancel;
+  {
+    ResultWriter writer(path.string(), make_info(5), arms, 5, options);
+    for (std::size_t arm = 0; arm < arms.size(); ++arm) writer.write(make_block(arms, arm, 0, 5));
+    cancel = true;
+    CHECK_THROWS_AS(writer.finish(), ketasim::InterruptedError);
+    CHECK_THROWS_WITH(writer.finish(), Catch::Contains("unusable after an earlier failure"));
+  }
+  CHECK(directory_listing(directory.path()).empty());
+}

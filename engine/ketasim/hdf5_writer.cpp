@@ -928,6 +928,9 @@ void ResultWriter::State::write_summary(const ArmDatasets& arm, std::size_t traj
   for (auto& values : quantiles) values.assign(grid.time_points, kNaN);
   const std::string what =
       "summarize trajectory '" + arm.layout->trajectories[trajectory].name + "' of arm '" + arm.layout->name + "'";
+  const auto throw_if_cancelled = [&] {
+    if (options.cancel != nullptr && options.cancel->load()) throw InterruptedError("interrupted: did not " + what);
+  };
   if (grid.chunked()) {
     const unsigned threads =
         options.summary_threads > 0 ? options.summary_threads : std::max(1U, std::thread::hardware_concurrency());
@@ -957,6 +960,7 @@ void ResultWriter::State::write_summary(const ArmDatasets& arm, std::size_t traj
       };
       const std::size_t batch_size = kSummaryBatchPerThread * threads;
       for (std::size_t next = 0; next < origins.size(); next += batch_size) {
+        throw_if_cancelled();
         batch.resize(std::min(batch_size, origins.size() - next));
         hdf5(what, [&] {
           for (std::size_t i = 0; i < batch.size(); ++i) read_stored_chunk(dataset, origins[next + i], batch[i]);
@@ -968,6 +972,7 @@ void ResultWriter::State::write_summary(const ArmDatasets& arm, std::size_t traj
         }
       }
       parallel_for(threads, static_cast<std::size_t>(width), [&](unsigned thread, std::size_t t) {
+        throw_if_cancelled();
         std::vector<float>& column = columns[thread];
         const float* values = slab.data() + t * subjects;
         column.clear();

@@ -12,6 +12,7 @@
 //   worker threads:   PreparedBlock prepared = writer.prepare(std::move(block));
 //   writer thread:    writer.write(std::move(prepared));
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -91,6 +92,9 @@ struct ResultWriterOptions {
   // Threads that decompress the trajectories and compute the quantiles in finish(); 0 = one per
   // core. The summaries do not depend on it.
   unsigned summary_threads = 0;
+  // When set and it becomes true, finish() stops its summary pass with InterruptedError (checked
+  // a few times a second at least), and the writer is unusable, as after any failure.
+  const std::atomic<bool>* cancel = nullptr;
 };
 
 class ResultWriter {

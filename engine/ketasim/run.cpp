@@ -41,14 +41,31 @@ namespace {
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
 
+// What NaN among a metric's values of a solved subject means. Most metrics are defined for every
+// subject: NaN there (like an infinity anywhere) is a failure of the solve, and fails the subject.
+// A few are undefined for some subjects by definition, and NaN is then their value: no response
+// (first_response_day), not a responder (relapse_day), a dose not given (the per-dose columns,
+// padded to the most doses), an assessment past the grid. A NaN computed in those comes from the
+// MADRS or the effect site, which the solve checks where it computes them.
+enum class NanMeaning { failure, undefined };
+
+struct MetricValues {
+  std::span<const double> values;
+  NanMeaning nan = NanMeaning::failure;
+};
+
 // Every per-subject metric, in file order, tagged with the Metric that selects it (none for the
 // always-written solver path). Building the layout and filling a row both go through
 // for_each_selected_metric, so names, widths and values cannot drift apart.
 template <class Visit>
 void for_each_metric(const Model& model, const SimulationPlan& plan, const SubjectMetrics& m, const double& solver_path,
                      Visit&& visit) {
-  const auto one = [](const double& value) { return std::span<const double>(&value, 1); };
-  const auto many = [](const std::vector<double>& values) { return std::span<const double>(values); };
+  const auto one = [](const double& value) { return MetricValues{std::span<const double>(&value, 1)}; };
+  const auto many = [](const std::vector<double>& values) { return MetricValues{std::span<const double>(values)}; };
+  const auto nan_if_undefined = [](MetricValues values) {
+    values.nan = NanMeaning::undefined;
+    return values;
+  };
   const std::string drug = model.card().drug;
   visit(Metric::cmax, ColumnSpec{"cmax_ng_per_ml", "ng/mL", 1, "maximum plasma " + drug + " concentration"},
         one(m.cmax_ng_per_ml));
@@ -64,17 +81,17 @@ void for_each_metric(const Model& model, const SimulationPlan& plan, const Subje
     visit(Metric::peak_dissociation,
           ColumnSpec{"peak_effect_site_ng_per_ml", "ng/mL", doses,
                      "per dose: maximum effect-site concentration from its start to the next dose"},
-          many(m.peak_effect_ng_per_ml));
+          nan_if_undefined(many(m.peak_effect_ng_per_ml)));
     for (std::size_t l = 0; l < model.links().size(); ++l) {
       const LinkBlock& link = *model.links()[l];
       if (model.find_signal(link.input) != model.dissociation_effect_site()) continue;
       visit(Metric::peak_dissociation,
             ColumnSpec{"peak_" + link.name, link.unit, doses, "per dose: " + link.name + " at the effect-site maximum"},
-            many(m.peak_link[l]));
+            nan_if_undefined(many(m.peak_link[l])));
     }
     visit(Metric::peak_dissociation,
           ColumnSpec{"peak_dissociation_time_h", "h", doses, "per dose: time of the effect-site maximum (and peak dissociation)"},
-          many(m.peak_effect_time_h));
+          nan_if_undefined(many(m.peak_effect_time_h)));
     visit(Metric::time_above_dissociation,
           ColumnSpec{"time_above_dissociation_h", "h", 1,
                      "total time with the dissociation score at or above output.dissociation_threshold"},
@@ -109,23 +126,24 @@ void for_each_metric(const Model& model, const SimulationPlan& plan, const Subje
     at += " after the first session)";
     const std::size_t a = plan.assessments.size();
     visit(Metric::response, ColumnSpec{"madrs_baseline", "", 1, "MADRS at baseline"}, one(m.baseline_madrs));
-    visit(Metric::response, ColumnSpec{"madrs_at", "", a, at + ": the model's MADRS (no residual error)"}, many(m.madrs_at));
+    visit(Metric::response, ColumnSpec{"madrs_at", "", a, at + ": the model's MADRS (no residual error)"},
+          nan_if_undefined(many(m.madrs_at)));
     visit(Metric::response, ColumnSpec{"madrs_observed_at", "", a, at + ": observed MADRS (with residual error, in [0, 60])"},
-          many(m.madrs_observed_at));
+          nan_if_undefined(many(m.madrs_observed_at)));
     visit(Metric::response, ColumnSpec{"response_at", "", a, at + ": 1 if the observed MADRS fell by at least the response fraction"},
-          many(m.response_at));
+          nan_if_undefined(many(m.response_at)));
     visit(Metric::response, ColumnSpec{"remission_at", "", a, at + ": 1 if the observed MADRS is at or below the remission threshold"},
-          many(m.remission_at));
+          nan_if_undefined(many(m.remission_at)));
     visit(Metric::response, ColumnSpec{"first_response_day", "d", 1, "days from the first session to the first response (model MADRS); NaN if none"},
-          one(m.first_response_day));
+          nan_if_undefined(one(m.first_response_day)));
     visit(Metric::response, ColumnSpec{"days_in_response", "d", 1, "days in response (model MADRS) over the output grid"},
           one(m.days_in_response));
     visit(Metric::response, ColumnSpec{"responder_end_of_treatment", "", 1, "1 if in response 1 d after the last session; NaN if past the grid"},
-          one(m.responder_end_of_treatment));
+          nan_if_undefined(one(m.responder_end_of_treatment)));
     visit(Metric::response, ColumnSpec{"relapse_day", "d", 1, "responders at the end of treatment: days from the last session to the loss of response (censored at the end of the grid)"},
-          one(m.relapse_day));
+          nan_if_undefined(one(m.relapse_day)));
     visit(Metric::response, ColumnSpec{"relapse_observed", "", 1, "1 if the loss of response happened within the grid, 0 if censored"},
-          one(m.relapse_observed));
+          nan_if_undefined(one(m.relapse_observed)));
   }
   const std::size_t drugs = model.drugs().size();
   std::string drug_names;
@@ -153,9 +171,25 @@ void for_each_metric(const Model& model, const SimulationPlan& plan, const Subje
 template <class Visit>
 void for_each_selected_metric(const std::vector<Metric>& selected, const Model& model, const SimulationPlan& plan,
                               const SubjectMetrics& m, const double& solver_path, Visit&& visit) {
-  for_each_metric(model, plan, m, solver_path, [&](std::optional<Metric> metric, const ColumnSpec& spec, std::span<const double> values) {
+  for_each_metric(model, plan, m, solver_path, [&](std::optional<Metric> metric, const ColumnSpec& spec, const MetricValues& values) {
     if (!metric || std::find(selected.begin(), selected.end(), *metric) != selected.end()) visit(spec, values);
   });
+}
+
+// Why a solved subject's metrics cannot be written ("" if they can): the first value that is not
+// finite where the metric must be (NanMeaning), or infinite anywhere.
+std::string first_non_finite_metric(const std::vector<Metric>& selected, const Model& model, const SimulationPlan& plan,
+                                    const SubjectMetrics& m) {
+  std::string problem;
+  for_each_selected_metric(selected, model, plan, m, 0.0, [&](const ColumnSpec& spec, const MetricValues& metric) {
+    for (std::size_t i = 0; i < metric.values.size() && problem.empty(); ++i) {
+      const double value = metric.values[i];
+      if (std::isfinite(value) || (std::isnan(value) && metric.nan == NanMeaning::undefined)) continue;
+      problem = "metric " + spec.name + (spec.width == 1 ? "" : "[" + std::to_string(i) + "]") + " is not finite (" +
+                format_value(value) + ")";
+    }
+  });
+  return problem;
 }
 
 std::string describe_as_needed(const AsNeeded& rule) {
@@ -335,15 +369,17 @@ class ScenarioRunner {
   const std::vector<ArmPlan>& arms() const { return arms_; }
   const SimulationPlan& plan() const { return engines_.front()->plan; }
 
-  // All arms for the subjects of one range; one block per arm.
-  std::vector<SubjectBlock> simulate(SubjectRange range) const {
+  // All arms for the subjects of one range; one block per arm. Throws InterruptedError once
+  // `cancel` is set (checked between subjects and within their solves).
+  std::vector<SubjectBlock> simulate(SubjectRange range, const std::atomic<bool>* cancel = nullptr) const {
     std::vector<SubjectBlock> blocks(arms_.size());
     for (std::size_t a = 0; a < arms_.size(); ++a) allocate(blocks[a], a, range);
     std::vector<PreparedSubject> prepared(engines_.size());
     for (std::int64_t row = 0; row < range.count; ++row) {
+      if (cancel != nullptr && cancel->load(std::memory_order_relaxed)) throw InterruptedError("interrupted");
       for (std::size_t e = 0; e < engines_.size(); ++e) prepared[e] = prepare(*engines_[e], range.first + row);
       for (std::size_t a = 0; a < arms_.size(); ++a)
-        simulate_one(blocks[a], static_cast<std::size_t>(row), prepared[arms_[a].engine]);
+        simulate_one(blocks[a], static_cast<std::size_t>(row), prepared[arms_[a].engine], cancel);
     }
     return blocks;
   }
@@ -398,7 +434,9 @@ class ScenarioRunner {
     block.arm = arm;
     block.first_subject = range.first;
     block.count = range.count;
-    block.trajectories.assign(layout.trajectories.size(), std::vector<float>(rows * layout.time_h.size()));
+    // Not assign(count, row): that builds the row even for no trajectories, rows x T floats.
+    block.trajectories.clear();
+    for (std::size_t k = 0; k < layout.trajectories.size(); ++k) block.trajectories.emplace_back(rows * layout.time_h.size());
     block.subject_columns.clear();
     for (const auto& column : layout.subject_columns) block.subject_columns.emplace_back(rows * column.width);
     block.metrics.clear();
@@ -408,7 +446,8 @@ class ScenarioRunner {
   }
 
   // Simulates one subject of one arm into row `row` of the block; returns the doses it was given.
-  SubjectDoses simulate_one(SubjectBlock& block, std::size_t row, const PreparedSubject& prepared) const {
+  SubjectDoses simulate_one(SubjectBlock& block, std::size_t row, const PreparedSubject& prepared,
+                            const std::atomic<bool>* cancel = nullptr) const {
     const Subject& subject = prepared.subject;
     const SubjectModel* system = prepared.model ? &*prepared.model : nullptr;  // null: it could not be built
     const ArmPlan& arm = arms_[block.arm];
@@ -420,6 +459,7 @@ class ScenarioRunner {
     std::optional<TriggeredDosing> as_needed;
     SubjectContext arm_context = prepared.context;
     arm_context.oral_antidepressant = arm.arm->oral_antidepressant;
+    arm_context.cancel = cancel;
     if (engine.sampler.has_occasion_variability())
       arm_context.occasion_model = [&engine, &subject](int occasion) {
         SubjectModel occasion_system = engine.model.instantiate(engine.sampler.occasion_parameters(subject, occasion));
@@ -442,6 +482,10 @@ class ScenarioRunner {
       const SolveOutcome outcome = simulate_subject(model, *system, scenario_.solver, plan, doses, arm_context, rows, metrics);
       solver_path = outcome.path == SolverPath::exact ? 0.0 : 1.0;
       metrics.sessions_missed = given.missed;
+      const std::string non_finite = first_non_finite_metric(scenario_.output.metrics, model, plan, metrics);
+      if (!non_finite.empty()) throw SolverError(non_finite);
+    } catch (const InterruptedError&) {
+      throw;  // the run stops; the subject did not fail
     } catch (const Error& error) {
       // A subject that cannot be solved is recorded and the run goes on.
       block.status[row] = 1;
@@ -453,8 +497,8 @@ class ScenarioRunner {
     write_subject_columns(block, row, subject, doses);
     std::size_t metric = 0;
     for_each_selected_metric(scenario_.output.metrics, model, plan, metrics, solver_path,
-                             [&](const ColumnSpec& spec, std::span<const double> values) {
-                               std::copy(values.begin(), values.end(),
+                             [&](const ColumnSpec& spec, const MetricValues& values) {
+                               std::copy(values.values.begin(), values.values.end(),
                                          block.metrics[metric++].begin() + static_cast<std::ptrdiff_t>(row * spec.width));
                              });
     return given;
@@ -647,7 +691,7 @@ std::vector<ArmLayout> arm_layouts(const Scenario& scenario) {
         {"replicate", "", 1, "trial replicate, 0 ... R-1: replicate r is subjects r*n ... r*n+n-1 (n = subjects_per_replicate)"});
     const SubjectMetrics sized = sized_metrics(model, plan, most);
     for_each_selected_metric(scenario.output.metrics, model, plan, sized, kNaN,
-                             [&](const ColumnSpec& spec, std::span<const double>) { layout.metrics.push_back(spec); });
+                             [&](const ColumnSpec& spec, const MetricValues&) { layout.metrics.push_back(spec); });
     layouts.push_back(std::move(layout));
   }
   return layouts;
@@ -677,7 +721,9 @@ RunReport run_scenario(const Scenario& scenario, const RunOptions& options) {
     info.solver_atol = scenario.solver.atol;
     std::vector<ArmLayout> layouts;
     for (const ArmPlan& arm : runner.arms()) layouts.push_back(arm.layout);
-    writer.emplace(options.output_path, info, std::move(layouts), scenario.cohort.size);
+    ResultWriterOptions writer_options;
+    writer_options.cancel = options.cancel;
+    writer.emplace(options.output_path, info, std::move(layouts), scenario.cohort.size, writer_options);
   }
 
   const std::int64_t block_size = options.block_size > 0 ? options.block_size : default_block_size(runner.arms());
@@ -705,6 +751,12 @@ RunReport run_scenario(const Scenario& scenario, const RunOptions& options) {
   bool abort = false;
   std::exception_ptr failure;
   const auto cancelled = [&] { return options.cancel != nullptr && options.cancel->load(); };
+  Progress progress;
+  progress.subjects_total = scenario.cohort.size;
+  const auto interrupted = [&] {
+    return InterruptedError("interrupted after " + std::to_string(progress.subjects_done) + " of " +
+                            std::to_string(progress.subjects_total) + " subjects; nothing written");
+  };
 
   const auto worker = [&] {
     while (true) {
@@ -717,13 +769,16 @@ RunReport run_scenario(const Scenario& scenario, const RunOptions& options) {
         ++in_flight;
       }
       try {
-        FinishedRange range{ranges[index].count, {}, runner.simulate(ranges[index])};
+        FinishedRange range{ranges[index].count, {}, runner.simulate(ranges[index], options.cancel)};
         if (writer && !options.on_block) {
           for (SubjectBlock& block : range.blocks) range.prepared.push_back(writer->prepare(std::move(block)));
           range.blocks.clear();
         }
         std::lock_guard lock(mutex);
         finished.push_back(std::move(range));
+      } catch (const InterruptedError&) {  // the calling thread reports it
+        std::lock_guard lock(mutex);
+        abort = true;
       } catch (...) {
         std::lock_guard lock(mutex);
         if (!failure) failure = std::current_exception();
@@ -736,8 +791,6 @@ RunReport run_scenario(const Scenario& scenario, const RunOptions& options) {
   std::vector<std::jthread> pool;
   for (unsigned i = 0; i < threads; ++i) pool.emplace_back(worker);
 
-  Progress progress;
-  progress.subjects_total = scenario.cohort.size;
   try {
     for (std::size_t written = 0; written < ranges.size(); ++written) {
       FinishedRange range;
@@ -745,8 +798,7 @@ RunReport run_scenario(const Scenario& scenario, const RunOptions& options) {
         std::unique_lock lock(mutex);
         // A signal handler cannot notify the condition variable: poll for cancellation.
         do {
-          if (cancelled()) throw InterruptedError("interrupted after " + std::to_string(progress.subjects_done) + " of " +
-                                                  std::to_string(progress.subjects_total) + " subjects; nothing written");
+          if (cancelled()) throw interrupted();
         } while (!changed.wait_for(lock, std::chrono::milliseconds(100), [&] { return abort || !finished.empty(); }));
         if (abort) break;
         range = std::move(finished.front());
@@ -780,8 +832,13 @@ RunReport run_scenario(const Scenario& scenario, const RunOptions& options) {
   }
   pool.clear();  // joins
   if (failure) std::rethrow_exception(failure);
+  if (cancelled()) throw interrupted();  // a worker saw it first
 
-  if (writer) writer->finish();
+  try {
+    if (writer) writer->finish();
+  } catch (const InterruptedError&) {
+    throw interrupted();
+  }
   RunReport report;
   report.arms = collector.finish();
   report.subjects_per_arm = scenario.cohort.size;
