@@ -7,9 +7,12 @@
 
 #include <catch2/catch.hpp>
 
+#include <unistd.h>
+
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -215,4 +218,84 @@ TEST_CASE("a cancelled solve stops with InterruptedError on either path", "[faul
   CHECK_THROWS_AS(propagator.advance(state, 10.0, no_input), InterruptedError);
   cancel = false;
   CHECK_THROWS_AS(propagator.advance(state, 10.0, no_input), OdeStepCapReached);
+}
+
+// ---- Memory that does not depend on the cohort size ------------------------------------------
+
+TEST_CASE("the end-of-run report is the same when its values are spilled to disk", "[faults][memory]") {
+  const Scenario scenario = parse_scenario(R"(
+name: spill
+model: {name: ketamine_venous}
+cohort:
+  size: 300
+  seed: 11
+  weight: {distribution: normal, mean: 80 kg, sd: 15 kg, min: 45 kg, max: 150 kg}
+  baseline_madrs: {distribution: normal, mean: 33, sd: 5, min: 20, max: 50}
+arms:
+  - name: once
+    regimen: {route: iv_infusion, dose: 0.5 mg/kg, infusion_duration: 40 min, schedule: [Mon 09:00], for: 2 weeks}
+  - name: twice
+    regimen: {route: iv_infusion, dose: 0.5 mg/kg, infusion_duration: 40 min, schedule: [Mon 09:00, Thu 09:00], for: 2 weeks}
+output:
+  grid: {every: 1 h, for: 3 weeks}
+  variables: []
+  assessments: [1 d, 15 d]
+)", "spill.yaml");
+  RunOptions in_memory;
+  in_memory.threads = 2;
+  in_memory.block_size = 64;
+  RunOptions spilled = in_memory;
+  spilled.report_memory_bytes = 1;  // every value goes to the temporary files
+  spilled.threads = 1;
+  spilled.block_size = 17;
+  const RunReport a = run_scenario(scenario, in_memory);
+  const RunReport b = run_scenario(scenario, spilled);
+  REQUIRE(a.arms.size() == 2);
+  const auto same = [](double x, double y) { return std::isnan(x) ? std::isnan(y) : x == y; };
+  for (std::size_t arm = 0; arm < 2; ++arm) {
+    const ArmReport& x = a.arms[arm];
+    const ArmReport& y = b.arms[arm];
+    for (const auto field : {&ArmReport::sessions_given, &ArmReport::cmax_ng_per_ml, &ArmReport::first_dose_peak_dissociation,
+                             &ArmReport::weekly_auc_ng_h_per_ml, &ArmReport::dissociation_hours_per_week}) {
+      CHECK(same((x.*field).p05, (y.*field).p05));
+      CHECK(same((x.*field).p50, (y.*field).p50));
+      CHECK(same((x.*field).p95, (y.*field).p95));
+    }
+    CHECK(x.madrs_change_median == y.madrs_change_median);
+    CHECK(x.response_fraction == y.response_fraction);
+    CHECK(x.remission_fraction == y.remission_fraction);
+    CHECK(x.cmax_ng_per_ml.p95 > x.cmax_ng_per_ml.p50);
+  }
+}
+
+TEST_CASE("a cohort whose statistics cannot fit anywhere is refused before it runs", "[faults][memory]") {
+  // Regression: size 1000000000000 (within the documented 2^40) validated, then died with
+  // std::bad_alloc. Memory no longer grows with the cohort; the end-of-run statistics would need
+  // 8 bytes per subject, arm and reported value of temporary files (here about 100 TB).
+  const Scenario scenario = parse_scenario(R"(
+name: huge
+model: {name: ketamine_clements_2cmt}
+cohort: {size: 1000000000000, seed: 1, weight: 70 kg}
+arms:
+  - name: single
+    regimen: {route: iv_infusion, dose: 35 mg, infusion_duration: 40 min, schedule: {at: [1 h]}}
+output:
+  grid: {every: 1 h, for: 2 d}
+  variables: []
+)", "huge.yaml");
+  const std::filesystem::path folder = std::filesystem::temp_directory_path() / ("ketasim_huge_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(folder);
+  RunOptions options;
+  options.output_path = (folder / "results.h5").string();
+  try {
+    run_scenario(scenario, options);
+    FAIL("the run was accepted");
+  } catch (const Error& error) {
+    CHECK(error.code() == ExitCode::scenario);
+    CHECK_THAT(error.what(), Catch::StartsWith("huge.yaml: cohort.size: 1000000000000 subjects per arm need") &&
+                                 Catch::Contains("TB of temporary files for the end-of-run statistics in " + folder.string()) &&
+                                 Catch::Contains("run fewer subjects"));
+  }
+  CHECK(std::filesystem::is_empty(folder));
+  std::filesystem::remove_all(folder);
 }

@@ -432,7 +432,8 @@ TEST_CASE("ResultWriter summaries are type-7 quantiles over the subjects that ar
   const std::vector<double> p50{3.0, 25.0, kNaN, 7.0};
   const std::vector<double> p95{4.85, 38.5, kNaN, 7.0};
 
-  // The default budget reads everything at once; a 1-byte budget reads one time column at a time.
+  // The default budget reads everything at once; a 1-byte budget holds not even one time column,
+  // so the quantiles are selected from the compressed chunks (radix selection).
   for (const std::size_t budget : {ResultWriterOptions{}.summary_memory_bytes, std::size_t{1}}) {
     INFO("summary memory budget " << budget);
     const TemporaryDirectory directory;
@@ -917,7 +918,10 @@ TEST_CASE("ResultWriter summaries equal sorted type-7 quantiles for any thread c
   };
   const TemporaryDirectory directory;
   for (const unsigned threads : {1U, 3U}) {
-    for (const std::size_t budget : {ResultWriterOptions{}.summary_memory_bytes, std::size_t{1}}) {
+    // The default budget: one slab; one time column per slab (the decoding scratch of three
+    // threads, 4 chunks of 64 x 70 floats each, plus 70 floats); 1 byte: radix selection.
+    for (const std::size_t budget :
+         {ResultWriterOptions{}.summary_memory_bytes, std::size_t{3 * 4 * 64 * 70 * 4 + 70 * 4}, std::size_t{1}}) {
       INFO(threads << " summary threads, budget " << budget);
       const ResultWriterOptions options{budget, threads};
       // One subject per block: every row goes through HDF5's pipeline and chunk cache.

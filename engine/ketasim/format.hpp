@@ -22,6 +22,17 @@ inline std::string format_value(double value, int significant = 6) {
   return format_significant(value, significant);
 }
 
+// A number of bytes for people: "512 B", "3.4 MB", "1.07 GB", "176 TB" (powers of 1000, as df -H).
+inline std::string format_bytes(double bytes) {
+  static const char* const units[] = {"B", "kB", "MB", "GB", "TB", "PB", "EB"};
+  std::size_t unit = 0;
+  while (bytes >= 1000.0 && unit + 1 < sizeof units / sizeof units[0]) {
+    bytes /= 1000.0;
+    ++unit;
+  }
+  return format_significant(bytes, 3) + " " + units[unit];
+}
+
 // A duration in hours as "3 d" when it is whole days, else "2.667 h".
 inline std::string format_duration_h(double hours) {
   if (hours >= 24.0 && std::fmod(hours, 24.0) == 0.0) return format_significant(hours / 24.0) + " d";

@@ -84,10 +84,12 @@ class PreparedBlock {
 };
 
 struct ResultWriterOptions {
-  // Upper bound on the memory finish() uses to compute the per-time quantiles (the trajectory
-  // slab read back from the file, plus per summary thread a few chunks being decoded and one
-  // column of scratch). Tests shrink it to force many slabs; at least one time column is always
-  // read, so for more than ~20 million subjects per arm the bound is exceeded.
+  // Upper bound on the memory finish() uses to compute the per-time quantiles: the trajectory
+  // slab read back from the file (whole time columns, N float32 each), plus per summary thread a
+  // few chunks being decoded. When not even one time column fits (some 60 million subjects per arm
+  // at the default), the quantiles are selected exactly from the compressed chunks instead, in
+  // five passes over them (quantiles.hpp, RadixSelection), within the bound. Tests shrink it to
+  // force many slabs, or the selection.
   std::size_t summary_memory_bytes = std::size_t{256} << 20;
   // Threads that decompress the trajectories and compute the quantiles in finish(); 0 = one per
   // core. The summaries do not depend on it.

@@ -1,6 +1,9 @@
 #include "ketasim/run.hpp"
 
+#include <sys/statvfs.h>
+
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -8,6 +11,7 @@
 #include <cstdio>
 #include <deque>
 #include <exception>
+#include <filesystem>
 #include <limits>
 #include <mutex>
 #include <numeric>
@@ -25,16 +29,6 @@
 #include "ketasim/timeline.hpp"
 
 namespace ketasim {
-
-double quantile(std::vector<double> values, double probability) {
-  std::erase_if(values, [](double v) { return !std::isfinite(v); });
-  if (values.empty()) return std::numeric_limits<double>::quiet_NaN();
-  std::sort(values.begin(), values.end());
-  const double position = probability * static_cast<double>(values.size() - 1);
-  const auto below = static_cast<std::size_t>(std::floor(position));
-  const std::size_t above = std::min(below + 1, values.size() - 1);
-  return values[below] + (position - static_cast<double>(below)) * (values[above] - values[below]);
-}
 
 namespace {
 
@@ -530,12 +524,17 @@ class ScenarioRunner {
   std::vector<ArmPlan> arms_;
 };
 
-// Collects the per-arm figures printed at the end of a run.
+// Collects the per-arm figures printed at the end of a run, in memory that does not depend on the
+// cohort size: the values whose quantiles it reports go to QuantileAccumulators (in memory up to
+// `memory_bytes` in all, then to unlinked temporary files in `spill_directory`), the response and
+// remission fractions to running counts (their values are 0 or 1, so the sums are exact in any
+// order and the result does not depend on the order the blocks finish in).
 class ReportCollector {
  public:
-  ReportCollector(const Scenario& scenario, const std::vector<ArmPlan>& arms, const SimulationPlan& plan)
+  ReportCollector(const Scenario& scenario, const std::vector<ArmPlan>& arms, const SimulationPlan& plan,
+                  std::size_t memory_bytes, const std::filesystem::path& spill_directory)
       : weeks_(ticks_to_hours(plan.grid_end) / 168.0) {
-    const auto n = static_cast<std::size_t>(scenario.cohort.size);
+    const std::size_t in_memory = memory_values(series_count(arms), memory_bytes);
     for (const ArmPlan& arm : arms) {
       ArmReport report;
       report.name = arm.arm->name;
@@ -545,20 +544,30 @@ class ReportCollector {
       report.assessment_h = arm.layout.assessment_time_h;
       const std::size_t assessments = report.assessment_h.size();
       reports_.push_back(report);
-      values_.emplace_back(kValues + 3 * assessments, std::vector<double>(n, kNaN));
+      ArmValues& values = values_.emplace_back();
+      for (std::size_t k = 0; k < kValues + assessments; ++k) values.quantiled.emplace_back(in_memory, spill_directory);
+      values.responding.assign(assessments, {});
+      values.remitting.assign(assessments, {});
       metric_index_.push_back(index_metrics(arm.layout));
     }
   }
 
+  // Bytes of temporary files the collector will write for `subjects` per arm: 0 when every value
+  // stays in memory, else all of them (8 bytes per subject, arm and reported value).
+  static std::uint64_t spill_bytes(const std::vector<ArmPlan>& arms, std::int64_t subjects, std::size_t memory_bytes) {
+    const std::size_t series = series_count(arms);
+    if (static_cast<std::uint64_t>(subjects) <= memory_values(series, memory_bytes)) return 0;
+    return static_cast<std::uint64_t>(subjects) * series * sizeof(double);
+  }
+
   void add(const SubjectBlock& block) {
     auto& report = reports_[block.arm];
-    auto& values = values_[block.arm];
+    ArmValues& values = values_[block.arm];
     const auto& index = metric_index_[block.arm];
     const std::size_t doses = report.doses;
     const std::size_t assessments = report.assessment_h.size();
     for (std::int64_t r = 0; r < block.count; ++r) {
       const auto row = static_cast<std::size_t>(r);
-      const auto subject = static_cast<std::size_t>(block.first_subject + r);
       if (block.status[row] != 0) {
         ++report.failed;
         continue;
@@ -567,32 +576,36 @@ class ReportCollector {
       const auto value = [&](std::size_t metric, std::size_t position) {
         return metric == kAbsent ? kNaN : block.metrics[metric][position];
       };
-      values[0][subject] = value(index.cmax, row);
-      values[1][subject] = doses > 0 ? value(index.peak_dissociation, row * doses) : kNaN;
-      values[2][subject] = value(index.auc, row) / weeks_;
-      values[3][subject] = value(index.time_above, row) / weeks_;
-      values[4][subject] = value(index.sessions_given, row);
+      values.quantiled[0].add(value(index.cmax, row));
+      values.quantiled[1].add(doses > 0 ? value(index.peak_dissociation, row * doses) : kNaN);
+      values.quantiled[2].add(value(index.auc, row) / weeks_);
+      values.quantiled[3].add(value(index.time_above, row) / weeks_);
+      values.quantiled[4].add(value(index.sessions_given, row));
       for (std::size_t k = 0; k < assessments; ++k) {
         const std::size_t at = row * assessments + k;
-        values[kValues + k][subject] = value(index.madrs_observed_at, at) - value(index.madrs_baseline, row);
-        values[kValues + assessments + k][subject] = value(index.response_at, at);
-        values[kValues + 2 * assessments + k][subject] = value(index.remission_at, at);
+        values.quantiled[kValues + k].add(value(index.madrs_observed_at, at) - value(index.madrs_baseline, row));
+        values.responding[k].add(value(index.response_at, at));
+        values.remitting[k].add(value(index.remission_at, at));
       }
     }
   }
 
   std::vector<ArmReport> finish() {
+    constexpr std::array<double, 3> kProbabilities{0.05, 0.5, 0.95};
+    constexpr std::array<double, 1> kMedian{0.5};
     for (std::size_t a = 0; a < reports_.size(); ++a) {
       ArmReport& report = reports_[a];
+      ArmValues& values = values_[a];
       Quantiles* targets[] = {&report.cmax_ng_per_ml, &report.first_dose_peak_dissociation, &report.weekly_auc_ng_h_per_ml,
                               &report.dissociation_hours_per_week, &report.sessions_given};
-      for (std::size_t k = 0; k < kValues; ++k)
-        *targets[k] = {quantile(values_[a][k], 0.05), quantile(values_[a][k], 0.5), quantile(values_[a][k], 0.95)};
-      const std::size_t assessments = report.assessment_h.size();
-      for (std::size_t k = 0; k < assessments; ++k) {
-        report.madrs_change_median.push_back(quantile(values_[a][kValues + k], 0.5));
-        report.response_fraction.push_back(mean_of_finite(values_[a][kValues + assessments + k]));
-        report.remission_fraction.push_back(mean_of_finite(values_[a][kValues + 2 * assessments + k]));
+      for (std::size_t k = 0; k < kValues; ++k) {
+        const std::vector<double> q = values.quantiled[k].quantiles(kProbabilities);
+        *targets[k] = {q[0], q[1], q[2]};
+      }
+      for (std::size_t k = 0; k < report.assessment_h.size(); ++k) {
+        report.madrs_change_median.push_back(values.quantiled[kValues + k].quantiles(kMedian)[0]);
+        report.response_fraction.push_back(values.responding[k].mean());
+        report.remission_fraction.push_back(values.remitting[k].mean());
       }
     }
     return reports_;
@@ -604,6 +617,15 @@ class ReportCollector {
   // Cmax, dose-1 dissociation, weekly AUC, hours above the threshold per week, sessions given
   static constexpr std::size_t kValues = 5;
   static constexpr std::size_t kAbsent = std::numeric_limits<std::size_t>::max();
+  // One QuantileAccumulator per arm and reported value; the budget is shared out equally.
+  static std::size_t series_count(const std::vector<ArmPlan>& arms) {
+    std::size_t series = 0;
+    for (const ArmPlan& arm : arms) series += kValues + arm.layout.assessment_time_h.size();
+    return series;
+  }
+  static std::size_t memory_values(std::size_t series, std::size_t memory_bytes) {
+    return memory_bytes / sizeof(double) / std::max<std::size_t>(series, 1);
+  }
   struct MetricIndex {
     std::size_t cmax = kAbsent, auc = kAbsent, peak_dissociation = kAbsent, time_above = kAbsent, solver_path = kAbsent;
     std::size_t sessions_given = kAbsent;
@@ -626,20 +648,26 @@ class ReportCollector {
     }
     return index;
   }
-  static double mean_of_finite(const std::vector<double>& values) {
+  // The mean of the finite values added (NaN if none).
+  struct FiniteMean {
     double sum = 0.0;
-    std::size_t count = 0;
-    for (const double v : values)
-      if (std::isfinite(v)) {
-        sum += v;
-        ++count;
-      }
-    return count ? sum / static_cast<double>(count) : kNaN;
-  }
+    std::uint64_t count = 0;
+    void add(double value) {
+      if (!std::isfinite(value)) return;
+      sum += value;
+      ++count;
+    }
+    double mean() const { return count ? sum / static_cast<double>(count) : kNaN; }
+  };
+  struct ArmValues {
+    std::vector<QuantileAccumulator> quantiled;  // kValues, then the MADRS change per assessment
+    std::vector<FiniteMean> responding;          // per assessment
+    std::vector<FiniteMean> remitting;
+  };
 
   double weeks_;
   std::vector<ArmReport> reports_;
-  std::vector<std::vector<std::vector<double>>> values_;
+  std::vector<ArmValues> values_;
   std::vector<MetricIndex> metric_index_;
 };
 
@@ -701,9 +729,32 @@ SubjectSchedule subject_schedule(const Scenario& scenario, std::size_t arm, std:
   return ScenarioRunner(scenario).schedule(arm, subject_id);
 }
 
+namespace {
+
+// What a run needs besides its output and a bounded amount of memory: the temporary files of the
+// end-of-run statistics, for large cohorts. Refused before anything runs when they cannot fit.
+void check_temporary_space(const Scenario& scenario, const std::filesystem::path& directory, std::uint64_t bytes) {
+  struct statvfs file_system {};
+  if (bytes == 0 || ::statvfs(directory.c_str(), &file_system) != 0) return;  // the writer reports a bad directory
+  const auto available = static_cast<std::uint64_t>(file_system.f_bavail) * file_system.f_frsize;
+  if (bytes <= available) return;
+  throw Error(ExitCode::scenario,
+              scenario.source_file + ": cohort.size: " + std::to_string(scenario.cohort.size) + " subjects per arm need " +
+                  format_bytes(static_cast<double>(bytes)) + " of temporary files for the end-of-run statistics in " +
+                  directory.string() + ", which has " + format_bytes(static_cast<double>(available)) +
+                  " free: run fewer subjects, or write the output where there is room");
+}
+
+}  // namespace
+
 RunReport run_scenario(const Scenario& scenario, const RunOptions& options) {
   const auto started = std::chrono::steady_clock::now();
   const ScenarioRunner runner(scenario);
+  const std::filesystem::path spill_directory = options.output_path.empty()
+                                                    ? std::filesystem::temp_directory_path()
+                                                    : std::filesystem::absolute(options.output_path).parent_path();
+  check_temporary_space(scenario, spill_directory,
+                        ReportCollector::spill_bytes(runner.arms(), scenario.cohort.size, options.report_memory_bytes));
 
   std::optional<ResultWriter> writer;
   if (!options.output_path.empty()) {
@@ -727,11 +778,12 @@ RunReport run_scenario(const Scenario& scenario, const RunOptions& options) {
   }
 
   const std::int64_t block_size = options.block_size > 0 ? options.block_size : default_block_size(runner.arms());
-  const std::vector<SubjectRange> ranges = split_into_blocks({0, scenario.cohort.size}, block_size);
+  const SubjectRange cohort{0, scenario.cohort.size};
+  const auto blocks = static_cast<std::size_t>(block_count(cohort, block_size));
   const unsigned threads = options.threads > 0 ? options.threads : std::max(1u, std::thread::hardware_concurrency());
   const std::size_t max_in_flight = 2 * static_cast<std::size_t>(threads);
 
-  ReportCollector collector(scenario, runner.arms(), runner.plan());
+  ReportCollector collector(scenario, runner.arms(), runner.plan(), options.report_memory_bytes, spill_directory);
   collector.scenario_method_auto_ = scenario.solver.method == SolverMethod::automatic;
 
   // What a worker hands to the calling thread for one range of subjects, one block per arm:
@@ -764,12 +816,13 @@ RunReport run_scenario(const Scenario& scenario, const RunOptions& options) {
       {
         std::unique_lock lock(mutex);
         changed.wait(lock, [&] { return abort || in_flight < max_in_flight; });
-        if (abort || cancelled() || next_range >= ranges.size()) return;
+        if (abort || cancelled() || next_range >= blocks) return;
         index = next_range++;
         ++in_flight;
       }
       try {
-        FinishedRange range{ranges[index].count, {}, runner.simulate(ranges[index], options.cancel)};
+        const SubjectRange subjects = block_of(cohort, block_size, static_cast<std::int64_t>(index));
+        FinishedRange range{subjects.count, {}, runner.simulate(subjects, options.cancel)};
         if (writer && !options.on_block) {
           for (SubjectBlock& block : range.blocks) range.prepared.push_back(writer->prepare(std::move(block)));
           range.blocks.clear();
@@ -792,7 +845,7 @@ RunReport run_scenario(const Scenario& scenario, const RunOptions& options) {
   for (unsigned i = 0; i < threads; ++i) pool.emplace_back(worker);
 
   try {
-    for (std::size_t written = 0; written < ranges.size(); ++written) {
+    for (std::size_t written = 0; written < blocks; ++written) {
       FinishedRange range;
       {
         std::unique_lock lock(mutex);

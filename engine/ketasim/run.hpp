@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "ketasim/cohort.hpp"
+#include "ketasim/quantiles.hpp"  // quantile(), for the callers of run.hpp
 #include "ketasim/results.hpp"
 #include "ketasim/scenario.hpp"
 #include "ketasim/timeline.hpp"
@@ -34,6 +35,11 @@ struct RunOptions {
   // Every finished block of subjects, on the calling thread, in completion order (not subject
   // order): for callers that analyse the results in memory (reproduction checks, calibration).
   std::function<void(const SubjectBlock&)> on_block;
+  // The end-of-run report (RunReport) keeps at most this many bytes of per-subject values in
+  // memory; beyond, they go to unlinked temporary files in the output's directory (the system's
+  // temporary directory without an output file), 8 bytes per subject, arm and reported value
+  // (5 + the assessments). The quantiles are exact either way.
+  std::size_t report_memory_bytes = std::size_t{64} << 20;
 };
 
 struct Quantiles {
@@ -68,9 +74,6 @@ struct RunReport {
 };
 
 RunReport run_scenario(const Scenario& scenario, const RunOptions& options);
-
-// Type-7 quantile (linear interpolation, R's default) of the finite values; NaN if none.
-double quantile(std::vector<double> values, double probability);
 
 // One subject of one arm as the run simulates it, for the timeline command: its covariates and the
 // doses it was given (after adherence, with the doses its as-needed rule triggered).
