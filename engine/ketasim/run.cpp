@@ -524,6 +524,19 @@ class ScenarioRunner {
   std::vector<ArmPlan> arms_;
 };
 
+// The end-of-run report's values per subject and arm: Cmax, dose-1 dissociation, weekly AUC,
+// hours above the threshold per week, sessions given, and the MADRS change at each assessment.
+std::size_t report_series(const std::vector<ArmLayout>& layouts) {
+  std::size_t series = 0;
+  for (const ArmLayout& layout : layouts) series += 5 + layout.assessment_time_h.size();
+  return series;
+}
+
+// How many values each of them keeps in memory: the budget shared out equally.
+std::size_t report_memory_values(const std::vector<ArmLayout>& layouts, std::size_t memory_bytes) {
+  return memory_bytes / sizeof(double) / std::max<std::size_t>(report_series(layouts), 1);
+}
+
 // Collects the per-arm figures printed at the end of a run, in memory that does not depend on the
 // cohort size: the values whose quantiles it reports go to QuantileAccumulators (in memory up to
 // `memory_bytes` in all, then to unlinked temporary files in `spill_directory`), the response and
@@ -534,7 +547,9 @@ class ReportCollector {
   ReportCollector(const Scenario& scenario, const std::vector<ArmPlan>& arms, const SimulationPlan& plan,
                   std::size_t memory_bytes, const std::filesystem::path& spill_directory)
       : weeks_(ticks_to_hours(plan.grid_end) / 168.0) {
-    const std::size_t in_memory = memory_values(series_count(arms), memory_bytes);
+    std::vector<ArmLayout> layouts;
+    for (const ArmPlan& arm : arms) layouts.push_back(arm.layout);
+    const std::size_t in_memory = report_memory_values(layouts, memory_bytes);
     for (const ArmPlan& arm : arms) {
       ArmReport report;
       report.name = arm.arm->name;
@@ -550,14 +565,6 @@ class ReportCollector {
       values.remitting.assign(assessments, {});
       metric_index_.push_back(index_metrics(arm.layout));
     }
-  }
-
-  // Bytes of temporary files the collector will write for `subjects` per arm: 0 when every value
-  // stays in memory, else all of them (8 bytes per subject, arm and reported value).
-  static std::uint64_t spill_bytes(const std::vector<ArmPlan>& arms, std::int64_t subjects, std::size_t memory_bytes) {
-    const std::size_t series = series_count(arms);
-    if (static_cast<std::uint64_t>(subjects) <= memory_values(series, memory_bytes)) return 0;
-    return static_cast<std::uint64_t>(subjects) * series * sizeof(double);
   }
 
   void add(const SubjectBlock& block) {
@@ -615,17 +622,9 @@ class ReportCollector {
 
  private:
   // Cmax, dose-1 dissociation, weekly AUC, hours above the threshold per week, sessions given
+  // (report_series counts them too)
   static constexpr std::size_t kValues = 5;
   static constexpr std::size_t kAbsent = std::numeric_limits<std::size_t>::max();
-  // One QuantileAccumulator per arm and reported value; the budget is shared out equally.
-  static std::size_t series_count(const std::vector<ArmPlan>& arms) {
-    std::size_t series = 0;
-    for (const ArmPlan& arm : arms) series += kValues + arm.layout.assessment_time_h.size();
-    return series;
-  }
-  static std::size_t memory_values(std::size_t series, std::size_t memory_bytes) {
-    return memory_bytes / sizeof(double) / std::max<std::size_t>(series, 1);
-  }
   struct MetricIndex {
     std::size_t cmax = kAbsent, auc = kAbsent, peak_dissociation = kAbsent, time_above = kAbsent, solver_path = kAbsent;
     std::size_t sessions_given = kAbsent;
@@ -729,6 +728,12 @@ SubjectSchedule subject_schedule(const Scenario& scenario, std::size_t arm, std:
   return ScenarioRunner(scenario).schedule(arm, subject_id);
 }
 
+std::uint64_t report_temporary_bytes(const std::vector<ArmLayout>& layouts, std::int64_t subjects_per_arm,
+                                     std::size_t report_memory_bytes) {
+  if (static_cast<std::uint64_t>(subjects_per_arm) <= report_memory_values(layouts, report_memory_bytes)) return 0;
+  return static_cast<std::uint64_t>(subjects_per_arm) * report_series(layouts) * sizeof(double);
+}
+
 namespace {
 
 // What a run needs besides its output and a bounded amount of memory: the temporary files of the
@@ -753,8 +758,10 @@ RunReport run_scenario(const Scenario& scenario, const RunOptions& options) {
   const std::filesystem::path spill_directory = options.output_path.empty()
                                                     ? std::filesystem::temp_directory_path()
                                                     : std::filesystem::absolute(options.output_path).parent_path();
+  std::vector<ArmLayout> layouts;
+  for (const ArmPlan& arm : runner.arms()) layouts.push_back(arm.layout);
   check_temporary_space(scenario, spill_directory,
-                        ReportCollector::spill_bytes(runner.arms(), scenario.cohort.size, options.report_memory_bytes));
+                        report_temporary_bytes(layouts, scenario.cohort.size, options.report_memory_bytes));
 
   std::optional<ResultWriter> writer;
   if (!options.output_path.empty()) {
@@ -770,11 +777,9 @@ RunReport run_scenario(const Scenario& scenario, const RunOptions& options) {
     info.solver_method = to_string(scenario.solver.method);
     info.solver_rtol = scenario.solver.rtol;
     info.solver_atol = scenario.solver.atol;
-    std::vector<ArmLayout> layouts;
-    for (const ArmPlan& arm : runner.arms()) layouts.push_back(arm.layout);
     ResultWriterOptions writer_options;
     writer_options.cancel = options.cancel;
-    writer.emplace(options.output_path, info, std::move(layouts), scenario.cohort.size, writer_options);
+    writer.emplace(options.output_path, info, layouts, scenario.cohort.size, writer_options);
   }
 
   const std::int64_t block_size = options.block_size > 0 ? options.block_size : default_block_size(runner.arms());

@@ -89,4 +89,10 @@ SubjectSchedule subject_schedule(const Scenario& scenario, std::size_t arm, std:
 // The layout of every arm's output (columns, grid, nominal doses), as written to the file.
 std::vector<ArmLayout> arm_layouts(const Scenario& scenario);
 
+// Bytes of temporary files a run writes besides its output, in the output's directory: the values
+// of the end-of-run report once they exceed RunOptions::report_memory_bytes (then 8 bytes per
+// subject, arm and reported value), else 0. For estimates of the disk a run needs.
+std::uint64_t report_temporary_bytes(const std::vector<ArmLayout>& layouts, std::int64_t subjects_per_arm,
+                                     std::size_t report_memory_bytes);
+
 }  // namespace ketasim
