@@ -69,7 +69,8 @@ constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 // By default HDF5 prints its error stack to stderr. While a writer method runs, a handler that
 // records the stack instead is installed (and the previous one restored afterwards), so the most
 // useful lines can go into the IoError: the API function that failed and the innermost cause,
-// e.g. "H5FD_sec2_open(): unable to open file: ... error message = 'Permission denied'".
+// e.g. "H5Fcreate(): unable to create file <- ketasim_file_open(): Permission denied". A failed read
+// or write of the file is reported by its errno instead (hdf5_file_driver.hpp).
 // The handler runs when the failing C call returns, before C++ destructors of the HDF5 wrapper
 // objects (whose own C calls would clear the stack) have run.
 
