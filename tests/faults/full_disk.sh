@@ -3,10 +3,11 @@
 # crashed). Expected: exit 6 naming "No space left on device", one line on stderr, no temporary
 # file left, no output file.
 #
-# The disk is a small tmpfs (root only: the test is skipped, exit 77, where mount is not
-# possible). It is filled only once the run is writing subjects (its temporary file has grown
-# past 1 MB; the run is stopped meanwhile), so the failure happens during writing, whatever the
-# run checks before it starts.
+# The disk is a tmpfs (root only: the test is skipped, exit 77, where mount is not possible) of
+# 256 MB, several times what the run writes (about 25 MB) or any estimate of it (77 MB
+# uncompressed), so that a check of the free space before the run passes. It is filled only once
+# the run is writing subjects (its temporary file has grown past 1 MB; the run is stopped
+# meanwhile), so the failure happens during writing.
 #
 # usage: full_disk.sh KETASIM SCENARIO WORK_DIRECTORY
 set -u
@@ -16,7 +17,7 @@ work=$3
 disk="$work/disk"
 
 rm -rf "$work" && mkdir -p "$disk" || exit 1
-mount -t tmpfs -o size=64m tmpfs "$disk" 2>/dev/null || { echo "cannot mount a tmpfs: skipped"; exit 77; }
+mount -t tmpfs -o size=256m tmpfs "$disk" 2>/dev/null || { echo "cannot mount a tmpfs: skipped"; exit 77; }
 pid=""
 cleanup() {
   [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null
@@ -24,7 +25,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$ketasim" run "$scenario" --subjects 2000 --threads 1 -o "$disk/results.h5" --quiet 2> "$work/stderr" &
+"$ketasim" run "$scenario" --subjects 400 --threads 1 -o "$disk/results.h5" --quiet 2> "$work/stderr" &
 pid=$!
 waited=0
 while [ "$(cat "$disk"/results.h5.tmp-* 2>/dev/null | wc -c)" -lt 1000000 ]; do
