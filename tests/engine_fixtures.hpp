@@ -157,7 +157,8 @@ struct SubjectRun {
 
 inline SubjectRun run_subject(const MammillaryEffectParameters& parameters, const std::vector<Dose>& doses,
                               Ticks grid_step, Ticks grid_end, SolverMethod method = SolverMethod::exact,
-                              double threshold = 5.0, double rtol = 1e-10, double atol = 1e-14) {
+                              double threshold = 5.0, double rtol = 1e-10, double atol = 1e-14,
+                              const SubjectContext& context = {}) {
   const TestModel test(parameters);
   SimulationPlan plan;
   plan.grid_step = grid_step;
@@ -177,7 +178,7 @@ inline SubjectRun run_subject(const MammillaryEffectParameters& parameters, cons
                             {test.model->find_output("dissociation"), run.dissociation.data()}};
   run.metrics = sized_metrics(*test.model, plan, doses.size());
   std::vector<Dose> given = doses;
-  run.outcome = simulate_subject(*test.model, test.subject, solver, plan, given, SubjectContext{}, rows, run.metrics);
+  run.outcome = simulate_subject(*test.model, test.subject, solver, plan, given, context, rows, run.metrics);
   return run;
 }
 

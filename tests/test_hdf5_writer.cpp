@@ -3,6 +3,8 @@
 // quantiles worked out by hand).
 
 #include <H5Cpp.h>
+#include <fcntl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -10,14 +12,20 @@
 #include <atomic>
 #include <bit>
 #include <catch2/catch.hpp>
+#include <cerrno>
 #include <cmath>
+#include <csignal>
 #include <cstdint>
+#include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <iterator>
 #include <limits>
 #include <optional>
 #include <regex>
+#include <set>
 #include <string>
 #include <thread>
 #include <utility>
@@ -424,7 +432,8 @@ TEST_CASE("ResultWriter summaries are type-7 quantiles over the subjects that ar
   const std::vector<double> p50{3.0, 25.0, kNaN, 7.0};
   const std::vector<double> p95{4.85, 38.5, kNaN, 7.0};
 
-  // The default budget reads everything at once; a 1-byte budget reads one time column at a time.
+  // The default budget reads everything at once; a 1-byte budget holds not even one time column,
+  // so the quantiles are selected from the compressed chunks (radix selection).
   for (const std::size_t budget : {ResultWriterOptions{}.summary_memory_bytes, std::size_t{1}}) {
     INFO("summary memory budget " << budget);
     const TemporaryDirectory directory;
@@ -909,7 +918,10 @@ TEST_CASE("ResultWriter summaries equal sorted type-7 quantiles for any thread c
   };
   const TemporaryDirectory directory;
   for (const unsigned threads : {1U, 3U}) {
-    for (const std::size_t budget : {ResultWriterOptions{}.summary_memory_bytes, std::size_t{1}}) {
+    // The default budget: one slab; one time column per slab (the decoding scratch of three
+    // threads, 4 chunks of 64 x 70 floats each, plus 70 floats); 1 byte: radix selection.
+    for (const std::size_t budget :
+         {ResultWriterOptions{}.summary_memory_bytes, std::size_t{3 * 4 * 64 * 70 * 4 + 70 * 4}, std::size_t{1}}) {
       INFO(threads << " summary threads, budget " << budget);
       const ResultWriterOptions options{budget, threads};
       // One subject per block: every row goes through HDF5's pipeline and chunk cache.
@@ -937,4 +949,175 @@ TEST_CASE("ResultWriter summaries equal sorted type-7 quantiles for any thread c
       check_file(prepared);
     }
   }
+}
+
+namespace {
+
+// While alive, what the process writes to its standard error (fd 2: HDF5's C library and the
+// std::cerr of its C++ wrappers) goes to `file` instead.
+class CapturedStandardError {
+ public:
+  explicit CapturedStandardError(const fs::path& file) : file_(file) {
+    std::cerr.flush();
+    std::fflush(stderr);
+    saved_ = ::dup(STDERR_FILENO);
+    const int target = ::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    REQUIRE(saved_ >= 0);
+    REQUIRE(target >= 0);
+    ::dup2(target, STDERR_FILENO);
+    ::close(target);
+  }
+  ~CapturedStandardError() { restore(); }
+  CapturedStandardError(const CapturedStandardError&) = delete;
+  CapturedStandardError& operator=(const CapturedStandardError&) = delete;
+
+  std::string text() {
+    restore();
+    return file_contents(file_);
+  }
+
+ private:
+  void restore() {
+    if (saved_ < 0) return;
+    std::cerr.flush();
+    std::fflush(stderr);
+    ::dup2(saved_, STDERR_FILENO);
+    ::close(saved_);
+    saved_ = -1;
+  }
+  fs::path file_;
+  int saved_ = -1;
+};
+
+// While alive, no file of the process can grow beyond `bytes` (RLIMIT_FSIZE): a write past it
+// fails with EFBIG, as one fails with ENOSPC on a full disk, and the limit decides at which point
+// of the writer's work. SIGXFSZ, which would end the process, is ignored meanwhile.
+class FileSizeLimit {
+ public:
+  explicit FileSizeLimit(rlim_t bytes) {
+    REQUIRE(::getrlimit(RLIMIT_FSIZE, &saved_) == 0);
+    previous_handler_ = std::signal(SIGXFSZ, SIG_IGN);
+    rlimit limit = saved_;
+    limit.rlim_cur = bytes;
+    REQUIRE(::setrlimit(RLIMIT_FSIZE, &limit) == 0);
+  }
+  ~FileSizeLimit() {
+    ::setrlimit(RLIMIT_FSIZE, &saved_);
+    std::signal(SIGXFSZ, previous_handler_);
+  }
+  FileSizeLimit(const FileSizeLimit&) = delete;
+  FileSizeLimit& operator=(const FileSizeLimit&) = delete;
+
+ private:
+  rlimit saved_{};
+  void (*previous_handler_)(int) = SIG_DFL;
+};
+
+enum class WriterPhase { construct, write, finish, done };
+
+struct WriterOutcome {
+  WriterPhase phase = WriterPhase::done;  // the phase that threw (done if none did)
+  std::string message;                    // what it threw
+};
+
+// 300 subjects x 3000 time points of values that compress poorly, written as the run writes
+// them: prepared blocks of 64 subjects, the last rows through HDF5's own pipeline.
+WriterOutcome write_poorly_compressible(const fs::path& path) {
+  const std::int64_t subjects = 300;
+  ArmLayout arm;
+  arm.name = "arm";
+  for (std::size_t t = 0; t < 3000; ++t) arm.time_h.push_back(static_cast<double>(t));
+  arm.trajectories = {{"concentration_ng_per_ml", "ng/mL", 1, "plasma concentration"}};
+  arm.metrics = {{"cmax_ng_per_ml", "ng/mL", 1, "peak concentration"}};
+  WriterPhase phase = WriterPhase::construct;
+  try {
+    ResultWriter writer(path.string(), make_info(subjects), {arm}, subjects);
+    phase = WriterPhase::write;
+    std::uint32_t state = 2463534242U;
+    for (std::int64_t first = 0; first < subjects; first += 64) {
+      SubjectBlock block;
+      block.first_subject = first;
+      block.count = std::min<std::int64_t>(64, subjects - first);
+      auto& values = block.trajectories.emplace_back();
+      for (std::size_t i = 0; i < static_cast<std::size_t>(block.count) * arm.time_h.size(); ++i) {
+        state ^= state << 13U;  // xorshift32
+        state ^= state >> 17U;
+        state ^= state << 5U;
+        values.push_back(static_cast<float>(state) * 1e-6f);
+      }
+      block.metrics = {std::vector<double>(static_cast<std::size_t>(block.count), 1.0)};
+      block.status.assign(static_cast<std::size_t>(block.count), 0);
+      block.message.assign(static_cast<std::size_t>(block.count), "");
+      if (block.count == 64) {
+        writer.write(writer.prepare(std::move(block)));
+      } else {
+        writer.write(block);
+      }
+    }
+    phase = WriterPhase::finish;
+    writer.finish();
+    return {};
+  } catch (const IoError& error) {
+    return {phase, error.what()};
+  }
+}
+
+}  // namespace
+
+TEST_CASE("ResultWriter on a file that cannot grow fails cleanly in every phase", "[hdf5][fault]") {
+  // Regression (issue 9): on a full disk the writer printed HDF5's failures to stderr and crashed
+  // (closing the file failed, and was tried again). Now: an IoError with the system's reason, the
+  // temporary file removed, nothing printed, no HDF5 object left open, and HDF5 still usable.
+  const TemporaryDirectory directory;
+  const TemporaryDirectory captures;
+  const fs::path path = directory / "result.h5";
+  REQUIRE(write_poorly_compressible(path).phase == WriterPhase::done);
+  const auto complete_size = static_cast<rlim_t>(fs::file_size(path));
+  fs::remove(path);
+
+  std::set<WriterPhase> failed_in;
+  for (int step = 0; step < 40; ++step) {
+    const rlim_t limit = complete_size * static_cast<rlim_t>(step) / 40;
+    INFO("file size limit " << limit << " of " << complete_size << " bytes");
+    WriterOutcome outcome;
+    std::string printed;
+    {
+      CapturedStandardError captured(captures / "stderr.txt");
+      {
+        const FileSizeLimit file_size_limit(limit);
+        outcome = write_poorly_compressible(path);
+      }
+      printed = captured.text();
+    }
+    CHECK(outcome.phase != WriterPhase::done);
+    CHECK_THAT(outcome.message, Catch::Contains(std::strerror(EFBIG)));
+    failed_in.insert(outcome.phase);
+    CHECK(printed.empty());
+    CHECK(directory_listing(directory.path()).empty());
+    // (Datatypes are left out: the C++ API's predefined types count as open.)
+    CHECK(H5Fget_obj_count(H5F_OBJ_ALL, H5F_OBJ_FILE | H5F_OBJ_DATASET | H5F_OBJ_GROUP | H5F_OBJ_ATTR) == 0);
+  }
+  // The limits reach every phase: creating the datasets, writing blocks, the summaries and close.
+  CHECK(failed_in == std::set<WriterPhase>{WriterPhase::construct, WriterPhase::write, WriterPhase::finish});
+
+  // HDF5 is still in a usable state: the same output, without a limit, is written whole.
+  CHECK(write_poorly_compressible(path).phase == WriterPhase::done);
+  CHECK(fs::file_size(path) == complete_size);
+}
+
+TEST_CASE("ResultWriter finish stops its summary pass when cancelled and leaves no file", "[hdf5][fault]") {
+  const TemporaryDirectory directory;
+  const fs::path path = directory / "result.h5";
+  const std::vector<ArmLayout> arms = make_layout();
+  std::atomic<bool> cancel{false};
+  ResultWriterOptions options;
+  options.cancel = &cancel;
+  {
+    ResultWriter writer(path.string(), make_info(5), arms, 5, options);
+    for (std::size_t arm = 0; arm < arms.size(); ++arm) writer.write(make_block(arms, arm, 0, 5));
+    cancel = true;
+    CHECK_THROWS_AS(writer.finish(), ketasim::InterruptedError);
+    CHECK_THROWS_WITH(writer.finish(), Catch::Contains("unusable after an earlier failure"));
+  }
+  CHECK(directory_listing(directory.path()).empty());
 }

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "ketasim/errors.hpp"
+#include "ketasim/format.hpp"
 #include "ketasim/hdf5_writer.hpp"
 #include "ketasim/output_file.hpp"
 #include "ketasim/run.hpp"

@@ -5,11 +5,20 @@
 
 namespace ketasim {
 
-std::vector<SubjectRange> split_into_blocks(SubjectRange range, std::int64_t block_size) {
+std::int64_t block_count(SubjectRange range, std::int64_t block_size) {
   if (block_size <= 0) throw std::invalid_argument("block size must be positive");
+  return range.count / block_size + (range.count % block_size != 0 ? 1 : 0);
+}
+
+SubjectRange block_of(SubjectRange range, std::int64_t block_size, std::int64_t index) {
+  const std::int64_t offset = index * block_size;
+  return {range.first + offset, std::min(block_size, range.count - offset)};
+}
+
+std::vector<SubjectRange> split_into_blocks(SubjectRange range, std::int64_t block_size) {
   std::vector<SubjectRange> blocks;
-  for (std::int64_t offset = 0; offset < range.count; offset += block_size)
-    blocks.push_back({range.first + offset, std::min(block_size, range.count - offset)});
+  for (std::int64_t index = 0; index < block_count(range, block_size); ++index)
+    blocks.push_back(block_of(range, block_size, index));
   return blocks;
 }
 

@@ -17,16 +17,20 @@
 #include <exception>
 #include <iterator>
 #include <limits>
+#include <map>
 #include <mutex>
 #include <numeric>
 #include <optional>
 #include <set>
+#include <system_error>
 #include <thread>
 #include <utility>
 
 #include "ketasim/errors.hpp"
 #include "ketasim/output_file.hpp"
 #include "ketasim/threads.hpp"
+#include "ketasim/hdf5_file_driver.hpp"
+#include "ketasim/quantiles.hpp"
 #include "ketasim/version.hpp"
 
 namespace ketasim {
@@ -64,7 +68,8 @@ constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 // By default HDF5 prints its error stack to stderr. While a writer method runs, a handler that
 // records the stack instead is installed (and the previous one restored afterwards), so the most
 // useful lines can go into the IoError: the API function that failed and the innermost cause,
-// e.g. "H5FD_sec2_open(): unable to open file: ... error message = 'Permission denied'".
+// e.g. "H5Fcreate(): unable to create file <- ketasim_file_open(): Permission denied". A failed read
+// or write of the file is reported by its errno instead (hdf5_file_driver.hpp).
 // The handler runs when the failing C call returns, before C++ destructors of the HDF5 wrapper
 // objects (whose own C calls would clear the stack) have run.
 
@@ -110,7 +115,13 @@ class ErrorStackRecorder {
   void* previous_data_ = nullptr;
 };
 
-std::string describe(const H5::Exception& exception, const Hdf5ErrorStack& stack) {
+// `system_error`: the errno of the first failed read or write of the file (hdf5_file_driver), 0 if
+// none: the cause the user can act on (a full disk must say so); the API call says what failed.
+std::string describe(const H5::Exception& exception, const Hdf5ErrorStack& stack, int system_error) {
+  if (system_error != 0) {
+    return std::string(std::strerror(system_error)) + " (in " +
+           (stack.api_call.empty() ? exception.getFuncName() : stack.api_call) + ")";
+  }
   if (stack.api_call.empty()) return exception.getFuncName() + ": " + exception.getDetailMsg();
   if (stack.innermost_cause == stack.api_call) return stack.api_call;
   return stack.api_call + " <- " + stack.innermost_cause;
@@ -183,9 +194,9 @@ std::vector<hsize_t> column_shape(hsize_t subjects, std::size_t width) {
 // A small float64 vector written whole, e.g. the time grid.
 void write_vector(const H5::Group& parent, const std::string& name, const std::vector<double>& values,
                   const std::string& unit, const std::string& description) {
-  const H5::DataSet dataset =
-      create_dataset(parent, name, H5::PredType::IEEE_F64LE, {values.size()}, unit, description);
+  H5::DataSet dataset = create_dataset(parent, name, H5::PredType::IEEE_F64LE, {values.size()}, unit, description);
   if (!values.empty()) dataset.write(values.data(), H5::PredType::NATIVE_DOUBLE);
+  dataset.close();  // closing writes the data: a failure must throw, not be printed by the destructor
 }
 
 // ---- Trajectory chunks -----------------------------------------------------------------------
@@ -383,70 +394,20 @@ void read_stored_chunk(const H5::DataSet& dataset, const std::array<hsize_t, 2>&
   }
 }
 
-// ---- Quantiles -----------------------------------------------------------------------------
-
-// Hyndman & Fan type 7 (R's default): with the n values sorted x[0..n-1], h = (n - 1) p and
-// Q(p) = x[floor h] + (h - floor h) (x[floor h + 1] - x[floor h]), in double (float32 values widen
-// exactly). The result depends only on the multiset of values, never on their order. No values
-// → NaN.
-//
-// Reorders `values`, and each quantile narrows the selection of the next: once x[r] is in its
-// sorted place (nth_element), a later rank above r is selected among the values after it only,
-// a rank below r among those before it.
-class Type7Quantiles {
- public:
-  explicit Type7Quantiles(std::vector<float>& values) : values_(values) {}
-
-  double operator()(double probability) {
-    const std::size_t n = values_.size();
-    if (n == 0) return kNaN;
-    const double position = static_cast<double>(n - 1) * probability;
-    const auto rank = static_cast<std::size_t>(std::floor(position));
-    const double fraction = position - static_cast<double>(rank);
-    select(rank);
-    const double low = values_[rank];
-    if (fraction == 0.0 || rank + 1 == n) return low;
-    // Everything after a value in its sorted place is >= it, so x[rank + 1] is their minimum.
-    const double high = *std::min_element(at(rank + 1), values_.end());
-    return low == high ? high : (1.0 - fraction) * low + fraction * high;
-  }
-
- private:
-  std::vector<float>::iterator at(std::size_t index) { return values_.begin() + static_cast<std::ptrdiff_t>(index); }
-
-  // Puts x[rank] in its sorted place, searching only between the neighbouring placed ranks.
-  void select(std::size_t rank) {
-    std::size_t begin = 0;
-    std::size_t end = values_.size();
-    for (const std::size_t placed : placed_) {
-      if (placed == rank) return;
-      if (placed < rank) begin = std::max(begin, placed + 1);
-      if (placed > rank) end = std::min(end, placed);
-    }
-    std::nth_element(at(begin), at(rank), at(end));
-    placed_.push_back(rank);
-  }
-
-  std::vector<float>& values_;
-  std::vector<std::size_t> placed_;
-};
-
 // Memory the summary pass needs besides the slab, per decoding thread: the chunk being decoded
-// (inflated bytes and floats), one compressed chunk in the batch read ahead for it, and one
-// time column of values.
+// (inflated bytes and floats) and one compressed chunk in the batch read ahead for it.
 std::size_t summary_scratch_bytes(const ChunkGrid& grid, unsigned threads) {
   const auto chunk_bytes = static_cast<std::size_t>(grid.chunk_rows * grid.chunk_columns) * sizeof(float);
-  const auto column_bytes = static_cast<std::size_t>(grid.subjects) * sizeof(float);
-  return threads * (kSummaryBatchPerThread * chunk_bytes + 2 * chunk_bytes + column_bytes);
+  return threads * (kSummaryBatchPerThread * chunk_bytes + 2 * chunk_bytes);
 }
 
 // Time columns per slab read back in finish(): the slab (N x columns float32) plus the scratch of
-// the decoding threads must fit in the budget. Slabs wider than a chunk are whole multiples of the
-// chunk width, so that each chunk is decompressed once.
+// the decoding threads must fit in the budget; 0 when not even one column does. Slabs wider than a
+// chunk are whole multiples of the chunk width, so that each chunk is decompressed once.
 hsize_t summary_columns_per_slab(const ChunkGrid& grid, std::size_t budget_bytes, unsigned threads) {
   const std::size_t scratch_bytes = summary_scratch_bytes(grid, threads);
   const std::size_t slab_bytes = budget_bytes > scratch_bytes ? budget_bytes - scratch_bytes : 0;
-  hsize_t columns = std::max<hsize_t>(1, slab_bytes / (static_cast<std::size_t>(grid.subjects) * sizeof(float)));
+  hsize_t columns = slab_bytes / (static_cast<std::size_t>(grid.subjects) * sizeof(float));
   columns = std::min(columns, grid.time_points);
   if (columns >= grid.chunk_columns) columns -= columns % grid.chunk_columns;
   return columns;
@@ -533,6 +494,42 @@ struct ColumnDataset {
   std::size_t width = 1;  // 1 → [N]; otherwise [N x width]
 };
 
+// The subjects written so far, as disjoint ranges [first, end), merged when they touch: blocks
+// come in roughly increasing order, so there are a few ranges at any time, whatever the cohort size
+// (a bit per subject was 125 GB for the 2^40 subjects a scenario may have).
+class WrittenSubjects {
+ public:
+  // The first subject of [first, end) already written; end if none.
+  std::int64_t first_written(std::int64_t first, std::int64_t end) const {
+    auto next = ranges_.upper_bound(first);
+    if (next != ranges_.begin() && std::prev(next)->second > first) return first;
+    return next != ranges_.end() && next->first < end ? next->first : end;
+  }
+  // [first, end) must not overlap what was written.
+  void add(std::int64_t first, std::int64_t end) {
+    if (first == end) return;
+    count_ += end - first;
+    auto next = ranges_.upper_bound(first);
+    if (next != ranges_.end() && next->first == end) {
+      end = next->second;
+      next = ranges_.erase(next);
+    }
+    if (next != ranges_.begin() && std::prev(next)->second == first) {
+      std::prev(next)->second = end;
+      return;
+    }
+    ranges_.emplace_hint(next, first, end);
+  }
+  std::int64_t count() const { return count_; }
+  std::int64_t first_missing() const {
+    return ranges_.empty() || ranges_.begin()->first > 0 ? 0 : ranges_.begin()->second;
+  }
+
+ private:
+  std::map<std::int64_t, std::int64_t> ranges_;  // first -> end
+  std::int64_t count_ = 0;
+};
+
 struct ArmDatasets {
   const ArmLayout* layout = nullptr;                                         // in State::layouts
   std::vector<H5::DataSet> trajectories;                                     // [N x T]
@@ -542,9 +539,20 @@ struct ArmDatasets {
   H5::DataSet subject_id;
   H5::DataSet status;
   H5::DataSet message;
-  std::vector<bool> written;  // one bit per subject
-  std::int64_t written_count = 0;
+  WrittenSubjects written;
 };
+
+template <class Visit>
+void for_each_dataset(ArmDatasets& arm, const Visit& visit) {
+  for (H5::DataSet& dataset : arm.trajectories) visit(dataset);
+  for (auto& quantiles : arm.summaries)
+    for (H5::DataSet& dataset : quantiles) visit(dataset);
+  for (ColumnDataset& column : arm.subject_columns) visit(column.dataset);
+  for (ColumnDataset& column : arm.metrics) visit(column.dataset);
+  visit(arm.subject_id);
+  visit(arm.status);
+  visit(arm.message);
+}
 
 }  // namespace
 
@@ -562,6 +570,7 @@ struct ResultWriter::State {
 
   // Used by the writer thread only.
   Hdf5ErrorStack error_stack;
+  hdf5_file_driver::FileControl file_control;  // of `file`, which refers to it
   std::optional<H5::H5File> file;  // emplaced: H5File's copy assignment is deprecated
   std::vector<ArmDatasets> arms;
   Phase phase = Phase::open;
@@ -578,7 +587,12 @@ struct ResultWriter::State {
     try {
       std::forward<Action>(action)();
     } catch (const H5::Exception& exception) {
-      throw IoError(temporary_path + ": cannot " + what + ": " + describe(exception, error_stack));
+      throw IoError(temporary_path + ": cannot " + what + ": " + describe(exception, error_stack, file_control.failure));
+    }
+    // A failure that HDF5 did not report to the caller (the destructor of a C++ wrapper object
+    // swallows it), or that an earlier call left behind: the file is incomplete either way.
+    if (file_control.failure != 0 && !file_control.discard_writes) {
+      throw IoError(temporary_path + ": cannot " + what + ": " + std::strerror(file_control.failure));
     }
   }
 
@@ -597,23 +611,29 @@ struct ResultWriter::State {
   void write_subject_columns(const ArmDatasets& arm, const SubjectBlock& block) const;
   static void mark_written(ArmDatasets& arm, const SubjectBlock& block);
   void check_every_subject_written() const;
-  void write_summary(const ArmDatasets& arm, std::size_t trajectory, const std::function<void()>& between_slabs);
+  struct SummaryTask {
+    const H5::DataSet& dataset;
+    ChunkGrid grid;
+    std::string what;
+    std::array<std::vector<double>, kSummaryQuantiles.size()> quantiles;  // [quantile][time point]
+  };
+  void write_summary(const ArmDatasets& arm, std::size_t trajectory);
+  void summarize_by_slabs(SummaryTask& task, unsigned threads, hsize_t slab_columns);
+  void summarize_by_selection(SummaryTask& task);
+  void throw_if_cancelled(const SummaryTask& task) const;
   void close_file();
+  void discard_file() noexcept;
 };
 
 ResultWriter::State::~State() {
-  if (phase == Phase::finished) return;
-  try {
-    ErrorStackRecorder recorder(error_stack);
-    close_file();
-  } catch (...) {  // NOLINT(bugprone-empty-catch): a destructor must not throw; `output` removes the file anyway
-  }
+  if (phase != Phase::finished) discard_file();
 }
 
 void ResultWriter::State::create_file() {
   hdf5("create the temporary output file", [&] {
     H5::FileAccPropList access;
     access.setFcloseDegree(H5F_CLOSE_STRONG);  // closing the file really closes it before the rename
+    hdf5_file_driver::use(access.getId(), &file_control);
     file.emplace(temporary_path, H5F_ACC_EXCL, H5::FileCreatPropList::DEFAULT, access);  // a new name, never another's file
   });
 }
@@ -643,7 +663,6 @@ void ResultWriter::State::write_root_attributes(const RunInfo& info) {
 void ResultWriter::State::define_arm(const ArmLayout& layout) {
   ArmDatasets arm;
   arm.layout = &layout;
-  arm.written.assign(static_cast<std::size_t>(subjects_per_arm), false);
   hdf5("define arm '" + layout.name + "'", [&] {
     const H5::Group group = file->createGroup("arms/" + layout.name);
     set_text_attribute(group, "description", layout.description);
@@ -781,11 +800,11 @@ void ResultWriter::State::check_block_shape(const SubjectBlock& block) const {
 // The block's arm and range are valid (check_block_shape).
 void ResultWriter::State::check_not_written(const SubjectBlock& block) const {
   const ArmDatasets& arm = arms[block.arm];
-  for (std::int64_t subject = block.first_subject; subject < block.first_subject + block.count; ++subject) {
-    if (arm.written[static_cast<std::size_t>(subject)]) {
-      reject_block(final_path, block,
-                   "subject " + std::to_string(subject) + " of arm '" + arm.layout->name + "' was already written");
-    }
+  const std::int64_t end = block.first_subject + block.count;
+  const std::int64_t subject = arm.written.first_written(block.first_subject, end);
+  if (subject != end) {
+    reject_block(final_path, block,
+                 "subject " + std::to_string(subject) + " of arm '" + arm.layout->name + "' was already written");
   }
 }
 
@@ -819,8 +838,7 @@ void ResultWriter::State::write_subject_columns(const ArmDatasets& arm, const Su
 }
 
 void ResultWriter::State::mark_written(ArmDatasets& arm, const SubjectBlock& block) {
-  std::fill_n(arm.written.begin() + block.first_subject, block.count, true);
-  arm.written_count += block.count;
+  arm.written.add(block.first_subject, block.first_subject + block.count);
 }
 
 void ResultWriter::State::write_block(const SubjectBlock& block) {
@@ -857,95 +875,196 @@ void ResultWriter::State::write_prepared_block(const PreparedBlock& block) {
 
 void ResultWriter::State::check_every_subject_written() const {
   for (const ArmDatasets& arm : arms) {
-    if (arm.written_count == subjects_per_arm) continue;
-    const auto first_missing = std::find(arm.written.begin(), arm.written.end(), false) - arm.written.begin();
-    throw IoError(final_path + ": cannot finish the output: " + std::to_string(subjects_per_arm - arm.written_count) +
+    if (arm.written.count() == subjects_per_arm) continue;
+    const std::int64_t first_missing = arm.written.first_missing();
+    throw IoError(final_path + ": cannot finish the output: " + std::to_string(subjects_per_arm - arm.written.count()) +
                   " of " + std::to_string(subjects_per_arm) + " subjects of arm '" + arm.layout->name +
                   "' were never written (the first is subject " + std::to_string(first_missing) + ")");
   }
 }
 
-// Reads the [N x T] matrix back in slabs of whole time columns, so memory stays within
-// options.summary_memory_bytes whatever N is. HDF5 calls stay on this thread: it reads the
-// compressed chunks of a slab in small batches, and the summary threads decode them into the slab
-// (column-major, so that each time point's values are contiguous) and then compute the quantiles
-// of the slab's time points.
-void ResultWriter::State::write_summary(const ArmDatasets& arm, std::size_t trajectory,
-                                        const std::function<void()>& between_slabs) {
-  const H5::DataSet& dataset = arm.trajectories[trajectory];
-  const ChunkGrid grid = ChunkGrid::of(static_cast<hsize_t>(subjects_per_arm), arm.layout->time_h.size());
-  const auto subjects = static_cast<std::size_t>(grid.subjects);
-  std::array<std::vector<double>, kSummaryQuantiles.size()> quantiles;
-  for (auto& values : quantiles) values.assign(grid.time_points, kNaN);
-  const std::string what =
-      "summarize trajectory '" + arm.layout->trajectories[trajectory].name + "' of arm '" + arm.layout->name + "'";
-  if (grid.chunked()) {
+// The per-time quantiles of one trajectory matrix [N x T], within options.summary_memory_bytes
+// whatever N is: from slabs of whole time columns while one column of N values fits, otherwise
+// selected exactly from the compressed chunks in a few passes. HDF5 calls stay on this thread.
+void ResultWriter::State::write_summary(const ArmDatasets& arm, std::size_t trajectory) {
+  SummaryTask task{arm.trajectories[trajectory],
+                   ChunkGrid::of(static_cast<hsize_t>(subjects_per_arm), arm.layout->time_h.size()),
+                   "summarize trajectory '" + arm.layout->trajectories[trajectory].name + "' of arm '" + arm.layout->name + "'",
+                   {}};
+  for (auto& values : task.quantiles) values.assign(task.grid.time_points, kNaN);
+  if (task.grid.chunked()) {
     const unsigned threads = thread_count(options.summary_threads);
-    const hsize_t slab_columns = summary_columns_per_slab(grid, options.summary_memory_bytes, threads);
-    std::vector<float> slab(subjects * static_cast<std::size_t>(slab_columns));  // [t - first][subject]
-    std::vector<ChunkDecoder> decoders(threads);
-    std::vector<std::vector<float>> columns(threads);
-    std::vector<StoredChunk> batch;
-    for (hsize_t first = 0; first < grid.time_points; first += slab_columns) {
-      if (between_slabs) between_slabs();
-      const hsize_t width = std::min(slab_columns, grid.time_points - first);
-      std::vector<std::array<hsize_t, 2>> origins;
-      for (hsize_t column = first / grid.chunk_columns * grid.chunk_columns; column < first + width;
-           column += grid.chunk_columns) {
-        for (hsize_t row = 0; row < grid.subjects; row += grid.chunk_rows) origins.push_back({row, column});
-      }
-      const auto decode_into_slab = [&](unsigned thread, std::size_t index) {
-        const StoredChunk& chunk = batch[index];
-        const std::vector<float>& values = decoders[thread].decode(grid, chunk);
-        const hsize_t rows = std::min(grid.chunk_rows, grid.subjects - chunk.origin[0]);
-        const hsize_t t_begin = std::max(first, chunk.origin[1]);
-        const hsize_t t_end = std::min({first + width, chunk.origin[1] + grid.chunk_columns, grid.time_points});
-        for (hsize_t t = t_begin; t < t_end; ++t) {
-          float* destination = slab.data() + (t - first) * subjects + chunk.origin[0];
-          const float* source = values.data() + (t - chunk.origin[1]);
-          for (hsize_t r = 0; r < rows; ++r) destination[r] = source[r * grid.chunk_columns];
-        }
-      };
-      const std::size_t batch_size = kSummaryBatchPerThread * threads;
-      for (std::size_t next = 0; next < origins.size(); next += batch_size) {
-        batch.resize(std::min(batch_size, origins.size() - next));
-        hdf5(what, [&] {
-          for (std::size_t i = 0; i < batch.size(); ++i) read_stored_chunk(dataset, origins[next + i], batch[i]);
-        });
-        try {
-          parallel_for(threads, batch.size(), decode_into_slab);
-        } catch (const IoError& error) {
-          throw IoError(temporary_path + ": cannot " + what + ": " + error.what());
-        }
-      }
-      parallel_for(threads, static_cast<std::size_t>(width), [&](unsigned thread, std::size_t t) {
-        std::vector<float>& column = columns[thread];
-        const float* values = slab.data() + t * subjects;
-        column.clear();
-        std::copy_if(values, values + subjects, std::back_inserter(column),
-                     [](float value) { return !std::isnan(value); });
-        Type7Quantiles quantile(column);
-        for (std::size_t q = 0; q < kSummaryQuantiles.size(); ++q) {
-          quantiles[q][first + t] = quantile(kSummaryQuantiles[q].probability);
-        }
-      });
+    const hsize_t slab_columns = summary_columns_per_slab(task.grid, options.summary_memory_bytes, threads);
+    if (slab_columns > 0) {
+      summarize_by_slabs(task, threads, slab_columns);
+    } else {
+      summarize_by_selection(task);
     }
   }
-  if (grid.time_points == 0) return;
-  hdf5(what, [&] {
+  if (task.grid.time_points == 0) return;
+  hdf5(task.what, [&] {
     for (std::size_t q = 0; q < kSummaryQuantiles.size(); ++q) {
-      arm.summaries[trajectory][q].write(quantiles[q].data(), H5::PredType::NATIVE_DOUBLE);
+      arm.summaries[trajectory][q].write(task.quantiles[q].data(), H5::PredType::NATIVE_DOUBLE);
     }
   });
 }
 
+void ResultWriter::State::throw_if_cancelled(const SummaryTask& task) const {
+  if (options.cancel != nullptr && options.cancel->load()) throw InterruptedError("interrupted: did not " + task.what);
+}
+
+// It reads the compressed chunks of a slab in small batches, and the summary threads decode them
+// into the slab (column-major, so that each time point's values are contiguous), then select the
+// quantiles of each time point in place.
+void ResultWriter::State::summarize_by_slabs(SummaryTask& task, unsigned threads, hsize_t slab_columns) {
+  const ChunkGrid& grid = task.grid;
+  const auto subjects = static_cast<std::size_t>(grid.subjects);
+  std::vector<float> slab(subjects * static_cast<std::size_t>(slab_columns));  // [t - first][subject]
+  std::vector<ChunkDecoder> decoders(threads);
+  std::vector<StoredChunk> batch;
+  for (hsize_t first = 0; first < grid.time_points; first += slab_columns) {
+    const hsize_t width = std::min(slab_columns, grid.time_points - first);
+    std::vector<std::array<hsize_t, 2>> origins;
+    for (hsize_t column = first / grid.chunk_columns * grid.chunk_columns; column < first + width;
+         column += grid.chunk_columns) {
+      for (hsize_t row = 0; row < grid.subjects; row += grid.chunk_rows) origins.push_back({row, column});
+    }
+    const auto decode_into_slab = [&](unsigned thread, std::size_t index) {
+      const StoredChunk& chunk = batch[index];
+      const std::vector<float>& values = decoders[thread].decode(grid, chunk);
+      const hsize_t rows = std::min(grid.chunk_rows, grid.subjects - chunk.origin[0]);
+      const hsize_t t_begin = std::max(first, chunk.origin[1]);
+      const hsize_t t_end = std::min({first + width, chunk.origin[1] + grid.chunk_columns, grid.time_points});
+      for (hsize_t t = t_begin; t < t_end; ++t) {
+        float* destination = slab.data() + (t - first) * subjects + chunk.origin[0];
+        const float* source = values.data() + (t - chunk.origin[1]);
+        for (hsize_t r = 0; r < rows; ++r) destination[r] = source[r * grid.chunk_columns];
+      }
+    };
+    const std::size_t batch_size = kSummaryBatchPerThread * threads;
+    for (std::size_t next = 0; next < origins.size(); next += batch_size) {
+      throw_if_cancelled(task);
+      batch.resize(std::min(batch_size, origins.size() - next));
+      hdf5(task.what, [&] {
+        for (std::size_t i = 0; i < batch.size(); ++i) read_stored_chunk(task.dataset, origins[next + i], batch[i]);
+      });
+      try {
+        parallel_for(threads, batch.size(), decode_into_slab);
+      } catch (const IoError& error) {
+        throw IoError(temporary_path + ": cannot " + task.what + ": " + error.what());
+      }
+    }
+    parallel_for(threads, static_cast<std::size_t>(width), [&](unsigned, std::size_t t) {
+      throw_if_cancelled(task);
+      float* values = slab.data() + t * subjects;
+      float* const end_of_values = std::partition(values, values + subjects, [](float value) { return !std::isnan(value); });
+      InPlaceQuantiles<float> quantile(std::span<float>(values, end_of_values));
+      for (std::size_t q = 0; q < kSummaryQuantiles.size(); ++q) {
+        task.quantiles[q][first + t] = quantile(kSummaryQuantiles[q].probability);
+      }
+    });
+  }
+}
+
+// For cohorts whose time column does not fit: chunk column by chunk column (up to 4096 time
+// points), one pass counts each time point's values that are not NaN, then RadixSelection finds
+// the ranks the quantiles need in four more passes, decoding every chunk each time. Memory: the
+// selection's histograms (12 KiB per time point) and one chunk, whatever N is.
+void ResultWriter::State::summarize_by_selection(SummaryTask& task) {
+  const ChunkGrid& grid = task.grid;
+  std::array<double, kSummaryQuantiles.size()> probabilities{};
+  for (std::size_t q = 0; q < kSummaryQuantiles.size(); ++q) probabilities[q] = kSummaryQuantiles[q].probability;
+  const std::size_t histogram_bytes = 2 * kSummaryQuantiles.size() * RadixSelection<float>::kBuckets * sizeof(std::uint64_t);
+  const hsize_t group_columns =
+      std::clamp<hsize_t>(options.summary_memory_bytes / histogram_bytes, 1, grid.chunk_columns);
+  ChunkDecoder decoder;
+  StoredChunk chunk;
+  for (hsize_t first = 0; first < grid.time_points; first += group_columns) {
+    const hsize_t width = std::min(group_columns, grid.time_points - first);
+    // The values of time points [first, first + width) that are not NaN, to `visit(t - first, value)`.
+    const auto scan = [&](const auto& visit) {
+      for (hsize_t chunk_column = first / grid.chunk_columns * grid.chunk_columns; chunk_column < first + width;
+           chunk_column += grid.chunk_columns) {
+        for (hsize_t row = 0; row < grid.subjects; row += grid.chunk_rows) {
+          throw_if_cancelled(task);
+          hdf5(task.what, [&] { read_stored_chunk(task.dataset, {row, chunk_column}, chunk); });
+          const std::vector<float>* values = nullptr;
+          try {
+            values = &decoder.decode(grid, chunk);
+          } catch (const IoError& error) {
+            throw IoError(temporary_path + ": cannot " + task.what + ": " + error.what());
+          }
+          const hsize_t rows = std::min(grid.chunk_rows, grid.subjects - row);
+          const hsize_t t_begin = std::max(first, chunk_column);
+          const hsize_t t_end = std::min({first + width, chunk_column + grid.chunk_columns, grid.time_points});
+          for (hsize_t r = 0; r < rows; ++r) {
+            for (hsize_t t = t_begin; t < t_end; ++t) {
+              const float value = (*values)[r * grid.chunk_columns + (t - chunk_column)];
+              if (!std::isnan(value)) visit(static_cast<std::size_t>(t - first), value);
+            }
+          }
+        }
+      }
+    };
+    std::vector<std::uint64_t> counts(static_cast<std::size_t>(width), 0);
+    scan([&](std::size_t t, float) { ++counts[t]; });
+    std::vector<std::vector<std::uint64_t>> ranks(counts.size());
+    for (std::size_t t = 0; t < counts.size(); ++t)
+      if (counts[t] > 0) ranks[t] = type7_ranks(counts[t], probabilities);
+    RadixSelection<float> selection(ranks);
+    while (!selection.done()) {
+      scan([&](std::size_t t, float value) { selection.add(t, value); });
+      selection.end_pass();
+    }
+    for (std::size_t t = 0; t < counts.size(); ++t) {
+      if (counts[t] == 0) continue;
+      std::vector<double> values;
+      for (std::size_t k = 0; k < ranks[t].size(); ++k) values.push_back(selection.value(t, k));
+      const std::vector<double> quantiles = type7_from_ranks(counts[t], probabilities, ranks[t], values);
+      for (std::size_t q = 0; q < kSummaryQuantiles.size(); ++q) task.quantiles[q][first + t] = quantiles[q];
+    }
+  }
+}
+
+// Closes every dataset, then the file, each exactly once, also when closing fails: a failed
+// H5Dclose keeps the dataset's ID, and the next attempt (H5::DataSet's destructor) would print its
+// failure to stderr; a failed H5Fclose leaves an ID on which HDF5 crashes at exit
+// (hdf5_file_driver.hpp), and a second H5Fclose (H5File's destructor) crashes at once. The file is
+// therefore flushed first and closed only once that succeeded; otherwise it stays open for
+// discard_file(). Throws the first failure once everything that could be released was.
 void ResultWriter::State::close_file() {
+  std::optional<IoError> first_failure;
+  for (ArmDatasets& arm : arms) {
+    for_each_dataset(arm, [&](H5::DataSet& dataset) {
+      try {
+        hdf5("close a dataset of arm '" + arm.layout->name + "'", [&] { dataset.close(); });
+      } catch (const IoError& failure) {
+        if (!first_failure) first_failure = failure;
+      }
+    });
+  }
+  if (first_failure) throw *first_failure;  // the datasets that could not be closed stay in `arms`
   arms.clear();  // the datasets must be released before the file
   if (!file) return;
+  hdf5("flush the file", [&] { file->flush(H5F_SCOPE_LOCAL); });
+  const hid_t id = file->getId();
+  H5Iinc_ref(id);  // the wrapper's destructor then only drops its own reference
+  file.reset();
   hdf5("close the file", [&] {
-    file->close();
-    file.reset();
+    if (H5Fclose(id) < 0) throw H5::FileIException("H5Fclose", "cannot close the file");
   });
+}
+
+// An unfinished file is thrown away: its writes are discarded from here on, so that closing it
+// (which flushes HDF5's caches) cannot fail for want of space, then it is removed. Never throws.
+void ResultWriter::State::discard_file() noexcept {
+  file_control.discard_writes = true;
+  try {
+    ErrorStackRecorder recorder(error_stack);
+    close_file();
+  } catch (...) {  // NOLINT(bugprone-empty-catch): the file is removed whether or not it closed
+  }
+  // The temporary file itself is removed by `output` (AtomicOutputFile), destroyed after this.
 }
 
 // ---- ResultWriter --------------------------------------------------------------------------
@@ -1096,7 +1215,8 @@ void ResultWriter::finish(const std::function<void(const FinishProgress&)>& on_p
   };
   for (const ArmDatasets& arm : state.arms) {
     for (std::size_t trajectory = 0; trajectory < arm.trajectories.size(); ++trajectory) {
-      state.write_summary(arm, trajectory, report);
+      report();
+      state.write_summary(arm, trajectory);
       ++progress.summaries_done;
     }
   }

@@ -12,6 +12,7 @@
 //   worker threads:   PreparedBlock prepared = writer.prepare(std::move(block));
 //   writer thread:    writer.write(std::move(prepared));
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -84,14 +85,19 @@ class PreparedBlock {
 };
 
 struct ResultWriterOptions {
-  // Upper bound on the memory finish() uses to compute the per-time quantiles (the trajectory
-  // slab read back from the file, plus per summary thread a few chunks being decoded and one
-  // column of scratch). Tests shrink it to force many slabs; at least one time column is always
-  // read, so for more than ~20 million subjects per arm the bound is exceeded.
+  // Upper bound on the memory finish() uses to compute the per-time quantiles: the trajectory
+  // slab read back from the file (whole time columns, N float32 each), plus per summary thread a
+  // few chunks being decoded. When not even one time column fits (some 60 million subjects per arm
+  // at the default), the quantiles are selected exactly from the compressed chunks instead, in
+  // five passes over them (quantiles.hpp, RadixSelection), within the bound. Tests shrink it to
+  // force many slabs, or the selection.
   std::size_t summary_memory_bytes = std::size_t{256} << 20;
   // Threads that decompress the trajectories and compute the quantiles in finish(); 0 =
   // default_thread_count() (threads.hpp). The summaries do not depend on it.
   unsigned summary_threads = 0;
+  // When set and it becomes true, finish() stops its summary pass with InterruptedError (checked
+  // a few times a second at least), and the writer is unusable, as after any failure.
+  const std::atomic<bool>* cancel = nullptr;
 };
 
 // How far finish() is: `summaries_done` of the `summaries_total` trajectory summaries (one per

@@ -38,6 +38,17 @@ double to_display_unit(const ParameterSpec& spec, double value_in_base_units) {
   return unit ? value_in_base_units / unit->scale : value_in_base_units;
 }
 
+std::string implausible_parameter_value(const ParameterSpec& spec, double value) {
+  const auto range = plausible_parameter_range(spec.dimension);
+  if (!range || (value >= range->lowest && value <= range->highest) || (value == 0.0 && !spec.positive)) return "";
+  const std::string unit = spec.unit.empty() ? "" : " " + spec.unit;
+  const auto shown = [&](double bound) { return yaml::format_number(to_display_unit(spec, bound)); };
+  const std::string lowest = range->lowest > 0.0 ? shown(range->lowest) : "0";
+  return std::string("lies outside the plausible range for ") + range->what + " (" + lowest + " to " +
+         shown(range->highest) + unit + (spec.positive || range->lowest == 0.0 ? "" : ", or exactly 0") +
+         "); if the number is right, check its unit";
+}
+
 namespace {
 
 using yaml::MapEntry;
@@ -99,6 +110,8 @@ ParameterSpec read_parameter(const MapEntry& entry) {
   if (const auto non_negative = node.find("non_negative")) spec.positive = !non_negative->as_boolean();
   if (spec.positive ? !(spec.value > 0.0) : !(spec.value >= 0.0))
     value.fail(value.kind() + (spec.positive ? " must be greater than 0" : " must not be negative"));
+  if (const std::string implausible = implausible_parameter_value(spec, spec.value); !implausible.empty())
+    value.fail(value.kind() + " " + implausible);
   if (const auto max = node.find("max")) {
     spec.upper_bound = max->as_quantity(spec.dimension).value;
     if (spec.value > spec.upper_bound) value.fail(value.kind() + " exceeds max " + max->kind());

@@ -270,4 +270,8 @@ std::string builtin_calibration_text(std::string_view name);
 // Value of `value_in_base_units` expressed in the card's display unit.
 double to_display_unit(const ParameterSpec& spec, double value_in_base_units);
 
+// Why `value` (base units) cannot be a value of the parameter, by plausible_parameter_range of its
+// dimension: "lies outside the plausible range for a volume, 1e-06 to 1e+06 L", or "" when it can.
+std::string implausible_parameter_value(const ParameterSpec& spec, double value);
+
 }  // namespace ketasim

@@ -4,9 +4,25 @@
 // afresh for every step between boundaries, so an adaptive step never straddles a dose edge and
 // no stale FSAL derivative survives a jump: this is the one place where the stepper restarts.
 
+#include <atomic>
+#include <cstddef>
+#include <string>
+
+#include "ketasim/errors.hpp"
 #include "ketasim/model.hpp"
 
 namespace ketasim {
+
+// A step between two breakpoints that needed more than its cap of steps (OdePropagator::step_cap).
+// integrate() turns it into the subject's failure, with the time.
+class OdeStepCapReached : public SolverError {
+ public:
+  OdeStepCapReached(std::size_t steps, double step_h, double reached, const std::string& why);
+  std::size_t cap;
+  double duration_h;  // of the step between breakpoints
+  double reached_h;   // how far into it the solver got
+  std::string reason;  // e.g. "the system is too stiff for an explicit method (fastest rate 1e+07/h)"
+};
 
 class OdePropagator {
  public:
@@ -17,7 +33,14 @@ class OdePropagator {
   using Input = StateVector;  // rates per state
   using StepFactors = double;  // the step length in hours: nothing to precompute
 
-  OdePropagator(const SubjectModel& model, double rtol, double atol);
+  // `cancel`: when set and true, advance() stops with InterruptedError (checked every 1024 steps).
+  OdePropagator(const SubjectModel& model, double rtol, double atol, const std::atomic<bool>* cancel = nullptr);
+
+  // The most steps (tried, accepted or not) that advance() takes over `duration_h`: 10,000 per
+  // hour, and at least 10,000. A non-stiff model of ketamine needs fewer than 100 per hour even
+  // at the tightest tolerance; an explicit method on a stiff system (an effect site with ke0 =
+  // 1e7 1/h) needs millions, and would otherwise run for hours.
+  static std::size_t step_cap(double duration_h);
 
   State initial_state() const { return State{StateVector::Zero(model_.states), StateVector::Zero(model_.states)}; }
   Input input(const StateVector& rates) const { return rates; }
@@ -40,6 +63,7 @@ class OdePropagator {
   const SubjectModel& model_;
   double rtol_;
   double atol_;
+  const std::atomic<bool>* cancel_;
 };
 
 }  // namespace ketasim

@@ -204,22 +204,6 @@ std::optional<std::uintmax_t> free_space_for(const std::string& path) {
   return static_cast<std::uintmax_t>(info.f_bavail) * info.f_frsize;
 }
 
-std::string format_bytes(std::uintmax_t bytes) {
-  static constexpr std::array<const char*, 6> kUnits{"B", "kB", "MB", "GB", "TB", "PB"};
-  auto value = static_cast<double>(bytes);
-  std::size_t unit = 0;
-  while (value >= 999.5 && unit + 1 < kUnits.size()) {
-    value /= 1000.0;
-    ++unit;
-  }
-  std::array<char, 32> text{};
-  if (unit == 0)
-    std::snprintf(text.data(), text.size(), "%ju B", bytes);
-  else
-    std::snprintf(text.data(), text.size(), "%.3g %s", value, kUnits[unit]);
-  return text.data();
-}
-
 std::string temporary_file_name(std::string_view final_name, std::string_view host, long pid, std::string_view random,
                                 std::size_t name_max) {
   std::string suffix = std::string(kTemporaryMarker) + std::string(host.substr(0, kMaxHostLength)) + "." +

@@ -25,8 +25,6 @@ void check_output_path(const std::string& path, const std::vector<std::string>& 
 // f_bavail); nullopt when the file system does not say.
 std::optional<std::uintmax_t> free_space_for(const std::string& path);
 
-// "1.07 GB", "340 kB", "12 B" (powers of 1000, three significant digits).
-std::string format_bytes(std::uintmax_t bytes);
 
 // The temporary name of `final_name`: "<prefix>.ketasim-tmp.<host>.<pid>.<random>", in the same
 // directory. The host and process id let a later run tell a temporary left by a killed process

@@ -10,6 +10,7 @@
 #include "ketasim/format.hpp"
 #include "ketasim/input_file.hpp"
 #include "ketasim/model_card.hpp"
+#include "ketasim/quantiles.hpp"
 #include "ketasim/run.hpp"
 #include "ketasim/scenario_loader.hpp"
 #include "ketasim/statistics.hpp"
@@ -159,19 +160,12 @@ double mean(const std::vector<double>& values) {
   return sum / static_cast<double>(values.size());
 }
 
-double median(std::vector<double> values) {
-  if (values.empty()) return kNaN;
-  std::sort(values.begin(), values.end());
-  const std::size_t n = values.size();
-  return n % 2 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
-}
-
 double arm_statistic(const Statistic& statistic, const ArmResults& arm) {
   const Sample s = sample(statistic, arm);
   switch (statistic.kind) {
     case Statistic::Kind::mean:
     case Statistic::Kind::fraction: return mean(s.values);
-    case Statistic::Kind::median: return median(s.values);
+    case Statistic::Kind::median: return quantile(s.values, 0.5);
     case Statistic::Kind::km_median: return kaplan_meier(s.values, s.events).median;
     case Statistic::Kind::time_of_largest_effect: break;
   }

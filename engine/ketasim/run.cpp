@@ -1,6 +1,7 @@
 #include "ketasim/run.hpp"
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -30,20 +31,23 @@
 
 namespace ketasim {
 
-double quantile(std::vector<double> values, double probability) {
-  std::erase_if(values, [](double v) { return !std::isfinite(v); });
-  if (values.empty()) return std::numeric_limits<double>::quiet_NaN();
-  std::sort(values.begin(), values.end());
-  const double position = probability * static_cast<double>(values.size() - 1);
-  const auto below = static_cast<std::size_t>(std::floor(position));
-  const std::size_t above = std::min(below + 1, values.size() - 1);
-  return values[below] + (position - static_cast<double>(below)) * (values[above] - values[below]);
-}
-
 namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
+
+// What NaN among a metric's values of a solved subject means. Most metrics are defined for every
+// subject: NaN there (like an infinity anywhere) is a failure of the solve, and fails the subject.
+// A few are undefined for some subjects by definition, and NaN is then their value: no response
+// (first_response_day), not a responder (relapse_day), a dose not given (the per-dose columns,
+// padded to the most doses), an assessment past the grid. A NaN computed in those comes from the
+// MADRS or the effect site, which the solve checks where it computes them.
+enum class NanMeaning { failure, undefined };
+
+struct MetricValues {
+  std::span<const double> values;
+  NanMeaning nan = NanMeaning::failure;
+};
 
 // Every per-subject metric, in file order, tagged with the Metric that selects it (none for the
 // always-written solver path). Building the layout and filling a row both go through
@@ -51,8 +55,12 @@ constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 template <class Visit>
 void for_each_metric(const Model& model, const SimulationPlan& plan, const SubjectMetrics& m, const double& solver_path,
                      Visit&& visit) {
-  const auto one = [](const double& value) { return std::span<const double>(&value, 1); };
-  const auto many = [](const std::vector<double>& values) { return std::span<const double>(values); };
+  const auto one = [](const double& value) { return MetricValues{std::span<const double>(&value, 1)}; };
+  const auto many = [](const std::vector<double>& values) { return MetricValues{std::span<const double>(values)}; };
+  const auto nan_if_undefined = [](MetricValues values) {
+    values.nan = NanMeaning::undefined;
+    return values;
+  };
   const std::string drug = model.card().drug;
   visit(Metric::cmax, ColumnSpec{"cmax_ng_per_ml", "ng/mL", 1, "maximum plasma " + drug + " concentration"},
         one(m.cmax_ng_per_ml));
@@ -68,17 +76,17 @@ void for_each_metric(const Model& model, const SimulationPlan& plan, const Subje
     visit(Metric::peak_dissociation,
           ColumnSpec{"peak_effect_site_ng_per_ml", "ng/mL", doses,
                      "per dose: maximum effect-site concentration from its start to the next dose"},
-          many(m.peak_effect_ng_per_ml));
+          nan_if_undefined(many(m.peak_effect_ng_per_ml)));
     for (std::size_t l = 0; l < model.links().size(); ++l) {
       const LinkBlock& link = *model.links()[l];
       if (model.find_signal(link.input) != model.dissociation_effect_site()) continue;
       visit(Metric::peak_dissociation,
             ColumnSpec{"peak_" + link.name, link.unit, doses, "per dose: " + link.name + " at the effect-site maximum"},
-            many(m.peak_link[l]));
+            nan_if_undefined(many(m.peak_link[l])));
     }
     visit(Metric::peak_dissociation,
           ColumnSpec{"peak_dissociation_time_h", "h", doses, "per dose: time of the effect-site maximum (and peak dissociation)"},
-          many(m.peak_effect_time_h));
+          nan_if_undefined(many(m.peak_effect_time_h)));
     visit(Metric::time_above_dissociation,
           ColumnSpec{"time_above_dissociation_h", "h", 1,
                      "total time with the dissociation score at or above output.dissociation_threshold"},
@@ -113,23 +121,24 @@ void for_each_metric(const Model& model, const SimulationPlan& plan, const Subje
     at += " after the first session)";
     const std::size_t a = plan.assessments.size();
     visit(Metric::response, ColumnSpec{"madrs_baseline", "", 1, "MADRS at baseline"}, one(m.baseline_madrs));
-    visit(Metric::response, ColumnSpec{"madrs_at", "", a, at + ": the model's MADRS (no residual error)"}, many(m.madrs_at));
+    visit(Metric::response, ColumnSpec{"madrs_at", "", a, at + ": the model's MADRS (no residual error)"},
+          nan_if_undefined(many(m.madrs_at)));
     visit(Metric::response, ColumnSpec{"madrs_observed_at", "", a, at + ": observed MADRS (with residual error, in [0, 60])"},
-          many(m.madrs_observed_at));
+          nan_if_undefined(many(m.madrs_observed_at)));
     visit(Metric::response, ColumnSpec{"response_at", "", a, at + ": 1 if the observed MADRS fell by at least the response fraction"},
-          many(m.response_at));
+          nan_if_undefined(many(m.response_at)));
     visit(Metric::response, ColumnSpec{"remission_at", "", a, at + ": 1 if the observed MADRS is at or below the remission threshold"},
-          many(m.remission_at));
+          nan_if_undefined(many(m.remission_at)));
     visit(Metric::response, ColumnSpec{"first_response_day", "d", 1, "days from the first session to the first response (model MADRS); NaN if none"},
-          one(m.first_response_day));
+          nan_if_undefined(one(m.first_response_day)));
     visit(Metric::response, ColumnSpec{"days_in_response", "d", 1, "days in response (model MADRS) over the output grid"},
           one(m.days_in_response));
     visit(Metric::response, ColumnSpec{"responder_end_of_treatment", "", 1, "1 if in response 1 d after the last session; NaN if past the grid"},
-          one(m.responder_end_of_treatment));
+          nan_if_undefined(one(m.responder_end_of_treatment)));
     visit(Metric::response, ColumnSpec{"relapse_day", "d", 1, "responders at the end of treatment: days from the last session to the loss of response (censored at the end of the grid)"},
-          one(m.relapse_day));
+          nan_if_undefined(one(m.relapse_day)));
     visit(Metric::response, ColumnSpec{"relapse_observed", "", 1, "1 if the loss of response happened within the grid, 0 if censored"},
-          one(m.relapse_observed));
+          nan_if_undefined(one(m.relapse_observed)));
   }
   const std::size_t drugs = model.drugs().size();
   std::string drug_names;
@@ -157,9 +166,25 @@ void for_each_metric(const Model& model, const SimulationPlan& plan, const Subje
 template <class Visit>
 void for_each_selected_metric(const std::vector<Metric>& selected, const Model& model, const SimulationPlan& plan,
                               const SubjectMetrics& m, const double& solver_path, Visit&& visit) {
-  for_each_metric(model, plan, m, solver_path, [&](std::optional<Metric> metric, const ColumnSpec& spec, std::span<const double> values) {
+  for_each_metric(model, plan, m, solver_path, [&](std::optional<Metric> metric, const ColumnSpec& spec, const MetricValues& values) {
     if (!metric || std::find(selected.begin(), selected.end(), *metric) != selected.end()) visit(spec, values);
   });
+}
+
+// Why a solved subject's metrics cannot be written ("" if they can): the first value that is not
+// finite where the metric must be (NanMeaning), or infinite anywhere.
+std::string first_non_finite_metric(const std::vector<Metric>& selected, const Model& model, const SimulationPlan& plan,
+                                    const SubjectMetrics& m) {
+  std::string problem;
+  for_each_selected_metric(selected, model, plan, m, 0.0, [&](const ColumnSpec& spec, const MetricValues& metric) {
+    for (std::size_t i = 0; i < metric.values.size() && problem.empty(); ++i) {
+      const double value = metric.values[i];
+      if (std::isfinite(value) || (std::isnan(value) && metric.nan == NanMeaning::undefined)) continue;
+      problem = "metric " + spec.name + (spec.width == 1 ? "" : "[" + std::to_string(i) + "]") + " is not finite (" +
+                format_value(value) + ")";
+    }
+  });
+  return problem;
 }
 
 std::string describe_as_needed(const AsNeeded& rule) {
@@ -325,15 +350,17 @@ class ScenarioRunner {
   const std::vector<ArmPlan>& arms() const { return arms_; }
   const SimulationPlan& plan() const { return engines_.front()->plan; }
 
-  // All arms for the subjects of one range; one block per arm.
-  std::vector<SubjectBlock> simulate(SubjectRange range) const {
+  // All arms for the subjects of one range; one block per arm. Throws InterruptedError once
+  // `cancel` is set (checked between subjects and within their solves).
+  std::vector<SubjectBlock> simulate(SubjectRange range, const std::atomic<bool>* cancel = nullptr) const {
     std::vector<SubjectBlock> blocks(arms_.size());
     for (std::size_t a = 0; a < arms_.size(); ++a) allocate(blocks[a], a, range);
     std::vector<PreparedSubject> prepared(engines_.size());
     for (std::int64_t row = 0; row < range.count; ++row) {
+      if (cancel != nullptr && cancel->load(std::memory_order_relaxed)) throw InterruptedError("interrupted");
       for (std::size_t e = 0; e < engines_.size(); ++e) prepared[e] = prepare(*engines_[e], range.first + row);
       for (std::size_t a = 0; a < arms_.size(); ++a)
-        simulate_one(blocks[a], static_cast<std::size_t>(row), prepared[arms_[a].engine]);
+        simulate_one(blocks[a], static_cast<std::size_t>(row), prepared[arms_[a].engine], cancel);
     }
     return blocks;
   }
@@ -388,7 +415,9 @@ class ScenarioRunner {
     block.arm = arm;
     block.first_subject = range.first;
     block.count = range.count;
-    block.trajectories.assign(layout.trajectories.size(), std::vector<float>(rows * layout.time_h.size()));
+    // Not assign(count, row): that builds the row even for no trajectories, rows x T floats.
+    block.trajectories.clear();
+    for (std::size_t k = 0; k < layout.trajectories.size(); ++k) block.trajectories.emplace_back(rows * layout.time_h.size());
     block.subject_columns.clear();
     for (const auto& column : layout.subject_columns) block.subject_columns.emplace_back(rows * column.width);
     block.metrics.clear();
@@ -398,7 +427,8 @@ class ScenarioRunner {
   }
 
   // Simulates one subject of one arm into row `row` of the block; returns the doses it was given.
-  SubjectDoses simulate_one(SubjectBlock& block, std::size_t row, const PreparedSubject& prepared) const {
+  SubjectDoses simulate_one(SubjectBlock& block, std::size_t row, const PreparedSubject& prepared,
+                            const std::atomic<bool>* cancel = nullptr) const {
     const Subject& subject = prepared.subject;
     const SubjectModel* system = prepared.model ? &*prepared.model : nullptr;  // null: it could not be built
     const ArmPlan& arm = arms_[block.arm];
@@ -410,6 +440,7 @@ class ScenarioRunner {
     std::optional<TriggeredDosing> as_needed;
     SubjectContext arm_context = prepared.context;
     arm_context.oral_antidepressant = arm.arm->oral_antidepressant;
+    arm_context.cancel = cancel;
     if (engine.sampler.has_occasion_variability())
       arm_context.occasion_model = [&engine, &subject](int occasion) {
         SubjectModel occasion_system = engine.model.instantiate(engine.sampler.occasion_parameters(subject, occasion));
@@ -432,6 +463,10 @@ class ScenarioRunner {
       const SolveOutcome outcome = simulate_subject(model, *system, scenario_.solver, plan, doses, arm_context, rows, metrics);
       solver_path = outcome.path == SolverPath::exact ? 0.0 : 1.0;
       metrics.sessions_missed = given.missed;
+      const std::string non_finite = first_non_finite_metric(scenario_.output.metrics, model, plan, metrics);
+      if (!non_finite.empty()) throw SolverError(non_finite);
+    } catch (const InterruptedError&) {
+      throw;  // the run stops; the subject did not fail
     } catch (const Error& error) {
       // A subject that cannot be solved is recorded and the run goes on.
       block.status[row] = 1;
@@ -443,8 +478,8 @@ class ScenarioRunner {
     write_subject_columns(block, row, subject, doses);
     std::size_t metric = 0;
     for_each_selected_metric(scenario_.output.metrics, model, plan, metrics, solver_path,
-                             [&](const ColumnSpec& spec, std::span<const double> values) {
-                               std::copy(values.begin(), values.end(),
+                             [&](const ColumnSpec& spec, const MetricValues& values) {
+                               std::copy(values.values.begin(), values.values.end(),
                                          block.metrics[metric++].begin() + static_cast<std::ptrdiff_t>(row * spec.width));
                              });
     return given;
@@ -479,12 +514,32 @@ class ScenarioRunner {
   std::vector<ArmPlan> arms_;
 };
 
-// Collects the per-arm figures printed at the end of a run.
+// The end-of-run report's values per subject and arm: Cmax, dose-1 dissociation, weekly AUC,
+// hours above the threshold per week, sessions given, and the MADRS change at each assessment.
+std::size_t report_series(const std::vector<ArmLayout>& layouts) {
+  std::size_t series = 0;
+  for (const ArmLayout& layout : layouts) series += 5 + layout.assessment_time_h.size();
+  return series;
+}
+
+// How many values each of them keeps in memory: the budget shared out equally.
+std::size_t report_memory_values(const std::vector<ArmLayout>& layouts, std::size_t memory_bytes) {
+  return memory_bytes / sizeof(double) / std::max<std::size_t>(report_series(layouts), 1);
+}
+
+// Collects the per-arm figures printed at the end of a run, in memory that does not depend on the
+// cohort size: the values whose quantiles it reports go to QuantileAccumulators (in memory up to
+// `memory_bytes` in all, then to unlinked temporary files in `spill_directory`), the response and
+// remission fractions to running counts (their values are 0 or 1, so the sums are exact in any
+// order and the result does not depend on the order the blocks finish in).
 class ReportCollector {
  public:
-  ReportCollector(const Scenario& scenario, const std::vector<ArmPlan>& arms, const SimulationPlan& plan)
+  ReportCollector(const Scenario& scenario, const std::vector<ArmPlan>& arms, const SimulationPlan& plan,
+                  std::size_t memory_bytes, const std::filesystem::path& spill_directory)
       : weeks_(ticks_to_hours(plan.grid_end) / 168.0) {
-    const auto n = static_cast<std::size_t>(scenario.cohort.size);
+    std::vector<ArmLayout> layouts;
+    for (const ArmPlan& arm : arms) layouts.push_back(arm.layout);
+    const std::size_t in_memory = report_memory_values(layouts, memory_bytes);
     for (const ArmPlan& arm : arms) {
       ArmReport report;
       report.name = arm.arm->name;
@@ -494,20 +549,22 @@ class ReportCollector {
       report.assessment_h = arm.layout.assessment_time_h;
       const std::size_t assessments = report.assessment_h.size();
       reports_.push_back(report);
-      values_.emplace_back(kValues + 3 * assessments, std::vector<double>(n, kNaN));
+      ArmValues& values = values_.emplace_back();
+      for (std::size_t k = 0; k < kValues + assessments; ++k) values.quantiled.emplace_back(in_memory, spill_directory);
+      values.responding.assign(assessments, {});
+      values.remitting.assign(assessments, {});
       metric_index_.push_back(index_metrics(arm.layout));
     }
   }
 
   void add(const SubjectBlock& block) {
     auto& report = reports_[block.arm];
-    auto& values = values_[block.arm];
+    ArmValues& values = values_[block.arm];
     const auto& index = metric_index_[block.arm];
     const std::size_t doses = report.doses;
     const std::size_t assessments = report.assessment_h.size();
     for (std::int64_t r = 0; r < block.count; ++r) {
       const auto row = static_cast<std::size_t>(r);
-      const auto subject = static_cast<std::size_t>(block.first_subject + r);
       if (block.status[row] != 0) {
         ++report.failed;
         continue;
@@ -516,32 +573,36 @@ class ReportCollector {
       const auto value = [&](std::size_t metric, std::size_t position) {
         return metric == kAbsent ? kNaN : block.metrics[metric][position];
       };
-      values[0][subject] = value(index.cmax, row);
-      values[1][subject] = doses > 0 ? value(index.peak_dissociation, row * doses) : kNaN;
-      values[2][subject] = value(index.auc, row) / weeks_;
-      values[3][subject] = value(index.time_above, row) / weeks_;
-      values[4][subject] = value(index.sessions_given, row);
+      values.quantiled[0].add(value(index.cmax, row));
+      values.quantiled[1].add(doses > 0 ? value(index.peak_dissociation, row * doses) : kNaN);
+      values.quantiled[2].add(value(index.auc, row) / weeks_);
+      values.quantiled[3].add(value(index.time_above, row) / weeks_);
+      values.quantiled[4].add(value(index.sessions_given, row));
       for (std::size_t k = 0; k < assessments; ++k) {
         const std::size_t at = row * assessments + k;
-        values[kValues + k][subject] = value(index.madrs_observed_at, at) - value(index.madrs_baseline, row);
-        values[kValues + assessments + k][subject] = value(index.response_at, at);
-        values[kValues + 2 * assessments + k][subject] = value(index.remission_at, at);
+        values.quantiled[kValues + k].add(value(index.madrs_observed_at, at) - value(index.madrs_baseline, row));
+        values.responding[k].add(value(index.response_at, at));
+        values.remitting[k].add(value(index.remission_at, at));
       }
     }
   }
 
   std::vector<ArmReport> finish() {
+    constexpr std::array<double, 3> kProbabilities{0.05, 0.5, 0.95};
+    constexpr std::array<double, 1> kMedian{0.5};
     for (std::size_t a = 0; a < reports_.size(); ++a) {
       ArmReport& report = reports_[a];
+      ArmValues& values = values_[a];
       Quantiles* targets[] = {&report.cmax_ng_per_ml, &report.first_dose_peak_dissociation, &report.weekly_auc_ng_h_per_ml,
                               &report.dissociation_hours_per_week, &report.sessions_given};
-      for (std::size_t k = 0; k < kValues; ++k)
-        *targets[k] = {quantile(values_[a][k], 0.05), quantile(values_[a][k], 0.5), quantile(values_[a][k], 0.95)};
-      const std::size_t assessments = report.assessment_h.size();
-      for (std::size_t k = 0; k < assessments; ++k) {
-        report.madrs_change_median.push_back(quantile(values_[a][kValues + k], 0.5));
-        report.response_fraction.push_back(mean_of_finite(values_[a][kValues + assessments + k]));
-        report.remission_fraction.push_back(mean_of_finite(values_[a][kValues + 2 * assessments + k]));
+      for (std::size_t k = 0; k < kValues; ++k) {
+        const std::vector<double> q = values.quantiled[k].quantiles(kProbabilities);
+        *targets[k] = {q[0], q[1], q[2]};
+      }
+      for (std::size_t k = 0; k < report.assessment_h.size(); ++k) {
+        report.madrs_change_median.push_back(values.quantiled[kValues + k].quantiles(kMedian)[0]);
+        report.response_fraction.push_back(values.responding[k].mean());
+        report.remission_fraction.push_back(values.remitting[k].mean());
       }
     }
     return reports_;
@@ -551,6 +612,7 @@ class ReportCollector {
 
  private:
   // Cmax, dose-1 dissociation, weekly AUC, hours above the threshold per week, sessions given
+  // (report_series counts them too)
   static constexpr std::size_t kValues = 5;
   static constexpr std::size_t kAbsent = std::numeric_limits<std::size_t>::max();
   struct MetricIndex {
@@ -575,20 +637,26 @@ class ReportCollector {
     }
     return index;
   }
-  static double mean_of_finite(const std::vector<double>& values) {
+  // The mean of the finite values added (NaN if none).
+  struct FiniteMean {
     double sum = 0.0;
-    std::size_t count = 0;
-    for (const double v : values)
-      if (std::isfinite(v)) {
-        sum += v;
-        ++count;
-      }
-    return count ? sum / static_cast<double>(count) : kNaN;
-  }
+    std::uint64_t count = 0;
+    void add(double value) {
+      if (!std::isfinite(value)) return;
+      sum += value;
+      ++count;
+    }
+    double mean() const { return count ? sum / static_cast<double>(count) : kNaN; }
+  };
+  struct ArmValues {
+    std::vector<QuantileAccumulator> quantiled;  // kValues, then the MADRS change per assessment
+    std::vector<FiniteMean> responding;          // per assessment
+    std::vector<FiniteMean> remitting;
+  };
 
   double weeks_;
   std::vector<ArmReport> reports_;
-  std::vector<std::vector<std::vector<double>>> values_;
+  std::vector<ArmValues> values_;
   std::vector<MetricIndex> metric_index_;
 };
 
@@ -649,7 +717,7 @@ std::vector<ArmLayout> arm_layouts(const Scenario& scenario) {
         {"replicate", "", 1, "trial replicate, 0 ... R-1: replicate r is subjects r*n ... r*n+n-1 (n = subjects_per_replicate)"});
     const SubjectMetrics sized = sized_metrics(model, plan, most);
     for_each_selected_metric(scenario.output.metrics, model, plan, sized, kNaN,
-                             [&](const ColumnSpec& spec, std::span<const double>) { layout.metrics.push_back(spec); });
+                             [&](const ColumnSpec& spec, const MetricValues&) { layout.metrics.push_back(spec); });
     layouts.push_back(std::move(layout));
   }
   return layouts;
@@ -708,14 +776,44 @@ SubjectSchedule subject_schedule(const Scenario& scenario, std::size_t arm, std:
   return ScenarioRunner(scenario).schedule(arm, subject_id);
 }
 
+std::uint64_t report_temporary_bytes(const std::vector<ArmLayout>& layouts, std::int64_t subjects_per_arm,
+                                     std::size_t report_memory_bytes) {
+  if (static_cast<std::uint64_t>(subjects_per_arm) <= report_memory_values(layouts, report_memory_bytes)) return 0;
+  return static_cast<std::uint64_t>(subjects_per_arm) * report_series(layouts) * sizeof(double);
+}
+
+namespace {
+
+// What a run needs besides its output and a bounded amount of memory: the temporary files of the
+// end-of-run statistics, for large cohorts. Refused before anything runs when they cannot fit.
+void check_temporary_space(const Scenario& scenario, const std::filesystem::path& directory, std::uint64_t bytes) {
+  if (bytes == 0) return;
+  const std::optional<std::uintmax_t> available = free_space_for((directory / "report").string());
+  if (!available || bytes <= *available) return;  // unknown: the writer reports a bad directory
+  throw Error(ExitCode::scenario,
+              scenario.source_file + ": cohort.size: " + std::to_string(scenario.cohort.size) + " subjects per arm need " +
+                  format_bytes(bytes) + " of temporary files for the end-of-run statistics in " + directory.string() +
+                  ", which has " + format_bytes(*available) + " free: run fewer subjects, or write the output where there is room");
+}
+
+}  // namespace
+
 RunReport run_scenario(const Scenario& scenario, const RunOptions& options) {
   const auto started = std::chrono::steady_clock::now();
   const ScenarioRunner runner(scenario);
   const unsigned threads = thread_count(options.threads);
+  std::vector<ArmLayout> layouts;
+  for (const ArmPlan& arm : runner.arms()) layouts.push_back(arm.layout);
+  // Before any work: where the output may go, and room for the end-of-run report's temporary files.
+  if (!options.output_path.empty()) check_output_path(options.output_path, scenario_input_files(scenario));
+  const std::filesystem::path spill_directory = options.output_path.empty()
+                                                    ? std::filesystem::temp_directory_path()
+                                                    : std::filesystem::absolute(options.output_path).parent_path();
+  check_temporary_space(scenario, spill_directory,
+                        report_temporary_bytes(layouts, scenario.cohort.size, options.report_memory_bytes));
 
   std::optional<ResultWriter> writer;
   if (!options.output_path.empty()) {
-    check_output_path(options.output_path, scenario_input_files(scenario));
     RunInfo info;
     info.scenario_file = scenario.source_file;
     info.scenario_yaml = scenario.yaml_text;
@@ -728,19 +826,19 @@ RunReport run_scenario(const Scenario& scenario, const RunOptions& options) {
     info.solver_method = to_string(scenario.solver.method);
     info.solver_rtol = scenario.solver.rtol;
     info.solver_atol = scenario.solver.atol;
-    std::vector<ArmLayout> layouts;
-    for (const ArmPlan& arm : runner.arms()) layouts.push_back(arm.layout);
     refuse_if_it_cannot_fit(space_for(layouts, scenario.cohort.size, options.output_path), options.output_path);
     ResultWriterOptions writer_options;
     writer_options.summary_threads = threads;
-    writer.emplace(options.output_path, info, std::move(layouts), scenario.cohort.size, writer_options);
+    writer_options.cancel = options.cancel;
+    writer.emplace(options.output_path, info, layouts, scenario.cohort.size, writer_options);
   }
 
   const std::int64_t block_size = options.block_size > 0 ? options.block_size : default_block_size(runner.arms());
-  const std::vector<SubjectRange> ranges = split_into_blocks({0, scenario.cohort.size}, block_size);
+  const SubjectRange cohort{0, scenario.cohort.size};
+  const auto blocks = static_cast<std::size_t>(block_count(cohort, block_size));
   const std::size_t max_in_flight = 2 * static_cast<std::size_t>(threads);
 
-  ReportCollector collector(scenario, runner.arms(), runner.plan());
+  ReportCollector collector(scenario, runner.arms(), runner.plan(), options.report_memory_bytes, spill_directory);
   collector.scenario_method_auto_ = scenario.solver.method == SolverMethod::automatic;
 
   // What a worker hands to the calling thread for one range of subjects, one block per arm:
@@ -760,6 +858,13 @@ RunReport run_scenario(const Scenario& scenario, const RunOptions& options) {
   bool abort = false;
   std::exception_ptr failure;
   const auto cancelled = [&] { return options.cancel != nullptr && options.cancel->load(); };
+  Progress progress;
+  progress.subjects_total = scenario.cohort.size;
+  progress.arms = runner.arms().size();
+  const auto interrupted = [&] {
+    return InterruptedError("interrupted after " + std::to_string(progress.subjects_done) + " of " +
+                            std::to_string(progress.subjects_total) + " subjects; nothing written");
+  };
 
   const auto worker = [&] {
     while (true) {
@@ -767,18 +872,22 @@ RunReport run_scenario(const Scenario& scenario, const RunOptions& options) {
       {
         std::unique_lock lock(mutex);
         changed.wait(lock, [&] { return abort || in_flight < max_in_flight; });
-        if (abort || cancelled() || next_range >= ranges.size()) return;
+        if (abort || cancelled() || next_range >= blocks) return;
         index = next_range++;
         ++in_flight;
       }
       try {
-        FinishedRange range{ranges[index].count, {}, runner.simulate(ranges[index])};
+        const SubjectRange subjects = block_of(cohort, block_size, static_cast<std::int64_t>(index));
+        FinishedRange range{subjects.count, {}, runner.simulate(subjects, options.cancel)};
         if (writer && !options.on_block) {
           for (SubjectBlock& block : range.blocks) range.prepared.push_back(writer->prepare(std::move(block)));
           range.blocks.clear();
         }
         std::lock_guard lock(mutex);
         finished.push_back(std::move(range));
+      } catch (const InterruptedError&) {  // the calling thread reports it
+        std::lock_guard lock(mutex);
+        abort = true;
       } catch (...) {
         std::lock_guard lock(mutex);
         if (!failure) failure = std::current_exception();
@@ -791,18 +900,14 @@ RunReport run_scenario(const Scenario& scenario, const RunOptions& options) {
   std::vector<std::jthread> pool;
   for (unsigned i = 0; i < threads; ++i) pool.emplace_back(worker);
 
-  Progress progress;
-  progress.subjects_total = scenario.cohort.size;
-  progress.arms = runner.arms().size();
   try {
-    for (std::size_t written = 0; written < ranges.size(); ++written) {
+    for (std::size_t written = 0; written < blocks; ++written) {
       FinishedRange range;
       {
         std::unique_lock lock(mutex);
         // A signal handler cannot notify the condition variable: poll for cancellation.
         do {
-          if (cancelled()) throw InterruptedError("interrupted after " + std::to_string(progress.subjects_done) + " of " +
-                                                  std::to_string(progress.subjects_total) + " subjects; nothing written");
+          if (cancelled()) throw interrupted();
         } while (!changed.wait_for(lock, std::chrono::milliseconds(100), [&] { return abort || !finished.empty(); }));
         if (abort) break;
         range = std::move(finished.front());
@@ -836,16 +941,19 @@ RunReport run_scenario(const Scenario& scenario, const RunOptions& options) {
   }
   pool.clear();  // joins
   if (failure) std::rethrow_exception(failure);
+  if (cancelled()) throw interrupted();  // a worker saw it first
 
-  if (writer) {
-    writer->finish([&](const FinishProgress& step) {
-      if (cancelled()) throw InterruptedError("interrupted while computing the summaries; nothing written");
-      progress.phase = step.summaries_done < step.summaries_total ? Progress::Phase::summaries : Progress::Phase::closing;
-      progress.summaries_done = step.summaries_done;
-      progress.summaries_total = step.summaries_total;
-      progress.elapsed_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-      if (options.on_progress) options.on_progress(progress);
-    });
+  try {
+    if (writer)
+      writer->finish([&](const FinishProgress& step) {
+        progress.phase = step.summaries_done < step.summaries_total ? Progress::Phase::summaries : Progress::Phase::closing;
+        progress.summaries_done = step.summaries_done;
+        progress.summaries_total = step.summaries_total;
+        progress.elapsed_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+        if (options.on_progress) options.on_progress(progress);
+      });
+  } catch (const InterruptedError&) {
+    throw InterruptedError("interrupted while computing the summaries; nothing written");
   }
   RunReport report;
   report.arms = collector.finish();

@@ -13,6 +13,7 @@
 
 #include "ketasim/cohort.hpp"
 #include "ketasim/hdf5_writer.hpp"
+#include "ketasim/quantiles.hpp"  // quantile(), for the callers of run.hpp
 #include "ketasim/results.hpp"
 #include "ketasim/scenario.hpp"
 #include "ketasim/timeline.hpp"
@@ -44,6 +45,11 @@ struct RunOptions {
   // Every finished block of subjects, on the calling thread, in completion order (not subject
   // order): for callers that analyse the results in memory (reproduction checks, calibration).
   std::function<void(const SubjectBlock&)> on_block;
+  // The end-of-run report (RunReport) keeps at most this many bytes of per-subject values in
+  // memory; beyond, they go to unlinked temporary files in the output's directory (the system's
+  // temporary directory without an output file), 8 bytes per subject, arm and reported value
+  // (5 + the assessments). The quantiles are exact either way.
+  std::size_t report_memory_bytes = std::size_t{64} << 20;
 };
 
 struct Quantiles {
@@ -99,9 +105,6 @@ OutputSpace output_space(const Scenario& scenario, const std::string& output_pat
 // "about 1.07 GB (at most 3.9 GB uncompressed)", and the free space when known.
 std::string describe_output_space(const OutputSpace& space, const std::string& output_path);
 
-// Type-7 quantile (linear interpolation, R's default) of the finite values; NaN if none.
-double quantile(std::vector<double> values, double probability);
-
 // One subject of one arm as the run simulates it, for the timeline command: its covariates and the
 // doses it was given (after adherence, with the doses its as-needed rule triggered).
 struct SubjectSchedule {
@@ -119,5 +122,11 @@ std::vector<ArmLayout> arm_layouts(const Scenario& scenario);
 // An arm's model in words, for messages and summaries: "ketamine_venous with V1 = 120 L, CL =
 // 60 L/h", or "esketamine_intranasal (the card's values)".
 std::string describe_model(const ArmLayout& layout);
+
+// Bytes of temporary files a run writes besides its output, in the output's directory: the values
+// of the end-of-run report once they exceed RunOptions::report_memory_bytes (then 8 bytes per
+// subject, arm and reported value), else 0. For estimates of the disk a run needs.
+std::uint64_t report_temporary_bytes(const std::vector<ArmLayout>& layouts, std::int64_t subjects_per_arm,
+                                     std::size_t report_memory_bytes);
 
 }  // namespace ketasim

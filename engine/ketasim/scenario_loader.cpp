@@ -32,6 +32,12 @@ using yaml::trim;
 // quantities in units.cpp.
 constexpr std::int64_t kMaxGridPoints = 10'000'000;  // per subject and variable
 constexpr double kMaxCv = 5.0;                       // 500%
+// The ODE path's tolerances (docs/model.md, "ODE path"): a relative tolerance below 1e-14 (45
+// times the double's precision) asks for more than rounding lets a solution keep over its steps;
+// an absolute one below 1e-20 (mg: a fraction of one molecule) means nothing.
+constexpr double kMinRelativeTolerance = 1e-14;
+constexpr double kMaxRelativeTolerance = 0.1;
+constexpr double kMinAbsoluteTolerance = 1e-20;
 
 std::string format_hours(Ticks ticks) { return yaml::format_number(ticks_to_hours(ticks)) + " h"; }
 
@@ -139,6 +145,8 @@ double read_parameter_value(const NodeRef& node, const ParameterSpec& spec) {
     node.fail(node.kind() + " exceeds the upper bound of " + spec.name + " (" +
               yaml::format_number(to_display_unit(spec, spec.upper_bound)) + unit + ")");
   }
+  if (const std::string implausible = implausible_parameter_value(spec, value); !implausible.empty())
+    node.fail(node.kind() + " " + implausible);
   return value;
 }
 
@@ -1274,12 +1282,18 @@ SolverSpec read_solver(const NodeRef& node) {
   }
   if (const auto rtol = node.find("rtol")) {
     solver.rtol = rtol->as_number();
-    if (!(solver.rtol > 0.0 && solver.rtol <= 0.1))
-      rtol->fail("expected a relative tolerance in (0, 0.1], found " + rtol->kind());
+    if (!(solver.rtol >= kMinRelativeTolerance && solver.rtol <= kMaxRelativeTolerance)) {
+      rtol->fail("expected a relative tolerance from " + yaml::format_number(kMinRelativeTolerance) +
+                 " (about the most that doubles can deliver) to " + yaml::format_number(kMaxRelativeTolerance) +
+                 ", found " + rtol->kind());
+    }
   }
   if (const auto atol = node.find("atol")) {
     solver.atol = atol->as_number();
-    if (!(solver.atol > 0.0)) atol->fail("expected an absolute tolerance > 0, found " + atol->kind());
+    if (!(solver.atol >= kMinAbsoluteTolerance)) {
+      atol->fail("expected an absolute tolerance of at least " + yaml::format_number(kMinAbsoluteTolerance) +
+                 " (in base units: mg for amounts), found " + atol->kind());
+    }
   }
   return solver;
 }

@@ -8,6 +8,7 @@
 
 #include "ketasim/errors.hpp"
 #include "ketasim/exact_propagator.hpp"
+#include "ketasim/format.hpp"
 #include "ketasim/ode_propagator.hpp"
 
 namespace ketasim {
@@ -19,6 +20,20 @@ constexpr double kNgPerMlPerMgPerL = 1000.0;
 constexpr double kHoursPerDay = 24.0;
 // Dissociation scores below this count as 0 in the burden integral (score points).
 constexpr double kBurdenFloorScore = 1e-4;
+
+// A value of the solution that is not finite, or too large for the file's float32 trajectories,
+// fails the subject: it is recorded with this message instead of being written as a result.
+[[noreturn]] void fail_not_finite(const std::string& what, double value, double hours) {
+  const std::string where = " at t = " + format_significant(hours, 10) + " h";
+  if (std::isfinite(value)) {
+    throw SolverError(what + " is " + format_significant(value) + where +
+                      ", beyond the range of the float32 trajectories (3.4e+38)");
+  }
+  throw SolverError(what + " is not finite" + where + " (" + format_value(value) + ")");
+}
+[[noreturn]] void fail_not_finite(const std::string& what, double value, Ticks t) {
+  fail_not_finite(what, value, ticks_to_hours(t));
+}
 
 }  // namespace
 
@@ -35,6 +50,7 @@ SimulationPlan SimulationPlan::from(const OutputSpec& output) {
   plan.response = std::find(output.metrics.begin(), output.metrics.end(), Metric::response) != output.metrics.end();
   plan.dissociation_burden = std::find(output.metrics.begin(), output.metrics.end(), Metric::dissociation_burden) !=
                              output.metrics.end();
+  plan.peak_links = std::find(output.metrics.begin(), output.metrics.end(), Metric::peak_dissociation) != output.metrics.end();
   return plan;
 }
 
@@ -251,6 +267,7 @@ class ResponseTracker {
   }
 
   void at_point(Ticks t, double score) {
+    if (!std::isfinite(score)) [[unlikely]] fail_not_finite("madrs", score, t);
     const bool responding = score <= threshold_;
     if (previous_time_ >= 0) {
       const double t0 = ticks_to_hours(previous_time_);
@@ -533,7 +550,12 @@ void integrate(const Propagator& propagator, const Model& model, const SubjectMo
     return value * output.display_per_base;
   };
   const auto write_grid_row = [&](const State& at) {
-    for (const TrajectoryRow& row : rows) row.values[grid] = static_cast<float>(output_value(*row.output, at));
+    for (const TrajectoryRow& row : rows) {
+      const double value = output_value(*row.output, at);
+      const auto stored = static_cast<float>(value);
+      if (!std::isfinite(stored)) [[unlikely]] fail_not_finite(row.output->name, value, t);
+      row.values[grid] = stored;
+    }
   };
   std::size_t next_sample = 0;  // the next sampling time of plan.observation_times
   const std::size_t samples = plan.observation_times.size();
@@ -593,6 +615,7 @@ void integrate(const Propagator& propagator, const Model& model, const SubjectMo
     if (t1 < trigger_allowed) return -1;
     const double threshold = trigger->threshold();
     const double excess_end = madrs(t1, end) - threshold;
+    if (std::isnan(excess_end)) [[unlikely]] fail_not_finite("madrs", excess_end, t1);
     if (!(excess_end > 0.0)) return -1;
     const Ticks low = std::max(t0, trigger_allowed);
     const double tau_low = ticks_to_hours(low - t0);
@@ -636,125 +659,136 @@ void integrate(const Propagator& propagator, const Model& model, const SubjectMo
   double plasma = p->signal(state, plasma_signal);
   double driver_value = driver >= 0 ? p->signal(state, driver) : 0.0;
   double effect = effect_site >= 0 ? p->signal(state, effect_site) : 0.0;
-  while (true) {
-    if (t != observed_at) {
-      observed_at = t;
-      if (context.occasion_model) {
-        // A session starting now opens an occasion (the last of several at the same time): the
-        // state carries over in state-space coordinates to the occasion's system.
-        const auto opening = std::find_if(doses.rbegin(), doses.rend(), [&](const Dose& d) { return d.start == t; });
-        if (opening != doses.rend()) {
-          const int k = static_cast<int>(doses.rend() - opening) - 1;
-          system = &occasion_models.emplace_back(context.occasion_model(k));
-          std::optional<Propagator> next = make_propagator(*system);
-          if (!next) throw ExactStepUnavailable("occasion " + std::to_string(k) + ": exact stepping is not possible");
-          const State carried = next->from_physical(p->physical(state), p->physical_integral(state));
-          p = &occasion_propagators.emplace_back(std::move(*next));
-          state = carried;
-          grid_factors = p->factors(ticks_to_hours(plan.grid_step));
-          replan(false);  // the jumps at t come next, in the new coordinates
-        }
-      }
-      // Same-time rule: input edges are segment boundaries (the next segment's rates already hold
-      // both the stop and the start), then jumps, then the observation.
-      if (jump < inputs.jumps.size() && inputs.inputs[inputs.jumps[jump]].start == t) {
-        for (; jump < inputs.jumps.size() && inputs.inputs[inputs.jumps[jump]].start == t; ++jump) {
-          const ModelInput& input = inputs.inputs[inputs.jumps[jump]];
-          p->bolus(state, input.channel, input.amount);
-        }
-        plasma = p->signal(state, plasma_signal);
-        if (driver >= 0) driver_value = p->signal(state, driver);
-        if (effect_site >= 0) effect = p->signal(state, effect_site);
-      }
-      // Checked at every edge; a non-finite value inside a run of grid steps propagates to the next.
-      if (!std::isfinite(plasma) || !std::isfinite(effect)) throw SolverError("the solution became non-finite");
-      observe(state, plasma);
-      if (next_sample < samples && plan.observation_times[next_sample] == t) sample(state);
-      if (effect_tracker) effect_tracker->at_point(t, state, effect);
-      if (t == next_grid_time) {
-        write_grid_row(state);
-        ++grid;
-        next_grid_time = grid < n_time ? static_cast<Ticks>(grid) * plan.grid_step : std::numeric_limits<Ticks>::max();
-      }
-      if (t == week_end || t == plan.grid_end) {
-        const double auc = p->signal_integral(state, plasma_signal);
-        metrics.auc_per_week_ng_h_per_ml[week] = (auc - auc_at_week_start) * kNgPerMlPerMgPerL;
-        auc_at_week_start = auc;
-        ++week;
-        week_end = static_cast<Ticks>(week + 1) * kTicksPerWeek;
-      }
-      if (t >= plan.grid_end) break;
-      if (t >= next_edge) find_next_edge();
-      if (trigger) trigger_allowed = trigger->allowed_from(t, doses);
-    }
-
-    const Input* input = &inputs.segment_input[segment];
-    // The hot path: whole grid steps strictly before the next edge, where nothing but the grid
-    // happens (no dose, no segment change, no week boundary, no assessment).
-    bool replanned = false;
-    if (t + plan.grid_step == next_grid_time) {
-      while (next_grid_time < next_edge) {
-        if (effect_tracker) effect_tracker->start_step(state);
-        const State start = state;
-        p->advance(state, grid_factors, *input);
-        if (trigger) {
-          const Ticks at = trigger_time(start, t, next_grid_time, state, *input);
-          if (at >= 0) {  // back to the start of the step; the loop steps to the dose next
-            state = start;
-            add_triggered_dose(at);
-            replanned = true;
-            break;
+  // The ODE path may stop in a step: the step started at t.
+  try {
+    while (true) {
+      if (context.cancel != nullptr && context.cancel->load(std::memory_order_relaxed)) throw InterruptedError("interrupted");
+      if (t != observed_at) {
+        observed_at = t;
+        if (context.occasion_model) {
+          // A session starting now opens an occasion (the last of several at the same time): the
+          // state carries over in state-space coordinates to the occasion's system.
+          const auto opening = std::find_if(doses.rbegin(), doses.rend(), [&](const Dose& d) { return d.start == t; });
+          if (opening != doses.rend()) {
+            const int k = static_cast<int>(doses.rend() - opening) - 1;
+            system = &occasion_models.emplace_back(context.occasion_model(k));
+            std::optional<Propagator> next = make_propagator(*system);
+            if (!next) throw ExactStepUnavailable("occasion " + std::to_string(k) + ": exact stepping is not possible");
+            const State carried = next->from_physical(p->physical(state), p->physical_integral(state));
+            p = &occasion_propagators.emplace_back(std::move(*next));
+            state = carried;
+            grid_factors = p->factors(ticks_to_hours(plan.grid_step));
+            replan(false);  // the jumps at t come next, in the new coordinates
           }
         }
-        const double plasma_next = p->signal(state, plasma_signal);
-        if (effect_tracker) {
-          const double driver_next = p->signal(state, driver);
-          const double effect_next = p->signal(state, effect_site);
-          effect_tracker->over_step(start, t, plan.grid_step, *input, driver_value, effect, driver_next, effect_next);
-          driver_value = driver_next;
-          effect = effect_next;
+        // Same-time rule: input edges are segment boundaries (the next segment's rates already hold
+        // both the stop and the start), then jumps, then the observation.
+        if (jump < inputs.jumps.size() && inputs.inputs[inputs.jumps[jump]].start == t) {
+          for (; jump < inputs.jumps.size() && inputs.inputs[inputs.jumps[jump]].start == t; ++jump) {
+            const ModelInput& input = inputs.inputs[inputs.jumps[jump]];
+            p->bolus(state, input.channel, input.amount);
+          }
+          plasma = p->signal(state, plasma_signal);
+          if (driver >= 0) driver_value = p->signal(state, driver);
+          if (effect_site >= 0) effect = p->signal(state, effect_site);
         }
-        plasma = plasma_next;
-        t = next_grid_time;
-        observed_at = t;
+        // Checked at every edge; a non-finite value inside a run of grid steps propagates to the next.
+        if (!std::isfinite(plasma)) fail_not_finite("the plasma concentration", plasma, t);
+        if (!std::isfinite(effect)) fail_not_finite("the effect-site concentration", effect, t);
         observe(state, plasma);
+        if (next_sample < samples && plan.observation_times[next_sample] == t) sample(state);
         if (effect_tracker) effect_tracker->at_point(t, state, effect);
-        write_grid_row(state);
-        // next_grid_time < next_edge <= grid_end, so the grid index stays in range here.
-        next_grid_time = static_cast<Ticks>(++grid) * plan.grid_step;
+        if (t == next_grid_time) {
+          write_grid_row(state);
+          ++grid;
+          next_grid_time = grid < n_time ? static_cast<Ticks>(grid) * plan.grid_step : std::numeric_limits<Ticks>::max();
+        }
+        if (t == week_end || t == plan.grid_end) {
+          const double auc = p->signal_integral(state, plasma_signal);
+          metrics.auc_per_week_ng_h_per_ml[week] = (auc - auc_at_week_start) * kNgPerMlPerMgPerL;
+          auc_at_week_start = auc;
+          ++week;
+          week_end = static_cast<Ticks>(week + 1) * kTicksPerWeek;
+        }
+        if (t >= plan.grid_end) break;
+        if (t >= next_edge) find_next_edge();
+        if (trigger) trigger_allowed = trigger->allowed_from(t, doses);
       }
-    }
-    if (replanned) continue;
-    const Ticks next = std::min(next_edge, next_grid_time);
-    const Ticks step = next - t;
-    if (effect_tracker) effect_tracker->start_step(state);
-    const State start = state;
-    if (step == plan.grid_step)
-      p->advance(state, grid_factors, *input);
-    else
-      p->advance(state, p->factors(ticks_to_hours(step)), *input);
-    if (trigger) {
-      const Ticks at = trigger_time(start, t, next, state, *input);
-      if (at >= 0) {
-        state = start;
-        add_triggered_dose(at);
-        continue;
+
+      const Input* input = &inputs.segment_input[segment];
+      // The hot path: whole grid steps strictly before the next edge, where nothing but the grid
+      // happens (no dose, no segment change, no week boundary, no assessment).
+      bool replanned = false;
+      if (t + plan.grid_step == next_grid_time) {
+        while (next_grid_time < next_edge) {
+          if (effect_tracker) effect_tracker->start_step(state);
+          const State start = state;
+          p->advance(state, grid_factors, *input);
+          if (trigger) {
+            const Ticks at = trigger_time(start, t, next_grid_time, state, *input);
+            if (at >= 0) {  // back to the start of the step; the loop steps to the dose next
+              state = start;
+              add_triggered_dose(at);
+              replanned = true;
+              break;
+            }
+          }
+          const double plasma_next = p->signal(state, plasma_signal);
+          if (effect_tracker) {
+            const double driver_next = p->signal(state, driver);
+            const double effect_next = p->signal(state, effect_site);
+            effect_tracker->over_step(start, t, plan.grid_step, *input, driver_value, effect, driver_next, effect_next);
+            driver_value = driver_next;
+            effect = effect_next;
+          }
+          plasma = plasma_next;
+          t = next_grid_time;
+          observed_at = t;
+          observe(state, plasma);
+          if (effect_tracker) effect_tracker->at_point(t, state, effect);
+          write_grid_row(state);
+          // next_grid_time < next_edge <= grid_end, so the grid index stays in range here.
+          next_grid_time = static_cast<Ticks>(++grid) * plan.grid_step;
+        }
       }
+      if (replanned) continue;
+      const Ticks next = std::min(next_edge, next_grid_time);
+      const Ticks step = next - t;
+      if (effect_tracker) effect_tracker->start_step(state);
+      const State start = state;
+      if (step == plan.grid_step)
+        p->advance(state, grid_factors, *input);
+      else
+        p->advance(state, p->factors(ticks_to_hours(step)), *input);
+      if (trigger) {
+        const Ticks at = trigger_time(start, t, next, state, *input);
+        if (at >= 0) {
+          state = start;
+          add_triggered_dose(at);
+          continue;
+        }
+      }
+      plasma = p->signal(state, plasma_signal);
+      if (effect_tracker) {
+        const double driver_next = p->signal(state, driver);
+        const double effect_next = p->signal(state, effect_site);
+        effect_tracker->over_step(start, t, step, *input, driver_value, effect, driver_next, effect_next);
+        driver_value = driver_next;
+        effect = effect_next;
+      }
+      t = next;
     }
-    plasma = p->signal(state, plasma_signal);
-    if (effect_tracker) {
-      const double driver_next = p->signal(state, driver);
-      const double effect_next = p->signal(state, effect_site);
-      effect_tracker->over_step(start, t, step, *input, driver_value, effect, driver_next, effect_next);
-      driver_value = driver_next;
-      effect = effect_next;
-    }
-    t = next;
+  } catch (const OdeStepCapReached& cap) {
+    const double from_h = ticks_to_hours(t);
+    throw SolverError("the ODE solver reached its cap of " + std::to_string(cap.cap) + " steps at t = " +
+                      format_significant(from_h + cap.reached_h, 10) + " h, in the step from " +
+                      format_significant(from_h, 10) + " h to " + format_significant(from_h + cap.duration_h, 10) +
+                      " h: " + cap.reason);
   }
 
   metrics.cmax_ng_per_ml = cmax * kNgPerMlPerMgPerL;
   metrics.auc_ng_h_per_ml = p->signal_integral(state, plasma_signal) * kNgPerMlPerMgPerL;
-  if (effect_tracker) {
+  if (effect_tracker && plan.peak_links) {
     for (std::size_t l = 0; l < subject.links.size(); ++l) {
       const LinkValues& link = subject.links[l];
       // Only links of the dissociation effect site peak where it peaks.
@@ -762,12 +796,14 @@ void integrate(const Propagator& propagator, const Model& model, const SubjectMo
       const double display = model.link_output(l).display_per_base;
       for (std::size_t k = 0; k < doses.size(); ++k) {
         const double peak = metrics.peak_effect_ng_per_ml[k] / kNgPerMlPerMgPerL;
-        metrics.peak_link[l][k] = std::isnan(peak) ? peak : link(peak, effect_tracker->peak_tolerance()[k]) * display;
+        if (std::isnan(peak)) continue;  // the dose was not given within the grid
+        const double value = link(peak, effect_tracker->peak_tolerance()[k]) * display;
+        if (!std::isfinite(value)) fail_not_finite("peak_" + model.links()[l]->name, value, metrics.peak_effect_time_h[k]);
+        metrics.peak_link[l][k] = value;
       }
     }
-  } else {
-    metrics.time_above_dissociation_h = kNaN;
   }
+  if (!effect_tracker) metrics.time_above_dissociation_h = kNaN;
   if (!dissociation_link) metrics.dissociation_burden_score_h = kNaN;
   for (auto& value : metrics.metabolite_cmax_ng_per_ml)
     if (value < 0.0) value = kNaN;
@@ -823,9 +859,10 @@ SolveOutcome simulate_subject(const Model& model, const SubjectModel& subject, c
   }
   outcome.path = SolverPath::ode;
   const PropagatorFactory<OdePropagator> make = [&](const SubjectModel& occasion) {
-    return std::optional<OdePropagator>(OdePropagator(occasion, solver.rtol, solver.atol));
+    return std::optional<OdePropagator>(OdePropagator(occasion, solver.rtol, solver.atol, context.cancel));
   };
-  integrate(OdePropagator(subject, solver.rtol, solver.atol), model, subject, plan, doses, context, rows, metrics, make);
+  integrate(OdePropagator(subject, solver.rtol, solver.atol, context.cancel), model, subject, plan, doses, context, rows,
+            metrics, make);
   return outcome;
 }
 

@@ -3,6 +3,7 @@
 // grid and compute the metrics during the solve (nothing is kept per time point beyond the
 // output rows themselves).
 
+#include <atomic>
 #include <functional>
 #include <span>
 #include <string>
@@ -31,6 +32,7 @@ struct SimulationPlan {
   bool metabolites = true;   // metabolite Cmax/Tmax
   bool response = true;      // MADRS metrics (when the model has a depression score)
   bool dissociation_burden = true;  // the integral of the dissociation score (dissociation_burden metric)
+  bool peak_links = true;    // the links at each dose's effect-site peak (peak_dissociation metric)
   std::vector<Ticks> observation_times;   // sampling times (output.observations), ascending
   std::vector<ObservedOutput> observed;   // resolved against the model by with_observations()
 
@@ -107,6 +109,9 @@ struct SubjectContext {
   // Inter-occasion variability: the subject's system during occasion k (from its k-th session
   // on); empty without. Only parameters of the dynamics vary (occasion_variability_problem).
   std::function<SubjectModel(int)> occasion_model;
+  // When set and it becomes true, the solve stops with InterruptedError: checked at every
+  // breakpoint and, on the ODE path, every 1024 steps, so that a long solve ends promptly.
+  const std::atomic<bool>* cancel = nullptr;
 };
 
 enum class SolverPath { exact, ode };
@@ -119,7 +124,8 @@ struct SolveOutcome {
 // Runs one subject. `doses` are the doses known before the solve, ordered by start; doses an
 // as-needed rule triggers during the solve are inserted in order (marked `triggered`), so on return
 // it holds every dose given. The per-dose metrics must be sized for the most doses possible.
-// Throws SolverError when the requested path cannot solve it.
+// Throws SolverError when the requested path cannot solve it or a value of the solution is not
+// finite (docs/model.md, "Failed subjects"), InterruptedError when context.cancel is set.
 SolveOutcome simulate_subject(const Model& model, const SubjectModel& subject, const SolverSpec& solver,
                               const SimulationPlan& plan, std::vector<Dose>& doses, const SubjectContext& context,
                               const TrajectoryRows& rows, SubjectMetrics& metrics);

@@ -5,6 +5,8 @@
 #include <limits>
 #include <stdexcept>
 
+#include "ketasim/quantiles.hpp"
+
 namespace ketasim {
 namespace {
 
@@ -57,17 +59,15 @@ double SortedValues::quantile(Multiplicities multiplicity, double probability) c
   std::uint64_t count = 0;
   for (const std::size_t j : entry_) count += multiplicity[j];
   if (count == 0) return kNaN;
-  // The arithmetic of quantile() in run.cpp, on the ranks of the sorted multiset.
-  const double position = probability * static_cast<double>(count - 1);
-  const auto below = static_cast<std::uint64_t>(std::floor(position));
-  const std::uint64_t above = std::min(below + 1, count - 1);
+  const Type7Rank rank = type7_rank(count, probability);
   // Walk the sorted entries until `counted` (the multiset's elements up to entry k) passes a rank.
   std::size_t k = 0;
   std::uint64_t counted = multiplicity[entry_[0]];
-  while (counted <= below) counted += multiplicity[entry_[++k]];
-  const double value_below = value_[k];
-  while (counted <= above) counted += multiplicity[entry_[++k]];
-  return value_below + (position - static_cast<double>(below)) * (value_[k] - value_below);
+  while (counted <= rank.low) counted += multiplicity[entry_[++k]];
+  const double low = value_[k];
+  if (rank.fraction == 0.0) return low;
+  while (counted <= rank.low + 1) counted += multiplicity[entry_[++k]];
+  return type7_value(low, value_[k], rank.fraction);
 }
 
 SurvivalOrder::SurvivalOrder(std::span<const double> time, const std::vector<bool>& event) {

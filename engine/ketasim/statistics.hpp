@@ -46,8 +46,8 @@ class SortedValues {
  public:
   // Entry j is values[j]; the entries whose value is not finite are left out.
   explicit SortedValues(std::span<const double> values);
-  // The type-7 quantile (R's default) of the multiset where entry j appears multiplicity[j]
-  // times: the same number as quantile() of run.hpp on that multiset. NaN when it is empty.
+  // The type-7 quantile (quantiles.hpp) of the multiset where entry j appears multiplicity[j]
+  // times: the same number as quantile() on that multiset. NaN when it is empty.
   double quantile(Multiplicities multiplicity, double probability) const;
 
  private:

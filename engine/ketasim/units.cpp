@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 #include "ketasim/time.hpp"
 
@@ -281,6 +282,23 @@ std::string outside_accepted_range(QuantityKind kind) {
   const std::string max = shortest(range.max / range.unit_scale) + " " + range.unit;
   const std::string accepted = range.min > 0.0 ? shortest(range.min / range.unit_scale) + " to " + max : "up to " + max;
   return "lies outside the accepted range of " + std::string(range.what) + ": " + accepted;
+}
+
+std::optional<ParameterRange> plausible_parameter_range(const Dimension& dimension) {
+  static const std::pair<Dimension, ParameterRange> ranges[] = {
+      {dim::volume, {"a volume", 1e-6, 1e6}},                // 1 uL to 1000 m3
+      {dim::clearance, {"a clearance", 1e-6, 1e6}},          // L/h
+      {dim::rate_constant, {"a rate constant", 1e-6, 1e8}},  // half-lives from 79 years down to 25 us
+      {dim::time, {"a duration", 1e-8, 1e6}},                // 36 us to 114 years
+      {dim::concentration, {"a concentration", 1e-9, 1e3}},  // 1e-6 to 1e6 ng/mL
+      {dim::exposure, {"an exposure", 1e-9, 1e6}},           // 1e-6 to 1e9 ng*h/mL
+      {dim::pressure, {"a blood pressure", 1e-6, 1e3}},      // mmHg
+      {dim::heart_rate, {"a heart rate", 6e-5, 6e4}},        // 1e-6 to 1000 bpm
+      {dim::dimensionless, {"a plain number", 0.0, 1e4}},    // fractions, Hill coefficients, score points
+  };
+  for (const auto& [known, range] : ranges)
+    if (known == dimension) return range;
+  return std::nullopt;
 }
 
 }  // namespace ketasim

@@ -107,5 +107,18 @@ bool in_accepted_range(QuantityKind kind, double base_value);
 // "lies outside the accepted range of a drug amount: 1e-06 to 1e+06 mg": the end of a message
 // that starts with the value as written.
 std::string outside_accepted_range(QuantityKind kind);
+// The values a model parameter may take, by dimension, in base units. Wide enough for every
+// published model and for deliberately extreme ones (an effect site with ke0 = 1e7 1/h standing in
+// for instant equilibration), narrow enough that nothing downstream overflows or divides by
+// almost nothing: a value outside is a unit slip ("1e-300 L", "150 mg*h/L" meant as ng*h/mL by a
+// factor of a million) or a typo, never a model. The limits of rate constants and of durations
+// (half-lives) are each other's reciprocals. docs/scenario.md lists them in display units.
+struct ParameterRange {
+  const char* what;  // "a volume"
+  double lowest;     // the smallest value above 0 (a parameter that may be 0 may also be exactly 0)
+  double highest;
+};
+// nullopt for a dimension no model parameter has.
+std::optional<ParameterRange> plausible_parameter_range(const Dimension& dimension);
 
 }  // namespace ketasim
