@@ -115,6 +115,14 @@ struct TestModel {
   const LinkValues& dissociation() const { return subject.links.front(); }
 };
 
+// Equal element by element, NaN equal to NaN (unfilled columns, padded doses).
+inline bool same_values(const std::vector<double>& a, const std::vector<double>& b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i)
+    if (!(a[i] == b[i] || (std::isnan(a[i]) && std::isnan(b[i])))) return false;
+  return true;
+}
+
 inline Dose infusion(Ticks start, Ticks duration, double amount_mg) {
   Dose dose;
   dose.start = start;

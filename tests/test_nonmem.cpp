@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "engine_fixtures.hpp"
 #include "ketasim/errors.hpp"
 #include "ketasim/nonmem.hpp"
 #include "ketasim/reproduction.hpp"
@@ -22,6 +23,7 @@
 #include "ketasim/version.hpp"
 
 using namespace ketasim;
+using ketasim::testing::same_values;
 namespace fs = std::filesystem;
 
 namespace {
@@ -74,13 +76,6 @@ std::vector<double> dose_hours(const Scenario& scenario, std::int64_t subject) {
   for (const Dose& dose : subject_doses(scenario.arms[0], 70.0, subject, 1).doses)
     hours.push_back(ticks_to_hours(dose.start));
   return hours;
-}
-
-bool same_values(const std::vector<double>& a, const std::vector<double>& b) {
-  if (a.size() != b.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i)
-    if (!(a[i] == b[i] || (std::isnan(a[i]) && std::isnan(b[i])))) return false;
-  return true;
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "engine_fixtures.hpp"
 #include "ketasim/cohort.hpp"
 #include "ketasim/errors.hpp"
 #include "ketasim/model_card.hpp"
@@ -22,6 +23,7 @@
 #include "ketasim/timeline.hpp"
 
 using namespace ketasim;
+using ketasim::testing::same_values;
 namespace fs = std::filesystem;
 
 namespace {
@@ -55,13 +57,6 @@ cohort:
 
 std::string dose_rule(const std::string& timing) {
   return "{route: iv_infusion, dose: 0.5 mg/kg, infusion_duration: 40 min, " + timing + "}";
-}
-
-bool same_values(const std::vector<double>& a, const std::vector<double>& b) {
-  if (a.size() != b.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i)
-    if (!(a[i] == b[i] || (std::isnan(a[i]) && std::isnan(b[i])))) return false;
-  return true;
 }
 
 }  // namespace

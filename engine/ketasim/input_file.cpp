@@ -12,10 +12,8 @@
 
 namespace ketasim {
 
-namespace {
-
-// "a directory", "a FIFO (named pipe)", ...: what a non-regular file is, for the message.
 std::string file_type_name(mode_t mode) {
+  if (S_ISREG(mode)) return "a regular file";
   if (S_ISDIR(mode)) return "a directory";
   if (S_ISFIFO(mode)) return "a FIFO (named pipe)";
   if (S_ISCHR(mode)) return "a character device";
@@ -23,6 +21,8 @@ std::string file_type_name(mode_t mode) {
   if (S_ISSOCK(mode)) return "a socket";
   return "a special file";
 }
+
+namespace {
 
 std::string size_text(std::size_t bytes) {
   if (bytes >= (std::size_t{1} << 20) && bytes % (std::size_t{1} << 20) == 0) return std::to_string(bytes >> 20) + " MiB";

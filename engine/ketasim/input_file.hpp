@@ -8,6 +8,8 @@
 #include <cstddef>
 #include <string>
 
+#include <sys/types.h>
+
 namespace ketasim {
 
 // YAML files (scenarios, targets, calibration specs and fits): 4 MiB. yaml-cpp keeps about 500
@@ -24,5 +26,9 @@ inline constexpr std::size_t kMaxTableFileBytes = std::size_t{64} << 20;
 // file") and the path when the file cannot be opened, is not a regular file (saying what it is),
 // or holds more than `max_bytes` bytes (saying the limit).
 std::string read_text_file(const std::string& path, const std::string& what, std::size_t max_bytes);
+
+// "a directory", "a FIFO (named pipe)", "a character device", ...: what the file of `mode` (stat's
+// st_mode) is, for messages about inputs and outputs that must be regular files.
+std::string file_type_name(mode_t mode);
 
 }  // namespace ketasim

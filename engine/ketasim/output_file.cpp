@@ -16,6 +16,7 @@
 #include <random>
 
 #include "ketasim/errors.hpp"
+#include "ketasim/input_file.hpp"
 
 namespace ketasim {
 namespace {
@@ -36,15 +37,6 @@ fs::path directory_of(const std::string& path) {
 std::size_t name_max_of(const fs::path& directory) {
   const long limit = ::pathconf(directory.c_str(), _PC_NAME_MAX);
   return limit > 0 ? static_cast<std::size_t>(limit) : std::size_t{NAME_MAX};
-}
-
-std::string file_kind(mode_t mode) {
-  if (S_ISDIR(mode)) return "a directory";
-  if (S_ISCHR(mode)) return "a character device";
-  if (S_ISBLK(mode)) return "a block device";
-  if (S_ISFIFO(mode)) return "a FIFO (named pipe)";
-  if (S_ISSOCK(mode)) return "a socket";
-  return "not a regular file";
 }
 
 std::string mode_text(mode_t mode) {
@@ -167,7 +159,7 @@ void check_existing_target(const std::string& path, const std::vector<std::strin
                   ")");
   }
   if (!S_ISREG(target.st_mode)) {
-    throw IoError(path + ": is " + file_kind(target.st_mode) +
+    throw IoError(path + ": is " + file_type_name(target.st_mode) +
                   ", not a regular file; ketasim writes its outputs as regular files and would replace it");
   }
   for (const std::string& input : input_files) {
