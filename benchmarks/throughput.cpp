@@ -17,10 +17,10 @@
 #include <string>
 #include <thread>
 
-#include "ketasim/run.hpp"
-#include "ketasim/threads.hpp"
-#include "ketasim/scenario_loader.hpp"
-#include "ketasim/version.hpp"
+#include "ketasim/run/run.hpp"
+#include "ketasim/base/threads.hpp"
+#include "ketasim/input/scenario_loader.hpp"
+#include "ketasim/base/version.hpp"
 
 namespace {
 long peak_rss_mib() {

@@ -9,10 +9,10 @@
 #include <string>
 #include <vector>
 
-#include "ketasim/model.hpp"
-#include "ketasim/model_card.hpp"
-#include "ketasim/simulate.hpp"
-#include "ketasim/timeline.hpp"
+#include "ketasim/model/model.hpp"
+#include "ketasim/model/model_card.hpp"
+#include "ketasim/solve/simulate.hpp"
+#include "ketasim/solve/timeline.hpp"
 
 namespace ketasim::testing {
 

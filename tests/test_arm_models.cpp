@@ -14,10 +14,10 @@
 
 #include "closed_forms.hpp"
 #include "engine_fixtures.hpp"
-#include "ketasim/errors.hpp"
-#include "ketasim/reproduction.hpp"
-#include "ketasim/run.hpp"
-#include "ketasim/scenario_loader.hpp"
+#include "ketasim/base/errors.hpp"
+#include "ketasim/analysis/reproduction.hpp"
+#include "ketasim/run/run.hpp"
+#include "ketasim/input/scenario_loader.hpp"
 
 using namespace ketasim;
 using namespace ketasim::testing;

@@ -13,13 +13,13 @@
 #include <numeric>
 #include <set>
 
-#include "ketasim/blocks.hpp"
-#include "ketasim/cohort.hpp"
-#include "ketasim/covariate_table.hpp"
-#include "ketasim/random_stream.hpp"
-#include "ketasim/reproduction.hpp"
-#include "ketasim/run.hpp"
-#include "ketasim/scenario_loader.hpp"
+#include "ketasim/model/blocks.hpp"
+#include "ketasim/run/cohort.hpp"
+#include "ketasim/input/covariate_table.hpp"
+#include "ketasim/base/random_stream.hpp"
+#include "ketasim/analysis/reproduction.hpp"
+#include "ketasim/run/run.hpp"
+#include "ketasim/input/scenario_loader.hpp"
 
 using namespace ketasim;
 namespace fs = std::filesystem;

@@ -16,11 +16,11 @@
 #include <string>
 #include <vector>
 
-#include "ketasim/compare.hpp"
-#include "ketasim/errors.hpp"
-#include "ketasim/random_stream.hpp"
-#include "ketasim/run.hpp"
-#include "ketasim/statistics.hpp"
+#include "ketasim/analysis/compare.hpp"
+#include "ketasim/base/errors.hpp"
+#include "ketasim/base/random_stream.hpp"
+#include "ketasim/run/run.hpp"
+#include "ketasim/analysis/statistics.hpp"
 
 using namespace ketasim;
 namespace fs = std::filesystem;

@@ -17,11 +17,11 @@
 #include <vector>
 
 #include "engine_fixtures.hpp"
-#include "ketasim/errors.hpp"
-#include "ketasim/ode_propagator.hpp"
-#include "ketasim/reproduction.hpp"
-#include "ketasim/run.hpp"
-#include "ketasim/scenario_loader.hpp"
+#include "ketasim/base/errors.hpp"
+#include "ketasim/solve/ode_propagator.hpp"
+#include "ketasim/analysis/reproduction.hpp"
+#include "ketasim/run/run.hpp"
+#include "ketasim/input/scenario_loader.hpp"
 
 using namespace ketasim;
 

@@ -31,10 +31,10 @@
 #include <utility>
 #include <vector>
 
-#include "ketasim/errors.hpp"
-#include "ketasim/hdf5_writer.hpp"
-#include "ketasim/results.hpp"
-#include "ketasim/version.hpp"
+#include "ketasim/base/errors.hpp"
+#include "ketasim/output/hdf5_writer.hpp"
+#include "ketasim/solve/results.hpp"
+#include "ketasim/base/version.hpp"
 
 namespace fs = std::filesystem;
 using ketasim::ArmLayout;

@@ -15,11 +15,11 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "ketasim/covariate_table.hpp"
-#include "ketasim/errors.hpp"
-#include "ketasim/input_file.hpp"
-#include "ketasim/scenario_loader.hpp"
-#include "ketasim/units.hpp"
+#include "ketasim/input/covariate_table.hpp"
+#include "ketasim/base/errors.hpp"
+#include "ketasim/base/input_file.hpp"
+#include "ketasim/input/scenario_loader.hpp"
+#include "ketasim/base/units.hpp"
 
 namespace fs = std::filesystem;
 using ketasim::IoError;

@@ -12,8 +12,8 @@
 #include <string>
 #include <vector>
 
-#include "ketasim/errors.hpp"
-#include "ketasim/scenario_loader.hpp"
+#include "ketasim/base/errors.hpp"
+#include "ketasim/input/scenario_loader.hpp"
 
 namespace fs = std::filesystem;
 

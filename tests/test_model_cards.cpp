@@ -10,12 +10,12 @@
 #include <vector>
 
 #include "engine_fixtures.hpp"
-#include "ketasim/errors.hpp"
-#include "ketasim/exact_propagator.hpp"
-#include "ketasim/model.hpp"
-#include "ketasim/model_card.hpp"
-#include "ketasim/simulate.hpp"
-#include "ketasim/statistics.hpp"
+#include "ketasim/base/errors.hpp"
+#include "ketasim/solve/exact_propagator.hpp"
+#include "ketasim/model/model.hpp"
+#include "ketasim/model/model_card.hpp"
+#include "ketasim/solve/simulate.hpp"
+#include "ketasim/analysis/statistics.hpp"
 
 using namespace ketasim;
 using namespace ketasim::testing;

@@ -17,13 +17,13 @@
 #include <string>
 #include <vector>
 
-#include "ketasim/errors.hpp"
-#include "ketasim/format.hpp"
-#include "ketasim/hdf5_writer.hpp"
-#include "ketasim/output_file.hpp"
-#include "ketasim/run.hpp"
-#include "ketasim/scenario_loader.hpp"
-#include "ketasim/threads.hpp"
+#include "ketasim/base/errors.hpp"
+#include "ketasim/base/format.hpp"
+#include "ketasim/output/hdf5_writer.hpp"
+#include "ketasim/output/output_file.hpp"
+#include "ketasim/run/run.hpp"
+#include "ketasim/input/scenario_loader.hpp"
+#include "ketasim/base/threads.hpp"
 
 using namespace ketasim;
 namespace fs = std::filesystem;

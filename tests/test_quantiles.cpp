@@ -15,8 +15,8 @@
 #include <span>
 #include <vector>
 
-#include "ketasim/quantiles.hpp"
-#include "ketasim/statistics.hpp"
+#include "ketasim/base/quantiles.hpp"
+#include "ketasim/analysis/statistics.hpp"
 
 using namespace ketasim;
 

@@ -13,14 +13,15 @@
 #include <vector>
 
 #include "engine_fixtures.hpp"
-#include "ketasim/cohort.hpp"
-#include "ketasim/errors.hpp"
-#include "ketasim/model_card.hpp"
-#include "ketasim/nonmem.hpp"
-#include "ketasim/reproduction.hpp"
-#include "ketasim/run.hpp"
-#include "ketasim/scenario_loader.hpp"
-#include "ketasim/timeline.hpp"
+#include "ketasim/run/cohort.hpp"
+#include "ketasim/base/errors.hpp"
+#include "ketasim/model/model_card.hpp"
+#include "ketasim/input/dosing_table.hpp"
+#include "ketasim/output/nonmem_export.hpp"
+#include "ketasim/analysis/reproduction.hpp"
+#include "ketasim/run/run.hpp"
+#include "ketasim/input/scenario_loader.hpp"
+#include "ketasim/solve/timeline.hpp"
 
 using namespace ketasim;
 using ketasim::testing::same_values;

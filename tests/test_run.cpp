@@ -14,10 +14,10 @@
 #include <string>
 #include <vector>
 
-#include "ketasim/errors.hpp"
-#include "ketasim/model_card.hpp"
-#include "ketasim/run.hpp"
-#include "ketasim/scenario_loader.hpp"
+#include "ketasim/base/errors.hpp"
+#include "ketasim/model/model_card.hpp"
+#include "ketasim/run/run.hpp"
+#include "ketasim/input/scenario_loader.hpp"
 
 using namespace ketasim;
 namespace fs = std::filesystem;

@@ -12,11 +12,11 @@
 #include <sstream>
 #include <string>
 
-#include "ketasim/covariate_table.hpp"
-#include "ketasim/errors.hpp"
-#include "ketasim/scenario.hpp"
-#include "ketasim/scenario_loader.hpp"
-#include "ketasim/yaml_reader.hpp"
+#include "ketasim/input/covariate_table.hpp"
+#include "ketasim/base/errors.hpp"
+#include "ketasim/input/scenario.hpp"
+#include "ketasim/input/scenario_loader.hpp"
+#include "ketasim/base/yaml_reader.hpp"
 
 using namespace ketasim;
 namespace fs = std::filesystem;

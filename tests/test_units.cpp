@@ -5,7 +5,7 @@
 
 #include <string>
 
-#include "ketasim/units.hpp"
+#include "ketasim/base/units.hpp"
 
 using ketasim::Dimension;
 using ketasim::parse_quantity;

@@ -7,7 +7,7 @@
 #include <optional>
 #include <string_view>
 
-#include "ketasim/yaml_reader.hpp"
+#include "ketasim/base/yaml_reader.hpp"
 
 namespace ketasim::cli {
 namespace {

@@ -110,7 +110,7 @@ class KaplanMeier:
 
 
 def kaplan_meier(time, event):
-    """Kaplan-Meier estimate of the survival function, as engine/ketasim/statistics.cpp.
+    """Kaplan-Meier estimate of the survival function, as engine/ketasim/analysis/statistics.cpp.
 
     Ties: at a time with both events and censorings, the events come first (the censored subjects
     are still at risk). Median as R's survfit: the first time S(t) < 0.5; if S(t) equals 0.5

@@ -13,8 +13,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "ketasim/errors.hpp"
-#include "ketasim/nonmem.hpp"
+#include "ketasim/base/errors.hpp"
+#include "ketasim/input/dosing_table.hpp"
 
 namespace {
 

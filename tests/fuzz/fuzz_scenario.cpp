@@ -7,8 +7,8 @@
 #include <cstdint>
 #include <string>
 
-#include "ketasim/errors.hpp"
-#include "ketasim/scenario_loader.hpp"
+#include "ketasim/base/errors.hpp"
+#include "ketasim/input/scenario_loader.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   const std::string text(reinterpret_cast<const char*>(data), size);

@@ -1,0 +1,471 @@
+#include "ketasim/model/model.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numbers>
+#include <stdexcept>
+
+#include "ketasim/base/errors.hpp"
+
+namespace ketasim {
+
+namespace {
+
+constexpr double kLn2 = std::numbers::ln2;
+constexpr double kMaxMadrs = 60.0;
+
+// Display unit and factor of a signal, from its base dimension.
+struct Display {
+  std::string unit;
+  double per_base = 1.0;
+};
+
+Display display_of_unit(const std::string& unit) {
+  if (unit.empty()) return {};
+  const auto parsed = parse_unit(unit);
+  return {unit, parsed ? 1.0 / parsed->scale : 1.0};
+}
+
+}  // namespace
+
+double LinkValues::input_for(double value, double tolerance) const {
+  if (!(value > 0.0)) return 0.0;
+  if (shape == LinkShape::linear) return slope > 0.0 ? value / (slope * scale) : std::numeric_limits<double>::infinity();
+  const double top = attenuation > 0.0 ? emax / (1.0 + attenuation * tolerance) : emax;
+  if (value >= top || scale <= 0.0) return std::numeric_limits<double>::infinity();
+  const double powered = value / (top - value);
+  return ec50 * std::pow(powered, 1.0 / hill) / scale;
+}
+
+double DepressionValues::score(double baseline, double hours_since_first, double drug_input, double session_memory,
+                               bool background_antidepressant) const {
+  double improvement = session_magnitude * session_memory;
+  if (hours_since_first >= 0.0) {
+    improvement += placebo * -std::expm1(-placebo_rate_per_h * hours_since_first);
+    if (background_antidepressant) improvement += background * -std::expm1(-background_rate_per_h * hours_since_first);
+  }
+  double drug = 0.0;
+  if (drug_input > 0.0) {
+    const double ratio = drug_input / ec50;
+    const double powered = hill == 2.0 ? ratio * ratio : std::pow(ratio, hill);
+    drug = emax * powered / (1.0 + powered);
+  }
+  return std::clamp(baseline * (1.0 - improvement) * (1.0 - drug), 0.0, kMaxMadrs);
+}
+
+int Model::add_state(const std::string& name) {
+  if (state_count() >= kMaxStates)
+    throw ModelParameterError("model " + card_.name + " has more than " + std::to_string(kMaxStates) + " states");
+  state_names_.push_back(name);
+  return state_count() - 1;
+}
+
+int Model::add_signal(const std::string& name) {
+  if (signal_count() >= kMaxSignals)
+    throw ModelParameterError("model " + card_.name + " has more than " + std::to_string(kMaxSignals) + " signals");
+  signal_names_.push_back(name);
+  return signal_count() - 1;
+}
+
+int Model::find_signal(std::string_view name) const {
+  for (std::size_t i = 0; i < signal_names_.size(); ++i)
+    if (signal_names_[i] == name) return static_cast<int>(i);
+  return -1;
+}
+
+const ModelOutput& Model::link_output(std::size_t link) const {
+  for (const ModelOutput& output : outputs_)
+    if (output.kind == OutputKind::link && output.index == static_cast<int>(link)) return output;
+  throw std::out_of_range("model " + card_.name + " has no link " + std::to_string(link));
+}
+
+const ModelOutput* Model::find_output(std::string_view name) const {
+  for (const ModelOutput& output : outputs_)
+    if (output.name == name) return &output;
+  return nullptr;
+}
+
+Model::Model(const ModelCard& card) : card_(card) {
+  std::vector<Display> signal_display;
+  // `state`: the state the output reads (-1 for a sum of signals).
+  const auto linear_output = [&](const std::string& name, const std::string& dataset, const Display& display,
+                                 const std::string& description, int state) {
+    const int signal = add_signal(name);
+    signal_display.push_back(display);
+    outputs_.push_back({name, dataset, display.unit, display.per_base, description, OutputKind::linear, signal, state});
+    return signal;
+  };
+  const auto drug_index = [&](const std::string& name) {
+    for (std::size_t d = 0; d < drugs_.size(); ++d)
+      if (drugs_[d].name == name) return static_cast<int>(d);
+    throw ModelParameterError("model " + card_.name + ": unknown drug '" + name + "'");
+  };
+  const Display ng_per_ml{"ng/mL", 1000.0};
+
+  for (const Block& block : card.blocks) {
+    BlockStates states;
+    if (const auto* compartments = std::get_if<CompartmentsBlock>(&block)) {
+      DrugSpec drug;
+      drug.name = compartments->drug;
+      drug.molar_mass_g_per_mol = compartments->molar_mass_g_per_mol;
+      drug.central_state = states.first = add_state(drug.name + ".central");
+      drug.states.push_back(states.first);
+      for (std::size_t p = 0; p < compartments->peripherals.size(); ++p) {
+        states.peripherals.push_back(add_state(drug.name + ".peripheral" + std::to_string(p + 1)));
+        drug.states.push_back(states.peripherals.back());
+      }
+      if (compartments->liver) {
+        states.liver = add_state(drug.name + ".liver");
+        drug.states.push_back(states.liver);
+      }
+      if (compartments->formed_from) drug.formed_from = drug_index(compartments->formed_from->drug);
+      drug.plasma_signal = linear_output("plasma_" + drug.name, "plasma_" + drug.name + "_ng_per_ml", ng_per_ml,
+                                         "plasma " + drug.name + " concentration", drug.central_state);
+      states.drug = static_cast<int>(drugs_.size());
+      drugs_.push_back(std::move(drug));
+    } else if (const auto* depot = std::get_if<DepotBlock>(&block)) {
+      states.drug = drug_index(depot->drug);
+      states.first = add_state(depot->drug + "." + depot->name);
+      drugs_[static_cast<std::size_t>(states.drug)].states.push_back(states.first);
+    } else if (const auto* effect = std::get_if<EffectSiteBlock>(&block)) {
+      states.drug = drug_index(effect->drug);
+      states.first = add_state(effect->name);
+      linear_output(effect->name, effect->name + "_ng_per_ml", ng_per_ml, "effect-site " + effect->drug + " concentration", states.first);
+    } else if (const auto* turnover = std::get_if<TurnoverBlock>(&block)) {
+      states.first = add_state(turnover->name);
+      const Display input = signal_display[static_cast<std::size_t>(find_signal(turnover->input))];
+      const bool integrating = turnover->form == TurnoverBlock::Form::integrating;
+      const Display display = !integrating             ? input
+                              : input.unit == "ng/mL" ? Display{"ng*h/mL", 1000.0}
+                                                       : Display{input.unit + "*h", input.per_base};
+      linear_output(turnover->name, turnover->name, display,
+                    "turnover state driven by " + turnover->input + (integrating ? " (decaying exposure)" : " (slow follower)"), states.first);
+    } else if (const auto* sum = std::get_if<SumBlock>(&block)) {
+      linear_output(sum->name, sum->name, signal_display[static_cast<std::size_t>(find_signal(sum->inputs.front()))],
+                    "sum of " + [&] {
+                      std::string names;
+                      for (const std::string& input : sum->inputs) names += (names.empty() ? "" : " + ") + input;
+                      return names;
+                    }(),
+                    -1);
+    } else if (const auto* memory = std::get_if<SessionMemoryBlock>(&block)) {
+      states.first = add_state(memory->name);
+      linear_output(memory->name, memory->name, Display{}, "memory of treatment sessions (sessions, decaying)", states.first);
+    } else if (const auto* link = std::get_if<LinkBlock>(&block)) {
+      const int index = static_cast<int>(links_.size());
+      links_.push_back(link);
+      if (link->attenuation_strength) {
+        link_tolerance_state_.push_back(states.first = add_state(link->name + ".tolerance"));
+        link_tolerance_signal_.push_back(add_signal(link->name + ".tolerance"));
+        signal_display.push_back({});
+      } else {
+        link_tolerance_state_.push_back(-1);
+        link_tolerance_signal_.push_back(-1);
+      }
+      const Display display = display_of_unit(link->unit);
+      outputs_.push_back({link->name, link->dataset, display.unit, display.per_base,
+                          link->name + " (" + to_string(link->shape) + " link on " + link->input + ")",
+                          OutputKind::link, index});
+      if (link->role == "dissociation" && dissociation_link_ < 0) {
+        dissociation_link_ = index;
+        dissociation_effect_site_ = find_signal(link->input);
+      }
+    } else if (const auto* depression = std::get_if<DepressionBlock>(&block)) {
+      depression_ = depression;
+      outputs_.push_back({depression->name, depression->name, "", 1.0, "MADRS-like depression score (points)",
+                          OutputKind::depression, 0});
+    }
+    block_states_.push_back(states);
+  }
+  dosed_drug_ = drug_index(card.drug);
+  // The dissociation effect site is driven by its drug's plasma concentration.
+  if (dissociation_effect_site_ >= 0) {
+    for (const EffectSiteBlock* effect : card.blocks_of<EffectSiteBlock>()) {
+      if (find_signal(effect->name) == dissociation_effect_site_)
+        dissociation_driver_ = drugs_[static_cast<std::size_t>(drug_index(effect->drug))].plasma_signal;
+    }
+    if (dissociation_driver_ < 0) {  // the link reads something other than an effect site
+      dissociation_link_ = -1;
+      dissociation_effect_site_ = -1;
+    }
+  }
+
+  const auto find_depot_state = [&](const std::string& drug, const std::string& name) {
+    for (std::size_t b = 0; b < card.blocks.size(); ++b)
+      if (const auto* depot = std::get_if<DepotBlock>(&card.blocks[b]); depot && depot->drug == drug && depot->name == name)
+        return block_states_[b].first;
+    throw ModelParameterError("model " + card_.name + ": no depot '" + name + "'");
+  };
+  if (card.routes.iv) {
+    iv_channel_ = channel_count_++;
+    channel_state_.push_back(drugs_[static_cast<std::size_t>(drug_index(card.routes.iv->drug))].central_state);
+  }
+  if (card.routes.intranasal) {
+    nasal_channel_ = channel_count_++;
+    channel_state_.push_back(find_depot_state(card.routes.intranasal->drug, card.routes.intranasal->nasal_depot));
+    swallowed_channel_ = channel_count_++;
+    channel_state_.push_back(find_depot_state(card.routes.intranasal->drug, card.routes.intranasal->swallowed_depot));
+  }
+  session_states_.assign(3, {});
+  for (std::size_t b = 0; b < card.blocks.size(); ++b) {
+    if (const auto* memory = std::get_if<SessionMemoryBlock>(&card.blocks[b]))
+      for (const SessionKind kind : memory->sessions) session_states_[static_cast<std::size_t>(kind)].push_back(block_states_[b].first);
+  }
+  for (std::size_t kind = 0; kind < 3; ++kind) {
+    if (session_states_[kind].empty()) continue;
+    session_channel_[kind] = channel_count_++;
+    channel_state_.push_back(-1);  // a session channel feeds several memories
+  }
+}
+
+std::vector<int> states_needed(const SubjectModel& subject, const std::vector<int>& signals) {
+  std::vector<bool> needed(static_cast<std::size_t>(subject.states), false);
+  std::vector<int> pending;
+  const auto need = [&](int state) {
+    if (!needed[static_cast<std::size_t>(state)]) {
+      needed[static_cast<std::size_t>(state)] = true;
+      pending.push_back(state);
+    }
+  };
+  for (const int signal : signals)
+    for (int state = 0; state < subject.states; ++state)
+      if (subject.signals(signal, state) != 0.0) need(state);
+  while (!pending.empty()) {
+    const int state = pending.back();
+    pending.pop_back();
+    for (int source = 0; source < subject.states; ++source)
+      if (source != state && subject.A(state, source) != 0.0) need(source);
+  }
+  std::vector<int> states;
+  for (int state = 0; state < subject.states; ++state)
+    if (needed[static_cast<std::size_t>(state)]) states.push_back(state);
+  return states;
+}
+
+SubjectModel restrict_to(const SubjectModel& subject, const std::vector<int>& states) {
+  const auto n = static_cast<Eigen::Index>(states.size());
+  SubjectModel reduced = subject;
+  reduced.states = static_cast<int>(n);
+  reduced.A.resize(n, n);
+  reduced.signals.resize(subject.signals.rows(), n);
+  for (Eigen::Index j = 0; j < n; ++j) {
+    for (Eigen::Index i = 0; i < n; ++i) reduced.A(i, j) = subject.A(states[static_cast<std::size_t>(i)], states[static_cast<std::size_t>(j)]);
+    reduced.signals.col(j) = subject.signals.col(states[static_cast<std::size_t>(j)]);
+  }
+  const auto restrict_rows = [&](std::vector<StateRow>& rows, const std::vector<StateRow>& full) {
+    for (std::size_t r = 0; r < rows.size(); ++r) {
+      rows[r].resize(n);
+      for (Eigen::Index j = 0; j < n; ++j) rows[r](j) = full[r](states[static_cast<std::size_t>(j)]);
+    }
+  };
+  restrict_rows(reduced.drug_amount, subject.drug_amount);
+  restrict_rows(reduced.drug_loss, subject.drug_loss);
+  restrict_rows(reduced.drug_formed, subject.drug_formed);
+  for (std::size_t c = 0; c < reduced.channels.size(); ++c) {
+    reduced.channels[c].resize(n);
+    for (Eigen::Index i = 0; i < n; ++i) reduced.channels[c](i) = subject.channels[c](states[static_cast<std::size_t>(i)]);
+  }
+  return reduced;
+}
+
+SubjectModel Model::instantiate(std::span<const double> parameters) const {
+  const int n = state_count();
+  const auto value = [&](ParameterRef ref, double fallback = 0.0) {
+    return ref ? parameters[static_cast<std::size_t>(ref.index)] : fallback;
+  };
+  const auto positive = [&](ParameterRef ref) {
+    const double v = value(ref);
+    if (!(v > 0.0) || !std::isfinite(v))
+      throw ModelParameterError("parameter " + card_.parameter(ref).name + " = " + std::to_string(v) + " must be positive");
+    return v;
+  };
+  const auto fraction = [&](ParameterRef ref) {
+    const double v = value(ref, 1.0);
+    if (!(v >= 0.0 && v <= 1.0))
+      throw ModelParameterError("parameter " + card_.parameter(ref).name + " = " + std::to_string(v) + " must lie in [0, 1]");
+    return v;
+  };
+  const auto first_order = [&](const FirstOrder& transfer, double volume) {
+    return transfer.rate ? positive(transfer.rate) : positive(transfer.clearance) / volume;
+  };
+
+  SubjectModel model;
+  model.states = n;
+  model.A = StateMatrix::Zero(n, n);
+  model.signals = SignalMatrix::Zero(signal_count(), n);
+  model.drug_amount.assign(drugs_.size(), StateRow::Zero(n));
+  model.drug_loss.assign(drugs_.size(), StateRow::Zero(n));
+  model.drug_formed.assign(drugs_.size(), StateRow::Zero(n));
+  for (std::size_t d = 0; d < drugs_.size(); ++d)
+    for (const int state : drugs_[d].states) model.drug_amount[d](state) = 1.0;
+
+  StateMatrix& A = model.A;
+  std::vector<double> central_volume(drugs_.size(), 0.0), liver_volume(drugs_.size(), 0.0);
+  std::vector<int> liver_state(drugs_.size(), -1);
+  for (std::size_t b = 0; b < card_.blocks.size(); ++b) {
+    const Block& block = card_.blocks[b];
+    const BlockStates& states = block_states_[b];
+    if (const auto* compartments = std::get_if<CompartmentsBlock>(&block)) {
+      const auto d = static_cast<std::size_t>(states.drug);
+      const int c = states.first;
+      const double V1 = positive(compartments->central_volume);
+      central_volume[d] = V1;
+      model.signals(drugs_[d].plasma_signal, c) = 1.0 / V1;
+      for (std::size_t p = 0; p < compartments->peripherals.size(); ++p) {
+        const PeripheralSpec& spec = compartments->peripherals[p];
+        const int s = states.peripherals[p];
+        const double out = first_order(spec.out, V1);
+        const double back = spec.back.rate ? positive(spec.back.rate) : positive(spec.back.clearance) / positive(spec.volume);
+        A(c, c) -= out;
+        A(s, c) += out;
+        A(s, s) -= back;
+        A(c, s) += back;
+      }
+      if (compartments->elimination) {
+        const double k = first_order(*compartments->elimination, V1);
+        A(c, c) -= k;
+        model.drug_loss[d](c) += k;
+      }
+      if (compartments->liver) {
+        const int l = states.liver;
+        const double flow = positive(compartments->liver->flow);
+        const double Vh = positive(compartments->liver->volume);
+        double elimination = 0.0;
+        for (const ParameterRef rate : compartments->liver->elimination_rates) elimination += positive(rate);
+        A(c, c) -= flow / V1;
+        A(l, c) += flow / V1;
+        A(l, l) -= flow / Vh + elimination;
+        A(c, l) += flow / Vh;
+        model.drug_loss[d](l) += elimination;
+        liver_volume[d] = Vh;
+        liver_state[d] = l;
+      }
+      if (compartments->formed_from) {
+        const FormationSpec& formation = *compartments->formed_from;
+        const auto parent = static_cast<std::size_t>(drugs_[d].formed_from);
+        const bool from_liver = formation.compartment == "liver";
+        const int source = from_liver ? liver_state[parent] : drugs_[parent].central_state;
+        const double k = first_order(formation.flux, from_liver ? liver_volume[parent] : central_volume[parent]);
+        const double molar_ratio = drugs_[d].molar_mass_g_per_mol / drugs_[parent].molar_mass_g_per_mol;
+        const double formed = fraction(formation.fraction) * k * molar_ratio;  // mg of metabolite per mg of parent per h
+        A(c, source) += formed;
+        model.drug_formed[d](source) += formed;
+      }
+    } else if (const auto* depot = std::get_if<DepotBlock>(&block)) {
+      const auto d = static_cast<std::size_t>(states.drug);
+      const int s = states.first;
+      const double ka = positive(depot->ka);
+      const double F = fraction(depot->bioavailability);
+      const int into = depot->into == "liver" ? liver_state[d] : drugs_[d].central_state;
+      A(s, s) -= ka;
+      A(into, s) += F * ka;
+      model.drug_loss[d](s) += (1.0 - F) * ka;
+    } else if (const auto* effect = std::get_if<EffectSiteBlock>(&block)) {
+      const auto d = static_cast<std::size_t>(states.drug);
+      const double ke0 = positive(effect->ke0);
+      A(states.first, drugs_[d].central_state) += ke0 / central_volume[d];
+      A(states.first, states.first) -= ke0;
+      model.signals(find_signal(effect->name), states.first) = 1.0;
+    } else if (const auto* turnover = std::get_if<TurnoverBlock>(&block)) {
+      const double k = kLn2 / positive(turnover->half_life);
+      const double drive = value(turnover->scale, 1.0) * (turnover->form == TurnoverBlock::Form::equilibrating ? k : 1.0);
+      A.row(states.first) += drive * model.signals.row(find_signal(turnover->input));
+      A(states.first, states.first) -= k;
+      model.signals(find_signal(turnover->name), states.first) = 1.0;
+    } else if (const auto* sum = std::get_if<SumBlock>(&block)) {
+      for (std::size_t i = 0; i < sum->inputs.size(); ++i)
+        model.signals.row(find_signal(sum->name)) += value(sum->weights[i], 1.0) * model.signals.row(find_signal(sum->inputs[i]));
+    } else if (const auto* memory = std::get_if<SessionMemoryBlock>(&block)) {
+      A(states.first, states.first) -= kLn2 / positive(memory->half_life);
+      model.signals(find_signal(memory->name), states.first) = 1.0;
+    } else if (const auto* link = std::get_if<LinkBlock>(&block)) {
+      const auto index = model.links.size();
+      LinkValues values;
+      values.input_signal = find_signal(link->input);
+      values.shape = link->shape;
+      values.scale = value(link->scale, 1.0);
+      if (link->shape == LinkShape::linear) {
+        values.slope = value(link->slope);
+      } else {
+        values.emax = value(link->emax);
+        values.ec50 = positive(link->ec50);
+        values.hill = link->hill ? positive(link->hill) : 1.0;
+        values.negligible_below = values.ec50 * std::pow(1e-12, 1.0 / values.hill);
+      }
+      const int tolerance_state = link_tolerance_state_[index];
+      if (tolerance_state >= 0) {
+        values.attenuation = value(link->attenuation_strength);
+        values.tolerance_signal = link_tolerance_signal_[index];
+        // dT/dt = x / ec50 - ln 2 / half-life * T: exposure in ec50-hours, decaying.
+        A.row(tolerance_state) += values.scale / values.ec50 * model.signals.row(values.input_signal);
+        A(tolerance_state, tolerance_state) -= kLn2 / positive(link->attenuation_half_life);
+        model.signals(values.tolerance_signal, tolerance_state) = 1.0;
+      }
+      model.links.push_back(values);
+    } else if (const auto* depression = std::get_if<DepressionBlock>(&block)) {
+      DepressionValues values;
+      values.drug_signal = find_signal(depression->drug_input);
+      values.emax = fraction(depression->drug_emax);
+      values.ec50 = positive(depression->drug_ec50);
+      values.hill = positive(depression->drug_hill);
+      values.placebo = value(depression->placebo_magnitude);
+      values.placebo_rate_per_h = kLn2 / positive(depression->placebo_onset_half_life);
+      if (!depression->session_input.empty()) {
+        values.session_signal = find_signal(depression->session_input);
+        values.session_magnitude = value(depression->session_magnitude);
+      }
+      if (depression->background_magnitude) {
+        values.background = value(depression->background_magnitude);
+        values.background_rate_per_h = kLn2 / positive(depression->background_onset_half_life);
+      }
+      values.residual_sd = value(depression->residual_sd);
+      model.depression = values;
+    }
+  }
+
+  model.channels.assign(static_cast<std::size_t>(channel_count_), StateVector::Zero(n));
+  for (int c = 0; c < channel_count_; ++c)
+    if (channel_state_[static_cast<std::size_t>(c)] >= 0) model.channels[static_cast<std::size_t>(c)](channel_state_[static_cast<std::size_t>(c)]) = 1.0;
+  for (std::size_t kind = 0; kind < 3; ++kind) {
+    if (session_channel_[kind] < 0) continue;
+    for (const int state : session_states_[kind]) model.channels[static_cast<std::size_t>(session_channel_[kind])](state) = 1.0;
+  }
+  if (const auto& nasal = card_.routes.intranasal) {
+    model.nasal_fraction = fraction(nasal->nasal_fraction);
+    model.later_device_factor = nasal->later_device_factor ? fraction(nasal->later_device_factor) : 1.0;
+    model.swallowed_duration_h = positive(nasal->swallowed_duration);
+  }
+  return model;
+}
+
+std::string occasion_variability_problem(const Model& model, const std::vector<double>& typical, int parameter,
+                                         bool* changes_mass_rows) {
+  std::vector<double> changed = typical;
+  changed[static_cast<std::size_t>(parameter)] *= 1.25;
+  const SubjectModel a = model.instantiate(typical);
+  const SubjectModel b = model.instantiate(changed);
+  const auto rows_equal = [](const std::vector<StateRow>& x, const std::vector<StateRow>& y) {
+    for (std::size_t i = 0; i < x.size(); ++i)
+      if (!(x[i] - y[i]).isZero(0.0)) return false;
+    return true;
+  };
+  if (changes_mass_rows) *changes_mass_rows = !rows_equal(a.drug_loss, b.drug_loss) || !rows_equal(a.drug_formed, b.drug_formed);
+  if ((a.A - b.A).isZero(0.0)) return "it does not enter the linear dynamics";
+  for (std::size_t c = 0; c < a.channels.size(); ++c)
+    if (!(a.channels[c] - b.channels[c]).isZero(0.0)) return "it changes how doses enter";
+  if (!(a.signals - b.signals).isZero(0.0)) return "it changes how concentrations are read from amounts (a volume)";
+  if (a.nasal_fraction != b.nasal_fraction || a.later_device_factor != b.later_device_factor ||
+      a.swallowed_duration_h != b.swallowed_duration_h)
+    return "it changes the intranasal entry";
+  for (std::size_t l = 0; l < a.links.size(); ++l)
+    for (const double x : {1e-4, 1e-3, 1e-2, 1e-1, 1.0})
+      if (a.links[l](x, x) != b.links[l](x, x)) return "it changes a pharmacodynamic link";
+  if (a.depression)
+    for (const double x : {0.0, 1.0, 10.0, 100.0})
+      if (a.depression->score(30.0, 100.0, x, 1.0, true) != b.depression->score(30.0, 100.0, x, 1.0, true))
+        return "it changes the depression score";
+  return "";
+}
+
+}  // namespace ketasim
