@@ -11,16 +11,16 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <vector>
 #include <cstdlib>
 #include <filesystem>
 #include <string>
 #include <thread>
+#include <vector>
 
-#include "ketasim/run/run.hpp"
 #include "ketasim/base/threads.hpp"
-#include "ketasim/input/scenario_loader.hpp"
 #include "ketasim/base/version.hpp"
+#include "ketasim/input/scenario_loader.hpp"
+#include "ketasim/run/run.hpp"
 
 namespace {
 long peak_rss_mib() {
@@ -36,9 +36,12 @@ int main(int argc, char** argv) {
   std::int64_t subjects = 0;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
-    if (flag == "--subjects") subjects = std::atoll(argv[i + 1]);
-    else if (flag == "--scenario") scenario_path = argv[i + 1];
-    else if (flag == "--output-dir") output_dir = argv[i + 1];
+    if (flag == "--subjects")
+      subjects = std::atoll(argv[i + 1]);
+    else if (flag == "--scenario")
+      scenario_path = argv[i + 1];
+    else if (flag == "--output-dir")
+      output_dir = argv[i + 1];
     else {
       std::fprintf(stderr, "usage: %s [--subjects N] [--scenario FILE] [--output-dir DIR]\n", argv[0]);
       return 2;
@@ -70,16 +73,21 @@ int main(int argc, char** argv) {
           ketasim::RunOptions options;
           options.threads = threads;
           options.output_path = write ? output : "";
-          seconds.push_back(ketasim::run_scenario(mode == Mode::metrics_only ? metrics_only : scenario, options).elapsed_seconds);
+          seconds.push_back(
+              ketasim::run_scenario(mode == Mode::metrics_only ? metrics_only : scenario, options).elapsed_seconds);
         }
         std::sort(seconds.begin(), seconds.end());
         const double median = seconds[kRepeats / 2];
-        const double subject_arms = static_cast<double>(scenario.cohort.size * static_cast<std::int64_t>(scenario.arms.size()));
-        std::printf("%-24s threads=%u  %8.0f subjects/s (median of %d; range %.0f-%.0f)  peak RSS so far %ld MiB%s\n",
-                    mode == Mode::metrics_only ? "metrics only" : write ? "run + HDF5 output" : "+ trajectories in memory",
-                    threads, subject_arms / median, kRepeats,
-                    subject_arms / seconds.back(), subject_arms / seconds.front(), peak_rss_mib(),
-                    write ? ("  file " + std::to_string(std::filesystem::file_size(output) >> 20) + " MiB").c_str() : "");
+        const double subject_arms =
+            static_cast<double>(scenario.cohort.size * static_cast<std::int64_t>(scenario.arms.size()));
+        std::printf(
+            "%-24s threads=%u  %8.0f subjects/s (median of %d; range %.0f-%.0f)  peak RSS so far %ld MiB%s\n",
+            mode == Mode::metrics_only ? "metrics only"
+            : write                    ? "run + HDF5 output"
+                                       : "+ trajectories in memory",
+            threads, subject_arms / median, kRepeats, subject_arms / seconds.back(), subject_arms / seconds.front(),
+            peak_rss_mib(),
+            write ? ("  file " + std::to_string(std::filesystem::file_size(output) >> 20) + " MiB").c_str() : "");
         std::fflush(stdout);
       }
     }

@@ -68,7 +68,8 @@ inline std::string card_text(const MammillaryEffectParameters& p) {
   std::ostringstream y;
   y.precision(17);
   const auto parameter = [&](const char* name, double value, const char* unit) {
-    y << "  " << name << ": {value: " << value << (unit[0] ? " " : "") << unit << ", description: test, source: test}\n";
+    y << "  " << name << ": {value: " << value << (unit[0] ? " " : "") << unit
+      << ", description: test, source: test}\n";
   };
   y << "card: test_mammillary\ntitle: test\ncitation: test\ndrug: ketamine\nparameters:\n";
   parameter("V1", p.V1_L, "L");
@@ -153,7 +154,8 @@ inline std::vector<Dose> twice_weekly(int weeks, double amount_mg = 35.0) {
   std::vector<Dose> doses;
   for (int w = 0; w < weeks; ++w)
     for (const Ticks day : {Ticks{0}, Ticks{3}})
-      doses.push_back(infusion(w * kTicksPerWeek + day * kTicksPerDay + 9 * kTicksPerHour, 40 * kTicksPerMinute, amount_mg));
+      doses.push_back(
+          infusion(w * kTicksPerWeek + day * kTicksPerDay + 9 * kTicksPerHour, 40 * kTicksPerMinute, amount_mg));
   return doses;
 }
 

@@ -1,11 +1,10 @@
 // Arms with models of their own (issue 9, section 1): every arm simulates its own card with its own
 // parameter values, whatever the other arms and their order; the result file records them.
 
-#include <catch2/catch.hpp>
-
 #include <H5Cpp.h>
 #include <unistd.h>
 
+#include <catch2/catch.hpp>
 #include <cstring>
 #include <filesystem>
 #include <string>
@@ -14,10 +13,10 @@
 
 #include "closed_forms.hpp"
 #include "engine_fixtures.hpp"
-#include "ketasim/base/errors.hpp"
 #include "ketasim/analysis/reproduction.hpp"
-#include "ketasim/run/run.hpp"
+#include "ketasim/base/errors.hpp"
 #include "ketasim/input/scenario_loader.hpp"
+#include "ketasim/run/run.hpp"
 
 using namespace ketasim;
 using namespace ketasim::testing;
@@ -26,7 +25,8 @@ namespace fs = std::filesystem;
 namespace {
 
 // One 40 mg infusion over 40 min at time 0, in every arm.
-const std::string kDose = "regimen: {route: iv_infusion, dose: 40 mg, infusion_duration: 40 min, schedule: {at: [0 h]}}";
+const std::string kDose =
+    "regimen: {route: iv_infusion, dose: 40 mg, infusion_duration: 40 min, schedule: {at: [0 h]}}";
 
 std::string arm(const std::string& name, const std::string& model) {
   return "  - {name: " + name + (model.empty() ? "" : ", model: " + model) + ", " + kDose + "}\n";
@@ -38,7 +38,8 @@ Scenario scenario_with(const std::string& model, const std::string& arms, const 
   return parse_scenario("name: arm_models\nmodel: " + model +
                             "\ncohort:\n  size: 24\n  seed: 77\n"
                             "  weight: {distribution: normal, mean: 80 kg, sd: 20 kg, min: 45 kg, max: 150 kg}\n" +
-                            cohort_extra + "arms:\n" + arms + "output: {grid: {every: 1 h, for: 10 d}, variables: []}\n",
+                            cohort_extra + "arms:\n" + arms +
+                            "output: {grid: {every: 1 h, for: 10 d}, variables: []}\n",
                         "arm_models.yaml");
 }
 
@@ -74,7 +75,8 @@ std::vector<std::string> text_array_attribute(const H5::Group& group, const char
   std::vector<char*> pointers(count);
   if (count > 0) attribute.read(attribute.getStrType(), pointers.data());
   std::vector<std::string> values(pointers.begin(), pointers.end());
-  if (count > 0) H5Dvlen_reclaim(attribute.getStrType().getId(), attribute.getSpace().getId(), H5P_DEFAULT, pointers.data());
+  if (count > 0)
+    H5Dvlen_reclaim(attribute.getStrType().getId(), attribute.getSpace().getId(), H5P_DEFAULT, pointers.data());
   return values;
 }
 
@@ -91,9 +93,10 @@ TEST_CASE("arms that differ only in CL: each subject's AUC is dose / its CL, and
           "[arm_models]") {
   // The card's variability applies (CL 30% CV): subject i has the same eta in every arm, so its
   // clearance in the 60 L/h arm is exactly 60/100 of that in the 100 L/h arm.
-  const Scenario scenario = scenario_with("{name: ketamine_venous}", arm("cl_60", "{name: ketamine_venous, parameters: {CL: 60 L/h}}") +
-                                                                         arm("cl_80", "{name: ketamine_venous, parameters: {CL: 80 L/h}}") +
-                                                                         arm("cl_100", "{name: ketamine_venous, parameters: {CL: 100 L/h}}"));
+  const Scenario scenario =
+      scenario_with("{name: ketamine_venous}", arm("cl_60", "{name: ketamine_venous, parameters: {CL: 60 L/h}}") +
+                                                   arm("cl_80", "{name: ketamine_venous, parameters: {CL: 80 L/h}}") +
+                                                   arm("cl_100", "{name: ketamine_venous, parameters: {CL: 100 L/h}}"));
   const ScenarioResults results = run_in_memory(scenario, 2, 7);
   const ArmResults& slow = results.arm("cl_60");
   const ArmResults& fast = results.arm("cl_100");
@@ -109,7 +112,8 @@ TEST_CASE("arms that differ only in CL: each subject's AUC is dose / its CL, and
   for (std::size_t i = 0; i < 24; ++i) {
     INFO("subject " << i);
     CHECK(slow.subject_columns.at("CL")[i] / fast.subject_columns.at("CL")[i] == Approx(0.6).epsilon(1e-12));
-    CHECK(slow.metrics.at("auc_ng_h_per_ml")[i] / fast.metrics.at("auc_ng_h_per_ml")[i] == Approx(100.0 / 60.0).epsilon(1e-7));
+    CHECK(slow.metrics.at("auc_ng_h_per_ml")[i] / fast.metrics.at("auc_ng_h_per_ml")[i] ==
+          Approx(100.0 / 60.0).epsilon(1e-7));
     CHECK(slow.subject_columns.at("V1")[i] == fast.subject_columns.at("V1")[i]);  // the same patient
   }
 }
@@ -117,11 +121,11 @@ TEST_CASE("arms that differ only in CL: each subject's AUC is dose / its CL, and
 TEST_CASE("an arm's V1 gives the closed-form 2-compartment peak at the end of the infusion", "[arm_models]") {
   // Clements & Nimmo at 70 kg, no PK variability on the card: Cmax is the closed-form
   // concentration at the end of the 40 min infusion, with the arm's V1 (60 L) or the card's.
-  const Scenario scenario =
-      parse_scenario("name: v1\nmodel: {name: ketamine_clements_2cmt}\ncohort: {size: 4, seed: 3, weight: 70 kg}\narms:\n" +
-                         arm("small_v1", "{name: ketamine_clements_2cmt, parameters: {V1: 60 L}}") + arm("card", "") +
-                         "output: {grid: {every: 5 min, for: 2 d}, variables: []}\n",
-                     "v1.yaml");
+  const Scenario scenario = parse_scenario(
+      "name: v1\nmodel: {name: ketamine_clements_2cmt}\ncohort: {size: 4, seed: 3, weight: 70 kg}\narms:\n" +
+          arm("small_v1", "{name: ketamine_clements_2cmt, parameters: {V1: 60 L}}") + arm("card", "") +
+          "output: {grid: {every: 5 min, for: 2 d}, variables: []}\n",
+      "v1.yaml");
   const ScenarioResults results = run_in_memory(scenario);
   const std::vector<Dose> doses{infusion(0, 40 * kTicksPerMinute, 40.0)};
   MammillaryEffectParameters small = two_compartment();
@@ -156,17 +160,19 @@ TEST_CASE("an arm's results do not depend on the order of the arms", "[arm_model
     require_same_subjects(one.arm(name), other.arm(name));
   }
   // And the arms do differ: a smaller V1 gives a higher peak.
-  CHECK(one.arm("small_v1").metrics.at("cmax_ng_per_ml")[0] > 1.5 * one.arm("clements").metrics.at("cmax_ng_per_ml")[0]);
+  CHECK(one.arm("small_v1").metrics.at("cmax_ng_per_ml")[0] >
+        1.5 * one.arm("clements").metrics.at("cmax_ng_per_ml")[0]);
 }
 
 TEST_CASE("arms with identical models give identical subjects, and the same as a scenario of that model alone",
           "[arm_models]") {
   // cl_60 and again_60 are the same model (the scenario's V1, their CL; given in another order);
   // cl_100 differs in CL only.
-  const Scenario scenario = scenario_with("{name: ketamine_venous, parameters: {V1: 90 L}}",
-                                          arm("cl_60", "{name: ketamine_venous, parameters: {CL: 60 L/h}}") +
-                                              arm("cl_100", "{name: ketamine_venous, parameters: {CL: 100 L/h}}") +
-                                              arm("again_60", "{name: ketamine_venous, parameters: {V1: 90 L, CL: 60 L/h}}"));
+  const Scenario scenario =
+      scenario_with("{name: ketamine_venous, parameters: {V1: 90 L}}",
+                    arm("cl_60", "{name: ketamine_venous, parameters: {CL: 60 L/h}}") +
+                        arm("cl_100", "{name: ketamine_venous, parameters: {CL: 100 L/h}}") +
+                        arm("again_60", "{name: ketamine_venous, parameters: {V1: 90 L, CL: 60 L/h}}"));
   const ScenarioResults results = run_in_memory(scenario);
   require_same_subjects(results.arm("cl_60"), results.arm("again_60"));
   const auto& auc_60 = results.arm("cl_60").metrics.at("auc_ng_h_per_ml");
@@ -184,14 +190,16 @@ TEST_CASE("an arm of another card is the same patient: covariates and the random
   // on resp_ec50 applies to both cards with the same eta, so subject i has the same resp_ec50 in
   // both arms, as it has the same resp_emax and placebo_magnitude (the cards' own variability).
   // Before, the nasal arm lost the scenario's variability and its etas were shifted by CL's.
-  const Scenario scenario = scenario_with(
-      "{name: ketamine_venous}",
-      arm("iv", "") + "  - {name: nasal, model: {name: esketamine_intranasal}, regimen: {route: intranasal, dose: 56 mg, schedule: {at: [0 h]}}}\n",
-      "  variability: {cv: {CL: 25%, resp_ec50: 40%}}\n");
+  const Scenario scenario = scenario_with("{name: ketamine_venous}",
+                                          arm("iv", "") +
+                                              "  - {name: nasal, model: {name: esketamine_intranasal}, regimen: "
+                                              "{route: intranasal, dose: 56 mg, schedule: {at: [0 h]}}}\n",
+                                          "  variability: {cv: {CL: 25%, resp_ec50: 40%}}\n");
   const ScenarioResults results = run_in_memory(scenario);
   const ArmResults& iv = results.arm("iv");
   const ArmResults& nasal = results.arm("nasal");
-  for (const char* name : {"weight_kg", "age_y", "female", "baseline_madrs", "resp_ec50", "resp_emax", "placebo_magnitude"}) {
+  for (const char* name :
+       {"weight_kg", "age_y", "female", "baseline_madrs", "resp_ec50", "resp_emax", "placebo_magnitude"}) {
     INFO(name);
     CHECK(identical_bits(iv.subject_columns.at(name), nasal.subject_columns.at(name)));
   }
@@ -202,7 +210,8 @@ TEST_CASE("the result file records each arm's card and parameter values", "[arm_
   const Scenario scenario = scenario_with(
       "{name: ketamine_venous, parameters: {V1: 120 L}}",
       arm("scenario_model", "") + arm("cl_60", "{name: ketamine_venous, parameters: {CL: 60 L/h, V1: 100000 mL}}") +
-          "  - {name: nasal, model: {name: esketamine_intranasal, parameters: {Vc: 150 L}}, regimen: {route: intranasal, dose: 56 mg, "
+          "  - {name: nasal, model: {name: esketamine_intranasal, parameters: {Vc: 150 L}}, regimen: {route: "
+          "intranasal, dose: 56 mg, "
           "schedule: {at: [0 h]}}}\n" +
           arm("clements", "{name: ketamine_clements_2cmt, parameters: {V1: 120 L}}"));
   const fs::path output = temporary_file("provenance.h5");
@@ -215,28 +224,34 @@ TEST_CASE("the result file records each arm's card and parameter values", "[arm_
     const H5::Attribute model = group.openAttribute("model");
     std::string card;
     model.read(model.getStrType(), card);
-    return std::make_tuple(card, text_array_attribute(group, "model_parameters"), number_array_attribute(group, "model_parameter_values"),
+    return std::make_tuple(card, text_array_attribute(group, "model_parameters"),
+                           number_array_attribute(group, "model_parameter_values"),
                            text_array_attribute(group, "model_parameter_units"));
   };
   using Strings = std::vector<std::string>;
   using Numbers = std::vector<double>;
-  CHECK(read_model("scenario_model") == std::make_tuple(std::string("ketamine_venous"), Strings{"V1"}, Numbers{120.0}, Strings{"L"}));
+  CHECK(read_model("scenario_model") ==
+        std::make_tuple(std::string("ketamine_venous"), Strings{"V1"}, Numbers{120.0}, Strings{"L"}));
   // The scenario's V1 is replaced by the arm's (given in mL, recorded in the card's unit).
-  CHECK(read_model("cl_60") ==
-        std::make_tuple(std::string("ketamine_venous"), Strings{"V1", "CL"}, Numbers{100.0, 60.0}, Strings{"L", "L/h"}));
-  CHECK(read_model("nasal") == std::make_tuple(std::string("esketamine_intranasal"), Strings{"Vc"}, Numbers{150.0}, Strings{"L"}));
-  CHECK(read_model("clements") == std::make_tuple(std::string("ketamine_clements_2cmt"), Strings{"V1"}, Numbers{120.0}, Strings{"L"}));
+  CHECK(read_model("cl_60") == std::make_tuple(std::string("ketamine_venous"), Strings{"V1", "CL"},
+                                               Numbers{100.0, 60.0}, Strings{"L", "L/h"}));
+  CHECK(read_model("nasal") ==
+        std::make_tuple(std::string("esketamine_intranasal"), Strings{"Vc"}, Numbers{150.0}, Strings{"L"}));
+  CHECK(read_model("clements") ==
+        std::make_tuple(std::string("ketamine_clements_2cmt"), Strings{"V1"}, Numbers{120.0}, Strings{"L"}));
   file.close();
   fs::remove(output);
 }
 
-TEST_CASE("an arm of another card that sets the scenario's shared parameters itself is accepted", "[arm_models][scenario]") {
+TEST_CASE("an arm of another card that sets the scenario's shared parameters itself is accepted",
+          "[arm_models][scenario]") {
   // resp_ec50 is in both cards (the PD module): the nasal arm says which value it uses (the
   // corpus has the refusal when it does not). CL is not in the nasal card: it concerns the IV arm.
-  const Scenario scenario = scenario_with(
-      "{name: ketamine_venous, parameters: {resp_ec50: 200 ng*h/mL, CL: 70 L/h}}",
-      arm("iv", "") + "  - {name: nasal, model: {name: esketamine_intranasal, parameters: {resp_ec50: 150 ng*h/mL}}, regimen: {route: "
-                      "intranasal, dose: 56 mg, schedule: {at: [0 h]}}}\n");
+  const Scenario scenario = scenario_with("{name: ketamine_venous, parameters: {resp_ec50: 200 ng*h/mL, CL: 70 L/h}}",
+                                          arm("iv", "") +
+                                              "  - {name: nasal, model: {name: esketamine_intranasal, parameters: "
+                                              "{resp_ec50: 150 ng*h/mL}}, regimen: {route: "
+                                              "intranasal, dose: 56 mg, schedule: {at: [0 h]}}}\n");
   const auto layouts = arm_layouts(scenario);
   CHECK(layouts[0].model_parameters.size() == 2);
   REQUIRE(layouts[1].model_parameters.size() == 1);

@@ -2,9 +2,8 @@
 // from the textbook solutions (sums of exponentials and superposition), independently of the
 // engine's eigen-decomposition. Both solver paths must agree with them.
 
-#include <catch2/catch.hpp>
-
 #include <algorithm>
+#include <catch2/catch.hpp>
 #include <cmath>
 #include <vector>
 
@@ -28,8 +27,8 @@ void require_agreement(const std::vector<float>& simulated_ng_per_ml, const std:
   }
 }
 
-void check_against_closed_form(const MammillaryEffectParameters& parameters, const std::vector<Dose>& doses,
-                               Ticks step, Ticks end, SolverMethod method) {
+void check_against_closed_form(const MammillaryEffectParameters& parameters, const std::vector<Dose>& doses, Ticks step,
+                               Ticks end, SolverMethod method) {
   const SubjectRun run = run_subject(parameters, doses, step, end, method);
   const Disposition d = disposition(parameters);
   std::vector<double> plasma, effect;
@@ -46,8 +45,12 @@ void check_against_closed_form(const MammillaryEffectParameters& parameters, con
 
 TEST_CASE("1-compartment infusion: both paths match the closed form", "[closed_form]") {
   const std::vector<Dose> doses{infusion(kTicksPerHour, 40 * kTicksPerMinute, 35.0)};
-  SECTION("exact") { check_against_closed_form(one_compartment(), doses, kTicksPerMinute, kTicksPerDay, SolverMethod::exact); }
-  SECTION("ode") { check_against_closed_form(one_compartment(), doses, kTicksPerMinute, kTicksPerDay, SolverMethod::ode); }
+  SECTION("exact") {
+    check_against_closed_form(one_compartment(), doses, kTicksPerMinute, kTicksPerDay, SolverMethod::exact);
+  }
+  SECTION("ode") {
+    check_against_closed_form(one_compartment(), doses, kTicksPerMinute, kTicksPerDay, SolverMethod::ode);
+  }
 }
 
 TEST_CASE("2-compartment twice weekly for 3 weeks: both paths agree with the closed form to 1e-6", "[closed_form]") {
@@ -144,8 +147,10 @@ TEST_CASE("time above the dissociation threshold matches the closed-form crossin
 
 TEST_CASE("3-compartment: the exact and ODE paths agree over 3 weeks", "[closed_form]") {
   const auto doses = twice_weekly(3);
-  const SubjectRun exact = run_subject(three_compartment(), doses, 5 * kTicksPerMinute, 21 * kTicksPerDay, SolverMethod::exact);
-  const SubjectRun ode = run_subject(three_compartment(), doses, 5 * kTicksPerMinute, 21 * kTicksPerDay, SolverMethod::ode);
+  const SubjectRun exact =
+      run_subject(three_compartment(), doses, 5 * kTicksPerMinute, 21 * kTicksPerDay, SolverMethod::exact);
+  const SubjectRun ode =
+      run_subject(three_compartment(), doses, 5 * kTicksPerMinute, 21 * kTicksPerDay, SolverMethod::ode);
   std::vector<double> reference(exact.plasma.begin(), exact.plasma.end());
   for (double& value : reference) value /= 1000.0;
   require_agreement(ode.plasma, reference);

@@ -1,25 +1,24 @@
 // Per-subject random streams, the cohort sampler and the subject blocks; correlated covariates,
 // cohorts read from a CSV file and trial replicates.
 
-#include <catch2/catch.hpp>
-
 #include <H5Cpp.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <catch2/catch.hpp>
 #include <cmath>
 #include <filesystem>
 #include <map>
 #include <numeric>
 #include <set>
 
+#include "ketasim/analysis/reproduction.hpp"
+#include "ketasim/base/random_stream.hpp"
+#include "ketasim/input/covariate_table.hpp"
+#include "ketasim/input/scenario_loader.hpp"
 #include "ketasim/model/blocks.hpp"
 #include "ketasim/run/cohort.hpp"
-#include "ketasim/input/covariate_table.hpp"
-#include "ketasim/base/random_stream.hpp"
-#include "ketasim/analysis/reproduction.hpp"
 #include "ketasim/run/run.hpp"
-#include "ketasim/input/scenario_loader.hpp"
 
 using namespace ketasim;
 namespace fs = std::filesystem;
@@ -41,8 +40,12 @@ Scenario cohort_scenario() {
   return scenario;
 }
 
-double normal_pdf(double x) { return std::exp(-0.5 * x * x) / std::sqrt(2.0 * M_PI); }
-double normal_cdf(double x) { return 0.5 * std::erfc(-x / std::sqrt(2.0)); }
+double normal_pdf(double x) {
+  return std::exp(-0.5 * x * x) / std::sqrt(2.0 * M_PI);
+}
+double normal_cdf(double x) {
+  return 0.5 * std::erfc(-x / std::sqrt(2.0));
+}
 }  // namespace
 
 TEST_CASE("a subject's stream does not depend on the order of draws", "[cohort]") {
@@ -107,11 +110,14 @@ TEST_CASE("random effects are log-normal with omega^2 = ln(1 + CV^2) and the giv
   for (int i = 0; i < n; ++i) {
     const Subject s = sampler.draw(i);
     const double ratio = s.weight_kg / 70.0;
-    eta_v1.push_back(std::log(s.parameters[static_cast<std::size_t>(v1)] / (card.parameters[static_cast<std::size_t>(v1)].value * ratio)));
+    eta_v1.push_back(std::log(s.parameters[static_cast<std::size_t>(v1)] /
+                              (card.parameters[static_cast<std::size_t>(v1)].value * ratio)));
     eta_k10.push_back(std::log(s.parameters[static_cast<std::size_t>(k10)] /
                                (card.parameters[static_cast<std::size_t>(k10)].value * std::pow(ratio, -0.25))));
   }
-  const auto mean = [](const std::vector<double>& x) { return std::accumulate(x.begin(), x.end(), 0.0) / static_cast<double>(x.size()); };
+  const auto mean = [](const std::vector<double>& x) {
+    return std::accumulate(x.begin(), x.end(), 0.0) / static_cast<double>(x.size());
+  };
   const double m1 = mean(eta_v1), m2 = mean(eta_k10);
   double s11 = 0, s22 = 0, s12 = 0;
   for (int i = 0; i < n; ++i) {
@@ -238,7 +244,8 @@ TEST_CASE("the inverse normal distribution function matches published quantiles"
     CHECK(standard_normal_quantile(1.0 - p) == Approx(-standard_normal_quantile(p)).epsilon(1e-12).margin(1e-15));
 }
 
-TEST_CASE("a truncated normal at quantile z: inside the bounds, monotone, and the same quantile as z", "[cohort][copula]") {
+TEST_CASE("a truncated normal at quantile z: inside the bounds, monotone, and the same quantile as z",
+          "[cohort][copula]") {
   const CovariateDistribution weight{CovariateDistribution::Kind::truncated_normal, 80.0, 80.0, 15.0, 45.0, 150.0};
   double previous = weight.min;
   for (double z = -40.0; z <= 40.0; z += 0.05) {
@@ -248,7 +255,8 @@ TEST_CASE("a truncated normal at quantile z: inside the bounds, monotone, and th
     REQUIRE(x <= weight.max);
     REQUIRE(x >= previous - 1e-12);  // monotone up to rounding where x is clamped to max
     previous = x;
-    if (std::fabs(z) < 7.0) REQUIRE(truncated_cdf(weight, x) == Approx(standard_normal_cdf(z)).epsilon(1e-9).margin(1e-12));
+    if (std::fabs(z) < 7.0)
+      REQUIRE(truncated_cdf(weight, x) == Approx(standard_normal_cdf(z)).epsilon(1e-9).margin(1e-12));
   }
   CHECK(truncated_normal_at(weight, -40.0) == Approx(weight.min).epsilon(1e-14));
   CHECK(truncated_normal_at(weight, 40.0) == Approx(weight.max).epsilon(1e-14));
@@ -288,9 +296,10 @@ TEST_CASE("without correlations or a CSV file the covariates are the draws of be
   }
 }
 
-TEST_CASE("correlated covariates have the requested correlation and their own truncated marginals", "[cohort][copula]") {
-  const Scenario scenario =
-      covariate_scenario("  size: 20000\n  correlations: {weight~age: 0.2, weight_kg~baseline_madrs: 0.0, age~baseline_madrs: -0.1}");
+TEST_CASE("correlated covariates have the requested correlation and their own truncated marginals",
+          "[cohort][copula]") {
+  const Scenario scenario = covariate_scenario(
+      "  size: 20000\n  correlations: {weight~age: 0.2, weight_kg~baseline_madrs: 0.0, age~baseline_madrs: -0.1}");
   REQUIRE(scenario.cohort.covariate_correlation.rows() == 3);
   const CohortSampler sampler(scenario, *find_builtin_model(scenario.model.name));
   const Cohort& cohort = scenario.cohort;
@@ -367,7 +376,8 @@ TEST_CASE("a CSV cohort without size: subject i is row i of the file", "[cohort]
   CHECK(last.baseline_madrs == 29.0);
   // Random effects are still drawn: the same person gets different parameters as another subject.
   const int v1 = sampler.card().index_of("V1");
-  CHECK(first.parameters[static_cast<std::size_t>(v1)] / first.weight_kg != last.parameters[static_cast<std::size_t>(v1)] / last.weight_kg);
+  CHECK(first.parameters[static_cast<std::size_t>(v1)] / first.weight_kg !=
+        last.parameters[static_cast<std::size_t>(v1)] / last.weight_kg);
 }
 
 TEST_CASE("a CSV cohort with size resamples rows, the same for any thread count", "[cohort][csv]") {
@@ -420,7 +430,8 @@ TEST_CASE("replicates: N = R x n subjects, subject i in replicate i / n, in the 
   CHECK(scenario.cohort.replicate_of(11) == 2);
   CHECK_THROWS_AS(scenario.cohort.set_subjects_per_replicate(kMaxCohortSize), Error);
 
-  const fs::path output = fs::temp_directory_path() / ("ketasim_test_cohort_" + std::to_string(::getpid()) + "_replicates.h5");
+  const fs::path output =
+      fs::temp_directory_path() / ("ketasim_test_cohort_" + std::to_string(::getpid()) + "_replicates.h5");
   RunOptions options;
   options.output_path = output.string();
   options.threads = 2;
@@ -443,7 +454,8 @@ TEST_CASE("replicates: N = R x n subjects, subject i in replicate i / n, in the 
   fs::remove(output);
 }
 
-TEST_CASE("replicates of a CSV cohort in order repeat the file's patients with new random effects", "[cohort][replicates][csv]") {
+TEST_CASE("replicates of a CSV cohort in order repeat the file's patients with new random effects",
+          "[cohort][replicates][csv]") {
   Scenario scenario = covariate_scenario("  from_csv: example_patients.csv\n  replicates: 2");
   CHECK(scenario.cohort.size == 40);
   const CohortSampler sampler(scenario, *find_builtin_model(scenario.model.name));

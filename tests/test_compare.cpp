@@ -17,10 +17,10 @@
 #include <vector>
 
 #include "ketasim/analysis/compare.hpp"
+#include "ketasim/analysis/statistics.hpp"
 #include "ketasim/base/errors.hpp"
 #include "ketasim/base/random_stream.hpp"
 #include "ketasim/run/run.hpp"
-#include "ketasim/analysis/statistics.hpp"
 
 using namespace ketasim;
 namespace fs = std::filesystem;
@@ -35,7 +35,8 @@ std::vector<double> one_to(int n) {
   return values;
 }
 
-const OutcomeLine& line_of(const Comparison& c, const std::string& outcome, const std::string& statistic, double day = kNaN) {
+const OutcomeLine& line_of(const Comparison& c, const std::string& outcome, const std::string& statistic,
+                           double day = kNaN) {
   const auto found = std::find_if(c.lines.begin(), c.lines.end(), [&](const OutcomeLine& line) {
     return line.outcome == outcome && line.statistic == statistic &&
            (std::isnan(day) ? std::isnan(line.day) : line.day == day);
@@ -188,7 +189,8 @@ std::vector<std::size_t> every_other(std::size_t n) {
 
 // A textbook Kaplan-Meier on a list (no sorting trick): at each distinct event time t, n = subjects
 // with time >= t, d = events at t, S *= 1 - d / n. Returns the event times and S after each.
-std::pair<std::vector<double>, std::vector<double>> textbook_km(const std::vector<double>& time, const std::vector<bool>& event) {
+std::pair<std::vector<double>, std::vector<double>> textbook_km(const std::vector<double>& time,
+                                                                const std::vector<bool>& event) {
   std::vector<double> event_times;
   for (std::size_t i = 0; i < time.size(); ++i)
     if (event[i]) event_times.push_back(time[i]);
@@ -210,7 +212,8 @@ std::pair<std::vector<double>, std::vector<double>> textbook_km(const std::vecto
 
 }  // namespace
 
-TEST_CASE("the multiplicities are the draws of the index-list bootstrap (same seed, same resamples)", "[compare][bootstrap]") {
+TEST_CASE("the multiplicities are the draws of the index-list bootstrap (same seed, same resamples)",
+          "[compare][bootstrap]") {
   for (const std::size_t n : {1u, 2u, 7u, 500u}) {
     for (int sample = 0; sample < 20; ++sample) {
       RandomStream stream(kDefaultBootstrapSeed, static_cast<std::uint64_t>(sample), StreamPurpose::bootstrap);
@@ -224,10 +227,12 @@ TEST_CASE("the multiplicities are the draws of the index-list bootstrap (same se
   }
 }
 
-TEST_CASE("weighted type-7 quantile equals quantile() of the expanded resample (ties, NaNs, many seeds)", "[compare][statistics]") {
+TEST_CASE("weighted type-7 quantile equals quantile() of the expanded resample (ties, NaNs, many seeds)",
+          "[compare][statistics]") {
   for (std::uint64_t seed = 1; seed <= 60; ++seed) {
     const std::size_t n = 1 + seed % 37;
-    const std::vector<double> values = tied_values_with_nan(seed, 2 * n + 2, 1 + static_cast<int>(seed % 6), seed % 3 == 0 ? 0.5 : 0.2);
+    const std::vector<double> values =
+        tied_values_with_nan(seed, 2 * n + 2, 1 + static_cast<int>(seed % 6), seed % 3 == 0 ? 0.5 : 0.2);
     const std::vector<std::size_t> subjects = every_other(n);
     const SortedValues sorted = sorted_values_of(values, subjects);
     for (int sample = 0; sample < 10; ++sample) {
@@ -244,7 +249,8 @@ TEST_CASE("weighted type-7 quantile equals quantile() of the expanded resample (
   }
 }
 
-TEST_CASE("weighted Kaplan-Meier equals kaplan_meier() and a textbook KM of the expanded resample", "[compare][statistics]") {
+TEST_CASE("weighted Kaplan-Meier equals kaplan_meier() and a textbook KM of the expanded resample",
+          "[compare][statistics]") {
   std::int64_t medians_reached = 0;
   for (std::uint64_t seed = 1; seed <= 60; ++seed) {
     const std::size_t n = 1 + seed % 41;
@@ -320,7 +326,8 @@ TEST_CASE("paired bootstrap: the same seed gives the same samples, another seed 
   std::vector<std::size_t> kept(values.size());
   for (std::size_t i = 0; i < kept.size(); ++i) kept[i] = i;
   const auto run = [&](std::uint64_t seed) {
-    return paired_bootstrap(kept.size(), 300, seed, 0, [&](Multiplicities m) { return std::vector<double>{mean_of(values, kept, m)}; })[0];
+    return paired_bootstrap(kept.size(), 300, seed, 0,
+                            [&](Multiplicities m) { return std::vector<double>{mean_of(values, kept, m)}; })[0];
   };
   CHECK(run(1).low == run(1).low);
   CHECK(run(1).high == run(1).high);
@@ -376,7 +383,8 @@ TEST_CASE("compare --bootstrap 0: differences without an interval, and the headi
   CHECK(table.find("difference vs a ") != std::string::npos);
 }
 
-TEST_CASE("trial replicates: spread of the rates and the probability of beating the reference", "[compare][replicates]") {
+TEST_CASE("trial replicates: spread of the rates and the probability of beating the reference",
+          "[compare][replicates]") {
   // 4 replicates of 2 subjects. Rates (%) of the reference: 0, 50, 50, 100; of the arm: 50, 100,
   // 50, 100. Differences 50, 50, 0, 0: with margin 0 the arm wins 2 of 4; with margin 60 none.
   const std::vector<double> reference{0, 0, 1, 0, 0, 1, 1, 1};
@@ -501,8 +509,8 @@ TEST_CASE("output formats: tidy csv, json structure, aligned table, markdown", "
   CHECK(json.find("\"reference\": \"once\"") != std::string::npos);
   CHECK(json.find("\"arms\": [\"once\", \"twice\"]") != std::string::npos);
   CHECK(json.find("\"seed\": 18446744073709551615") != std::string::npos);
-  CHECK(json.find("{\"arm\": \"twice\", \"outcome\": \"response_rate\", \"day\": 28, \"statistic\": \"percent_difference\", \"value\": 25,") !=
-        std::string::npos);
+  CHECK(json.find("{\"arm\": \"twice\", \"outcome\": \"response_rate\", \"day\": 28, \"statistic\": "
+                  "\"percent_difference\", \"value\": 25,") != std::string::npos);
   CHECK(json.find("nan") == std::string::npos);  // NaN is written as null
   CHECK(std::count(json.begin(), json.end(), '{') == std::count(json.begin(), json.end(), '}'));
   CHECK(std::count(json.begin(), json.end(), '[') == std::count(json.begin(), json.end(), ']'));
@@ -580,7 +588,8 @@ void write_result(const std::string& path, const FileShape& shape) {
     const H5::Group metrics = arm.createGroup("metrics");
     const std::int8_t status[4] = {0, 0, 0, static_cast<std::int8_t>(a == 0 ? 1 : 0)};
     const hsize_t four = 4;
-    metrics.createDataSet("status", H5::PredType::STD_I8LE, H5::DataSpace(1, &four)).write(status, H5::PredType::NATIVE_INT8);
+    metrics.createDataSet("status", H5::PredType::STD_I8LE, H5::DataSpace(1, &four))
+        .write(status, H5::PredType::NATIVE_INT8);
     const double base = static_cast<double>(a);
     write_doubles(metrics, "response_at", {4}, {1, 0, base, kNaN});
     write_doubles(metrics, "remission_at", {4}, {1, 0, 0, kNaN});
@@ -627,8 +636,8 @@ TEST_CASE("the reader: layout 3 additions, [N] shapes, scenario order of the arm
   CHECK(file.arms[1].response_at[0][2] == 1.0);
   CHECK(file.arms[0].dissociation_measure == DissociationMeasure::burden_score_h);
   CHECK(file.arms[0].dissociation_per_week[1] == 10.0);  // 20 score*h over 2 weeks
-  CHECK(file.arms[0].peak_sbp_rise_mmhg[0] == 3.0);    // max over the doses
-  CHECK(file.arms[0].peak_sbp_rise_mmhg[2] == 4.0);    // NaN doses ignored
+  CHECK(file.arms[0].peak_sbp_rise_mmhg[0] == 3.0);      // max over the doses
+  CHECK(file.arms[0].peak_sbp_rise_mmhg[2] == 4.0);      // NaN doses ignored
   CHECK(std::isnan(file.arms[0].peak_sbp_rise_mmhg[3]));
   CHECK(file.arms[0].sessions[1] == 2.0);
   CHECK(file.arms[1].price_per_session_usd == std::array<double, 2>{101.0, 300.0});
@@ -642,8 +651,8 @@ TEST_CASE("the reader: layout 2 fallbacks for dissociation, sessions and prices"
   CHECK(file.replicates == 1);
   const ArmData& arm = file.arms[0];
   CHECK(arm.dissociation_measure == DissociationMeasure::hours_above_threshold);
-  CHECK(arm.dissociation_per_week[2] == 3.0);             // 6 h over 2 weeks
-  CHECK(arm.sessions == std::vector<double>(4, 2.0));     // doses at 0 and 100 h within 336 h
+  CHECK(arm.dissociation_per_week[2] == 3.0);          // 6 h over 2 weeks
+  CHECK(arm.sessions == std::vector<double>(4, 2.0));  // doses at 0 and 100 h within 336 h
   CHECK(!arm.sessions_from_file);
   CHECK(!arm.price_from_file);
   CHECK(arm.price_per_session_usd == std::array<double, 2>{400.0, 800.0});
@@ -651,20 +660,19 @@ TEST_CASE("the reader: layout 2 fallbacks for dissociation, sessions and prices"
   options.bootstrap = 20;
   const Comparison c = compare_arms(file, options);
   CHECK(line_of(c, "hours_above_dissociation_threshold_per_week", "mean").unit == "h/week");
-  CHECK(std::any_of(c.notes.begin(), c.notes.end(),
-                    [](const std::string& note) { return note.find("dissociation_burden_score_h is absent") != std::string::npos; }));
+  CHECK(std::any_of(c.notes.begin(), c.notes.end(), [](const std::string& note) {
+    return note.find("dissociation_burden_score_h is absent") != std::string::npos;
+  }));
 }
 
 TEST_CASE("the reader: malformed files give IoErrors naming the file and the object", "[compare][hdf5][errors]") {
   const TemporaryFolder folder;
   CHECK(io_error_of(folder / "absent.h5").find("absent.h5': no such file") != std::string::npos);
-  {
-    std::ofstream(folder / "text.h5") << "not hdf5";
-  }
+  { std::ofstream(folder / "text.h5") << "not hdf5"; }
   CHECK(io_error_of(folder / "text.h5").find("not an HDF5 file") != std::string::npos);
   write_result(folder / "v4.h5", {.layout_version = 4});
-  CHECK(io_error_of(folder / "v4.h5").find("layout_version: this ketasim reads layout versions 2 and 3, the file has 4") !=
-        std::string::npos);
+  CHECK(io_error_of(folder / "v4.h5")
+            .find("layout_version: this ketasim reads layout versions 2 and 3, the file has 4") != std::string::npos);
   write_result(folder / "partial.h5", {.with_days_in_response = false});
   CHECK(io_error_of(folder / "partial.h5").find("partial.h5: /arms/second/metrics/days_in_response: dataset missing") !=
         std::string::npos);

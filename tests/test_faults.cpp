@@ -5,11 +5,10 @@
 // plausible range, tests/invalid_scenarios): they are set on the loaded Scenario directly, as a
 // stand-in for whatever still makes a solve overflow (extreme random effects, say).
 
-#include <catch2/catch.hpp>
-
 #include <unistd.h>
 
 #include <atomic>
+#include <catch2/catch.hpp>
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
@@ -17,11 +16,11 @@
 #include <vector>
 
 #include "engine_fixtures.hpp"
-#include "ketasim/base/errors.hpp"
-#include "ketasim/solve/ode_propagator.hpp"
 #include "ketasim/analysis/reproduction.hpp"
-#include "ketasim/run/run.hpp"
+#include "ketasim/base/errors.hpp"
 #include "ketasim/input/scenario_loader.hpp"
+#include "ketasim/run/run.hpp"
+#include "ketasim/solve/ode_propagator.hpp"
 
 using namespace ketasim;
 
@@ -31,7 +30,8 @@ namespace {
 std::string scenario_text(const std::string& model, const std::string& output) {
   return R"(
 name: fault
-model: {name: )" + model + R"(}
+model: {name: )" +
+         model + R"(}
 cohort: {size: 4, seed: 7, weight: 70 kg}
 arms:
   - name: single
@@ -120,7 +120,8 @@ arms:
 output:
   grid: {every: 30 min, for: 1 d}
   assessments: [2 h, 20 d]
-)", "undefined_values.yaml");
+)",
+                                     "undefined_values.yaml");
   const ArmResults results = run_in_memory(scenario, 1).arm("single");
   CHECK(results.status == std::vector<std::int8_t>(4, 0));
   const auto all_nan = [&](const std::string& metric, std::size_t width, std::size_t element) {
@@ -183,7 +184,8 @@ arms:
 output:
   grid: {every: 10 min, for: 2 d}
 solver: {method: ode}
-)", "stiff.yaml");
+)",
+                                           "stiff.yaml");
   const Outcome outcome = run(scenario);
   REQUIRE(outcome.status.size() == 2);
   for (std::size_t s = 0; s < 2; ++s) {
@@ -240,7 +242,8 @@ output:
   grid: {every: 1 h, for: 3 weeks}
   variables: []
   assessments: [1 d, 15 d]
-)", "spill.yaml");
+)",
+                                           "spill.yaml");
   RunOptions in_memory;
   in_memory.threads = 2;
   in_memory.block_size = 64;
@@ -255,8 +258,9 @@ output:
   for (std::size_t arm = 0; arm < 2; ++arm) {
     const ArmReport& x = a.arms[arm];
     const ArmReport& y = b.arms[arm];
-    for (const auto field : {&ArmReport::sessions_given, &ArmReport::cmax_ng_per_ml, &ArmReport::first_dose_peak_dissociation,
-                             &ArmReport::weekly_auc_ng_h_per_ml, &ArmReport::dissociation_hours_per_week}) {
+    for (const auto field :
+         {&ArmReport::sessions_given, &ArmReport::cmax_ng_per_ml, &ArmReport::first_dose_peak_dissociation,
+          &ArmReport::weekly_auc_ng_h_per_ml, &ArmReport::dissociation_hours_per_week}) {
       CHECK(same((x.*field).p05, (y.*field).p05));
       CHECK(same((x.*field).p50, (y.*field).p50));
       CHECK(same((x.*field).p95, (y.*field).p95));
@@ -282,8 +286,10 @@ arms:
 output:
   grid: {every: 1 h, for: 2 d}
   variables: []
-)", "huge.yaml");
-  const std::filesystem::path folder = std::filesystem::temp_directory_path() / ("ketasim_huge_" + std::to_string(::getpid()));
+)",
+                                           "huge.yaml");
+  const std::filesystem::path folder =
+      std::filesystem::temp_directory_path() / ("ketasim_huge_" + std::to_string(::getpid()));
   std::filesystem::create_directories(folder);
   RunOptions options;
   options.output_path = (folder / "results.h5").string();
@@ -292,9 +298,10 @@ output:
     FAIL("the run was accepted");
   } catch (const Error& error) {
     CHECK(error.code() == ExitCode::scenario);
-    CHECK_THAT(error.what(), Catch::StartsWith("huge.yaml: cohort.size: 1000000000000 subjects per arm need") &&
-                                 Catch::Contains("TB of temporary files for the end-of-run statistics in " + folder.string()) &&
-                                 Catch::Contains("run fewer subjects"));
+    CHECK_THAT(error.what(),
+               Catch::StartsWith("huge.yaml: cohort.size: 1000000000000 subjects per arm need") &&
+                   Catch::Contains("TB of temporary files for the end-of-run statistics in " + folder.string()) &&
+                   Catch::Contains("run fewer subjects"));
   }
   CHECK(std::filesystem::is_empty(folder));
   std::filesystem::remove_all(folder);

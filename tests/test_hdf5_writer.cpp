@@ -32,9 +32,9 @@
 #include <vector>
 
 #include "ketasim/base/errors.hpp"
+#include "ketasim/base/version.hpp"
 #include "ketasim/output/hdf5_writer.hpp"
 #include "ketasim/solve/results.hpp"
-#include "ketasim/base/version.hpp"
 
 namespace fs = std::filesystem;
 using ketasim::ArmLayout;
@@ -108,7 +108,9 @@ double subject_value(std::size_t arm, std::size_t column, std::int64_t subject, 
 double metric_value(std::size_t arm, std::size_t metric, std::int64_t subject, std::size_t j) {
   return static_cast<double>(1000 * arm + 100 * metric + 10 * static_cast<std::size_t>(subject) + j) + 0.75;
 }
-bool subject_failed(std::size_t arm, std::int64_t subject) { return arm == 0 && subject == 3; }
+bool subject_failed(std::size_t arm, std::int64_t subject) {
+  return arm == 0 && subject == 3;
+}
 std::string failure_message(std::size_t arm, std::int64_t subject) {
   return subject_failed(arm, subject) ? "step size underflow at t = 12 h" : "";
 }
@@ -245,7 +247,9 @@ void check_units(const H5::H5File& file, const std::string& path, const std::str
   CHECK(dataset.attrExists("description"));
 }
 
-std::vector<hsize_t> shape(const H5::H5File& file, const std::string& path) { return shape_of(file.openDataSet(path)); }
+std::vector<hsize_t> shape(const H5::H5File& file, const std::string& path) {
+  return shape_of(file.openDataSet(path));
+}
 
 // Matches hand-computed values; NaN must stay NaN.
 void check_values(const std::vector<double>& actual, const std::vector<double>& expected) {

@@ -2,24 +2,23 @@
 // YAML that nests without end, a quote that is never closed, a map of 80,000 keys, numbers beyond
 // a double. Each is refused with a message that says where and what, and never crashes or hangs.
 
-#include <catch2/catch.hpp>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
 
+#include <catch2/catch.hpp>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <limits>
 #include <string>
 
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
-#include <unistd.h>
-
-#include "ketasim/input/covariate_table.hpp"
 #include "ketasim/base/errors.hpp"
 #include "ketasim/base/input_file.hpp"
-#include "ketasim/input/scenario_loader.hpp"
 #include "ketasim/base/units.hpp"
+#include "ketasim/input/covariate_table.hpp"
+#include "ketasim/input/scenario_loader.hpp"
 
 namespace fs = std::filesystem;
 using ketasim::IoError;
@@ -84,9 +83,11 @@ TEST_CASE("read_text_file refuses what is not a regular file, naming the path an
   // A FIFO is refused at once: opening it for reading would wait for a writer forever.
   const fs::path fifo = folder.path() / "pipe.yaml";
   REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
-  CHECK(read_error(fifo) == "cannot read scenario file '" + fifo.string() + "': it is a FIFO (named pipe), not a regular file");
+  CHECK(read_error(fifo) ==
+        "cannot read scenario file '" + fifo.string() + "': it is a FIFO (named pipe), not a regular file");
   // /dev/zero never ends: reading it would grow without bound.
-  CHECK(read_error("/dev/zero") == "cannot read scenario file '/dev/zero': it is a character device, not a regular file");
+  CHECK(read_error("/dev/zero") ==
+        "cannot read scenario file '/dev/zero': it is a character device, not a regular file");
   const fs::path socket_path = folder.path() / "socket.yaml";
   const int socket = ::socket(AF_UNIX, SOCK_STREAM, 0);
   REQUIRE(socket >= 0);
@@ -94,7 +95,8 @@ TEST_CASE("read_text_file refuses what is not a regular file, naming the path an
   address.sun_family = AF_UNIX;
   socket_path.string().copy(address.sun_path, sizeof address.sun_path - 1);
   REQUIRE(::bind(socket, reinterpret_cast<const sockaddr*>(&address), sizeof address) == 0);
-  CHECK(read_error(socket_path) == "cannot read scenario file '" + socket_path.string() + "': it is a socket, not a regular file");
+  CHECK(read_error(socket_path) ==
+        "cannot read scenario file '" + socket_path.string() + "': it is a socket, not a regular file");
   ::close(socket);
   CHECK(read_error(folder.path() / "missing.yaml") ==
         "cannot read scenario file '" + (folder.path() / "missing.yaml").string() + "': No such file or directory");
@@ -116,7 +118,8 @@ TEST_CASE("read_text_file reads a file up to its limit and refuses one byte more
   CHECK(ketasim::kMaxTableFileBytes == std::size_t{64} << 20);
 }
 
-TEST_CASE("a scenario file that is a FIFO, a device or too large is an IoError from load_scenario_file", "[hostile][io]") {
+TEST_CASE("a scenario file that is a FIFO, a device or too large is an IoError from load_scenario_file",
+          "[hostile][io]") {
   const TemporaryFolder folder;
   const fs::path fifo = folder.path() / "scenario.yaml";
   REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
@@ -126,11 +129,13 @@ TEST_CASE("a scenario file that is a FIFO, a device or too large is an IoError f
     std::ofstream out(large, std::ios::binary);
     out << kValidScenario << "description: \"" << std::string(ketasim::kMaxYamlFileBytes, 'x') << "\"\n";
   }
-  CHECK_THROWS_WITH(ketasim::load_scenario_file(large.string()), Catch::Contains("more than the limit of 4 MiB for a scenario file"));
+  CHECK_THROWS_WITH(ketasim::load_scenario_file(large.string()),
+                    Catch::Contains("more than the limit of 4 MiB for a scenario file"));
   CHECK_THROWS_AS(ketasim::load_scenario_file(large.string()), IoError);
 }
 
-TEST_CASE("a map of 80,000 keys: a duplicate is found at its line and names the first, however far apart", "[hostile][yaml]") {
+TEST_CASE("a map of 80,000 keys: a duplicate is found at its line and names the first, however far apart",
+          "[hostile][yaml]") {
   // The keys are checked with a hash map; these pin the behaviour the quadratic scan had.
   std::string many;
   for (int k = 0; k < 80000; ++k) many += "k" + std::to_string(k) + ": " + std::to_string(k) + "\n";
@@ -140,14 +145,16 @@ TEST_CASE("a map of 80,000 keys: a duplicate is found at its line and names the 
         "hostile.yaml:" + std::to_string(last_line) + ":1: error: k0: duplicate key 'k0' (first given at line " +
             std::to_string(first_line) + ")");
   CHECK(scenario_error(kValidScenario + many + "k79999: again\n") ==
-        "hostile.yaml:" + std::to_string(last_line) + ":1: error: k79999: duplicate key 'k79999' (first given at line " +
-            std::to_string(last_line - 1) + ")");
+        "hostile.yaml:" + std::to_string(last_line) +
+            ":1: error: k79999: duplicate key 'k79999' (first given at line " + std::to_string(last_line - 1) + ")");
   // All different: no duplicate is invented, and the first unknown key is the one reported.
   CHECK(scenario_error(kValidScenario + many) ==
-        "hostile.yaml:" + std::to_string(first_line) + ":1: error: k0: unknown key 'k0'; expected name, description, model, "
-                                                        "cohort, arms, output or solver");
+        "hostile.yaml:" + std::to_string(first_line) +
+            ":1: error: k0: unknown key 'k0'; expected name, description, model, "
+            "cohort, arms, output or solver");
   // Keys that differ only in case are different keys.
-  CHECK_THAT(scenario_error(kValidScenario + "Name: x\n"), Catch::Contains("unknown key 'Name' (did you mean 'name'?)"));
+  CHECK_THAT(scenario_error(kValidScenario + "Name: x\n"),
+             Catch::Contains("unknown key 'Name' (did you mean 'name'?)"));
 }
 
 TEST_CASE("YAML nested 100,000 deep is refused with a clear message, whatever the nesting", "[hostile][yaml]") {
@@ -190,8 +197,9 @@ TEST_CASE("a quote that is never closed is a YAML error at the quote, not a late
 TEST_CASE("numbers beyond a double say so and give the range of a double", "[hostile][units]") {
   std::string problem;
   CHECK_FALSE(ketasim::parse_number("1e309", &problem).has_value());
-  CHECK(problem == "the number '1e309' is out of the range of a double (magnitudes up to 1.8e308 and, apart from 0, "
-                   "down to 4.9e-324)");
+  CHECK(problem ==
+        "the number '1e309' is out of the range of a double (magnitudes up to 1.8e308 and, apart from 0, "
+        "down to 4.9e-324)");
   problem.clear();
   CHECK_FALSE(ketasim::parse_number("-1e-400", &problem).has_value());
   CHECK_THAT(problem, Catch::Contains("'-1e-400' is out of the range of a double"));
@@ -210,10 +218,10 @@ TEST_CASE("numbers beyond a double say so and give the range of a double", "[hos
   REQUIRE(written.has_value());
   CHECK(written->number == 1e308);
   CHECK(std::isinf(written->base_value()));
-
 }
 
-TEST_CASE("the accepted ranges: one per kind, applied where doses, weights, ages and times are read", "[hostile][units]") {
+TEST_CASE("the accepted ranges: one per kind, applied where doses, weights, ages and times are read",
+          "[hostile][units]") {
   using ketasim::QuantityKind;
   for (const QuantityKind kind : {QuantityKind::drug_amount, QuantityKind::dose_per_weight, QuantityKind::body_weight,
                                   QuantityKind::age, QuantityKind::time}) {
@@ -227,8 +235,10 @@ TEST_CASE("the accepted ranges: one per kind, applied where doses, weights, ages
   }
   CHECK(ketasim::outside_accepted_range(QuantityKind::drug_amount) ==
         "lies outside the accepted range of a drug amount: 1e-06 to 1e+06 mg");
-  CHECK(ketasim::outside_accepted_range(QuantityKind::body_weight) == "lies outside the accepted range of a body weight: up to 500 kg");
-  CHECK(ketasim::outside_accepted_range(QuantityKind::time) == "lies outside the accepted range of a time: up to 100 y");
+  CHECK(ketasim::outside_accepted_range(QuantityKind::body_weight) ==
+        "lies outside the accepted range of a body weight: up to 500 kg");
+  CHECK(ketasim::outside_accepted_range(QuantityKind::time) ==
+        "lies outside the accepted range of a time: up to 100 y");
 
   const auto with_weight = [](const std::string& weight) {
     std::string text = kValidScenario;
@@ -236,7 +246,8 @@ TEST_CASE("the accepted ranges: one per kind, applied where doses, weights, ages
     return scenario_error(text);
   };
   CHECK(with_weight("{distribution: normal, mean: 70 kg, sd: 1e300 kg, min: 40 kg, max: 100 kg}") ==
-        "hostile.yaml:7:51: error: cohort.weight.sd: '1e300 kg' lies outside the accepted range of a body weight: up to 500 kg");
+        "hostile.yaml:7:51: error: cohort.weight.sd: '1e300 kg' lies outside the accepted range of a body weight: up "
+        "to 500 kg");
   CHECK_THAT(with_weight("7000 kg"), Catch::Contains("'7000 kg' lies outside the accepted range of a body weight"));
   CHECK(with_weight("{distribution: normal, mean: 70 kg, sd: 0 kg, min: 40 kg, max: 100 kg}") == "");
   const auto with_dose = [](const std::string& dose) {
@@ -247,17 +258,21 @@ TEST_CASE("the accepted ranges: one per kind, applied where doses, weights, ages
   CHECK(with_dose("1e308 g") ==
         "hostile.yaml:10:41: error: arms[0].regimen.dose: '1e308 g' lies outside the accepted range of a drug amount: "
         "1e-06 to 1e+06 mg");
-  CHECK_THAT(with_dose("2 g/kg"), Catch::Contains("'2 g/kg' lies outside the accepted range of a weight-based dose: 1e-06 to 1000 mg/kg"));
+  CHECK_THAT(with_dose("2 g/kg"),
+             Catch::Contains("'2 g/kg' lies outside the accepted range of a weight-based dose: 1e-06 to 1000 mg/kg"));
   CHECK_THAT(with_dose("1e-300 mg"), Catch::Contains("lies outside the accepted range of a drug amount"));
-  CHECK(with_dose("1 kg") != "");  // a body mass, not a dose
+  CHECK(with_dose("1 kg") != "");    // a body mass, not a dose
   CHECK(with_dose("1000 g") == "");  // 1 kg of drug is the most accepted
   CHECK_THAT(with_dose("-0.5 mg/kg"), Catch::Contains("'-0.5 mg/kg' must be greater than 0"));
   std::string age = kValidScenario;
-  age.replace(age.find("  weight: 70 kg"), 15, "  weight: 70 kg\n  age: {distribution: normal, mean: 40 y, sd: 1e300 y, min: 18 y, max: 65 y}");
-  CHECK_THAT(scenario_error(age), Catch::Contains("cohort.age.sd: '1e300 y' lies outside the accepted range of an age: up to 120 y"));
+  age.replace(age.find("  weight: 70 kg"), 15,
+              "  weight: 70 kg\n  age: {distribution: normal, mean: 40 y, sd: 1e300 y, min: 18 y, max: 65 y}");
+  CHECK_THAT(scenario_error(age),
+             Catch::Contains("cohort.age.sd: '1e300 y' lies outside the accepted range of an age: up to 120 y"));
   std::string time = kValidScenario;
   time.replace(time.find("3 weeks"), 7, "101 y");
-  CHECK_THAT(scenario_error(time), Catch::Contains("arms[0].regimen.for: '101 y' lies outside the accepted range of a time: up to 100 y"));
+  CHECK_THAT(scenario_error(time),
+             Catch::Contains("arms[0].regimen.for: '101 y' lies outside the accepted range of a time: up to 100 y"));
 }
 
 TEST_CASE("every schedule ends within 100 years, whatever bounds it", "[hostile][schedule]") {
@@ -269,12 +284,17 @@ TEST_CASE("every schedule ends within 100 years, whatever bounds it", "[hostile]
   };
   const std::string bolus = "{route: iv_bolus, dose: 1 mg, ";
   CHECK_THAT(with_regimen(bolus + "schedule: every 1 h, count: 1000000}"),
-             Catch::Contains("arms[0].regimen.count: this schedule's last dose ends 114.077 years after the simulation start"));
+             Catch::Contains(
+                 "arms[0].regimen.count: this schedule's last dose ends 114.077 years after the simulation start"));
   CHECK(with_regimen(bolus + "schedule: every 1 h, count: 876000}") == "");  // 99.93 years
-  CHECK_THAT(with_regimen(bolus + "schedule: every 1 h, count: 1000, start: 99.99 y}"), Catch::Contains("regimen.count: this schedule's last"));
-  CHECK_THAT(with_regimen(bolus + "schedule: every 1 d, for: 60 y, start: 50 y}"), Catch::Contains("regimen.for: this schedule's last"));
-  CHECK_THAT(with_regimen(bolus + "schedule: [Mon 09:00], count: 6000}"), Catch::Contains("regimen.count: this schedule's last dose ends 114.97"));
-  CHECK_THAT(with_regimen(bolus + "schedule: {at: [1 h, 60 y]}, start: 50 y}"), Catch::Contains("regimen.schedule: this schedule's last"));
+  CHECK_THAT(with_regimen(bolus + "schedule: every 1 h, count: 1000, start: 99.99 y}"),
+             Catch::Contains("regimen.count: this schedule's last"));
+  CHECK_THAT(with_regimen(bolus + "schedule: every 1 d, for: 60 y, start: 50 y}"),
+             Catch::Contains("regimen.for: this schedule's last"));
+  CHECK_THAT(with_regimen(bolus + "schedule: [Mon 09:00], count: 6000}"),
+             Catch::Contains("regimen.count: this schedule's last dose ends 114.97"));
+  CHECK_THAT(with_regimen(bolus + "schedule: {at: [1 h, 60 y]}, start: 50 y}"),
+             Catch::Contains("regimen.schedule: this schedule's last"));
   CHECK_THAT(with_regimen(bolus + "phases: [{schedule: every 1 d, for: 60 y}, {schedule: every 1 d, for: 50 y}]}"),
              Catch::Contains("regimen.phases[1].for: this schedule's last dose ends 110"));
   // An infusion ends after its duration.
@@ -311,7 +331,9 @@ TEST_CASE("an arm gives a subject at most 1,000,000 doses, all its rules togethe
 TEST_CASE("a cohort CSV number beyond a double says so", "[hostile][csv]") {
   CHECK_THROWS_WITH(ketasim::parse_covariate_table("WT\n1e309\n", "p.csv"),
                     Catch::Contains("p.csv:2:1: error: column WT: the number '1e309' is out of the range of a double"));
-  CHECK_THROWS_WITH(ketasim::parse_covariate_table("WT\n600\n", "p.csv"),
-                    Catch::Contains("column WT: body weight '600' lies outside the accepted range of a body weight: up to 500 kg"));
-  CHECK_THROWS_WITH(ketasim::parse_covariate_table("WT,AGE\n60,-1\n", "p.csv"), Catch::Contains("age '-1' must not be negative"));
+  CHECK_THROWS_WITH(
+      ketasim::parse_covariate_table("WT\n600\n", "p.csv"),
+      Catch::Contains("column WT: body weight '600' lies outside the accepted range of a body weight: up to 500 kg"));
+  CHECK_THROWS_WITH(ketasim::parse_covariate_table("WT,AGE\n60,-1\n", "p.csv"),
+                    Catch::Contains("age '-1' must not be negative"));
 }

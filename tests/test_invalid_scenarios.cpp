@@ -3,9 +3,8 @@
 //   # expect: <substring of the error message>
 //   # expect-location: LINE:COL        (optional second line)
 
-#include <catch2/catch.hpp>
-
 #include <algorithm>
+#include <catch2/catch.hpp>
 #include <filesystem>
 #include <fstream>
 #include <optional>

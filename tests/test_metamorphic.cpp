@@ -1,9 +1,8 @@
 // Metamorphic tests of the scheduler and solver: two ways of saying the same thing must give
 // the same answer, and linear PK must obey its conservation laws.
 
-#include <catch2/catch.hpp>
-
 #include <algorithm>
+#include <catch2/catch.hpp>
 #include <cmath>
 
 #include "engine_fixtures.hpp"
@@ -70,7 +69,8 @@ TEST_CASE("the plasma peak lands at the end of the infusion", "[metamorphic]") {
   const Ticks start = 9 * kTicksPerHour;
   for (const auto& parameters : {one_compartment(), two_compartment(), three_compartment()}) {
     // A 7-minute grid does not contain the end of infusion (09:40): the peak must still be found there.
-    const auto run = run_subject(parameters, {infusion(start, 40 * kTicksPerMinute, 35.0)}, 7 * kTicksPerMinute, kTicksPerDay);
+    const auto run =
+        run_subject(parameters, {infusion(start, 40 * kTicksPerMinute, 35.0)}, 7 * kTicksPerMinute, kTicksPerDay);
     CHECK(run.metrics.tmax_h == Approx(ticks_to_hours(start + 40 * kTicksPerMinute)).margin(1e-12));
     const float grid_max = *std::max_element(run.plasma.begin(), run.plasma.end());
     CHECK(run.metrics.cmax_ng_per_ml > grid_max);
@@ -113,7 +113,8 @@ TEST_CASE("mass balance: dosed = in the body + eliminated", "[metamorphic]") {
       CHECK(m.given_mg[0] == m.dosed_mg);
       CHECK(m.amount_in_body_end_mg[0] + m.eliminated_mg[0] == Approx(m.dosed_mg).epsilon(1e-8));
       // Independently of the integral: CL times the plasma AUC is what was eliminated.
-      CHECK(m.eliminated_mg[0] == Approx(parameters.k10_per_h * parameters.V1_L * m.auc_ng_h_per_ml / 1000.0).epsilon(1e-8));
+      CHECK(m.eliminated_mg[0] ==
+            Approx(parameters.k10_per_h * parameters.V1_L * m.auc_ng_h_per_ml / 1000.0).epsilon(1e-8));
     }
   }
 }

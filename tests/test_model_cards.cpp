@@ -3,19 +3,18 @@
 // cards are refused with a located message.
 
 #include <catch2/catch.hpp>
-
 #include <cmath>
 #include <numbers>
 #include <string>
 #include <vector>
 
 #include "engine_fixtures.hpp"
+#include "ketasim/analysis/statistics.hpp"
 #include "ketasim/base/errors.hpp"
-#include "ketasim/solve/exact_propagator.hpp"
 #include "ketasim/model/model.hpp"
 #include "ketasim/model/model_card.hpp"
+#include "ketasim/solve/exact_propagator.hpp"
 #include "ketasim/solve/simulate.hpp"
-#include "ketasim/analysis/statistics.hpp"
 
 using namespace ketasim;
 using namespace ketasim::testing;
@@ -31,7 +30,9 @@ std::vector<double> typical_values(const ModelCard& card) {
 }
 
 // A small card in the card language, parsed without modules.
-ModelCard card_from(const std::string& text) { return parse_model_card(text, "test_card.yaml", CardSources{}); }
+ModelCard card_from(const std::string& text) {
+  return parse_model_card(text, "test_card.yaml", CardSources{});
+}
 
 struct Trajectories {
   std::vector<std::vector<float>> rows;
@@ -186,8 +187,8 @@ TEST_CASE("session memory: a unit jump per session, decaying", "[cards][closed_f
   placebo.drug = DoseDrug::placebo;
   Dose midazolam = infusion(5 * kTicksPerHour, 40 * kTicksPerMinute, 0.0);
   midazolam.drug = DoseDrug::active_placebo;  // not a session kind the memory counts
-  const Trajectories run = run_card(card, {placebo, midazolam, bolus(10 * kTicksPerHour, 1.0)}, {"memory", "plasma_parent"},
-                                    kTicksPerHour, 24 * kTicksPerHour);
+  const Trajectories run = run_card(card, {placebo, midazolam, bolus(10 * kTicksPerHour, 1.0)},
+                                    {"memory", "plasma_parent"}, kTicksPerHour, 24 * kTicksPerHour);
   const double kmem = kLn2 / 24.0;
   for (std::size_t h = 0; h <= 24; ++h) {
     const double t = static_cast<double>(h);
@@ -243,8 +244,8 @@ TEST_CASE("intranasal esketamine: devices, swallowed part and mass balance of bo
   CHECK(nasal + swallowed == Approx(84.0));
 
   for (const SolverMethod method : {SolverMethod::exact, SolverMethod::ode}) {
-    const Trajectories run = run_card(card, {session}, {"plasma_esketamine", "plasma_noresketamine"}, 15 * kTicksPerMinute,
-                                      48 * kTicksPerHour, method);
+    const Trajectories run = run_card(card, {session}, {"plasma_esketamine", "plasma_noresketamine"},
+                                      15 * kTicksPerMinute, 48 * kTicksPerHour, method);
     const SubjectMetrics& m = run.metrics;
     INFO("method " << static_cast<int>(method));
     CHECK(m.given_mg[0] == Approx(84.0));
@@ -316,27 +317,41 @@ TEST_CASE("malformed cards are refused with file:line:column and what was expect
     }
     return std::string("no error");
   };
-  const std::string head = "card: bad\ntitle: t\ncitation: c\ndrug: parent\nparameters:\n"
-                           "  V: {value: 100 L, description: d, source: s}\n  CL: {value: 10 L/h, description: d, source: s}\n";
+  const std::string head =
+      "card: bad\ntitle: t\ncitation: c\ndrug: parent\nparameters:\n"
+      "  V: {value: 100 L, description: d, source: s}\n  CL: {value: 10 L/h, description: d, source: s}\n";
   const std::string routes = "routes:\n  iv: {drug: parent}\n";
-  CHECK_THAT(message_of(head + "structure:\n  - compartments: {drug: parent, molar_mass: 100, central: {volume: VV}, "
-                               "elimination: {clearance: CL}}\n" + routes),
+  CHECK_THAT(message_of(head +
+                        "structure:\n  - compartments: {drug: parent, molar_mass: 100, central: {volume: VV}, "
+                        "elimination: {clearance: CL}}\n" +
+                        routes),
              Catch::Contains("test_card.yaml:9:") && Catch::Contains("no parameter 'VV' (did you mean 'V'?)"));
-  CHECK_THAT(message_of(head + "structure:\n  - compartments: {drug: parent, molar_mass: 100, central: {volume: CL}, "
-                               "elimination: {clearance: CL}}\n" + routes),
+  CHECK_THAT(message_of(head +
+                        "structure:\n  - compartments: {drug: parent, molar_mass: 100, central: {volume: CL}, "
+                        "elimination: {clearance: CL}}\n" +
+                        routes),
              Catch::Contains("parameter 'CL' is a clearance (e.g. 80 L/h), expected a volume"));
   CHECK_THAT(message_of(head + "structure:\n  - compartment: {drug: parent}\n" + routes),
              Catch::Contains("unknown block kind 'compartment' (did you mean 'compartments'?)"));
-  CHECK_THAT(message_of(head + "structure:\n  - compartments: {drug: parent, molar_mass: 100, central: {volume: V}, "
-                               "elimination: {clearance: CL}}\n  - effect_site: {name: ce, drug: other, ke0: CL}\n" + routes),
+  CHECK_THAT(message_of(head +
+                        "structure:\n  - compartments: {drug: parent, molar_mass: 100, central: {volume: V}, "
+                        "elimination: {clearance: CL}}\n  - effect_site: {name: ce, drug: other, ke0: CL}\n" +
+                        routes),
              Catch::Contains("no compartments block for 'other'"));
-  CHECK_THAT(message_of(head + "structure:\n  - compartments: {drug: parent, molar_mass: 100, central: {volume: V}, "
-                               "elimination: {clearance: CL}}\n  - link: {name: l, input: nothing, shape: linear, slope: V}\n" + routes),
-             Catch::Contains("no signal 'nothing' defined before this block"));
+  CHECK_THAT(
+      message_of(head +
+                 "structure:\n  - compartments: {drug: parent, molar_mass: 100, central: {volume: V}, "
+                 "elimination: {clearance: CL}}\n  - link: {name: l, input: nothing, shape: linear, slope: V}\n" +
+                 routes),
+      Catch::Contains("no signal 'nothing' defined before this block"));
   // A metabolite must take part of an elimination path of its parent (mass balance).
-  CHECK_THAT(message_of(head + "  k: {value: 1 1/h, description: d, source: s}\nstructure:\n"
-                               "  - compartments: {drug: parent, molar_mass: 100, central: {volume: V}, elimination: {clearance: CL}}\n"
-                               "  - compartments: {drug: child, molar_mass: 90, central: {volume: V}, elimination: {clearance: CL},"
-                               " formed_from: {drug: parent, compartment: central, rate: k}}\n" + routes),
-             Catch::Contains("the flux must be one of the elimination paths"));
+  CHECK_THAT(
+      message_of(
+          head +
+          "  k: {value: 1 1/h, description: d, source: s}\nstructure:\n"
+          "  - compartments: {drug: parent, molar_mass: 100, central: {volume: V}, elimination: {clearance: CL}}\n"
+          "  - compartments: {drug: child, molar_mass: 90, central: {volume: V}, elimination: {clearance: CL},"
+          " formed_from: {drug: parent, compartment: central, rate: k}}\n" +
+          routes),
+      Catch::Contains("the flux must be one of the elimination paths"));
 }

@@ -14,13 +14,13 @@
 #include <vector>
 
 #include "engine_fixtures.hpp"
-#include "ketasim/base/errors.hpp"
-#include "ketasim/output/nonmem_export.hpp"
 #include "ketasim/analysis/reproduction.hpp"
-#include "ketasim/run/run.hpp"
-#include "ketasim/input/scenario_loader.hpp"
-#include "ketasim/solve/timeline.hpp"
+#include "ketasim/base/errors.hpp"
 #include "ketasim/base/version.hpp"
+#include "ketasim/input/scenario_loader.hpp"
+#include "ketasim/output/nonmem_export.hpp"
+#include "ketasim/run/run.hpp"
+#include "ketasim/solve/timeline.hpp"
 
 using namespace ketasim;
 using ketasim::testing::same_values;

@@ -2,14 +2,13 @@
 // whose they are, which are stale), the atomic rename and the signal-time cleanup; the size a
 // result file will take; the default thread count; the phases a run reports while it writes.
 
-#include <catch2/catch.hpp>
-
 #include <sched.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <catch2/catch.hpp>
 #include <climits>
 #include <cstring>
 #include <filesystem>
@@ -19,11 +18,11 @@
 
 #include "ketasim/base/errors.hpp"
 #include "ketasim/base/format.hpp"
+#include "ketasim/base/threads.hpp"
+#include "ketasim/input/scenario_loader.hpp"
 #include "ketasim/output/hdf5_writer.hpp"
 #include "ketasim/output/output_file.hpp"
 #include "ketasim/run/run.hpp"
-#include "ketasim/input/scenario_loader.hpp"
-#include "ketasim/base/threads.hpp"
 
 using namespace ketasim;
 namespace fs = std::filesystem;
@@ -34,7 +33,8 @@ class Folder {
  public:
   Folder() {
     static std::atomic<int> counter{0};
-    path_ = fs::temp_directory_path() / ("ketasim-output-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
+    path_ = fs::temp_directory_path() /
+            ("ketasim-output-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
     fs::remove_all(path_);
     fs::create_directories(path_);
   }
@@ -57,7 +57,9 @@ class Folder {
   fs::path path_;
 };
 
-void write_text(const std::string& path, const std::string& text) { std::ofstream(path, std::ios::binary) << text; }
+void write_text(const std::string& path, const std::string& text) {
+  std::ofstream(path, std::ios::binary) << text;
+}
 
 std::string read_text(const std::string& path) {
   std::ifstream stream(path, std::ios::binary);
@@ -117,7 +119,8 @@ TEST_CASE("check_output_path refuses what must not be replaced, before anything 
   write_text(folder / "old.h5", "old");
   CHECK_NOTHROW(check_output_path(folder / "old.h5"));
 
-  CHECK_THROWS_MATCHES(check_output_path(""), Error, Catch::Predicate<Error>([](const Error& e) { return e.code() == ExitCode::usage; }));
+  CHECK_THROWS_MATCHES(check_output_path(""), Error,
+                       Catch::Predicate<Error>([](const Error& e) { return e.code() == ExitCode::usage; }));
   fs::create_directory(folder / "directory");
   CHECK_THAT(refused(folder / "directory"), Catch::Contains("is a directory"));
   CHECK_THAT(refused(folder.path().string() + "/"), Catch::Contains("names a directory"));
@@ -228,7 +231,8 @@ TEST_CASE("the size estimate bounds what the writer stores, from the layout alon
   CHECK(estimate.expected_bytes < estimate.upper_bound_bytes);
   CHECK(estimate.without_trajectories_bytes < estimate.least_bytes);
   const double trajectory_bytes = 1000.0 * 300 * 4;
-  CHECK(estimate.upper_bound_bytes - estimate.without_trajectories_bytes >= static_cast<std::uintmax_t>(trajectory_bytes));
+  CHECK(estimate.upper_bound_bytes - estimate.without_trajectories_bytes >=
+        static_cast<std::uintmax_t>(trajectory_bytes));
 
   // Random bits do not compress: the file is above the expected size and below the upper bound.
   // (Some bit patterns are NaN; the summaries leave them out.)

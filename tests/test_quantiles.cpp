@@ -3,10 +3,9 @@
 // both zeros; the bounded-memory paths (radix selection, the spilled accumulator) must give the
 // very same numbers as the in-memory ones.
 
-#include <catch2/catch.hpp>
-
 #include <algorithm>
 #include <bit>
+#include <catch2/catch.hpp>
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
@@ -15,8 +14,8 @@
 #include <span>
 #include <vector>
 
-#include "ketasim/base/quantiles.hpp"
 #include "ketasim/analysis/statistics.hpp"
+#include "ketasim/base/quantiles.hpp"
 
 using namespace ketasim;
 
@@ -27,7 +26,9 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 
 // Numeric order with -0 before +0 (the order RadixSelection keys have), so that the oracle's
 // order statistics are defined to the bit.
-bool before(double a, double b) { return a < b || (a == b && std::signbit(a) && !std::signbit(b)); }
+bool before(double a, double b) {
+  return a < b || (a == b && std::signbit(a) && !std::signbit(b));
+}
 
 std::vector<double> sorted_finite(std::vector<double> values) {
   std::erase_if(values, [](double v) { return !std::isfinite(v); });
@@ -46,7 +47,9 @@ double oracle(const std::vector<double>& values, double p) {
   return (1.0 - f) * x[lo] + f * x[lo + 1];
 }
 
-bool same(double a, double b) { return (std::isnan(a) && std::isnan(b)) || a == b; }
+bool same(double a, double b) {
+  return (std::isnan(a) && std::isnan(b)) || a == b;
+}
 
 // Values drawn from a small set, so ties are the rule: both zeros, negatives, and (unless
 // `finite_only`) NaN and the infinities.
@@ -58,7 +61,8 @@ std::vector<double> tie_heavy(std::mt19937_64& random, std::size_t n, bool finit
     if (!finite_only && random() % 7 == 0) {
       values.push_back(special[random() % special.size()]);
     } else {
-      values.push_back(pool[random() % pool.size()] * (random() % 3 == 0 ? 1.0 : 1.0 + static_cast<double>(random() % 4)));
+      values.push_back(pool[random() % pool.size()] *
+                       (random() % 3 == 0 ? 1.0 : 1.0 + static_cast<double>(random() % 4)));
     }
   }
   return values;
@@ -169,5 +173,6 @@ TEST_CASE("a quantile accumulator spilled to a file gives the numbers of one in 
 TEST_CASE("a quantile accumulator that cannot spill says where and why", "[quantiles]") {
   QuantileAccumulator accumulator(1, "/nonexistent-ketasim-directory");
   accumulator.add(1.0);
-  CHECK_THROWS_WITH(accumulator.add(2.0), Catch::Contains("/nonexistent-ketasim-directory: cannot create the temporary file"));
+  CHECK_THROWS_WITH(accumulator.add(2.0),
+                    Catch::Contains("/nonexistent-ketasim-directory: cannot create the temporary file"));
 }

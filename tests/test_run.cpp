@@ -1,12 +1,11 @@
 // Whole runs: results independent of thread count and block size, the published end-of-infusion
 // concentration for the default scenario, and failed subjects recorded without stopping the run.
 
-#include <catch2/catch.hpp>
-
 #include <H5Cpp.h>
 
 #include <algorithm>
 #include <atomic>
+#include <catch2/catch.hpp>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -15,9 +14,9 @@
 #include <vector>
 
 #include "ketasim/base/errors.hpp"
+#include "ketasim/input/scenario_loader.hpp"
 #include "ketasim/model/model_card.hpp"
 #include "ketasim/run/run.hpp"
-#include "ketasim/input/scenario_loader.hpp"
 
 using namespace ketasim;
 namespace fs = std::filesystem;
@@ -123,7 +122,8 @@ TEST_CASE("paired arms: subject i has the same weight and parameters in every ar
   };
   for (const char* column : {"weight_kg", "V1", "k10", "ke0"}) {
     INFO(column);
-    const bool same = find(std::string("/arms/once_weekly/subjects/") + column) == find(std::string("/arms/twice_weekly/subjects/") + column);
+    const bool same = find(std::string("/arms/once_weekly/subjects/") + column) ==
+                      find(std::string("/arms/twice_weekly/subjects/") + column);
     CHECK(same);
   }
   const bool distinct = find("/arms/once_weekly/subjects/weight_kg") != find("/arms/once_weekly/subjects/V1");
@@ -146,7 +146,8 @@ TEST_CASE("default scenario: median end-of-infusion ketamine is near the publish
     CHECK(std::abs(arm.cmax_ng_per_ml.p50 - 185.0) / 185.0 < 0.10);
     // Weekly exposure doubles with the second weekly infusion.
   }
-  CHECK(report.arms[1].weekly_auc_ng_h_per_ml.p50 == Approx(2.0 * report.arms[0].weekly_auc_ng_h_per_ml.p50).epsilon(0.02));
+  CHECK(report.arms[1].weekly_auc_ng_h_per_ml.p50 ==
+        Approx(2.0 * report.arms[0].weekly_auc_ng_h_per_ml.p50).epsilon(0.02));
   CHECK(report.arms[1].doses == 2 * report.arms[0].doses);
 }
 
@@ -154,7 +155,9 @@ TEST_CASE("a subject that cannot be solved is recorded and the run goes on", "[r
   // ke0 set to the slow disposition rate of the 70-kg Clements model makes the effect compartment
   // resonate with it: the eigenvectors are degenerate and exact stepping is refused.
   const ModelCard& card = *find_builtin_model("ketamine_clements_2cmt");
-  const auto value = [&](const char* name) { return card.parameters[static_cast<std::size_t>(card.index_of(name))].value; };
+  const auto value = [&](const char* name) {
+    return card.parameters[static_cast<std::size_t>(card.index_of(name))].value;
+  };
   const double k10 = value("k10"), k12 = value("k12"), k21 = value("k21");
   const double sum = k10 + k12 + k21;
   const double beta = 0.5 * (sum - std::sqrt(sum * sum - 4.0 * k10 * k21));
@@ -173,7 +176,8 @@ output:
   grid: {every: 30 min, for: 1 d}
 solver:
   method: %s
-)", beta, method);
+)",
+                  beta, method);
     return parse_scenario(text, "degenerate.yaml");
   };
   const fs::path output = temporary_file("failed.h5");
@@ -185,7 +189,8 @@ solver:
     h5.openDataSet("/arms/single/metrics/status").read(status.data(), H5::PredType::NATIVE_INT8);
     CHECK(status == std::vector<std::int8_t>(5, 1));
     std::vector<float> plasma(5 * 49);
-    h5.openDataSet("/arms/single/trajectories/plasma_ketamine_ng_per_ml").read(plasma.data(), H5::PredType::NATIVE_FLOAT);
+    h5.openDataSet("/arms/single/trajectories/plasma_ketamine_ng_per_ml")
+        .read(plasma.data(), H5::PredType::NATIVE_FLOAT);
     CHECK(std::isnan(plasma[10]));
   }
   const Scenario fallback = degenerate("auto");
@@ -235,7 +240,8 @@ output:
   grid: {every: 15 min, for: 14 d}
   variables: []
   metrics: [cmax, time_above_dissociation]
-)", "metrics_only.yaml");
+)",
+                                           "metrics_only.yaml");
   const fs::path output = temporary_file("metrics_only.h5");
   const RunReport report = run_to(scenario, output, 2, 64);
   CHECK(report.arms[0].cmax_ng_per_ml.p50 > 100.0);
@@ -245,7 +251,8 @@ output:
   std::vector<std::string> names;
   for (hsize_t i = 0; i < metrics.getNumObjs(); ++i) names.push_back(metrics.getObjnameByIdx(i));
   std::sort(names.begin(), names.end());
-  CHECK(names == std::vector<std::string>{"cmax_ng_per_ml", "message", "solver_path", "status", "time_above_dissociation_h", "tmax_h"});
+  CHECK(names == std::vector<std::string>{"cmax_ng_per_ml", "message", "solver_path", "status",
+                                          "time_above_dissociation_h", "tmax_h"});
   CHECK_FALSE(h5.exists("/arms/weekly/trajectories/plasma_ketamine_ng_per_ml"));
   fs::remove(output);
 }

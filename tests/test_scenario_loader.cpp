@@ -2,21 +2,20 @@
 // errors say file:line:column and the key path. Invalid inputs one by one are in the corpus
 // (test_invalid_scenarios.cpp).
 
-#include <catch2/catch.hpp>
-
 #include <unistd.h>
 
+#include <catch2/catch.hpp>
 #include <filesystem>
 #include <fstream>
 #include <random>
 #include <sstream>
 #include <string>
 
-#include "ketasim/input/covariate_table.hpp"
 #include "ketasim/base/errors.hpp"
+#include "ketasim/base/yaml_reader.hpp"
+#include "ketasim/input/covariate_table.hpp"
 #include "ketasim/input/scenario.hpp"
 #include "ketasim/input/scenario_loader.hpp"
-#include "ketasim/base/yaml_reader.hpp"
 
 using namespace ketasim;
 namespace fs = std::filesystem;
@@ -42,7 +41,9 @@ const DosingRule& only_rule(const Scenario& scenario) {
   return scenario.arms[0].regimen[0];
 }
 
-Ticks hours(double h) { return static_cast<Ticks>(h * static_cast<double>(kTicksPerHour)); }
+Ticks hours(double h) {
+  return static_cast<Ticks>(h * static_cast<double>(kTicksPerHour));
+}
 
 std::string read_text(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -115,8 +116,8 @@ TEST_CASE("the default scenario loads with the values it states", "[scenario]") 
   CHECK(scenario.output.grid_step == 10 * kTicksPerMinute);
   CHECK(scenario.output.grid_end == 6 * kTicksPerWeek);
   CHECK_FALSE(scenario.output.variables.has_value());  // the model's defaults
-  CHECK(scenario.output.assessments ==
-        std::vector<Ticks>{kTicksPerDay, 7 * kTicksPerDay, 15 * kTicksPerDay, 21 * kTicksPerDay, 28 * kTicksPerDay, 41 * kTicksPerDay});
+  CHECK(scenario.output.assessments == std::vector<Ticks>{kTicksPerDay, 7 * kTicksPerDay, 15 * kTicksPerDay,
+                                                          21 * kTicksPerDay, 28 * kTicksPerDay, 41 * kTicksPerDay});
   CHECK(scenario.output.dissociation_threshold == 5.0);
   CHECK(scenario.solver.method == SolverMethod::automatic);
   CHECK(scenario.solver.rtol == 1e-8);
@@ -197,8 +198,8 @@ TEST_CASE("a regimen may be a list of rules, each with its own location", "[scen
 }
 
 TEST_CASE("a fixed body weight, as a quantity or as a distribution", "[scenario][cohort]") {
-  const Scenario plain = parse_scenario(with_regimen("      {route: iv_bolus, dose: 1 mg, schedule: {at: [0 h]}}\n"),
-                                        "weight.yaml");
+  const Scenario plain =
+      parse_scenario(with_regimen("      {route: iv_bolus, dose: 1 mg, schedule: {at: [0 h]}}\n"), "weight.yaml");
   CHECK(plain.cohort.weight.kind == CovariateDistribution::Kind::fixed);
   CHECK(plain.cohort.weight.fixed == 70.0);
   CHECK(plain.cohort.variability.parameters.empty());
@@ -417,9 +418,12 @@ std::string csv_error(const std::string& text, const std::string& file = "patien
 
 }  // namespace
 
-TEST_CASE("cohort.correlations become the symmetric 3 x 3 matrix of weight, age and baseline MADRS", "[scenario][cohort]") {
-  const Scenario scenario = parse_scenario(
-      cohort_scenario("  size: 10\n" + kNormalCovariates + "  correlations: {weight_kg~age: 0.2, baseline_madrs~age: -0.1}\n"), "t.yaml");
+TEST_CASE("cohort.correlations become the symmetric 3 x 3 matrix of weight, age and baseline MADRS",
+          "[scenario][cohort]") {
+  const Scenario scenario =
+      parse_scenario(cohort_scenario("  size: 10\n" + kNormalCovariates +
+                                     "  correlations: {weight_kg~age: 0.2, baseline_madrs~age: -0.1}\n"),
+                     "t.yaml");
   const Eigen::MatrixXd& r = scenario.cohort.covariate_correlation;
   REQUIRE(r.rows() == 3);
   REQUIRE(r.cols() == 3);
@@ -440,7 +444,8 @@ TEST_CASE("cohort.correlations become the symmetric 3 x 3 matrix of weight, age 
 }
 
 TEST_CASE("cohort.replicates multiplies the subjects of every arm", "[scenario][cohort]") {
-  const Scenario scenario = parse_scenario(cohort_scenario("  size: 250\n  replicates: 40\n" + kNormalCovariates), "t.yaml");
+  const Scenario scenario =
+      parse_scenario(cohort_scenario("  size: 250\n  replicates: 40\n" + kNormalCovariates), "t.yaml");
   CHECK(scenario.cohort.replicates == 40);
   CHECK(scenario.cohort.subjects_per_replicate == 250);
   CHECK(scenario.cohort.size == 10000);
@@ -450,10 +455,13 @@ TEST_CASE("cohort.replicates multiplies the subjects of every arm", "[scenario][
   CHECK(scenario.cohort.replicate_of(9999) == 39);
 }
 
-TEST_CASE("cohort.from_csv is read relative to the scenario file, with the file's errors at its lines", "[scenario][cohort][csv]") {
+TEST_CASE("cohort.from_csv is read relative to the scenario file, with the file's errors at its lines",
+          "[scenario][cohort][csv]") {
   const fs::path directory = fs::temp_directory_path() / ("ketasim_test_csv_" + std::to_string(::getpid()));
   fs::create_directories(directory / "data");
-  const auto write = [&](const fs::path& path, const std::string& text) { std::ofstream(path, std::ios::binary) << text; };
+  const auto write = [&](const fs::path& path, const std::string& text) {
+    std::ofstream(path, std::ios::binary) << text;
+  };
   write(directory / "data" / "patients.csv", "ID,WT,SEX\n1,70,F\n2,82.5,M\n3,91,m\n");
   write(directory / "scenario.yaml", cohort_scenario("  seed: 3\n  from_csv: data/patients.csv\n"));
   const Scenario scenario = load_scenario_file((directory / "scenario.yaml").string());
@@ -478,7 +486,8 @@ TEST_CASE("cohort.from_csv is read relative to the scenario file, with the file'
   fs::remove_all(directory);
 }
 
-TEST_CASE("a cohort CSV: names in any case, NONMEM aliases, quotes, comments, CRLF and a BOM", "[scenario][cohort][csv]") {
+TEST_CASE("a cohort CSV: names in any case, NONMEM aliases, quotes, comments, CRLF and a BOM",
+          "[scenario][cohort][csv]") {
   const CovariateTable table = parse_covariate_table(
       "\xEF\xBB\xBF# invented\r\nid,Weight_Kg,AGE,\"Sex\",madrs,TIME,\"note\"\r\n"
       "a,70,40,female,30,0,\"likes, commas\"\r\n"
@@ -502,33 +511,48 @@ TEST_CASE("a cohort CSV: names in any case, NONMEM aliases, quotes, comments, CR
 
 TEST_CASE("a cohort CSV: every defect names the file, line, column and value", "[scenario][cohort][csv]") {
   CHECK(csv_error("ID,WT\n1,70\n2,7O\n") == "patients.csv:3:3: error: column WT: '7O' is not a number");
-  CHECK_THAT(csv_error("WT\n0\n"), Catch::Contains("patients.csv:2:1: error: column WT: body weight '0' must be greater than 0 kg"));
+  CHECK_THAT(csv_error("WT\n0\n"),
+             Catch::Contains("patients.csv:2:1: error: column WT: body weight '0' must be greater than 0 kg"));
   CHECK_THAT(csv_error("WT\n-3\n"), Catch::Contains("must be greater than 0 kg"));
-  CHECK_THAT(csv_error("WT\n7000\n"), Catch::Contains("body weight '7000' lies outside the accepted range of a body weight: up to 500 kg"));
+  CHECK_THAT(csv_error("WT\n7000\n"),
+             Catch::Contains("body weight '7000' lies outside the accepted range of a body weight: up to 500 kg"));
   CHECK_THAT(csv_error("WT\nnan\n"), Catch::Contains("'nan' is not a number"));
-  CHECK_THAT(csv_error("WT,MADRS\n70,61\n"), Catch::Contains("patients.csv:2:4: error: column MADRS: MADRS '61' lies outside the scale's 0 to 60"));
-  CHECK_THAT(csv_error("WT,baseline_madrs\n70,-1\n"), Catch::Contains("column baseline_madrs: MADRS '-1' lies outside"));
-  CHECK_THAT(csv_error("AGE\n130\n"), Catch::Contains("age '130' lies outside the accepted range of an age: up to 120 y"));
+  CHECK_THAT(csv_error("WT,MADRS\n70,61\n"),
+             Catch::Contains("patients.csv:2:4: error: column MADRS: MADRS '61' lies outside the scale's 0 to 60"));
+  CHECK_THAT(csv_error("WT,baseline_madrs\n70,-1\n"),
+             Catch::Contains("column baseline_madrs: MADRS '-1' lies outside"));
+  CHECK_THAT(csv_error("AGE\n130\n"),
+             Catch::Contains("age '130' lies outside the accepted range of an age: up to 120 y"));
   CHECK_THAT(csv_error(""), Catch::Contains("patients.csv:1: error: the file has no header line"));
   CHECK_THAT(csv_error("# only a comment\n\n"), Catch::Contains("no header line"));
   CHECK_THAT(csv_error("ID,WT\n"), Catch::Contains("patients.csv:1: error: the file has a header but no data rows"));
-  CHECK_THAT(csv_error("ID,WT,wt\n1,2,3\n"), Catch::Contains("patients.csv:1:7: error: the header names column 'wt' twice (also column 2)"));
-  CHECK_THAT(csv_error("weight_kg,WT\n1,2\n"), Catch::Contains("columns 'weight_kg' and 'WT' both give the body weight"));
+  CHECK_THAT(csv_error("ID,WT,wt\n1,2,3\n"),
+             Catch::Contains("patients.csv:1:7: error: the header names column 'wt' twice (also column 2)"));
+  CHECK_THAT(csv_error("weight_kg,WT\n1,2\n"),
+             Catch::Contains("columns 'weight_kg' and 'WT' both give the body weight"));
   CHECK_THAT(csv_error("SEX,female\nF,1\n"), Catch::Contains("columns 'SEX' and 'female' both give the sex"));
-  CHECK_THAT(csv_error("ID,,WT\n1,2,3\n"), Catch::Contains("patients.csv:1:4: error: column 2 of the header has no name"));
+  CHECK_THAT(csv_error("ID,,WT\n1,2,3\n"),
+             Catch::Contains("patients.csv:1:4: error: column 2 of the header has no name"));
   CHECK_THAT(csv_error("ID,TIME,DV\n1,0,3\n"), Catch::Contains("the header names no covariate column"));
-  CHECK_THAT(csv_error("ID,wieght_kg\n1,70\n"), Catch::Contains("unknown column 'wieght_kg' (did you mean 'weight_kg'?)"));
-  CHECK_THAT(csv_error("ID,WT\n1,70\n2\n"), Catch::Contains("patients.csv:3: error: expected 2 fields as in the header, found 1"));
+  CHECK_THAT(csv_error("ID,wieght_kg\n1,70\n"),
+             Catch::Contains("unknown column 'wieght_kg' (did you mean 'weight_kg'?)"));
+  CHECK_THAT(csv_error("ID,WT\n1,70\n2\n"),
+             Catch::Contains("patients.csv:3: error: expected 2 fields as in the header, found 1"));
   CHECK_THAT(csv_error("ID,WT\n1,70,3\n"), Catch::Contains("expected 2 fields as in the header, found 3"));
-  CHECK_THAT(csv_error("ID,WT\n1,\n"), Catch::Contains("patients.csv:2:3: error: column WT: missing value; every row needs the body weight"));
+  CHECK_THAT(csv_error("ID,WT\n1,\n"),
+             Catch::Contains("patients.csv:2:3: error: column WT: missing value; every row needs the body weight"));
   CHECK_THAT(csv_error("ID,WT\n1,.\n"), Catch::Contains("column WT: missing value '.'"));
-  CHECK_THAT(csv_error("ID,WT\n1,70\n1,80\n"), Catch::Contains("patients.csv:3:1: error: column ID: id '1' appears again (first on line 2)"));
+  CHECK_THAT(csv_error("ID,WT\n1,70\n1,80\n"),
+             Catch::Contains("patients.csv:3:1: error: column ID: id '1' appears again (first on line 2)"));
   CHECK_THAT(csv_error("ID,WT\n,70\n"), Catch::Contains("column ID: empty id"));
   CHECK_THAT(csv_error("WT,SEX\n70,X\n"), Catch::Contains("column SEX: 'X' is not a sex; expected F or M"));
   CHECK_THAT(csv_error("WT,SEX\n70,1\n"), Catch::Contains("for 1/0 codes name the column 'female'"));
-  CHECK_THAT(csv_error("WT,female\n70,2\n"), Catch::Contains("column female: '2' is not a sex code; expected 1 (female) or 0 (male)"));
-  CHECK_THAT(csv_error("ID,WT\n\"1,70\n"), Catch::Contains("patients.csv:2:1: error: the quoted field has no closing quote"));
-  CHECK_THAT(csv_error("ID,WT\n\"1\"x,70\n"), Catch::Contains("patients.csv:2:4: error: unexpected text after a closing quote"));
+  CHECK_THAT(csv_error("WT,female\n70,2\n"),
+             Catch::Contains("column female: '2' is not a sex code; expected 1 (female) or 0 (male)"));
+  CHECK_THAT(csv_error("ID,WT\n\"1,70\n"),
+             Catch::Contains("patients.csv:2:1: error: the quoted field has no closing quote"));
+  CHECK_THAT(csv_error("ID,WT\n\"1\"x,70\n"),
+             Catch::Contains("patients.csv:2:4: error: unexpected text after a closing quote"));
 }
 
 TEST_CASE("a cohort CSV: mangled files are refused with a located message, never a crash", "[scenario][cohort][csv]") {
@@ -544,10 +568,18 @@ TEST_CASE("a cohort CSV: mangled files are refused with a located message, never
       const std::size_t at = text.empty() ? 0 : random() % text.size();
       const char c = alphabet[random() % alphabet.size()];
       switch (random() % 4) {
-        case 0: text.insert(text.begin() + static_cast<std::ptrdiff_t>(at), c); break;
-        case 1: if (!text.empty()) text.erase(at, 1 + random() % 12); break;
-        case 2: if (!text.empty()) text[at] = c; break;
-        default: text = text.substr(0, at); break;  // truncated
+        case 0:
+          text.insert(text.begin() + static_cast<std::ptrdiff_t>(at), c);
+          break;
+        case 1:
+          if (!text.empty()) text.erase(at, 1 + random() % 12);
+          break;
+        case 2:
+          if (!text.empty()) text[at] = c;
+          break;
+        default:
+          text = text.substr(0, at);
+          break;  // truncated
       }
     }
     try {

@@ -1,9 +1,8 @@
 // The event timeline: dose expansion by multiplication, the same-time rule, and the
 // constant-input segments.
 
-#include <catch2/catch.hpp>
-
 #include <algorithm>
+#include <catch2/catch.hpp>
 
 #include "engine_fixtures.hpp"
 
@@ -55,10 +54,11 @@ TEST_CASE("interval schedules multiply from the anchor and exclude the end of th
 }
 
 TEST_CASE("the same-time rule orders stop, start, bolus, observation", "[timeline]") {
-  std::vector<TimelineEvent> events{
-      {100, EventKind::observation, -1, 0, 0}, {100, EventKind::bolus, 2, 5, 0},
-      {100, EventKind::infusion_start, 1, 35, 52.5}, {100, EventKind::infusion_stop, 0, 35, 52.5},
-      {50, EventKind::observation, -1, 0, 0}};
+  std::vector<TimelineEvent> events{{100, EventKind::observation, -1, 0, 0},
+                                    {100, EventKind::bolus, 2, 5, 0},
+                                    {100, EventKind::infusion_start, 1, 35, 52.5},
+                                    {100, EventKind::infusion_stop, 0, 35, 52.5},
+                                    {50, EventKind::observation, -1, 0, 0}};
   std::sort(events.begin(), events.end(), happens_before);
   CHECK(events[0].time == 50);
   CHECK(events[1].kind == EventKind::infusion_stop);
@@ -82,10 +82,10 @@ TEST_CASE("an observation at the time of a bolus sees the bolus", "[timeline]") 
 }
 
 TEST_CASE("overlapping infusions add their rates; back-to-back ones leave no gap", "[timeline]") {
-  const auto segments = input_segments(iv_inputs({infusion(0, 60 * kTicksPerMinute, 60.0),
-                                                  infusion(30 * kTicksPerMinute, 60 * kTicksPerMinute, 30.0),
-                                                  infusion(90 * kTicksPerMinute, 30 * kTicksPerMinute, 15.0)}),
-                                       3 * kTicksPerHour, 1);
+  const auto segments = input_segments(
+      iv_inputs({infusion(0, 60 * kTicksPerMinute, 60.0), infusion(30 * kTicksPerMinute, 60 * kTicksPerMinute, 30.0),
+                 infusion(90 * kTicksPerMinute, 30 * kTicksPerMinute, 15.0)}),
+      3 * kTicksPerHour, 1);
   REQUIRE(segments.size() == 4);
   CHECK(segments[0].rates[0] == 60.0);
   CHECK(segments[1].start == 30 * kTicksPerMinute);

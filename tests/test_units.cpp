@@ -2,7 +2,6 @@
 // dimension the loader can check.
 
 #include <catch2/catch.hpp>
-
 #include <string>
 
 #include "ketasim/base/units.hpp"

@@ -27,7 +27,8 @@ std::string suggestion(std::string_view word, const std::vector<std::string>& ca
 
 std::vector<std::string> command_names(const CLI::App& app) {
   std::vector<std::string> names;
-  for (const CLI::App* command : app.get_subcommands([](const CLI::App*) { return true; })) names.push_back(command->get_name());
+  for (const CLI::App* command : app.get_subcommands([](const CLI::App*) { return true; }))
+    names.push_back(command->get_name());
   return names;
 }
 
@@ -41,7 +42,9 @@ std::vector<std::string> option_names(const CLI::App& command) {
   return names;
 }
 
-std::string command_label(const CLI::App* command) { return command ? command->get_name() + ": " : std::string(); }
+std::string command_label(const CLI::App* command) {
+  return command ? command->get_name() + ": " : std::string();
+}
 
 // The option of `command` a CLI11 message is about: the longest option name it contains.
 const CLI::Option* option_in_message(const CLI::App& command, const std::string& message) {
@@ -94,7 +97,8 @@ std::string translate(const CLI::App& app, const CLI::App* command, const CLI::E
     return command_label(command) + option->get_name() + ": expects a value after it: " + expected_value(*option);
   }
   if (option && dynamic_cast<const CLI::ConversionError*>(&error)) {
-    return command_label(command) + option->get_name() + ": " + not_allowed(joined_values(option->results()), expected_value(*option));
+    return command_label(command) + option->get_name() + ": " +
+           not_allowed(joined_values(option->results()), expected_value(*option));
   }
   return command_label(command) + message;
 }
@@ -123,7 +127,8 @@ CLI::Validator finite_number() {
         double value = 0.0;
         const char* end = text.data() + text.size();
         const auto [stop, error] = std::from_chars(text.data(), end, value);
-        if (text.empty() || stop != end || error != std::errc() || !std::isfinite(value)) return not_allowed(text, "a number");
+        if (text.empty() || stop != end || error != std::errc() || !std::isfinite(value))
+          return not_allowed(text, "a number");
         return std::string();
       },
       "a number");
@@ -140,11 +145,13 @@ CLI::Validator one_of(std::vector<std::string> allowed) {
 }
 
 CLI::Validator not_empty(const std::string& what) {
-  return CLI::Validator([what](std::string& text) { return text.empty() ? not_allowed(text, what) : std::string(); }, what);
+  return CLI::Validator([what](std::string& text) { return text.empty() ? not_allowed(text, what) : std::string(); },
+                        what);
 }
 
 const CLI::App* selected_command(const CLI::App& app) {
-  const std::vector<const CLI::App*> selected = app.get_subcommands([](const CLI::App* command) { return command->parsed(); });
+  const std::vector<const CLI::App*> selected =
+      app.get_subcommands([](const CLI::App* command) { return command->parsed(); });
   return selected.empty() ? nullptr : selected.front();
 }
 
@@ -186,7 +193,9 @@ std::string failure_message(const CLI::App* app, const CLI::Error& error) {
 }
 
 std::string help_text(const CLI::App& app, const std::string& command, std::string& problem) {
-  if (command.empty()) return app.get_formatter()->make_help(&app, app.get_name(), CLI::AppFormatMode::Normal);  // app.help() would show `help`'s
+  if (command.empty())
+    return app.get_formatter()->make_help(&app, app.get_name(),
+                                          CLI::AppFormatMode::Normal);  // app.help() would show `help`'s
   for (const CLI::App* candidate : app.get_subcommands([](const CLI::App*) { return true; })) {
     if (candidate->get_name() == command) return candidate->help(app.get_name());
   }

@@ -3,12 +3,11 @@
 // option, the value, what is allowed, and the closest name when a command, an option or a value
 // looks misspelled. Every usage error exits with 2 (docs/cli.md).
 
+#include <CLI/CLI.hpp>
 #include <cstdint>
 #include <limits>
 #include <string>
 #include <vector>
-
-#include <CLI/CLI.hpp>
 
 namespace ketasim::cli {
 
@@ -17,7 +16,7 @@ namespace ketasim::cli {
 CLI::Validator whole_number(std::uint64_t least, std::uint64_t most = std::numeric_limits<std::uint64_t>::max());
 CLI::Validator finite_number();
 CLI::Validator one_of(std::vector<std::string> allowed);  // with a did-you-mean
-CLI::Validator not_empty(const std::string& what);         // e.g. "a file name"
+CLI::Validator not_empty(const std::string& what);        // e.g. "a file name"
 
 // What is wrong with the arguments CLI11 could not place (an unknown command or option, a word too
 // many), or "" when there is none. A command that allows extras (`models [show] NAME`) takes its

@@ -5,38 +5,37 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <atomic>
-#include <filesystem>
-#include <fstream>
-#include <csignal>
 #include <cerrno>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <string>
 #include <vector>
 
-#include <CLI/CLI.hpp>
-
+#include "command_line.hpp"
 #include "ketasim/analysis/calibration.hpp"
-#include "ketasim/run/cohort.hpp"
 #include "ketasim/analysis/compare.hpp"
+#include "ketasim/analysis/reproduction.hpp"
 #include "ketasim/base/errors.hpp"
 #include "ketasim/base/format.hpp"
 #include "ketasim/base/input_file.hpp"
+#include "ketasim/base/version.hpp"
+#include "ketasim/base/yaml_reader.hpp"
+#include "ketasim/input/scenario_loader.hpp"
 #include "ketasim/model/model.hpp"
-#include "ketasim/analysis/reproduction.hpp"
 #include "ketasim/model/model_card.hpp"
 #include "ketasim/output/nonmem_export.hpp"
 #include "ketasim/output/output_file.hpp"
+#include "ketasim/run/cohort.hpp"
 #include "ketasim/run/run.hpp"
-#include "ketasim/input/scenario_loader.hpp"
 #include "ketasim/solve/timeline.hpp"
-#include "ketasim/base/version.hpp"
-#include "ketasim/base/yaml_reader.hpp"
-#include "command_line.hpp"
 
 namespace {
 
@@ -60,7 +59,8 @@ extern "C" void on_stop_signal(int) {
 void install_stop_signal_handlers() {
   struct sigaction action {};
   action.sa_handler = on_stop_signal;
-  action.sa_flags = SA_RESTART;  // the run goes on after the first signal: its reads and writes must not fail with EINTR
+  action.sa_flags =
+      SA_RESTART;  // the run goes on after the first signal: its reads and writes must not fail with EINTR
   sigemptyset(&action.sa_mask);
   for (const int signal_number : {SIGINT, SIGTERM, SIGHUP, SIGQUIT}) sigaction(signal_number, &action, nullptr);
 }
@@ -85,26 +85,29 @@ std::string format_quantiles(const Quantiles& q, int decimals) {
 
 void print_summary(const RunReport& report, const Scenario& scenario, const std::string& output) {
   std::printf("\n%s: %s per arm, %s, %.1f s on %s (%.0f subject-arms/s)\n", scenario.name.c_str(),
-              plural(report.subjects_per_arm, "subject").c_str(), plural(static_cast<std::int64_t>(report.arms.size()), "arm").c_str(),
-              report.elapsed_seconds, plural(report.threads, "thread").c_str(),
+              plural(report.subjects_per_arm, "subject").c_str(),
+              plural(static_cast<std::int64_t>(report.arms.size()), "arm").c_str(), report.elapsed_seconds,
+              plural(report.threads, "thread").c_str(),
               static_cast<double>(report.subjects_per_arm * static_cast<std::int64_t>(report.arms.size())) /
                   std::max(report.elapsed_seconds, 1e-9));
   // The arm column is as wide as the longest arm name (at least 18).
   int name_width = 18;
   for (const ArmReport& arm : report.arms) name_width = std::max(name_width, static_cast<int>(arm.name.size()));
   std::printf("median [5th-95th percentile] over subjects\n");
-  std::printf("%-*s %-14s %-24s %-24s %-22s %-24s\n", name_width, "arm", "sessions", "Cmax (ng/mL)", "AUC per week (ng*h/mL)",
-              "dose-1 dissociation", "h/week dissociation>=thr");
+  std::printf("%-*s %-14s %-24s %-24s %-22s %-24s\n", name_width, "arm", "sessions", "Cmax (ng/mL)",
+              "AUC per week (ng*h/mL)", "dose-1 dissociation", "h/week dissociation>=thr");
   for (const ArmReport& arm : report.arms) {
-    std::printf("%-*s %-14s %-24s %-24s %-22s %-24s\n", name_width, arm.name.c_str(), format_quantiles(arm.sessions_given, 0).c_str(),
-                format_quantiles(arm.cmax_ng_per_ml, 0).c_str(), format_quantiles(arm.weekly_auc_ng_h_per_ml, 0).c_str(),
+    std::printf("%-*s %-14s %-24s %-24s %-22s %-24s\n", name_width, arm.name.c_str(),
+                format_quantiles(arm.sessions_given, 0).c_str(), format_quantiles(arm.cmax_ng_per_ml, 0).c_str(),
+                format_quantiles(arm.weekly_auc_ng_h_per_ml, 0).c_str(),
                 format_quantiles(arm.first_dose_peak_dissociation, 1).c_str(),
                 format_quantiles(arm.dissociation_hours_per_week, 2).c_str());
   }
   std::printf("dissociation threshold: %g score points\n", scenario.output.dissociation_threshold);
   if (!report.arms.empty() && !report.arms.front().assessment_h.empty()) {
     const std::vector<double>& times = report.arms.front().assessment_h;
-    std::printf("\nMADRS after the first session: median change from baseline | %% in response | %% in remission (observed)\n");
+    std::printf(
+        "\nMADRS after the first session: median change from baseline | %% in response | %% in remission (observed)\n");
     std::printf("%-*s", name_width, "arm");
     for (const double t : times) std::printf(" %17s", format_duration_h(t).c_str());
     std::printf("\n");
@@ -112,8 +115,8 @@ void print_summary(const RunReport& report, const Scenario& scenario, const std:
       std::printf("%-*s", name_width, arm.name.c_str());
       for (std::size_t k = 0; k < times.size(); ++k) {
         char cell[48];
-        std::snprintf(cell, sizeof cell, "%.1f|%.0f%%|%.0f%%", arm.madrs_change_median[k], 100.0 * arm.response_fraction[k],
-                      100.0 * arm.remission_fraction[k]);
+        std::snprintf(cell, sizeof cell, "%.1f|%.0f%%|%.0f%%", arm.madrs_change_median[k],
+                      100.0 * arm.response_fraction[k], 100.0 * arm.remission_fraction[k]);
         std::printf(" %17s", cell);
       }
       std::printf("\n");
@@ -156,8 +159,8 @@ class ProgressLine {
                     static_cast<long long>(p.subjects_done), static_cast<long long>(p.subjects_total), rate,
                     format_duration(left).c_str());
     } else if (p.phase == Progress::Phase::summaries) {
-      std::snprintf(text, sizeof text, "summaries: %zu/%zu variables (per-time quantiles over subjects)", p.summaries_done,
-                    p.summaries_total);
+      std::snprintf(text, sizeof text, "summaries: %zu/%zu variables (per-time quantiles over subjects)",
+                    p.summaries_done, p.summaries_total);
     } else {
       std::snprintf(text, sizeof text, "renaming: flushing the file to disk and renaming it into place");
     }
@@ -218,7 +221,8 @@ int command_clean(const std::string& directory) {
   if (stale.empty()) std::printf("%s: no temporary files of killed ketasim runs of this host\n", directory.c_str());
   for (const StaleTemporary& file : stale) {
     if (::unlink(file.path.c_str()) != 0) throw IoError(file.path + ": cannot remove: " + std::strerror(errno));
-    std::printf("removed %s (%s, left by process %ld)\n", file.path.c_str(), format_bytes(file.bytes).c_str(), file.pid);
+    std::printf("removed %s (%s, left by process %ld)\n", file.path.c_str(), format_bytes(file.bytes).c_str(),
+                file.pid);
   }
   return 0;
 }
@@ -236,7 +240,8 @@ int command_run(const std::string& scenario_path, const std::string& output, uns
   options.threads = threads;
   options.cancel = &g_interrupted;
   ProgressLine progress_line;
-  if (!quiet && isatty(STDERR_FILENO)) options.on_progress = [&progress_line](const Progress& p) { progress_line.show(p); };
+  if (!quiet && isatty(STDERR_FILENO))
+    options.on_progress = [&progress_line](const Progress& p) { progress_line.show(p); };
   g_run_polls_interruption = true;
   const RunReport report = run_scenario(scenario, options);
   g_run_polls_interruption = false;
@@ -260,17 +265,21 @@ int command_validate(const std::string& scenario_path) {
                 std::to_string(scenario.cohort.subjects_per_replicate) + ")";
   }
   std::printf("%s: valid scenario '%s': model %s, %s, %s (", scenario_path.c_str(), scenario.name.c_str(),
-              scenario.model.name.c_str(), subjects.c_str(), plural(static_cast<std::int64_t>(scenario.arms.size()), "arm").c_str());
+              scenario.model.name.c_str(), subjects.c_str(),
+              plural(static_cast<std::int64_t>(scenario.arms.size()), "arm").c_str());
   for (std::size_t a = 0; a < scenario.arms.size(); ++a) {
     const std::size_t nominal = expand_doses(scenario.arms[a], 1.0).size();
-    std::printf("%s%s: %s%s", a ? ", " : "", scenario.arms[a].name.c_str(), plural(static_cast<std::int64_t>(nominal), "dose").c_str(),
-                most_doses(scenario.arms[a], scenario.output.grid_end) > nominal ? " (+ as needed or per subject)" : "");
+    std::printf(
+        "%s%s: %s%s", a ? ", " : "", scenario.arms[a].name.c_str(),
+        plural(static_cast<std::int64_t>(nominal), "dose").c_str(),
+        most_doses(scenario.arms[a], scenario.output.grid_end) > nominal ? " (+ as needed or per subject)" : "");
   }
   std::printf(")\n");
   // Arms with a model of their own simulate another card or other parameter values: say which.
   const std::vector<ArmLayout> layouts = arm_layouts(scenario);
   for (std::size_t a = 0; a < scenario.arms.size(); ++a)
-    if (scenario.arms[a].model) std::printf("  arm %s: model %s\n", scenario.arms[a].name.c_str(), describe_model(layouts[a]).c_str());
+    if (scenario.arms[a].model)
+      std::printf("  arm %s: model %s\n", scenario.arms[a].name.c_str(), describe_model(layouts[a]).c_str());
   const ResultSizeEstimate size = output_space(scenario, "").size;
   std::printf("result file of a run: about %s, at most %s uncompressed (metrics only, with `variables: []`: %s)\n",
               format_bytes(size.expected_bytes).c_str(), format_bytes(size.upper_bound_bytes).c_str(),
@@ -278,8 +287,7 @@ int command_validate(const std::string& scenario_path) {
   return 0;
 }
 
-int command_timeline(const std::string& scenario_path, const std::string& arm_name, std::int64_t subject_id,
-                     bool csv) {
+int command_timeline(const std::string& scenario_path, const std::string& arm_name, std::int64_t subject_id, bool csv) {
   const Scenario scenario = load_scenario_file(scenario_path);
   const Arm* arm = nullptr;
   std::size_t arm_index = 0;
@@ -312,12 +320,13 @@ int command_timeline(const std::string& scenario_path, const std::string& arm_na
   if (csv) {
     std::printf("time_h,when,event,dose,origin,route,drug,into,amount,rate_per_h\n");
   } else {
-    std::printf("# scenario %s, arm %s, subject %lld, weight %.2f kg, age %.1f y\n", scenario.name.c_str(), arm->name.c_str(),
-                static_cast<long long>(subject_id), subject.weight_kg, subject.age_years);
+    std::printf("# scenario %s, arm %s, subject %lld, weight %.2f kg, age %.1f y\n", scenario.name.c_str(),
+                arm->name.c_str(), static_cast<long long>(subject_id), subject.weight_kg, subject.age_years);
     std::printf("# model %s\n", describe_model(layout).c_str());
-    std::printf("# same-time rule: infusion_stop, infusion_start, bolus, observation; amounts in mg (sessions: count)\n");
-    std::printf("%12s  %-22s %-15s %5s %-10s %-12s %-10s %-24s %11s %12s\n", "time_h", "when", "event", "dose", "origin",
-                "route", "drug", "into", "amount", "rate_per_h");
+    std::printf(
+        "# same-time rule: infusion_stop, infusion_start, bolus, observation; amounts in mg (sessions: count)\n");
+    std::printf("%12s  %-22s %-15s %5s %-10s %-12s %-10s %-24s %11s %12s\n", "time_h", "when", "event", "dose",
+                "origin", "route", "drug", "into", "amount", "rate_per_h");
   }
   for (const TimelineEvent& event : events) {
     const std::string when = describe_time(event.time);
@@ -325,34 +334,47 @@ int command_timeline(const std::string& scenario_path, const std::string& arm_na
     const std::string drug = dose.drug == DoseDrug::model_drug ? card->drug : to_string(dose.drug);
     const std::string& into = channels[static_cast<std::size_t>(event.channel)];
     const char* origin = dose.triggered ? "as_needed"
-                         : arm->regimen[static_cast<std::size_t>(dose.rule)].schedule == ScheduleKind::table ? "table"
-                                                                                                              : "scheduled";
+                         : arm->regimen[static_cast<std::size_t>(dose.rule)].schedule == ScheduleKind::table
+                             ? "table"
+                             : "scheduled";
     if (csv)
-      std::printf("%.6f,%s,%s,%d,%s,%s,%s,%s,%.6g,%.6g\n", ticks_to_hours(event.time), when.c_str(), to_string(event.kind).c_str(),
-                  event.dose, origin, to_string(dose.route).c_str(), drug.c_str(), into.c_str(), event.amount, event.rate_per_h);
+      std::printf("%.6f,%s,%s,%d,%s,%s,%s,%s,%.6g,%.6g\n", ticks_to_hours(event.time), when.c_str(),
+                  to_string(event.kind).c_str(), event.dose, origin, to_string(dose.route).c_str(), drug.c_str(),
+                  into.c_str(), event.amount, event.rate_per_h);
     else
-      std::printf("%12.4f  %-22s %-15s %5d %-10s %-12s %-10s %-24s %11.4f %12.4f\n", ticks_to_hours(event.time), when.c_str(),
-                  to_string(event.kind).c_str(), event.dose, origin, to_string(dose.route).c_str(), drug.c_str(), into.c_str(),
-                  event.amount, event.rate_per_h);
+      std::printf("%12.4f  %-22s %-15s %5d %-10s %-12s %-10s %-24s %11.4f %12.4f\n", ticks_to_hours(event.time),
+                  when.c_str(), to_string(event.kind).c_str(), event.dose, origin, to_string(dose.route).c_str(),
+                  drug.c_str(), into.c_str(), event.amount, event.rate_per_h);
   }
   if (!csv && schedule.missed > 0) std::printf("# %d scheduled sessions missed (adherence)\n", schedule.missed);
   if (!csv && !schedule.failure.empty()) std::printf("# the solve failed: %s\n", schedule.failure.c_str());
-  if (!csv) std::printf("# %zu doses, %.3f mg of %s in total\n", doses.size(), [&] {
-    double total = 0.0;
-    for (const Dose& dose : doses)
-      if (dose.drug == DoseDrug::model_drug) total += dose.amount_mg;
-    return total;
-  }(), card->drug.c_str());
+  if (!csv)
+    std::printf(
+        "# %zu doses, %.3f mg of %s in total\n", doses.size(),
+        [&] {
+          double total = 0.0;
+          for (const Dose& dose : doses)
+            if (dose.drug == DoseDrug::model_drug) total += dose.amount_mg;
+          return total;
+        }(),
+        card->drug.c_str());
   return 0;
 }
 
 std::string describe_iiv(const Iiv& iiv) {
   char text[48];
   switch (iiv.kind) {
-    case IivKind::none: return "-";
-    case IivKind::log_normal: std::snprintf(text, sizeof text, "%.3g%% CV", iiv.magnitude * 100.0); return text;
-    case IivKind::logit_normal: std::snprintf(text, sizeof text, "logit SD %.3g", iiv.magnitude); return text;
-    case IivKind::normal: std::snprintf(text, sizeof text, "SD %.3g", iiv.magnitude); return text;
+    case IivKind::none:
+      return "-";
+    case IivKind::log_normal:
+      std::snprintf(text, sizeof text, "%.3g%% CV", iiv.magnitude * 100.0);
+      return text;
+    case IivKind::logit_normal:
+      std::snprintf(text, sizeof text, "logit SD %.3g", iiv.magnitude);
+      return text;
+    case IivKind::normal:
+      std::snprintf(text, sizeof text, "SD %.3g", iiv.magnitude);
+      return text;
   }
   return "?";
 }
@@ -360,23 +382,27 @@ std::string describe_iiv(const Iiv& iiv) {
 void print_card(const ModelCard& card) {
   const Model model(card);
   std::printf("%s: %s\n  citation: %s\n  sampling: %s; dosed drug %s; reference weight %.0f kg\n", card.name.c_str(),
-              card.title.c_str(), card.citation.c_str(), card.sampling.c_str(), card.drug.c_str(), card.reference_weight_kg);
+              card.title.c_str(), card.citation.c_str(), card.sampling.c_str(), card.drug.c_str(),
+              card.reference_weight_kg);
   if (!card.included_modules.empty()) {
     std::string modules;
     for (const std::string& module : card.included_modules) modules += (modules.empty() ? "" : ", ") + module;
-    std::printf("  modules: %s%s\n", modules.c_str(),
-                card.calibration.empty() ? "" : ("; calibrated by `ketasim calibrate " + card.calibration + "`").c_str());
+    std::printf(
+        "  modules: %s%s\n", modules.c_str(),
+        card.calibration.empty() ? "" : ("; calibrated by `ketasim calibrate " + card.calibration + "`").c_str());
   }
   std::printf("  %-28s %12s %-8s %5s %-14s %s\n", "parameter", "value", "unit", "allom", "IIV", "description [source]");
   for (const ParameterSpec& spec : card.parameters) {
     std::string source = spec.source;
-    if (!spec.calibrated_by.empty()) source = "CALIBRATED (" + spec.calibrated_by + "): " + source;
-    else if (spec.assumed) source = "ASSUMED: " + source;
+    if (!spec.calibrated_by.empty())
+      source = "CALIBRATED (" + spec.calibrated_by + "): " + source;
+    else if (spec.assumed)
+      source = "ASSUMED: " + source;
     std::string iiv = describe_iiv(spec.iiv);
     if (spec.covariate_effect) iiv += " +age";
     std::printf("  %-28s %12.6g %-8s %5.2f %-14s %s [%s]\n", spec.name.c_str(), to_display_unit(spec, spec.value),
-                spec.unit.empty() ? "-" : spec.unit.c_str(), spec.allometric_exponent, iiv.c_str(), spec.description.c_str(),
-                source.c_str());
+                spec.unit.empty() ? "-" : spec.unit.c_str(), spec.allometric_exponent, iiv.c_str(),
+                spec.description.c_str(), source.c_str());
   }
   std::string states;
   for (const std::string& state : model.state_names()) states += (states.empty() ? "" : ", ") + state;
@@ -395,8 +421,8 @@ void print_card(const ModelCard& card) {
   }
   std::printf("  routes: %s\n", routes.c_str());
   for (const ResidualError& error : card.residual_errors)
-    std::printf("  residual error of %s: %s %.3g [%s]\n", error.analyte.c_str(), error.log_scale ? "log-scale SD" : "proportional",
-                error.proportional, error.source.c_str());
+    std::printf("  residual error of %s: %s %.3g [%s]\n", error.analyte.c_str(),
+                error.log_scale ? "log-scale SD" : "proportional", error.proportional, error.source.c_str());
   std::printf("  notes: %s\n  card: %s\n", card.notes.c_str(), card.source_file.c_str());
 }
 
@@ -415,7 +441,8 @@ void print_outcomes(const std::vector<TargetOutcome>& outcomes) {
   }
 }
 
-int command_reproduce(std::vector<std::string> files, const std::string& markdown, unsigned threads, const std::string& command) {
+int command_reproduce(std::vector<std::string> files, const std::string& markdown, unsigned threads,
+                      const std::string& command) {
   if (files.empty()) {
     // Every target of the suite, in name order.
     const std::filesystem::path folder = std::filesystem::path(KETASIM_SOURCE_DIR) / "benchmarks" / "reproduction";
@@ -451,38 +478,43 @@ int command_calibrate(const std::string& spec_path, bool write, bool check, unsi
   }
   const bool show_progress = !quiet && isatty(STDERR_FILENO);
   const auto progress = [&](int evaluation, double objective) {
-    if (show_progress) std::fprintf(stderr, "\revaluation %d/%d  objective %.6g   ", evaluation, spec.max_evaluations, objective);
+    if (show_progress)
+      std::fprintf(stderr, "\revaluation %d/%d  objective %.6g   ", evaluation, spec.max_evaluations, objective);
   };
   const CalibrationResult result = calibrate(spec, threads, progress);
   if (show_progress) std::fputc('\n', stderr);
-  std::printf("calibration %s: %d evaluations, %s; objective %.6g (start %.6g)\n", spec.name.c_str(), result.evaluations,
-              result.stop_reason.c_str(), result.objective, result.start_objective);
+  std::printf("calibration %s: %d evaluations, %s; objective %.6g (start %.6g)\n", spec.name.c_str(),
+              result.evaluations, result.stop_reason.c_str(), result.objective, result.start_objective);
   const ModelCard& card = *find_builtin_model(spec.model);
   for (std::size_t i = 0; i < spec.parameters.size(); ++i) {
     const CalibratedParameter& parameter = spec.parameters[i];
     const bool iiv = parameter.name.ends_with(".iiv");
     const double shown = iiv ? result.fitted[i]
-                             : to_display_unit(card.parameters[static_cast<std::size_t>(card.index_of(parameter.name))], result.fitted[i]);
+                             : to_display_unit(card.parameters[static_cast<std::size_t>(card.index_of(parameter.name))],
+                                               result.fitted[i]);
     std::printf("  %-24s %14.8g %s\n", parameter.name.c_str(), shown, parameter.unit.c_str());
   }
   print_outcomes(result.outcomes);
   if (write) {
     write_file_atomically(fit_path, fit_yaml(spec, result, command), {spec_path});
     write_file_atomically(report_path, calibration_report(spec, result, command), {spec_path});
-    std::printf("written: %s and %s.report.md (rebuild to use the fitted values)\n", fit_path.c_str(), base.string().c_str());
+    std::printf("written: %s and %s.report.md (rebuild to use the fitted values)\n", fit_path.c_str(),
+                base.string().c_str());
   }
   if (check) {
     const auto committed = read_fit_values(read_text_file(fit_path, "fit file", kMaxYamlFileBytes), spec, fit_path);
     bool same = committed.size() == spec.parameters.size();
     for (std::size_t i = 0; same && i < committed.size(); ++i) {
       const double difference = std::abs(committed[i].second - result.fitted[i]);
-      const bool close = committed[i].first == spec.parameters[i].name && difference <= 1e-6 * std::abs(result.fitted[i]);
+      const bool close =
+          committed[i].first == spec.parameters[i].name && difference <= 1e-6 * std::abs(result.fitted[i]);
       if (!close)
-        std::printf("differs from %s: %s committed %.10g, refitted %.10g\n", fit_path.c_str(), committed[i].first.c_str(),
-                    committed[i].second, result.fitted[i]);
+        std::printf("differs from %s: %s committed %.10g, refitted %.10g\n", fit_path.c_str(),
+                    committed[i].first.c_str(), committed[i].second, result.fitted[i]);
       same = same && close;
     }
-    std::printf("%s\n", same ? "the refit reproduces the committed values" : "the refit does NOT reproduce the committed values");
+    std::printf("%s\n", same ? "the refit reproduces the committed values"
+                             : "the refit does NOT reproduce the committed values");
     if (!same) return static_cast<int>(ExitCode::check_failed);
   }
   return 0;
@@ -528,7 +560,9 @@ int command_compare(const CompareArguments& arguments) {
 int command_models(std::vector<std::string> words) {
   const bool show = !words.empty() && words.front() == "show";
   if (show) words.erase(words.begin());
-  if (show && words.empty()) throw Error(ExitCode::usage, "usage: ketasim models [show] NAME: `show` needs a NAME (`ketasim models` lists them)");
+  if (show && words.empty())
+    throw Error(ExitCode::usage,
+                "usage: ketasim models [show] NAME: `show` needs a NAME (`ketasim models` lists them)");
   if (words.size() > 1) {
     throw Error(ExitCode::usage, "usage: ketasim models [show] NAME: got " + std::to_string(words.size()) + " names (" +
                                      yaml::join_alternatives(words, "and") + ")");
@@ -557,8 +591,9 @@ std::filesystem::path find_plot_script() {
   std::vector<std::filesystem::path> candidates;
   std::error_code error;
   const std::filesystem::path executable = std::filesystem::read_symlink("/proc/self/exe", error);
-  if (!error) candidates.push_back(executable.parent_path() / ".." / "share" / "ketasim" / "ketasim_plot.py");  // installed
-  candidates.push_back(std::filesystem::path(KETASIM_SOURCE_DIR) / "tools" / "ketasim_plot.py");  // the source tree
+  if (!error)
+    candidates.push_back(executable.parent_path() / ".." / "share" / "ketasim" / "ketasim_plot.py");  // installed
+  candidates.push_back(std::filesystem::path(KETASIM_SOURCE_DIR) / "tools" / "ketasim_plot.py");      // the source tree
   std::string tried;
   for (const std::filesystem::path& candidate : candidates) {
     if (std::filesystem::is_regular_file(candidate, error)) return candidate.lexically_normal();
@@ -590,8 +625,9 @@ bool python_can_plot(const std::string& python) {
 std::string find_plot_python() {
   for (const std::string candidate : {"/usr/bin/python3", "python3"})
     if (python_can_plot(candidate)) return candidate;
-  throw IoError("no Python that can import h5py and matplotlib (tried /usr/bin/python3, then python3 on PATH); "
-                "on Debian: apt-get install python3-h5py python3-matplotlib");
+  throw IoError(
+      "no Python that can import h5py and matplotlib (tried /usr/bin/python3, then python3 on PATH); "
+      "on Debian: apt-get install python3-h5py python3-matplotlib");
 }
 
 struct PlotOptions {
@@ -633,14 +669,16 @@ int command_plot(const PlotOptions& options) {
 // The legend of an exported data set: what ARM, DVID and CMT numbers stand for, and what is not in it.
 void print_export_legend(const ExportLegend& legend, std::FILE* to) {
   for (std::size_t k = 0; k < legend.arms.size(); ++k) std::fprintf(to, "ARM %zu: %s\n", k + 1, legend.arms[k].c_str());
-  for (std::size_t v = 0; v < legend.observed.size(); ++v) std::fprintf(to, "DVID %zu: %s\n", v + 1, legend.observed[v].c_str());
+  for (std::size_t v = 0; v < legend.observed.size(); ++v)
+    std::fprintf(to, "DVID %zu: %s\n", v + 1, legend.observed[v].c_str());
   for (const auto& [number, state] : legend.compartments) std::fprintf(to, "CMT %d: %s\n", number, state.c_str());
   if (!legend.has_observations)
-    std::fprintf(to, "note: the scenario has no output.observations: dose rows only (add output.observations to simulate "
-                     "samples with residual error)\n");
+    std::fprintf(to,
+                 "note: the scenario has no output.observations: dose rows only (add output.observations to simulate "
+                 "samples with residual error)\n");
   if (legend.failed_subjects > 0)
-    std::fprintf(to, "note: %zu failed subject%s left out (no simulated values; see metrics/message)\n", legend.failed_subjects,
-                 legend.failed_subjects == 1 ? "" : "s");
+    std::fprintf(to, "note: %zu failed subject%s left out (no simulated values; see metrics/message)\n",
+                 legend.failed_subjects, legend.failed_subjects == 1 ? "" : "s");
 }
 
 // `ketasim export`: one arm (default: the first) or all of them, to standard output or to a file
@@ -648,7 +686,8 @@ void print_export_legend(const ExportLegend& legend, std::FILE* to) {
 int command_export(const std::string& result_path, const std::string& arm, bool all_arms, const std::string& output) {
   if (all_arms && !arm.empty()) throw Error(ExitCode::usage, "--arm and --all-arms exclude each other");
   const std::vector<std::string> file_arms = arms_in_result(result_path);
-  const std::vector<std::string> arms = all_arms ? file_arms : std::vector<std::string>{arm.empty() ? file_arms.front() : arm};
+  const std::vector<std::string> arms =
+      all_arms ? file_arms : std::vector<std::string>{arm.empty() ? file_arms.front() : arm};
   if (output.empty() || output == "-") {
     const ExportLegend legend = write_nonmem_data(result_path, arms, std::cout);
     std::cout.flush();
@@ -698,8 +737,10 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->type_name("FILE")
       ->check(cli::not_empty("a file name"));
-  run->add_option("-t,--threads", threads, "Worker threads (default: the CPUs this process may use); results do not depend on it")
-      ->type_name("N")->check(threads_value);
+  run->add_option("-t,--threads", threads,
+                  "Worker threads (default: the CPUs this process may use); results do not depend on it")
+      ->type_name("N")
+      ->check(threads_value);
   run->add_option("--subjects", subjects, "Override the cohort size of the scenario (subjects per replicate)")
       ->type_name("N")
       ->check(cli::whole_number(1, static_cast<std::uint64_t>(ketasim::kMaxCohortSize)));
@@ -721,48 +762,67 @@ int main(int argc, char** argv) {
 
   std::vector<std::string> target_files;
   std::string markdown;
-  auto* reproduce = app.add_subcommand("reproduce", "Check published results (benchmarks/reproduction/); exit 7 if one fails");
+  auto* reproduce =
+      app.add_subcommand("reproduce", "Check published results (benchmarks/reproduction/); exit 7 if one fails");
   reproduce->add_option("targets", target_files, "Target files (default: the whole suite)");
   reproduce->add_option("--markdown", markdown, "Also write the validation table (e.g. docs/validation.md)")
       ->type_name("FILE")
       ->check(cli::not_empty("a file name"));
-  reproduce->add_option("-t,--threads", threads, "Worker threads (default: the CPUs this process may use)")->type_name("N")->check(threads_value);
+  reproduce->add_option("-t,--threads", threads, "Worker threads (default: the CPUs this process may use)")
+      ->type_name("N")
+      ->check(threads_value);
 
   std::string spec_path;
   bool write = false, check = false;
-  auto* calibrate_command = app.add_subcommand("calibrate", "Fit model parameters to published results (models/calibration/)");
-  calibrate_command->add_option("spec", spec_path, "Calibration spec, e.g. models/calibration/ketamine_response.yaml")->required();
+  auto* calibrate_command =
+      app.add_subcommand("calibrate", "Fit model parameters to published results (models/calibration/)");
+  calibrate_command->add_option("spec", spec_path, "Calibration spec, e.g. models/calibration/ketamine_response.yaml")
+      ->required();
   calibrate_command->add_flag("--write", write, "Write NAME.fit.yaml and NAME.report.md next to the spec");
   calibrate_command->add_flag("--check", check, "Exit 7 unless the fit reproduces the committed NAME.fit.yaml");
-  calibrate_command->add_option("-t,--threads", threads, "Worker threads (default: the CPUs this process may use); results do not depend on it")
-      ->type_name("N")->check(threads_value);
+  calibrate_command
+      ->add_option("-t,--threads", threads,
+                   "Worker threads (default: the CPUs this process may use); results do not depend on it")
+      ->type_name("N")
+      ->check(threads_value);
   calibrate_command->add_flag("-q,--quiet", quiet, "No progress");
   std::string result_path, export_arm, export_output;
   bool export_all_arms = false;
-  auto* export_command = app.add_subcommand("export", "Write arms of a result file as a NONMEM-style CSV data set (docs/nonmem.md)");
+  auto* export_command =
+      app.add_subcommand("export", "Write arms of a result file as a NONMEM-style CSV data set (docs/nonmem.md)");
   export_command->add_option("results", result_path, "Result HDF5 file of `ketasim run`")->required();
   export_command->add_option("--arm", export_arm, "Arm name (default: the first arm)");
-  export_command->add_flag("--all-arms", export_all_arms, "Every arm, in scenario order, each subject of each arm with its own ID");
-  export_command->add_option("-o,--output", export_output,
-                             "CSV file, or - for standard output (the default); a file is written to a temporary name, renamed on success");
+  export_command->add_flag("--all-arms", export_all_arms,
+                           "Every arm, in scenario order, each subject of each arm with its own ID");
+  export_command->add_option(
+      "-o,--output", export_output,
+      "CSV file, or - for standard output (the default); a file is written to a temporary name, renamed on success");
 
   PlotOptions plot_options;
-  auto* plot = app.add_subcommand("plot", "Draw figures from a result file: trajectories, relapse (Kaplan-Meier), response and remission");
+  auto* plot = app.add_subcommand(
+      "plot", "Draw figures from a result file: trajectories, relapse (Kaplan-Meier), response and remission");
   plot->add_option("results", plot_options.results_path, "Result file written by `ketasim run`")->required();
-  plot->add_option("-o,--output-dir", plot_options.output_dir, "Folder for the figures (created if missing)")->capture_default_str();
-  plot->add_option("--format", plot_options.format, "Image format: png or svg")->check(cli::one_of({"png", "svg"}))->capture_default_str();
+  plot->add_option("-o,--output-dir", plot_options.output_dir, "Folder for the figures (created if missing)")
+      ->capture_default_str();
+  plot->add_option("--format", plot_options.format, "Image format: png or svg")
+      ->check(cli::one_of({"png", "svg"}))
+      ->capture_default_str();
   plot->add_option("--arms", plot_options.arms, "Arms to show, e.g. A,B (default: all, in scenario order)")
       ->delimiter(',')
       ->allow_extra_args(false);
   plot->add_option("--variables", plot_options.variables,
-                   "Trajectories to show, by dataset name (default: the dosed drug's plasma concentration, dissociation_score, madrs)")
+                   "Trajectories to show, by dataset name (default: the dosed drug's plasma concentration, "
+                   "dissociation_score, madrs)")
       ->delimiter(',')
       ->allow_extra_args(false);
   CompareArguments compare_arguments;
-  auto* compare = app.add_subcommand("compare", "Compare the arms of a result file, with paired differences from a reference arm");
+  auto* compare =
+      app.add_subcommand("compare", "Compare the arms of a result file, with paired differences from a reference arm");
   compare->add_option("file", compare_arguments.file, "Result file written by `ketasim run`")->required();
-  compare->add_option("--reference", compare_arguments.reference, "Reference arm (default: the first arm of the scenario)");
-  compare->add_option("--at", compare_arguments.at, "Days for the rates, e.g. 1d,15d,28d; the last is the primary day (default: every assessment)");
+  compare->add_option("--reference", compare_arguments.reference,
+                      "Reference arm (default: the first arm of the scenario)");
+  compare->add_option("--at", compare_arguments.at,
+                      "Days for the rates, e.g. 1d,15d,28d; the last is the primary day (default: every assessment)");
   compare->add_option("--format", compare_arguments.format, "table, csv, markdown or json")
       ->capture_default_str()
       ->check(cli::one_of({"table", "csv", "markdown", "json"}));
@@ -775,14 +835,20 @@ int main(int argc, char** argv) {
   compare->add_option("--seed", compare_arguments.seed, "Seed of the bootstrap (recorded in the output)")
       ->capture_default_str()
       ->check(cli::whole_number(0));
-  compare->add_option("--margin", compare_arguments.margin_pp, "Trial replicates: percentage points of response rate to beat the reference by")
+  compare
+      ->add_option("--margin", compare_arguments.margin_pp,
+                   "Trial replicates: percentage points of response rate to beat the reference by")
       ->capture_default_str()
       ->check(cli::finite_number());
-  compare->add_option("-t,--threads", compare_arguments.threads, "Bootstrap threads (default: the CPUs this process may use); results do not depend on it")
-      ->type_name("N")->check(threads_value);
+  compare
+      ->add_option("-t,--threads", compare_arguments.threads,
+                   "Bootstrap threads (default: the CPUs this process may use); results do not depend on it")
+      ->type_name("N")
+      ->check(threads_value);
 
   std::string clean_directory = ".";
-  auto* clean = app.add_subcommand("clean", "Remove the temporary files that killed runs of this host left in a directory");
+  auto* clean =
+      app.add_subcommand("clean", "Remove the temporary files that killed runs of this host left in a directory");
   clean->add_option("directory", clean_directory, "Directory to clean")->capture_default_str();
 
   std::string help_topic;
@@ -793,7 +859,8 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
     const std::string problem = ketasim::cli::unused_arguments_problem(app);
     if (!problem.empty()) {
-      std::cerr << "ketasim: error: " << problem << '\n' << ketasim::cli::usage_hint(app, ketasim::cli::selected_command(app)) << '\n';
+      std::cerr << "ketasim: error: " << problem << '\n'
+                << ketasim::cli::usage_hint(app, ketasim::cli::selected_command(app)) << '\n';
       return static_cast<int>(ketasim::ExitCode::usage);
     }
   } catch (const CLI::ParseError& error) {
@@ -817,7 +884,8 @@ int main(int argc, char** argv) {
     if (*export_command) return command_export(result_path, export_arm, export_all_arms, export_output);
     if (*plot) return command_plot(plot_options);
     if (*compare) return command_compare(compare_arguments);
-    if (*calibrate_command) return command_calibrate(spec_path, write, check, threads, quiet, joined_command(argc, argv));
+    if (*calibrate_command)
+      return command_calibrate(spec_path, write, check, threads, quiet, joined_command(argc, argv));
     if (*models) {
       std::vector<std::string> words;
       if (!model_word.empty()) words.push_back(model_word);

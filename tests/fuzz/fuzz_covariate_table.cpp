@@ -5,8 +5,8 @@
 #include <cstdint>
 #include <string_view>
 
-#include "ketasim/input/covariate_table.hpp"
 #include "ketasim/base/errors.hpp"
+#include "ketasim/input/covariate_table.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   const std::string_view text(reinterpret_cast<const char*>(data), size);

@@ -1,17 +1,16 @@
 // Fuzz target: a NONMEM-style dosing table (doses_from) -> read_dosing_table, for an infusion and a
-// bolus rule of drug and for placebo sessions. read_dosing_table takes a path, so the input is written to an in-memory file
-// (memfd_create) and read through /proc/self/fd: no file on disk. Every refusal must be a
-// ketasim::Error; anything else escaping, or a crash, is a finding. docs/testing.md says how to
-// run it.
+// bolus rule of drug and for placebo sessions. read_dosing_table takes a path, so the input is written to an in-memory
+// file (memfd_create) and read through /proc/self/fd: no file on disk. Every refusal must be a ketasim::Error; anything
+// else escaping, or a crash, is a finding. docs/testing.md says how to run it.
+
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <string>
 #include <vector>
-
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include "ketasim/base/errors.hpp"
 #include "ketasim/input/dosing_table.hpp"

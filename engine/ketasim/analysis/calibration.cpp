@@ -4,27 +4,27 @@
 #include <cstdio>
 #include <filesystem>
 #include <limits>
-
 #include <nlopt.hpp>
 
 #include "ketasim/base/errors.hpp"
 #include "ketasim/base/format.hpp"
 #include "ketasim/base/input_file.hpp"
-#include "ketasim/model/model_card.hpp"
-#include "ketasim/input/scenario_loader.hpp"
 #include "ketasim/base/yaml_reader.hpp"
+#include "ketasim/input/scenario_loader.hpp"
+#include "ketasim/model/model_card.hpp"
 
 namespace ketasim {
 
 namespace {
 
-using yaml::NodeRef;
 using yaml::in_quotes;
+using yaml::NodeRef;
 
 constexpr double kFailedTargetPenalty = 1e6;  // a target whose statistic is NaN (e.g. nobody responded)
 
-bool is_iiv(const std::string& name) { return name.size() > 4 && name.ends_with(".iiv"); }
-
+bool is_iiv(const std::string& name) {
+  return name.size() > 4 && name.ends_with(".iiv");
+}
 
 // A value in the parameter's display unit, and back.
 double to_display(const ModelCard& card, const CalibratedParameter& parameter, double base) {
@@ -55,7 +55,8 @@ CalibrationSpec load_calibration(const std::string& path) {
     if (spec.algorithm != "bobyqa" && spec.algorithm != "sbplx" && spec.algorithm != "neldermead")
       algorithm->fail("unknown algorithm " + algorithm->kind() + "; expected bobyqa, sbplx or neldermead");
   }
-  if (const auto evaluations = root.find("max_evaluations")) spec.max_evaluations = static_cast<int>(evaluations->as_integer(1, 100000));
+  if (const auto evaluations = root.find("max_evaluations"))
+    spec.max_evaluations = static_cast<int>(evaluations->as_integer(1, 100000));
   if (const auto tolerance = root.find("relative_tolerance")) spec.relative_tolerance = tolerance->as_number();
 
   const NodeRef parameters = root.require("parameters", "the parameters to fit, each {start, min, max}");
@@ -68,7 +69,9 @@ CalibrationSpec load_calibration(const std::string& path) {
     parameter.name = entry.key;
     const std::string base_name = is_iiv(entry.key) ? entry.key.substr(0, entry.key.size() - 4) : entry.key;
     const int index = card->index_of(base_name);
-    if (index < 0) throw ScenarioError(entry.key_where, node.path, "model " + in_quotes(spec.model) + " has no parameter " + in_quotes(base_name));
+    if (index < 0)
+      throw ScenarioError(entry.key_where, node.path,
+                          "model " + in_quotes(spec.model) + " has no parameter " + in_quotes(base_name));
     const ParameterSpec& known = card->parameters[static_cast<std::size_t>(index)];
     const Dimension dimension = is_iiv(entry.key) ? dim::dimensionless : known.dimension;
     parameter.unit = is_iiv(entry.key) ? "" : known.unit;
@@ -86,7 +89,8 @@ CalibrationSpec load_calibration(const std::string& path) {
     spec.parameters.push_back(parameter);
   }
   const std::filesystem::path folder = std::filesystem::path(path).parent_path();
-  for (const NodeRef& target : root.require("targets", "reproduction target files, relative to this file").items("target files"))
+  for (const NodeRef& target :
+       root.require("targets", "reproduction target files, relative to this file").items("target files"))
     spec.targets.push_back(load_target((folder / target.as_string()).string()));
   if (spec.targets.empty()) root.fail("a calibration needs at least one target");
   return spec;
@@ -135,7 +139,8 @@ double objective_of(const std::vector<TargetOutcome>& outcomes) {
 
 }  // namespace
 
-CalibrationResult calibrate(const CalibrationSpec& spec, unsigned threads, const std::function<void(int, double)>& on_evaluation) {
+CalibrationResult calibrate(const CalibrationSpec& spec, unsigned threads,
+                            const std::function<void(int, double)>& on_evaluation) {
   const std::size_t n = spec.parameters.size();
   CalibrationResult result;
   const auto evaluate_at = [&](const std::vector<double>& values) {
@@ -169,7 +174,8 @@ CalibrationResult calibrate(const CalibrationSpec& spec, unsigned threads, const
   };
   const std::function<std::vector<TargetOutcome>(const std::vector<double>&)> evaluate_function = evaluate_at;
   Context context{&evaluate_function, &on_evaluation};
-  const auto objective = [](const std::vector<double>& log_values, std::vector<double>& gradient, void* data) -> double {
+  const auto objective = [](const std::vector<double>& log_values, std::vector<double>& gradient,
+                            void* data) -> double {
     (void)gradient;  // derivative-free algorithms only
     auto& ctx = *static_cast<Context*>(data);
     std::vector<double> values(log_values.size());
@@ -184,10 +190,18 @@ CalibrationResult calibrate(const CalibrationSpec& spec, unsigned threads, const
   try {
     const nlopt::result status = optimiser.optimize(x, minimum);
     switch (status) {
-      case nlopt::MAXEVAL_REACHED: result.stop_reason = "the evaluation limit was reached"; break;
-      case nlopt::XTOL_REACHED: result.stop_reason = "the parameters converged (xtol)"; break;
-      case nlopt::FTOL_REACHED: result.stop_reason = "the objective converged (ftol)"; break;
-      default: result.stop_reason = "NLopt status " + std::to_string(static_cast<int>(status)); break;
+      case nlopt::MAXEVAL_REACHED:
+        result.stop_reason = "the evaluation limit was reached";
+        break;
+      case nlopt::XTOL_REACHED:
+        result.stop_reason = "the parameters converged (xtol)";
+        break;
+      case nlopt::FTOL_REACHED:
+        result.stop_reason = "the objective converged (ftol)";
+        break;
+      default:
+        result.stop_reason = "NLopt status " + std::to_string(static_cast<int>(status));
+        break;
     }
   } catch (const nlopt::roundoff_limited&) {
     result.stop_reason = "round-off limited (the best point found is kept)";
@@ -205,10 +219,12 @@ CalibrationResult calibrate(const CalibrationSpec& spec, unsigned threads, const
 
 std::string fit_yaml(const CalibrationSpec& spec, const CalibrationResult& result, const std::string& command) {
   const ModelCard& card = *find_builtin_model(spec.model);
-  std::string text = "# Fitted by `" + command + "` (" + spec.file +
-                     "): do not edit by hand.\n# The model cards that include the calibrated module use these values; the report is " +
-                     spec.name + ".report.md.\ncalibration: " + spec.name + "\nobjective: " + format_significant(result.objective, 17) +
-                     "\nevaluations: " + std::to_string(result.evaluations) + "\nfitted:\n";
+  std::string text =
+      "# Fitted by `" + command + "` (" + spec.file +
+      "): do not edit by hand.\n# The model cards that include the calibrated module use these values; the report is " +
+      spec.name + ".report.md.\ncalibration: " + spec.name +
+      "\nobjective: " + format_significant(result.objective, 17) +
+      "\nevaluations: " + std::to_string(result.evaluations) + "\nfitted:\n";
   for (std::size_t i = 0; i < spec.parameters.size(); ++i) {
     const CalibratedParameter& parameter = spec.parameters[i];
     text += "  " + parameter.name + ": " + format_significant(to_display(card, parameter, result.fitted[i]), 17) +
@@ -217,32 +233,40 @@ std::string fit_yaml(const CalibrationSpec& spec, const CalibrationResult& resul
   return text;
 }
 
-std::string calibration_report(const CalibrationSpec& spec, const CalibrationResult& result, const std::string& command) {
+std::string calibration_report(const CalibrationSpec& spec, const CalibrationResult& result,
+                               const std::string& command) {
   const ModelCard& card = *find_builtin_model(spec.model);
-  std::string text = "# Calibration `" + spec.name + "`\n\nWritten by `" + command + "`; do not edit by hand.\n\n" +
-                     spec.description + "\n\n" + "Cohorts: " + std::to_string(spec.subjects) + " subjects per arm, seed " +
-                     std::to_string(spec.seed) + " (not the targets' own seeds). Optimiser: NLopt " + spec.algorithm +
-                     " on log-scaled parameters, " + std::to_string(result.evaluations) + " evaluations; " + result.stop_reason +
-                     ". Objective (sum of squared residuals in tolerance units): " + format_significant(result.start_objective, 4) +
-                     " at the start, " + format_significant(result.objective, 4) + " fitted.\n\n" +
-                     "| parameter | start | min | max | fitted | unit |\n|---|---|---|---|---|---|\n";
+  std::string text =
+      "# Calibration `" + spec.name + "`\n\nWritten by `" + command + "`; do not edit by hand.\n\n" + spec.description +
+      "\n\n" + "Cohorts: " + std::to_string(spec.subjects) + " subjects per arm, seed " + std::to_string(spec.seed) +
+      " (not the targets' own seeds). Optimiser: NLopt " + spec.algorithm + " on log-scaled parameters, " +
+      std::to_string(result.evaluations) + " evaluations; " + result.stop_reason +
+      ". Objective (sum of squared residuals in tolerance units): " + format_significant(result.start_objective, 4) +
+      " at the start, " + format_significant(result.objective, 4) + " fitted.\n\n" +
+      "| parameter | start | min | max | fitted | unit |\n|---|---|---|---|---|---|\n";
   for (std::size_t i = 0; i < spec.parameters.size(); ++i) {
     const CalibratedParameter& p = spec.parameters[i];
-    text += "| `" + p.name + "` | " + format_significant(to_display(card, p, p.start), 4) + " | " + format_significant(to_display(card, p, p.lower), 4) +
-            " | " + format_significant(to_display(card, p, p.upper), 4) + " | " + format_significant(to_display(card, p, result.fitted[i]), 4) +
-            " | " + (p.unit.empty() ? (is_iiv(p.name) ? "CV or SD" : "") : p.unit) + " |\n";
+    text += "| `" + p.name + "` | " + format_significant(to_display(card, p, p.start), 4) + " | " +
+            format_significant(to_display(card, p, p.lower), 4) + " | " +
+            format_significant(to_display(card, p, p.upper), 4) + " | " +
+            format_significant(to_display(card, p, result.fitted[i]), 4) + " | " +
+            (p.unit.empty() ? (is_iiv(p.name) ? "CV or SD" : "") : p.unit) + " |\n";
   }
-  text += "\n| target | published | tolerance | simulated (calibration cohorts) | residual / tolerance |\n|---|---|---|---|---|\n";
+  text +=
+      "\n| target | published | tolerance | simulated (calibration cohorts) | residual / tolerance "
+      "|\n|---|---|---|---|---|\n";
   for (const TargetOutcome& outcome : result.outcomes) {
     const ReproductionTarget& target = *outcome.target;
-    text += "| `" + target.name + "` | " + format_significant(target.expected, 4) + " | " + target.tolerance.describe(target.expected) + " | " +
-            format_significant(outcome.simulated, 4) + " | " + format_significant(residual(outcome), 4) + " |\n";
+    text += "| `" + target.name + "` | " + format_significant(target.expected, 4) + " | " +
+            target.tolerance.describe(target.expected) + " | " + format_significant(outcome.simulated, 4) + " | " +
+            format_significant(residual(outcome), 4) + " |\n";
   }
   return text;
 }
 
-std::vector<std::pair<std::string, double>> read_fit_values(const std::string& fit_yaml_text, const CalibrationSpec& spec,
-                                                           const std::string& source_name) {
+std::vector<std::pair<std::string, double>> read_fit_values(const std::string& fit_yaml_text,
+                                                            const CalibrationSpec& spec,
+                                                            const std::string& source_name) {
   const ModelCard& card = *find_builtin_model(spec.model);
   const NodeRef root = yaml::load_document(fit_yaml_text, source_name);
   std::vector<std::pair<std::string, double>> values;
@@ -250,7 +274,8 @@ std::vector<std::pair<std::string, double>> read_fit_values(const std::string& f
     const std::string base = is_iiv(entry.key) ? entry.key.substr(0, entry.key.size() - 4) : entry.key;
     const int index = card.index_of(base);
     if (index < 0) throw ScenarioError(entry.key_where, entry.value.path, "unknown parameter " + in_quotes(base));
-    const Dimension dimension = is_iiv(entry.key) ? dim::dimensionless : card.parameters[static_cast<std::size_t>(index)].dimension;
+    const Dimension dimension =
+        is_iiv(entry.key) ? dim::dimensionless : card.parameters[static_cast<std::size_t>(index)].dimension;
     values.emplace_back(entry.key, entry.value.as_quantity(dimension).value);
   }
   return values;

@@ -22,9 +22,9 @@
 namespace ketasim {
 
 struct CalibratedParameter {
-  std::string name;        // a card parameter, or "P.iiv" for the size of P's variability
-  std::string unit;        // display unit of start/min/max/fitted ("" for .iiv)
-  double start = 0.0;      // base units
+  std::string name;    // a card parameter, or "P.iiv" for the size of P's variability
+  std::string unit;    // display unit of start/min/max/fitted ("" for .iiv)
+  double start = 0.0;  // base units
   double lower = 0.0;
   double upper = 0.0;
 };
@@ -60,10 +60,12 @@ CalibrationResult calibrate(const CalibrationSpec& spec, unsigned threads,
 
 // The fit file (YAML) and the report (Markdown) of a result.
 std::string fit_yaml(const CalibrationSpec& spec, const CalibrationResult& result, const std::string& command);
-std::string calibration_report(const CalibrationSpec& spec, const CalibrationResult& result, const std::string& command);
+std::string calibration_report(const CalibrationSpec& spec, const CalibrationResult& result,
+                               const std::string& command);
 
 // The fitted values recorded in a fit file, by name (base units), for comparison.
-std::vector<std::pair<std::string, double>> read_fit_values(const std::string& fit_yaml_text, const CalibrationSpec& spec,
-                                                           const std::string& source_name);
+std::vector<std::pair<std::string, double>> read_fit_values(const std::string& fit_yaml_text,
+                                                            const CalibrationSpec& spec,
+                                                            const std::string& source_name);
 
 }  // namespace ketasim

@@ -15,13 +15,13 @@
 #include <tuple>
 #include <utility>
 
+#include "ketasim/analysis/statistics.hpp"
 #include "ketasim/base/errors.hpp"
 #include "ketasim/base/format.hpp"
 #include "ketasim/base/random_stream.hpp"
+#include "ketasim/base/threads.hpp"
 #include "ketasim/output/result_reader.hpp"
 #include "ketasim/run/run.hpp"
-#include "ketasim/analysis/statistics.hpp"
-#include "ketasim/base/threads.hpp"
 
 namespace ketasim {
 namespace {
@@ -53,7 +53,8 @@ void read_dissociation(const FileReader& reader, const H5::Group& metrics, const
     reader.fail(metrics_path + "/dissociation_burden_score_h",
                 "missing, and so is time_above_dissociation_h (output.metrics must include "
                 "dissociation_burden or time_above_dissociation)");
-  arm.dissociation_measure = has_burden ? DissociationMeasure::burden_score_h : DissociationMeasure::hours_above_threshold;
+  arm.dissociation_measure =
+      has_burden ? DissociationMeasure::burden_score_h : DissociationMeasure::hours_above_threshold;
   arm.dissociation_per_week = reader.read_vector(
       metrics, metrics_path, has_burden ? "dissociation_burden_score_h" : "time_above_dissociation_h", subjects);
   for (double& value : arm.dissociation_per_week) value /= grid_weeks;
@@ -68,8 +69,8 @@ void read_sessions(const FileReader& reader, const H5::Group& metrics, const H5:
   }
   const H5::Group doses = reader.open_group(arm_group, arm_path, "doses");
   const std::vector<double> dose_times = reader.read_vector(doses, arm_path + "/doses", "time_h", std::nullopt);
-  const auto within_grid = std::count_if(dose_times.begin(), dose_times.end(),
-                                         [&](double t) { return t <= grid_end_h + 1e-9; });
+  const auto within_grid =
+      std::count_if(dose_times.begin(), dose_times.end(), [&](double t) { return t <= grid_end_h + 1e-9; });
   arm.sessions.assign(subjects, static_cast<double>(within_grid));
 }
 
@@ -81,7 +82,8 @@ void read_price(const FileReader& reader, const H5::Group& arm_group, const std:
   }
   const std::vector<double> price = reader.read_attribute_numbers(arm_group, arm_path, "price_per_session_usd", false);
   if (price.size() != 2 || !std::isfinite(price[0]) || !std::isfinite(price[1]) || price[0] < 0 || price[1] < 0)
-    reader.fail(arm_path + " attribute price_per_session_usd", "expected two finite non-negative prices (low, high) in USD");
+    reader.fail(arm_path + " attribute price_per_session_usd",
+                "expected two finite non-negative prices (low, high) in USD");
   arm.price_per_session_usd = {price[0], price[1]};
 }
 
@@ -99,7 +101,8 @@ ArmData read_arm(const FileReader& reader, const H5::Group& arms, const std::str
 
   const std::string metrics_path = arm_path + "/metrics";
   const H5::Group metrics = reader.open_group(group, arm_path, "metrics");
-  for (const double status : reader.read_vector(metrics, metrics_path, "status", subjects)) arm.failed.push_back(status != 0.0);
+  for (const double status : reader.read_vector(metrics, metrics_path, "status", subjects))
+    arm.failed.push_back(status != 0.0);
   const std::size_t assessments = arm.assessment_days.size();
   arm.response_at = reader.read_columns(metrics, metrics_path, "response_at", subjects, assessments);
   arm.remission_at = reader.read_columns(metrics, metrics_path, "remission_at", subjects, assessments);
@@ -109,7 +112,8 @@ ArmData read_arm(const FileReader& reader, const H5::Group& arms, const std::str
   read_dissociation(reader, metrics, metrics_path, subjects, grid_end_h / kHoursPerWeek, arm);
   const NumberTable sbp = reader.read_numbers(metrics, metrics_path, "peak_sbp_change");
   if (sbp.rows != subjects)
-    reader.fail(metrics_path + "/peak_sbp_change", "expected " + std::to_string(subjects) + " rows, found " + std::to_string(sbp.rows));
+    reader.fail(metrics_path + "/peak_sbp_change",
+                "expected " + std::to_string(subjects) + " rows, found " + std::to_string(sbp.rows));
   arm.peak_sbp_rise_mmhg = row_maxima(sbp);
   read_sessions(reader, metrics, group, arm_path, subjects, grid_end_h, arm);
   read_price(reader, group, arm_path, arm);
@@ -119,16 +123,18 @@ ArmData read_arm(const FileReader& reader, const H5::Group& arms, const std::str
 void read_replicates(const FileReader& reader, const H5::H5File& file, std::int64_t subjects, ResultFile& result) {
   const bool has_replicates = file.attrExists("replicates");
   result.replicates = has_replicates ? reader.read_integer(file, "/", "replicates") : 1;
-  if (result.replicates < 1) reader.fail("/ attribute replicates", "expected at least 1, found " + std::to_string(result.replicates));
+  if (result.replicates < 1)
+    reader.fail("/ attribute replicates", "expected at least 1, found " + std::to_string(result.replicates));
   if (result.replicates == 1) {
     result.subjects_per_replicate = subjects;
     return;
   }
   result.subjects_per_replicate = reader.read_integer(file, "/", "subjects_per_replicate");
   if (result.subjects_per_replicate < 1 || result.replicates * result.subjects_per_replicate != subjects)
-    reader.fail("/ attribute subjects_per_replicate",
-                "expected replicates (" + std::to_string(result.replicates) + ") x subjects_per_replicate (" +
-                    std::to_string(result.subjects_per_replicate) + ") = subjects_per_arm (" + std::to_string(subjects) + ")");
+    reader.fail("/ attribute subjects_per_replicate", "expected replicates (" + std::to_string(result.replicates) +
+                                                          ") x subjects_per_replicate (" +
+                                                          std::to_string(result.subjects_per_replicate) +
+                                                          ") = subjects_per_arm (" + std::to_string(subjects) + ")");
 }
 
 }  // namespace
@@ -146,12 +152,14 @@ ResultFile read_result_file(const std::string& path) {
       if (!names.empty()) result.scenario_name = names.front();
     }
     const std::int64_t subjects = reader.read_integer(file, "/", "subjects_per_arm");
-    if (subjects < 0) reader.fail("/ attribute subjects_per_arm", "expected a count, found " + std::to_string(subjects));
+    if (subjects < 0)
+      reader.fail("/ attribute subjects_per_arm", "expected a count, found " + std::to_string(subjects));
     read_replicates(reader, file, subjects, result);
     const std::vector<std::string> names = reader.read_strings(file, "/", "arms");
     if (names.empty()) reader.fail("/ attribute arms", "expected at least one arm name");
     const H5::Group arms = reader.open_group(file, "", "arms");
-    for (const std::string& name : names) result.arms.push_back(read_arm(reader, arms, name, static_cast<std::size_t>(subjects)));
+    for (const std::string& name : names)
+      result.arms.push_back(read_arm(reader, arms, name, static_cast<std::size_t>(subjects)));
     return result;
   } catch (const H5::Exception& exception) {
     throw IoError("cannot read result file '" + path + "': " + exception.getDetailMsg());
@@ -248,7 +256,9 @@ SurvivalOrder survival_order_of(const std::vector<double>& time, const std::vect
   return SurvivalOrder(selected_time, selected_event);
 }
 
-std::vector<std::uint32_t> counted_once(Subjects subjects) { return std::vector<std::uint32_t>(subjects.size(), 1); }
+std::vector<std::uint32_t> counted_once(Subjects subjects) {
+  return std::vector<std::uint32_t>(subjects.size(), 1);
+}
 
 namespace {
 
@@ -279,7 +289,8 @@ void for_each_sample(int samples, unsigned threads, const std::function<void(int
   const auto worker = [&](unsigned thread) {
     std::vector<std::uint32_t> multiplicity;
     try {
-      for (int b = static_cast<int>(thread); b < samples && !failed; b += static_cast<int>(threads)) work(b, multiplicity);
+      for (int b = static_cast<int>(thread); b < samples && !failed; b += static_cast<int>(threads))
+        work(b, multiplicity);
     } catch (...) {
       std::lock_guard lock(failure_mutex);
       if (!failure) failure = std::current_exception();
@@ -302,7 +313,8 @@ std::vector<std::size_t> kept_subjects(const std::vector<bool>& failed_arm, cons
   return kept;
 }
 
-void draw_multiplicities(std::size_t subjects, std::uint64_t seed, int sample, std::vector<std::uint32_t>& multiplicity) {
+void draw_multiplicities(std::size_t subjects, std::uint64_t seed, int sample,
+                         std::vector<std::uint32_t>& multiplicity) {
   multiplicity.assign(subjects, 0);
   RandomStream stream(seed, static_cast<std::uint64_t>(sample), StreamPurpose::bootstrap);
   const double n = static_cast<double>(subjects);
@@ -323,8 +335,10 @@ std::vector<BootstrapInterval> paired_bootstrap(std::size_t subjects, int sample
     std::vector<double> finite;
     std::int64_t skipped = 0;
     for (const std::vector<double>& values : values_of_sample) {
-      if (std::isfinite(values[k])) finite.push_back(values[k]);
-      else ++skipped;
+      if (std::isfinite(values[k]))
+        finite.push_back(values[k]);
+      else
+        ++skipped;
     }
     intervals.push_back({quantile(finite, 0.025), quantile(finite, 0.975), skipped});
   }
@@ -340,7 +354,8 @@ ReplicateOutcome replicate_outcome(const std::vector<double>& arm_response, cons
   const auto per_replicate = static_cast<std::size_t>(subjects_per_replicate);
   for (std::int64_t r = 0; r < replicates; ++r) {
     std::vector<std::size_t> solved, kept;
-    for (std::size_t i = static_cast<std::size_t>(r) * per_replicate; i < static_cast<std::size_t>(r + 1) * per_replicate; ++i) {
+    for (std::size_t i = static_cast<std::size_t>(r) * per_replicate;
+         i < static_cast<std::size_t>(r + 1) * per_replicate; ++i) {
       if (!arm_failed[i]) solved.push_back(i);
       if (!arm_failed[i] && !reference_failed[i]) kept.push_back(i);
     }
@@ -404,15 +419,18 @@ std::vector<std::vector<std::size_t>> assessment_columns(const ResultFile& file,
       const auto found = std::find_if(arm.assessment_days.begin(), arm.assessment_days.end(),
                                       [&](double d) { return std::abs(d - day) <= kDayTolerance; });
       if (found == arm.assessment_days.end())
-        throw Error(ExitCode::usage, "--at: day " + format_significant(day) + " is not an assessment of arm " + arm.name +
-                                         " in " + file.path + " (assessment days: " + list_days(arm.assessment_days) + ")");
+        throw Error(ExitCode::usage, "--at: day " + format_significant(day) + " is not an assessment of arm " +
+                                         arm.name + " in " + file.path +
+                                         " (assessment days: " + list_days(arm.assessment_days) + ")");
       arm_columns.push_back(static_cast<std::size_t>(found - arm.assessment_days.begin()));
     }
   }
   return columns;
 }
 
-std::vector<std::size_t> solved_subjects(const ArmData& arm) { return kept_subjects(arm.failed, arm.failed); }
+std::vector<std::size_t> solved_subjects(const ArmData& arm) {
+  return kept_subjects(arm.failed, arm.failed);
+}
 
 // One arm's statistic on a fixed list of subjects, evaluated on any multiplicities of that list
 // (the list itself, counted_once, or a bootstrap resample). It holds its own copy of the values it
@@ -434,7 +452,8 @@ PreparedStatistic median_statistic(const std::vector<double>& values, Subjects s
   return [sorted = sorted_values_of(values, subjects)](Multiplicities m) { return sorted.quantile(m, 0.5); };
 }
 
-PreparedStatistic km_median_statistic(const std::vector<double>& time, const std::vector<double>& event, Subjects subjects) {
+PreparedStatistic km_median_statistic(const std::vector<double>& time, const std::vector<double>& event,
+                                      Subjects subjects) {
   return [order = survival_order_of(time, event, subjects)](Multiplicities m) { return order.median(m); };
 }
 
@@ -499,7 +518,8 @@ class ComparisonBuilder {
     if (options_.reference.empty()) return;
     const auto found = std::find(comparison_.arms.begin(), comparison_.arms.end(), options_.reference);
     if (found == comparison_.arms.end())
-      throw Error(ExitCode::usage, "--reference: no arm '" + options_.reference + "' in " + file_.path + " (arms: " + names + ")");
+      throw Error(ExitCode::usage,
+                  "--reference: no arm '" + options_.reference + "' in " + file_.path + " (arms: " + names + ")");
     comparison_.reference = static_cast<std::size_t>(found - comparison_.arms.begin());
   }
 
@@ -507,33 +527,44 @@ class ComparisonBuilder {
     comparison_.at_days = options_.at_days.empty() ? reference().assessment_days : options_.at_days;
     columns_ = assessment_columns(file_, comparison_.at_days);
     if (comparison_.at_days.empty())
-      comparison_.notes.push_back("no MADRS assessments in the file: no response or remission rates, no cost per responder");
+      comparison_.notes.push_back(
+          "no MADRS assessments in the file: no response or remission rates, no cost per responder");
   }
 
-  const std::vector<double>& response(std::size_t a, std::size_t day) const { return arm(a).response_at[columns_[a][day]]; }
-  const std::vector<double>& remission(std::size_t a, std::size_t day) const { return arm(a).remission_at[columns_[a][day]]; }
+  const std::vector<double>& response(std::size_t a, std::size_t day) const {
+    return arm(a).response_at[columns_[a][day]];
+  }
+  const std::vector<double>& remission(std::size_t a, std::size_t day) const {
+    return arm(a).remission_at[columns_[a][day]];
+  }
 
   std::vector<EstimateSpec> rate_specs() const {
     std::vector<EstimateSpec> specs;
     const auto& days = comparison_.at_days;
     for (std::size_t d = 0; d < days.size(); ++d)
-      specs.push_back(differenced(make_line("response_rate", days[d], "percent", "response rate, day " + format_significant(days[d]), "%", 1),
-                                  "pp", [this, d](std::size_t a, Subjects s) { return rate_statistic(response(a, d), s); }));
+      specs.push_back(differenced(
+          make_line("response_rate", days[d], "percent", "response rate, day " + format_significant(days[d]), "%", 1),
+          "pp", [this, d](std::size_t a, Subjects s) { return rate_statistic(response(a, d), s); }));
     for (std::size_t d = 0; d < days.size(); ++d)
-      specs.push_back(differenced(make_line("remission_rate", days[d], "percent", "remission rate, day " + format_significant(days[d]), "%", 1),
-                                  "pp", [this, d](std::size_t a, Subjects s) { return rate_statistic(remission(a, d), s); }));
+      specs.push_back(differenced(
+          make_line("remission_rate", days[d], "percent", "remission rate, day " + format_significant(days[d]), "%", 1),
+          "pp", [this, d](std::size_t a, Subjects s) { return rate_statistic(remission(a, d), s); }));
     return specs;
   }
 
   std::vector<EstimateSpec> response_duration_specs() const {
     std::vector<EstimateSpec> specs;
-    specs.push_back(differenced(make_line("days_in_response", kNaN, "mean", "days in response, mean", "d", 1), "d",
-                                [this](std::size_t a, Subjects s) { return mean_statistic(arm(a).days_in_response, s); }));
-    specs.push_back(differenced(make_line("days_in_response", kNaN, "median", "days in response, median", "d", 1), "d",
-                                [this](std::size_t a, Subjects s) { return median_statistic(arm(a).days_in_response, s); }));
-    EstimateSpec relapse = differenced(
-        make_line("time_to_relapse", kNaN, "km_median", "time to relapse, KM median [95% CI]", "d", 1, IntervalKind::ci95), "d",
-        [this](std::size_t a, Subjects s) { return km_median_statistic(arm(a).relapse_day, arm(a).relapse_observed, s); });
+    specs.push_back(
+        differenced(make_line("days_in_response", kNaN, "mean", "days in response, mean", "d", 1), "d",
+                    [this](std::size_t a, Subjects s) { return mean_statistic(arm(a).days_in_response, s); }));
+    specs.push_back(
+        differenced(make_line("days_in_response", kNaN, "median", "days in response, median", "d", 1), "d",
+                    [this](std::size_t a, Subjects s) { return median_statistic(arm(a).days_in_response, s); }));
+    EstimateSpec relapse = differenced(make_line("time_to_relapse", kNaN, "km_median",
+                                                 "time to relapse, KM median [95% CI]", "d", 1, IntervalKind::ci95),
+                                       "d", [this](std::size_t a, Subjects s) {
+                                         return km_median_statistic(arm(a).relapse_day, arm(a).relapse_observed, s);
+                                       });
     relapse.may_be_undefined = true;
     relapse.interval = [this](std::size_t a, Subjects s) {
       const KaplanMeier km = km_of(arm(a).relapse_day, arm(a).relapse_observed, s);
@@ -548,22 +579,30 @@ class ComparisonBuilder {
     for (const ArmData& a : file_.arms)
       if (a.dissociation_measure != reference().dissociation_measure)
         throw IoError(file_.path + ": arm " + a.name + " has " + (burden ? "no " : "") +
-                      "metrics/dissociation_burden_score_h but arm " + reference().name + (burden ? " has" : " has not"));
+                      "metrics/dissociation_burden_score_h but arm " + reference().name +
+                      (burden ? " has" : " has not"));
     const std::string outcome = burden ? "dissociation_burden_per_week" : "hours_above_dissociation_threshold_per_week";
     const std::string label = burden ? "dissociation burden per week" : "time above dissociation threshold per week";
     const std::string unit = burden ? "score*h/week" : "h/week";
     if (!burden)
-      comparison_.notes.push_back("metrics/dissociation_burden_score_h is absent: dissociation is reported as hours above "
-                                  "the threshold per week (metrics/time_above_dissociation_h / grid weeks)");
+      comparison_.notes.push_back(
+          "metrics/dissociation_burden_score_h is absent: dissociation is reported as hours above "
+          "the threshold per week (metrics/time_above_dissociation_h / grid weeks)");
     std::vector<EstimateSpec> specs;
-    specs.push_back(differenced(make_line(outcome, kNaN, "mean", label + ", mean", unit, 2), unit,
-                                [this](std::size_t a, Subjects s) { return mean_statistic(arm(a).dissociation_per_week, s); }));
-    specs.push_back(with_spread(differenced(make_line(outcome, kNaN, "median", label + ", median [p5, p95]", unit, 2, IntervalKind::spread90),
-                                            unit, [this](std::size_t a, Subjects s) { return median_statistic(arm(a).dissociation_per_week, s); }),
-                                &ArmData::dissociation_per_week));
-    specs.push_back(with_spread(differenced(make_line("peak_sbp_rise", kNaN, "median", "peak SBP rise, median [p5, p95]", "mmHg", 1, IntervalKind::spread90),
-                                            "mmHg", [this](std::size_t a, Subjects s) { return median_statistic(arm(a).peak_sbp_rise_mmhg, s); }),
-                                &ArmData::peak_sbp_rise_mmhg));
+    specs.push_back(
+        differenced(make_line(outcome, kNaN, "mean", label + ", mean", unit, 2), unit,
+                    [this](std::size_t a, Subjects s) { return mean_statistic(arm(a).dissociation_per_week, s); }));
+    specs.push_back(with_spread(
+        differenced(make_line(outcome, kNaN, "median", label + ", median [p5, p95]", unit, 2, IntervalKind::spread90),
+                    unit,
+                    [this](std::size_t a, Subjects s) { return median_statistic(arm(a).dissociation_per_week, s); }),
+        &ArmData::dissociation_per_week));
+    specs.push_back(with_spread(
+        differenced(make_line("peak_sbp_rise", kNaN, "median", "peak SBP rise, median [p5, p95]", "mmHg", 1,
+                              IntervalKind::spread90),
+                    "mmHg",
+                    [this](std::size_t a, Subjects s) { return median_statistic(arm(a).peak_sbp_rise_mmhg, s); }),
+        &ArmData::peak_sbp_rise_mmhg));
     return specs;
   }
 
@@ -607,20 +646,23 @@ class ComparisonBuilder {
       comparison_.notes.push_back("metrics/sessions_given is absent: sessions given = nominal doses within the grid (" +
                                   nominal_sessions + ")");
     if (!default_prices.empty())
-      comparison_.notes.push_back("no price_per_session_usd attribute (" + default_prices + "): " +
-                                  format_significant(kDefaultPriceUsd[0]) + "-" + format_significant(kDefaultPriceUsd[1]) +
-                                  " USD per session assumed");
+      comparison_.notes.push_back("no price_per_session_usd attribute (" + default_prices +
+                                  "): " + format_significant(kDefaultPriceUsd[0]) + "-" +
+                                  format_significant(kDefaultPriceUsd[1]) + " USD per session assumed");
     const std::array<std::string, 2> price_names{"low", "high"};
     for (std::size_t p = 0; p < 2; ++p)
       specs.push_back(differenced(make_line("cost_per_subject_" + price_names[p] + "_price", kNaN, "mean",
                                             "cost per subject at the " + price_names[p] + " price, mean", "USD", 0),
-                                  "USD", [this, p](std::size_t a, Subjects s) { return mean_statistic(arm(a).sessions, s, arm(a).price_per_session_usd[p]); }));
+                                  "USD", [this, p](std::size_t a, Subjects s) {
+                                    return mean_statistic(arm(a).sessions, s, arm(a).price_per_session_usd[p]);
+                                  }));
     if (!has_primary_day()) return specs;
     const double day = comparison_.at_days.back();
     for (std::size_t p = 0; p < 2; ++p) {
       EstimateSpec& spec = specs.emplace_back(differenced(
           make_line("cost_per_responder_" + price_names[p] + "_price", day, "ratio",
-                    "cost per responder at day " + format_significant(day) + ", " + price_names[p] + " price", "USD", 0),
+                    "cost per responder at day " + format_significant(day) + ", " + price_names[p] + " price", "USD",
+                    0),
           "USD", [this, p](std::size_t a, Subjects s) { return cost_per_responder(a, s, p); }));
       spec.may_be_undefined = true;
     }
@@ -678,12 +720,14 @@ class ComparisonBuilder {
     if (file_.replicates <= 1 || !has_primary_day()) return;
     const std::size_t day = comparison_.at_days.size() - 1;
     const std::string day_text = format_significant(comparison_.at_days.back());
-    OutcomeLine spread = make_line("trial_response_rate", comparison_.at_days.back(), "median_over_replicates",
-                                   "response rate at day " + day_text + " over " + std::to_string(file_.replicates) +
-                                       " trials, median [p5, p95]", "%", 1, IntervalKind::spread90);
+    OutcomeLine spread = make_line(
+        "trial_response_rate", comparison_.at_days.back(), "median_over_replicates",
+        "response rate at day " + day_text + " over " + std::to_string(file_.replicates) + " trials, median [p5, p95]",
+        "%", 1, IntervalKind::spread90);
     OutcomeLine better = make_line("probability_better", comparison_.at_days.back(), "probability",
-                                   "trials where the response rate at day " + day_text + " beats " + reference().name + " by > " +
-                                       format_significant(options_.margin_pp) + " pp", "%", 1);
+                                   "trials where the response rate at day " + day_text + " beats " + reference().name +
+                                       " by > " + format_significant(options_.margin_pp) + " pp",
+                                   "%", 1);
     for (std::size_t a = 0; a < file_.arms.size(); ++a) {
       const ReplicateOutcome outcome =
           replicate_outcome(response(a, day), arm(a).failed, response(comparison_.reference, day), reference().failed,
@@ -699,7 +743,8 @@ class ComparisonBuilder {
 
   void add_counts() {
     OutcomeLine analysed = make_line("subjects", kNaN, "count", "subjects analysed (solved)", "subjects", 0);
-    OutcomeLine failed = make_line("failed_subjects", kNaN, "count", "failed subjects (metrics/status = 1)", "subjects", 0);
+    OutcomeLine failed =
+        make_line("failed_subjects", kNaN, "count", "failed subjects (metrics/status = 1)", "subjects", 0);
     OutcomeLine excluded = make_line("excluded_pairs", kNaN, "count",
                                      "pairs excluded from differences (failed in either arm)", "subjects", 0);
     OutcomeLine at_risk = make_line("time_to_relapse", kNaN, "responders_end_of_treatment",
@@ -710,9 +755,10 @@ class ComparisonBuilder {
       const std::vector<std::size_t> solved = solved_subjects(arm(a));
       analysed.arms.push_back(count(static_cast<double>(solved.size())));
       failed.arms.push_back(count(static_cast<double>(arm(a).subjects() - solved.size())));
-      excluded.arms.push_back(count(a == comparison_.reference
-                                        ? kNaN
-                                        : static_cast<double>(arm(a).subjects() - kept_subjects(arm(a).failed, reference().failed).size())));
+      excluded.arms.push_back(count(
+          a == comparison_.reference
+              ? kNaN
+              : static_cast<double>(arm(a).subjects() - kept_subjects(arm(a).failed, reference().failed).size())));
       const KaplanMeier km = km_of(arm(a).relapse_day, arm(a).relapse_observed, solved);
       double relapses = 0.0;
       for (const int e : km.events) relapses += e;
@@ -722,7 +768,8 @@ class ComparisonBuilder {
         comparison_.notes.push_back("arm " + arm(a).name + ": " + std::to_string(arm(a).subjects() - solved.size()) +
                                     " failed subjects excluded (from the arm, and from the pairs of its differences)");
     }
-    for (OutcomeLine* line : {&at_risk, &events, &analysed, &failed, &excluded}) comparison_.lines.push_back(std::move(*line));
+    for (OutcomeLine* line : {&at_risk, &events, &analysed, &failed, &excluded})
+      comparison_.lines.push_back(std::move(*line));
   }
 
   const ResultFile& file_;
@@ -810,8 +857,8 @@ std::vector<std::vector<std::string>> wide_rows(const Comparison& c) {
 std::string bootstrap_sentence(const Comparison& c) {
   const std::string paired = "differences are paired (arm - " + c.arms[c.reference] + ", the same subjects)";
   if (c.bootstrap == 0) return paired + ", without confidence intervals (--bootstrap 0)";
-  return paired + ", 95% CI: percentiles of " + std::to_string(c.bootstrap) + " bootstrap resamples of subjects, seed " +
-         std::to_string(c.seed);
+  return paired + ", 95% CI: percentiles of " + std::to_string(c.bootstrap) +
+         " bootstrap resamples of subjects, seed " + std::to_string(c.seed);
 }
 
 std::string heading(const Comparison& c) {
@@ -881,18 +928,21 @@ std::vector<TidyRow> tidy_rows(const Comparison& c) {
       const Cell& cell = line.arms[a];
       const bool spread = line.interval == IntervalKind::spread90;
       const bool ci = line.interval == IntervalKind::ci95;
-      if (!(line.statistic == "probability" && a == c.reference) && !(line.outcome == "excluded_pairs" && a == c.reference))
-        rows.push_back({c.arms[a], line.outcome, line.day, line.statistic, cell.value, ci ? cell.low : kNaN, ci ? cell.high : kNaN, line.unit});
+      if (!(line.statistic == "probability" && a == c.reference) &&
+          !(line.outcome == "excluded_pairs" && a == c.reference))
+        rows.push_back({c.arms[a], line.outcome, line.day, line.statistic, cell.value, ci ? cell.low : kNaN,
+                        ci ? cell.high : kNaN, line.unit});
       if (spread) {
         rows.push_back({c.arms[a], line.outcome, line.day, "p05", cell.low, kNaN, kNaN, line.unit});
         rows.push_back({c.arms[a], line.outcome, line.day, "p95", cell.high, kNaN, kNaN, line.unit});
       }
       if (cell.skipped >= 0)
-        rows.push_back({c.arms[a], line.outcome, line.day, line.statistic + "_undefined", static_cast<double>(cell.skipped), kNaN, kNaN, "replicates"});
+        rows.push_back({c.arms[a], line.outcome, line.day, line.statistic + "_undefined",
+                        static_cast<double>(cell.skipped), kNaN, kNaN, "replicates"});
       if (!line.has_difference || a == c.reference) continue;
       const Cell& difference = line.differences[a];
-      rows.push_back({c.arms[a], line.outcome, line.day, line.statistic + "_difference", difference.value, difference.low,
-                      difference.high, line.difference_unit});
+      rows.push_back({c.arms[a], line.outcome, line.day, line.statistic + "_difference", difference.value,
+                      difference.low, difference.high, line.difference_unit});
       if (difference.skipped >= 0)
         rows.push_back({c.arms[a], line.outcome, line.day, line.statistic + "_difference_skipped",
                         static_cast<double>(difference.skipped), kNaN, kNaN, "bootstrap samples"});
@@ -914,9 +964,9 @@ std::string csv_field(const std::string& text) {
 std::string format_csv(const Comparison& c) {
   std::string text = "arm,outcome,day,statistic,value,ci_low,ci_high,unit\n";
   for (const TidyRow& row : tidy_rows(c))
-    text += csv_field(row.arm) + "," + csv_field(row.outcome) + "," + number_or(row.day, "") + "," + csv_field(row.statistic) +
-            "," + (row.exact_value.empty() ? number_or(row.value, "") : row.exact_value) + "," + number_or(row.ci_low, "") + "," + number_or(row.ci_high, "") + "," +
-            csv_field(row.unit) + "\n";
+    text += csv_field(row.arm) + "," + csv_field(row.outcome) + "," + number_or(row.day, "") + "," +
+            csv_field(row.statistic) + "," + (row.exact_value.empty() ? number_or(row.value, "") : row.exact_value) +
+            "," + number_or(row.ci_low, "") + "," + number_or(row.ci_high, "") + "," + csv_field(row.unit) + "\n";
   return text;
 }
 
@@ -924,10 +974,18 @@ std::string json_string(const std::string& text) {
   std::string quoted = "\"";
   for (const char ch : text) {
     switch (ch) {
-      case '"': quoted += "\\\""; break;
-      case '\\': quoted += "\\\\"; break;
-      case '\n': quoted += "\\n"; break;
-      case '\t': quoted += "\\t"; break;
+      case '"':
+        quoted += "\\\"";
+        break;
+      case '\\':
+        quoted += "\\\\";
+        break;
+      case '\n':
+        quoted += "\\n";
+        break;
+      case '\t':
+        quoted += "\\t";
+        break;
       default:
         if (static_cast<unsigned char>(ch) < 0x20) {
           char escape[8];
@@ -947,7 +1005,8 @@ std::string format_json(const Comparison& c) {
   for (std::size_t a = 0; a < c.arms.size(); ++a) text += (a ? ", " : "") + json_string(c.arms[a]);
   text += "],\n  \"reference\": " + json_string(c.arms[c.reference]) + ",\n  \"at_days\": [";
   for (std::size_t d = 0; d < c.at_days.size(); ++d) text += (d ? ", " : "") + number_or(c.at_days[d], "null");
-  text += "],\n  \"bootstrap\": {\"resamples\": " + std::to_string(c.bootstrap) + ", \"seed\": " + std::to_string(c.seed) +
+  text += "],\n  \"bootstrap\": {\"resamples\": " + std::to_string(c.bootstrap) +
+          ", \"seed\": " + std::to_string(c.seed) +
           ", \"interval\": \"percentile 95%\"},\n  \"replicates\": " + std::to_string(c.replicates) +
           ",\n  \"margin_pp\": " + number_or(c.margin_pp, "null") + ",\n  \"notes\": [";
   for (std::size_t n = 0; n < c.notes.size(); ++n) text += (n ? ", " : "") + json_string(c.notes[n]);
@@ -955,10 +1014,12 @@ std::string format_json(const Comparison& c) {
   const std::vector<TidyRow> rows = tidy_rows(c);
   for (std::size_t r = 0; r < rows.size(); ++r) {
     const TidyRow& row = rows[r];
-    text += std::string(r ? "," : "") + "\n    {\"arm\": " + json_string(row.arm) + ", \"outcome\": " + json_string(row.outcome) +
-            ", \"day\": " + number_or(row.day, "null") + ", \"statistic\": " + json_string(row.statistic) +
-            ", \"value\": " + (row.exact_value.empty() ? number_or(row.value, "null") : row.exact_value) + ", \"ci_low\": " + number_or(row.ci_low, "null") +
-            ", \"ci_high\": " + number_or(row.ci_high, "null") + ", \"unit\": " + json_string(row.unit) + "}";
+    text += std::string(r ? "," : "") + "\n    {\"arm\": " + json_string(row.arm) +
+            ", \"outcome\": " + json_string(row.outcome) + ", \"day\": " + number_or(row.day, "null") +
+            ", \"statistic\": " + json_string(row.statistic) +
+            ", \"value\": " + (row.exact_value.empty() ? number_or(row.value, "null") : row.exact_value) +
+            ", \"ci_low\": " + number_or(row.ci_low, "null") + ", \"ci_high\": " + number_or(row.ci_high, "null") +
+            ", \"unit\": " + json_string(row.unit) + "}";
   }
   text += "\n  ]\n}\n";
   return text;
@@ -968,10 +1029,14 @@ std::string format_json(const Comparison& c) {
 
 std::string format_comparison(const Comparison& comparison, OutputFormat format) {
   switch (format) {
-    case OutputFormat::table: return format_table(comparison);
-    case OutputFormat::csv: return format_csv(comparison);
-    case OutputFormat::markdown: return format_markdown(comparison);
-    case OutputFormat::json: return format_json(comparison);
+    case OutputFormat::table:
+      return format_table(comparison);
+    case OutputFormat::csv:
+      return format_csv(comparison);
+    case OutputFormat::markdown:
+      return format_markdown(comparison);
+    case OutputFormat::json:
+      return format_json(comparison);
   }
   return {};
 }

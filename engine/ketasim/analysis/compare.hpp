@@ -31,20 +31,20 @@ enum class DissociationMeasure {
 // One arm, one entry per subject (row i = subject i in every arm). NaN where the file has NaN.
 struct ArmData {
   std::string name;
-  std::vector<double> assessment_days;          // assessments_h / 24, after the first session
+  std::vector<double> assessment_days;            // assessments_h / 24, after the first session
   std::vector<std::vector<double>> response_at;   // [assessment][subject]: 1, 0, NaN
   std::vector<std::vector<double>> remission_at;  // [assessment][subject]
-  std::vector<double> days_in_response;         // d
-  std::vector<double> relapse_day;              // d; finite only for responders at end of treatment
-  std::vector<double> relapse_observed;         // 1 event, 0 censored
+  std::vector<double> days_in_response;           // d
+  std::vector<double> relapse_day;                // d; finite only for responders at end of treatment
+  std::vector<double> relapse_observed;           // 1 event, 0 censored
   DissociationMeasure dissociation_measure = DissociationMeasure::burden_score_h;
-  std::vector<double> dissociation_per_week;    // the measure divided by the grid length in weeks
-  std::vector<double> peak_sbp_rise_mmhg;       // max over doses of metrics/peak_sbp_change
-  bool sessions_from_file = true;               // false: nominal doses within the grid (same for all)
-  std::vector<double> sessions;                 // sessions given
-  bool price_from_file = true;                  // false: the default prices
+  std::vector<double> dissociation_per_week;                  // the measure divided by the grid length in weeks
+  std::vector<double> peak_sbp_rise_mmhg;                     // max over doses of metrics/peak_sbp_change
+  bool sessions_from_file = true;                             // false: nominal doses within the grid (same for all)
+  std::vector<double> sessions;                               // sessions given
+  bool price_from_file = true;                                // false: the default prices
   std::array<double, 2> price_per_session_usd{400.0, 800.0};  // low, high
-  std::vector<bool> failed;                     // metrics/status != 0
+  std::vector<bool> failed;                                   // metrics/status != 0
   std::size_t subjects() const { return failed.size(); }
 };
 
@@ -54,7 +54,7 @@ struct ResultFile {
   int layout_version = 0;
   std::int64_t replicates = 1;  // trial replicates; subject i is in replicate i / subjects_per_replicate
   std::int64_t subjects_per_replicate = 0;
-  std::vector<ArmData> arms;    // scenario order (root attribute `arms`)
+  std::vector<ArmData> arms;  // scenario order (root attribute `arms`)
 };
 
 // Reads what `compare` needs. Throws IoError naming the file, the dataset or attribute and what
@@ -70,8 +70,8 @@ struct CompareOptions {
   std::vector<double> at_days;  // empty: the reference arm's assessment days
   int bootstrap = 2000;         // paired bootstrap replicates
   std::uint64_t seed = kDefaultBootstrapSeed;
-  double margin_pp = 0.0;       // a replicate "wins" when rate_arm - rate_reference > margin
-  unsigned threads = 0;         // bootstrap threads, 0: one per core; the results do not depend on it
+  double margin_pp = 0.0;  // a replicate "wins" when rate_arm - rate_reference > margin
+  unsigned threads = 0;    // bootstrap threads, 0: one per core; the results do not depend on it
 };
 
 // Which interval goes with an arm's value.
@@ -201,7 +201,8 @@ std::vector<BootstrapInterval> paired_bootstrap(std::size_t subjects, int sample
 
 // How many times each of `subjects` entries is drawn in bootstrap sample `sample` (exactly the
 // draws of paired_bootstrap), into `multiplicity` (resized).
-void draw_multiplicities(std::size_t subjects, std::uint64_t seed, int sample, std::vector<std::uint32_t>& multiplicity);
+void draw_multiplicities(std::size_t subjects, std::uint64_t seed, int sample,
+                         std::vector<std::uint32_t>& multiplicity);
 
 // Trial replicates: subject i belongs to replicate i / subjects_per_replicate.
 struct ReplicateOutcome {

@@ -6,15 +6,15 @@
 #include <filesystem>
 #include <limits>
 
+#include "ketasim/analysis/statistics.hpp"
 #include "ketasim/base/errors.hpp"
 #include "ketasim/base/format.hpp"
 #include "ketasim/base/input_file.hpp"
-#include "ketasim/model/model_card.hpp"
 #include "ketasim/base/quantiles.hpp"
-#include "ketasim/run/run.hpp"
-#include "ketasim/input/scenario_loader.hpp"
-#include "ketasim/analysis/statistics.hpp"
 #include "ketasim/base/yaml_reader.hpp"
+#include "ketasim/input/scenario_loader.hpp"
+#include "ketasim/model/model_card.hpp"
+#include "ketasim/run/run.hpp"
 
 namespace ketasim {
 
@@ -22,8 +22,8 @@ namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
-using yaml::NodeRef;
 using yaml::in_quotes;
+using yaml::NodeRef;
 
 }  // namespace
 
@@ -53,7 +53,8 @@ ScenarioResults run_in_memory(const Scenario& scenario, unsigned threads, std::i
       arm.subject_width[column.name] = column.width;
       arm.subject_columns[column.name].assign(n * column.width, kNaN);
     }
-    for (const ColumnSpec& column : layout.trajectories) arm.trajectories[column.name].assign(n * layout.time_h.size(), 0.0f);
+    for (const ColumnSpec& column : layout.trajectories)
+      arm.trajectories[column.name].assign(n * layout.time_h.size(), 0.0f);
     arm.status.assign(n, 0);
     results.arms.push_back(std::move(arm));
   }
@@ -69,7 +70,8 @@ ScenarioResults run_in_memory(const Scenario& scenario, unsigned threads, std::i
                                   std::map<std::string, std::vector<double>>& into) {
       for (std::size_t c = 0; c < columns.size(); ++c) {
         const std::size_t width = columns[c].width;
-        std::copy_n(data[c].begin(), rows * width, into[columns[c].name].begin() + static_cast<std::ptrdiff_t>(first * width));
+        std::copy_n(data[c].begin(), rows * width,
+                    into[columns[c].name].begin() + static_cast<std::ptrdiff_t>(first * width));
       }
     };
     copy_columns(layout.metrics, block.metrics, arm.metrics);
@@ -92,7 +94,8 @@ class OperandReader {
   OperandReader(const ArmResults& arm, const Operand& operand) : arm_(arm), operand_(operand) {
     if (operand.kind == Operand::Kind::metric) {
       const auto found = arm.metrics.find(operand.name);
-      if (found == arm.metrics.end()) throw ModelParameterError("the arm '" + arm.name + "' has no metric '" + operand.name + "'");
+      if (found == arm.metrics.end())
+        throw ModelParameterError("the arm '" + arm.name + "' has no metric '" + operand.name + "'");
       values_ = &found->second;
       width_ = arm.metric_width.at(operand.name);
       if (operand.element >= width_)
@@ -101,11 +104,14 @@ class OperandReader {
     } else if (operand.kind == Operand::Kind::trajectory) {
       const auto found = arm.trajectories.find(operand.name);
       if (found == arm.trajectories.end())
-        throw ModelParameterError("the arm '" + arm.name + "' has no trajectory '" + operand.name + "' (add it to output.variables)");
+        throw ModelParameterError("the arm '" + arm.name + "' has no trajectory '" + operand.name +
+                                  "' (add it to output.variables)");
       trajectory_ = &found->second;
-      const auto at = std::find_if(arm.time_h.begin(), arm.time_h.end(), [&](double t) { return std::abs(t - operand.at_h) < 1e-9; });
+      const auto at = std::find_if(arm.time_h.begin(), arm.time_h.end(),
+                                   [&](double t) { return std::abs(t - operand.at_h) < 1e-9; });
       if (at == arm.time_h.end())
-        throw ModelParameterError("trajectory time " + yaml::format_number(operand.at_h) + " h is not on the output grid");
+        throw ModelParameterError("trajectory time " + yaml::format_number(operand.at_h) +
+                                  " h is not on the output grid");
       column_ = static_cast<std::size_t>(at - arm.time_h.begin());
     }
   }
@@ -164,10 +170,14 @@ double arm_statistic(const Statistic& statistic, const ArmResults& arm) {
   const Sample s = sample(statistic, arm);
   switch (statistic.kind) {
     case Statistic::Kind::mean:
-    case Statistic::Kind::fraction: return mean(s.values);
-    case Statistic::Kind::median: return quantile(s.values, 0.5);
-    case Statistic::Kind::km_median: return kaplan_meier(s.values, s.events).median;
-    case Statistic::Kind::time_of_largest_effect: break;
+    case Statistic::Kind::fraction:
+      return mean(s.values);
+    case Statistic::Kind::median:
+      return quantile(s.values, 0.5);
+    case Statistic::Kind::km_median:
+      return kaplan_meier(s.values, s.events).median;
+    case Statistic::Kind::time_of_largest_effect:
+      break;
   }
   return kNaN;
 }
@@ -213,9 +223,12 @@ double Tolerance::scale(double expected) const {
 
 std::string Tolerance::describe(double expected) const {
   char text[96];
-  if (range) std::snprintf(text, sizeof text, "[%g, %g]", range->first, range->second);
-  else if (absolute) std::snprintf(text, sizeof text, "%g +- %g", expected, *absolute);
-  else std::snprintf(text, sizeof text, "%g +- %g%%", expected, *relative * 100.0);
+  if (range)
+    std::snprintf(text, sizeof text, "[%g, %g]", range->first, range->second);
+  else if (absolute)
+    std::snprintf(text, sizeof text, "%g +- %g", expected, *absolute);
+  else
+    std::snprintf(text, sizeof text, "%g +- %g%%", expected, *relative * 100.0);
   return text;
 }
 
@@ -234,7 +247,8 @@ Operand read_operand(const NodeRef& node, double* equals = nullptr) {
   if (const auto metric = node.find("metric")) {
     operand.kind = Operand::Kind::metric;
     operand.name = metric->as_string();
-    if (const auto element = node.find("element")) operand.element = static_cast<std::size_t>(element->as_integer(0, 1'000'000));
+    if (const auto element = node.find("element"))
+      operand.element = static_cast<std::size_t>(element->as_integer(0, 1'000'000));
   } else if (const auto trajectory = node.find("trajectory")) {
     operand.kind = Operand::Kind::trajectory;
     operand.name = trajectory->as_string();
@@ -256,7 +270,9 @@ Statistic read_statistic(const NodeRef& node) {
   const std::string name = kind.as_string();
   const std::vector<std::string> kinds{"mean", "median", "fraction", "km_median", "time_of_largest_effect"};
   const auto found = std::find(kinds.begin(), kinds.end(), name);
-  if (found == kinds.end()) kind.fail("unknown statistic " + in_quotes(name) + yaml::did_you_mean(name, kinds) + "; expected " + yaml::join_alternatives(kinds));
+  if (found == kinds.end())
+    kind.fail("unknown statistic " + in_quotes(name) + yaml::did_you_mean(name, kinds) + "; expected " +
+              yaml::join_alternatives(kinds));
   statistic.kind = static_cast<Statistic::Kind>(found - kinds.begin());
   statistic.arm = node.require("arm", "the arm it is computed in").as_string();
   if (statistic.kind == Statistic::Kind::time_of_largest_effect) {
@@ -268,7 +284,8 @@ Statistic read_statistic(const NodeRef& node) {
   if (const auto minus = node.find("minus")) statistic.minus = read_operand(*minus);
   if (const auto divide_by = node.find("divide_by")) statistic.divide_by = read_operand(*divide_by);
   if (const auto event = node.find("event")) statistic.event = read_operand(*event);
-  if (statistic.kind == Statistic::Kind::km_median && !statistic.event) node.require("event", "the event flag (1 event, 0 censored)");
+  if (statistic.kind == Statistic::Kind::km_median && !statistic.event)
+    node.require("event", "the event flag (1 event, 0 censored)");
   if (const auto among = node.find("among")) statistic.among = read_operand(*among, &statistic.among_equals);
   if (const auto versus = node.find("versus")) statistic.versus = versus->as_string();
   return statistic;
@@ -320,7 +337,8 @@ ReproductionTarget load_target(const std::string& path) {
   return target;
 }
 
-std::vector<TargetOutcome> evaluate_targets(const std::vector<ReproductionTarget>& targets, const EvaluationOptions& options) {
+std::vector<TargetOutcome> evaluate_targets(const std::vector<ReproductionTarget>& targets,
+                                            const EvaluationOptions& options) {
   std::map<std::string, ScenarioResults> runs;  // one run per distinct scenario file
   std::vector<TargetOutcome> outcomes;
   for (const ReproductionTarget& target : targets) {
@@ -332,7 +350,8 @@ std::vector<TargetOutcome> evaluate_targets(const std::vector<ReproductionTarget
       const ModelCard& card = *find_builtin_model(scenario.model.name);
       for (const ParameterOverride& override_value : options.overrides) {
         if (card.index_of(override_value.name) < 0) continue;  // not a parameter of this scenario's model
-        std::erase_if(scenario.model.overrides, [&](const ParameterOverride& o) { return o.name == override_value.name; });
+        std::erase_if(scenario.model.overrides,
+                      [&](const ParameterOverride& o) { return o.name == override_value.name; });
         scenario.model.overrides.push_back(override_value);
       }
       for (const auto& [name, magnitude] : options.iiv_overrides) {
@@ -377,7 +396,9 @@ std::string TargetOutcome::verdict() const {
 std::string validation_markdown(const std::vector<TargetOutcome>& outcomes, const std::string& command) {
   std::string text =
       "# Validation: published results reproduced\n\n"
-      "Written by `" + command + "`; do not edit by hand. Each row is a target file in\n"
+      "Written by `" +
+      command +
+      "`; do not edit by hand. Each row is a target file in\n"
       "[benchmarks/reproduction/](../benchmarks/reproduction/): a scenario, a statistic of its simulated\n"
       "cohort, the published value and the tolerance it must meet. `ctest -L reproduction` runs the same\n"
       "checks. Targets used to calibrate the antidepressant-response proxy (models/calibration/) are\n"
@@ -387,9 +408,9 @@ std::string validation_markdown(const std::vector<TargetOutcome>& outcomes, cons
   std::size_t passed = 0;
   for (const TargetOutcome& outcome : outcomes) {
     const ReproductionTarget& target = *outcome.target;
-    text += "| `" + target.name + "` | " + target.title + " | " + target.source + " | " + format_significant(target.expected) +
-            " | " + target.tolerance.describe(target.expected) + " (" + target.tolerance.why + ") | " +
-            format_significant(outcome.simulated, 4) + " | " +
+    text += "| `" + target.name + "` | " + target.title + " | " + target.source + " | " +
+            format_significant(target.expected) + " | " + target.tolerance.describe(target.expected) + " (" +
+            target.tolerance.why + ") | " + format_significant(outcome.simulated, 4) + " | " +
             (outcome.failed() ? "**FAIL**" : outcome.verdict()) + " |\n";
     passed += outcome.passed ? 1 : 0;
   }

@@ -50,19 +50,19 @@ ScenarioResults run_in_memory(const Scenario& scenario, unsigned threads = 0, st
 struct Operand {
   enum class Kind { metric, trajectory, constant };
   Kind kind = Kind::constant;
-  std::string name;       // metric or trajectory (dataset) name
+  std::string name;  // metric or trajectory (dataset) name
   std::size_t element = 0;
-  double at_h = 0.0;      // trajectory time (must be a grid time)
+  double at_h = 0.0;  // trajectory time (must be a grid time)
   double constant = 0.0;
-  double scale = 1.0;     // multiplies the value
+  double scale = 1.0;  // multiplies the value
 };
 
 struct Statistic {
   enum class Kind {
     mean,
     median,
-    fraction,        // mean of a 0/1 value, as a fraction
-    km_median,       // Kaplan-Meier median of `value` with `event` as the event flag (1 event, 0 censored)
+    fraction,                // mean of a 0/1 value, as a fraction
+    km_median,               // Kaplan-Meier median of `value` with `event` as the event flag (1 event, 0 censored)
     time_of_largest_effect,  // the assessment (days) where mean(arm) - mean(versus) is most negative
   };
   Kind kind = Kind::mean;
@@ -73,7 +73,7 @@ struct Statistic {
   std::optional<Operand> event;      // km_median
   std::optional<Operand> among;      // only subjects where this operand equals among_equals
   double among_equals = 1.0;
-  std::optional<std::string> versus;  // the statistic of this arm is subtracted
+  std::optional<std::string> versus;    // the statistic of this arm is subtracted
   std::string metric_over_assessments;  // time_of_largest_effect: a [subject x assessment] metric
 };
 
@@ -125,7 +125,8 @@ struct EvaluationOptions {
   std::vector<std::pair<std::string, double>> iiv_overrides;
   unsigned threads = 0;
 };
-std::vector<TargetOutcome> evaluate_targets(const std::vector<ReproductionTarget>& targets, const EvaluationOptions& options);
+std::vector<TargetOutcome> evaluate_targets(const std::vector<ReproductionTarget>& targets,
+                                            const EvaluationOptions& options);
 
 // The Markdown table of docs/validation.md.
 std::string validation_markdown(const std::vector<TargetOutcome>& outcomes, const std::string& command);

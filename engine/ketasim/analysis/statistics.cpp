@@ -102,7 +102,8 @@ KaplanMeier SurvivalOrder::curve(Multiplicities multiplicity) const {
     }
     if (events > 0) {
       survival *= 1.0 - static_cast<double>(events) / static_cast<double>(at_risk);
-      greenwood += events < at_risk ? static_cast<double>(events) / (static_cast<double>(at_risk) * static_cast<double>(at_risk - events))
+      greenwood += events < at_risk ? static_cast<double>(events) /
+                                          (static_cast<double>(at_risk) * static_cast<double>(at_risk - events))
                                     : std::numeric_limits<double>::infinity();
       km.times.push_back(t);
       km.survival.push_back(survival);

@@ -1,8 +1,8 @@
 #pragma once
 // Numbers and durations as text, for messages, reports and summaries.
 
-#include <cmath>
 #include <charconv>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <iterator>

@@ -1,12 +1,12 @@
 #include "ketasim/base/input_file.hpp"
 
-#include <cerrno>
-#include <cstdint>
-#include <cstring>
-
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
 
 #include "ketasim/base/errors.hpp"
 
@@ -25,7 +25,8 @@ std::string file_type_name(mode_t mode) {
 namespace {
 
 std::string size_text(std::size_t bytes) {
-  if (bytes >= (std::size_t{1} << 20) && bytes % (std::size_t{1} << 20) == 0) return std::to_string(bytes >> 20) + " MiB";
+  if (bytes >= (std::size_t{1} << 20) && bytes % (std::size_t{1} << 20) == 0)
+    return std::to_string(bytes >> 20) + " MiB";
   return std::to_string(bytes) + " bytes";
 }
 
@@ -60,7 +61,8 @@ std::string read_text_file(const std::string& path, const std::string& what, std
   // fstat, not stat: the file opened is the file checked, whatever happens to the path meanwhile.
   struct stat status {};
   if (::fstat(file.get(), &status) != 0) throw IoError(named + std::strerror(errno));
-  if (!S_ISREG(status.st_mode)) throw IoError(named + "it is " + file_type_name(status.st_mode) + ", not a regular file");
+  if (!S_ISREG(status.st_mode))
+    throw IoError(named + "it is " + file_type_name(status.st_mode) + ", not a regular file");
   const std::string limit = "the limit of " + size_text(max_bytes) + " for a " + what + " (docs/scenario.md#limits)";
   if (static_cast<std::uintmax_t>(status.st_size) > max_bytes)
     throw IoError(named + "it holds " + std::to_string(status.st_size) + " bytes, more than " + limit);

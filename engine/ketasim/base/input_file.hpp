@@ -5,10 +5,10 @@
 // such as /dev/zero, or a socket), and never more than a limit that depends on what the file is.
 // docs/scenario.md#limits documents the limits.
 
+#include <sys/types.h>
+
 #include <cstddef>
 #include <string>
-
-#include <sys/types.h>
 
 namespace ketasim {
 

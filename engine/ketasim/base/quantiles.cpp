@@ -101,7 +101,8 @@ class QuantileAccumulator::SpillFile {
     std::size_t left = count * sizeof(double);
     auto offset = static_cast<off_t>(first * sizeof(double));
     while (left > 0) {
-      const ssize_t done = writing ? ::pwrite(descriptor_, bytes, left, offset) : ::pread(descriptor_, bytes, left, offset);
+      const ssize_t done =
+          writing ? ::pwrite(descriptor_, bytes, left, offset) : ::pread(descriptor_, bytes, left, offset);
       if (done < 0 && errno == EINTR) continue;
       if (done <= 0) fail(writing ? "write" : "read", done < 0 ? errno : EIO);
       bytes += done;
@@ -111,9 +112,9 @@ class QuantileAccumulator::SpillFile {
   }
 
   [[noreturn]] void fail(const char* operation, int error_number) const {
-    throw IoError(directory_.string() + ": cannot " + operation +
-                  " the temporary file that holds the values of the end-of-run statistics: " +
-                  std::strerror(error_number));
+    throw IoError(
+        directory_.string() + ": cannot " + operation +
+        " the temporary file that holds the values of the end-of-run statistics: " + std::strerror(error_number));
   }
 
   fs::path directory_;
@@ -128,7 +129,9 @@ QuantileAccumulator::~QuantileAccumulator() = default;
 QuantileAccumulator::QuantileAccumulator(QuantileAccumulator&&) noexcept = default;
 QuantileAccumulator& QuantileAccumulator::operator=(QuantileAccumulator&&) noexcept = default;
 
-bool QuantileAccumulator::spilled() const { return spill_ != nullptr; }
+bool QuantileAccumulator::spilled() const {
+  return spill_ != nullptr;
+}
 
 void QuantileAccumulator::add(double value) {
   if (!std::isfinite(value)) return;

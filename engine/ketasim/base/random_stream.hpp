@@ -4,11 +4,11 @@
 // depend on thread count, MPI rank count or the order in which subjects are processed, and
 // subject i gets the same covariates and random effects in every arm.
 
+#include <Random123/philox.h>
+
 #include <cmath>
 #include <cstdint>
 #include <numbers>
-
-#include <Random123/philox.h>
 
 namespace ketasim {
 
@@ -20,10 +20,10 @@ enum class StreamPurpose : std::uint32_t {
   age = 3,
   sex = 4,
   baseline_madrs = 5,
-  residuals = 6,  // residual errors of simulated observations (one draw per assessment)
-  adherence = 7,     // one uniform per scheduled session of an arm: missed when below the probability
-  observations = 8,  // residual errors of output.observations: one draw per variable and sampling time
-  bootstrap = 9,     // `ketasim compare`: resampled subject indices, one stream per bootstrap replicate
+  residuals = 6,               // residual errors of simulated observations (one draw per assessment)
+  adherence = 7,               // one uniform per scheduled session of an arm: missed when below the probability
+  observations = 8,            // residual errors of output.observations: one draw per variable and sampling time
+  bootstrap = 9,               // `ketasim compare`: resampled subject indices, one stream per bootstrap replicate
   correlated_covariates = 10,  // weight, age, baseline MADRS together (cohort.correlations)
   cohort_row = 11,             // the row of cohort.from_csv a subject takes (when resampled)
   first_occasion = 1u << 16,   // occasion k (inter-occasion variability) draws from purpose first_occasion + k

@@ -18,6 +18,8 @@ unsigned default_thread_count() {
   return std::max(1U, std::thread::hardware_concurrency());
 }
 
-unsigned thread_count(unsigned requested) { return requested > 0 ? requested : default_thread_count(); }
+unsigned thread_count(unsigned requested) {
+  return requested > 0 ? requested : default_thread_count();
+}
 
 }  // namespace ketasim

@@ -19,7 +19,11 @@ inline constexpr Ticks kTicksPerWeek = 7 * kTicksPerDay;
 // milliseconds) far from overflow.
 inline constexpr double kMaxTimeHours = 100.0 * 365.25 * 24.0;
 
-inline Ticks hours_to_ticks(double hours) { return std::llround(hours * static_cast<double>(kTicksPerHour)); }
-inline constexpr double ticks_to_hours(Ticks t) { return static_cast<double>(t) / static_cast<double>(kTicksPerHour); }
+inline Ticks hours_to_ticks(double hours) {
+  return std::llround(hours * static_cast<double>(kTicksPerHour));
+}
+inline constexpr double ticks_to_hours(Ticks t) {
+  return static_cast<double>(t) / static_cast<double>(kTicksPerHour);
+}
 
 }  // namespace ketasim

@@ -143,8 +143,9 @@ std::optional<Unit> parse_unit(std::string_view text, std::string* problem) {
     const std::string_view symbol = trim(text.substr(position, end - position));
     const AtomicUnit* unit = find_atomic(symbol);
     if (!unit) {
-      set_problem(problem, "unknown unit '" + std::string(symbol) +
-                               "' (known: mg g ug ng kg L dL mL s min h d week y mmHg bpm %, combined with '/' or '*')");
+      set_problem(problem,
+                  "unknown unit '" + std::string(symbol) +
+                      "' (known: mg g ug ng kg L dL mL s min h d week y mmHg bpm %, combined with '/' or '*')");
       return std::nullopt;
     }
     if (dividing) {
@@ -237,7 +238,8 @@ std::optional<WrittenQuantity> parse_written_quantity(std::string_view text, std
   }
   const LeadingNumber number = leading_number(trimmed);
   switch (number.status) {
-    case LeadingNumber::Status::ok: break;
+    case LeadingNumber::Status::ok:
+      break;
     case LeadingNumber::Status::none:
       set_problem(problem, "'" + std::string(trimmed) + "' does not start with a number");
       return std::nullopt;

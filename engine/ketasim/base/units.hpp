@@ -25,19 +25,19 @@ struct Dimension {
 
 namespace dim {
 inline constexpr Dimension dimensionless{{0, 0, 0, 0, 0, 0}};
-inline constexpr Dimension drug_mass{{1, 0, 0, 0, 0, 0}};            // mg
-inline constexpr Dimension body_mass{{0, 1, 0, 0, 0, 0}};            // kg
-inline constexpr Dimension volume{{0, 0, 1, 0, 0, 0}};               // L
-inline constexpr Dimension time{{0, 0, 0, 1, 0, 0}};                 // h
-inline constexpr Dimension rate_constant{{0, 0, 0, -1, 0, 0}};       // 1/h
-inline constexpr Dimension concentration{{1, 0, -1, 0, 0, 0}};       // mg/L
-inline constexpr Dimension clearance{{0, 0, 1, -1, 0, 0}};           // L/h
-inline constexpr Dimension dose_per_weight{{1, -1, 0, 0, 0, 0}};     // mg/kg
-inline constexpr Dimension volume_per_weight{{0, -1, 1, 0, 0, 0}};   // L/kg
-inline constexpr Dimension infusion_rate{{1, 0, 0, -1, 0, 0}};       // mg/h
-inline constexpr Dimension exposure{{1, 0, -1, 1, 0, 0}};            // mg*h/L (AUC)
-inline constexpr Dimension pressure{{0, 0, 0, 0, 1, 0}};             // mmHg
-inline constexpr Dimension heart_rate{{0, 0, 0, -1, 0, 1}};          // beats/h (shown as bpm)
+inline constexpr Dimension drug_mass{{1, 0, 0, 0, 0, 0}};           // mg
+inline constexpr Dimension body_mass{{0, 1, 0, 0, 0, 0}};           // kg
+inline constexpr Dimension volume{{0, 0, 1, 0, 0, 0}};              // L
+inline constexpr Dimension time{{0, 0, 0, 1, 0, 0}};                // h
+inline constexpr Dimension rate_constant{{0, 0, 0, -1, 0, 0}};      // 1/h
+inline constexpr Dimension concentration{{1, 0, -1, 0, 0, 0}};      // mg/L
+inline constexpr Dimension clearance{{0, 0, 1, -1, 0, 0}};          // L/h
+inline constexpr Dimension dose_per_weight{{1, -1, 0, 0, 0, 0}};    // mg/kg
+inline constexpr Dimension volume_per_weight{{0, -1, 1, 0, 0, 0}};  // L/kg
+inline constexpr Dimension infusion_rate{{1, 0, 0, -1, 0, 0}};      // mg/h
+inline constexpr Dimension exposure{{1, 0, -1, 1, 0, 0}};           // mg*h/L (AUC)
+inline constexpr Dimension pressure{{0, 0, 0, 0, 1, 0}};            // mmHg
+inline constexpr Dimension heart_rate{{0, 0, 0, -1, 0, 1}};         // beats/h (shown as bpm)
 }  // namespace dim
 
 // Human-readable name of a dimension with an example unit, e.g. "a duration (e.g. 40 min)".
@@ -73,9 +73,9 @@ std::optional<WrittenQuantity> parse_written_quantity(std::string_view text, std
 
 // Parses "<number> <unit>" (the space is optional; "%" and dimensionless numbers allowed).
 // Units: mg g ug µg ng (drug mass); kg (body mass); L mL dL (volume); s min h d day(s) week(s)
-// wk y year(s) (time); mmHg; beat(s) and bpm; products and quotients with '/' and '*' and '1/h'. Returns nullopt and fills
-// `problem` with a one-line explanation on failure, also when the value overflows a double once
-// converted to base units.
+// wk y year(s) (time); mmHg; beat(s) and bpm; products and quotients with '/' and '*' and '1/h'. Returns nullopt and
+// fills `problem` with a one-line explanation on failure, also when the value overflows a double once converted to base
+// units.
 std::optional<Quantity> parse_quantity(std::string_view text, std::string* problem = nullptr);
 
 // Kinds of quantities with a range of accepted values: a value outside it is a mistake (a unit

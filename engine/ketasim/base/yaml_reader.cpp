@@ -1,5 +1,7 @@
 #include "ketasim/base/yaml_reader.hpp"
 
+#include <yaml-cpp/eventhandler.h>
+
 #include <algorithm>
 #include <cctype>
 #include <charconv>
@@ -8,13 +10,13 @@
 #include <sstream>
 #include <unordered_map>
 
-#include <yaml-cpp/eventhandler.h>
-
 namespace ketasim::yaml {
 
 namespace {
 
-char lower(char c) { return static_cast<char>(std::tolower(static_cast<unsigned char>(c))); }
+char lower(char c) {
+  return static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+}
 
 // A quantity of the expected dimension, finite in base units and, for a kind, in its range.
 Quantity checked_quantity(const NodeRef& node, const std::string& text, const Dimension& expected,
@@ -31,7 +33,8 @@ Quantity checked_quantity(const NodeRef& node, const std::string& text, const Di
   const double value = written->base_value();
   if (kind && !in_accepted_range(*kind, value)) node.fail(in_quotes(text) + " " + outside_accepted_range(*kind));
   if (!std::isfinite(value))
-    node.fail(in_quotes(text) + " is out of the range of a double once converted to ketasim's base units (mg, kg, L, h)");
+    node.fail(in_quotes(text) +
+              " is out of the range of a double once converted to ketasim's base units (mg, kg, L, h)");
   return Quantity{value, dimension};
 }
 
@@ -43,7 +46,9 @@ std::string_view trim(std::string_view text) {
   return text;
 }
 
-std::string in_quotes(std::string_view text) { return "'" + std::string(text) + "'"; }
+std::string in_quotes(std::string_view text) {
+  return "'" + std::string(text) + "'";
+}
 
 std::string format_number(double value) {
   std::ostringstream stream;
@@ -105,7 +110,9 @@ SourceLocation location_of(const YAML::Mark& mark, const std::string& file) {
   return SourceLocation{file, mark.line + 1, mark.column + 1};
 }
 
-void NodeRef::fail(const std::string& message) const { throw ScenarioError(where, path, message); }
+void NodeRef::fail(const std::string& message) const {
+  throw ScenarioError(where, path, message);
+}
 
 std::string NodeRef::kind() const {
   if (!node.IsDefined() || node.IsNull()) return "nothing";
@@ -137,9 +144,9 @@ std::vector<MapEntry> NodeRef::entries() const {
     const std::string name = key.Scalar();
     const auto [earlier, first] = first_given.emplace(name, key_where.line);
     if (!first) {
-      throw ScenarioError(key_where, child_path(name),
-                          "duplicate key " + in_quotes(name) + " (first given at line " +
-                              std::to_string(earlier->second) + ")");
+      throw ScenarioError(
+          key_where, child_path(name),
+          "duplicate key " + in_quotes(name) + " (first given at line " + std::to_string(earlier->second) + ")");
     }
     const YAML::Node value = it->second;
     const SourceLocation value_where = value.Mark().is_null() ? key_where : location_of(value.Mark(), where.file);
@@ -190,7 +197,9 @@ std::string NodeRef::scalar(std::string_view what) const {
   return node.Scalar();
 }
 
-std::string NodeRef::as_string() const { return scalar("a string"); }
+std::string NodeRef::as_string() const {
+  return scalar("a string");
+}
 
 std::int64_t NodeRef::as_integer(std::int64_t min, std::int64_t max) const {
   const std::string text = scalar("a whole number");
@@ -271,8 +280,7 @@ double NodeRef::as_percentage() const {
   std::string problem;
   const auto quantity = parse_quantity(trimmed, &problem);
   if (!quantity) fail("cannot read " + in_quotes(text) + " as a percentage (e.g. 30%): " + problem);
-  if (!(quantity->dimension == dim::dimensionless))
-    fail("expected a percentage (e.g. 30%), found " + in_quotes(text));
+  if (!(quantity->dimension == dim::dimensionless)) fail("expected a percentage (e.g. 30%), found " + in_quotes(text));
   return quantity->value;
 }
 

@@ -4,14 +4,14 @@
 // throw a ScenarioError that says where and what. Internal to the scenario loader: nothing
 // outside engine/ needs yaml-cpp.
 
+#include <yaml-cpp/yaml.h>
+
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
-
-#include <yaml-cpp/yaml.h>
 
 #include "ketasim/base/errors.hpp"
 #include "ketasim/base/units.hpp"

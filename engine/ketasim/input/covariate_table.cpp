@@ -48,16 +48,23 @@ constexpr std::array<ColumnName, 10> kColumnNames{{
 }};
 
 // Sex and female are two spellings of one covariate: a file may have one of them.
-Role covariate_of(Role role) { return role == Role::female ? Role::sex : role; }
+Role covariate_of(Role role) {
+  return role == Role::female ? Role::sex : role;
+}
 
 const char* describe(Role role) {
   switch (role) {
-    case Role::id: return "the patient id";
-    case Role::weight: return "the body weight";
-    case Role::age: return "the age";
+    case Role::id:
+      return "the patient id";
+    case Role::weight:
+      return "the body weight";
+    case Role::age:
+      return "the age";
     case Role::sex:
-    case Role::female: return "the sex";
-    case Role::baseline_madrs: return "the baseline MADRS";
+    case Role::female:
+      return "the sex";
+    case Role::baseline_madrs:
+      return "the baseline MADRS";
   }
   return "a covariate";
 }
@@ -87,8 +94,9 @@ class TableParser {
   CovariateTable parse() {
     const std::optional<csv::Line> header = reader_.next();
     if (!header) {
-      reader_.fail(1, 0, "the file has no header line (and no data); expected a header naming the columns, e.g. "
-                         "ID,WT,AGE,SEX,MADRS");
+      reader_.fail(1, 0,
+                   "the file has no header line (and no data); expected a header naming the columns, e.g. "
+                   "ID,WT,AGE,SEX,MADRS");
     }
     read_header(*header);
     while (const std::optional<csv::Line> line = reader_.next()) read_row(*line);
@@ -106,8 +114,9 @@ class TableParser {
         reader_.fail(line.number, field.column, "column " + std::to_string(f + 1) + " of the header has no name");
       for (std::size_t earlier = 0; earlier < f; ++earlier) {
         if (lowercase(line.fields[earlier].text) == lowercase(field.text)) {
-          reader_.fail(line.number, field.column, "the header names column " + in_quotes(field.text) + " twice (also column " +
-                                                      std::to_string(earlier + 1) + ")");
+          reader_.fail(line.number, field.column,
+                       "the header names column " + in_quotes(field.text) + " twice (also column " +
+                           std::to_string(earlier + 1) + ")");
         }
       }
       const std::optional<Role> role = role_of(field.text);
@@ -115,8 +124,9 @@ class TableParser {
       const Role covariate = covariate_of(*role);
       const auto taken = columns_.find(covariate);
       if (taken != columns_.end()) {
-        reader_.fail(line.number, field.column, "columns " + in_quotes(taken->second.header) + " and " + in_quotes(field.text) +
-                                                    " both give " + describe(*role) + "; keep one");
+        reader_.fail(line.number, field.column,
+                     "columns " + in_quotes(taken->second.header) + " and " + in_quotes(field.text) + " both give " +
+                         describe(*role) + "; keep one");
       }
       columns_[covariate] = Column{f, field.text};
       if (*role == Role::female) female_coded_as_number_ = true;
@@ -127,17 +137,19 @@ class TableParser {
       if (role_of(field.text)) continue;
       const auto match = yaml::closest_match(lowercase(field.text), known_column_names());
       if (match && !columns_.contains(covariate_of(*role_of(*match)))) {
-        reader_.fail(line.number, field.column, "unknown column " + in_quotes(field.text) + " (did you mean " + in_quotes(*match) +
-                                                    "?): the file has no column for " + describe(*role_of(*match)) +
-                                                    ", which would be drawn from the cohort's distribution instead; "
-                                                    "rename or remove the column");
+        reader_.fail(line.number, field.column,
+                     "unknown column " + in_quotes(field.text) + " (did you mean " + in_quotes(*match) +
+                         "?): the file has no column for " + describe(*role_of(*match)) +
+                         ", which would be drawn from the cohort's distribution instead; "
+                         "rename or remove the column");
       }
     }
     bool any_covariate = false;
     for (const auto& [role, column] : columns_) any_covariate |= role != Role::id;
     if (!any_covariate) {
-      reader_.fail(line.number, 1, "the header names no covariate column; expected some of weight_kg or WT (kg), age or "
-                                   "AGE (years), sex or SEX (F/M), female (1/0), baseline_madrs or MADRS (any case)");
+      reader_.fail(line.number, 1,
+                   "the header names no covariate column; expected some of weight_kg or WT (kg), age or "
+                   "AGE (years), sex or SEX (F/M), female (1/0), baseline_madrs or MADRS (any case)");
     }
     const auto header_of = [&](Role role) { return columns_.contains(role) ? columns_[role].header : std::string(); };
     table_.id_column = header_of(Role::id);
@@ -149,8 +161,9 @@ class TableParser {
 
   void read_row(const csv::Line& line) {
     if (line.fields.size() != header_fields_) {
-      reader_.fail(line.number, 0, "expected " + std::to_string(header_fields_) + " fields as in the header, found " +
-                                       std::to_string(line.fields.size()));
+      reader_.fail(line.number, 0,
+                   "expected " + std::to_string(header_fields_) + " fields as in the header, found " +
+                       std::to_string(line.fields.size()));
     }
     table_.lines.push_back(line.number);
     for (const auto& entry : columns_) {
@@ -172,15 +185,17 @@ class TableParser {
         continue;
       }
       if (field.text.empty() || field.text == ".") {
-        fail("missing value" + (field.text.empty() ? std::string() : " " + in_quotes(field.text)) + "; every row needs " +
-             describe(role) + " (remove the column to draw it from the cohort's distribution)");
+        fail("missing value" + (field.text.empty() ? std::string() : " " + in_quotes(field.text)) +
+             "; every row needs " + describe(role) + " (remove the column to draw it from the cohort's distribution)");
       }
       if (role == Role::sex) {
         const std::optional<std::int8_t> female = read_sex(field.text);
-        if (!female && female_coded_as_number_) fail(in_quotes(field.text) + " is not a sex code; expected 1 (female) or 0 (male)");
+        if (!female && female_coded_as_number_)
+          fail(in_quotes(field.text) + " is not a sex code; expected 1 (female) or 0 (male)");
         if (!female) {
-          fail(in_quotes(field.text) + " is not a sex; expected F or M (or female or male); for 1/0 codes name the column "
-                                       "'female'");
+          fail(in_quotes(field.text) +
+               " is not a sex; expected F or M (or female or male); for 1/0 codes name the column "
+               "'female'");
         }
         table_.female.push_back(*female);
         continue;
@@ -202,10 +217,12 @@ class TableParser {
           table_.age_years.push_back(*value);
           break;
         case Role::baseline_madrs:
-          if (*value < 0.0 || *value > 60.0) fail("MADRS " + in_quotes(field.text) + " lies outside the scale's 0 to 60");
+          if (*value < 0.0 || *value > 60.0)
+            fail("MADRS " + in_quotes(field.text) + " lies outside the scale's 0 to 60");
           table_.baseline_madrs.push_back(*value);
           break;
-        default: break;
+        default:
+          break;
       }
     }
     ++table_.rows;
@@ -233,6 +250,8 @@ class TableParser {
 
 }  // namespace
 
-CovariateTable parse_covariate_table(std::string_view text, const std::string& file) { return TableParser(text, file).parse(); }
+CovariateTable parse_covariate_table(std::string_view text, const std::string& file) {
+  return TableParser(text, file).parse();
+}
 
 }  // namespace ketasim

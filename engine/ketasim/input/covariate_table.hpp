@@ -13,7 +13,7 @@ namespace ketasim {
 // One row per patient. A covariate the file has no column for is an empty vector: the cohort's
 // distribution for it applies.
 struct CovariateTable {
-  std::string file;                    // as resolved from the scenario, for messages
+  std::string file;  // as resolved from the scenario, for messages
   std::size_t rows = 0;
   std::vector<int> lines;              // [row]: the row's line in the file (1-based)
   std::vector<std::string> ids;        // [row]: the id column, if any (kept for messages only)

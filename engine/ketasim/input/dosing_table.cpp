@@ -11,8 +11,8 @@
 #include "ketasim/base/csv.hpp"
 #include "ketasim/base/errors.hpp"
 #include "ketasim/base/format.hpp"
-#include "ketasim/base/time.hpp"
 #include "ketasim/base/input_file.hpp"
+#include "ketasim/base/time.hpp"
 #include "ketasim/base/units.hpp"
 #include "ketasim/base/yaml_reader.hpp"
 
@@ -25,7 +25,6 @@ std::string upper(std::string text) {
                  [](unsigned char c) { return static_cast<char>(std::toupper(c)); });
   return text;
 }
-
 
 // ---------------------------------------------------------------------------------------------
 // Reading a dosing table
@@ -391,7 +390,8 @@ class TableReader {
       fail(line, Item::interval, "II " + format_shortest(hours) + " h is shorter than the time resolution of 1 ms");
     if (k_max > 0 && start + k_max * step > kMaxTimeTicks)
       fail(line, Item::additional,
-           "the last additional dose, at " + format_shortest(ticks_to_hours(start) + static_cast<double>(k_max) * hours) +
+           "the last additional dose, at " +
+               format_shortest(ticks_to_hours(start) + static_cast<double>(k_max) * hours) +
                " h, is beyond the limit of 100 years");
     if (doses_so_far + static_cast<std::size_t>(k_max) + 1 > static_cast<std::size_t>(kMaxDoseCount))
       fail(line, Item::additional, "more than " + std::to_string(kMaxDoseCount) + " doses for one ID");
@@ -441,6 +441,5 @@ DosingTable read_dosing_table(const std::string& path, const TableDoseTarget& ta
   const std::string text = read_text_file(path, "dosing table", kMaxTableFileBytes);
   return TableReader(path, text, target).read(ignored_columns);
 }
-
 
 }  // namespace ketasim

@@ -2,6 +2,7 @@
 // The typed, validated scenario: what a YAML scenario file means once it has been checked.
 // Every value is in base units (mg, kg, L, h; times as Ticks). Nothing downstream re-validates.
 
+#include <Eigen/Core>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -9,11 +10,9 @@
 #include <string>
 #include <vector>
 
-#include <Eigen/Core>
-
 #include "ketasim/base/errors.hpp"
-#include "ketasim/model/model_card.hpp"
 #include "ketasim/base/time.hpp"
+#include "ketasim/model/model_card.hpp"
 
 namespace ketasim {
 
@@ -30,8 +29,8 @@ struct DoseAmount {
 };
 
 struct WeeklySlot {
-  int weekday = 0;           // 0 = Monday ... 6 = Sunday
-  Ticks time_of_day = 0;     // from midnight
+  int weekday = 0;        // 0 = Monday ... 6 = Sunday
+  Ticks time_of_day = 0;  // from midnight
 
   Ticks time_in_week() const { return weekday * kTicksPerDay + time_of_day; }
 };
@@ -87,7 +86,7 @@ struct DosingTable {
 struct DosingRule {
   Route route = Route::iv_infusion;
   DoseDrug drug = DoseDrug::model_drug;
-  DoseAmount dose;  // 0 for a placebo given without an amount
+  DoseAmount dose;              // 0 for a placebo given without an amount
   Ticks infusion_duration = 0;  // > 0 for infusions, 0 for boluses
   ScheduleKind schedule = ScheduleKind::weekly;
   std::vector<WeeklySlot> weekly_slots;  // ScheduleKind::weekly, sorted by time in the week
@@ -98,10 +97,10 @@ struct DosingRule {
   // lies in [start, start + repeat_for), or the first `count` doses.
   std::optional<Ticks> repeat_for;
   std::optional<int> count;
-  std::optional<double> max_dose_mg;           // cap of weight-based doses (e.g. 0.5 mg/kg, at most 60 mg)
-  std::optional<AsNeeded> as_needed;           // ScheduleKind::as_needed
-  std::shared_ptr<const DosingTable> table;    // ScheduleKind::table
-  SourceLocation where;  // the rule's YAML node, for messages raised after loading
+  std::optional<double> max_dose_mg;         // cap of weight-based doses (e.g. 0.5 mg/kg, at most 60 mg)
+  std::optional<AsNeeded> as_needed;         // ScheduleKind::as_needed
+  std::shared_ptr<const DosingTable> table;  // ScheduleKind::table
+  SourceLocation where;                      // the rule's YAML node, for messages raised after loading
 
   // Upper bound of the doses this rule gives a subject over a grid ending at grid_end.
   std::size_t most_doses(Ticks grid_end) const;
@@ -181,8 +180,8 @@ struct Cohort {
   std::int64_t replicates = 1;
   std::int64_t subjects_per_replicate = 0;
   std::uint64_t seed = 0;
-  CovariateDistribution weight;                                           // kg
-  CovariateDistribution age = CovariateDistribution::constant(45.0);      // years
+  CovariateDistribution weight;                                       // kg
+  CovariateDistribution age = CovariateDistribution::constant(45.0);  // years
   double female_fraction = 0.5;
   // MADRS at baseline: TRD trials enrol at about 30-38 (e.g. Murrough 2013 and Singh 2016; an assumed
   // default, not fitted).
@@ -215,7 +214,6 @@ inline constexpr std::int64_t kMaxCohortSize = std::int64_t{1} << 40;
 // and written. (The longest time is kMaxTimeHours in time.hpp; the accepted dose amounts are
 // units.cpp's ranges of QuantityKind::drug_amount and dose_per_weight.)
 inline constexpr std::int64_t kMaxDoseCount = 1'000'000;
-
 
 // Per-subject metrics that can be selected in output.metrics (docs/model.md defines them).
 enum class Metric {
@@ -253,9 +251,15 @@ struct OutputSpec {
   // NAME` lists them); empty = metrics only (for very large cohorts). Unset: the model's
   // defaults (plasma of the dosed drug, effect site, dissociation, and the MADRS if it has one).
   std::optional<std::vector<std::string>> variables;
-  std::vector<Metric> metrics{Metric::cmax, Metric::auc, Metric::auc_per_week, Metric::peak_dissociation,
-                              Metric::time_above_dissociation, Metric::dissociation_burden, Metric::dosed,
-                              Metric::metabolites, Metric::response};
+  std::vector<Metric> metrics{Metric::cmax,
+                              Metric::auc,
+                              Metric::auc_per_week,
+                              Metric::peak_dissociation,
+                              Metric::time_above_dissociation,
+                              Metric::dissociation_burden,
+                              Metric::dosed,
+                              Metric::metabolites,
+                              Metric::response};
   double dissociation_threshold = 5.0;  // score points, for time_above_dissociation_h
   // MADRS assessments, as times after the start of the first session (e.g. 2 h, 1 d, 15 d).
   std::vector<Ticks> assessments{kTicksPerDay, 7 * kTicksPerDay, 14 * kTicksPerDay};

@@ -1,5 +1,6 @@
 #include "ketasim/input/scenario_loader.hpp"
 
+#include <Eigen/Cholesky>
 #include <algorithm>
 #include <array>
 #include <cctype>
@@ -7,24 +8,22 @@
 #include <filesystem>
 #include <memory>
 
-#include <Eigen/Cholesky>
-
-#include "ketasim/input/covariate_table.hpp"
 #include "ketasim/base/input_file.hpp"
-#include "ketasim/model/model.hpp"
-#include "ketasim/model/model_card.hpp"
-#include "ketasim/input/dosing_table.hpp"
 #include "ketasim/base/units.hpp"
 #include "ketasim/base/yaml_reader.hpp"
+#include "ketasim/input/covariate_table.hpp"
+#include "ketasim/input/dosing_table.hpp"
+#include "ketasim/model/model.hpp"
+#include "ketasim/model/model_card.hpp"
 
 namespace ketasim {
 
 namespace {
 
 namespace fs = std::filesystem;
+using yaml::in_quotes;
 using yaml::MapEntry;
 using yaml::NodeRef;
-using yaml::in_quotes;
 using yaml::trim;
 
 // Limits that keep every later computation in range (Ticks are int64 milliseconds): the shared
@@ -39,7 +38,9 @@ constexpr double kMinRelativeTolerance = 1e-14;
 constexpr double kMaxRelativeTolerance = 0.1;
 constexpr double kMinAbsoluteTolerance = 1e-20;
 
-std::string format_hours(Ticks ticks) { return yaml::format_number(ticks_to_hours(ticks)) + " h"; }
+std::string format_hours(Ticks ticks) {
+  return yaml::format_number(ticks_to_hours(ticks)) + " h";
+}
 
 bool equals_ignoring_case(std::string_view a, std::string_view b) {
   return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
@@ -80,7 +81,9 @@ Ticks to_ticks(const NodeRef& node, const std::string& text, Sign sign) {
   return ticks;
 }
 
-Ticks read_duration(const NodeRef& node) { return to_ticks(node, node.scalar(describe(dim::time)), Sign::positive); }
+Ticks read_duration(const NodeRef& node) {
+  return to_ticks(node, node.scalar(describe(dim::time)), Sign::positive);
+}
 Ticks read_time_point(const NodeRef& node) {
   return to_ticks(node, node.scalar(describe(dim::time)), Sign::non_negative);
 }
@@ -100,8 +103,8 @@ Enum read_choice(const NodeRef& node, const std::array<Enum, N>& choices, std::s
 
 // A list of choices in which each may appear once; a repeat names where it first appeared.
 template <class Enum, std::size_t N>
-std::vector<Enum> read_unique_choices(const NodeRef& node, const std::array<Enum, N>& choices, std::string_view list_what,
-                                      std::string_view item_what) {
+std::vector<Enum> read_unique_choices(const NodeRef& node, const std::array<Enum, N>& choices,
+                                      std::string_view list_what, std::string_view item_what) {
   const auto items = node.items(std::string(list_what));
   std::vector<Enum> chosen;
   for (std::size_t i = 0; i < items.size(); ++i) {
@@ -132,8 +135,7 @@ const ParameterSpec& card_parameter(const ModelCard& card, const MapEntry& entry
     const auto names = parameter_names(card);
     throw ScenarioError(entry.key_where, entry.value.path,
                         in_quotes(entry.key) + " is not a parameter of model " + in_quotes(card.name) +
-                            yaml::did_you_mean(entry.key, names) + "; expected " +
-                            yaml::join_alternatives(names));
+                            yaml::did_you_mean(entry.key, names) + "; expected " + yaml::join_alternatives(names));
   }
   return card.parameters[static_cast<std::size_t>(index)];
 }
@@ -186,12 +188,14 @@ void forbid_keys(const NodeRef& node, const std::vector<std::string>& keys, cons
 // A covariate: a fixed value ("70 kg") or a truncated normal distribution. `read` turns a node
 // into a value in the covariate's unit (kg, years, points); `example` shows the expected form.
 struct CovariateKind {
-  const char* what;      // "a body weight"
-  const char* example;   // "80 kg"
+  const char* what;                      // "a body weight"
+  const char* example;                   // "80 kg"
   double (*read)(const NodeRef&, Sign);  // a value (positive where the covariate must be) or a spread (non-negative)
 };
 
-double read_body_weight(const NodeRef& node, Sign sign) { return read_quantity(node, QuantityKind::body_weight, sign); }
+double read_body_weight(const NodeRef& node, Sign sign) {
+  return read_quantity(node, QuantityKind::body_weight, sign);
+}
 double read_age(const NodeRef& node, Sign) {
   // An age is a time, but "expected a duration (e.g. 40 min)" would mislead: say what is meant.
   const std::string text = node.scalar("an age (e.g. 45 y)");
@@ -211,18 +215,22 @@ CovariateDistribution read_covariate(const NodeRef& node, const CovariateKind& c
   const std::string example = covariate.example;
   CovariateDistribution distribution;
   if (node.is_scalar()) return CovariateDistribution::constant(covariate.read(node, Sign::positive));
-  node.expect_map(std::string(covariate.what) + " (e.g. " + example + ") or a distribution (e.g. {distribution: normal, mean: " +
-                  example + ", sd: ..., min: ..., max: ...})");
+  node.expect_map(std::string(covariate.what) + " (e.g. " + example +
+                  ") or a distribution (e.g. {distribution: normal, mean: " + example +
+                  ", sd: ..., min: ..., max: ...})");
   node.check_keys({"distribution", "value", "mean", "sd", "min", "max"});
   const NodeRef kind_node = node.require("distribution", "normal or fixed");
   const std::string kind = kind_node.scalar("a distribution name");
   if (kind == "fixed") {
-    forbid_keys(node, {"mean", "sd", "min", "max"}, "does not apply to distribution 'fixed' (give value: " + example + ")");
-    return CovariateDistribution::constant(covariate.read(node.require("value", "e.g. value: " + example), Sign::positive));
+    forbid_keys(node, {"mean", "sd", "min", "max"},
+                "does not apply to distribution 'fixed' (give value: " + example + ")");
+    return CovariateDistribution::constant(
+        covariate.read(node.require("value", "e.g. value: " + example), Sign::positive));
   }
   if (kind != "normal") {
     const std::vector<std::string> kinds{"normal", "fixed"};
-    kind_node.fail("unknown distribution " + in_quotes(kind) + yaml::did_you_mean(kind, kinds) + "; expected normal or fixed");
+    kind_node.fail("unknown distribution " + in_quotes(kind) + yaml::did_you_mean(kind, kinds) +
+                   "; expected normal or fixed");
   }
   forbid_keys(node, {"value"}, "does not apply to distribution 'normal' (give mean, sd, min and max)");
   distribution.kind = CovariateDistribution::Kind::truncated_normal;
@@ -304,8 +312,9 @@ void read_correlation(const NodeRef& node, Variability& variability) {
   }
   const Eigen::LLT<Eigen::MatrixXd> cholesky(matrix);
   if (cholesky.info() != Eigen::Success) {
-    matrix_node.fail("the correlation matrix is not positive definite (its correlations are inconsistent, or "
-                     "some are +-1)");
+    matrix_node.fail(
+        "the correlation matrix is not positive definite (its correlations are inconsistent, or "
+        "some are +-1)");
   }
   for (std::size_t r = 0; r < n; ++r) {
     for (std::size_t c = 0; c < n; ++c) {
@@ -328,8 +337,9 @@ OccasionVariability read_occasion_variability(const NodeRef& node, const ModelCa
     if (cv < 0.0 || cv > kMaxCv) entry.value.fail(entry.value.kind() + " lies outside the accepted range 0% to 500%");
     const std::string problem = occasion_variability_problem(model, typical, card.index_of(spec.name), nullptr);
     if (!problem.empty())
-      entry.value.fail("occasion variability on " + spec.name + " is not supported: " + problem +
-                       "; it is supported on parameters of the dynamics only (clearances, rate constants, e.g. CL, Q, ke0)");
+      entry.value.fail(
+          "occasion variability on " + spec.name + " is not supported: " + problem +
+          "; it is supported on parameters of the dynamics only (clearances, rate constants, e.g. CL, Q, ke0)");
     occasions.parameters.push_back(spec.name);
     occasions.cv.push_back(cv);
   }
@@ -396,22 +406,27 @@ const std::array<CorrelatableCovariate, 3> kCorrelatable{{
 // One side of a pair such as "weight~age": the covariate's index, or a failure at the key.
 std::size_t correlated_covariate(const MapEntry& entry, std::string_view name, const Cohort& cohort,
                                  const std::vector<std::string>& given_keys) {
-  const auto fail = [&entry](const std::string& message) { throw ScenarioError(entry.key_where, entry.value.path, message); };
+  const auto fail = [&entry](const std::string& message) {
+    throw ScenarioError(entry.key_where, entry.value.path, message);
+  };
   const std::string text(trim(name));
-  if (equals_ignoring_case(text, "sex") || equals_ignoring_case(text, "female") || equals_ignoring_case(text, "female_fraction"))
-    fail(in_quotes(text) + " cannot be correlated: sex is drawn on its own (female_fraction); expected weight, age or baseline_madrs");
+  if (equals_ignoring_case(text, "sex") || equals_ignoring_case(text, "female") ||
+      equals_ignoring_case(text, "female_fraction"))
+    fail(in_quotes(text) +
+         " cannot be correlated: sex is drawn on its own (female_fraction); expected weight, age or baseline_madrs");
   for (std::size_t k = 0; k < kCorrelatable.size(); ++k) {
     const CorrelatableCovariate& covariate = kCorrelatable[k];
     if (text != covariate.name && text != covariate.alias) continue;
     if (cohort.table && ((*cohort.table).*covariate.in_table)()) {
-      fail(in_quotes(text) + " is read from " + cohort.table->file + " (column " + (*cohort.table).*covariate.table_column +
-           "); only covariates drawn from a distribution can be correlated");
+      fail(in_quotes(text) + " is read from " + cohort.table->file + " (column " +
+           (*cohort.table).*covariate.table_column + "); only covariates drawn from a distribution can be correlated");
     }
     const CovariateDistribution& distribution = cohort.*covariate.distribution;
     if (distribution.kind == CovariateDistribution::Kind::fixed || distribution.sd == 0.0) {
       const bool given = std::find(given_keys.begin(), given_keys.end(), covariate.name) != given_keys.end();
-      const std::string why = given ? "cohort." + std::string(covariate.name) + " has no spread"
-                                    : "cohort." + std::string(covariate.name) + " is not given, and its default is fixed";
+      const std::string why = given
+                                  ? "cohort." + std::string(covariate.name) + " has no spread"
+                                  : "cohort." + std::string(covariate.name) + " is not given, and its default is fixed";
       fail(in_quotes(text) + " is the same for every subject (" + why +
            ") and cannot be correlated; give it a distribution {distribution: normal, mean, sd > 0, min, max}");
     }
@@ -426,7 +441,8 @@ std::size_t correlated_covariate(const MapEntry& entry, std::string_view name, c
 
 // cohort.correlations: {weight~age: 0.2, age~baseline_madrs: -0.1} -> the 3 x 3 correlation of
 // weight, age and baseline MADRS, 0 for pairs not given.
-Eigen::MatrixXd read_covariate_correlations(const NodeRef& node, const Cohort& cohort, const std::vector<std::string>& given_keys) {
+Eigen::MatrixXd read_covariate_correlations(const NodeRef& node, const Cohort& cohort,
+                                            const std::vector<std::string>& given_keys) {
   const std::string example = "e.g. {weight~age: 0.2, age~baseline_madrs: -0.1}";
   node.expect_map("a map of covariate pairs and their correlations, " + example);
   const auto entries = node.entries();
@@ -437,34 +453,39 @@ Eigen::MatrixXd read_covariate_correlations(const NodeRef& node, const Cohort& c
   for (const MapEntry& entry : entries) {
     const std::size_t tilde = entry.key.find('~');
     if (tilde == std::string::npos || entry.key.find('~', tilde + 1) != std::string::npos) {
-      throw ScenarioError(entry.key_where, entry.value.path,
-                          in_quotes(entry.key) + " is not a pair of two covariates joined by '~'; expected e.g. weight~age");
+      throw ScenarioError(
+          entry.key_where, entry.value.path,
+          in_quotes(entry.key) + " is not a pair of two covariates joined by '~'; expected e.g. weight~age");
     }
     const std::string_view key(entry.key);
     const std::size_t a = correlated_covariate(entry, key.substr(0, tilde), cohort, given_keys);
     const std::size_t b = correlated_covariate(entry, key.substr(tilde + 1), cohort, given_keys);
-    if (a == b) throw ScenarioError(entry.key_where, entry.value.path, in_quotes(entry.key) + " pairs a covariate with itself");
+    if (a == b)
+      throw ScenarioError(entry.key_where, entry.value.path, in_quotes(entry.key) + " pairs a covariate with itself");
     if (!given_at[a][b].empty()) {
       throw ScenarioError(entry.key_where, entry.value.path,
                           "the pair " + in_quotes(entry.key) + " is given twice (also at " + given_at[a][b] + ")");
     }
     const double r = entry.value.as_number();
-    if (!(std::fabs(r) < 1.0)) entry.value.fail("correlation " + entry.value.kind() + " must lie strictly between -1 and 1");
+    if (!(std::fabs(r) < 1.0))
+      entry.value.fail("correlation " + entry.value.kind() + " must lie strictly between -1 and 1");
     const auto row = static_cast<Eigen::Index>(a), column = static_cast<Eigen::Index>(b);
     correlation(row, column) = correlation(column, row) = r;
     given_at[a][b] = given_at[b][a] = entry.value.path;
   }
   const Eigen::LLT<Eigen::MatrixXd> cholesky(correlation);
   if (cholesky.info() != Eigen::Success) {
-    node.fail("these correlations cannot occur together: the correlation matrix of weight, age and baseline_madrs is "
-              "not positive definite (pairs not given count as 0)");
+    node.fail(
+        "these correlations cannot occur together: the correlation matrix of weight, age and baseline_madrs is "
+        "not positive definite (pairs not given count as 0)");
   }
   return correlation;
 }
 
 Cohort read_cohort(const NodeRef& node, const ModelCard& card, const fs::path& scenario_directory) {
-  node.expect_map("a map of cohort settings (size, seed, weight, age, female_fraction, baseline_madrs, variability, "
-                  "correlations, from_csv, replicates, occasion_variability)");
+  node.expect_map(
+      "a map of cohort settings (size, seed, weight, age, female_fraction, baseline_madrs, variability, "
+      "correlations, from_csv, replicates, occasion_variability)");
   node.check_keys({"size", "seed", "weight", "age", "female_fraction", "baseline_madrs", "variability", "correlations",
                    "from_csv", "replicates", "occasion_variability"});
   std::vector<std::string> given_keys;
@@ -473,7 +494,8 @@ Cohort read_cohort(const NodeRef& node, const ModelCard& card, const fs::path& s
   if (const auto from_csv = node.find("from_csv")) cohort.table = read_cohort_table(*from_csv, scenario_directory);
   std::int64_t per_replicate = 0;
   if (node.find("size") || !cohort.table) {
-    per_replicate = node.require("size", "the number of subjects per arm, e.g. size: 1000").as_integer(1, kMaxCohortSize);
+    per_replicate =
+        node.require("size", "the number of subjects per arm, e.g. size: 1000").as_integer(1, kMaxCohortSize);
     cohort.table_rows = Cohort::TableRows::resample;  // matters only with a table
   } else {
     if (cohort.table->rows > static_cast<std::size_t>(kMaxCohortSize))
@@ -491,20 +513,25 @@ Cohort read_cohort(const NodeRef& node, const ModelCard& card, const fs::path& s
   cohort.subjects_per_replicate = per_replicate;
   cohort.size = per_replicate * cohort.replicates;
   cohort.seed = node.require("seed", "a non-negative integer that fixes the random draws, e.g. seed: 42").as_unsigned();
-  const std::string weight_example = "e.g. weight: 70 kg, or weight: {distribution: normal, mean: 80 kg, sd: 15 kg, min: 45 kg, max: 150 kg}";
+  const std::string weight_example =
+      "e.g. weight: 70 kg, or weight: {distribution: normal, mean: 80 kg, sd: 15 kg, min: 45 kg, max: 150 kg}";
   if (const auto weight = node.find("weight")) {
     cohort.weight = read_covariate(*weight, kWeight);
   } else if (!cohort.table || !cohort.table->has_weight()) {
-    node.require("weight", cohort.table ? weight_example + "; " + cohort.table->file + " has no weight column (weight_kg or WT)"
-                                        : weight_example);
+    node.require("weight", cohort.table
+                               ? weight_example + "; " + cohort.table->file + " has no weight column (weight_kg or WT)"
+                               : weight_example);
   }
   if (const auto age = node.find("age")) cohort.age = read_covariate(*age, kAge);
-  if (const auto baseline = node.find("baseline_madrs")) cohort.baseline_madrs = read_covariate(*baseline, kBaselineMadrs);
+  if (const auto baseline = node.find("baseline_madrs"))
+    cohort.baseline_madrs = read_covariate(*baseline, kBaselineMadrs);
   if (const auto female = node.find("female_fraction")) {
     cohort.female_fraction = female->as_percentage();
-    if (cohort.female_fraction < 0.0 || cohort.female_fraction > 1.0) female->fail(female->kind() + " lies outside 0% to 100%");
+    if (cohort.female_fraction < 0.0 || cohort.female_fraction > 1.0)
+      female->fail(female->kind() + " lies outside 0% to 100%");
   }
-  if (const auto occasions = node.find("occasion_variability")) cohort.occasion_variability = read_occasion_variability(*occasions, card);
+  if (const auto occasions = node.find("occasion_variability"))
+    cohort.occasion_variability = read_occasion_variability(*occasions, card);
   if (const auto variability = node.find("variability")) {
     cohort.variability = read_variability(*variability, card);
   } else {
@@ -519,7 +546,6 @@ Cohort read_cohort(const NodeRef& node, const ModelCard& card, const fs::path& s
 // arms
 
 constexpr std::array<const char*, 7> kWeekdays{"Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"};
-
 
 // "Fri 09:00".
 std::string format_slot(const WeeklySlot& slot) {
@@ -644,11 +670,16 @@ DoseAmount read_dose(const NodeRef& node) {
 
 std::string schedule_name(ScheduleKind kind) {
   switch (kind) {
-    case ScheduleKind::weekly: return "weekly";
-    case ScheduleKind::interval: return "interval";
-    case ScheduleKind::explicit_times: return "explicit";
-    case ScheduleKind::as_needed: return "as-needed";
-    case ScheduleKind::table: return "table";
+    case ScheduleKind::weekly:
+      return "weekly";
+    case ScheduleKind::interval:
+      return "interval";
+    case ScheduleKind::explicit_times:
+      return "explicit";
+    case ScheduleKind::as_needed:
+      return "as-needed";
+    case ScheduleKind::table:
+      return "table";
   }
   return "unknown";
 }
@@ -660,15 +691,15 @@ void read_repeat_bounds(const NodeRef& node, DosingRule& rule) {
   if (rule.schedule == ScheduleKind::explicit_times) {
     for (const auto* bound : {&repeat_for, &count}) {
       if (*bound) {
-        (*bound)->fail("'for' and 'count' do not apply to an explicit {at: [...]} schedule, whose doses are "
-                       "listed; remove the key");
+        (*bound)->fail(
+            "'for' and 'count' do not apply to an explicit {at: [...]} schedule, whose doses are "
+            "listed; remove the key");
       }
     }
     return;
   }
   const std::string name = schedule_name(rule.schedule);
-  if (repeat_for && count)
-    count->fail("give either 'for' or 'count' for a " + name + " schedule, not both");
+  if (repeat_for && count) count->fail("give either 'for' or 'count' for a " + name + " schedule, not both");
   if (!repeat_for && !count) {
     node.fail((name == "interval" ? "an " : "a ") + name +
               " schedule needs 'for' (e.g. for: 3 weeks) or 'count' (e.g. count: 6) to say when dosing stops");
@@ -702,7 +733,8 @@ DoseDrug read_dose_drug(const NodeRef& node, const ModelCard& card) {
   if (text == "midazolam" || text == "active_placebo") return DoseDrug::active_placebo;
   const std::vector<std::string> names{card.drug, "placebo", "saline", "midazolam", "active_placebo"};
   node.fail("unknown drug " + in_quotes(text) + yaml::did_you_mean(text, names) + "; model " + in_quotes(card.name) +
-            " doses " + in_quotes(card.drug) + ", and a session may give placebo (saline) or midazolam (active placebo)");
+            " doses " + in_quotes(card.drug) +
+            ", and a session may give placebo (saline) or midazolam (active placebo)");
 }
 
 // max_dose: the cap of a weight-based dose.
@@ -730,16 +762,20 @@ void read_dose_part(const NodeRef& node, const ModelCard& card, DosingRule& rule
   const bool gives_drug = rule.drug == DoseDrug::model_drug;
   if (gives_drug) {
     if (rule.route == Route::intranasal && !card.routes.intranasal)
-      route.fail("model " + in_quotes(card.name) + " has no intranasal route (see `ketasim models show " + card.name + "`)");
+      route.fail("model " + in_quotes(card.name) + " has no intranasal route (see `ketasim models show " + card.name +
+                 "`)");
     if (rule.route != Route::intranasal && !card.routes.iv)
       route.fail("model " + in_quotes(card.name) + " has no intravenous route");
   }
   if (amount_from_table) {
     for (const char* key : {"dose", "max_dose", "infusion_duration"})
       if (const auto given = node.find(key))
-        given->fail(std::string("the amounts and durations of a dosing table come from its AMT and RATE (or DUR) columns; remove '") +
-                    key + "'");
-    if (rule.route == Route::intranasal) route.fail("a dosing table gives intravenous doses; use route: iv_infusion or iv_bolus");
+        given->fail(
+            std::string(
+                "the amounts and durations of a dosing table come from its AMT and RATE (or DUR) columns; remove '") +
+            key + "'");
+    if (rule.route == Route::intranasal)
+      route.fail("a dosing table gives intravenous doses; use route: iv_infusion or iv_bolus");
     return;
   }
   if (gives_drug) {
@@ -753,7 +789,8 @@ void read_dose_part(const NodeRef& node, const ModelCard& card, DosingRule& rule
     rule.infusion_duration =
         read_duration(node.require("infusion_duration", "an iv_infusion needs its duration, e.g. 40 min"));
   } else if (const auto duration = node.find("infusion_duration")) {
-    duration->fail("an " + to_string(rule.route) + " dose has no infusion_duration; remove the key or use route: iv_infusion");
+    duration->fail("an " + to_string(rule.route) +
+                   " dose has no infusion_duration; remove the key or use route: iv_infusion");
   }
 }
 
@@ -768,24 +805,27 @@ AsNeeded read_as_needed(const NodeRef& node, const ModelCard& card) {
   const auto below = node.find("improvement_below");
   if (above && below) below->fail("give either madrs_above or improvement_below, not both");
   if (!above && !below)
-    node.fail("as-needed dosing needs a threshold: madrs_above (e.g. 22: MADRS points) or improvement_below (e.g. 50%: "
-              "the improvement from baseline)");
+    node.fail(
+        "as-needed dosing needs a threshold: madrs_above (e.g. 22: MADRS points) or improvement_below (e.g. 50%: "
+        "the improvement from baseline)");
   if (above) {
     rule.threshold = AsNeeded::Threshold::madrs_above;
     rule.value = above->as_number();
-    if (!(rule.value >= 0.0 && rule.value < 60.0)) above->fail("expected a MADRS score in [0, 60), found " + above->kind());
+    if (!(rule.value >= 0.0 && rule.value < 60.0))
+      above->fail("expected a MADRS score in [0, 60), found " + above->kind());
   } else {
     rule.threshold = AsNeeded::Threshold::improvement_below;
     rule.value = below->as_percentage();
-    if (!(rule.value > 0.0 && rule.value <= 1.0)) below->fail("expected an improvement in (0%, 100%], found " + below->kind());
+    if (!(rule.value > 0.0 && rule.value <= 1.0))
+      below->fail("expected an improvement in (0%, 100%], found " + below->kind());
   }
   if (const auto from = node.find("from")) rule.from = read_time_point(*from);
   if (const auto until = node.find("until")) {
     rule.until = read_time_point(*until);
     if (*rule.until <= rule.from) until->fail("until (" + until->kind() + ") must come after from");
   }
-  rule.min_interval = read_duration(
-      node.require("min_interval", "the shortest time between two sessions, e.g. min_interval: 7 d"));
+  rule.min_interval =
+      read_duration(node.require("min_interval", "the shortest time between two sessions, e.g. min_interval: 7 d"));
   if (const auto most = node.find("max_doses")) rule.max_doses = static_cast<int>(most->as_integer(1, kMaxDoseCount));
   if (const auto delay = node.find("delay")) rule.delay = read_time_point(*delay);
   if (const auto slots = node.find("slots")) {
@@ -803,7 +843,9 @@ AsNeeded read_as_needed(const NodeRef& node, const ModelCard& card) {
 Ticks schedule_end(const DosingRule& rule) {
   Ticks last_start = rule.start;
   switch (rule.schedule) {
-    case ScheduleKind::explicit_times: last_start += rule.explicit_times.back(); break;
+    case ScheduleKind::explicit_times:
+      last_start += rule.explicit_times.back();
+      break;
     case ScheduleKind::interval:
       last_start += rule.count ? (*rule.count - 1) * rule.interval : *rule.repeat_for;
       break;
@@ -811,13 +853,15 @@ Ticks schedule_end(const DosingRule& rule) {
       if (rule.count) {
         const auto slots = static_cast<std::int64_t>(rule.weekly_slots.size());
         const std::int64_t last = *rule.count - 1;
-        last_start += last / slots * kTicksPerWeek + rule.weekly_slots[static_cast<std::size_t>(last % slots)].time_in_week();
+        last_start +=
+            last / slots * kTicksPerWeek + rule.weekly_slots[static_cast<std::size_t>(last % slots)].time_in_week();
       } else {
         last_start += *rule.repeat_for;
       }
       break;
     case ScheduleKind::as_needed:
-    case ScheduleKind::table: break;
+    case ScheduleKind::table:
+      break;
   }
   return last_start + rule.infusion_duration;
 }
@@ -857,7 +901,8 @@ std::vector<DosingRule> read_phases(const NodeRef& node, const DosingRule& base,
     // A phase may change the amount (e.g. 56 mg then 84 mg); route and duration stay the rule's.
     if (const auto dose = item.find("dose")) {
       rule.dose = read_dose(*dose);
-      if (rule.route == Route::intranasal && rule.drug == DoseDrug::model_drug) check_intranasal_devices(*dose, rule.dose, card);
+      if (rule.route == Route::intranasal && rule.drug == DoseDrug::model_drug)
+        check_intranasal_devices(*dose, rule.dose, card);
     }
     if (const auto cap = item.find("max_dose")) rule.max_dose_mg = read_max_dose(*cap, rule.dose);
     rule.start = start;
@@ -905,13 +950,15 @@ std::shared_ptr<const DosingTable> read_doses_from(const NodeRef& node, const Mo
     node.check_keys({"file", "ignore_columns"});
     file = node.require("file", expected).scalar(expected);
     if (const auto list = node.find("ignore_columns"))
-      for (const NodeRef& item : list->items("a list of column names, e.g. [WT, STUDY]")) ignored.push_back(item.scalar("a column name"));
+      for (const NodeRef& item : list->items("a list of column names, e.g. [WT, STUDY]"))
+        ignored.push_back(item.scalar("a column name"));
   } else {
     file = node.scalar(expected + ", or {file: PATH, ignore_columns: [NAMES]}");
   }
   const fs::path path = fs::path(file).is_absolute() ? fs::path(file) : fs::path(scenario_dir) / file;
   try {
-    return std::make_shared<const DosingTable>(read_dosing_table(path.string(), table_dose_target(card, rule), ignored));
+    return std::make_shared<const DosingTable>(
+        read_dosing_table(path.string(), table_dose_target(card, rule), ignored));
   } catch (const Error& error) {  // unreadable or malformed: reported at the key that names it
     node.fail(error.what());
   }
@@ -921,8 +968,8 @@ std::shared_ptr<const DosingTable> read_doses_from(const NodeRef& node, const Mo
 // needed, or per subject from a dosing table. Phases expand into one rule each.
 std::vector<DosingRule> read_rule(const NodeRef& node, const ModelCard& card, const std::string& scenario_dir) {
   node.expect_map("a dosing rule (a map with route, dose, infusion_duration, schedule, ...)");
-  node.check_keys({"route", "drug", "dose", "max_dose", "infusion_duration", "schedule", "start", "for", "count", "phases",
-                   "as_needed", "doses_from"});
+  node.check_keys({"route", "drug", "dose", "max_dose", "infusion_duration", "schedule", "start", "for", "count",
+                   "phases", "as_needed", "doses_from"});
   DosingRule rule;
   rule.where = node.where;
   const std::vector<std::string> timings{"schedule", "phases", "as_needed", "doses_from"};
@@ -931,7 +978,8 @@ std::vector<DosingRule> read_rule(const NodeRef& node, const ModelCard& card, co
     if (const auto found = node.find(key)) given.push_back(*found);
   if (given.empty())
     node.fail("a dosing rule needs one of schedule (e.g. [Mon 09:00, Thu 09:00]), phases, as_needed or doses_from");
-  if (given.size() > 1) given[1].fail("a dosing rule takes one of schedule, phases, as_needed or doses_from; this one has several");
+  if (given.size() > 1)
+    given[1].fail("a dosing rule takes one of schedule, phases, as_needed or doses_from; this one has several");
   const auto doses_from = node.find("doses_from");
   read_dose_part(node, card, rule, doses_from.has_value());
   if (node.find("schedule")) {
@@ -945,7 +993,8 @@ std::vector<DosingRule> read_rule(const NodeRef& node, const ModelCard& card, co
     if (const auto start = node.find("start")) rule.start = read_time_point(*start);
     return read_phases(*phases, rule, card);
   }
-  if (const auto start = node.find("start")) start->fail("an as-needed rule or a dosing table has no start; remove the key");
+  if (const auto start = node.find("start"))
+    start->fail("an as-needed rule or a dosing table has no start; remove the key");
   if (const auto as_needed = node.find("as_needed")) {
     rule.schedule = ScheduleKind::as_needed;
     rule.as_needed = read_as_needed(*as_needed, card);
@@ -972,7 +1021,8 @@ void read_price(const NodeRef& node, Arm& arm) {
   const std::string expected = "a price per session in USD, e.g. 600, or a range [400, 800]";
   if (node.is_sequence()) {
     const auto items = node.items(expected);
-    if (items.size() != 2) node.fail("expected two prices [low, high], found " + std::to_string(items.size()) + " values");
+    if (items.size() != 2)
+      node.fail("expected two prices [low, high], found " + std::to_string(items.size()) + " values");
     arm.price_low_usd = items[0].as_number();
     arm.price_high_usd = items[1].as_number();
   } else {
@@ -989,7 +1039,8 @@ std::vector<Arm> read_arms(const NodeRef& node, const ModelCard& card, const std
   std::vector<std::string> name_paths;
   for (const auto& item : items) {
     item.expect_map("an arm (a map with name and regimen)");
-    item.check_keys({"name", "model", "regimen", "oral_antidepressant", "missed_session_probability", "price_per_session"});
+    item.check_keys(
+        {"name", "model", "regimen", "oral_antidepressant", "missed_session_probability", "price_per_session"});
     const NodeRef name_node = item.require("name", "e.g. name: twice_weekly");
     Arm arm;
     arm.name = name_node.scalar("an arm name");
@@ -1062,16 +1113,19 @@ ObservationSpec read_observations(const NodeRef& node, const ModelCard& card, co
   for (std::size_t i = 0; i < times.size(); ++i) {
     const Ticks t = read_time_point(times[i]);
     if (i > 0 && t <= spec.times.back())
-      times[i].fail("sampling times must be in ascending order without repeats: " + times[i].kind() + " follows " + times[i - 1].kind());
+      times[i].fail("sampling times must be in ascending order without repeats: " + times[i].kind() + " follows " +
+                    times[i - 1].kind());
     if (t > output.grid_end - output.grid_end % output.grid_step)
-      times[i].fail("sampling time " + times[i].kind() + " lies after the end of the output grid (" + format_hours(output.grid_end) + ")");
+      times[i].fail("sampling time " + times[i].kind() + " lies after the end of the output grid (" +
+                    format_hours(output.grid_end) + ")");
     spec.times.push_back(t);
   }
   const Model model(card);
   std::vector<std::string> names;
   for (const ModelOutput& known : model.outputs()) names.push_back(known.name);
-  const auto variables = node.require("variables", "e.g. variables: [{name: plasma_ketamine, error: {proportional: 20%}}]")
-                             .items("observed variables");
+  const auto variables =
+      node.require("variables", "e.g. variables: [{name: plasma_ketamine, error: {proportional: 20%}}]")
+          .items("observed variables");
   if (variables.empty()) node.fail("observations lists no variables");
   for (const NodeRef& item : variables) {
     item.expect_map("{name: plasma_ketamine, error: {proportional: 20%, additive: 1}}");
@@ -1081,11 +1135,13 @@ ObservationSpec read_observations(const NodeRef& node, const ModelCard& card, co
     variable.name = name.scalar("a model output");
     const ModelOutput* known = model.find_output(variable.name);
     if (!known)
-      name.fail("model " + in_quotes(card.name) + " has no output " + in_quotes(variable.name) + yaml::did_you_mean(variable.name, names));
+      name.fail("model " + in_quotes(card.name) + " has no output " + in_quotes(variable.name) +
+                yaml::did_you_mean(variable.name, names));
     for (const ObservedVariable& earlier : spec.variables)
       if (earlier.name == variable.name) name.fail(name.kind() + " is listed twice");
     if (const auto error = item.find("error")) {
-      error->expect_map("{proportional: 20%, additive: 1} (additive in " + (known->unit.empty() ? std::string("score points") : known->unit) + ")");
+      error->expect_map("{proportional: 20%, additive: 1} (additive in " +
+                        (known->unit.empty() ? std::string("score points") : known->unit) + ")");
       error->check_keys({"proportional", "additive"});
       if (const auto proportional = error->find("proportional")) {
         variable.proportional = proportional->as_percentage();
@@ -1102,9 +1158,11 @@ ObservationSpec read_observations(const NodeRef& node, const ModelCard& card, co
 }
 
 OutputSpec read_output(const NodeRef& node, const ModelCard& card) {
-  node.expect_map("a map of output settings (grid, variables, metrics, dissociation_threshold, assessments, "
-                  "response); remove the key for defaults");
-  node.check_keys({"grid", "variables", "metrics", "dissociation_threshold", "assessments", "response", "observations"});
+  node.expect_map(
+      "a map of output settings (grid, variables, metrics, dissociation_threshold, assessments, "
+      "response); remove the key for defaults");
+  node.check_keys(
+      {"grid", "variables", "metrics", "dissociation_threshold", "assessments", "response", "observations"});
   OutputSpec output;
   if (const auto grid = node.find("grid")) read_grid(*grid, output);
   if (const auto variables = node.find("variables")) {
@@ -1117,22 +1175,24 @@ OutputSpec read_output(const NodeRef& node, const ModelCard& card) {
     for (std::size_t i = 0; i < items.size(); ++i) {
       const std::string name = items[i].scalar("an output variable");
       if (!model.find_output(name)) {
-        items[i].fail("model " + in_quotes(card.name) + " has no output " + in_quotes(name) + yaml::did_you_mean(name, names) +
-                      "; expected " + yaml::join_alternatives(names));
+        items[i].fail("model " + in_quotes(card.name) + " has no output " + in_quotes(name) +
+                      yaml::did_you_mean(name, names) + "; expected " + yaml::join_alternatives(names));
       }
       const auto earlier = std::find(chosen.begin(), chosen.end(), name);
       if (earlier != chosen.end())
-        items[i].fail(items[i].kind() + " is listed twice (also at " + items[static_cast<std::size_t>(earlier - chosen.begin())].path + ")");
+        items[i].fail(items[i].kind() + " is listed twice (also at " +
+                      items[static_cast<std::size_t>(earlier - chosen.begin())].path + ")");
       chosen.push_back(name);
     }
     output.variables = chosen;
   }
   if (const auto metrics = node.find("metrics")) {
-    output.metrics = read_unique_choices(*metrics,
-                                         std::array{Metric::cmax, Metric::auc, Metric::auc_per_week, Metric::peak_dissociation,
-                                                    Metric::time_above_dissociation, Metric::dissociation_burden, Metric::dosed, Metric::metabolites,
-                                                    Metric::response, Metric::mass_balance},
-                                         "per-subject metrics (e.g. [cmax, auc, peak_dissociation])", "metric");
+    output.metrics =
+        read_unique_choices(*metrics,
+                            std::array{Metric::cmax, Metric::auc, Metric::auc_per_week, Metric::peak_dissociation,
+                                       Metric::time_above_dissociation, Metric::dissociation_burden, Metric::dosed,
+                                       Metric::metabolites, Metric::response, Metric::mass_balance},
+                            "per-subject metrics (e.g. [cmax, auc, peak_dissociation])", "metric");
   }
   if (const auto threshold = node.find("dissociation_threshold")) {
     output.dissociation_threshold = threshold->as_number();
@@ -1144,7 +1204,8 @@ OutputSpec read_output(const NodeRef& node, const ModelCard& card) {
     for (std::size_t i = 0; i < items.size(); ++i) {
       const Ticks t = read_time_point(items[i]);
       if (i > 0 && t <= output.assessments.back())
-        items[i].fail("assessment times must be in ascending order without repeats: " + items[i].kind() + " follows " + items[i - 1].kind());
+        items[i].fail("assessment times must be in ascending order without repeats: " + items[i].kind() + " follows " +
+                      items[i - 1].kind());
       output.assessments.push_back(t);
     }
   }
@@ -1153,11 +1214,14 @@ OutputSpec read_output(const NodeRef& node, const ModelCard& card) {
     response->check_keys({"fraction", "remission_at_or_below"});
     if (const auto fraction = response->find("fraction")) {
       output.response_fraction = fraction->as_percentage();
-      if (!(output.response_fraction > 0.0 && output.response_fraction < 1.0)) fraction->fail(fraction->kind() + " must lie strictly between 0% and 100%");
+      if (!(output.response_fraction > 0.0 && output.response_fraction < 1.0))
+        fraction->fail(fraction->kind() + " must lie strictly between 0% and 100%");
     }
-    if (const auto remission = response->find("remission_at_or_below")) output.remission_threshold = read_score(*remission);
+    if (const auto remission = response->find("remission_at_or_below"))
+      output.remission_threshold = read_score(*remission);
   }
-  if (const auto observations = node.find("observations")) output.observations = read_observations(*observations, card, output);
+  if (const auto observations = node.find("observations"))
+    output.observations = read_observations(*observations, card, output);
   return output;
 }
 
@@ -1170,8 +1234,8 @@ void check_occasion_variability(const NodeRef& root, const Scenario& scenario, c
   const NodeRef node = *root.require("cohort", "").find("occasion_variability");
   for (const Arm& arm : scenario.arms)
     if (arm.model && arm.model->name != card.name)
-      node.fail("occasion variability names parameters of " + in_quotes(card.name) + ", but arm " + in_quotes(arm.name) +
-                " uses model " + in_quotes(arm.model->name));
+      node.fail("occasion variability names parameters of " + in_quotes(card.name) + ", but arm " +
+                in_quotes(arm.name) + " uses model " + in_quotes(arm.model->name));
   const auto& metrics = scenario.output.metrics;
   if (std::find(metrics.begin(), metrics.end(), Metric::mass_balance) == metrics.end()) return;
   const Model model(card);
@@ -1181,8 +1245,10 @@ void check_occasion_variability(const NodeRef& root, const Scenario& scenario, c
     bool mass_rows = false;
     occasion_variability_problem(model, typical, card.index_of(name), &mass_rows);
     if (mass_rows)
-      node.fail("occasion variability on " + name + " changes the elimination rates that the mass_balance metric integrates; "
-                "remove mass_balance from output.metrics or " + name + " from occasion_variability");
+      node.fail("occasion variability on " + name +
+                " changes the elimination rates that the mass_balance metric integrates; "
+                "remove mass_balance from output.metrics or " +
+                name + " from occasion_variability");
   }
 }
 
@@ -1198,9 +1264,11 @@ void check_arm_models(const NodeRef& root, const Scenario& scenario) {
     const Model model(arm_card);
     for (const std::string& name : names)
       if (!model.find_output(name))
-        arms[a].require("model", "").fail("model " + in_quotes(arm_card.name) + " of this arm has no output " + in_quotes(name) +
-                                           " named in output; list only outputs every arm's model has (`ketasim models show " +
-                                           arm_card.name + "`)");
+        arms[a]
+            .require("model", "")
+            .fail("model " + in_quotes(arm_card.name) + " of this arm has no output " + in_quotes(name) +
+                  " named in output; list only outputs every arm's model has (`ketasim models show " + arm_card.name +
+                  "`)");
   }
 }
 
@@ -1229,12 +1297,14 @@ void check_model_choices(const NodeRef& root, const Scenario& scenario) {
       const auto with_unit = [&](double value) {
         return yaml::format_number(to_display_unit(spec, value)) + (spec.unit.empty() ? "" : " " + spec.unit);
       };
-      arms[a].require("model", "").fail(
-          "model " + in_quotes(arm_card.name) + " of this arm also has " + spec.name + ", which model.parameters sets to " +
-          with_unit(inherited.value) + " for model " + in_quotes(scenario.model.name) +
-          "; an arm's model of another card does not take the scenario's parameters, so set " + spec.name +
-          " in this arm's model.parameters (" + with_unit(inherited.value) + " as in the scenario, or the card's " +
-          with_unit(spec.value) + ")");
+      arms[a]
+          .require("model", "")
+          .fail("model " + in_quotes(arm_card.name) + " of this arm also has " + spec.name +
+                ", which model.parameters sets to " + with_unit(inherited.value) + " for model " +
+                in_quotes(scenario.model.name) +
+                "; an arm's model of another card does not take the scenario's parameters, so set " + spec.name +
+                " in this arm's model.parameters (" + with_unit(inherited.value) +
+                " as in the scenario, or the card's " + with_unit(spec.value) + ")");
     }
   }
   if (scenario_card_used) return;
@@ -1245,9 +1315,10 @@ void check_model_choices(const NodeRef& root, const Scenario& scenario) {
   for (const MapEntry& entry : cv->entries()) {
     const auto has_it = [&](const Arm& arm) { return find_builtin_model(arm.model->name)->index_of(entry.key) >= 0; };
     if (std::none_of(scenario.arms.begin(), scenario.arms.end(), has_it))
-      throw ScenarioError(entry.key_where, entry.value.path,
-                          in_quotes(entry.key) + " is a parameter of model " + in_quotes(scenario.model.name) +
-                              ", which no arm simulates, nor of any arm's own model: its variability would apply to nothing");
+      throw ScenarioError(
+          entry.key_where, entry.value.path,
+          in_quotes(entry.key) + " is a parameter of model " + in_quotes(scenario.model.name) +
+              ", which no arm simulates, nor of any arm's own model: its variability would apply to nothing");
   }
 }
 

@@ -31,7 +31,8 @@ Display display_of_unit(const std::string& unit) {
 
 double LinkValues::input_for(double value, double tolerance) const {
   if (!(value > 0.0)) return 0.0;
-  if (shape == LinkShape::linear) return slope > 0.0 ? value / (slope * scale) : std::numeric_limits<double>::infinity();
+  if (shape == LinkShape::linear)
+    return slope > 0.0 ? value / (slope * scale) : std::numeric_limits<double>::infinity();
   const double top = attenuation > 0.0 ? emax / (1.0 + attenuation * tolerance) : emax;
   if (value >= top || scale <= 0.0) return std::numeric_limits<double>::infinity();
   const double powered = value / (top - value);
@@ -131,27 +132,33 @@ Model::Model(const ModelCard& card) : card_(card) {
     } else if (const auto* effect = std::get_if<EffectSiteBlock>(&block)) {
       states.drug = drug_index(effect->drug);
       states.first = add_state(effect->name);
-      linear_output(effect->name, effect->name + "_ng_per_ml", ng_per_ml, "effect-site " + effect->drug + " concentration", states.first);
+      linear_output(effect->name, effect->name + "_ng_per_ml", ng_per_ml,
+                    "effect-site " + effect->drug + " concentration", states.first);
     } else if (const auto* turnover = std::get_if<TurnoverBlock>(&block)) {
       states.first = add_state(turnover->name);
       const Display input = signal_display[static_cast<std::size_t>(find_signal(turnover->input))];
       const bool integrating = turnover->form == TurnoverBlock::Form::integrating;
-      const Display display = !integrating             ? input
+      const Display display = !integrating            ? input
                               : input.unit == "ng/mL" ? Display{"ng*h/mL", 1000.0}
-                                                       : Display{input.unit + "*h", input.per_base};
-      linear_output(turnover->name, turnover->name, display,
-                    "turnover state driven by " + turnover->input + (integrating ? " (decaying exposure)" : " (slow follower)"), states.first);
+                                                      : Display{input.unit + "*h", input.per_base};
+      linear_output(
+          turnover->name, turnover->name, display,
+          "turnover state driven by " + turnover->input + (integrating ? " (decaying exposure)" : " (slow follower)"),
+          states.first);
     } else if (const auto* sum = std::get_if<SumBlock>(&block)) {
-      linear_output(sum->name, sum->name, signal_display[static_cast<std::size_t>(find_signal(sum->inputs.front()))],
-                    "sum of " + [&] {
-                      std::string names;
-                      for (const std::string& input : sum->inputs) names += (names.empty() ? "" : " + ") + input;
-                      return names;
-                    }(),
-                    -1);
+      linear_output(
+          sum->name, sum->name, signal_display[static_cast<std::size_t>(find_signal(sum->inputs.front()))],
+          "sum of " +
+              [&] {
+                std::string names;
+                for (const std::string& input : sum->inputs) names += (names.empty() ? "" : " + ") + input;
+                return names;
+              }(),
+          -1);
     } else if (const auto* memory = std::get_if<SessionMemoryBlock>(&block)) {
       states.first = add_state(memory->name);
-      linear_output(memory->name, memory->name, Display{}, "memory of treatment sessions (sessions, decaying)", states.first);
+      linear_output(memory->name, memory->name, Display{}, "memory of treatment sessions (sessions, decaying)",
+                    states.first);
     } else if (const auto* link = std::get_if<LinkBlock>(&block)) {
       const int index = static_cast<int>(links_.size());
       links_.push_back(link);
@@ -193,7 +200,8 @@ Model::Model(const ModelCard& card) : card_(card) {
 
   const auto find_depot_state = [&](const std::string& drug, const std::string& name) {
     for (std::size_t b = 0; b < card.blocks.size(); ++b)
-      if (const auto* depot = std::get_if<DepotBlock>(&card.blocks[b]); depot && depot->drug == drug && depot->name == name)
+      if (const auto* depot = std::get_if<DepotBlock>(&card.blocks[b]);
+          depot && depot->drug == drug && depot->name == name)
         return block_states_[b].first;
     throw ModelParameterError("model " + card_.name + ": no depot '" + name + "'");
   };
@@ -210,7 +218,8 @@ Model::Model(const ModelCard& card) : card_(card) {
   session_states_.assign(3, {});
   for (std::size_t b = 0; b < card.blocks.size(); ++b) {
     if (const auto* memory = std::get_if<SessionMemoryBlock>(&card.blocks[b]))
-      for (const SessionKind kind : memory->sessions) session_states_[static_cast<std::size_t>(kind)].push_back(block_states_[b].first);
+      for (const SessionKind kind : memory->sessions)
+        session_states_[static_cast<std::size_t>(kind)].push_back(block_states_[b].first);
   }
   for (std::size_t kind = 0; kind < 3; ++kind) {
     if (session_states_[kind].empty()) continue;
@@ -250,7 +259,8 @@ SubjectModel restrict_to(const SubjectModel& subject, const std::vector<int>& st
   reduced.A.resize(n, n);
   reduced.signals.resize(subject.signals.rows(), n);
   for (Eigen::Index j = 0; j < n; ++j) {
-    for (Eigen::Index i = 0; i < n; ++i) reduced.A(i, j) = subject.A(states[static_cast<std::size_t>(i)], states[static_cast<std::size_t>(j)]);
+    for (Eigen::Index i = 0; i < n; ++i)
+      reduced.A(i, j) = subject.A(states[static_cast<std::size_t>(i)], states[static_cast<std::size_t>(j)]);
     reduced.signals.col(j) = subject.signals.col(states[static_cast<std::size_t>(j)]);
   }
   const auto restrict_rows = [&](std::vector<StateRow>& rows, const std::vector<StateRow>& full) {
@@ -264,7 +274,8 @@ SubjectModel restrict_to(const SubjectModel& subject, const std::vector<int>& st
   restrict_rows(reduced.drug_formed, subject.drug_formed);
   for (std::size_t c = 0; c < reduced.channels.size(); ++c) {
     reduced.channels[c].resize(n);
-    for (Eigen::Index i = 0; i < n; ++i) reduced.channels[c](i) = subject.channels[c](states[static_cast<std::size_t>(i)]);
+    for (Eigen::Index i = 0; i < n; ++i)
+      reduced.channels[c](i) = subject.channels[c](states[static_cast<std::size_t>(i)]);
   }
   return reduced;
 }
@@ -277,13 +288,15 @@ SubjectModel Model::instantiate(std::span<const double> parameters) const {
   const auto positive = [&](ParameterRef ref) {
     const double v = value(ref);
     if (!(v > 0.0) || !std::isfinite(v))
-      throw ModelParameterError("parameter " + card_.parameter(ref).name + " = " + std::to_string(v) + " must be positive");
+      throw ModelParameterError("parameter " + card_.parameter(ref).name + " = " + std::to_string(v) +
+                                " must be positive");
     return v;
   };
   const auto fraction = [&](ParameterRef ref) {
     const double v = value(ref, 1.0);
     if (!(v >= 0.0 && v <= 1.0))
-      throw ModelParameterError("parameter " + card_.parameter(ref).name + " = " + std::to_string(v) + " must lie in [0, 1]");
+      throw ModelParameterError("parameter " + card_.parameter(ref).name + " = " + std::to_string(v) +
+                                " must lie in [0, 1]");
     return v;
   };
   const auto first_order = [&](const FirstOrder& transfer, double volume) {
@@ -316,7 +329,8 @@ SubjectModel Model::instantiate(std::span<const double> parameters) const {
         const PeripheralSpec& spec = compartments->peripherals[p];
         const int s = states.peripherals[p];
         const double out = first_order(spec.out, V1);
-        const double back = spec.back.rate ? positive(spec.back.rate) : positive(spec.back.clearance) / positive(spec.volume);
+        const double back =
+            spec.back.rate ? positive(spec.back.rate) : positive(spec.back.clearance) / positive(spec.volume);
         A(c, c) -= out;
         A(s, c) += out;
         A(s, s) -= back;
@@ -348,7 +362,8 @@ SubjectModel Model::instantiate(std::span<const double> parameters) const {
         const int source = from_liver ? liver_state[parent] : drugs_[parent].central_state;
         const double k = first_order(formation.flux, from_liver ? liver_volume[parent] : central_volume[parent]);
         const double molar_ratio = drugs_[d].molar_mass_g_per_mol / drugs_[parent].molar_mass_g_per_mol;
-        const double formed = fraction(formation.fraction) * k * molar_ratio;  // mg of metabolite per mg of parent per h
+        const double formed =
+            fraction(formation.fraction) * k * molar_ratio;  // mg of metabolite per mg of parent per h
         A(c, source) += formed;
         model.drug_formed[d](source) += formed;
       }
@@ -369,13 +384,15 @@ SubjectModel Model::instantiate(std::span<const double> parameters) const {
       model.signals(find_signal(effect->name), states.first) = 1.0;
     } else if (const auto* turnover = std::get_if<TurnoverBlock>(&block)) {
       const double k = kLn2 / positive(turnover->half_life);
-      const double drive = value(turnover->scale, 1.0) * (turnover->form == TurnoverBlock::Form::equilibrating ? k : 1.0);
+      const double drive =
+          value(turnover->scale, 1.0) * (turnover->form == TurnoverBlock::Form::equilibrating ? k : 1.0);
       A.row(states.first) += drive * model.signals.row(find_signal(turnover->input));
       A(states.first, states.first) -= k;
       model.signals(find_signal(turnover->name), states.first) = 1.0;
     } else if (const auto* sum = std::get_if<SumBlock>(&block)) {
       for (std::size_t i = 0; i < sum->inputs.size(); ++i)
-        model.signals.row(find_signal(sum->name)) += value(sum->weights[i], 1.0) * model.signals.row(find_signal(sum->inputs[i]));
+        model.signals.row(find_signal(sum->name)) +=
+            value(sum->weights[i], 1.0) * model.signals.row(find_signal(sum->inputs[i]));
     } else if (const auto* memory = std::get_if<SessionMemoryBlock>(&block)) {
       A(states.first, states.first) -= kLn2 / positive(memory->half_life);
       model.signals(find_signal(memory->name), states.first) = 1.0;
@@ -426,10 +443,12 @@ SubjectModel Model::instantiate(std::span<const double> parameters) const {
 
   model.channels.assign(static_cast<std::size_t>(channel_count_), StateVector::Zero(n));
   for (int c = 0; c < channel_count_; ++c)
-    if (channel_state_[static_cast<std::size_t>(c)] >= 0) model.channels[static_cast<std::size_t>(c)](channel_state_[static_cast<std::size_t>(c)]) = 1.0;
+    if (channel_state_[static_cast<std::size_t>(c)] >= 0)
+      model.channels[static_cast<std::size_t>(c)](channel_state_[static_cast<std::size_t>(c)]) = 1.0;
   for (std::size_t kind = 0; kind < 3; ++kind) {
     if (session_channel_[kind] < 0) continue;
-    for (const int state : session_states_[kind]) model.channels[static_cast<std::size_t>(session_channel_[kind])](state) = 1.0;
+    for (const int state : session_states_[kind])
+      model.channels[static_cast<std::size_t>(session_channel_[kind])](state) = 1.0;
   }
   if (const auto& nasal = card_.routes.intranasal) {
     model.nasal_fraction = fraction(nasal->nasal_fraction);
@@ -450,7 +469,8 @@ std::string occasion_variability_problem(const Model& model, const std::vector<d
       if (!(x[i] - y[i]).isZero(0.0)) return false;
     return true;
   };
-  if (changes_mass_rows) *changes_mass_rows = !rows_equal(a.drug_loss, b.drug_loss) || !rows_equal(a.drug_formed, b.drug_formed);
+  if (changes_mass_rows)
+    *changes_mass_rows = !rows_equal(a.drug_loss, b.drug_loss) || !rows_equal(a.drug_formed, b.drug_formed);
   if ((a.A - b.A).isZero(0.0)) return "it does not enter the linear dynamics";
   for (std::size_t c = 0; c < a.channels.size(); ++c)
     if (!(a.channels[c] - b.channels[c]).isZero(0.0)) return "it changes how doses enter";

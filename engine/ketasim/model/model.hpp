@@ -8,14 +8,13 @@
 // as jumps. States hold drug amounts (mg), effect-site concentrations (mg/L), turnovers (input x
 // h) and session memories (sessions).
 
+#include <Eigen/Core>
 #include <array>
 #include <cmath>
 #include <optional>
 #include <span>
 #include <string>
 #include <vector>
-
-#include <Eigen/Core>
 
 #include "ketasim/model/model_card.hpp"
 
@@ -52,7 +51,7 @@ struct DrugSpec {
   double molar_mass_g_per_mol = 0.0;
   int central_state = 0;
   int plasma_signal = 0;
-  int formed_from = -1;  // index of the parent drug, or -1
+  int formed_from = -1;     // index of the parent drug, or -1
   std::vector<int> states;  // compartments and depots holding this drug
 };
 
@@ -147,9 +146,9 @@ class Model {
   const ModelOutput* find_output(std::string_view name) const;
   const std::vector<const LinkBlock*>& links() const { return links_; }
   const ModelOutput& link_output(std::size_t link) const;
-  int dissociation_link() const { return dissociation_link_; }  // -1 if none
+  int dissociation_link() const { return dissociation_link_; }                // -1 if none
   int dissociation_effect_site() const { return dissociation_effect_site_; }  // its input signal
-  int dissociation_driver() const { return dissociation_driver_; }  // plasma signal driving it
+  int dissociation_driver() const { return dissociation_driver_; }            // plasma signal driving it
   bool has_depression() const { return depression_ != nullptr; }
 
   // Input channels; -1 where the card has none.
@@ -186,12 +185,12 @@ class Model {
   int iv_channel_ = -1, nasal_channel_ = -1, swallowed_channel_ = -1;
   std::array<int, 3> session_channel_{-1, -1, -1};
   int channel_count_ = 0;
-  std::vector<int> channel_state_;  // the state each drug channel enters
+  std::vector<int> channel_state_;                // the state each drug channel enters
   std::vector<std::vector<int>> session_states_;  // per session kind: the memories it feeds
 
   // Per block, the states it created (in block order); used by instantiate.
   struct BlockStates {
-    int first = -1;     // compartments: central; depot/effect/turnover/session: the state
+    int first = -1;  // compartments: central; depot/effect/turnover/session: the state
     int liver = -1;
     std::vector<int> peripherals;
     int drug = -1;

@@ -11,18 +11,24 @@ namespace ketasim {
 
 std::string to_string(SessionKind kind) {
   switch (kind) {
-    case SessionKind::drug: return "drug";
-    case SessionKind::placebo: return "placebo";
-    case SessionKind::active_placebo: return "active_placebo";
+    case SessionKind::drug:
+      return "drug";
+    case SessionKind::placebo:
+      return "placebo";
+    case SessionKind::active_placebo:
+      return "active_placebo";
   }
   return "unknown";
 }
 
 std::string to_string(LinkShape shape) {
   switch (shape) {
-    case LinkShape::linear: return "linear";
-    case LinkShape::emax: return "emax";
-    case LinkShape::sigmoid_emax: return "sigmoid_emax";
+    case LinkShape::linear:
+      return "linear";
+    case LinkShape::emax:
+      return "emax";
+    case LinkShape::sigmoid_emax:
+      return "sigmoid_emax";
   }
   return "unknown";
 }
@@ -51,9 +57,9 @@ std::string implausible_parameter_value(const ParameterSpec& spec, double value)
 
 namespace {
 
+using yaml::in_quotes;
 using yaml::MapEntry;
 using yaml::NodeRef;
-using yaml::in_quotes;
 
 constexpr const char* kDosedDrug = "dosed";  // a module's name for the including card's drug
 
@@ -76,8 +82,8 @@ Iiv read_iiv(const NodeRef& node, const ParameterSpec& spec) {
     if (!(sd >= 0.0)) entry.value.fail("a standard deviation must not be negative");
     return Iiv{IivKind::logit_normal, sd};
   }
-  const double sd = spec.dimension == dim::dimensionless ? entry.value.as_number()
-                                                           : entry.value.as_quantity(spec.dimension).value;
+  const double sd =
+      spec.dimension == dim::dimensionless ? entry.value.as_number() : entry.value.as_quantity(spec.dimension).value;
   if (!(sd >= 0.0)) entry.value.fail("a standard deviation must not be negative");
   return Iiv{IivKind::normal, sd};
 }
@@ -85,8 +91,8 @@ Iiv read_iiv(const NodeRef& node, const ParameterSpec& spec) {
 ParameterSpec read_parameter(const MapEntry& entry) {
   const NodeRef& node = entry.value;
   node.expect_map("a parameter {value: 80 L/h, allometry: 0.75, iiv: 30%, description: ..., source: ...}");
-  node.check_keys({"value", "unit", "allometry", "iiv", "age_effect", "assumed", "non_negative", "max", "description",
-                   "source"});
+  node.check_keys(
+      {"value", "unit", "allometry", "iiv", "age_effect", "assumed", "non_negative", "max", "description", "source"});
   ParameterSpec spec;
   spec.name = entry.key;
   const NodeRef value = node.require("value", "the typical value with its unit, e.g. value: 80 L/h");
@@ -124,7 +130,8 @@ ParameterSpec read_parameter(const MapEntry& entry) {
     LinearCovariateEffect effect;
     effect.covariate = "age";
     effect.reference = age->require("above", "e.g. above: 60 y").as_quantity(dim::time).value / 8766.0;
-    effect.slope = age->require("per_year", "the change per year, e.g. per_year: -2.19 L/h").as_quantity(spec.dimension).value;
+    effect.slope =
+        age->require("per_year", "the change per year, e.g. per_year: -2.19 L/h").as_quantity(spec.dimension).value;
     spec.covariate_effect = effect;
   }
   if (const auto assumed = node.find("assumed")) spec.assumed = assumed->as_boolean();
@@ -219,7 +226,8 @@ CompartmentsBlock read_compartments(const NodeRef& node, const Resolver& resolve
       block.peripherals.push_back(peripheral);
     }
   }
-  if (const auto elimination = node.find("elimination")) block.elimination = resolve.first_order(*elimination, "elimination");
+  if (const auto elimination = node.find("elimination"))
+    block.elimination = resolve.first_order(*elimination, "elimination");
   if (const auto liver = node.find("liver")) {
     liver->expect_map("{flow: Qh, volume: Vh, elimination_rates: [kel, kmet]}");
     liver->check_keys({"flow", "volume", "elimination_rates"});
@@ -230,7 +238,8 @@ CompartmentsBlock read_compartments(const NodeRef& node, const Resolver& resolve
       spec.elimination_rates.push_back(resolve.resolve(rate, dim::rate_constant));
     block.liver = spec;
   }
-  if (!block.elimination && !block.liver) node.fail("a compartments block needs elimination or a liver to eliminate from");
+  if (!block.elimination && !block.liver)
+    node.fail("a compartments block needs elimination or a liver to eliminate from");
   if (const auto formed = node.find("formed_from")) {
     formed->expect_map("{drug: ketamine, compartment: central, clearance: CL, fraction: fm}");
     formed->check_keys({"drug", "compartment", "rate", "clearance", "fraction"});
@@ -241,13 +250,13 @@ CompartmentsBlock read_compartments(const NodeRef& node, const Resolver& resolve
       formed->require("compartment", "").fail("expected central or liver");
     formation.flux.rate = resolve.optional(*formed, "rate", dim::rate_constant);
     formation.flux.clearance = resolve.optional(*formed, "clearance", dim::clearance);
-    if (bool(formation.flux.rate) == bool(formation.flux.clearance)) formed->fail("give exactly one of rate or clearance");
+    if (bool(formation.flux.rate) == bool(formation.flux.clearance))
+      formed->fail("give exactly one of rate or clearance");
     formation.fraction = resolve.optional(*formed, "fraction", dim::dimensionless);
     block.formed_from = formation;
   }
   return block;
 }
-
 
 // The signals defined so far, with their dimensions: a block may read only signals defined by
 // an earlier block. Linear signals (plasma concentrations, effect sites, turnovers, session
@@ -304,8 +313,8 @@ Dimension unit_dimension(const NodeRef& node, const std::string& unit) {
 
 LinkBlock read_link(const NodeRef& node, const Resolver& resolve, Signals& signals) {
   node.expect_map("a link {name, input, shape, slope | emax, ec50, hill, ...}");
-  node.check_keys({"name", "dataset", "unit", "role", "input", "scale", "shape", "slope", "emax", "ec50", "hill",
-                   "attenuation"});
+  node.check_keys(
+      {"name", "dataset", "unit", "role", "input", "scale", "shape", "slope", "emax", "ec50", "hill", "attenuation"});
   LinkBlock link;
   link.name = read_name(node, "name", "a signal name, e.g. dissociation");
   link.dataset = node.find("dataset") ? read_name(node, "dataset", "") : link.name;
@@ -361,7 +370,8 @@ DepressionBlock read_depression(const NodeRef& node, const Resolver& resolve, Si
   block.drug_emax = resolve.require(drug, "emax", dim::dimensionless);
   block.drug_ec50 = resolve.require(drug, "ec50", input);
   block.drug_hill = resolve.require(drug, "hill", dim::dimensionless);
-  const NodeRef placebo = node.require("placebo", "{magnitude: placebo_magnitude, onset_half_life: placebo_onset_half_life}");
+  const NodeRef placebo =
+      node.require("placebo", "{magnitude: placebo_magnitude, onset_half_life: placebo_onset_half_life}");
   placebo.expect_map("{magnitude, onset_half_life}");
   placebo.check_keys({"magnitude", "onset_half_life"});
   block.placebo_magnitude = resolve.require(placebo, "magnitude", dim::dimensionless);
@@ -370,7 +380,8 @@ DepressionBlock read_depression(const NodeRef& node, const Resolver& resolve, Si
     session->expect_map("{input: active_placebo_memory, magnitude: act_magnitude}");
     session->check_keys({"input", "magnitude"});
     const Dimension session_dimension = signals.linear_input(*session, "input");
-    if (!(session_dimension == dim::dimensionless)) session->fail("the session input must be dimensionless (a session_memory)");
+    if (!(session_dimension == dim::dimensionless))
+      session->fail("the session input must be dimensionless (a session_memory)");
     block.session_input = session->require("input", "").as_string();
     block.session_magnitude = resolve.require(*session, "magnitude", dim::dimensionless);
   }
@@ -402,32 +413,38 @@ std::vector<SessionKind> read_session_kinds(const NodeRef& node) {
 }
 
 const Block& read_block(const NodeRef& item, const Resolver& resolve, Signals& signals, const std::string& dosed_drug,
-                 std::map<std::string, const CompartmentsBlock*>& drugs, std::vector<Block>& blocks) {
-  item.expect_map("a block: a map with one key (compartments, depot, effect_site, turnover, sum, session_memory, link or depression)");
+                        std::map<std::string, const CompartmentsBlock*>& drugs, std::vector<Block>& blocks) {
+  item.expect_map(
+      "a block: a map with one key (compartments, depot, effect_site, turnover, sum, session_memory, link or "
+      "depression)");
   const auto entries = item.entries();
   if (entries.size() != 1) item.fail("a block is a map with exactly one key, its kind");
   const MapEntry& entry = entries.front();
   const NodeRef& node = entry.value;
-  const std::vector<std::string> kinds{"compartments", "depot", "effect_site", "turnover", "sum", "session_memory", "link",
-                                       "depression"};
+  const std::vector<std::string> kinds{"compartments", "depot",          "effect_site", "turnover",
+                                       "sum",          "session_memory", "link",        "depression"};
   if (entry.key == "compartments") {
     CompartmentsBlock block = read_compartments(node, resolve, dosed_drug);
     if (drugs.count(block.drug)) node.fail("the drug " + in_quotes(block.drug) + " has two compartments blocks");
     if (block.formed_from) {
       const auto parent = drugs.find(block.formed_from->drug);
-      if (parent == drugs.end()) node.fail("formed_from: no compartments block for " + in_quotes(block.formed_from->drug) + " before this one");
+      if (parent == drugs.end())
+        node.fail("formed_from: no compartments block for " + in_quotes(block.formed_from->drug) + " before this one");
       const FormationSpec& formation = *block.formed_from;
       const CompartmentsBlock& from = *parent->second;
       bool eliminates = false;
       if (formation.compartment == "liver") {
         if (!from.liver) node.fail("formed_from: " + in_quotes(formation.drug) + " has no liver compartment");
-        for (const ParameterRef rate : from.liver->elimination_rates) eliminates |= rate.index == formation.flux.rate.index;
+        for (const ParameterRef rate : from.liver->elimination_rates)
+          eliminates |= rate.index == formation.flux.rate.index;
       } else if (from.elimination) {
         eliminates = (formation.flux.rate && from.elimination->rate.index == formation.flux.rate.index) ||
                      (formation.flux.clearance && from.elimination->clearance.index == formation.flux.clearance.index);
       }
       // Mass balance: the metabolite may only take part of a path that removes the parent.
-      if (!eliminates) node.fail("formed_from: the flux must be one of the elimination paths of " + in_quotes(formation.drug) + "'s " + formation.compartment + " compartment");
+      if (!eliminates)
+        node.fail("formed_from: the flux must be one of the elimination paths of " + in_quotes(formation.drug) + "'s " +
+                  formation.compartment + " compartment");
     }
     blocks.emplace_back(std::move(block));
     const auto& stored = std::get<CompartmentsBlock>(blocks.back());
@@ -456,7 +473,8 @@ const Block& read_block(const NodeRef& item, const Resolver& resolve, Signals& s
     EffectSiteBlock block;
     block.name = read_name(node, "name", "e.g. effect_site");
     block.drug = read_drug(node, "drug", dosed_drug);
-    if (!drugs.count(block.drug)) node.fail("no compartments block for " + in_quotes(block.drug) + " before this effect site");
+    if (!drugs.count(block.drug))
+      node.fail("no compartments block for " + in_quotes(block.drug) + " before this effect site");
     block.ke0 = resolve.require(node, "ke0", dim::rate_constant);
     signals.add(node, block.name, dim::concentration, true);
     blocks.emplace_back(block);
@@ -473,8 +491,10 @@ const Block& read_block(const NodeRef& item, const Resolver& resolve, Signals& s
     block.half_life = resolve.require(node, "half_life", dim::time);
     if (const auto form = node.find("form")) {
       const std::string name = form->as_string();
-      if (name == "equilibrating") block.form = TurnoverBlock::Form::equilibrating;
-      else if (name != "integrating") form->fail("unknown form " + form->kind() + "; expected integrating or equilibrating");
+      if (name == "equilibrating")
+        block.form = TurnoverBlock::Form::equilibrating;
+      else if (name != "integrating")
+        form->fail("unknown form " + form->kind() + "; expected integrating or equilibrating");
     }
     signals.add(node, block.name, block.form == TurnoverBlock::Form::integrating ? input * dim::time : input, true);
     blocks.emplace_back(block);
@@ -540,12 +560,14 @@ RouteEntries read_routes(const NodeRef& node, const Resolver& resolve, const std
   node.check_keys({"iv", "intranasal"});
   const auto has_depot = [&](const std::string& drug, const std::string& name) {
     for (const Block& block : blocks)
-      if (const auto* depot = std::get_if<DepotBlock>(&block); depot && depot->drug == drug && depot->name == name) return true;
+      if (const auto* depot = std::get_if<DepotBlock>(&block); depot && depot->drug == drug && depot->name == name)
+        return true;
     return false;
   };
   const auto has_drug = [&](const std::string& drug) {
     for (const Block& block : blocks)
-      if (const auto* compartments = std::get_if<CompartmentsBlock>(&block); compartments && compartments->drug == drug) return true;
+      if (const auto* compartments = std::get_if<CompartmentsBlock>(&block); compartments && compartments->drug == drug)
+        return true;
     return false;
   };
   RouteEntries routes;
@@ -556,7 +578,8 @@ RouteEntries read_routes(const NodeRef& node, const Resolver& resolve, const std
     if (!has_drug(routes.iv->drug)) iv->fail("no compartments block for " + in_quotes(routes.iv->drug));
   }
   if (const auto nasal = node.find("intranasal")) {
-    nasal->expect_map("{drug, device, device_interval, nasal: {depot, fraction, later_device_factor}, swallowed: {depot, duration}}");
+    nasal->expect_map(
+        "{drug, device, device_interval, nasal: {depot, fraction, later_device_factor}, swallowed: {depot, duration}}");
     nasal->check_keys({"drug", "device", "device_interval", "nasal", "swallowed"});
     IntranasalEntry entry;
     entry.drug = read_drug(*nasal, "drug", dosed_drug);
@@ -588,14 +611,16 @@ std::vector<ResidualError> read_residual_errors(const NodeRef& node) {
     ResidualError error;
     error.analyte = read_name(item, "analyte", "a drug");
     if (const auto proportional = item.find("proportional")) error.proportional = proportional->as_percentage();
-    if (const auto additive = item.find("additive")) error.additive_mg_per_L = additive->as_quantity(dim::concentration).value;
+    if (const auto additive = item.find("additive"))
+      error.additive_mg_per_L = additive->as_quantity(dim::concentration).value;
     if (const auto log_sd = item.find("log_sd")) {
       error.log_scale = true;
       error.proportional = log_sd->as_number();
     }
     if (error.proportional == 0.0 && error.additive_mg_per_L == 0.0) item.fail("give proportional, additive or log_sd");
     error.source = item.require("source", "where the error model comes from").as_string();
-    if (const auto assumed = item.find("assumed"); assumed && assumed->as_string() == "true") error.source = "ASSUMED: " + error.source;
+    if (const auto assumed = item.find("assumed"); assumed && assumed->as_string() == "true")
+      error.source = "ASSUMED: " + error.source;
     errors.push_back(error);
   }
   return errors;
@@ -613,15 +638,20 @@ void read_parameters(const NodeRef& node, std::vector<ParameterSpec>& parameters
   node.expect_map("a map of parameters by name");
   for (const MapEntry& entry : node.entries()) {
     ParameterSpec spec = read_parameter(entry);
-    const auto known = std::find_if(parameters.begin(), parameters.end(), [&](const ParameterSpec& p) { return p.name == entry.key; });
+    const auto known =
+        std::find_if(parameters.begin(), parameters.end(), [&](const ParameterSpec& p) { return p.name == entry.key; });
     if (known == parameters.end()) {
       parameters.push_back(std::move(spec));
     } else if (card_level) {
       if (!(known->dimension == spec.dimension))
-        throw ScenarioError(entry.key_where, entry.value.path, "parameter " + in_quotes(entry.key) + " replaces a module parameter of another dimension (" + describe(known->dimension) + ")");
+        throw ScenarioError(entry.key_where, entry.value.path,
+                            "parameter " + in_quotes(entry.key) +
+                                " replaces a module parameter of another dimension (" + describe(known->dimension) +
+                                ")");
       *known = std::move(spec);
     } else {
-      throw ScenarioError(entry.key_where, entry.value.path, "parameter " + in_quotes(entry.key) + " is defined by two modules");
+      throw ScenarioError(entry.key_where, entry.value.path,
+                          "parameter " + in_quotes(entry.key) + " is defined by two modules");
     }
   }
 }
@@ -638,9 +668,11 @@ void apply_calibration(const std::string& name, const CardSources& sources, std:
   for (const MapEntry& entry : fitted.entries()) {
     const bool iiv = entry.key.size() > 4 && entry.key.ends_with(".iiv");
     const std::string parameter = iiv ? entry.key.substr(0, entry.key.size() - 4) : entry.key;
-    const auto found = std::find_if(parameters.begin(), parameters.end(), [&](const ParameterSpec& p) { return p.name == parameter; });
+    const auto found =
+        std::find_if(parameters.begin(), parameters.end(), [&](const ParameterSpec& p) { return p.name == parameter; });
     if (found == parameters.end())
-      throw ScenarioError(entry.key_where, entry.value.path, "the calibration fitted " + in_quotes(entry.key) + ", which the card does not have");
+      throw ScenarioError(entry.key_where, entry.value.path,
+                          "the calibration fitted " + in_quotes(entry.key) + ", which the card does not have");
     if (iiv) {
       if (found->iiv.kind == IivKind::none) found->iiv.kind = IivKind::log_normal;
       found->iiv.magnitude = entry.value.as_number();
@@ -666,7 +698,8 @@ ModelCard parse_model_card(const std::string& yaml_text, const std::string& sour
   card.citation = root.require("citation", "the publication(s) the card transcribes").as_string();
   if (const auto sampling = root.find("sampling")) card.sampling = sampling->as_string();
   card.drug = read_name(root, "drug", "the dosed drug, e.g. drug: ketamine");
-  if (const auto weight = root.find("reference_weight")) card.reference_weight_kg = weight->as_quantity(dim::body_mass).value;
+  if (const auto weight = root.find("reference_weight"))
+    card.reference_weight_kg = weight->as_quantity(dim::body_mass).value;
   if (const auto notes = root.find("notes")) card.notes = notes->as_string();
 
   // Modules first (their parameters and blocks), then the card's own.
@@ -682,7 +715,8 @@ ModelCard parse_model_card(const std::string& yaml_text, const std::string& sour
       module_root.check_keys({"module", "description", "calibration", "parameters", "structure"});
       read_parameters(module_root.require("parameters", "its parameters"), card.parameters, false);
       if (const auto calibration = module_root.find("calibration")) card.calibration = calibration->as_string();
-      for (const NodeRef& block : module_root.require("structure", "its blocks").items("blocks")) structure.push_back(block);
+      for (const NodeRef& block : module_root.require("structure", "its blocks").items("blocks"))
+        structure.push_back(block);
       card.included_modules.push_back(module);
       module_roots.push_back(module_root);
     }
@@ -701,14 +735,16 @@ ModelCard parse_model_card(const std::string& yaml_text, const std::string& sour
     const Block& block = read_block(item, resolve, signals, card.drug, drugs, card.blocks);
     if (const auto* compartments = std::get_if<CompartmentsBlock>(&block)) drugs[compartments->drug] = compartments;
   }
-  if (!drugs.count(card.drug)) root.require("drug", "").fail("no compartments block for the dosed drug " + in_quotes(card.drug));
+  if (!drugs.count(card.drug))
+    root.require("drug", "").fail("no compartments block for the dosed drug " + in_quotes(card.drug));
   card.routes = read_routes(root.require("routes", "how doses enter, e.g. routes: {iv: {drug: ketamine}}"), resolve,
                             card.blocks, card.drug);
   if (const auto errors = root.find("residual_error")) {
     card.residual_errors = read_residual_errors(*errors);
     for (std::size_t i = 0; i < card.residual_errors.size(); ++i) {
       if (!drugs.count(card.residual_errors[i].analyte))
-        errors->items("residual errors")[i].fail("no compartments block for the analyte " + in_quotes(card.residual_errors[i].analyte));
+        errors->items("residual errors")[i].fail("no compartments block for the analyte " +
+                                                 in_quotes(card.residual_errors[i].analyte));
     }
   }
   return card;
@@ -735,8 +771,12 @@ std::string embedded_text(std::string_view kind, std::string_view name) {
 }
 }  // namespace
 
-std::string builtin_module_text(std::string_view name) { return embedded_text("module", name); }
-std::string builtin_calibration_text(std::string_view name) { return embedded_text("calibration", name); }
+std::string builtin_module_text(std::string_view name) {
+  return embedded_text("module", name);
+}
+std::string builtin_calibration_text(std::string_view name) {
+  return embedded_text("calibration", name);
+}
 
 const std::vector<ModelCard>& builtin_models() {
   static const std::vector<ModelCard> cards = [] {
@@ -745,7 +785,8 @@ const std::vector<ModelCard>& builtin_models() {
                               [](std::string_view name) { return builtin_calibration_text(name); }};
     for (std::size_t i = 0; i < embedded::kTextCount; ++i) {
       if (std::string_view(embedded::kTexts[i].kind) != "card") continue;
-      parsed.push_back(parse_model_card(embedded::kTexts[i].text, std::string("models/") + embedded::kTexts[i].name + ".yaml", sources));
+      parsed.push_back(parse_model_card(embedded::kTexts[i].text,
+                                        std::string("models/") + embedded::kTexts[i].name + ".yaml", sources));
     }
     return parsed;
   }();

@@ -43,7 +43,6 @@ struct Iiv {
   friend bool operator==(const Iiv&, const Iiv&) = default;
 };
 
-
 // P_i += slope * max(0, covariate - reference) (e.g. hepatic flow falling with age above 60 y).
 struct LinearCovariateEffect {
   std::string covariate;   // "age" (years) or "weight" (kg)
@@ -58,11 +57,11 @@ struct ParameterSpec {
   Dimension dimension;             // checked against overrides
   double allometric_exponent = 0;  // P = P_ref * (WT / WT_ref)^exponent
   std::optional<LinearCovariateEffect> covariate_effect;
-  Iiv iiv;                         // the card's default variability (a scenario may override it)
-  bool positive = true;            // typical value must be > 0 (else >= 0)
-  double upper_bound = 0.0;        // > 0: must not exceed it (e.g. a fraction <= 1)
-  bool assumed = false;            // not a published value
-  std::string calibrated_by;       // the calibration that fitted it, if any
+  Iiv iiv;                    // the card's default variability (a scenario may override it)
+  bool positive = true;       // typical value must be > 0 (else >= 0)
+  double upper_bound = 0.0;   // > 0: must not exceed it (e.g. a fraction <= 1)
+  bool assumed = false;       // not a published value
+  std::string calibrated_by;  // the calibration that fitted it, if any
   std::string description;
   std::string source;
 };
@@ -81,16 +80,16 @@ struct FirstOrder {
 };
 
 struct PeripheralSpec {
-  FirstOrder out;   // central -> peripheral (rate k12, or clearance Q over V1)
-  FirstOrder back;  // peripheral -> central (rate k21, or clearance Q over the peripheral volume)
+  FirstOrder out;       // central -> peripheral (rate k12, or clearance Q over V1)
+  FirstOrder back;      // peripheral -> central (rate k21, or clearance Q over the peripheral volume)
   ParameterRef volume;  // needed for the clearance form
 };
 
 // A hepato-portal compartment (Perez-Ruixo 2021): exchanges with the central compartment at the
 // hepatic blood flow; the drug is eliminated from it, not from the central compartment.
 struct LiverSpec {
-  ParameterRef flow;    // L/h
-  ParameterRef volume;  // L
+  ParameterRef flow;                            // L/h
+  ParameterRef volume;                          // L
   std::vector<ParameterRef> elimination_rates;  // 1/h, summed
 };
 
@@ -199,13 +198,13 @@ struct IvEntry {
 };
 struct IntranasalEntry {
   std::string drug;
-  double device_mg = 0.0;              // drug per device; a dose is a whole number of devices
-  double device_interval_h = 0.0;      // between devices of one session
-  std::string nasal_depot;             // depot name
-  ParameterRef nasal_fraction;         // of each device absorbed nasally
-  ParameterRef later_device_factor;    // multiplies nasal_fraction from the second device on
-  std::string swallowed_depot;         // the rest enters this depot at a constant rate ...
-  ParameterRef swallowed_duration;     // ... over this time
+  double device_mg = 0.0;            // drug per device; a dose is a whole number of devices
+  double device_interval_h = 0.0;    // between devices of one session
+  std::string nasal_depot;           // depot name
+  ParameterRef nasal_fraction;       // of each device absorbed nasally
+  ParameterRef later_device_factor;  // multiplies nasal_fraction from the second device on
+  std::string swallowed_depot;       // the rest enters this depot at a constant rate ...
+  ParameterRef swallowed_duration;   // ... over this time
 };
 
 struct RouteEntries {
@@ -217,7 +216,7 @@ struct ResidualError {
   std::string analyte;        // a drug
   double proportional = 0.0;  // fraction (CV)
   double additive_mg_per_L = 0.0;
-  bool log_scale = false;     // exponential error: magnitude is the SD on the log scale
+  bool log_scale = false;  // exponential error: magnitude is the SD on the log scale
   std::string source;
 };
 
@@ -225,8 +224,8 @@ struct ModelCard {
   std::string name;
   std::string title;
   std::string citation;
-  std::string sampling;    // "venous" or "arterial"
-  std::string drug;        // the dosed drug; Cmax and AUC metrics refer to its plasma concentration
+  std::string sampling;  // "venous" or "arterial"
+  std::string drug;      // the dosed drug; Cmax and AUC metrics refer to its plasma concentration
   double reference_weight_kg = 70.0;
   std::vector<ParameterSpec> parameters;
   std::vector<Block> blocks;

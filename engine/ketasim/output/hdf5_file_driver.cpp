@@ -34,8 +34,12 @@ struct File {
   FileControl* control = nullptr;
 };
 
-File& file_of(H5FD_t* file) { return *reinterpret_cast<File*>(file); }
-const File& file_of(const H5FD_t* file) { return *reinterpret_cast<const File*>(file); }
+File& file_of(H5FD_t* file) {
+  return *reinterpret_cast<File*>(file);
+}
+const File& file_of(const H5FD_t* file) {
+  return *reinterpret_cast<const File*>(file);
+}
 
 bool region_overflows(haddr_t address, std::size_t size) {
   return address == HADDR_UNDEF || address > kMaxAddress || size > kMaxAddress || address + size > kMaxAddress;
@@ -110,14 +114,18 @@ herr_t query(const H5FD_t* /*file*/, unsigned long* flags) {
   return 0;
 }
 
-haddr_t get_end_of_allocation(const H5FD_t* file, H5FD_mem_t /*type*/) { return file_of(file).end_of_allocation; }
+haddr_t get_end_of_allocation(const H5FD_t* file, H5FD_mem_t /*type*/) {
+  return file_of(file).end_of_allocation;
+}
 
 herr_t set_end_of_allocation(H5FD_t* file, H5FD_mem_t /*type*/, haddr_t address) {
   file_of(file).end_of_allocation = address;
   return 0;
 }
 
-haddr_t get_end_of_file(const H5FD_t* file, H5FD_mem_t /*type*/) { return file_of(file).end_of_file; }
+haddr_t get_end_of_file(const H5FD_t* file, H5FD_mem_t /*type*/) {
+  return file_of(file).end_of_file;
+}
 
 herr_t get_handle(H5FD_t* file, hid_t /*file_access*/, void** handle) {
   *handle = &file_of(file).descriptor;
@@ -152,8 +160,7 @@ herr_t write(H5FD_t* hdf5_file, H5FD_mem_t /*type*/, hid_t /*transfer*/, haddr_t
   if (file.control == nullptr || !file.control->discarding()) {
     const auto* bytes = static_cast<const unsigned char*>(buffer);
     while (size > 0) {
-      const ssize_t count =
-          ::pwrite(file.descriptor, bytes, std::min(size, kMaxTransfer), static_cast<off_t>(address));
+      const ssize_t count = ::pwrite(file.descriptor, bytes, std::min(size, kMaxTransfer), static_cast<off_t>(address));
       if (count < 0 && errno == EINTR) continue;
       if (count < 0) return fail(file.control, "ketasim_file_write", H5E_WRITEERROR, errno);
       bytes += count;

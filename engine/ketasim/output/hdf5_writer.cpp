@@ -27,11 +27,11 @@
 #include <utility>
 
 #include "ketasim/base/errors.hpp"
-#include "ketasim/output/output_file.hpp"
-#include "ketasim/base/threads.hpp"
-#include "ketasim/output/hdf5_file_driver.hpp"
 #include "ketasim/base/quantiles.hpp"
+#include "ketasim/base/threads.hpp"
 #include "ketasim/base/version.hpp"
+#include "ketasim/output/hdf5_file_driver.hpp"
+#include "ketasim/output/output_file.hpp"
 
 namespace ketasim {
 namespace {
@@ -571,7 +571,7 @@ struct ResultWriter::State {
   // Used by the writer thread only.
   Hdf5ErrorStack error_stack;
   hdf5_file_driver::FileControl file_control;  // of `file`, which refers to it
-  std::optional<H5::H5File> file;  // emplaced: H5File's copy assignment is deprecated
+  std::optional<H5::H5File> file;              // emplaced: H5File's copy assignment is deprecated
   std::vector<ArmDatasets> arms;
   Phase phase = Phase::open;
 
@@ -587,7 +587,8 @@ struct ResultWriter::State {
     try {
       std::forward<Action>(action)();
     } catch (const H5::Exception& exception) {
-      throw IoError(temporary_path + ": cannot " + what + ": " + describe(exception, error_stack, file_control.failure));
+      throw IoError(temporary_path + ": cannot " + what + ": " +
+                    describe(exception, error_stack, file_control.failure));
     }
     // A failure that HDF5 did not report to the caller (the destructor of a C++ wrapper object
     // swallows it), or that an earlier call left behind: the file is incomplete either way.
@@ -634,7 +635,8 @@ void ResultWriter::State::create_file() {
     H5::FileAccPropList access;
     access.setFcloseDegree(H5F_CLOSE_STRONG);  // closing the file really closes it before the rename
     hdf5_file_driver::use(access.getId(), &file_control);
-    file.emplace(temporary_path, H5F_ACC_EXCL, H5::FileCreatPropList::DEFAULT, access);  // a new name, never another's file
+    file.emplace(temporary_path, H5F_ACC_EXCL, H5::FileCreatPropList::DEFAULT,
+                 access);  // a new name, never another's file
   });
 }
 
@@ -677,7 +679,8 @@ void ResultWriter::State::define_arm(const ArmLayout& layout) {
     set_text_array_attribute(group, "model_parameters", names);
     set_float_array_attribute(group, "model_parameter_values", values);
     set_text_array_attribute(group, "model_parameter_units", units);
-    set_float_array_attribute(group, "price_per_session_usd", {layout.price_per_session_usd[0], layout.price_per_session_usd[1]});
+    set_float_array_attribute(group, "price_per_session_usd",
+                              {layout.price_per_session_usd[0], layout.price_per_session_usd[1]});
     write_vector(group, "time_h", layout.time_h, "h", "output time grid, hours from the start of the simulation");
     define_subjects(group, arm);
     define_metrics(group, arm);
@@ -887,10 +890,11 @@ void ResultWriter::State::check_every_subject_written() const {
 // whatever N is: from slabs of whole time columns while one column of N values fits, otherwise
 // selected exactly from the compressed chunks in a few passes. HDF5 calls stay on this thread.
 void ResultWriter::State::write_summary(const ArmDatasets& arm, std::size_t trajectory) {
-  SummaryTask task{arm.trajectories[trajectory],
-                   ChunkGrid::of(static_cast<hsize_t>(subjects_per_arm), arm.layout->time_h.size()),
-                   "summarize trajectory '" + arm.layout->trajectories[trajectory].name + "' of arm '" + arm.layout->name + "'",
-                   {}};
+  SummaryTask task{
+      arm.trajectories[trajectory],
+      ChunkGrid::of(static_cast<hsize_t>(subjects_per_arm), arm.layout->time_h.size()),
+      "summarize trajectory '" + arm.layout->trajectories[trajectory].name + "' of arm '" + arm.layout->name + "'",
+      {}};
   for (auto& values : task.quantiles) values.assign(task.grid.time_points, kNaN);
   if (task.grid.chunked()) {
     const unsigned threads = thread_count(options.summary_threads);
@@ -957,7 +961,8 @@ void ResultWriter::State::summarize_by_slabs(SummaryTask& task, unsigned threads
     parallel_for(threads, static_cast<std::size_t>(width), [&](unsigned, std::size_t t) {
       throw_if_cancelled(task);
       float* values = slab.data() + t * subjects;
-      float* const end_of_values = std::partition(values, values + subjects, [](float value) { return !std::isnan(value); });
+      float* const end_of_values =
+          std::partition(values, values + subjects, [](float value) { return !std::isnan(value); });
       InPlaceQuantiles<float> quantile(std::span<float>(values, end_of_values));
       for (std::size_t q = 0; q < kSummaryQuantiles.size(); ++q) {
         task.quantiles[q][first + t] = quantile(kSummaryQuantiles[q].probability);
@@ -974,7 +979,8 @@ void ResultWriter::State::summarize_by_selection(SummaryTask& task) {
   const ChunkGrid& grid = task.grid;
   std::array<double, kSummaryQuantiles.size()> probabilities{};
   for (std::size_t q = 0; q < kSummaryQuantiles.size(); ++q) probabilities[q] = kSummaryQuantiles[q].probability;
-  const std::size_t histogram_bytes = 2 * kSummaryQuantiles.size() * RadixSelection<float>::kBuckets * sizeof(std::uint64_t);
+  const std::size_t histogram_bytes =
+      2 * kSummaryQuantiles.size() * RadixSelection<float>::kBuckets * sizeof(std::uint64_t);
   const hsize_t group_columns =
       std::clamp<hsize_t>(options.summary_memory_bytes / histogram_bytes, 1, grid.chunk_columns);
   ChunkDecoder decoder;
@@ -1044,7 +1050,7 @@ void ResultWriter::State::close_file() {
     });
   }
   if (first_failure) throw *first_failure;  // the datasets that could not be closed stay in `arms`
-  arms.clear();  // the datasets must be released before the file
+  arms.clear();                             // the datasets must be released before the file
   if (!file) return;
   hdf5("flush the file", [&] { file->flush(H5F_SCOPE_LOCAL); });
   const hid_t id = file->getId();
@@ -1077,24 +1083,27 @@ ResultSizeEstimate estimate_result_size(const std::vector<ArmLayout>& arms, std:
   constexpr std::uintmax_t kFileOverheadBytes = std::uintmax_t{128} << 10;
   constexpr std::uintmax_t kMessageSlotBytes = 16;  // a variable-length string's reference; a failure adds its text
   const auto subjects = static_cast<std::uintmax_t>(std::max<std::int64_t>(subjects_per_arm, 0));
-  const auto round_up = [](std::uintmax_t value, std::uintmax_t step) { return step ? (value + step - 1) / step * step : value; };
-  double trajectories = 0.0;               // uncompressed, without chunk padding
-  std::uintmax_t padded_trajectories = 0;  // as stored when no chunk compresses
-  std::uintmax_t summaries = 0;            // p05, p50, p95 of each trajectory, uncompressed
+  const auto round_up = [](std::uintmax_t value, std::uintmax_t step) {
+    return step ? (value + step - 1) / step * step : value;
+  };
+  double trajectories = 0.0;                    // uncompressed, without chunk padding
+  std::uintmax_t padded_trajectories = 0;       // as stored when no chunk compresses
+  std::uintmax_t summaries = 0;                 // p05, p50, p95 of each trajectory, uncompressed
   std::uintmax_t columns = kFileOverheadBytes;  // everything else: uncompressed
   for (const ArmLayout& arm : arms) {
     const std::uintmax_t time_points = arm.time_h.size();
     const ChunkGrid grid = ChunkGrid::of(subjects, time_points);
     trajectories += static_cast<double>(arm.trajectories.size() * subjects * time_points * sizeof(float));
-    padded_trajectories +=
-        arm.trajectories.size() * round_up(subjects, grid.chunk_rows) * round_up(time_points, grid.chunk_columns) * sizeof(float);
+    padded_trajectories += arm.trajectories.size() * round_up(subjects, grid.chunk_rows) *
+                           round_up(time_points, grid.chunk_columns) * sizeof(float);
     summaries += arm.trajectories.size() * kSummaryQuantiles.size() * time_points * sizeof(double);
     std::uintmax_t width = 0;
     for (const ColumnSpec& column : arm.subject_columns) width += column.width;
     for (const ColumnSpec& column : arm.metrics) width += column.width;
     columns += subjects * (width * sizeof(double) + sizeof(std::int64_t) + sizeof(std::int8_t) + kMessageSlotBytes);
-    columns += (time_points + 2 * arm.dose_time_h.size() + arm.assessment_time_h.size() + arm.observation_time_h.size()) *
-               sizeof(double);
+    columns +=
+        (time_points + 2 * arm.dose_time_h.size() + arm.assessment_time_h.size() + arm.observation_time_h.size()) *
+        sizeof(double);
   }
   ResultSizeEstimate estimate;
   estimate.least_bytes = columns + summaries + static_cast<std::uintmax_t>(trajectories / kBestRatio);
@@ -1226,7 +1235,11 @@ void ResultWriter::finish(const std::function<void(const FinishProgress&)>& on_p
   state.phase = State::Phase::finished;
 }
 
-const std::string& ResultWriter::final_path() const { return state_->final_path; }
-const std::string& ResultWriter::temporary_path() const { return state_->temporary_path; }
+const std::string& ResultWriter::final_path() const {
+  return state_->final_path;
+}
+const std::string& ResultWriter::temporary_path() const {
+  return state_->temporary_path;
+}
 
 }  // namespace ketasim

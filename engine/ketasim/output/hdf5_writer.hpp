@@ -127,8 +127,8 @@ class ResultWriter {
   // Creates a temporary file next to the final one (AtomicOutputFile, output_file.hpp) and
   // defines every dataset. Throws IoError if `final_path` breaks a rule of check_output_path
   // (its directory missing or not writable; a directory, device, link, read-only file or the
-  // scenario file info.scenario_file at that name), if the layout cannot be represented (empty, duplicate or reserved names; dose vectors of different
-  // lengths; info.subjects_per_arm != subjects_per_arm) or if HDF5 fails.
+  // scenario file info.scenario_file at that name), if the layout cannot be represented (empty, duplicate or reserved
+  // names; dose vectors of different lengths; info.subjects_per_arm != subjects_per_arm) or if HDF5 fails.
   ResultWriter(std::string final_path, const RunInfo& info, std::vector<ArmLayout> arms, std::int64_t subjects_per_arm,
                ResultWriterOptions options = {});
 

@@ -7,12 +7,12 @@
 #include "ketasim/base/errors.hpp"
 #include "ketasim/base/format.hpp"
 #include "ketasim/base/time.hpp"
+#include "ketasim/base/yaml_reader.hpp"
+#include "ketasim/input/scenario_loader.hpp"
 #include "ketasim/model/model.hpp"
 #include "ketasim/model/model_card.hpp"
 #include "ketasim/output/result_reader.hpp"
-#include "ketasim/input/scenario_loader.hpp"
 #include "ketasim/solve/timeline.hpp"
-#include "ketasim/base/yaml_reader.hpp"
 
 namespace ketasim {
 
@@ -186,8 +186,8 @@ void write_subject(const FileReader& reader, const ExportArm& arm, std::size_t s
   while (d < doses.size() || s < arm.sample_times.size()) {
     if (d < doses.size() && (s == arm.sample_times.size() || doses[d].time <= arm.sample_times[s])) {
       const DoseRow& row = doses[d++];
-      out << key << ',' << format_shortest(row.time) << ',' << format_shortest(row.amount) << ',' << format_shortest(row.rate)
-          << ',' << row.compartment << ",1,1,.,.,0" << tail;
+      out << key << ',' << format_shortest(row.time) << ',' << format_shortest(row.amount) << ','
+          << format_shortest(row.rate) << ',' << row.compartment << ",1,1,.,.,0" << tail;
       continue;
     }
     for (std::size_t v = 0; v < arm.observed.size(); ++v) {

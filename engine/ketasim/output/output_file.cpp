@@ -27,7 +27,9 @@ constexpr std::string_view kTemporaryMarker = ".ketasim-tmp.";
 constexpr std::size_t kRandomLength = 6;
 constexpr std::size_t kMaxHostLength = 64;  // HOST_NAME_MAX on Linux
 
-std::string quoted(const std::string& path) { return "'" + path + "'"; }
+std::string quoted(const std::string& path) {
+  return "'" + path + "'";
+}
 
 fs::path directory_of(const std::string& path) {
   const fs::path parent = fs::path(path).parent_path();
@@ -52,7 +54,8 @@ std::string this_host() {
   if (::gethostname(name.data(), name.size() - 1) != 0) return "unknown-host";
   std::string host(name.data());
   for (char& c : host) {
-    const bool plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '.';
+    const bool plain =
+        (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '.';
     if (!plain) c = '_';
   }
   if (host.empty()) host = "unknown-host";
@@ -260,7 +263,8 @@ AtomicOutputFile::~AtomicOutputFile() {
 }
 
 void AtomicOutputFile::commit() {
-  flush_to_disk(temporary_path_);  // so that a crash right after the rename cannot leave a complete-looking name on incomplete contents
+  flush_to_disk(temporary_path_);  // so that a crash right after the rename cannot leave a complete-looking name on
+                                   // incomplete contents
   if (std::rename(temporary_path_.c_str(), final_path_.c_str()) != 0) {
     throw IoError(final_path_ + ": cannot rename the finished file '" + temporary_path_ +
                   "' into place: " + std::strerror(errno));
@@ -271,7 +275,8 @@ void AtomicOutputFile::commit() {
   flush_directory(directory_of(final_path_));
 }
 
-void write_file_atomically(const std::string& path, std::string_view text, const std::vector<std::string>& input_files) {
+void write_file_atomically(const std::string& path, std::string_view text,
+                           const std::vector<std::string>& input_files) {
   AtomicOutputFile output(path, input_files);
   const int descriptor = ::open(output.temporary_path().c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
   if (descriptor < 0) throw IoError(output.temporary_path() + ": cannot create: " + std::strerror(errno));

@@ -25,7 +25,6 @@ void check_output_path(const std::string& path, const std::vector<std::string>& 
 // f_bavail); nullopt when the file system does not say.
 std::optional<std::uintmax_t> free_space_for(const std::string& path);
 
-
 // The temporary name of `final_name`: "<prefix>.ketasim-tmp.<host>.<pid>.<random>", in the same
 // directory. The host and process id let a later run tell a temporary left by a killed process
 // from one still being written (stale_temporaries); `final_name` is cut so that the whole name

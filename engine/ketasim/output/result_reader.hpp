@@ -70,7 +70,8 @@ class FileReader {
     try {
       const H5::DataSet dataset = group.openDataSet(name);
       const H5T_class_t type_class = dataset.getTypeClass();
-      if (type_class != H5T_FLOAT && type_class != H5T_INTEGER) fail(object, "expected a numeric dataset (float64 or integer)");
+      if (type_class != H5T_FLOAT && type_class != H5T_INTEGER)
+        fail(object, "expected a numeric dataset (float64 or integer)");
       const H5::DataSpace space = dataset.getSpace();
       const int rank = space.getSimpleExtentNdims();
       if (rank != 1 && rank != 2) fail(object, "expected [N] or [N x width], found rank " + std::to_string(rank));
@@ -92,8 +93,9 @@ class FileReader {
                                   std::optional<std::size_t> rows) const {
     const NumberTable table = read_numbers(group, group_path, name);
     if (table.columns != 1 || (rows && table.rows != *rows))
-      fail(group_path + "/" + name, "expected shape [" + (rows ? std::to_string(*rows) : std::string("n")) + "], found [" +
-                                        std::to_string(table.rows) + " x " + std::to_string(table.columns) + "]");
+      fail(group_path + "/" + name, "expected shape [" + (rows ? std::to_string(*rows) : std::string("n")) +
+                                        "], found [" + std::to_string(table.rows) + " x " +
+                                        std::to_string(table.columns) + "]");
     return table.values;
   }
 
@@ -162,7 +164,9 @@ class FileReader {
 
   std::int64_t read_integer(const H5::H5Object& object, const std::string& object_path, const std::string& name) const {
     const std::vector<double> values = read_attribute_numbers(object, object_path, name, true);
-    if (values.size() != 1) fail(object_path + " attribute " + name, "expected one integer, found " + std::to_string(values.size()) + " values");
+    if (values.size() != 1)
+      fail(object_path + " attribute " + name,
+           "expected one integer, found " + std::to_string(values.size()) + " values");
     return static_cast<std::int64_t>(values.front());
   }
 
@@ -178,7 +182,8 @@ inline int read_layout_version(const FileReader& reader, const H5::H5File& file)
   const std::int64_t version = reader.read_integer(file, "/", "layout_version");
   if (version < kOldestReadableLayoutVersion || version > kLayoutVersion) {
     const std::string oldest = std::to_string(kOldestReadableLayoutVersion), newest = std::to_string(kLayoutVersion);
-    const std::string readable = kLayoutVersion == kOldestReadableLayoutVersion + 1 ? oldest + " and " + newest : oldest + " to " + newest;
+    const std::string readable =
+        kLayoutVersion == kOldestReadableLayoutVersion + 1 ? oldest + " and " + newest : oldest + " to " + newest;
     reader.fail("/ attribute layout_version", "this ketasim reads layout versions " + readable + ", the file has " +
                                                   std::to_string(version) + " (docs/hdf5-layout.md)");
   }
@@ -190,7 +195,8 @@ inline int read_layout_version(const FileReader& reader, const H5::H5File& file)
 inline H5::H5File open_result_file(const std::string& path) {
   std::error_code error;
   if (!std::filesystem::exists(path, error)) throw IoError("cannot open result file '" + path + "': no such file");
-  if (!std::filesystem::is_regular_file(path, error)) throw IoError("cannot open result file '" + path + "': not a regular file");
+  if (!std::filesystem::is_regular_file(path, error))
+    throw IoError("cannot open result file '" + path + "': not a regular file");
   if (H5Fis_hdf5(path.c_str()) <= 0) throw IoError("cannot open result file '" + path + "': not an HDF5 file");
   return H5::H5File(path, H5F_ACC_RDONLY);
 }

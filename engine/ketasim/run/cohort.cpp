@@ -1,16 +1,15 @@
 #include "ketasim/run/cohort.hpp"
 
+#include <Eigen/Cholesky>
 #include <algorithm>
 #include <array>
 #include <cmath>
 #include <limits>
 #include <numbers>
 
-#include <Eigen/Cholesky>
-
-#include "ketasim/input/covariate_table.hpp"
 #include "ketasim/base/errors.hpp"
 #include "ketasim/base/random_stream.hpp"
+#include "ketasim/input/covariate_table.hpp"
 
 namespace ketasim {
 
@@ -61,31 +60,48 @@ std::vector<RandomEffect> random_effects(const Variability& variability, const M
 
 }  // namespace
 
-double standard_normal_cdf(double x) { return 0.5 * std::erfc(-x / std::numbers::sqrt2); }
+double standard_normal_cdf(double x) {
+  return 0.5 * std::erfc(-x / std::numbers::sqrt2);
+}
 
 double standard_normal_quantile(double p) {
   if (!(p >= 0.0 && p <= 1.0)) return std::numeric_limits<double>::quiet_NaN();
   if (p == 0.0) return -std::numeric_limits<double>::infinity();
   if (p == 1.0) return std::numeric_limits<double>::infinity();
   // AS 241 (PPND16): rational approximations in three regions of p, coefficients as published.
-  static constexpr std::array<double, 8> a{3.3871328727963666080e0, 1.3314166789178437745e+2, 1.9715909503065514427e+3,
+  static constexpr std::array<double, 8> a{3.3871328727963666080e0,  1.3314166789178437745e+2, 1.9715909503065514427e+3,
                                            1.3731693765509461125e+4, 4.5921953931549871457e+4, 6.7265770927008700853e+4,
                                            3.3430575583588128105e+4, 2.5090809287301226727e+3};
-  static constexpr std::array<double, 8> b{1.0, 4.2313330701600911252e+1, 6.8718700749205790830e+2,
-                                           5.3941960214247511077e+3, 2.1213794301586595867e+4, 3.9307895800092710610e+4,
-                                           2.8729085735721942674e+4, 5.2264952788528545610e+3};
-  static constexpr std::array<double, 8> c{1.42343711074968357734e0, 4.63033784615654529590e0, 5.76949722146069140550e0,
-                                           3.64784832476320460504e0, 1.27045825245236838258e0, 2.41780725177450611770e-1,
-                                           2.27238449892691845833e-2, 7.74545014278341407640e-4};
-  static constexpr std::array<double, 8> d{1.0, 2.05319162663775882187e0, 1.67638483018380384940e0,
-                                           6.89767334985100004550e-1, 1.48103976427480074590e-1, 1.51986665636164571966e-2,
-                                           5.47593808499534494600e-4, 1.05075007164441684324e-9};
-  static constexpr std::array<double, 8> e{6.65790464350110377720e0, 5.46378491116411436990e0, 1.78482653991729133580e0,
-                                           2.96560571828504891230e-1, 2.65321895265761230930e-2, 1.24266094738807843860e-3,
-                                           2.71155556874348757815e-5, 2.01033439929228813265e-7};
-  static constexpr std::array<double, 8> f{1.0, 5.99832206555887937690e-1, 1.36929880922735805310e-1,
-                                           1.48753612908506148525e-2, 7.86869131145613259100e-4, 1.84631831751005468180e-5,
-                                           1.42151175831644588870e-7, 2.04426310338993978564e-15};
+  static constexpr std::array<double, 8> b{1.0,
+                                           4.2313330701600911252e+1,
+                                           6.8718700749205790830e+2,
+                                           5.3941960214247511077e+3,
+                                           2.1213794301586595867e+4,
+                                           3.9307895800092710610e+4,
+                                           2.8729085735721942674e+4,
+                                           5.2264952788528545610e+3};
+  static constexpr std::array<double, 8> c{
+      1.42343711074968357734e0, 4.63033784615654529590e0,  5.76949722146069140550e0,  3.64784832476320460504e0,
+      1.27045825245236838258e0, 2.41780725177450611770e-1, 2.27238449892691845833e-2, 7.74545014278341407640e-4};
+  static constexpr std::array<double, 8> d{1.0,
+                                           2.05319162663775882187e0,
+                                           1.67638483018380384940e0,
+                                           6.89767334985100004550e-1,
+                                           1.48103976427480074590e-1,
+                                           1.51986665636164571966e-2,
+                                           5.47593808499534494600e-4,
+                                           1.05075007164441684324e-9};
+  static constexpr std::array<double, 8> e{
+      6.65790464350110377720e0,  5.46378491116411436990e0,  1.78482653991729133580e0,  2.96560571828504891230e-1,
+      2.65321895265761230930e-2, 1.24266094738807843860e-3, 2.71155556874348757815e-5, 2.01033439929228813265e-7};
+  static constexpr std::array<double, 8> f{1.0,
+                                           5.99832206555887937690e-1,
+                                           1.36929880922735805310e-1,
+                                           1.48753612908506148525e-2,
+                                           7.86869131145613259100e-4,
+                                           1.84631831751005468180e-5,
+                                           1.42151175831644588870e-7,
+                                           2.04426310338993978564e-15};
   const double q = p - 0.5;
   if (std::fabs(q) <= 0.425) {
     const double r = 0.180625 - q * q;
@@ -164,7 +180,8 @@ CohortSampler::CohortSampler(const Scenario& scenario, const ModelChoice& model,
   for (const RandomEffect& effect : effects) {
     eta_parameter_index_.push_back(effect.parameter);
     eta_kind_.push_back(effect.kind);
-    const auto same = std::find(shared.begin(), shared.end(), card.parameters[static_cast<std::size_t>(effect.parameter)].name);
+    const auto same =
+        std::find(shared.begin(), shared.end(), card.parameters[static_cast<std::size_t>(effect.parameter)].name);
     eta_draw_.push_back(same != shared.end() ? static_cast<std::size_t>(same - shared.begin()) : eta_draws_++);
   }
   const auto n = static_cast<Eigen::Index>(effects.size());
@@ -174,7 +191,8 @@ CohortSampler::CohortSampler(const Scenario& scenario, const ModelChoice& model,
     if (variability.correlation.size() == m * m) {
       for (Eigen::Index i = 0; i < n; ++i)
         for (Eigen::Index j = 0; j < n; ++j) {
-          const int a = effects[static_cast<std::size_t>(i)].cv_entry, b = effects[static_cast<std::size_t>(j)].cv_entry;
+          const int a = effects[static_cast<std::size_t>(i)].cv_entry,
+                    b = effects[static_cast<std::size_t>(j)].cv_entry;
           if (a >= 0 && b >= 0) correlation(i, j) = variability.correlation(a, b);
         }
     }
@@ -190,17 +208,20 @@ CohortSampler::CohortSampler(const Scenario& scenario, const ModelChoice& model,
   const OccasionVariability& occasions = scenario.cohort.occasion_variability;
   // It names parameters of the scenario's model (the loader refuses it with arms of other cards).
   if (!occasions.parameters.empty() && !scenario_card)
-    throw ModelParameterError("occasion variability names parameters of model " + scenario.model.name + ", not of " + card.name);
+    throw ModelParameterError("occasion variability names parameters of model " + scenario.model.name + ", not of " +
+                              card.name);
   for (std::size_t i = 0; i < occasions.parameters.size(); ++i) {
     const int index = card.index_of(occasions.parameters[i]);
-    if (index < 0) throw ModelParameterError("model " + card.name + " has no parameter '" + occasions.parameters[i] + "'");
+    if (index < 0)
+      throw ModelParameterError("model " + card.name + " has no parameter '" + occasions.parameters[i] + "'");
     occasion_index_.push_back(index);
     occasion_omega_.push_back(std::sqrt(std::log1p(occasions.cv[i] * occasions.cv[i])));
   }
 
   if (cohort_.covariate_correlation.size() > 0) {
     const Eigen::LLT<Eigen::MatrixXd> cholesky(cohort_.covariate_correlation);
-    if (cohort_.covariate_correlation.rows() != 3 || cohort_.covariate_correlation.cols() != 3 || cholesky.info() != Eigen::Success)
+    if (cohort_.covariate_correlation.rows() != 3 || cohort_.covariate_correlation.cols() != 3 ||
+        cholesky.info() != Eigen::Success)
       throw ModelParameterError("the covariate correlation matrix is not a positive definite 3 x 3 matrix");
     copula_factor_ = cholesky.matrixL();
   }
@@ -215,7 +236,8 @@ CohortSampler::CohortSampler(const Scenario& scenario, const ModelChoice& model,
 }
 
 std::size_t CohortSampler::table_row(std::int64_t subject_id) const {
-  if (cohort_.table_rows == Cohort::TableRows::in_order) return static_cast<std::size_t>(subject_id % cohort_.trial_size());
+  if (cohort_.table_rows == Cohort::TableRows::in_order)
+    return static_cast<std::size_t>(subject_id % cohort_.trial_size());
   // Uniform with replacement, from the subject's own stream.
   const std::size_t rows = cohort_.table->rows;
   RandomStream stream(seed_, static_cast<std::uint64_t>(subject_id), StreamPurpose::cohort_row);
@@ -230,10 +252,13 @@ void CohortSampler::draw_covariates(Subject& subject) const {
     subject.table_row = static_cast<std::int64_t>(row);
   }
   // Weight, age and baseline MADRS: a table column if there is one, else the distribution.
-  const std::array<const CovariateDistribution*, 3> distributions{&cohort_.weight, &cohort_.age, &cohort_.baseline_madrs};
-  const std::array<const std::vector<double>*, 3> columns{table ? &table->weight_kg : nullptr, table ? &table->age_years : nullptr,
+  const std::array<const CovariateDistribution*, 3> distributions{&cohort_.weight, &cohort_.age,
+                                                                  &cohort_.baseline_madrs};
+  const std::array<const std::vector<double>*, 3> columns{table ? &table->weight_kg : nullptr,
+                                                          table ? &table->age_years : nullptr,
                                                           table ? &table->baseline_madrs : nullptr};
-  const std::array<StreamPurpose, 3> purposes{StreamPurpose::covariates, StreamPurpose::age, StreamPurpose::baseline_madrs};
+  const std::array<StreamPurpose, 3> purposes{StreamPurpose::covariates, StreamPurpose::age,
+                                              StreamPurpose::baseline_madrs};
   const auto from_table = [&](std::size_t k) { return columns[k] != nullptr && !columns[k]->empty(); };
   std::array<double, 3> values{};
   if (copula_factor_.size() > 0) {
@@ -242,7 +267,8 @@ void CohortSampler::draw_covariates(Subject& subject) const {
     Eigen::Vector3d independent;
     for (Eigen::Index k = 0; k < 3; ++k) independent(k) = stream.normal();
     const Eigen::Vector3d z = copula_factor_.triangularView<Eigen::Lower>() * independent;
-    for (std::size_t k = 0; k < 3; ++k) values[k] = truncated_normal_at(*distributions[k], z(static_cast<Eigen::Index>(k)));
+    for (std::size_t k = 0; k < 3; ++k)
+      values[k] = truncated_normal_at(*distributions[k], z(static_cast<Eigen::Index>(k)));
   } else {
     for (std::size_t k = 0; k < 3; ++k) {
       if (!from_table(k))
@@ -264,7 +290,8 @@ void CohortSampler::draw_covariates(Subject& subject) const {
 
 std::vector<double> CohortSampler::occasion_parameters(const Subject& subject, int occasion) const {
   std::vector<double> parameters = subject.parameters;
-  RandomStream stream(seed_, static_cast<std::uint64_t>(subject.id), occasion_stream(static_cast<std::uint32_t>(occasion)));
+  RandomStream stream(seed_, static_cast<std::uint64_t>(subject.id),
+                      occasion_stream(static_cast<std::uint32_t>(occasion)));
   for (std::size_t i = 0; i < occasion_index_.size(); ++i)
     parameters[static_cast<std::size_t>(occasion_index_[i])] *= std::exp(occasion_omega_[i] * stream.normal());
   return parameters;
@@ -281,7 +308,8 @@ Subject CohortSampler::draw(std::int64_t subject_id) const {
     if (spec.allometric_exponent != 0.0) subject.parameters[i] *= std::pow(weight_ratio, spec.allometric_exponent);
     if (spec.covariate_effect) {
       const double covariate = spec.covariate_effect->covariate == "age" ? subject.age_years : subject.weight_kg;
-      subject.parameters[i] += spec.covariate_effect->slope * std::max(0.0, covariate - spec.covariate_effect->reference);
+      subject.parameters[i] +=
+          spec.covariate_effect->slope * std::max(0.0, covariate - spec.covariate_effect->reference);
     }
   }
   const auto n = eta_factor_.rows();
@@ -290,19 +318,25 @@ Subject CohortSampler::draw(std::int64_t subject_id) const {
     Eigen::VectorXd normals(static_cast<Eigen::Index>(eta_draws_));
     for (Eigen::Index i = 0; i < normals.size(); ++i) normals(i) = stream.normal();
     Eigen::VectorXd z(n);
-    for (Eigen::Index i = 0; i < n; ++i) z(i) = normals(static_cast<Eigen::Index>(eta_draw_[static_cast<std::size_t>(i)]));
+    for (Eigen::Index i = 0; i < n; ++i)
+      z(i) = normals(static_cast<Eigen::Index>(eta_draw_[static_cast<std::size_t>(i)]));
     const Eigen::VectorXd eta = eta_factor_.triangularView<Eigen::Lower>() * z;
     for (Eigen::Index i = 0; i < n; ++i) {
       double& value = subject.parameters[static_cast<std::size_t>(eta_parameter_index_[static_cast<std::size_t>(i)])];
       switch (eta_kind_[static_cast<std::size_t>(i)]) {
-        case IivKind::log_normal: value *= std::exp(eta(i)); break;
+        case IivKind::log_normal:
+          value *= std::exp(eta(i));
+          break;
         case IivKind::logit_normal: {
           const double logit = std::log(value / (1.0 - value)) + eta(i);
           value = 1.0 / (1.0 + std::exp(-logit));
           break;
         }
-        case IivKind::normal: value += eta(i); break;
-        case IivKind::none: break;
+        case IivKind::normal:
+          value += eta(i);
+          break;
+        case IivKind::none:
+          break;
       }
     }
   }

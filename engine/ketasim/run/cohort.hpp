@@ -9,13 +9,12 @@
 // Covariates come from, in this order of precedence: a column of cohort.from_csv (the subject's
 // row), the Gaussian copula of cohort.correlations, or each covariate's own rejection draw.
 
+#include <Eigen/Core>
 #include <cstdint>
 #include <vector>
 
-#include <Eigen/Core>
-
-#include "ketasim/model/model_card.hpp"
 #include "ketasim/input/scenario.hpp"
+#include "ketasim/model/model_card.hpp"
 
 namespace ketasim {
 
@@ -25,7 +24,7 @@ struct Subject {
   double age_years = 0.0;
   bool female = false;
   double baseline_madrs = 0.0;
-  std::int64_t table_row = -1;  // the row of cohort.from_csv this subject is; -1 without a table
+  std::int64_t table_row = -1;     // the row of cohort.from_csv this subject is; -1 without a table
   std::vector<double> parameters;  // individual values in card order, base units
 };
 
@@ -59,12 +58,12 @@ class CohortSampler {
   std::vector<double> typical_;
   std::vector<int> eta_parameter_index_;  // card index of each variable parameter
   std::vector<IivKind> eta_kind_;
-  std::vector<std::size_t> eta_draw_;     // which normal of the subject's random-effects stream each one takes
-  std::size_t eta_draws_ = 0;             // normals drawn per subject
-  Eigen::MatrixXd eta_factor_;            // lower-triangular L with L L^T = Omega
-  std::vector<int> occasion_index_;       // card index of each parameter with occasion variability
-  std::vector<double> occasion_omega_;    // its SD of kappa
-  Eigen::MatrixXd copula_factor_;         // lower-triangular L with L L^T = covariate correlation; 0 x 0 without
+  std::vector<std::size_t> eta_draw_;   // which normal of the subject's random-effects stream each one takes
+  std::size_t eta_draws_ = 0;           // normals drawn per subject
+  Eigen::MatrixXd eta_factor_;          // lower-triangular L with L L^T = Omega
+  std::vector<int> occasion_index_;     // card index of each parameter with occasion variability
+  std::vector<double> occasion_omega_;  // its SD of kappa
+  Eigen::MatrixXd copula_factor_;       // lower-triangular L with L L^T = covariate correlation; 0 x 0 without
 
   std::size_t table_row(std::int64_t subject_id) const;
   void draw_covariates(Subject& subject) const;

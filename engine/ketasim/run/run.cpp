@@ -17,16 +17,16 @@
 #include <span>
 #include <thread>
 
-#include "ketasim/model/blocks.hpp"
-#include "ketasim/run/cohort.hpp"
-#include "ketasim/input/covariate_table.hpp"
 #include "ketasim/base/format.hpp"
-#include "ketasim/output/hdf5_writer.hpp"
-#include "ketasim/model/model.hpp"
-#include "ketasim/output/output_file.hpp"
 #include "ketasim/base/random_stream.hpp"
-#include "ketasim/solve/simulate.hpp"
 #include "ketasim/base/threads.hpp"
+#include "ketasim/input/covariate_table.hpp"
+#include "ketasim/model/blocks.hpp"
+#include "ketasim/model/model.hpp"
+#include "ketasim/output/hdf5_writer.hpp"
+#include "ketasim/output/output_file.hpp"
+#include "ketasim/run/cohort.hpp"
+#include "ketasim/solve/simulate.hpp"
 #include "ketasim/solve/timeline.hpp"
 
 namespace ketasim {
@@ -34,7 +34,6 @@ namespace ketasim {
 namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
-
 
 // What NaN among a metric's values of a solved subject means. Most metrics are defined for every
 // subject: NaN there (like an infinity anywhere) is a failure of the solve, and fails the subject.
@@ -65,7 +64,9 @@ void for_each_metric(const Model& model, const SimulationPlan& plan, const Subje
   visit(Metric::cmax, ColumnSpec{"cmax_ng_per_ml", "ng/mL", 1, "maximum plasma " + drug + " concentration"},
         one(m.cmax_ng_per_ml));
   visit(Metric::cmax, ColumnSpec{"tmax_h", "h", 1, "time of the maximum plasma concentration"}, one(m.tmax_h));
-  visit(Metric::auc, ColumnSpec{"auc_ng_h_per_ml", "ng*h/mL", 1, "plasma " + drug + " AUC over the whole output grid (exact integral)"},
+  visit(Metric::auc,
+        ColumnSpec{"auc_ng_h_per_ml", "ng*h/mL", 1,
+                   "plasma " + drug + " AUC over the whole output grid (exact integral)"},
         one(m.auc_ng_h_per_ml));
   visit(Metric::auc_per_week,
         ColumnSpec{"auc_per_week_ng_h_per_ml", "ng*h/mL", m.auc_per_week_ng_h_per_ml.size(),
@@ -85,7 +86,8 @@ void for_each_metric(const Model& model, const SimulationPlan& plan, const Subje
             nan_if_undefined(many(m.peak_link[l])));
     }
     visit(Metric::peak_dissociation,
-          ColumnSpec{"peak_dissociation_time_h", "h", doses, "per dose: time of the effect-site maximum (and peak dissociation)"},
+          ColumnSpec{"peak_dissociation_time_h", "h", doses,
+                     "per dose: time of the effect-site maximum (and peak dissociation)"},
           nan_if_undefined(many(m.peak_effect_time_h)));
     visit(Metric::time_above_dissociation,
           ColumnSpec{"time_above_dissociation_h", "h", 1,
@@ -93,14 +95,17 @@ void for_each_metric(const Model& model, const SimulationPlan& plan, const Subje
           one(m.time_above_dissociation_h));
     visit(Metric::dissociation_burden,
           ColumnSpec{"dissociation_burden_score_h", "h", 1,
-                     "integral of the dissociation score over the output grid (score-hours; trapezoid over the grid and breakpoints)"},
+                     "integral of the dissociation score over the output grid (score-hours; trapezoid over the grid "
+                     "and breakpoints)"},
           one(m.dissociation_burden_score_h));
   }
-  visit(Metric::dosed, ColumnSpec{"dosed_mg", "mg", 1, drug + " given within the output grid (constant-rate inputs pro rata)"},
+  visit(Metric::dosed,
+        ColumnSpec{"dosed_mg", "mg", 1, drug + " given within the output grid (constant-rate inputs pro rata)"},
         one(m.dosed_mg));
   visit(Metric::dosed, ColumnSpec{"sessions_given", "", 1, "sessions (drug or placebo) started within the output grid"},
         one(m.sessions_given));
-  visit(Metric::dosed, ColumnSpec{"sessions_missed", "", 1, "scheduled sessions missed (adherence), within the output grid"},
+  visit(Metric::dosed,
+        ColumnSpec{"sessions_missed", "", 1, "scheduled sessions missed (adherence), within the output grid"},
         one(m.sessions_missed));
   visit(Metric::dosed, ColumnSpec{"sessions_triggered", "", 1, "sessions given by the arm's as-needed rule"},
         one(m.sessions_triggered));
@@ -108,9 +113,11 @@ void for_each_metric(const Model& model, const SimulationPlan& plan, const Subje
   for (std::size_t d = 0; d < model.drugs().size(); ++d) {
     if (static_cast<int>(d) == model.dosed_drug()) continue;
     const std::string& name = model.drugs()[d].name;
-    visit(Metric::metabolites, ColumnSpec{"cmax_" + name + "_ng_per_ml", "ng/mL", 1, "maximum plasma " + name + " concentration"},
+    visit(Metric::metabolites,
+          ColumnSpec{"cmax_" + name + "_ng_per_ml", "ng/mL", 1, "maximum plasma " + name + " concentration"},
           one(m.metabolite_cmax_ng_per_ml[slot]));
-    visit(Metric::metabolites, ColumnSpec{"tmax_" + name + "_h", "h", 1, "time of the maximum plasma " + name + " concentration"},
+    visit(Metric::metabolites,
+          ColumnSpec{"tmax_" + name + "_h", "h", 1, "time of the maximum plasma " + name + " concentration"},
           one(m.metabolite_tmax_h[slot]));
     ++slot;
   }
@@ -123,40 +130,58 @@ void for_each_metric(const Model& model, const SimulationPlan& plan, const Subje
     visit(Metric::response, ColumnSpec{"madrs_baseline", "", 1, "MADRS at baseline"}, one(m.baseline_madrs));
     visit(Metric::response, ColumnSpec{"madrs_at", "", a, at + ": the model's MADRS (no residual error)"},
           nan_if_undefined(many(m.madrs_at)));
-    visit(Metric::response, ColumnSpec{"madrs_observed_at", "", a, at + ": observed MADRS (with residual error, in [0, 60])"},
+    visit(Metric::response,
+          ColumnSpec{"madrs_observed_at", "", a, at + ": observed MADRS (with residual error, in [0, 60])"},
           nan_if_undefined(many(m.madrs_observed_at)));
-    visit(Metric::response, ColumnSpec{"response_at", "", a, at + ": 1 if the observed MADRS fell by at least the response fraction"},
+    visit(Metric::response,
+          ColumnSpec{"response_at", "", a, at + ": 1 if the observed MADRS fell by at least the response fraction"},
           nan_if_undefined(many(m.response_at)));
-    visit(Metric::response, ColumnSpec{"remission_at", "", a, at + ": 1 if the observed MADRS is at or below the remission threshold"},
+    visit(Metric::response,
+          ColumnSpec{"remission_at", "", a, at + ": 1 if the observed MADRS is at or below the remission threshold"},
           nan_if_undefined(many(m.remission_at)));
-    visit(Metric::response, ColumnSpec{"first_response_day", "d", 1, "days from the first session to the first response (model MADRS); NaN if none"},
+    visit(Metric::response,
+          ColumnSpec{"first_response_day", "d", 1,
+                     "days from the first session to the first response (model MADRS); NaN if none"},
           nan_if_undefined(one(m.first_response_day)));
-    visit(Metric::response, ColumnSpec{"days_in_response", "d", 1, "days in response (model MADRS) over the output grid"},
+    visit(Metric::response,
+          ColumnSpec{"days_in_response", "d", 1, "days in response (model MADRS) over the output grid"},
           one(m.days_in_response));
-    visit(Metric::response, ColumnSpec{"responder_end_of_treatment", "", 1, "1 if in response 1 d after the last session; NaN if past the grid"},
+    visit(Metric::response,
+          ColumnSpec{"responder_end_of_treatment", "", 1,
+                     "1 if in response 1 d after the last session; NaN if past the grid"},
           nan_if_undefined(one(m.responder_end_of_treatment)));
-    visit(Metric::response, ColumnSpec{"relapse_day", "d", 1, "responders at the end of treatment: days from the last session to the loss of response (censored at the end of the grid)"},
+    visit(Metric::response,
+          ColumnSpec{"relapse_day", "d", 1,
+                     "responders at the end of treatment: days from the last session to the loss of response (censored "
+                     "at the end of the grid)"},
           nan_if_undefined(one(m.relapse_day)));
-    visit(Metric::response, ColumnSpec{"relapse_observed", "", 1, "1 if the loss of response happened within the grid, 0 if censored"},
+    visit(Metric::response,
+          ColumnSpec{"relapse_observed", "", 1, "1 if the loss of response happened within the grid, 0 if censored"},
           nan_if_undefined(one(m.relapse_observed)));
   }
   const std::size_t drugs = model.drugs().size();
   std::string drug_names;
   for (const DrugSpec& spec : model.drugs()) drug_names += (drug_names.empty() ? "" : ", ") + spec.name;
-  visit(Metric::mass_balance, ColumnSpec{"given_mg", "mg", drugs, "per drug (" + drug_names + "): entered by dosing"}, many(m.given_mg));
-  visit(Metric::mass_balance, ColumnSpec{"amount_in_body_end_mg", "mg", drugs, "per drug: in the body at the end of the grid"},
+  visit(Metric::mass_balance, ColumnSpec{"given_mg", "mg", drugs, "per drug (" + drug_names + "): entered by dosing"},
+        many(m.given_mg));
+  visit(Metric::mass_balance,
+        ColumnSpec{"amount_in_body_end_mg", "mg", drugs, "per drug: in the body at the end of the grid"},
         many(m.amount_in_body_end_mg));
-  visit(Metric::mass_balance, ColumnSpec{"eliminated_mg", "mg", drugs, "per drug: eliminated, metabolised or lost before absorption"},
+  visit(Metric::mass_balance,
+        ColumnSpec{"eliminated_mg", "mg", drugs, "per drug: eliminated, metabolised or lost before absorption"},
         many(m.eliminated_mg));
-  visit(Metric::mass_balance, ColumnSpec{"formed_mg", "mg", drugs, "per drug: formed from a parent drug"}, many(m.formed_mg));
+  visit(Metric::mass_balance, ColumnSpec{"formed_mg", "mg", drugs, "per drug: formed from a parent drug"},
+        many(m.formed_mg));
   for (std::size_t v = 0; v < plan.observed.size(); ++v) {
     const ModelOutput& output = *plan.observed[v].output;
     const std::size_t samples = plan.observation_times.size();
-    visit(std::optional<Metric>(), ColumnSpec{"ipred_" + output.dataset, output.unit, samples,
-                                              "per sampling time (observation_times_h): " + output.name + ", the model's value"},
+    visit(std::optional<Metric>(),
+          ColumnSpec{"ipred_" + output.dataset, output.unit, samples,
+                     "per sampling time (observation_times_h): " + output.name + ", the model's value"},
           many(m.observed_ipred[v]));
-    visit(std::optional<Metric>(), ColumnSpec{"dv_" + output.dataset, output.unit, samples,
-                                              "per sampling time (observation_times_h): " + output.name + " observed, with residual error"},
+    visit(std::optional<Metric>(),
+          ColumnSpec{"dv_" + output.dataset, output.unit, samples,
+                     "per sampling time (observation_times_h): " + output.name + " observed, with residual error"},
           many(m.observed_dv[v]));
   }
   visit(std::optional<Metric>(), ColumnSpec{"solver_path", "", 1, "0 = exact stepping, 1 = ODE (Dormand-Prince 5(4))"},
@@ -166,9 +191,11 @@ void for_each_metric(const Model& model, const SimulationPlan& plan, const Subje
 template <class Visit>
 void for_each_selected_metric(const std::vector<Metric>& selected, const Model& model, const SimulationPlan& plan,
                               const SubjectMetrics& m, const double& solver_path, Visit&& visit) {
-  for_each_metric(model, plan, m, solver_path, [&](std::optional<Metric> metric, const ColumnSpec& spec, const MetricValues& values) {
-    if (!metric || std::find(selected.begin(), selected.end(), *metric) != selected.end()) visit(spec, values);
-  });
+  for_each_metric(model, plan, m, solver_path,
+                  [&](std::optional<Metric> metric, const ColumnSpec& spec, const MetricValues& values) {
+                    if (!metric || std::find(selected.begin(), selected.end(), *metric) != selected.end())
+                      visit(spec, values);
+                  });
 }
 
 // Why a solved subject's metrics cannot be written ("" if they can): the first value that is not
@@ -209,10 +236,12 @@ std::string describe_regimen(const Arm& arm) {
       continue;
     }
     if (rule.dose.value > 0.0) {
-      text += " " + format_significant(rule.dose.value) + (rule.dose.basis == DoseBasis::per_body_weight ? " mg/kg" : " mg");
+      text += " " + format_significant(rule.dose.value) +
+              (rule.dose.basis == DoseBasis::per_body_weight ? " mg/kg" : " mg");
       if (rule.max_dose_mg) text += " (at most " + format_significant(*rule.max_dose_mg) + " mg)";
     }
-    if (rule.route == Route::iv_infusion) text += " over " + format_significant(ticks_to_hours(rule.infusion_duration) * 60.0) + " min";
+    if (rule.route == Route::iv_infusion)
+      text += " over " + format_significant(ticks_to_hours(rule.infusion_duration) * 60.0) + " min";
     if (rule.as_needed)
       text += ", " + describe_as_needed(*rule.as_needed);
     else
@@ -267,7 +296,8 @@ std::vector<int> observed_states(const Scenario& scenario, const Model& model, c
   };
   const auto add_link = [&](const LinkValues& link) {
     signals.push_back(link.input_signal);
-    if (link.tolerance_signal >= 0 && (link.attenuation != 0.0 || attenuation_varies(link))) signals.push_back(link.tolerance_signal);
+    if (link.tolerance_signal >= 0 && (link.attenuation != 0.0 || attenuation_varies(link)))
+      signals.push_back(link.tolerance_signal);
   };
   const auto add_depression = [&] {
     const DepressionValues& depression = *typical.depression;
@@ -299,8 +329,12 @@ const ModelCard& card_of(const ModelChoice& model) {
 // simulates the same model.
 struct ModelEngine {
   ModelEngine(const Scenario& scenario, const ModelChoice& model_choice)
-      : choice(model_choice), card(card_of(choice)), model(card), sampler(scenario, choice, card),
-        plan(SimulationPlan::from(scenario.output, model)), outputs(selected_outputs(scenario, model)) {
+      : choice(model_choice),
+        card(card_of(choice)),
+        model(card),
+        sampler(scenario, choice, card),
+        plan(SimulationPlan::from(scenario.output, model)),
+        outputs(selected_outputs(scenario, model)) {
     const SubjectModel typical = model.instantiate(sampler.typical_parameters());
     states = observed_states(scenario, model, plan, outputs, typical, sampler.variable_parameters());
     if (static_cast<int>(states.size()) == typical.states) states.clear();  // nothing to drop
@@ -401,8 +435,10 @@ class ScenarioRunner {
     prepared.context.baseline_madrs = prepared.subject.baseline_madrs;
     // Residual errors come from the subject's own stream: the same draws in every arm.
     RandomStream residuals(scenario_.cohort.seed, static_cast<std::uint64_t>(subject_id), StreamPurpose::residuals);
-    for (std::size_t k = 0; k < plan.assessments.size(); ++k) prepared.context.residual_normals.push_back(residuals.normal());
-    RandomStream observation(scenario_.cohort.seed, static_cast<std::uint64_t>(subject_id), StreamPurpose::observations);
+    for (std::size_t k = 0; k < plan.assessments.size(); ++k)
+      prepared.context.residual_normals.push_back(residuals.normal());
+    RandomStream observation(scenario_.cohort.seed, static_cast<std::uint64_t>(subject_id),
+                             StreamPurpose::observations);
     for (std::size_t k = 0; k < plan.observed.size() * plan.observation_times.size(); ++k)
       prepared.context.observation_normals.push_back(observation.normal());
     return prepared;
@@ -417,7 +453,8 @@ class ScenarioRunner {
     block.count = range.count;
     // Not assign(count, row): that builds the row even for no trajectories, rows x T floats.
     block.trajectories.clear();
-    for (std::size_t k = 0; k < layout.trajectories.size(); ++k) block.trajectories.emplace_back(rows * layout.time_h.size());
+    for (std::size_t k = 0; k < layout.trajectories.size(); ++k)
+      block.trajectories.emplace_back(rows * layout.time_h.size());
     block.subject_columns.clear();
     for (const auto& column : layout.subject_columns) block.subject_columns.emplace_back(rows * column.width);
     block.metrics.clear();
@@ -447,7 +484,8 @@ class ScenarioRunner {
         return engine.states.empty() ? occasion_system : restrict_to(occasion_system, engine.states);
       };
     if (arm.as_needed) {
-      as_needed.emplace(TriggeredDosing{*arm.as_needed->as_needed, make_dose(*arm.as_needed, arm.as_needed_rule, 0, subject.weight_kg)});
+      as_needed.emplace(TriggeredDosing{*arm.as_needed->as_needed,
+                                        make_dose(*arm.as_needed, arm.as_needed_rule, 0, subject.weight_kg)});
       arm_context.as_needed = &*as_needed;
     }
 
@@ -460,7 +498,8 @@ class ScenarioRunner {
     double solver_path = kNaN;
     try {
       if (!system) throw ModelParameterError(prepared.model_problem);
-      const SolveOutcome outcome = simulate_subject(model, *system, scenario_.solver, plan, doses, arm_context, rows, metrics);
+      const SolveOutcome outcome =
+          simulate_subject(model, *system, scenario_.solver, plan, doses, arm_context, rows, metrics);
       solver_path = outcome.path == SolverPath::exact ? 0.0 : 1.0;
       metrics.sessions_missed = given.missed;
       const std::string non_finite = first_non_finite_metric(scenario_.output.metrics, model, plan, metrics);
@@ -473,21 +512,24 @@ class ScenarioRunner {
       block.message[row] = error.what();
       metrics = sized_metrics(model, plan, arm.doses);
       for (auto& trajectory : block.trajectories)
-        std::fill_n(trajectory.begin() + static_cast<std::ptrdiff_t>(row * n_time), n_time, std::numeric_limits<float>::quiet_NaN());
+        std::fill_n(trajectory.begin() + static_cast<std::ptrdiff_t>(row * n_time), n_time,
+                    std::numeric_limits<float>::quiet_NaN());
     }
     write_subject_columns(block, row, subject, doses);
     std::size_t metric = 0;
     for_each_selected_metric(scenario_.output.metrics, model, plan, metrics, solver_path,
                              [&](const ColumnSpec& spec, const MetricValues& values) {
-                               std::copy(values.values.begin(), values.values.end(),
-                                         block.metrics[metric++].begin() + static_cast<std::ptrdiff_t>(row * spec.width));
+                               std::copy(
+                                   values.values.begin(), values.values.end(),
+                                   block.metrics[metric++].begin() + static_cast<std::ptrdiff_t>(row * spec.width));
                              });
     return given;
   }
 
   // Covariates and individual parameters (display units), then the doses given, NaN-padded to the
   // arm's most doses (arm_layouts lists the same columns).
-  void write_subject_columns(SubjectBlock& block, std::size_t row, const Subject& subject, const std::vector<Dose>& doses) const {
+  void write_subject_columns(SubjectBlock& block, std::size_t row, const Subject& subject,
+                             const std::vector<Dose>& doses) const {
     const std::size_t width = arms_[block.arm].doses;
     const ModelCard& card_ = engines_[arms_[block.arm].engine]->card;
     std::size_t column = 0;
@@ -499,7 +541,8 @@ class ScenarioRunner {
       block.subject_columns[column++][row] = to_display_unit(card_.parameters[p], subject.parameters[p]);
     for (const auto field : {&Dose::start, &Dose::duration}) {
       auto& values = block.subject_columns[column++];
-      for (std::size_t d = 0; d < width; ++d) values[row * width + d] = d < doses.size() ? ticks_to_hours(doses[d].*field) : kNaN;
+      for (std::size_t d = 0; d < width; ++d)
+        values[row * width + d] = d < doses.size() ? ticks_to_hours(doses[d].*field) : kNaN;
     }
     auto& amounts = block.subject_columns[column++];
     for (std::size_t d = 0; d < width; ++d) amounts[row * width + d] = d < doses.size() ? doses[d].amount_mg : kNaN;
@@ -569,7 +612,8 @@ class ReportCollector {
         ++report.failed;
         continue;
       }
-      if (block.metrics[index.solver_path][row] == 1.0 && scenario_method_auto_) ++report.ode_fallbacks;  // always written
+      if (block.metrics[index.solver_path][row] == 1.0 && scenario_method_auto_)
+        ++report.ode_fallbacks;  // always written
       const auto value = [&](std::size_t metric, std::size_t position) {
         return metric == kAbsent ? kNaN : block.metrics[metric][position];
       };
@@ -593,8 +637,9 @@ class ReportCollector {
     for (std::size_t a = 0; a < reports_.size(); ++a) {
       ArmReport& report = reports_[a];
       ArmValues& values = values_[a];
-      Quantiles* targets[] = {&report.cmax_ng_per_ml, &report.first_dose_peak_dissociation, &report.weekly_auc_ng_h_per_ml,
-                              &report.dissociation_hours_per_week, &report.sessions_given};
+      Quantiles* targets[] = {&report.cmax_ng_per_ml, &report.first_dose_peak_dissociation,
+                              &report.weekly_auc_ng_h_per_ml, &report.dissociation_hours_per_week,
+                              &report.sessions_given};
       for (std::size_t k = 0; k < kValues; ++k) {
         const std::vector<double> q = values.quantiled[k].quantiles(kProbabilities);
         *targets[k] = {q[0], q[1], q[2]};
@@ -662,7 +707,8 @@ class ReportCollector {
 
 std::int64_t default_block_size(const std::vector<ArmPlan>& arms) {
   std::size_t bytes_per_subject = 0;
-  for (const ArmPlan& arm : arms) bytes_per_subject += arm.layout.trajectories.size() * arm.layout.time_h.size() * sizeof(float);
+  for (const ArmPlan& arm : arms)
+    bytes_per_subject += arm.layout.trajectories.size() * arm.layout.time_h.size() * sizeof(float);
   // About 16 MiB of trajectories per block, in multiples of 64 subjects (the writer's chunk rows).
   const std::size_t target = (std::size_t{16} << 20) / std::max<std::size_t>(bytes_per_subject, 1);
   return static_cast<std::int64_t>(std::clamp<std::size_t>(target / 64 * 64, 64, 4096));
@@ -681,7 +727,8 @@ std::vector<ArmLayout> arm_layouts(const Scenario& scenario) {
     layout.model = card->name;
     for (const ParameterOverride& override_value : choice.overrides) {
       const int index = card->index_of(override_value.name);
-      if (index < 0) throw ModelParameterError("model " + card->name + " has no parameter '" + override_value.name + "'");
+      if (index < 0)
+        throw ModelParameterError("model " + card->name + " has no parameter '" + override_value.name + "'");
       const ParameterSpec& spec = card->parameters[static_cast<std::size_t>(index)];
       layout.model_parameters.push_back({spec.name, to_display_unit(spec, override_value.value), spec.unit});
     }
@@ -707,14 +754,20 @@ std::vector<ArmLayout> arm_layouts(const Scenario& scenario) {
     for (const auto& spec : card->parameters)
       layout.subject_columns.push_back({spec.name, spec.unit, 1, "individual " + spec.description});
     const std::size_t most = most_doses(arm, plan.grid_end);
-    layout.subject_columns.push_back({"dose_time_h", "h", most, "start of each dose given, in time order (NaN-padded)"});
-    layout.subject_columns.push_back({"dose_duration_h", "h", most, "infusion duration of each dose given; 0 for a bolus or intranasal session"});
-    layout.subject_columns.push_back({"dose_amount_mg", "mg", most, "amount of each dose given (0 for a placebo without an amount)"});
-    layout.subject_columns.push_back({"dose_route", "", most, "what each dose given gives: 0 no drug (placebo or midazolam), 1 iv_infusion, 2 iv_bolus, 3 intranasal"});
+    layout.subject_columns.push_back(
+        {"dose_time_h", "h", most, "start of each dose given, in time order (NaN-padded)"});
+    layout.subject_columns.push_back(
+        {"dose_duration_h", "h", most, "infusion duration of each dose given; 0 for a bolus or intranasal session"});
+    layout.subject_columns.push_back(
+        {"dose_amount_mg", "mg", most, "amount of each dose given (0 for a placebo without an amount)"});
+    layout.subject_columns.push_back(
+        {"dose_route", "", most,
+         "what each dose given gives: 0 no drug (placebo or midazolam), 1 iv_infusion, 2 iv_bolus, 3 intranasal"});
     layout.price_per_session_usd[0] = arm.price_low_usd;
     layout.price_per_session_usd[1] = arm.price_high_usd;
     layout.subject_columns.push_back(
-        {"replicate", "", 1, "trial replicate, 0 ... R-1: replicate r is subjects r*n ... r*n+n-1 (n = subjects_per_replicate)"});
+        {"replicate", "", 1,
+         "trial replicate, 0 ... R-1: replicate r is subjects r*n ... r*n+n-1 (n = subjects_per_replicate)"});
     const SubjectMetrics sized = sized_metrics(model, plan, most);
     for_each_selected_metric(scenario.output.metrics, model, plan, sized, kNaN,
                              [&](const ColumnSpec& spec, const MetricValues&) { layout.metrics.push_back(spec); });
@@ -742,18 +795,19 @@ std::vector<std::string> scenario_input_files(const Scenario& scenario) {
 
 namespace {
 
-OutputSpace space_for(const std::vector<ArmLayout>& layouts, std::int64_t subjects_per_arm, const std::string& output_path) {
+OutputSpace space_for(const std::vector<ArmLayout>& layouts, std::int64_t subjects_per_arm,
+                      const std::string& output_path) {
   return {estimate_result_size(layouts, subjects_per_arm), free_space_for(output_path)};
 }
 
 // Before anything is simulated: a file that cannot fit would fail after all the work.
 void refuse_if_it_cannot_fit(const OutputSpace& space, const std::string& output_path) {
   if (!space.certainly_too_small()) return;
-  throw IoError(output_path + ": not enough space: the result file needs at least " + format_bytes(space.size.least_bytes) +
-                " (" + describe_output_space(space, output_path) +
+  throw IoError(output_path + ": not enough space: the result file needs at least " +
+                format_bytes(space.size.least_bytes) + " (" + describe_output_space(space, output_path) +
                 "). Free some space, write it elsewhere, simulate fewer subjects, or write the metrics only "
-                "(`variables: []` under `output:` in the scenario: " + format_bytes(space.size.without_trajectories_bytes) +
-                ")");
+                "(`variables: []` under `output:` in the scenario: " +
+                format_bytes(space.size.without_trajectories_bytes) + ")");
 }
 
 }  // namespace
@@ -767,7 +821,8 @@ std::string describe_output_space(const OutputSpace& space, const std::string& o
                      format_bytes(space.size.upper_bound_bytes) + " uncompressed";
   if (space.free_bytes) {
     const std::filesystem::path directory = std::filesystem::path(output_path).parent_path();
-    text += "; " + format_bytes(*space.free_bytes) + " free in '" + (directory.empty() ? "." : directory.string()) + "'";
+    text +=
+        "; " + format_bytes(*space.free_bytes) + " free in '" + (directory.empty() ? "." : directory.string()) + "'";
   }
   return text;
 }
@@ -790,10 +845,11 @@ void check_temporary_space(const Scenario& scenario, const std::filesystem::path
   if (bytes == 0) return;
   const std::optional<std::uintmax_t> available = free_space_for((directory / "report").string());
   if (!available || bytes <= *available) return;  // unknown: the writer reports a bad directory
-  throw Error(ExitCode::scenario,
-              scenario.source_file + ": cohort.size: " + std::to_string(scenario.cohort.size) + " subjects per arm need " +
-                  format_bytes(bytes) + " of temporary files for the end-of-run statistics in " + directory.string() +
-                  ", which has " + format_bytes(*available) + " free: run fewer subjects, or write the output where there is room");
+  throw Error(ExitCode::scenario, scenario.source_file + ": cohort.size: " + std::to_string(scenario.cohort.size) +
+                                      " subjects per arm need " + format_bytes(bytes) +
+                                      " of temporary files for the end-of-run statistics in " + directory.string() +
+                                      ", which has " + format_bytes(*available) +
+                                      " free: run fewer subjects, or write the output where there is room");
 }
 
 }  // namespace
@@ -946,7 +1002,8 @@ RunReport run_scenario(const Scenario& scenario, const RunOptions& options) {
   try {
     if (writer)
       writer->finish([&](const FinishProgress& step) {
-        progress.phase = step.summaries_done < step.summaries_total ? Progress::Phase::summaries : Progress::Phase::closing;
+        progress.phase =
+            step.summaries_done < step.summaries_total ? Progress::Phase::summaries : Progress::Phase::closing;
         progress.summaries_done = step.summaries_done;
         progress.summaries_total = step.summaries_total;
         progress.elapsed_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();

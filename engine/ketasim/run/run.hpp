@@ -11,11 +11,11 @@
 #include <string>
 #include <vector>
 
-#include "ketasim/run/cohort.hpp"
-#include "ketasim/output/hdf5_writer.hpp"
 #include "ketasim/base/quantiles.hpp"  // quantile(), for the callers of run.hpp
-#include "ketasim/solve/results.hpp"
 #include "ketasim/input/scenario.hpp"
+#include "ketasim/output/hdf5_writer.hpp"
+#include "ketasim/run/cohort.hpp"
+#include "ketasim/solve/results.hpp"
 #include "ketasim/solve/timeline.hpp"
 
 namespace ketasim {
@@ -35,9 +35,9 @@ struct Progress {
 };
 
 struct RunOptions {
-  std::string output_path;          // "" = simulate and summarise without writing a file
-  unsigned threads = 0;             // 0 = default_thread_count() (threads.hpp)
-  std::int64_t block_size = 0;      // 0 = chosen from the size of a subject's output
+  std::string output_path;                           // "" = simulate and summarise without writing a file
+  unsigned threads = 0;                              // 0 = default_thread_count() (threads.hpp)
+  std::int64_t block_size = 0;                       // 0 = chosen from the size of a subject's output
   std::function<void(const Progress&)> on_progress;  // called from the calling thread
   // When set and it becomes true (e.g. from a signal handler), the run stops at the next block,
   // removes its temporary file and throws InterruptedError. Polled a few times a second.
@@ -62,12 +62,12 @@ struct ArmReport {
   std::int64_t subjects = 0;
   std::int64_t failed = 0;
   std::int64_t ode_fallbacks = 0;  // subjects solved by the ODE path under method auto
-  std::size_t doses = 0;          // the most doses a subject can be given
-  Quantiles sessions_given;       // sessions started within the grid (NaN unless the dosed metrics are written)
+  std::size_t doses = 0;           // the most doses a subject can be given
+  Quantiles sessions_given;        // sessions started within the grid (NaN unless the dosed metrics are written)
   Quantiles cmax_ng_per_ml;
   Quantiles first_dose_peak_dissociation;
-  Quantiles weekly_auc_ng_h_per_ml;      // mean AUC per week over the run
-  Quantiles dissociation_hours_per_week; // time above the threshold, per week
+  Quantiles weekly_auc_ng_h_per_ml;       // mean AUC per week over the run
+  Quantiles dissociation_hours_per_week;  // time above the threshold, per week
   // Models with a MADRS, per assessment (empty without one): observed MADRS minus baseline
   // (median over subjects), and the fractions of subjects in response and in remission.
   std::vector<double> assessment_h;

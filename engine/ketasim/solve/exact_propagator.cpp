@@ -1,9 +1,8 @@
 #include "ketasim/solve/exact_propagator.hpp"
 
-#include <cmath>
-
 #include <Eigen/Eigenvalues>
 #include <Eigen/LU>
+#include <cmath>
 
 namespace ketasim {
 
@@ -53,8 +52,8 @@ std::optional<ExactPropagator<N>> ExactPropagator<N>::create(const SubjectModel&
   // Nearly repeated eigenvalues (e.g. ke0 equal to a disposition rate) make V nearly singular;
   // rounding errors grow with its condition number, so refuse above 1e7 (at least 9 of 16
   // significant digits kept). An exact coincidence lands near 1/sqrt(machine epsilon) ~ 7e7.
-  const double condition = propagator.V_.cwiseAbs().rowwise().sum().maxCoeff() *
-                           propagator.V_inverse_.cwiseAbs().rowwise().sum().maxCoeff();
+  const double condition =
+      propagator.V_.cwiseAbs().rowwise().sum().maxCoeff() * propagator.V_inverse_.cwiseAbs().rowwise().sum().maxCoeff();
   if (!std::isfinite(condition) || condition > 1e7) {
     set_reason(why, "nearly repeated eigenvalues (eigenvector condition number " + std::to_string(condition) + ")");
     return std::nullopt;

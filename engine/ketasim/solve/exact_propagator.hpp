@@ -87,7 +87,7 @@ class ExactPropagator {
   int n_ = 0;
   Vector eigenvalues_;
   StateMatrix V_, V_inverse_;
-  std::vector<Input> channels_;                          // V^-1 b_c
+  std::vector<Input> channels_;  // V^-1 b_c
   std::vector<Vector> signals_;  // signal rows times V, one fixed-size vector each (the hot loop's dot products)
 };
 

@@ -1,12 +1,11 @@
 #include "ketasim/solve/ode_propagator.hpp"
 
 #include <algorithm>
+#include <boost/numeric/odeint.hpp>
 #include <cmath>
 #include <limits>
 #include <string>
 #include <vector>
-
-#include <boost/numeric/odeint.hpp>
 
 #include "ketasim/base/errors.hpp"
 #include "ketasim/base/format.hpp"
@@ -35,8 +34,11 @@ std::string why_capped(double fastest_rate_per_h, double last_step_h, double rto
 }  // namespace
 
 OdeStepCapReached::OdeStepCapReached(std::size_t steps, double step_h, double reached, const std::string& why)
-    : SolverError("the ODE solver reached its cap of " + std::to_string(steps) + " steps: " + why), cap(steps),
-      duration_h(step_h), reached_h(reached), reason(why) {}
+    : SolverError("the ODE solver reached its cap of " + std::to_string(steps) + " steps: " + why),
+      cap(steps),
+      duration_h(step_h),
+      reached_h(reached),
+      reason(why) {}
 
 OdePropagator::OdePropagator(const SubjectModel& model, double rtol, double atol, const std::atomic<bool>* cancel)
     : model_(model), rtol_(rtol), atol_(atol), cancel_(cancel) {}

@@ -19,8 +19,8 @@ class OdeStepCapReached : public SolverError {
  public:
   OdeStepCapReached(std::size_t steps, double step_h, double reached, const std::string& why);
   std::size_t cap;
-  double duration_h;  // of the step between breakpoints
-  double reached_h;   // how far into it the solver got
+  double duration_h;   // of the step between breakpoints
+  double reached_h;    // how far into it the solver got
   std::string reason;  // e.g. "the system is too stiff for an explicit method (fastest rate 1e+07/h)"
 };
 
@@ -30,7 +30,7 @@ class OdePropagator {
     StateVector x;
     StateVector integral;
   };
-  using Input = StateVector;  // rates per state
+  using Input = StateVector;   // rates per state
   using StepFactors = double;  // the step length in hours: nothing to precompute
 
   // `cancel`: when set and true, advance() stops with InterruptedError (checked every 1024 steps).

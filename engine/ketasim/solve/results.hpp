@@ -26,23 +26,23 @@ struct ParameterValue {
 
 struct ArmLayout {
   std::string name;
-  std::string model;        // the model card of the arm (the scenario's, or the arm's own)
+  std::string model;  // the model card of the arm (the scenario's, or the arm's own)
   // The typical values the arm's model overrides in its card (model_of: the scenario's and the
   // arm's model.parameters), in the order given; empty = the card's own values.
   std::vector<ParameterValue> model_parameters;
-  std::string description;  // human-readable regimen
-  std::vector<double> time_h;                  // output grid, hours from the simulation start
-  std::vector<ColumnSpec> trajectories;        // one [subject x time] matrix each (width unused)
-  std::vector<ColumnSpec> subject_columns;     // covariates and individual parameters
-  std::vector<ColumnSpec> metrics;             // per-subject metrics
+  std::string description;                  // human-readable regimen
+  std::vector<double> time_h;               // output grid, hours from the simulation start
+  std::vector<ColumnSpec> trajectories;     // one [subject x time] matrix each (width unused)
+  std::vector<ColumnSpec> subject_columns;  // covariates and individual parameters
+  std::vector<ColumnSpec> metrics;          // per-subject metrics
   // The arm's nominal dose schedule: the doses of its scheduled rules, the same for every subject
   // (the doses each subject was given, after adherence, as-needed triggers and dosing tables, are
   // the subject columns dose_time_h, dose_amount_mg and dose_duration_h).
   std::vector<double> dose_time_h;
-  std::vector<double> dose_duration_h;  // 0 for a bolus
-  std::vector<double> assessment_time_h;  // MADRS assessments, hours after the first session
-  std::vector<double> observation_time_h;  // sampling times of output.observations, hours from the start
-  std::vector<std::string> observed_outputs;  // the outputs observed there, in the scenario's order
+  std::vector<double> dose_duration_h;               // 0 for a bolus
+  std::vector<double> assessment_time_h;             // MADRS assessments, hours after the first session
+  std::vector<double> observation_time_h;            // sampling times of output.observations, hours from the start
+  std::vector<std::string> observed_outputs;         // the outputs observed there, in the scenario's order
   double price_per_session_usd[2] = {400.0, 800.0};  // low, high
 };
 

@@ -7,8 +7,8 @@
 #include <limits>
 
 #include "ketasim/base/errors.hpp"
-#include "ketasim/solve/exact_propagator.hpp"
 #include "ketasim/base/format.hpp"
+#include "ketasim/solve/exact_propagator.hpp"
 #include "ketasim/solve/ode_propagator.hpp"
 
 namespace ketasim {
@@ -46,11 +46,13 @@ SimulationPlan SimulationPlan::from(const OutputSpec& output) {
   plan.assessments = output.assessments;
   plan.response_fraction = output.response_fraction;
   plan.remission_threshold = output.remission_threshold;
-  plan.metabolites = std::find(output.metrics.begin(), output.metrics.end(), Metric::metabolites) != output.metrics.end();
+  plan.metabolites =
+      std::find(output.metrics.begin(), output.metrics.end(), Metric::metabolites) != output.metrics.end();
   plan.response = std::find(output.metrics.begin(), output.metrics.end(), Metric::response) != output.metrics.end();
-  plan.dissociation_burden = std::find(output.metrics.begin(), output.metrics.end(), Metric::dissociation_burden) !=
-                             output.metrics.end();
-  plan.peak_links = std::find(output.metrics.begin(), output.metrics.end(), Metric::peak_dissociation) != output.metrics.end();
+  plan.dissociation_burden =
+      std::find(output.metrics.begin(), output.metrics.end(), Metric::dissociation_burden) != output.metrics.end();
+  plan.peak_links =
+      std::find(output.metrics.begin(), output.metrics.end(), Metric::peak_dissociation) != output.metrics.end();
   return plan;
 }
 
@@ -132,8 +134,12 @@ class EffectTracker {
   // `propagator` is the caller's pointer to the current occasion's propagator (it may change).
   EffectTracker(const Propagator* const& propagator, const Model& model, const SubjectModel& subject,
                 const std::vector<Dose>& doses, double threshold_score, SubjectMetrics& metrics)
-      : propagator_(propagator), doses_(doses), metrics_(metrics), driver_(model.dissociation_driver()),
-        effect_(model.dissociation_effect_site()), threshold_score_(threshold_score) {
+      : propagator_(propagator),
+        doses_(doses),
+        metrics_(metrics),
+        driver_(model.dissociation_driver()),
+        effect_(model.dissociation_effect_site()),
+        threshold_score_(threshold_score) {
     const LinkValues& link = subject.links[static_cast<std::size_t>(model.dissociation_link())];
     link_ = &link;
     tolerance_signal_ = link.tolerance_signal;
@@ -170,8 +176,8 @@ class EffectTracker {
   }
 
  private:
-  [[gnu::noinline]] void eventful_step(const State& start, Ticks t0_ticks, Ticks h_ticks, const Input& input, double plasma0,
-                                       double effect0, double plasma1, double effect1) {
+  [[gnu::noinline]] void eventful_step(const State& start, Ticks t0_ticks, Ticks h_ticks, const Input& input,
+                                       double plasma0, double effect0, double plasma1, double effect1) {
     const double t0 = ticks_to_hours(t0_ticks);
     const double h = ticks_to_hours(h_ticks);
     const double slope0 = plasma0 - effect0;
@@ -223,7 +229,9 @@ class EffectTracker {
     if (above_a && above_b) {
       metrics_.time_above_dissociation_h += b - a;
     } else if (above_a != above_b) {
-      const auto excess = [&](double tau) { return propagator_->signal(propagator_->peek(start, tau, input), effect_) - threshold_; };
+      const auto excess = [&](double tau) {
+        return propagator_->signal(propagator_->peek(start, tau, input), effect_) - threshold_;
+      };
       const double crossing = bracketed_root(excess, a, effect_a - threshold_, b, effect_b - threshold_);
       metrics_.time_above_dissociation_h += above_a ? crossing - a : b - crossing;
     }
@@ -251,8 +259,13 @@ class ResponseTracker {
  public:
   ResponseTracker(const DepressionValues& depression, const SimulationPlan& plan, const SubjectContext& context,
                   Ticks first_session, Ticks last_session, bool has_sessions, SubjectMetrics& metrics)
-      : depression_(depression), plan_(plan), context_(context), metrics_(metrics), first_session_(first_session),
-        last_session_(last_session), threshold_((1.0 - plan.response_fraction) * context.baseline_madrs) {
+      : depression_(depression),
+        plan_(plan),
+        context_(context),
+        metrics_(metrics),
+        first_session_(first_session),
+        last_session_(last_session),
+        threshold_((1.0 - plan.response_fraction) * context.baseline_madrs) {
     metrics_.baseline_madrs = context.baseline_madrs;
     metrics_.days_in_response = 0.0;
     end_of_treatment_ = has_sessions ? last_session + kTicksPerDay : -1;
@@ -267,7 +280,8 @@ class ResponseTracker {
   }
 
   void at_point(Ticks t, double score) {
-    if (!std::isfinite(score)) [[unlikely]] fail_not_finite("madrs", score, t);
+    if (!std::isfinite(score)) [[unlikely]]
+      fail_not_finite("madrs", score, t);
     const bool responding = score <= threshold_;
     if (previous_time_ >= 0) {
       const double t0 = ticks_to_hours(previous_time_);
@@ -285,9 +299,12 @@ class ResponseTracker {
           relapse_watch_ = false;
         }
       }
-      if (responding && previous_responding_) metrics_.days_in_response += (t1 - t0) / kHoursPerDay;
-      else if (responding) metrics_.days_in_response += (t1 - crossing) / kHoursPerDay;
-      else if (previous_responding_) metrics_.days_in_response += (crossing - t0) / kHoursPerDay;
+      if (responding && previous_responding_)
+        metrics_.days_in_response += (t1 - t0) / kHoursPerDay;
+      else if (responding)
+        metrics_.days_in_response += (t1 - crossing) / kHoursPerDay;
+      else if (previous_responding_)
+        metrics_.days_in_response += (crossing - t0) / kHoursPerDay;
     } else if (responding && t >= first_session_) {
       metrics_.first_response_day = ticks_to_hours(t - first_session_) / kHoursPerDay;
     }
@@ -331,14 +348,18 @@ class ResponseTracker {
 };
 
 // Drug entering each drug by the end of the grid (constant-rate inputs pro rata).
-std::vector<double> given_by(const Model& model, const std::vector<ModelInput>& inputs, const SubjectModel& subject, Ticks end) {
+std::vector<double> given_by(const Model& model, const std::vector<ModelInput>& inputs, const SubjectModel& subject,
+                             Ticks end) {
   std::vector<double> given(model.drugs().size(), 0.0);
   for (const ModelInput& input : inputs) {
     if (input.start > end) continue;
     const double fraction =
-        input.duration == 0 ? 1.0 : std::min(1.0, static_cast<double>(end - input.start) / static_cast<double>(input.duration));
+        input.duration == 0
+            ? 1.0
+            : std::min(1.0, static_cast<double>(end - input.start) / static_cast<double>(input.duration));
     for (std::size_t d = 0; d < given.size(); ++d)
-      given[d] += input.amount * fraction * subject.drug_amount[d].dot(subject.channels[static_cast<std::size_t>(input.channel)].transpose());
+      given[d] += input.amount * fraction *
+                  subject.drug_amount[d].dot(subject.channels[static_cast<std::size_t>(input.channel)].transpose());
   }
   return given;
 }
@@ -391,8 +412,9 @@ class DoseTrigger {
  public:
   DoseTrigger(const TriggeredDosing& dosing, double baseline_madrs, Ticks grid_end)
       : dosing_(dosing),
-        threshold_(dosing.rule.threshold == AsNeeded::Threshold::madrs_above ? dosing.rule.value
-                                                                               : (1.0 - dosing.rule.value) * baseline_madrs),
+        threshold_(dosing.rule.threshold == AsNeeded::Threshold::madrs_above
+                       ? dosing.rule.value
+                       : (1.0 - dosing.rule.value) * baseline_madrs),
         until_(std::min(grid_end + 1, dosing.rule.until.value_or(grid_end + 1))) {}
 
   double threshold() const { return threshold_; }
@@ -408,8 +430,10 @@ class DoseTrigger {
     if (dosing_.rule.max_doses && fired_ >= *dosing_.rule.max_doses) return kNever;
     Ticks allowed = dosing_.rule.from;
     for (const Dose& dose : doses) {
-      if (dose.start <= t) allowed = std::max(allowed, dose.start + dosing_.rule.min_interval);
-      else if (dose.triggered) return kNever;
+      if (dose.start <= t)
+        allowed = std::max(allowed, dose.start + dosing_.rule.min_interval);
+      else if (dose.triggered)
+        return kNever;
     }
     return allowed < until_ ? allowed : kNever;
   }
@@ -438,16 +462,17 @@ class DoseTrigger {
 // between two breakpoints the input is constant and the propagator takes one step. Each point's
 // values are computed once and handed to the outputs and metrics.
 template <class Propagator>
-void integrate(const Propagator& propagator, const Model& model, const SubjectModel& subject, const SimulationPlan& plan,
-               std::vector<Dose>& doses, const SubjectContext& context, const TrajectoryRows& rows,
-               SubjectMetrics& metrics, const PropagatorFactory<Propagator>& make_propagator) {
+void integrate(const Propagator& propagator, const Model& model, const SubjectModel& subject,
+               const SimulationPlan& plan, std::vector<Dose>& doses, const SubjectContext& context,
+               const TrajectoryRows& rows, SubjectMetrics& metrics,
+               const PropagatorFactory<Propagator>& make_propagator) {
   using State = typename Propagator::State;
   using Input = typename Propagator::Input;
   // The propagator of the current occasion: the subject's own until a session opens an occasion
   // with parameters of its own (inter-occasion variability).
   const Propagator* p = &propagator;
-  const SubjectModel* system = &subject;  // the current occasion's system
-  std::deque<SubjectModel> occasion_models;   // kept alive: an ODE propagator refers to its model
+  const SubjectModel* system = &subject;     // the current occasion's system
+  std::deque<SubjectModel> occasion_models;  // kept alive: an ODE propagator refers to its model
   std::deque<Propagator> occasion_propagators;
 
   // The treatment course the response metrics refer to is the doses known before the solve
@@ -459,7 +484,8 @@ void integrate(const Propagator& propagator, const Model& model, const SubjectMo
   if (plan.response && subject.depression)
     response.emplace(*subject.depression, plan, context, first_session, last_session, has_sessions, metrics);
   std::optional<DoseTrigger> trigger;
-  if (context.as_needed && subject.depression) trigger.emplace(*context.as_needed, context.baseline_madrs, plan.grid_end);
+  if (context.as_needed && subject.depression)
+    trigger.emplace(*context.as_needed, context.baseline_madrs, plan.grid_end);
   const auto extra_marks = [&] {
     std::vector<Ticks> marks = plan.observation_times;
     if (response)
@@ -476,9 +502,9 @@ void integrate(const Propagator& propagator, const Model& model, const SubjectMo
   metrics.dissociation_burden_score_h = 0.0;
   if (model.dissociation_link() >= 0)
     effect_tracker.emplace(p, model, subject, doses, plan.dissociation_threshold, metrics);
-  const LinkValues* dissociation_link =
-      model.dissociation_link() >= 0 && plan.dissociation_burden ? &subject.links[static_cast<std::size_t>(model.dissociation_link())]
-                                                                  : nullptr;
+  const LinkValues* dissociation_link = model.dissociation_link() >= 0 && plan.dissociation_burden
+                                            ? &subject.links[static_cast<std::size_t>(model.dissociation_link())]
+                                            : nullptr;
   // Below the input at which the score is kBurdenFloorScore (without tolerance, the highest score
   // for a given input), the score counts as 0 in the burden integral: this spares the link's pow()
   // at most points between doses, for an error under kBurdenFloorScore times the time below it.
@@ -503,7 +529,7 @@ void integrate(const Propagator& propagator, const Model& model, const SubjectMo
   double auc_at_week_start = 0.0;
   std::size_t week = 0, grid = 0, segment = 0, jump = 0, mark = 0;
   Ticks t = 0;
-  Ticks observed_at = -1;  // the last point observed (a point is observed once, also after a re-plan)
+  Ticks observed_at = -1;    // the last point observed (a point is observed once, also after a re-plan)
   Ticks next_grid_time = 0;  // grid * grid_step, kept by multiplication, never accumulated
   Ticks week_end = kTicksPerWeek;
   Ticks next_edge = 0;  // the next breakpoint that is not a grid point
@@ -518,7 +544,8 @@ void integrate(const Propagator& propagator, const Model& model, const SubjectMo
   const auto madrs_at_hours = [&](double hours, const State& at) {
     const DepressionValues& depression = *subject.depression;
     const double session = depression.session_signal >= 0 ? p->signal(at, depression.session_signal) : 0.0;
-    const double since_first = has_sessions && hours >= ticks_to_hours(first_session) ? hours - ticks_to_hours(first_session) : -1.0;
+    const double since_first =
+        has_sessions && hours >= ticks_to_hours(first_session) ? hours - ticks_to_hours(first_session) : -1.0;
     return depression.score(context.baseline_madrs, since_first, p->signal(at, depression.drug_signal), session,
                             context.oral_antidepressant);
   };
@@ -544,8 +571,12 @@ void integrate(const Propagator& propagator, const Model& model, const SubjectMo
         value = p->signal(at, output.index);
         if (value < 0.0 && nonnegative[static_cast<std::size_t>(output.index)]) value = 0.0;
         break;
-      case OutputKind::link: value = link_value(subject.links[static_cast<std::size_t>(output.index)], at); break;
-      case OutputKind::depression: value = madrs(t, at); break;
+      case OutputKind::link:
+        value = link_value(subject.links[static_cast<std::size_t>(output.index)], at);
+        break;
+      case OutputKind::depression:
+        value = madrs(t, at);
+        break;
     }
     return value * output.display_per_base;
   };
@@ -553,7 +584,8 @@ void integrate(const Propagator& propagator, const Model& model, const SubjectMo
     for (const TrajectoryRow& row : rows) {
       const double value = output_value(*row.output, at);
       const auto stored = static_cast<float>(value);
-      if (!std::isfinite(stored)) [[unlikely]] fail_not_finite(row.output->name, value, t);
+      if (!std::isfinite(stored)) [[unlikely]]
+        fail_not_finite(row.output->name, value, t);
       row.values[grid] = stored;
     }
   };
@@ -615,7 +647,8 @@ void integrate(const Propagator& propagator, const Model& model, const SubjectMo
     if (t1 < trigger_allowed) return -1;
     const double threshold = trigger->threshold();
     const double excess_end = madrs(t1, end) - threshold;
-    if (std::isnan(excess_end)) [[unlikely]] fail_not_finite("madrs", excess_end, t1);
+    if (std::isnan(excess_end)) [[unlikely]]
+      fail_not_finite("madrs", excess_end, t1);
     if (!(excess_end > 0.0)) return -1;
     const Ticks low = std::max(t0, trigger_allowed);
     const double tau_low = ticks_to_hours(low - t0);
@@ -623,8 +656,10 @@ void integrate(const Propagator& propagator, const Model& model, const SubjectMo
       return madrs_at_hours(ticks_to_hours(t0) + tau, p->peek(start, tau, input)) - threshold;
     };
     const double excess_low = low == t1 ? excess_end : excess(tau_low);
-    const double tau = excess_low > 0.0 ? tau_low : bracketed_root(excess, tau_low, excess_low, ticks_to_hours(t1 - t0), excess_end);
-    const Ticks at = std::clamp<Ticks>(t0 + static_cast<Ticks>(std::ceil(tau * static_cast<double>(kTicksPerHour))), low, t1);
+    const double tau =
+        excess_low > 0.0 ? tau_low : bracketed_root(excess, tau_low, excess_low, ticks_to_hours(t1 - t0), excess_end);
+    const Ticks at =
+        std::clamp<Ticks>(t0 + static_cast<Ticks>(std::ceil(tau * static_cast<double>(kTicksPerHour))), low, t1);
     return at < trigger->until() ? std::max(at, t0 + 1) : -1;
   };
   // Rebuilds the inputs of `doses` for the current system and propagator (after a dose was added,
@@ -635,7 +670,8 @@ void integrate(const Propagator& propagator, const Model& model, const SubjectMo
     const auto applied = [&](std::size_t i) {
       return inputs.inputs[i].start < t || (jumps_at_t_applied && inputs.inputs[i].start == t);
     };
-    jump = static_cast<std::size_t>(std::partition_point(inputs.jumps.begin(), inputs.jumps.end(), applied) - inputs.jumps.begin());
+    jump = static_cast<std::size_t>(std::partition_point(inputs.jumps.begin(), inputs.jumps.end(), applied) -
+                                    inputs.jumps.begin());
     segment = mark = 0;
     find_next_edge();
   };
@@ -646,8 +682,8 @@ void integrate(const Propagator& propagator, const Model& model, const SubjectMo
     dose.triggered = true;
     if (doses.size() >= metrics.peak_effect_ng_per_ml.size())
       throw SolverError("as-needed dosing gave more doses than the arm's bound (" + std::to_string(doses.size()) + ")");
-    const auto position =
-        std::upper_bound(doses.begin(), doses.end(), dose.start, [](Ticks time, const Dose& d) { return time < d.start; });
+    const auto position = std::upper_bound(doses.begin(), doses.end(), dose.start,
+                                           [](Ticks time, const Dose& d) { return time < d.start; });
     doses.insert(position, dose);
     trigger->fire();
     replan(observed_at == t);  // the jumps at t have been applied once t was observed
@@ -662,7 +698,8 @@ void integrate(const Propagator& propagator, const Model& model, const SubjectMo
   // The ODE path may stop in a step: the step started at t.
   try {
     while (true) {
-      if (context.cancel != nullptr && context.cancel->load(std::memory_order_relaxed)) throw InterruptedError("interrupted");
+      if (context.cancel != nullptr && context.cancel->load(std::memory_order_relaxed))
+        throw InterruptedError("interrupted");
       if (t != observed_at) {
         observed_at = t;
         if (context.occasion_model) {
@@ -701,7 +738,8 @@ void integrate(const Propagator& propagator, const Model& model, const SubjectMo
         if (t == next_grid_time) {
           write_grid_row(state);
           ++grid;
-          next_grid_time = grid < n_time ? static_cast<Ticks>(grid) * plan.grid_step : std::numeric_limits<Ticks>::max();
+          next_grid_time =
+              grid < n_time ? static_cast<Ticks>(grid) * plan.grid_step : std::numeric_limits<Ticks>::max();
         }
         if (t == week_end || t == plan.grid_end) {
           const double auc = p->signal_integral(state, plasma_signal);
@@ -780,8 +818,8 @@ void integrate(const Propagator& propagator, const Model& model, const SubjectMo
     }
   } catch (const OdeStepCapReached& cap) {
     const double from_h = ticks_to_hours(t);
-    throw SolverError("the ODE solver reached its cap of " + std::to_string(cap.cap) + " steps at t = " +
-                      format_significant(from_h + cap.reached_h, 10) + " h, in the step from " +
+    throw SolverError("the ODE solver reached its cap of " + std::to_string(cap.cap) +
+                      " steps at t = " + format_significant(from_h + cap.reached_h, 10) + " h, in the step from " +
                       format_significant(from_h, 10) + " h to " + format_significant(from_h + cap.duration_h, 10) +
                       " h: " + cap.reason);
   }
@@ -798,7 +836,8 @@ void integrate(const Propagator& propagator, const Model& model, const SubjectMo
         const double peak = metrics.peak_effect_ng_per_ml[k] / kNgPerMlPerMgPerL;
         if (std::isnan(peak)) continue;  // the dose was not given within the grid
         const double value = link(peak, effect_tracker->peak_tolerance()[k]) * display;
-        if (!std::isfinite(value)) fail_not_finite("peak_" + model.links()[l]->name, value, metrics.peak_effect_time_h[k]);
+        if (!std::isfinite(value))
+          fail_not_finite("peak_" + model.links()[l]->name, value, metrics.peak_effect_time_h[k]);
         metrics.peak_link[l][k] = value;
       }
     }
@@ -826,7 +865,9 @@ bool try_exact(const Model& model, const SubjectModel& subject, const Simulation
                const SubjectContext& context, const TrajectoryRows& rows, SubjectMetrics& metrics, std::string& why) {
   const auto exact = ExactPropagator<N>::create(subject, &why);
   if (!exact) return false;
-  const PropagatorFactory<ExactPropagator<N>> make = [](const SubjectModel& occasion) { return ExactPropagator<N>::create(occasion); };
+  const PropagatorFactory<ExactPropagator<N>> make = [](const SubjectModel& occasion) {
+    return ExactPropagator<N>::create(occasion);
+  };
   integrate(*exact, model, subject, plan, doses, context, rows, metrics, make);
   return true;
 }
@@ -844,9 +885,10 @@ SolveOutcome simulate_subject(const Model& model, const SubjectModel& subject, c
     std::optional<std::pair<std::vector<Dose>, SubjectMetrics>> before;
     if (context.occasion_model && solver.method == SolverMethod::automatic) before.emplace(doses, metrics);
     try {
-      const bool solved = subject.states <= 4    ? try_exact<4>(model, subject, plan, doses, context, rows, metrics, why)
-                          : subject.states <= 8 ? try_exact<8>(model, subject, plan, doses, context, rows, metrics, why)
-                                                : try_exact<16>(model, subject, plan, doses, context, rows, metrics, why);
+      const bool solved = subject.states <= 4 ? try_exact<4>(model, subject, plan, doses, context, rows, metrics, why)
+                          : subject.states <= 8
+                              ? try_exact<8>(model, subject, plan, doses, context, rows, metrics, why)
+                              : try_exact<16>(model, subject, plan, doses, context, rows, metrics, why);
       if (solved) return outcome;
     } catch (const ExactStepUnavailable& error) {
       if (!before) throw;
@@ -861,8 +903,8 @@ SolveOutcome simulate_subject(const Model& model, const SubjectModel& subject, c
   const PropagatorFactory<OdePropagator> make = [&](const SubjectModel& occasion) {
     return std::optional<OdePropagator>(OdePropagator(occasion, solver.rtol, solver.atol, context.cancel));
   };
-  integrate(OdePropagator(subject, solver.rtol, solver.atol, context.cancel), model, subject, plan, doses, context, rows,
-            metrics, make);
+  integrate(OdePropagator(subject, solver.rtol, solver.atol, context.cancel), model, subject, plan, doses, context,
+            rows, metrics, make);
   return outcome;
 }
 

@@ -9,8 +9,8 @@
 #include <string>
 #include <vector>
 
-#include "ketasim/model/model.hpp"
 #include "ketasim/input/scenario.hpp"
+#include "ketasim/model/model.hpp"
 #include "ketasim/solve/timeline.hpp"
 
 namespace ketasim {
@@ -29,12 +29,12 @@ struct SimulationPlan {
   std::vector<Ticks> assessments;       // after the start of the first session
   double response_fraction = 0.5;
   double remission_threshold = 10.0;
-  bool metabolites = true;   // metabolite Cmax/Tmax
-  bool response = true;      // MADRS metrics (when the model has a depression score)
-  bool dissociation_burden = true;  // the integral of the dissociation score (dissociation_burden metric)
-  bool peak_links = true;    // the links at each dose's effect-site peak (peak_dissociation metric)
-  std::vector<Ticks> observation_times;   // sampling times (output.observations), ascending
-  std::vector<ObservedOutput> observed;   // resolved against the model by with_observations()
+  bool metabolites = true;               // metabolite Cmax/Tmax
+  bool response = true;                  // MADRS metrics (when the model has a depression score)
+  bool dissociation_burden = true;       // the integral of the dissociation score (dissociation_burden metric)
+  bool peak_links = true;                // the links at each dose's effect-site peak (peak_dissociation metric)
+  std::vector<Ticks> observation_times;  // sampling times (output.observations), ascending
+  std::vector<ObservedOutput> observed;  // resolved against the model by with_observations()
 
   std::size_t time_points() const { return static_cast<std::size_t>(grid_end / grid_step) + 1; }
   // Weeks for AUC per week; the last one is partial when grid_end is not a whole number of weeks.
@@ -56,18 +56,18 @@ using TrajectoryRows = std::vector<TrajectoryRow>;
 struct SubjectMetrics {
   double cmax_ng_per_ml = 0.0;
   double tmax_h = 0.0;
-  double auc_ng_h_per_ml = 0.0;                    // over [0, grid_end], exact
-  std::vector<double> auc_per_week_ng_h_per_ml;    // weeks()
-  std::vector<double> peak_effect_ng_per_ml;       // per dose: max effect-site concentration
-  std::vector<double> peak_effect_time_h;          // per dose: when
-  std::vector<std::vector<double>> peak_link;      // [link][dose]: the link at that maximum
-  double time_above_dissociation_h = 0.0;          // total time with score >= threshold
-  double dissociation_burden_score_h = 0.0;        // integral of the dissociation score over the grid (trapezoid)
-  double dosed_mg = 0.0;                           // drug given within the grid (constant-rate parts pro rata)
-  double sessions_given = 0.0;                     // sessions (any drug) started within the grid
-  double sessions_missed = 0.0;                    // scheduled sessions missed (adherence), within the grid
-  double sessions_triggered = 0.0;                 // sessions given by an as-needed rule
-  std::vector<double> metabolite_cmax_ng_per_ml;   // per metabolite (every drug but the dosed one)
+  double auc_ng_h_per_ml = 0.0;                   // over [0, grid_end], exact
+  std::vector<double> auc_per_week_ng_h_per_ml;   // weeks()
+  std::vector<double> peak_effect_ng_per_ml;      // per dose: max effect-site concentration
+  std::vector<double> peak_effect_time_h;         // per dose: when
+  std::vector<std::vector<double>> peak_link;     // [link][dose]: the link at that maximum
+  double time_above_dissociation_h = 0.0;         // total time with score >= threshold
+  double dissociation_burden_score_h = 0.0;       // integral of the dissociation score over the grid (trapezoid)
+  double dosed_mg = 0.0;                          // drug given within the grid (constant-rate parts pro rata)
+  double sessions_given = 0.0;                    // sessions (any drug) started within the grid
+  double sessions_missed = 0.0;                   // scheduled sessions missed (adherence), within the grid
+  double sessions_triggered = 0.0;                // sessions given by an as-needed rule
+  std::vector<double> metabolite_cmax_ng_per_ml;  // per metabolite (every drug but the dosed one)
   std::vector<double> metabolite_tmax_h;
   // Response (models with a depression score)
   double baseline_madrs = 0.0;
@@ -75,16 +75,16 @@ struct SubjectMetrics {
   std::vector<double> madrs_observed_at;  // with residual error, in [0, 60]
   std::vector<double> response_at;        // observed: 1 if it fell by >= response_fraction from baseline
   std::vector<double> remission_at;       // observed: 1 if <= remission_threshold
-  double first_response_day = 0.0;        // days from the first session to the first response (model score); NaN if none
-  double days_in_response = 0.0;          // days with the model score in response
+  double first_response_day = 0.0;  // days from the first session to the first response (model score); NaN if none
+  double days_in_response = 0.0;    // days with the model score in response
   double responder_end_of_treatment = 0.0;  // 1 if in response 1 d after the last session (NaN past the grid)
-  double relapse_day = 0.0;               // responders: days from the last session to the loss of response (censored at the end)
-  double relapse_observed = 0.0;          // 1 if the loss of response happened within the grid, 0 if censored
+  double relapse_day = 0.0;  // responders: days from the last session to the loss of response (censored at the end)
+  double relapse_observed = 0.0;  // 1 if the loss of response happened within the grid, 0 if censored
   // Mass balance, per drug (model order), mg
   std::vector<double> amount_in_body_end_mg;
-  std::vector<double> eliminated_mg;      // left the drug: eliminated, metabolised, or lost before absorption
-  std::vector<double> formed_mg;          // formed from a parent (metabolites)
-  std::vector<double> given_mg;           // entered by dosing
+  std::vector<double> eliminated_mg;  // left the drug: eliminated, metabolised, or lost before absorption
+  std::vector<double> formed_mg;      // formed from a parent (metabolites)
+  std::vector<double> given_mg;       // entered by dosing
   // Simulated observations, per observed variable, per sampling time (display units)
   std::vector<std::vector<double>> observed_ipred;  // the model's value
   std::vector<std::vector<double>> observed_dv;     // with residual error
@@ -103,8 +103,8 @@ struct TriggeredDosing {
 struct SubjectContext {
   double baseline_madrs = 0.0;
   bool oral_antidepressant = false;
-  std::vector<double> residual_normals;  // one standard normal draw per assessment
-  std::vector<double> observation_normals;  // one per observed variable and sampling time (variable-major)
+  std::vector<double> residual_normals;        // one standard normal draw per assessment
+  std::vector<double> observation_normals;     // one per observed variable and sampling time (variable-major)
   const TriggeredDosing* as_needed = nullptr;  // the arm's as-needed rule, if any
   // Inter-occasion variability: the subject's system during occasion k (from its k-th session
   // on); empty without. Only parameters of the dynamics vary (occasion_variability_problem).

@@ -1,8 +1,8 @@
 #include "ketasim/solve/timeline.hpp"
 
 #include <algorithm>
-#include <cstdio>
 #include <cmath>
+#include <cstdio>
 #include <tuple>
 
 #include "ketasim/base/random_stream.hpp"
@@ -11,10 +11,14 @@ namespace ketasim {
 
 std::string to_string(EventKind kind) {
   switch (kind) {
-    case EventKind::infusion_stop: return "infusion_stop";
-    case EventKind::infusion_start: return "infusion_start";
-    case EventKind::bolus: return "bolus";
-    case EventKind::observation: return "observation";
+    case EventKind::infusion_stop:
+      return "infusion_stop";
+    case EventKind::infusion_start:
+      return "infusion_start";
+    case EventKind::bolus:
+      return "bolus";
+    case EventKind::observation:
+      return "observation";
   }
   return "unknown";
 }
@@ -26,9 +30,12 @@ bool happens_before(const TimelineEvent& a, const TimelineEvent& b) {
 
 SessionKind Dose::session() const {
   switch (drug) {
-    case DoseDrug::model_drug: return SessionKind::drug;
-    case DoseDrug::placebo: return SessionKind::placebo;
-    case DoseDrug::active_placebo: return SessionKind::active_placebo;
+    case DoseDrug::model_drug:
+      return SessionKind::drug;
+    case DoseDrug::placebo:
+      return SessionKind::placebo;
+    case DoseDrug::active_placebo:
+      return SessionKind::active_placebo;
   }
   return SessionKind::drug;
 }
@@ -36,9 +43,12 @@ SessionKind Dose::session() const {
 DoseRouteCode route_code(const Dose& dose) {
   if (dose.drug != DoseDrug::model_drug || dose.amount_mg == 0.0) return DoseRouteCode::no_drug;
   switch (dose.route) {
-    case Route::iv_infusion: return DoseRouteCode::iv_infusion;
-    case Route::iv_bolus: return DoseRouteCode::iv_bolus;
-    case Route::intranasal: return DoseRouteCode::intranasal;
+    case Route::iv_infusion:
+      return DoseRouteCode::iv_infusion;
+    case Route::iv_bolus:
+      return DoseRouteCode::iv_bolus;
+    case Route::intranasal:
+      return DoseRouteCode::intranasal;
   }
   return DoseRouteCode::no_drug;
 }
@@ -114,7 +124,8 @@ void sort_by_start(std::vector<Dose>& doses) {
 std::vector<Dose> expand_doses(const Arm& arm, double weight_kg) {
   std::vector<Dose> doses;
   for (std::size_t r = 0; r < arm.regimen.size(); ++r)
-    for (const Ticks start : dose_times(arm.regimen[r])) doses.push_back(make_dose(arm.regimen[r], static_cast<int>(r), start, weight_kg));
+    for (const Ticks start : dose_times(arm.regimen[r]))
+      doses.push_back(make_dose(arm.regimen[r], static_cast<int>(r), start, weight_kg));
   sort_by_start(doses);
   return doses;
 }
@@ -157,14 +168,17 @@ std::size_t DosingTable::most_doses() const {
 
 std::size_t DosingRule::most_doses(Ticks grid_end) const {
   switch (schedule) {
-    case ScheduleKind::table: return table ? table->most_doses() : 0;
+    case ScheduleKind::table:
+      return table ? table->most_doses() : 0;
     case ScheduleKind::as_needed: {
       const AsNeeded& rule = *as_needed;
       const Ticks end = std::min(grid_end, rule.until.value_or(grid_end));
-      const std::size_t window = end < rule.from ? 0 : static_cast<std::size_t>((end - rule.from) / rule.min_interval) + 1;
+      const std::size_t window =
+          end < rule.from ? 0 : static_cast<std::size_t>((end - rule.from) / rule.min_interval) + 1;
       return rule.max_doses ? std::min(window, static_cast<std::size_t>(*rule.max_doses)) : window;
     }
-    default: return dose_times(*this).size();
+    default:
+      return dose_times(*this).size();
   }
 }
 
@@ -189,18 +203,21 @@ std::vector<ModelInput> model_inputs(const std::vector<Dose>& doses, const Model
         break;
       case Route::intranasal: {
         const IntranasalEntry& entry = *model.card().routes.intranasal;
-        const Ticks swallowed = std::max<Ticks>(1, std::llround(subject.swallowed_duration_h * static_cast<double>(kTicksPerHour)));
+        const Ticks swallowed =
+            std::max<Ticks>(1, std::llround(subject.swallowed_duration_h * static_cast<double>(kTicksPerHour)));
         const std::vector<Ticks> devices = device_times(dose, entry);
         for (std::size_t device = 0; device < devices.size(); ++device) {
           const double nasal = subject.nasal_fraction * (device > 0 ? subject.later_device_factor : 1.0);
           inputs.push_back({devices[device], 0, entry.device_mg * nasal, model.nasal_channel(), index});
-          inputs.push_back({devices[device], swallowed, entry.device_mg * (1.0 - nasal), model.swallowed_channel(), index});
+          inputs.push_back(
+              {devices[device], swallowed, entry.device_mg * (1.0 - nasal), model.swallowed_channel(), index});
         }
         break;
       }
     }
   }
-  std::stable_sort(inputs.begin(), inputs.end(), [](const ModelInput& a, const ModelInput& b) { return a.start < b.start; });
+  std::stable_sort(inputs.begin(), inputs.end(),
+                   [](const ModelInput& a, const ModelInput& b) { return a.start < b.start; });
   return inputs;
 }
 
@@ -210,7 +227,8 @@ std::vector<TimelineEvent> input_events(const std::vector<ModelInput>& inputs) {
     if (input.duration > 0) {
       const double rate = input.rate_per_h();
       events.push_back({input.start, EventKind::infusion_start, input.dose, input.amount, rate, input.channel});
-      events.push_back({input.start + input.duration, EventKind::infusion_stop, input.dose, input.amount, rate, input.channel});
+      events.push_back(
+          {input.start + input.duration, EventKind::infusion_stop, input.dose, input.amount, rate, input.channel});
     } else {
       events.push_back({input.start, EventKind::bolus, input.dose, input.amount, 0.0, input.channel});
     }
@@ -250,12 +268,14 @@ std::vector<std::string> channel_names(const Model& model) {
   const auto& card = model.card();
   if (model.iv_channel() >= 0) names[static_cast<std::size_t>(model.iv_channel())] = card.routes.iv->drug + ".central";
   if (model.nasal_channel() >= 0) {
-    names[static_cast<std::size_t>(model.nasal_channel())] = card.routes.intranasal->drug + "." + card.routes.intranasal->nasal_depot;
+    names[static_cast<std::size_t>(model.nasal_channel())] =
+        card.routes.intranasal->drug + "." + card.routes.intranasal->nasal_depot;
     names[static_cast<std::size_t>(model.swallowed_channel())] =
         card.routes.intranasal->drug + "." + card.routes.intranasal->swallowed_depot;
   }
   for (const SessionKind kind : {SessionKind::drug, SessionKind::placebo, SessionKind::active_placebo})
-    if (model.session_channel(kind) >= 0) names[static_cast<std::size_t>(model.session_channel(kind))] = "session:" + to_string(kind);
+    if (model.session_channel(kind) >= 0)
+      names[static_cast<std::size_t>(model.session_channel(kind))] = "session:" + to_string(kind);
   return names;
 }
 
@@ -270,8 +290,9 @@ std::string describe_time(Ticks time) {
   const Ticks seconds = (in_day % kTicksPerMinute) / kTicksPerSecond;
   char text[64];
   if (seconds != 0)
-    std::snprintf(text, sizeof text, "%s %02lld:%02lld:%02lld (week %lld)", kWeekdays[day], static_cast<long long>(hours),
-                  static_cast<long long>(minutes), static_cast<long long>(seconds), static_cast<long long>(week + 1));
+    std::snprintf(text, sizeof text, "%s %02lld:%02lld:%02lld (week %lld)", kWeekdays[day],
+                  static_cast<long long>(hours), static_cast<long long>(minutes), static_cast<long long>(seconds),
+                  static_cast<long long>(week + 1));
   else
     std::snprintf(text, sizeof text, "%s %02lld:%02lld (week %lld)", kWeekdays[day], static_cast<long long>(hours),
                   static_cast<long long>(minutes), static_cast<long long>(week + 1));

@@ -16,8 +16,8 @@
 #include <string>
 #include <vector>
 
-#include "ketasim/model/model.hpp"
 #include "ketasim/input/scenario.hpp"
+#include "ketasim/model/model.hpp"
 
 namespace ketasim {
 
@@ -31,7 +31,7 @@ struct Dose {
   double amount_mg = 0.0;
   Route route = Route::iv_infusion;
   DoseDrug drug = DoseDrug::model_drug;
-  int rule = 0;  // index of the dosing rule in the arm's regimen
+  int rule = 0;            // index of the dosing rule in the arm's regimen
   bool triggered = false;  // given by an as-needed rule during the solve
 
   double rate_mg_per_h() const { return duration > 0 ? amount_mg / ticks_to_hours(duration) : 0.0; }
