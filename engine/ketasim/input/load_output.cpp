@@ -1,0 +1,192 @@
+// The scenario's `output` (grid, variables, metrics, assessments, response, observations) and
+// `solver` sections.
+
+#include <algorithm>
+#include <array>
+
+#include "ketasim/input/load_common.hpp"
+#include "ketasim/model/model.hpp"
+#include "ketasim/model/model_card.hpp"
+
+namespace ketasim::loader {
+
+namespace {
+
+constexpr std::int64_t kMaxGridPoints = 10'000'000;  // per subject and variable
+// The ODE path's tolerances (docs/model.md, "ODE path"): a relative tolerance below 1e-14 (45
+// times the double's precision) asks for more than rounding lets a solution keep over its steps;
+// an absolute one below 1e-20 (mg: a fraction of one molecule) means nothing.
+constexpr double kMinRelativeTolerance = 1e-14;
+constexpr double kMaxRelativeTolerance = 0.1;
+constexpr double kMinAbsoluteTolerance = 1e-20;
+
+void read_grid(const NodeRef& node, OutputSpec& output) {
+  node.expect_map("a map {every: 5 min, for: 21 d}");
+  node.check_keys({"every", "for"});
+  const auto every = node.find("every");
+  const auto end = node.find("for");
+  if (every) output.grid_step = read_duration(*every);
+  if (end) output.grid_end = read_duration(*end);
+  const NodeRef& blame = end ? *end : every ? *every : node;
+  if (output.grid_end < output.grid_step) {
+    blame.fail("the grid ends (" + format_hours(output.grid_end) + ") before its first step (" +
+               format_hours(output.grid_step) + ")");
+  }
+  if (output.grid_end / output.grid_step + 1 > kMaxGridPoints) {
+    blame.fail("the grid has " + std::to_string(output.grid_end / output.grid_step + 1) + " points; at most " +
+               std::to_string(kMaxGridPoints) + " are supported (use a coarser step)");
+  }
+}
+
+// observations: {times: [...], variables: [{name, error: {proportional, additive}}]}
+ObservationSpec read_observations(const NodeRef& node, const ModelCard& card, const OutputSpec& output) {
+  node.expect_map("a map {times: [0.5 h, 2 h], variables: [{name: plasma_ketamine, error: {proportional: 20%}}]}");
+  node.check_keys({"times", "variables"});
+  ObservationSpec spec;
+  const auto times = node.require("times", "sampling times from the simulation start, e.g. times: [9.67 h, 12 h, 33 h]")
+                         .items("sampling times (e.g. [9.67 h, 12 h])");
+  if (times.empty()) node.fail("observations lists no sampling times");
+  for (std::size_t i = 0; i < times.size(); ++i) {
+    const Ticks t = read_time_point(times[i]);
+    if (i > 0 && t <= spec.times.back())
+      times[i].fail("sampling times must be in ascending order without repeats: " + times[i].kind() + " follows " +
+                    times[i - 1].kind());
+    if (t > output.grid_end - output.grid_end % output.grid_step)
+      times[i].fail("sampling time " + times[i].kind() + " lies after the end of the output grid (" +
+                    format_hours(output.grid_end) + ")");
+    spec.times.push_back(t);
+  }
+  const Model model(card);
+  std::vector<std::string> names;
+  for (const ModelOutput& known : model.outputs()) names.push_back(known.name);
+  const auto variables =
+      node.require("variables", "e.g. variables: [{name: plasma_ketamine, error: {proportional: 20%}}]")
+          .items("observed variables");
+  if (variables.empty()) node.fail("observations lists no variables");
+  for (const NodeRef& item : variables) {
+    item.expect_map("{name: plasma_ketamine, error: {proportional: 20%, additive: 1}}");
+    item.check_keys({"name", "error"});
+    ObservedVariable variable;
+    const NodeRef name = item.require("name", "a model output, e.g. plasma_ketamine");
+    variable.name = name.scalar("a model output");
+    const ModelOutput* known = model.find_output(variable.name);
+    if (!known)
+      name.fail("model " + in_quotes(card.name) + " has no output " + in_quotes(variable.name) +
+                yaml::did_you_mean(variable.name, names));
+    for (const ObservedVariable& earlier : spec.variables)
+      if (earlier.name == variable.name) name.fail(name.kind() + " is listed twice");
+    if (const auto error = item.find("error")) {
+      error->expect_map("{proportional: 20%, additive: 1} (additive in " +
+                        (known->unit.empty() ? std::string("score points") : known->unit) + ")");
+      error->check_keys({"proportional", "additive"});
+      if (const auto proportional = error->find("proportional")) {
+        variable.proportional = proportional->as_percentage();
+        if (!(variable.proportional >= 0.0)) proportional->fail("a proportional error must not be negative");
+      }
+      if (const auto additive = error->find("additive")) {
+        variable.additive = additive->as_number();
+        check_sign(*additive, variable.additive, Sign::non_negative);
+      }
+    }
+    spec.variables.push_back(variable);
+  }
+  return spec;
+}
+
+}  // namespace
+
+OutputSpec read_output(const NodeRef& node, const ModelCard& card) {
+  node.expect_map(
+      "a map of output settings (grid, variables, metrics, dissociation_threshold, assessments, "
+      "response); remove the key for defaults");
+  node.check_keys(
+      {"grid", "variables", "metrics", "dissociation_threshold", "assessments", "response", "observations"});
+  OutputSpec output;
+  if (const auto grid = node.find("grid")) read_grid(*grid, output);
+  if (const auto variables = node.find("variables")) {
+    // An empty list writes no trajectories: metrics only, for very large cohorts.
+    const Model model(card);
+    std::vector<std::string> names;
+    for (const ModelOutput& known : model.outputs()) names.push_back(known.name);
+    std::vector<std::string> chosen;
+    const auto items = variables->items("output variables (e.g. [plasma_" + card.drug + ", dissociation])");
+    for (std::size_t i = 0; i < items.size(); ++i) {
+      const std::string name = items[i].scalar("an output variable");
+      if (!model.find_output(name)) {
+        items[i].fail("model " + in_quotes(card.name) + " has no output " + in_quotes(name) +
+                      yaml::did_you_mean(name, names) + "; expected " + yaml::join_alternatives(names));
+      }
+      const auto earlier = std::find(chosen.begin(), chosen.end(), name);
+      if (earlier != chosen.end())
+        items[i].fail(items[i].kind() + " is listed twice (also at " +
+                      items[static_cast<std::size_t>(earlier - chosen.begin())].path + ")");
+      chosen.push_back(name);
+    }
+    output.variables = chosen;
+  }
+  if (const auto metrics = node.find("metrics")) {
+    output.metrics =
+        read_unique_choices(*metrics,
+                            std::array{Metric::cmax, Metric::auc, Metric::auc_per_week, Metric::peak_dissociation,
+                                       Metric::time_above_dissociation, Metric::dissociation_burden, Metric::dosed,
+                                       Metric::metabolites, Metric::response, Metric::mass_balance},
+                            "per-subject metrics (e.g. [cmax, auc, peak_dissociation])", "metric");
+  }
+  if (const auto threshold = node.find("dissociation_threshold")) {
+    output.dissociation_threshold = threshold->as_number();
+    check_sign(*threshold, output.dissociation_threshold, Sign::non_negative);
+  }
+  if (const auto assessments = node.find("assessments")) {
+    output.assessments.clear();
+    const auto items = assessments->items("assessment times after the first session (e.g. [2 h, 1 d, 15 d])");
+    for (std::size_t i = 0; i < items.size(); ++i) {
+      const Ticks t = read_time_point(items[i]);
+      if (i > 0 && t <= output.assessments.back())
+        items[i].fail("assessment times must be in ascending order without repeats: " + items[i].kind() + " follows " +
+                      items[i - 1].kind());
+      output.assessments.push_back(t);
+    }
+  }
+  if (const auto response = node.find("response")) {
+    response->expect_map("{fraction: 50%, remission_at_or_below: 10}");
+    response->check_keys({"fraction", "remission_at_or_below"});
+    if (const auto fraction = response->find("fraction")) {
+      output.response_fraction = fraction->as_percentage();
+      if (!(output.response_fraction > 0.0 && output.response_fraction < 1.0))
+        fraction->fail(fraction->kind() + " must lie strictly between 0% and 100%");
+    }
+    if (const auto remission = response->find("remission_at_or_below"))
+      output.remission_threshold = read_score(*remission);
+  }
+  if (const auto observations = node.find("observations"))
+    output.observations = read_observations(*observations, card, output);
+  return output;
+}
+
+SolverSpec read_solver(const NodeRef& node) {
+  node.expect_map("a map of solver settings (method, rtol, atol); remove the key for defaults");
+  node.check_keys({"method", "rtol", "atol"});
+  SolverSpec solver;
+  if (const auto method = node.find("method")) {
+    solver.method =
+        read_choice(*method, std::array{SolverMethod::automatic, SolverMethod::exact, SolverMethod::ode}, "method");
+  }
+  if (const auto rtol = node.find("rtol")) {
+    solver.rtol = rtol->as_number();
+    if (!(solver.rtol >= kMinRelativeTolerance && solver.rtol <= kMaxRelativeTolerance)) {
+      rtol->fail("expected a relative tolerance from " + yaml::format_number(kMinRelativeTolerance) +
+                 " (about the most that doubles can deliver) to " + yaml::format_number(kMaxRelativeTolerance) +
+                 ", found " + rtol->kind());
+    }
+  }
+  if (const auto atol = node.find("atol")) {
+    solver.atol = atol->as_number();
+    if (!(solver.atol >= kMinAbsoluteTolerance)) {
+      atol->fail("expected an absolute tolerance of at least " + yaml::format_number(kMinAbsoluteTolerance) +
+                 " (in base units: mg for amounts), found " + atol->kind());
+    }
+  }
+  return solver;
+}
+
+}  // namespace ketasim::loader
