@@ -6,6 +6,9 @@
 #include <cmath>
 #include <numbers>
 #include <string>
+#include <string_view>
+#include <utility>
+#include <variant>
 #include <vector>
 
 #include "engine_fixtures.hpp"
@@ -354,4 +357,48 @@ TEST_CASE("malformed cards are refused with file:line:column and what was expect
           " formed_from: {drug: parent, compartment: central, rate: k}}\n" +
           routes),
       Catch::Contains("the flux must be one of the elimination paths"));
+}
+
+namespace {
+
+std::string card_error(const std::string& text) {
+  try {
+    card_from(text);
+  } catch (const ScenarioError& error) {
+    return error.what();
+  }
+  return "no error";
+}
+
+// The message a card whose only block is `- KIND: 5` (a body that is not a map) fails with.
+std::string message_for_block_body_of_kind(std::string_view kind) {
+  return card_error(
+      "card: bad\ntitle: t\ncitation: c\ndrug: parent\nparameters:\n"
+      "  V: {value: 100 L, description: d, source: s}\nstructure:\n  - " +
+      std::string(kind) + ": 5\nroutes:\n  iv: {drug: parent}\n");
+}
+
+template <std::size_t... Kind>
+std::vector<std::string_view> every_block_kind(std::index_sequence<Kind...>) {
+  return {std::variant_alternative_t<Kind, Block>::kind...};
+}
+
+}  // namespace
+
+TEST_CASE("every alternative of Block is a block kind of the card language, under its own key", "[cards][errors]") {
+  const auto kinds = every_block_kind(std::make_index_sequence<std::variant_size_v<Block>>());
+  REQUIRE(kinds.size() == 8);
+  for (const std::string_view kind : kinds) {
+    INFO("block kind " << kind);
+    // Read by the kind's own reader: it asks for that block's map, not for a known kind.
+    const std::string message = message_for_block_body_of_kind(kind);
+    CHECK_THAT(message, Catch::Contains("test_card.yaml:8:") && !Catch::Contains("unknown block kind"));
+  }
+  // The list in the messages (and in docs/model-cards.md) is the variant's, in its order.
+  CHECK_THAT(message_for_block_body_of_kind("compartment"),
+             Catch::EndsWith("unknown block kind 'compartment' (did you mean 'compartments'?); expected compartments, "
+                             "depot, effect_site, turnover, sum, session_memory, link or depression"));
+  CHECK_THAT(card_error("card: bad\ntitle: t\ncitation: c\ndrug: parent\nparameters: {}\nstructure: [5]\n"),
+             Catch::Contains("a block: a map with one key (compartments, depot, effect_site, turnover, sum, "
+                             "session_memory, link or depression)"));
 }

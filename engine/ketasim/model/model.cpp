@@ -5,6 +5,7 @@
 #include <limits>
 #include <numbers>
 #include <stdexcept>
+#include <variant>
 
 #include "ketasim/base/errors.hpp"
 
@@ -26,6 +27,8 @@ Display display_of_unit(const std::string& unit) {
   const auto parsed = parse_unit(unit);
   return {unit, parsed ? 1.0 / parsed->scale : 1.0};
 }
+
+const Display kNgPerMl{"ng/mL", 1000.0};
 
 }  // namespace
 
@@ -87,137 +90,188 @@ const ModelOutput* Model::find_output(std::string_view name) const {
   return nullptr;
 }
 
-Model::Model(const ModelCard& card) : card_(card) {
-  std::vector<Display> signal_display;
-  // `state`: the state the output reads (-1 for a sum of signals).
-  const auto linear_output = [&](const std::string& name, const std::string& dataset, const Display& display,
-                                 const std::string& description, int state) {
-    const int signal = add_signal(name);
+// Lays out the states, signals and outputs of one block (Model::Model), in card order. One
+// operator() per alternative of Block: std::visit fails to compile when a kind has none.
+struct Model::Layout {
+  Model& model;
+  std::vector<Display> signal_display;  // per signal
+
+  // A linear signal a scenario can also ask for; `state`: the state the output reads (-1 for a
+  // sum of signals).
+  int linear_output(const std::string& name, const std::string& dataset, const Display& display,
+                    const std::string& description, int state) {
+    const int signal = model.add_signal(name);
     signal_display.push_back(display);
-    outputs_.push_back({name, dataset, display.unit, display.per_base, description, OutputKind::linear, signal, state});
+    model.outputs_.push_back(
+        {name, dataset, display.unit, display.per_base, description, OutputKind::linear, signal, state});
     return signal;
-  };
-  const auto drug_index = [&](const std::string& name) {
-    for (std::size_t d = 0; d < drugs_.size(); ++d)
-      if (drugs_[d].name == name) return static_cast<int>(d);
-    throw ModelParameterError("model " + card_.name + ": unknown drug '" + name + "'");
-  };
-  const Display ng_per_ml{"ng/mL", 1000.0};
-
-  for (const Block& block : card.blocks) {
-    BlockStates states;
-    if (const auto* compartments = std::get_if<CompartmentsBlock>(&block)) {
-      DrugSpec drug;
-      drug.name = compartments->drug;
-      drug.molar_mass_g_per_mol = compartments->molar_mass_g_per_mol;
-      drug.central_state = states.first = add_state(drug.name + ".central");
-      drug.states.push_back(states.first);
-      for (std::size_t p = 0; p < compartments->peripherals.size(); ++p) {
-        states.peripherals.push_back(add_state(drug.name + ".peripheral" + std::to_string(p + 1)));
-        drug.states.push_back(states.peripherals.back());
-      }
-      if (compartments->liver) {
-        states.liver = add_state(drug.name + ".liver");
-        drug.states.push_back(states.liver);
-      }
-      if (compartments->formed_from) drug.formed_from = drug_index(compartments->formed_from->drug);
-      drug.plasma_signal = linear_output("plasma_" + drug.name, "plasma_" + drug.name + "_ng_per_ml", ng_per_ml,
-                                         "plasma " + drug.name + " concentration", drug.central_state);
-      states.drug = static_cast<int>(drugs_.size());
-      drugs_.push_back(std::move(drug));
-    } else if (const auto* depot = std::get_if<DepotBlock>(&block)) {
-      states.drug = drug_index(depot->drug);
-      states.first = add_state(depot->drug + "." + depot->name);
-      drugs_[static_cast<std::size_t>(states.drug)].states.push_back(states.first);
-    } else if (const auto* effect = std::get_if<EffectSiteBlock>(&block)) {
-      states.drug = drug_index(effect->drug);
-      states.first = add_state(effect->name);
-      linear_output(effect->name, effect->name + "_ng_per_ml", ng_per_ml,
-                    "effect-site " + effect->drug + " concentration", states.first);
-    } else if (const auto* turnover = std::get_if<TurnoverBlock>(&block)) {
-      states.first = add_state(turnover->name);
-      const Display input = signal_display[static_cast<std::size_t>(find_signal(turnover->input))];
-      const bool integrating = turnover->form == TurnoverBlock::Form::integrating;
-      const Display display = !integrating            ? input
-                              : input.unit == "ng/mL" ? Display{"ng*h/mL", 1000.0}
-                                                      : Display{input.unit + "*h", input.per_base};
-      linear_output(
-          turnover->name, turnover->name, display,
-          "turnover state driven by " + turnover->input + (integrating ? " (decaying exposure)" : " (slow follower)"),
-          states.first);
-    } else if (const auto* sum = std::get_if<SumBlock>(&block)) {
-      linear_output(
-          sum->name, sum->name, signal_display[static_cast<std::size_t>(find_signal(sum->inputs.front()))],
-          "sum of " +
-              [&] {
-                std::string names;
-                for (const std::string& input : sum->inputs) names += (names.empty() ? "" : " + ") + input;
-                return names;
-              }(),
-          -1);
-    } else if (const auto* memory = std::get_if<SessionMemoryBlock>(&block)) {
-      states.first = add_state(memory->name);
-      linear_output(memory->name, memory->name, Display{}, "memory of treatment sessions (sessions, decaying)",
-                    states.first);
-    } else if (const auto* link = std::get_if<LinkBlock>(&block)) {
-      const int index = static_cast<int>(links_.size());
-      links_.push_back(link);
-      if (link->attenuation_strength) {
-        link_tolerance_state_.push_back(states.first = add_state(link->name + ".tolerance"));
-        link_tolerance_signal_.push_back(add_signal(link->name + ".tolerance"));
-        signal_display.push_back({});
-      } else {
-        link_tolerance_state_.push_back(-1);
-        link_tolerance_signal_.push_back(-1);
-      }
-      const Display display = display_of_unit(link->unit);
-      outputs_.push_back({link->name, link->dataset, display.unit, display.per_base,
-                          link->name + " (" + to_string(link->shape) + " link on " + link->input + ")",
-                          OutputKind::link, index});
-      if (link->role == "dissociation" && dissociation_link_ < 0) {
-        dissociation_link_ = index;
-        dissociation_effect_site_ = find_signal(link->input);
-      }
-    } else if (const auto* depression = std::get_if<DepressionBlock>(&block)) {
-      depression_ = depression;
-      outputs_.push_back({depression->name, depression->name, "", 1.0, "MADRS-like depression score (points)",
-                          OutputKind::depression, 0});
-    }
-    block_states_.push_back(states);
   }
+  // A copy: linear_output may grow signal_display.
+  Display display_of_signal(const std::string& name) const {
+    return signal_display[static_cast<std::size_t>(model.find_signal(name))];
+  }
+
+  BlockStates operator()(const CompartmentsBlock& compartments);
+  BlockStates operator()(const DepotBlock& depot);
+  BlockStates operator()(const EffectSiteBlock& effect);
+  BlockStates operator()(const TurnoverBlock& turnover);
+  BlockStates operator()(const SumBlock& sum);
+  BlockStates operator()(const SessionMemoryBlock& memory);
+  BlockStates operator()(const LinkBlock& link);
+  BlockStates operator()(const DepressionBlock& depression);
+};
+
+Model::BlockStates Model::Layout::operator()(const CompartmentsBlock& compartments) {
+  BlockStates states;
+  DrugSpec drug;
+  drug.name = compartments.drug;
+  drug.molar_mass_g_per_mol = compartments.molar_mass_g_per_mol;
+  drug.central_state = states.first = model.add_state(drug.name + ".central");
+  drug.states.push_back(states.first);
+  for (std::size_t p = 0; p < compartments.peripherals.size(); ++p) {
+    states.peripherals.push_back(model.add_state(drug.name + ".peripheral" + std::to_string(p + 1)));
+    drug.states.push_back(states.peripherals.back());
+  }
+  if (compartments.liver) {
+    states.liver = model.add_state(drug.name + ".liver");
+    drug.states.push_back(states.liver);
+  }
+  if (compartments.formed_from) drug.formed_from = model.drug_index(compartments.formed_from->drug);
+  drug.plasma_signal = linear_output("plasma_" + drug.name, "plasma_" + drug.name + "_ng_per_ml", kNgPerMl,
+                                     "plasma " + drug.name + " concentration", drug.central_state);
+  states.drug = static_cast<int>(model.drugs_.size());
+  model.drugs_.push_back(std::move(drug));
+  return states;
+}
+
+Model::BlockStates Model::Layout::operator()(const DepotBlock& depot) {
+  BlockStates states;
+  states.drug = model.drug_index(depot.drug);
+  states.first = model.add_state(depot.drug + "." + depot.name);
+  model.drugs_[static_cast<std::size_t>(states.drug)].states.push_back(states.first);
+  return states;
+}
+
+Model::BlockStates Model::Layout::operator()(const EffectSiteBlock& effect) {
+  BlockStates states;
+  states.drug = model.drug_index(effect.drug);
+  states.first = model.add_state(effect.name);
+  linear_output(effect.name, effect.name + "_ng_per_ml", kNgPerMl, "effect-site " + effect.drug + " concentration",
+                states.first);
+  return states;
+}
+
+Model::BlockStates Model::Layout::operator()(const TurnoverBlock& turnover) {
+  BlockStates states;
+  states.first = model.add_state(turnover.name);
+  const Display input = display_of_signal(turnover.input);
+  const bool integrating = turnover.form == TurnoverBlock::Form::integrating;
+  const Display display = !integrating            ? input
+                          : input.unit == "ng/mL" ? Display{"ng*h/mL", 1000.0}
+                                                  : Display{input.unit + "*h", input.per_base};
+  linear_output(
+      turnover.name, turnover.name, display,
+      "turnover state driven by " + turnover.input + (integrating ? " (decaying exposure)" : " (slow follower)"),
+      states.first);
+  return states;
+}
+
+Model::BlockStates Model::Layout::operator()(const SumBlock& sum) {
+  std::string names;
+  for (const std::string& input : sum.inputs) names += (names.empty() ? "" : " + ") + input;
+  linear_output(sum.name, sum.name, display_of_signal(sum.inputs.front()), "sum of " + names, -1);
+  return {};
+}
+
+Model::BlockStates Model::Layout::operator()(const SessionMemoryBlock& memory) {
+  BlockStates states;
+  states.first = model.add_state(memory.name);
+  linear_output(memory.name, memory.name, Display{}, "memory of treatment sessions (sessions, decaying)", states.first);
+  return states;
+}
+
+Model::BlockStates Model::Layout::operator()(const LinkBlock& link) {
+  BlockStates states;
+  const int index = static_cast<int>(model.links_.size());
+  model.links_.push_back(&link);
+  if (link.attenuation_strength) {
+    model.link_tolerance_state_.push_back(states.first = model.add_state(link.name + ".tolerance"));
+    model.link_tolerance_signal_.push_back(model.add_signal(link.name + ".tolerance"));
+    signal_display.push_back({});
+  } else {
+    model.link_tolerance_state_.push_back(-1);
+    model.link_tolerance_signal_.push_back(-1);
+  }
+  const Display display = display_of_unit(link.unit);
+  model.outputs_.push_back({link.name, link.dataset, display.unit, display.per_base,
+                            link.name + " (" + to_string(link.shape) + " link on " + link.input + ")", OutputKind::link,
+                            index});
+  return states;
+}
+
+Model::BlockStates Model::Layout::operator()(const DepressionBlock& depression) {
+  model.depression_ = &depression;
+  model.outputs_.push_back(
+      {depression.name, depression.name, "", 1.0, "MADRS-like depression score (points)", OutputKind::depression, 0});
+  return {};
+}
+
+int Model::drug_index(const std::string& name) const {
+  for (std::size_t d = 0; d < drugs_.size(); ++d)
+    if (drugs_[d].name == name) return static_cast<int>(d);
+  throw ModelParameterError("model " + card_.name + ": unknown drug '" + name + "'");
+}
+
+Model::Model(const ModelCard& card) : card_(card) {
+  Layout layout{*this, {}};
+  for (const Block& block : card.blocks) block_states_.push_back(std::visit(layout, block));
   dosed_drug_ = drug_index(card.drug);
-  // The dissociation effect site is driven by its drug's plasma concentration.
-  if (dissociation_effect_site_ >= 0) {
-    for (const EffectSiteBlock* effect : card.blocks_of<EffectSiteBlock>()) {
-      if (find_signal(effect->name) == dissociation_effect_site_)
-        dissociation_driver_ = drugs_[static_cast<std::size_t>(drug_index(effect->drug))].plasma_signal;
-    }
-    if (dissociation_driver_ < 0) {  // the link reads something other than an effect site
-      dissociation_link_ = -1;
-      dissociation_effect_site_ = -1;
+  find_dissociation();
+  add_channels();
+}
+
+// The dissociation link is the first link with that role, and it counts only when it reads an
+// effect site, which is driven by its drug's plasma concentration.
+void Model::find_dissociation() {
+  for (std::size_t index = 0; index < links_.size(); ++index) {
+    const LinkBlock* link = links_[index];
+    if (link->role == "dissociation" && dissociation_link_ < 0) {
+      dissociation_link_ = static_cast<int>(index);
+      dissociation_effect_site_ = find_signal(link->input);
     }
   }
+  if (dissociation_effect_site_ < 0) return;
+  for (const EffectSiteBlock* effect : card_.blocks_of<EffectSiteBlock>()) {
+    if (find_signal(effect->name) == dissociation_effect_site_)
+      dissociation_driver_ = drugs_[static_cast<std::size_t>(drug_index(effect->drug))].plasma_signal;
+  }
+  if (dissociation_driver_ < 0) {  // the link reads something other than an effect site
+    dissociation_link_ = -1;
+    dissociation_effect_site_ = -1;
+  }
+}
 
+void Model::add_channels() {
   const auto find_depot_state = [&](const std::string& drug, const std::string& name) {
-    for (std::size_t b = 0; b < card.blocks.size(); ++b)
-      if (const auto* depot = std::get_if<DepotBlock>(&card.blocks[b]);
+    for (std::size_t b = 0; b < card_.blocks.size(); ++b)
+      if (const auto* depot = std::get_if<DepotBlock>(&card_.blocks[b]);
           depot && depot->drug == drug && depot->name == name)
         return block_states_[b].first;
     throw ModelParameterError("model " + card_.name + ": no depot '" + name + "'");
   };
-  if (card.routes.iv) {
+  if (card_.routes.iv) {
     iv_channel_ = channel_count_++;
-    channel_state_.push_back(drugs_[static_cast<std::size_t>(drug_index(card.routes.iv->drug))].central_state);
+    channel_state_.push_back(drugs_[static_cast<std::size_t>(drug_index(card_.routes.iv->drug))].central_state);
   }
-  if (card.routes.intranasal) {
+  if (card_.routes.intranasal) {
     nasal_channel_ = channel_count_++;
-    channel_state_.push_back(find_depot_state(card.routes.intranasal->drug, card.routes.intranasal->nasal_depot));
+    channel_state_.push_back(find_depot_state(card_.routes.intranasal->drug, card_.routes.intranasal->nasal_depot));
     swallowed_channel_ = channel_count_++;
-    channel_state_.push_back(find_depot_state(card.routes.intranasal->drug, card.routes.intranasal->swallowed_depot));
+    channel_state_.push_back(find_depot_state(card_.routes.intranasal->drug, card_.routes.intranasal->swallowed_depot));
   }
   session_states_.assign(3, {});
-  for (std::size_t b = 0; b < card.blocks.size(); ++b) {
-    if (const auto* memory = std::get_if<SessionMemoryBlock>(&card.blocks[b]))
+  for (std::size_t b = 0; b < card_.blocks.size(); ++b) {
+    if (const auto* memory = std::get_if<SessionMemoryBlock>(&card_.blocks[b]))
       for (const SessionKind kind : memory->sessions)
         session_states_[static_cast<std::size_t>(kind)].push_back(block_states_[b].first);
   }
@@ -280,182 +334,223 @@ SubjectModel restrict_to(const SubjectModel& subject, const std::vector<int>& st
   return reduced;
 }
 
-SubjectModel Model::instantiate(std::span<const double> parameters) const {
-  const int n = state_count();
-  const auto value = [&](ParameterRef ref, double fallback = 0.0) {
+// Writes one block's part of a subject's system (Model::instantiate), in card order. One
+// operator() per alternative of Block: std::visit fails to compile when a kind has none.
+struct Model::Assembly {
+  const Model& model;
+  std::span<const double> parameters;  // card order, base units
+  SubjectModel& subject;
+  const BlockStates* states = nullptr;  // of the block being assembled
+  // Per drug, set by its compartments block for the blocks after it.
+  std::vector<double> central_volume, liver_volume;
+  std::vector<int> liver_state;
+
+  double value(ParameterRef ref, double fallback = 0.0) const {
     return ref ? parameters[static_cast<std::size_t>(ref.index)] : fallback;
-  };
-  const auto positive = [&](ParameterRef ref) {
+  }
+  double positive(ParameterRef ref) const {
     const double v = value(ref);
     if (!(v > 0.0) || !std::isfinite(v))
-      throw ModelParameterError("parameter " + card_.parameter(ref).name + " = " + std::to_string(v) +
+      throw ModelParameterError("parameter " + model.card_.parameter(ref).name + " = " + std::to_string(v) +
                                 " must be positive");
     return v;
-  };
-  const auto fraction = [&](ParameterRef ref) {
+  }
+  double fraction(ParameterRef ref) const {  // 1 when not given
     const double v = value(ref, 1.0);
     if (!(v >= 0.0 && v <= 1.0))
-      throw ModelParameterError("parameter " + card_.parameter(ref).name + " = " + std::to_string(v) +
+      throw ModelParameterError("parameter " + model.card_.parameter(ref).name + " = " + std::to_string(v) +
                                 " must lie in [0, 1]");
     return v;
-  };
-  const auto first_order = [&](const FirstOrder& transfer, double volume) {
+  }
+  double first_order(const FirstOrder& transfer, double volume) const {
     return transfer.rate ? positive(transfer.rate) : positive(transfer.clearance) / volume;
-  };
+  }
+  int signal(const std::string& name) const { return model.find_signal(name); }
 
-  SubjectModel model;
-  model.states = n;
-  model.A = StateMatrix::Zero(n, n);
-  model.signals = SignalMatrix::Zero(signal_count(), n);
-  model.drug_amount.assign(drugs_.size(), StateRow::Zero(n));
-  model.drug_loss.assign(drugs_.size(), StateRow::Zero(n));
-  model.drug_formed.assign(drugs_.size(), StateRow::Zero(n));
+  void operator()(const CompartmentsBlock& compartments);
+  void operator()(const DepotBlock& depot);
+  void operator()(const EffectSiteBlock& effect);
+  void operator()(const TurnoverBlock& turnover);
+  void operator()(const SumBlock& sum);
+  void operator()(const SessionMemoryBlock& memory);
+  void operator()(const LinkBlock& link);
+  void operator()(const DepressionBlock& depression);
+};
+
+void Model::Assembly::operator()(const CompartmentsBlock& compartments) {
+  StateMatrix& A = subject.A;
+  const auto d = static_cast<std::size_t>(states->drug);
+  const DrugSpec& drug = model.drugs_[d];
+  const int c = states->first;
+  const double V1 = positive(compartments.central_volume);
+  central_volume[d] = V1;
+  subject.signals(drug.plasma_signal, c) = 1.0 / V1;
+  for (std::size_t p = 0; p < compartments.peripherals.size(); ++p) {
+    const PeripheralSpec& spec = compartments.peripherals[p];
+    const int s = states->peripherals[p];
+    const double out = first_order(spec.out, V1);
+    const double back =
+        spec.back.rate ? positive(spec.back.rate) : positive(spec.back.clearance) / positive(spec.volume);
+    A(c, c) -= out;
+    A(s, c) += out;
+    A(s, s) -= back;
+    A(c, s) += back;
+  }
+  if (compartments.elimination) {
+    const double k = first_order(*compartments.elimination, V1);
+    A(c, c) -= k;
+    subject.drug_loss[d](c) += k;
+  }
+  if (compartments.liver) {
+    const int l = states->liver;
+    const double flow = positive(compartments.liver->flow);
+    const double Vh = positive(compartments.liver->volume);
+    double elimination = 0.0;
+    for (const ParameterRef rate : compartments.liver->elimination_rates) elimination += positive(rate);
+    A(c, c) -= flow / V1;
+    A(l, c) += flow / V1;
+    A(l, l) -= flow / Vh + elimination;
+    A(c, l) += flow / Vh;
+    subject.drug_loss[d](l) += elimination;
+    liver_volume[d] = Vh;
+    liver_state[d] = l;
+  }
+  if (compartments.formed_from) {
+    const FormationSpec& formation = *compartments.formed_from;
+    const auto parent = static_cast<std::size_t>(drug.formed_from);
+    const bool from_liver = formation.compartment == "liver";
+    const int source = from_liver ? liver_state[parent] : model.drugs_[parent].central_state;
+    const double k = first_order(formation.flux, from_liver ? liver_volume[parent] : central_volume[parent]);
+    const double molar_ratio = drug.molar_mass_g_per_mol / model.drugs_[parent].molar_mass_g_per_mol;
+    const double formed = fraction(formation.fraction) * k * molar_ratio;  // mg of metabolite per mg of parent per h
+    A(c, source) += formed;
+    subject.drug_formed[d](source) += formed;
+  }
+}
+
+void Model::Assembly::operator()(const DepotBlock& depot) {
+  StateMatrix& A = subject.A;
+  const auto d = static_cast<std::size_t>(states->drug);
+  const int s = states->first;
+  const double ka = positive(depot.ka);
+  const double F = fraction(depot.bioavailability);
+  const int into = depot.into == "liver" ? liver_state[d] : model.drugs_[d].central_state;
+  A(s, s) -= ka;
+  A(into, s) += F * ka;
+  subject.drug_loss[d](s) += (1.0 - F) * ka;
+}
+
+void Model::Assembly::operator()(const EffectSiteBlock& effect) {
+  const auto d = static_cast<std::size_t>(states->drug);
+  const double ke0 = positive(effect.ke0);
+  subject.A(states->first, model.drugs_[d].central_state) += ke0 / central_volume[d];
+  subject.A(states->first, states->first) -= ke0;
+  subject.signals(signal(effect.name), states->first) = 1.0;
+}
+
+void Model::Assembly::operator()(const TurnoverBlock& turnover) {
+  const double k = kLn2 / positive(turnover.half_life);
+  const double drive = value(turnover.scale, 1.0) * (turnover.form == TurnoverBlock::Form::equilibrating ? k : 1.0);
+  subject.A.row(states->first) += drive * subject.signals.row(signal(turnover.input));
+  subject.A(states->first, states->first) -= k;
+  subject.signals(signal(turnover.name), states->first) = 1.0;
+}
+
+void Model::Assembly::operator()(const SumBlock& sum) {
+  for (std::size_t i = 0; i < sum.inputs.size(); ++i)
+    subject.signals.row(signal(sum.name)) += value(sum.weights[i], 1.0) * subject.signals.row(signal(sum.inputs[i]));
+}
+
+void Model::Assembly::operator()(const SessionMemoryBlock& memory) {
+  subject.A(states->first, states->first) -= kLn2 / positive(memory.half_life);
+  subject.signals(signal(memory.name), states->first) = 1.0;
+}
+
+void Model::Assembly::operator()(const LinkBlock& link) {
+  const auto index = subject.links.size();
+  LinkValues values;
+  values.input_signal = signal(link.input);
+  values.shape = link.shape;
+  values.scale = value(link.scale, 1.0);
+  if (link.shape == LinkShape::linear) {
+    values.slope = value(link.slope);
+  } else {
+    values.emax = value(link.emax);
+    values.ec50 = positive(link.ec50);
+    values.hill = link.hill ? positive(link.hill) : 1.0;
+    values.negligible_below = values.ec50 * std::pow(1e-12, 1.0 / values.hill);
+  }
+  const int tolerance_state = model.link_tolerance_state_[index];
+  if (tolerance_state >= 0) {
+    values.attenuation = value(link.attenuation_strength);
+    values.tolerance_signal = model.link_tolerance_signal_[index];
+    // dT/dt = x / ec50 - ln 2 / half-life * T: exposure in ec50-hours, decaying.
+    subject.A.row(tolerance_state) += values.scale / values.ec50 * subject.signals.row(values.input_signal);
+    subject.A(tolerance_state, tolerance_state) -= kLn2 / positive(link.attenuation_half_life);
+    subject.signals(values.tolerance_signal, tolerance_state) = 1.0;
+  }
+  subject.links.push_back(values);
+}
+
+void Model::Assembly::operator()(const DepressionBlock& depression) {
+  DepressionValues values;
+  values.drug_signal = signal(depression.drug_input);
+  values.emax = fraction(depression.drug_emax);
+  values.ec50 = positive(depression.drug_ec50);
+  values.hill = positive(depression.drug_hill);
+  values.placebo = value(depression.placebo_magnitude);
+  values.placebo_rate_per_h = kLn2 / positive(depression.placebo_onset_half_life);
+  if (!depression.session_input.empty()) {
+    values.session_signal = signal(depression.session_input);
+    values.session_magnitude = value(depression.session_magnitude);
+  }
+  if (depression.background_magnitude) {
+    values.background = value(depression.background_magnitude);
+    values.background_rate_per_h = kLn2 / positive(depression.background_onset_half_life);
+  }
+  values.residual_sd = value(depression.residual_sd);
+  subject.depression = values;
+}
+
+SubjectModel Model::instantiate(std::span<const double> parameters) const {
+  const int n = state_count();
+  SubjectModel subject;
+  subject.states = n;
+  subject.A = StateMatrix::Zero(n, n);
+  subject.signals = SignalMatrix::Zero(signal_count(), n);
+  subject.drug_amount.assign(drugs_.size(), StateRow::Zero(n));
+  subject.drug_loss.assign(drugs_.size(), StateRow::Zero(n));
+  subject.drug_formed.assign(drugs_.size(), StateRow::Zero(n));
   for (std::size_t d = 0; d < drugs_.size(); ++d)
-    for (const int state : drugs_[d].states) model.drug_amount[d](state) = 1.0;
+    for (const int state : drugs_[d].states) subject.drug_amount[d](state) = 1.0;
 
-  StateMatrix& A = model.A;
-  std::vector<double> central_volume(drugs_.size(), 0.0), liver_volume(drugs_.size(), 0.0);
-  std::vector<int> liver_state(drugs_.size(), -1);
+  Assembly assembly{*this,
+                    parameters,
+                    subject,
+                    nullptr,
+                    std::vector<double>(drugs_.size(), 0.0),
+                    std::vector<double>(drugs_.size(), 0.0),
+                    std::vector<int>(drugs_.size(), -1)};
   for (std::size_t b = 0; b < card_.blocks.size(); ++b) {
-    const Block& block = card_.blocks[b];
-    const BlockStates& states = block_states_[b];
-    if (const auto* compartments = std::get_if<CompartmentsBlock>(&block)) {
-      const auto d = static_cast<std::size_t>(states.drug);
-      const int c = states.first;
-      const double V1 = positive(compartments->central_volume);
-      central_volume[d] = V1;
-      model.signals(drugs_[d].plasma_signal, c) = 1.0 / V1;
-      for (std::size_t p = 0; p < compartments->peripherals.size(); ++p) {
-        const PeripheralSpec& spec = compartments->peripherals[p];
-        const int s = states.peripherals[p];
-        const double out = first_order(spec.out, V1);
-        const double back =
-            spec.back.rate ? positive(spec.back.rate) : positive(spec.back.clearance) / positive(spec.volume);
-        A(c, c) -= out;
-        A(s, c) += out;
-        A(s, s) -= back;
-        A(c, s) += back;
-      }
-      if (compartments->elimination) {
-        const double k = first_order(*compartments->elimination, V1);
-        A(c, c) -= k;
-        model.drug_loss[d](c) += k;
-      }
-      if (compartments->liver) {
-        const int l = states.liver;
-        const double flow = positive(compartments->liver->flow);
-        const double Vh = positive(compartments->liver->volume);
-        double elimination = 0.0;
-        for (const ParameterRef rate : compartments->liver->elimination_rates) elimination += positive(rate);
-        A(c, c) -= flow / V1;
-        A(l, c) += flow / V1;
-        A(l, l) -= flow / Vh + elimination;
-        A(c, l) += flow / Vh;
-        model.drug_loss[d](l) += elimination;
-        liver_volume[d] = Vh;
-        liver_state[d] = l;
-      }
-      if (compartments->formed_from) {
-        const FormationSpec& formation = *compartments->formed_from;
-        const auto parent = static_cast<std::size_t>(drugs_[d].formed_from);
-        const bool from_liver = formation.compartment == "liver";
-        const int source = from_liver ? liver_state[parent] : drugs_[parent].central_state;
-        const double k = first_order(formation.flux, from_liver ? liver_volume[parent] : central_volume[parent]);
-        const double molar_ratio = drugs_[d].molar_mass_g_per_mol / drugs_[parent].molar_mass_g_per_mol;
-        const double formed =
-            fraction(formation.fraction) * k * molar_ratio;  // mg of metabolite per mg of parent per h
-        A(c, source) += formed;
-        model.drug_formed[d](source) += formed;
-      }
-    } else if (const auto* depot = std::get_if<DepotBlock>(&block)) {
-      const auto d = static_cast<std::size_t>(states.drug);
-      const int s = states.first;
-      const double ka = positive(depot->ka);
-      const double F = fraction(depot->bioavailability);
-      const int into = depot->into == "liver" ? liver_state[d] : drugs_[d].central_state;
-      A(s, s) -= ka;
-      A(into, s) += F * ka;
-      model.drug_loss[d](s) += (1.0 - F) * ka;
-    } else if (const auto* effect = std::get_if<EffectSiteBlock>(&block)) {
-      const auto d = static_cast<std::size_t>(states.drug);
-      const double ke0 = positive(effect->ke0);
-      A(states.first, drugs_[d].central_state) += ke0 / central_volume[d];
-      A(states.first, states.first) -= ke0;
-      model.signals(find_signal(effect->name), states.first) = 1.0;
-    } else if (const auto* turnover = std::get_if<TurnoverBlock>(&block)) {
-      const double k = kLn2 / positive(turnover->half_life);
-      const double drive =
-          value(turnover->scale, 1.0) * (turnover->form == TurnoverBlock::Form::equilibrating ? k : 1.0);
-      A.row(states.first) += drive * model.signals.row(find_signal(turnover->input));
-      A(states.first, states.first) -= k;
-      model.signals(find_signal(turnover->name), states.first) = 1.0;
-    } else if (const auto* sum = std::get_if<SumBlock>(&block)) {
-      for (std::size_t i = 0; i < sum->inputs.size(); ++i)
-        model.signals.row(find_signal(sum->name)) +=
-            value(sum->weights[i], 1.0) * model.signals.row(find_signal(sum->inputs[i]));
-    } else if (const auto* memory = std::get_if<SessionMemoryBlock>(&block)) {
-      A(states.first, states.first) -= kLn2 / positive(memory->half_life);
-      model.signals(find_signal(memory->name), states.first) = 1.0;
-    } else if (const auto* link = std::get_if<LinkBlock>(&block)) {
-      const auto index = model.links.size();
-      LinkValues values;
-      values.input_signal = find_signal(link->input);
-      values.shape = link->shape;
-      values.scale = value(link->scale, 1.0);
-      if (link->shape == LinkShape::linear) {
-        values.slope = value(link->slope);
-      } else {
-        values.emax = value(link->emax);
-        values.ec50 = positive(link->ec50);
-        values.hill = link->hill ? positive(link->hill) : 1.0;
-        values.negligible_below = values.ec50 * std::pow(1e-12, 1.0 / values.hill);
-      }
-      const int tolerance_state = link_tolerance_state_[index];
-      if (tolerance_state >= 0) {
-        values.attenuation = value(link->attenuation_strength);
-        values.tolerance_signal = link_tolerance_signal_[index];
-        // dT/dt = x / ec50 - ln 2 / half-life * T: exposure in ec50-hours, decaying.
-        A.row(tolerance_state) += values.scale / values.ec50 * model.signals.row(values.input_signal);
-        A(tolerance_state, tolerance_state) -= kLn2 / positive(link->attenuation_half_life);
-        model.signals(values.tolerance_signal, tolerance_state) = 1.0;
-      }
-      model.links.push_back(values);
-    } else if (const auto* depression = std::get_if<DepressionBlock>(&block)) {
-      DepressionValues values;
-      values.drug_signal = find_signal(depression->drug_input);
-      values.emax = fraction(depression->drug_emax);
-      values.ec50 = positive(depression->drug_ec50);
-      values.hill = positive(depression->drug_hill);
-      values.placebo = value(depression->placebo_magnitude);
-      values.placebo_rate_per_h = kLn2 / positive(depression->placebo_onset_half_life);
-      if (!depression->session_input.empty()) {
-        values.session_signal = find_signal(depression->session_input);
-        values.session_magnitude = value(depression->session_magnitude);
-      }
-      if (depression->background_magnitude) {
-        values.background = value(depression->background_magnitude);
-        values.background_rate_per_h = kLn2 / positive(depression->background_onset_half_life);
-      }
-      values.residual_sd = value(depression->residual_sd);
-      model.depression = values;
-    }
+    assembly.states = &block_states_[b];
+    std::visit(assembly, card_.blocks[b]);
   }
 
-  model.channels.assign(static_cast<std::size_t>(channel_count_), StateVector::Zero(n));
+  subject.channels.assign(static_cast<std::size_t>(channel_count_), StateVector::Zero(n));
   for (int c = 0; c < channel_count_; ++c)
     if (channel_state_[static_cast<std::size_t>(c)] >= 0)
-      model.channels[static_cast<std::size_t>(c)](channel_state_[static_cast<std::size_t>(c)]) = 1.0;
+      subject.channels[static_cast<std::size_t>(c)](channel_state_[static_cast<std::size_t>(c)]) = 1.0;
   for (std::size_t kind = 0; kind < 3; ++kind) {
     if (session_channel_[kind] < 0) continue;
     for (const int state : session_states_[kind])
-      model.channels[static_cast<std::size_t>(session_channel_[kind])](state) = 1.0;
+      subject.channels[static_cast<std::size_t>(session_channel_[kind])](state) = 1.0;
   }
   if (const auto& nasal = card_.routes.intranasal) {
-    model.nasal_fraction = fraction(nasal->nasal_fraction);
-    model.later_device_factor = nasal->later_device_factor ? fraction(nasal->later_device_factor) : 1.0;
-    model.swallowed_duration_h = positive(nasal->swallowed_duration);
+    subject.nasal_fraction = assembly.fraction(nasal->nasal_fraction);
+    subject.later_device_factor = nasal->later_device_factor ? assembly.fraction(nasal->later_device_factor) : 1.0;
+    subject.swallowed_duration_h = assembly.positive(nasal->swallowed_duration);
   }
-  return model;
+  return subject;
 }
 
 std::string occasion_variability_problem(const Model& model, const std::vector<double>& typical, int parameter,

@@ -165,9 +165,13 @@ class Model {
   SubjectModel instantiate(std::span<const double> parameters) const;
 
  private:
-  struct Layout;
+  struct Layout;    // lays out one block of each kind (model.cpp)
+  struct Assembly;  // writes one block of each kind into a SubjectModel (model.cpp)
   int add_state(const std::string& name);
   int add_signal(const std::string& name);
+  int drug_index(const std::string& name) const;
+  void find_dissociation();
+  void add_channels();
 
   const ModelCard& card_;
   std::vector<std::string> state_names_;

@@ -3,7 +3,10 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <optional>
 #include <set>
+#include <utility>
+#include <variant>
 
 #include "ketasim/base/yaml_reader.hpp"
 
@@ -412,146 +415,173 @@ std::vector<SessionKind> read_session_kinds(const NodeRef& node) {
   return kinds;
 }
 
+// Reads the body of one block (the map under its kind's key) into a block of that kind and checks
+// it against the blocks before it (`drugs`: their compartments blocks by drug). One operator() per
+// alternative of Block: std::visit fails to compile when a kind has none.
+struct BlockReader {
+  const NodeRef& node;
+  const Resolver& resolve;
+  Signals& signals;
+  const std::string& dosed_drug;
+  const std::map<std::string, const CompartmentsBlock*>& drugs;
+  const std::vector<Block>& blocks;
+
+  void operator()(CompartmentsBlock& block) const;
+  void operator()(DepotBlock& block) const;
+  void operator()(EffectSiteBlock& block) const;
+  void operator()(TurnoverBlock& block) const;
+  void operator()(SumBlock& block) const;
+  void operator()(SessionMemoryBlock& block) const;
+  void operator()(LinkBlock& block) const;
+  void operator()(DepressionBlock& block) const;
+};
+
+void BlockReader::operator()(CompartmentsBlock& block) const {
+  block = read_compartments(node, resolve, dosed_drug);
+  if (drugs.count(block.drug)) node.fail("the drug " + in_quotes(block.drug) + " has two compartments blocks");
+  if (block.formed_from) {
+    const auto parent = drugs.find(block.formed_from->drug);
+    if (parent == drugs.end())
+      node.fail("formed_from: no compartments block for " + in_quotes(block.formed_from->drug) + " before this one");
+    const FormationSpec& formation = *block.formed_from;
+    const CompartmentsBlock& from = *parent->second;
+    bool eliminates = false;
+    if (formation.compartment == "liver") {
+      if (!from.liver) node.fail("formed_from: " + in_quotes(formation.drug) + " has no liver compartment");
+      for (const ParameterRef rate : from.liver->elimination_rates)
+        eliminates |= rate.index == formation.flux.rate.index;
+    } else if (from.elimination) {
+      eliminates = (formation.flux.rate && from.elimination->rate.index == formation.flux.rate.index) ||
+                   (formation.flux.clearance && from.elimination->clearance.index == formation.flux.clearance.index);
+    }
+    // Mass balance: the metabolite may only take part of a path that removes the parent.
+    if (!eliminates)
+      node.fail("formed_from: the flux must be one of the elimination paths of " + in_quotes(formation.drug) + "'s " +
+                formation.compartment + " compartment");
+  }
+  signals.add(node, "plasma_" + block.drug, dim::concentration, true);
+}
+
+void BlockReader::operator()(DepotBlock& block) const {
+  node.expect_map("a depot {name, drug, into, ka, bioavailability}");
+  node.check_keys({"name", "drug", "into", "ka", "bioavailability"});
+  block.name = read_name(node, "name", "e.g. nasal");
+  block.drug = read_drug(node, "drug", dosed_drug);
+  block.into = read_name(node, "into", "central or liver");
+  const auto drug = drugs.find(block.drug);
+  if (drug == drugs.end()) node.fail("no compartments block for " + in_quotes(block.drug) + " before this depot");
+  if (block.into != "central" && !(block.into == "liver" && drug->second->liver))
+    node.require("into", "").fail("expected central" + std::string(drug->second->liver ? " or liver" : ""));
+  block.ka = resolve.require(node, "ka", dim::rate_constant);
+  block.bioavailability = resolve.optional(node, "bioavailability", dim::dimensionless);
+}
+
+void BlockReader::operator()(EffectSiteBlock& block) const {
+  node.expect_map("an effect site {name, drug, ke0}");
+  node.check_keys({"name", "drug", "ke0"});
+  block.name = read_name(node, "name", "e.g. effect_site");
+  block.drug = read_drug(node, "drug", dosed_drug);
+  if (!drugs.count(block.drug))
+    node.fail("no compartments block for " + in_quotes(block.drug) + " before this effect site");
+  block.ke0 = resolve.require(node, "ke0", dim::rate_constant);
+  signals.add(node, block.name, dim::concentration, true);
+}
+
+void BlockReader::operator()(TurnoverBlock& block) const {
+  node.expect_map("a turnover {name, input, scale, half_life, form}");
+  node.check_keys({"name", "input", "scale", "half_life", "form"});
+  block.name = read_name(node, "name", "e.g. plasticity");
+  const Dimension input = signals.linear_input(node, "input");
+  block.input = node.require("input", "").as_string();
+  block.scale = resolve.optional(node, "scale", dim::dimensionless);
+  block.half_life = resolve.require(node, "half_life", dim::time);
+  if (const auto form = node.find("form")) {
+    const std::string name = form->as_string();
+    if (name == "equilibrating")
+      block.form = TurnoverBlock::Form::equilibrating;
+    else if (name != "integrating")
+      form->fail("unknown form " + form->kind() + "; expected integrating or equilibrating");
+  }
+  signals.add(node, block.name, block.form == TurnoverBlock::Form::integrating ? input * dim::time : input, true);
+}
+
+void BlockReader::operator()(SumBlock& block) const {
+  node.expect_map("a sum {name, inputs: [a, {signal: b, weight: w}]}");
+  node.check_keys({"name", "inputs"});
+  block.name = read_name(node, "name", "e.g. response_drive");
+  const NodeRef inputs = node.require("inputs", "the signals added, e.g. [plasticity, consolidation]");
+  std::optional<Dimension> dimension;
+  for (const NodeRef& input : inputs.items("signal names")) {
+    std::string name;
+    if (input.is_map()) {
+      input.check_keys({"signal", "weight"});
+      name = input.require("signal", "the signal added").as_string();
+      block.weights.push_back(resolve.require(input, "weight", dim::dimensionless));
+    } else {
+      name = input.as_string();
+      block.weights.push_back(ParameterRef{});
+    }
+    // Each input must be a linear signal defined earlier, all of one dimension.
+    const Dimension d = signals.linear_signal(input, name);
+    if (dimension && !(*dimension == d)) input.fail("the inputs of a sum must have one dimension");
+    dimension = d;
+    block.inputs.push_back(name);
+  }
+  if (block.inputs.empty()) inputs.fail("a sum needs at least one input");
+  signals.add(node, block.name, *dimension, true);
+}
+
+void BlockReader::operator()(SessionMemoryBlock& block) const {
+  node.expect_map("a session memory {name, sessions, half_life}");
+  node.check_keys({"name", "sessions", "half_life"});
+  block.name = read_name(node, "name", "e.g. active_placebo_memory");
+  block.sessions = read_session_kinds(node.require("sessions", "e.g. [active_placebo]"));
+  block.half_life = resolve.require(node, "half_life", dim::time);
+  signals.add(node, block.name, dim::dimensionless, true);
+}
+
+void BlockReader::operator()(LinkBlock& block) const {
+  block = read_link(node, resolve, signals);
+}
+
+void BlockReader::operator()(DepressionBlock& block) const {
+  for (const Block& earlier : blocks)
+    if (std::holds_alternative<DepressionBlock>(earlier)) node.fail("a card has at most one depression block");
+  block = read_depression(node, resolve, signals);
+}
+
+// Block's alternatives as indices 0..N-1, for the two functions below.
+constexpr auto kBlockKinds = std::make_index_sequence<std::variant_size_v<Block>>();
+
+template <std::size_t... Kind>
+std::vector<std::string> block_kind_names(std::index_sequence<Kind...>) {
+  return {std::string(std::variant_alternative_t<Kind, Block>::kind)...};
+}
+
+// A default block of the kind named `name`, or nullopt when no alternative of Block has that kind.
+template <std::size_t... Kind>
+std::optional<Block> block_of_kind(std::string_view name, std::index_sequence<Kind...>) {
+  std::optional<Block> block;
+  ((name == std::variant_alternative_t<Kind, Block>::kind ? void(block.emplace(std::in_place_index<Kind>)) : void()),
+   ...);
+  return block;
+}
+
 const Block& read_block(const NodeRef& item, const Resolver& resolve, Signals& signals, const std::string& dosed_drug,
-                        std::map<std::string, const CompartmentsBlock*>& drugs, std::vector<Block>& blocks) {
-  item.expect_map(
-      "a block: a map with one key (compartments, depot, effect_site, turnover, sum, session_memory, link or "
-      "depression)");
+                        const std::map<std::string, const CompartmentsBlock*>& drugs, std::vector<Block>& blocks) {
+  const std::vector<std::string> kinds = block_kind_names(kBlockKinds);
+  item.expect_map("a block: a map with one key (" + yaml::join_alternatives(kinds) + ")");
   const auto entries = item.entries();
   if (entries.size() != 1) item.fail("a block is a map with exactly one key, its kind");
   const MapEntry& entry = entries.front();
-  const NodeRef& node = entry.value;
-  const std::vector<std::string> kinds{"compartments", "depot",          "effect_site", "turnover",
-                                       "sum",          "session_memory", "link",        "depression"};
-  if (entry.key == "compartments") {
-    CompartmentsBlock block = read_compartments(node, resolve, dosed_drug);
-    if (drugs.count(block.drug)) node.fail("the drug " + in_quotes(block.drug) + " has two compartments blocks");
-    if (block.formed_from) {
-      const auto parent = drugs.find(block.formed_from->drug);
-      if (parent == drugs.end())
-        node.fail("formed_from: no compartments block for " + in_quotes(block.formed_from->drug) + " before this one");
-      const FormationSpec& formation = *block.formed_from;
-      const CompartmentsBlock& from = *parent->second;
-      bool eliminates = false;
-      if (formation.compartment == "liver") {
-        if (!from.liver) node.fail("formed_from: " + in_quotes(formation.drug) + " has no liver compartment");
-        for (const ParameterRef rate : from.liver->elimination_rates)
-          eliminates |= rate.index == formation.flux.rate.index;
-      } else if (from.elimination) {
-        eliminates = (formation.flux.rate && from.elimination->rate.index == formation.flux.rate.index) ||
-                     (formation.flux.clearance && from.elimination->clearance.index == formation.flux.clearance.index);
-      }
-      // Mass balance: the metabolite may only take part of a path that removes the parent.
-      if (!eliminates)
-        node.fail("formed_from: the flux must be one of the elimination paths of " + in_quotes(formation.drug) + "'s " +
-                  formation.compartment + " compartment");
-    }
-    blocks.emplace_back(std::move(block));
-    const auto& stored = std::get<CompartmentsBlock>(blocks.back());
-    signals.add(node, "plasma_" + stored.drug, dim::concentration, true);
-    return blocks.back();
-  }
-  if (entry.key == "depot") {
-    node.expect_map("a depot {name, drug, into, ka, bioavailability}");
-    node.check_keys({"name", "drug", "into", "ka", "bioavailability"});
-    DepotBlock block;
-    block.name = read_name(node, "name", "e.g. nasal");
-    block.drug = read_drug(node, "drug", dosed_drug);
-    block.into = read_name(node, "into", "central or liver");
-    const auto drug = drugs.find(block.drug);
-    if (drug == drugs.end()) node.fail("no compartments block for " + in_quotes(block.drug) + " before this depot");
-    if (block.into != "central" && !(block.into == "liver" && drug->second->liver))
-      node.require("into", "").fail("expected central" + std::string(drug->second->liver ? " or liver" : ""));
-    block.ka = resolve.require(node, "ka", dim::rate_constant);
-    block.bioavailability = resolve.optional(node, "bioavailability", dim::dimensionless);
-    blocks.emplace_back(block);
-    return blocks.back();
-  }
-  if (entry.key == "effect_site") {
-    node.expect_map("an effect site {name, drug, ke0}");
-    node.check_keys({"name", "drug", "ke0"});
-    EffectSiteBlock block;
-    block.name = read_name(node, "name", "e.g. effect_site");
-    block.drug = read_drug(node, "drug", dosed_drug);
-    if (!drugs.count(block.drug))
-      node.fail("no compartments block for " + in_quotes(block.drug) + " before this effect site");
-    block.ke0 = resolve.require(node, "ke0", dim::rate_constant);
-    signals.add(node, block.name, dim::concentration, true);
-    blocks.emplace_back(block);
-    return blocks.back();
-  }
-  if (entry.key == "turnover") {
-    node.expect_map("a turnover {name, input, scale, half_life, form}");
-    node.check_keys({"name", "input", "scale", "half_life", "form"});
-    TurnoverBlock block;
-    block.name = read_name(node, "name", "e.g. plasticity");
-    const Dimension input = signals.linear_input(node, "input");
-    block.input = node.require("input", "").as_string();
-    block.scale = resolve.optional(node, "scale", dim::dimensionless);
-    block.half_life = resolve.require(node, "half_life", dim::time);
-    if (const auto form = node.find("form")) {
-      const std::string name = form->as_string();
-      if (name == "equilibrating")
-        block.form = TurnoverBlock::Form::equilibrating;
-      else if (name != "integrating")
-        form->fail("unknown form " + form->kind() + "; expected integrating or equilibrating");
-    }
-    signals.add(node, block.name, block.form == TurnoverBlock::Form::integrating ? input * dim::time : input, true);
-    blocks.emplace_back(block);
-    return blocks.back();
-  }
-  if (entry.key == "sum") {
-    node.expect_map("a sum {name, inputs: [a, {signal: b, weight: w}]}");
-    node.check_keys({"name", "inputs"});
-    SumBlock block;
-    block.name = read_name(node, "name", "e.g. response_drive");
-    const NodeRef inputs = node.require("inputs", "the signals added, e.g. [plasticity, consolidation]");
-    std::optional<Dimension> dimension;
-    for (const NodeRef& input : inputs.items("signal names")) {
-      std::string name;
-      if (input.is_map()) {
-        input.check_keys({"signal", "weight"});
-        name = input.require("signal", "the signal added").as_string();
-        block.weights.push_back(resolve.require(input, "weight", dim::dimensionless));
-      } else {
-        name = input.as_string();
-        block.weights.push_back(ParameterRef{});
-      }
-      // Each input must be a linear signal defined earlier, all of one dimension.
-      const Dimension d = signals.linear_signal(input, name);
-      if (dimension && !(*dimension == d)) input.fail("the inputs of a sum must have one dimension");
-      dimension = d;
-      block.inputs.push_back(name);
-    }
-    if (block.inputs.empty()) inputs.fail("a sum needs at least one input");
-    signals.add(node, block.name, *dimension, true);
-    blocks.emplace_back(block);
-    return blocks.back();
-  }
-  if (entry.key == "session_memory") {
-    node.expect_map("a session memory {name, sessions, half_life}");
-    node.check_keys({"name", "sessions", "half_life"});
-    SessionMemoryBlock block;
-    block.name = read_name(node, "name", "e.g. active_placebo_memory");
-    block.sessions = read_session_kinds(node.require("sessions", "e.g. [active_placebo]"));
-    block.half_life = resolve.require(node, "half_life", dim::time);
-    signals.add(node, block.name, dim::dimensionless, true);
-    blocks.emplace_back(block);
-    return blocks.back();
-  }
-  if (entry.key == "link") {
-    blocks.emplace_back(read_link(node, resolve, signals));
-    return blocks.back();
-  }
-  if (entry.key == "depression") {
-    for (const Block& earlier : blocks)
-      if (std::holds_alternative<DepressionBlock>(earlier)) node.fail("a card has at most one depression block");
-    blocks.emplace_back(read_depression(node, resolve, signals));
-    return blocks.back();
-  }
-  throw ScenarioError(entry.key_where, node.path,
-                      "unknown block kind " + in_quotes(entry.key) + yaml::did_you_mean(entry.key, kinds) +
-                          "; expected " + yaml::join_alternatives(kinds));
+  std::optional<Block> block = block_of_kind(entry.key, kBlockKinds);
+  if (!block)
+    throw ScenarioError(entry.key_where, entry.value.path,
+                        "unknown block kind " + in_quotes(entry.key) + yaml::did_you_mean(entry.key, kinds) +
+                            "; expected " + yaml::join_alternatives(kinds));
+  std::visit(BlockReader{entry.value, resolve, signals, dosed_drug, drugs, blocks}, *block);
+  blocks.push_back(std::move(*block));
+  return blocks.back();
 }
 
 RouteEntries read_routes(const NodeRef& node, const Resolver& resolve, const std::vector<Block>& blocks,

@@ -102,6 +102,7 @@ struct FormationSpec {
 };
 
 struct CompartmentsBlock {
+  static constexpr std::string_view kind = "compartments";
   std::string drug;
   double molar_mass_g_per_mol = 0.0;
   ParameterRef central_volume;
@@ -112,6 +113,7 @@ struct CompartmentsBlock {
 };
 
 struct DepotBlock {
+  static constexpr std::string_view kind = "depot";
   std::string name;  // the state is "<drug>.<name>"
   std::string drug;
   std::string into;  // "central" or "liver" of the drug
@@ -120,6 +122,7 @@ struct DepotBlock {
 };
 
 struct EffectSiteBlock {
+  static constexpr std::string_view kind = "effect_site";
   std::string name;  // a signal name, e.g. "effect_site"
   std::string drug;  // driven by the drug's plasma (central) concentration
   ParameterRef ke0;
@@ -130,6 +133,7 @@ struct EffectSiteBlock {
 //   integrating:   dR/dt = scale * input - k R     (R in the input's unit times h: exposure with forgetting)
 //   equilibrating: dR/dt = k (scale * input - R)   (R in the input's unit: a slow follower)
 struct TurnoverBlock {
+  static constexpr std::string_view kind = "turnover";
   enum class Form { integrating, equilibrating };
   std::string name;
   std::string input;   // a signal
@@ -140,6 +144,7 @@ struct TurnoverBlock {
 
 // A linear signal that is the weighted sum of others of the same dimension (no state).
 struct SumBlock {
+  static constexpr std::string_view kind = "sum";
   std::string name;
   std::vector<std::string> inputs;
   std::vector<ParameterRef> weights;  // per input; unset = 1
@@ -151,6 +156,7 @@ std::string to_string(SessionKind kind);
 
 // dS/dt = -ln 2 / half_life * S, S jumps by 1 at the start of every session of the given kinds.
 struct SessionMemoryBlock {
+  static constexpr std::string_view kind = "session_memory";
   std::string name;
   std::vector<SessionKind> sessions;
   ParameterRef half_life;
@@ -163,6 +169,7 @@ std::string to_string(LinkShape shape);
 // emax). With attenuation, emax is divided by (1 + strength * T), T a turnover of x / ec50 with
 // the given half-life: repeated exposure lowers the response (tolerance).
 struct LinkBlock {
+  static constexpr std::string_view kind = "link";
   std::string name;     // signal name, e.g. "dissociation"
   std::string dataset;  // HDF5 trajectory name, e.g. "dissociation_score"
   std::string unit;     // display unit of the value ("", "mmHg", "bpm")
@@ -179,6 +186,7 @@ struct LinkBlock {
 //   drug(t)    = emax * R^hill / (ec50^hill + R^hill), R the drug input (a turnover)
 // Observed scores add N(0, residual_sd^2) at the assessments.
 struct DepressionBlock {
+  static constexpr std::string_view kind = "depression";
   std::string name;  // "madrs"
   std::string drug_input;
   ParameterRef drug_emax, drug_ec50, drug_hill;
@@ -189,6 +197,10 @@ struct DepressionBlock {
   ParameterRef residual_sd;
 };
 
+// A card's structure is a list of blocks, each a map whose one key is its block type's `kind`.
+// Code that branches on the kind visits a Block with one overload per alternative, so that a new
+// kind fails to compile until every such visit handles it (model_card.cpp reads it, Model lays it
+// out and instantiates it; docs/model-cards.md, "Adding a block kind").
 using Block = std::variant<CompartmentsBlock, DepotBlock, EffectSiteBlock, TurnoverBlock, SumBlock, SessionMemoryBlock,
                            LinkBlock, DepressionBlock>;
 
