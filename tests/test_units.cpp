@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 #include <string>
 
+#include "ketasim/base/time.hpp"
 #include "ketasim/base/units.hpp"
 
 using ketasim::Dimension;
@@ -70,6 +71,23 @@ TEST_CASE("times convert to hours", "[units]") {
   CHECK(value_of("90 s", dim::time) == Approx(0.025));
   CHECK(value_of("1.5 d", dim::time) == Approx(36.0));
   CHECK(value_of("3 weeks", dim::time) == Approx(504.0));
+}
+
+// The time units are time.hpp's constants, bit for bit the literals they replaced: a unit's scale
+// multiplies every time a scenario writes, so a change of one ulp would change outputs.
+TEST_CASE("the time units are the time constants, exactly", "[units]") {
+  const auto scale = [](const char* unit) {
+    const auto parsed = parse_unit(unit);
+    REQUIRE(parsed.has_value());
+    return parsed->scale;
+  };
+  CHECK(scale("s") == 1.0 / 3600.0);
+  CHECK(scale("min") == 1.0 / 60.0);
+  CHECK(scale("d") == ketasim::kHoursPerDay);
+  CHECK(scale("week") == ketasim::kHoursPerWeek);
+  CHECK(scale("y") == ketasim::kHoursPerYear);
+  CHECK(ketasim::ticks_to_hours(ketasim::kTicksPerSecond) == 1.0 / 3600.0);
+  CHECK(ketasim::ticks_to_hours(ketasim::kTicksPerMinute) == 1.0 / 60.0);
 }
 
 TEST_CASE("a percentage is a dimensionless fraction; a plain number is dimensionless", "[units]") {

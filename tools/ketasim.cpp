@@ -416,7 +416,7 @@ void print_card(const ModelCard& card) {
   if (card.routes.intranasal) {
     char text[160];
     std::snprintf(text, sizeof text, "%sintranasal (%g mg devices, %g min apart)", routes.empty() ? "" : "; ",
-                  card.routes.intranasal->device_mg, card.routes.intranasal->device_interval_h * 60.0);
+                  card.routes.intranasal->device_mg, card.routes.intranasal->device_interval_h * kMinutesPerHour);
     routes += text;
   }
   std::printf("  routes: %s\n", routes.c_str());

@@ -27,8 +27,6 @@ namespace ketasim {
 namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
-constexpr double kHoursPerDay = 24.0;
-constexpr double kHoursPerWeek = 168.0;
 // A requested day matches an assessment when it is this close (assessments are whole minutes).
 constexpr double kDayTolerance = 1e-6;
 constexpr std::array<double, 2> kDefaultPriceUsd{400.0, 800.0};

@@ -198,7 +198,7 @@ double evaluate(const Statistic& statistic, const ScenarioResults& results) {
       const double effect = arm_statistic(at, arm) - arm_statistic(at, versus);
       if (effect < best) {
         best = effect;
-        best_time = arm.assessment_time_h[k] / 24.0;
+        best_time = arm.assessment_time_h[k] / kHoursPerDay;
       }
     }
     return best_time;

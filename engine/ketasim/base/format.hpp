@@ -8,6 +8,8 @@
 #include <iterator>
 #include <string>
 
+#include "ketasim/base/time.hpp"
+
 namespace ketasim {
 
 // `value` with `significant` significant digits (printf %g): 17 round-trips a double exactly.
@@ -52,7 +54,8 @@ inline std::string format_bytes(std::uintmax_t bytes) {
 
 // A duration in hours as "3 d" when it is whole days, else "2.667 h".
 inline std::string format_duration_h(double hours) {
-  if (hours >= 24.0 && std::fmod(hours, 24.0) == 0.0) return format_significant(hours / 24.0) + " d";
+  if (hours >= kHoursPerDay && std::fmod(hours, kHoursPerDay) == 0.0)
+    return format_significant(hours / kHoursPerDay) + " d";
   return format_significant(hours, 4) + " h";
 }
 

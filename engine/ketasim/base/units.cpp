@@ -83,22 +83,22 @@ constexpr AtomicUnit kAtomicUnits[] = {
     {"dL", 0.1, dim::volume},
     {"mL", 1e-3, dim::volume},
     {"ml", 1e-3, dim::volume},
-    {"s", 1.0 / 3600.0, dim::time},
-    {"sec", 1.0 / 3600.0, dim::time},
-    {"min", 1.0 / 60.0, dim::time},
+    {"s", ticks_to_hours(kTicksPerSecond), dim::time},
+    {"sec", ticks_to_hours(kTicksPerSecond), dim::time},
+    {"min", ticks_to_hours(kTicksPerMinute), dim::time},
     {"h", 1.0, dim::time},
     {"hr", 1.0, dim::time},
     {"hour", 1.0, dim::time},
     {"hours", 1.0, dim::time},
-    {"d", 24.0, dim::time},
-    {"day", 24.0, dim::time},
-    {"days", 24.0, dim::time},
-    {"wk", 168.0, dim::time},
-    {"week", 168.0, dim::time},
-    {"weeks", 168.0, dim::time},
-    {"y", 8766.0, dim::time},  // 365.25 d
-    {"year", 8766.0, dim::time},
-    {"years", 8766.0, dim::time},
+    {"d", kHoursPerDay, dim::time},
+    {"day", kHoursPerDay, dim::time},
+    {"days", kHoursPerDay, dim::time},
+    {"wk", kHoursPerWeek, dim::time},
+    {"week", kHoursPerWeek, dim::time},
+    {"weeks", kHoursPerWeek, dim::time},
+    {"y", kHoursPerYear, dim::time},
+    {"year", kHoursPerYear, dim::time},
+    {"years", kHoursPerYear, dim::time},
     {"mmHg", 1.0, dim::pressure},
     {"beat", 1.0, Dimension{{0, 0, 0, 0, 0, 1}}},
     {"beats", 1.0, Dimension{{0, 0, 0, 0, 0, 1}}},
@@ -179,10 +179,10 @@ const AcceptedRange kAcceptedRanges[] = {
     {QuantityKind::dose_per_weight, "a weight-based dose", dim::dose_per_weight, 1e-6, 1e3, "mg/kg", 1.0},
     // The heaviest people recorded weighed about 600 kg; cohort files refuse more than 500 kg too.
     {QuantityKind::body_weight, "a body weight", dim::body_mass, 0.0, 500.0, "kg", 1.0},
-    {QuantityKind::age, "an age", dim::time, 0.0, 120.0 * 8766.0, "y", 8766.0},
+    {QuantityKind::age, "an age", dim::time, 0.0, 120.0 * kHoursPerYear, "y", kHoursPerYear},
     // Schedule times are int64 milliseconds (time.hpp); 100 years keeps sums of them far from
     // overflow.
-    {QuantityKind::time, "a time", dim::time, 0.0, kMaxTimeHours, "y", 8766.0},
+    {QuantityKind::time, "a time", dim::time, 0.0, kMaxTimeHours, "y", kHoursPerYear},
 };
 
 std::string shortest(double value) {

@@ -10,6 +10,7 @@
 
 #include "ketasim/base/csv.hpp"
 #include "ketasim/base/errors.hpp"
+#include "ketasim/base/time.hpp"
 #include "ketasim/base/units.hpp"
 #include "ketasim/base/yaml_reader.hpp"
 
@@ -212,7 +213,7 @@ class TableParser {
           break;
         case Role::age:
           if (*value < 0.0) fail("age " + in_quotes(field.text) + " must not be negative");
-          if (!in_accepted_range(QuantityKind::age, *value * 8766.0))
+          if (!in_accepted_range(QuantityKind::age, *value * kHoursPerYear))
             fail("age " + in_quotes(field.text) + " " + outside_accepted_range(QuantityKind::age));
           table_.age_years.push_back(*value);
           break;

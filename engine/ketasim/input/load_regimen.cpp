@@ -22,10 +22,10 @@ constexpr std::array<const char*, 7> kWeekdays{"Mon", "Tue", "Wed", "Thu", "Fri"
 
 // "Fri 09:00".
 std::string format_slot(const WeeklySlot& slot) {
-  const auto minutes = slot.time_of_day / kTicksPerMinute;
   const auto two_digits = [](std::int64_t value) { return (value < 10 ? "0" : "") + std::to_string(value); };
-  return std::string(kWeekdays[static_cast<std::size_t>(slot.weekday)]) + " " + two_digits(minutes / 60) + ":" +
-         two_digits(minutes % 60);
+  return std::string(kWeekdays[static_cast<std::size_t>(slot.weekday)]) + " " +
+         two_digits(slot.time_of_day / kTicksPerHour) + ":" +
+         two_digits(slot.time_of_day % kTicksPerHour / kTicksPerMinute);
 }
 
 // "Mon 09:00" -> weekday 0, 9 h. Fails at `node` with what is wrong.
@@ -347,7 +347,7 @@ void check_schedule_end(const NodeRef& node, const DosingRule& rule) {
   if (ticks_to_hours(end) <= limit_hours) return;
   const auto bound = rule.count ? node.find("count") : node.find("for");
   const NodeRef blame = bound ? *bound : node.require("schedule", "");
-  blame.fail("this schedule's last dose ends " + yaml::format_number(ticks_to_hours(end) / 8766.0) +
+  blame.fail("this schedule's last dose ends " + yaml::format_number(ticks_to_hours(end) / kHoursPerYear) +
              " years after the simulation start; every time must lie within 100 years of it");
 }
 

@@ -8,6 +8,7 @@
 #include <utility>
 #include <variant>
 
+#include "ketasim/base/time.hpp"
 #include "ketasim/base/yaml_reader.hpp"
 
 namespace ketasim {
@@ -132,7 +133,7 @@ ParameterSpec read_parameter(const MapEntry& entry) {
     age->check_keys({"above", "per_year"});
     LinearCovariateEffect effect;
     effect.covariate = "age";
-    effect.reference = age->require("above", "e.g. above: 60 y").as_quantity(dim::time).value / 8766.0;
+    effect.reference = age->require("above", "e.g. above: 60 y").as_quantity(dim::time).value / kHoursPerYear;
     effect.slope =
         age->require("per_year", "the change per year, e.g. per_year: -2.19 L/h").as_quantity(spec.dimension).value;
     spec.covariate_effect = effect;

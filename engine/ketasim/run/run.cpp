@@ -241,7 +241,7 @@ std::string describe_regimen(const Arm& arm) {
       if (rule.max_dose_mg) text += " (at most " + format_significant(*rule.max_dose_mg) + " mg)";
     }
     if (rule.route == Route::iv_infusion)
-      text += " over " + format_significant(ticks_to_hours(rule.infusion_duration) * 60.0) + " min";
+      text += " over " + format_significant(ticks_to_hours(rule.infusion_duration) * kMinutesPerHour) + " min";
     if (rule.as_needed)
       text += ", " + describe_as_needed(*rule.as_needed);
     else
@@ -579,7 +579,7 @@ class ReportCollector {
  public:
   ReportCollector(const Scenario& scenario, const std::vector<ArmPlan>& arms, const SimulationPlan& plan,
                   std::size_t memory_bytes, const std::filesystem::path& spill_directory)
-      : weeks_(ticks_to_hours(plan.grid_end) / 168.0) {
+      : weeks_(ticks_to_hours(plan.grid_end) / kHoursPerWeek) {
     std::vector<ArmLayout> layouts;
     for (const ArmPlan& arm : arms) layouts.push_back(arm.layout);
     const std::size_t in_memory = report_memory_values(layouts, memory_bytes);

@@ -64,7 +64,7 @@ void OdePropagator::advance(State& state, StepFactors duration_h, const Input& i
   const std::size_t cap = step_cap(duration_h);
   constexpr double kEndTolerance = std::numeric_limits<double>::epsilon();  // integrate_adaptive's
   double t = 0.0;
-  double dt = std::min(duration_h, 1.0 / 60.0);
+  double dt = std::min(duration_h, 1.0 / kMinutesPerHour);
   for (std::size_t tries = 1; duration_h - t > kEndTolerance; ++tries) {
     if (tries > cap) {
       const double fastest_rate_per_h = model_.A.diagonal().cwiseAbs().maxCoeff();

@@ -17,7 +17,6 @@ namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 constexpr double kNgPerMlPerMgPerL = 1000.0;
-constexpr double kHoursPerDay = 24.0;
 // Dissociation scores below this count as 0 in the burden integral (score points).
 constexpr double kBurdenFloorScore = 1e-4;
 
