@@ -43,7 +43,7 @@ double read_age(const NodeRef& node, Sign) {
   const auto written = parse_written_quantity(text);
   if (!written || !(written->unit.dimension == dim::time))
     node.fail("cannot read " + in_quotes(text) + " as an age; expected years with their unit (e.g. 45 y)");
-  return read_quantity(node, QuantityKind::age, Sign::non_negative) / 8766.0;
+  return read_quantity(node, QuantityKind::age, Sign::non_negative) / kHoursPerYear;
 }
 
 CovariateDistribution read_covariate(const NodeRef& node, const CovariateKind& covariate) {
@@ -88,11 +88,8 @@ constexpr CovariateKind kWeight{"a body weight", "80 kg", read_body_weight};
 constexpr CovariateKind kAge{"an age", "45 y", read_age};
 constexpr CovariateKind kBaselineMadrs{"a MADRS score", "33", read_score};
 
-// The correlation block of `variability`; fills variability.correlation in cv order.
-void read_correlation(const NodeRef& node, Variability& variability) {
-  node.expect_map("a map {parameters: [V1, k10], matrix: [[1, 0.5], [0.5, 1]]}");
-  node.check_keys({"parameters", "matrix"});
-  const NodeRef names_node = node.require("parameters", "the correlated parameters, e.g. parameters: [V1, k10]");
+// correlation.parameters: the positions of the correlated parameters in variability.cv.
+std::vector<std::size_t> read_correlated_parameters(const NodeRef& names_node, const Variability& variability) {
   const auto names = names_node.items("the names of the correlated parameters");
   if (names.size() < 2)
     names_node.fail("a correlation needs at least two parameters, found " + std::to_string(names.size()));
@@ -109,8 +106,16 @@ void read_correlation(const NodeRef& node, Variability& variability) {
       name_node.fail(in_quotes(name) + " is listed twice");
     cv_index.push_back(index);
   }
+  return cv_index;
+}
 
-  const std::size_t n = names.size();
+// The correlation block of `variability`; fills variability.correlation in cv order.
+void read_correlation(const NodeRef& node, Variability& variability) {
+  node.expect_map("a map {parameters: [V1, k10], matrix: [[1, 0.5], [0.5, 1]]}");
+  node.check_keys({"parameters", "matrix"});
+  const std::vector<std::size_t> cv_index = read_correlated_parameters(
+      node.require("parameters", "the correlated parameters, e.g. parameters: [V1, k10]"), variability);
+  const std::size_t n = cv_index.size();
   const std::string shape = std::to_string(n) + " x " + std::to_string(n);
   const NodeRef matrix_node = node.require("matrix", "a " + shape + " correlation matrix, one list per row");
   const auto rows = matrix_node.items("the correlation matrix (one list per row)");

@@ -93,6 +93,29 @@ ObservationSpec read_observations(const NodeRef& node, const ModelCard& card, co
   return spec;
 }
 
+// output.variables: model outputs, each once. An empty list writes no trajectories: metrics only,
+// for very large cohorts.
+std::vector<std::string> read_variables(const NodeRef& node, const ModelCard& card) {
+  const Model model(card);
+  std::vector<std::string> names;
+  for (const ModelOutput& known : model.outputs()) names.push_back(known.name);
+  std::vector<std::string> chosen;
+  const auto items = node.items("output variables (e.g. [plasma_" + card.drug + ", dissociation])");
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    const std::string name = items[i].scalar("an output variable");
+    if (!model.find_output(name)) {
+      items[i].fail("model " + in_quotes(card.name) + " has no output " + in_quotes(name) +
+                    yaml::did_you_mean(name, names) + "; expected " + yaml::join_alternatives(names));
+    }
+    const auto earlier = std::find(chosen.begin(), chosen.end(), name);
+    if (earlier != chosen.end())
+      items[i].fail(items[i].kind() + " is listed twice (also at " +
+                    items[static_cast<std::size_t>(earlier - chosen.begin())].path + ")");
+    chosen.push_back(name);
+  }
+  return chosen;
+}
+
 }  // namespace
 
 OutputSpec read_output(const NodeRef& node, const ModelCard& card) {
@@ -103,27 +126,7 @@ OutputSpec read_output(const NodeRef& node, const ModelCard& card) {
       {"grid", "variables", "metrics", "dissociation_threshold", "assessments", "response", "observations"});
   OutputSpec output;
   if (const auto grid = node.find("grid")) read_grid(*grid, output);
-  if (const auto variables = node.find("variables")) {
-    // An empty list writes no trajectories: metrics only, for very large cohorts.
-    const Model model(card);
-    std::vector<std::string> names;
-    for (const ModelOutput& known : model.outputs()) names.push_back(known.name);
-    std::vector<std::string> chosen;
-    const auto items = variables->items("output variables (e.g. [plasma_" + card.drug + ", dissociation])");
-    for (std::size_t i = 0; i < items.size(); ++i) {
-      const std::string name = items[i].scalar("an output variable");
-      if (!model.find_output(name)) {
-        items[i].fail("model " + in_quotes(card.name) + " has no output " + in_quotes(name) +
-                      yaml::did_you_mean(name, names) + "; expected " + yaml::join_alternatives(names));
-      }
-      const auto earlier = std::find(chosen.begin(), chosen.end(), name);
-      if (earlier != chosen.end())
-        items[i].fail(items[i].kind() + " is listed twice (also at " +
-                      items[static_cast<std::size_t>(earlier - chosen.begin())].path + ")");
-      chosen.push_back(name);
-    }
-    output.variables = chosen;
-  }
+  if (const auto variables = node.find("variables")) output.variables = read_variables(*variables, card);
   if (const auto metrics = node.find("metrics")) {
     output.metrics =
         read_unique_choices(*metrics,
