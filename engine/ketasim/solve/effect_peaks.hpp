@@ -19,7 +19,7 @@ class EffectPeaks : public ObserverDefaults {
   // The dose windows [start of dose k, start of dose k+1): a point where sessions start closes the
   // old window and opens the new one.
   template <class Propagator>
-  void at_point(const SolvePoint<Propagator>& at) {
+  [[gnu::always_inline]] void at_point(const SolvePoint<Propagator>& at) {
     if (at.edge) {  // off an edge, over_step left the values of this point
       driver_ = at.signal(driver_signal_);
       effect_ = at.signal(effect_signal_);
@@ -34,7 +34,7 @@ class EffectPeaks : public ObserverDefaults {
   }
 
   template <class Propagator>
-  void over_step(const SolveStep<Propagator>& step) {
+  [[gnu::always_inline]] void over_step(const SolveStep<Propagator>& step) {
     // When the link attenuates, the effect-site threshold follows the tolerance, which changes over
     // days: it is updated once per step from the state at the step's start.
     if (tolerance_signal_ >= 0 && link_.attenuation > 0.0)

@@ -92,7 +92,8 @@ struct ObserverDefaults {
 
 // A link's value (display units aside) in a state.
 template <class Propagator>
-double link_value(const LinkValues& link, const Propagator& propagator, const typename Propagator::State& state) {
+[[gnu::always_inline]] inline double link_value(const LinkValues& link, const Propagator& propagator,
+                                                const typename Propagator::State& state) {
   const double tolerance = link.tolerance_signal >= 0 ? propagator.signal(state, link.tolerance_signal) : 0.0;
   return link(propagator.signal(state, link.input_signal), tolerance);
 }
@@ -137,7 +138,7 @@ class OutputReader {
   OutputReader(const SubjectModel& subject, const MadrsScore* madrs, bool reads_outputs);
 
   template <class Propagator>
-  double value(const ModelOutput& output, const SolvePoint<Propagator>& at) const {
+  [[gnu::always_inline]] double value(const ModelOutput& output, const SolvePoint<Propagator>& at) const {
     double value = 0.0;
     switch (output.kind) {
       case OutputKind::linear:
@@ -167,7 +168,7 @@ class SolutionCheck : public ObserverDefaults {
   SolutionCheck(int plasma_signal, int effect_signal) : plasma_(plasma_signal), effect_(effect_signal) {}
 
   template <class Propagator>
-  void at_point(const SolvePoint<Propagator>& at) const {
+  [[gnu::always_inline]] void at_point(const SolvePoint<Propagator>& at) const {
     if (!at.edge) return;
     const double plasma = at.signal(plasma_);
     const double effect = effect_ >= 0 ? at.signal(effect_) : 0.0;
@@ -189,7 +190,7 @@ class Exposure : public ObserverDefaults {
   }
 
   template <class Propagator>
-  void at_point(const SolvePoint<Propagator>& at) {
+  [[gnu::always_inline]] void at_point(const SolvePoint<Propagator>& at) {
     const double plasma = at.signal(plasma_);
     if (plasma > cmax_) {
       cmax_ = plasma;
@@ -226,7 +227,7 @@ class Metabolites : public ObserverDefaults {
   Metabolites(const Model& model, SubjectMetrics& metrics);
 
   template <class Propagator>
-  void at_point(const SolvePoint<Propagator>& at) {
+  [[gnu::always_inline]] void at_point(const SolvePoint<Propagator>& at) {
     for (std::size_t slot = 0; slot < signals_.size(); ++slot) {
       const double concentration = at.signal(signals_[slot]) * solve_units::kNgPerMlPerMgPerL;
       if (concentration > metrics_.metabolite_cmax_ng_per_ml[slot]) {
@@ -280,7 +281,7 @@ class Response : public ObserverDefaults {
   Response(const MadrsScore& madrs, ResponseScores scores) : madrs_(madrs), scores_(std::move(scores)) {}
   void add_marks(std::vector<PlanMark>& marks) const { scores_.add_marks(marks); }
   template <class Propagator>
-  void at_point(const SolvePoint<Propagator>& at) {
+  [[gnu::always_inline]] void at_point(const SolvePoint<Propagator>& at) {
     scores_.at_point(at.t, madrs_.at(at.propagator, at.t, at.state));
   }
   template <class Propagator>
@@ -299,7 +300,7 @@ class DissociationBurden : public ObserverDefaults {
   DissociationBurden(const LinkValues& link, SubjectMetrics& metrics);
 
   template <class Propagator>
-  void at_point(const SolvePoint<Propagator>& at) {
+  [[gnu::always_inline]] void at_point(const SolvePoint<Propagator>& at) {
     const double hours = ticks_to_hours(at.t);
     const double input = at.signal(link_.input_signal);
     const double score = input < floor_ ? 0.0 : link_value(link_, at.propagator, at.state);
@@ -332,7 +333,7 @@ class Sampler : public ObserverDefaults {
   }
 
   template <class Propagator>
-  void at_point(const SolvePoint<Propagator>& at) {
+  [[gnu::always_inline]] void at_point(const SolvePoint<Propagator>& at) {
     const std::vector<Ticks>& times = plan_.observation_times;
     if (!at.edge || next_ >= times.size() || times[next_] != at.t) return;
     for (; next_ < times.size() && times[next_] <= at.t; ++next_) {
@@ -361,7 +362,7 @@ class GridWriter : public ObserverDefaults {
       : rows_(rows), grid_step_(grid_step), time_points_(time_points), reader_(reader) {}
 
   template <class Propagator>
-  void at_point(const SolvePoint<Propagator>& at) {
+  [[gnu::always_inline]] void at_point(const SolvePoint<Propagator>& at) {
     if (at.t != next_time_) return;
     for (const TrajectoryRow& row : rows_) {
       const double value = reader_.value(*row.output, at);

@@ -65,15 +65,23 @@ class SubjectSolve {
   };
   static_assert(Checked<Observers>::value, "every observer has the SolveObserver interface");
 
+  // Calls `function` on every observer present, in order; forced inline (with the callers'
+  // lambdas), since it runs at every grid point and a call per observer would cost as much as the
+  // step itself.
   template <class Function>
-  void each_observer(Function&& function) {
-    std::apply([&](auto&... observer) { ((observer ? function(*observer) : void()), ...); }, observers_);
+  [[gnu::always_inline]] void each_observer(Function&& function) {
+    each_observer(function, std::make_index_sequence<std::tuple_size_v<Observers>>());
+  }
+  template <class Function, std::size_t... Index>
+  [[gnu::always_inline]] void each_observer(Function& function, std::index_sequence<Index...>) {
+    ((std::get<Index>(observers_) ? function(*std::get<Index>(observers_)) : void()), ...);
   }
 
   void add_observers(const TrajectoryRows& rows);
   void visit_breakpoint();
-  void visit(bool edge, std::span<const TimelineEvent> events);
-  bool step(Ticks next);
+  // The hot path, once per grid point: inlined into the loop.
+  [[gnu::always_inline]] void visit(bool edge, std::span<const TimelineEvent> events);
+  [[gnu::always_inline]] bool step(Ticks next);
   void begin_occasion(int dose);
   void add_triggered_dose(Ticks at);
   // Rebuilds the plan for the current doses and system; the events at t up to `applied` (of that
@@ -107,6 +115,7 @@ class SubjectSolve {
   Ticks t_ = 0;
   bool started_ = false;  // the first point was visited
   State state_;
+  std::size_t grid_points_;
   std::size_t grid_index_ = 0;  // of the next grid point after t
   Ticks next_grid_ = 0;         // grid_index_ * grid_step, never accumulated
 
@@ -132,7 +141,8 @@ SubjectSolve<Propagator>::SubjectSolve(const Propagator& propagator, const Model
       propagator_(&propagator),
       system_(&subject),
       grid_factors_(propagator.factors(ticks_to_hours(plan.grid_step))),
-      state_(propagator.initial_state()) {
+      state_(propagator.initial_state()),
+      grid_points_(plan.time_points()) {
   const bool has_sessions = !doses.empty();
   const Ticks first_session = has_sessions ? doses.front().start : 0;
   if (subject.depression) madrs_.emplace(*subject.depression, context, has_sessions, first_session);
@@ -250,19 +260,19 @@ void SubjectSolve<Propagator>::visit_breakpoint() {
 }
 
 template <class Propagator>
-void SubjectSolve<Propagator>::visit(bool edge, std::span<const TimelineEvent> events) {
+inline void SubjectSolve<Propagator>::visit(bool edge, std::span<const TimelineEvent> events) {
   started_ = true;
   const Point point{t_, *propagator_, state_, edge, events};
-  each_observer([&](auto& observer) { observer.at_point(point); });
+  each_observer([&](auto& observer) __attribute__((always_inline)) { observer.at_point(point); });
   if (t_ == next_grid_) {
     ++grid_index_;
-    next_grid_ = grid_index_ < simulation_.time_points() ? static_cast<Ticks>(grid_index_) * simulation_.grid_step
-                                                         : std::numeric_limits<Ticks>::max();
+    next_grid_ = grid_index_ < grid_points_ ? static_cast<Ticks>(grid_index_) * simulation_.grid_step
+                                            : std::numeric_limits<Ticks>::max();
   }
 }
 
 template <class Propagator>
-bool SubjectSolve<Propagator>::step(Ticks next) {
+inline bool SubjectSolve<Propagator>::step(Ticks next) {
   const Ticks h = next - t_;
   const Input& input = segment_input_[segment_];
   const State start = state_;
@@ -279,7 +289,7 @@ bool SubjectSolve<Propagator>::step(Ticks next) {
       return false;
     }
   }
-  each_observer([&](auto& observer) { observer.over_step(step); });
+  each_observer([&](auto& observer) __attribute__((always_inline)) { observer.over_step(step); });
   return true;
 }
 
