@@ -287,6 +287,33 @@ int command_validate(const std::string& scenario_path) {
   return 0;
 }
 
+// One row of the timeline: an event of the plan the solver ran, with the dose it comes from.
+void print_timeline_event(const TimelineEvent& event, const SubjectSchedule& schedule, const Arm& arm,
+                          const ModelCard& card, const std::vector<std::string>& channels, bool csv) {
+  const std::string when = describe_time(event.time);
+  std::string origin = "-", route = "-", drug = "-", into = "-";
+  if (event.dose >= 0) {
+    const Dose& dose = schedule.doses[static_cast<std::size_t>(event.dose)];
+    drug = dose.drug == DoseDrug::model_drug ? card.drug : to_string(dose.drug);
+    route = to_string(dose.route);
+    origin = dose.triggered                                                                     ? "as_needed"
+             : arm.regimen[static_cast<std::size_t>(dose.rule)].schedule == ScheduleKind::table ? "table"
+                                                                                                : "scheduled";
+  }
+  if (event.channel >= 0) into = channels[static_cast<std::size_t>(event.channel)];
+  if (event.kind == EventKind::observation) into = to_string(event.mark);
+  if (csv)
+    std::printf("%.6f,%s,%s,%d,%s,%s,%s,%s,%.6g,%.6g\n", ticks_to_hours(event.time), when.c_str(),
+                to_string(event.kind).c_str(), event.dose, origin.c_str(), route.c_str(), drug.c_str(), into.c_str(),
+                event.amount, event.rate_per_h);
+  else
+    std::printf("%12.4f  %-22s %-15s %5d %-10s %-12s %-10s %-24s %11.4f %12.4f\n", ticks_to_hours(event.time),
+                when.c_str(), to_string(event.kind).c_str(), event.dose, origin.c_str(), route.c_str(), drug.c_str(),
+                into.c_str(), event.amount, event.rate_per_h);
+}
+
+// The breakpoint plan one subject's solve ran (the engine's, after adherence and as-needed doses):
+// its input edges, session starts, jumps and marked observations, by the same-time rule.
 int command_timeline(const std::string& scenario_path, const std::string& arm_name, std::int64_t subject_id, bool csv) {
   const Scenario scenario = load_scenario_file(scenario_path);
   const Arm* arm = nullptr;
@@ -302,20 +329,12 @@ int command_timeline(const std::string& scenario_path, const std::string& arm_na
   if (!arm) throw Error(ExitCode::usage, "no arm '" + arm_name + "' in " + scenario_path + " (arms: " + names + ")");
   if (subject_id < 0 || subject_id >= scenario.cohort.size)
     throw Error(ExitCode::usage, "--subject must be in [0, " + std::to_string(scenario.cohort.size) + ")");
-  // The arm's own model (card and overridden parameters, as the result file records them): the
-  // doses go into its card's compartments.
+  // The arm's own model (card and overridden parameters, as the result file records them).
   const ArmLayout layout = arm_layouts(scenario)[arm_index];
   const ModelCard* card = find_builtin_model(layout.model);
-  // The subject is simulated as in a run, so the timeline shows the sessions it missed and the
-  // doses its as-needed rule triggered.
   const SubjectSchedule schedule = subject_schedule(scenario, arm_index, subject_id);
   const Subject& subject = schedule.subject;
-  const Model model(*card);
-  const SubjectModel subject_model = model.instantiate(subject.parameters);
-  const std::vector<Dose>& doses = schedule.doses;
-  const std::vector<ModelInput> inputs = model_inputs(doses, model, subject_model);
-  const auto events = input_events(inputs);
-  const std::vector<std::string> channels = channel_names(model);
+  const std::vector<std::string> channels = channel_names(Model(*card));
 
   if (csv) {
     std::printf("time_h,when,event,dose,origin,route,drug,into,amount,rate_per_h\n");
@@ -324,40 +343,20 @@ int command_timeline(const std::string& scenario_path, const std::string& arm_na
                 arm->name.c_str(), static_cast<long long>(subject_id), subject.weight_kg, subject.age_years);
     std::printf("# model %s\n", describe_model(layout).c_str());
     std::printf(
-        "# same-time rule: infusion_stop, infusion_start, bolus, observation; amounts in mg (sessions: count)\n");
+        "# the plan the solver ran; same-time rule: infusion_stop, infusion_start, session_start, bolus, "
+        "observation; amounts in mg (sessions: count)\n");
     std::printf("%12s  %-22s %-15s %5s %-10s %-12s %-10s %-24s %11s %12s\n", "time_h", "when", "event", "dose",
                 "origin", "route", "drug", "into", "amount", "rate_per_h");
   }
-  for (const TimelineEvent& event : events) {
-    const std::string when = describe_time(event.time);
-    const Dose& dose = doses[static_cast<std::size_t>(event.dose)];
-    const std::string drug = dose.drug == DoseDrug::model_drug ? card->drug : to_string(dose.drug);
-    const std::string& into = channels[static_cast<std::size_t>(event.channel)];
-    const char* origin = dose.triggered ? "as_needed"
-                         : arm->regimen[static_cast<std::size_t>(dose.rule)].schedule == ScheduleKind::table
-                             ? "table"
-                             : "scheduled";
-    if (csv)
-      std::printf("%.6f,%s,%s,%d,%s,%s,%s,%s,%.6g,%.6g\n", ticks_to_hours(event.time), when.c_str(),
-                  to_string(event.kind).c_str(), event.dose, origin, to_string(dose.route).c_str(), drug.c_str(),
-                  into.c_str(), event.amount, event.rate_per_h);
-    else
-      std::printf("%12.4f  %-22s %-15s %5d %-10s %-12s %-10s %-24s %11.4f %12.4f\n", ticks_to_hours(event.time),
-                  when.c_str(), to_string(event.kind).c_str(), event.dose, origin, to_string(dose.route).c_str(),
-                  drug.c_str(), into.c_str(), event.amount, event.rate_per_h);
-  }
-  if (!csv && schedule.missed > 0) std::printf("# %d scheduled sessions missed (adherence)\n", schedule.missed);
-  if (!csv && !schedule.failure.empty()) std::printf("# the solve failed: %s\n", schedule.failure.c_str());
-  if (!csv)
-    std::printf(
-        "# %zu doses, %.3f mg of %s in total\n", doses.size(),
-        [&] {
-          double total = 0.0;
-          for (const Dose& dose : doses)
-            if (dose.drug == DoseDrug::model_drug) total += dose.amount_mg;
-          return total;
-        }(),
-        card->drug.c_str());
+  for (const TimelineEvent& event : schedule.plan.events)
+    print_timeline_event(event, schedule, *arm, *card, channels, csv);
+  if (csv) return 0;
+  if (schedule.missed > 0) std::printf("# %d scheduled sessions missed (adherence)\n", schedule.missed);
+  if (!schedule.failure.empty()) std::printf("# the solve failed: %s\n", schedule.failure.c_str());
+  double total = 0.0;
+  for (const Dose& dose : schedule.doses)
+    if (dose.drug == DoseDrug::model_drug) total += dose.amount_mg;
+  std::printf("# %zu doses, %.3f mg of %s in total\n", schedule.doses.size(), total, card->drug.c_str());
   return 0;
 }
 

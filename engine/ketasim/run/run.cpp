@@ -403,8 +403,9 @@ class ScenarioRunner {
   SubjectSchedule schedule(std::size_t arm, std::int64_t subject_id) const {
     SubjectBlock block;
     allocate(block, arm, {subject_id, 1});
-    const PreparedSubject prepared = prepare(*engines_[arms_[arm].engine], subject_id);
+    PreparedSubject prepared = prepare(*engines_[arms_[arm].engine], subject_id);
     SubjectSchedule result;
+    prepared.context.ran_plan = &result.plan;
     const SubjectDoses doses = simulate_one(block, 0, prepared);
     result.subject = prepared.subject;
     result.doses = doses.doses;

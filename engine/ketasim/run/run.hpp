@@ -112,6 +112,7 @@ struct SubjectSchedule {
   std::vector<Dose> doses;
   int missed = 0;
   std::string failure;  // why the solve failed ("" when it did not)
+  BreakpointPlan plan;  // the plan the solve ran (empty when the subject's model could not be built)
 };
 
 SubjectSchedule subject_schedule(const Scenario& scenario, std::size_t arm, std::int64_t subject_id);

@@ -112,13 +112,19 @@ struct SubjectContext {
   // When set and it becomes true, the solve stops with InterruptedError: checked at every
   // breakpoint and, on the ODE path, every 1024 steps, so that a long solve ends promptly.
   const std::atomic<bool>* cancel = nullptr;
+  // When set, receives the breakpoint plan the solve ran (the last one, with the doses an as-needed
+  // rule added; also when the subject failed): what `ketasim timeline` prints.
+  BreakpointPlan* ran_plan = nullptr;
 };
 
-enum class SolverPath { exact, ode };
+// The path that solved a subject: exact stepping, the ODE path asked for, or the ODE path after
+// exact stepping was refused (solver.method auto). The result file's solver_path is 0 for exact
+// and 1 for either ODE path.
+enum class SolverPath { exact, ode, fallback };
 
 struct SolveOutcome {
   SolverPath path = SolverPath::exact;
-  std::string note;  // why the exact path was not used, when it was not
+  std::string note;  // fallback: why exact stepping was refused
 };
 
 // Runs one subject. `doses` are the doses known before the solve, ordered by start; doses an

@@ -15,6 +15,8 @@ std::string to_string(EventKind kind) {
       return "infusion_stop";
     case EventKind::infusion_start:
       return "infusion_start";
+    case EventKind::session_start:
+      return "session_start";
     case EventKind::bolus:
       return "bolus";
     case EventKind::observation:
@@ -23,9 +25,29 @@ std::string to_string(EventKind kind) {
   return "unknown";
 }
 
+std::string to_string(Mark mark) {
+  switch (mark) {
+    case Mark::none:
+      return "";
+    case Mark::sample:
+      return "sample";
+    case Mark::assessment:
+      return "assessment";
+    case Mark::end_of_treatment:
+      return "end_of_treatment";
+    case Mark::as_needed_window:
+      return "as_needed_window";
+    case Mark::week_end:
+      return "week_end";
+    case Mark::grid_end:
+      return "grid_end";
+  }
+  return "unknown";
+}
+
 bool happens_before(const TimelineEvent& a, const TimelineEvent& b) {
-  return std::tuple(a.time, static_cast<int>(a.kind), a.dose, a.channel) <
-         std::tuple(b.time, static_cast<int>(b.kind), b.dose, b.channel);
+  return std::tuple(a.time, static_cast<int>(a.kind), a.dose, a.input, static_cast<int>(a.mark)) <
+         std::tuple(b.time, static_cast<int>(b.kind), b.dose, b.input, static_cast<int>(b.mark));
 }
 
 SessionKind Dose::session() const {
@@ -223,14 +245,16 @@ std::vector<ModelInput> model_inputs(const std::vector<Dose>& doses, const Model
 
 std::vector<TimelineEvent> input_events(const std::vector<ModelInput>& inputs) {
   std::vector<TimelineEvent> events;
-  for (const ModelInput& input : inputs) {
+  for (std::size_t i = 0; i < inputs.size(); ++i) {
+    const ModelInput& input = inputs[i];
+    const int index = static_cast<int>(i);
     if (input.duration > 0) {
       const double rate = input.rate_per_h();
-      events.push_back({input.start, EventKind::infusion_start, input.dose, input.amount, rate, input.channel});
-      events.push_back(
-          {input.start + input.duration, EventKind::infusion_stop, input.dose, input.amount, rate, input.channel});
+      events.push_back({input.start, EventKind::infusion_start, input.dose, input.amount, rate, input.channel, index});
+      events.push_back({input.start + input.duration, EventKind::infusion_stop, input.dose, input.amount, rate,
+                        input.channel, index});
     } else {
-      events.push_back({input.start, EventKind::bolus, input.dose, input.amount, 0.0, input.channel});
+      events.push_back({input.start, EventKind::bolus, input.dose, input.amount, 0.0, input.channel, index});
     }
   }
   std::sort(events.begin(), events.end(), happens_before);
@@ -261,6 +285,36 @@ std::vector<InputSegment> input_segments(const std::vector<ModelInput>& inputs, 
   }
   if (segments.empty()) segments.push_back({0, end, std::vector<double>(static_cast<std::size_t>(channels), 0.0)});
   return segments;
+}
+
+BreakpointPlan breakpoint_plan(const std::vector<Dose>& doses, const Model& model, const SubjectModel& subject,
+                               Ticks grid_step, Ticks grid_end, const std::vector<PlanMark>& marks) {
+  BreakpointPlan plan;
+  plan.grid_step = grid_step;
+  plan.grid_end = grid_end;
+  plan.inputs = model_inputs(doses, model, subject);
+  plan.segments = input_segments(plan.inputs, grid_end, model.channel_count());
+  plan.events = input_events(plan.inputs);
+  for (std::size_t d = 0; d < doses.size(); ++d)
+    plan.events.push_back({doses[d].start, EventKind::session_start, static_cast<int>(d)});
+  const auto observe = [&](Ticks time, Mark mark) {
+    TimelineEvent event{time, EventKind::observation};
+    event.mark = mark;
+    plan.events.push_back(event);
+  };
+  for (const PlanMark& mark : marks) observe(mark.time, mark.mark);
+  for (Ticks week = 1; week * kTicksPerWeek < grid_end; ++week) observe(week * kTicksPerWeek, Mark::week_end);
+  observe(grid_end, Mark::grid_end);
+  std::sort(plan.events.begin(), plan.events.end(), happens_before);
+
+  for (const InputSegment& segment : plan.segments) plan.breakpoints.push_back(segment.end);
+  for (const TimelineEvent& event : plan.events) {
+    const bool edge = event.kind == EventKind::infusion_start || event.kind == EventKind::infusion_stop;
+    if (!edge && event.time <= grid_end) plan.breakpoints.push_back(event.time);
+  }
+  std::sort(plan.breakpoints.begin(), plan.breakpoints.end());
+  plan.breakpoints.erase(std::unique(plan.breakpoints.begin(), plan.breakpoints.end()), plan.breakpoints.end());
+  return plan;
 }
 
 std::vector<std::string> channel_names(const Model& model) {

@@ -9,9 +9,12 @@
 // session, a unit jump into the session memories of its kind.
 //
 // The same-time rule: events at the same instant happen in the order of EventKind below:
-// input stops, then input starts, then jumps (boluses), then observations. An observation at the
-// time of a bolus therefore sees the bolus, and an infusion that stops when another starts
-// leaves no gap. Ties within a kind keep the dose order.
+// input stops, then input starts, then session starts (where an occasion opens), then jumps
+// (boluses), then observations. An observation at the time of a bolus therefore sees the bolus,
+// an infusion that stops when another starts leaves no gap, and a bolus given when an occasion
+// opens enters the occasion's system. Ties within a kind keep the dose order, and within a dose the
+// order in which the dose gives its inputs (its session first). The solver runs the plan
+// breakpoint_plan() orders by this rule; `ketasim timeline` prints the same plan.
 
 #include <string>
 #include <vector>
@@ -21,9 +24,23 @@
 
 namespace ketasim {
 
-enum class EventKind : int { infusion_stop = 0, infusion_start = 1, bolus = 2, observation = 3 };
+enum class EventKind : int { infusion_stop, infusion_start, session_start, bolus, observation };
 
 std::string to_string(EventKind kind);
+
+// Why an observation is a breakpoint of the plan (a time where a solve step must end although no
+// input changes there).
+enum class Mark : int {
+  none,
+  sample,            // a sampling time of output.observations
+  assessment,        // a MADRS assessment
+  end_of_treatment,  // 1 d after the last session (responder_end_of_treatment)
+  as_needed_window,  // an as-needed rule starts to allow a dose, or min_interval after a session
+  week_end,          // the end of a week of auc_per_week
+  grid_end,
+};
+
+std::string to_string(Mark mark);
 
 struct Dose {
   Ticks start = 0;
@@ -66,9 +83,13 @@ struct TimelineEvent {
   double amount = 0.0;
   double rate_per_h = 0.0;
   int channel = -1;
+  int input = -1;          // index into the model inputs; -1 for session starts and observations
+  Mark mark = Mark::none;  // observations: why the time is a breakpoint
 };
 
-// The strict order of the same-time rule: by time, then kind, then dose index, then channel.
+// The strict order of the same-time rule: by time, then kind, then dose index, then input index
+// (the order the dose gives its inputs), then mark. Jumps at one time are applied in this order,
+// which fixes the rounding of the state they build.
 bool happens_before(const TimelineEvent& a, const TimelineEvent& b);
 
 // Nominal start times of one scheduled rule's doses (t_k = start + k * interval, never
@@ -102,7 +123,7 @@ std::size_t most_doses(const Arm& arm, Ticks grid_end);
 // The model inputs of the doses, for one subject's model.
 std::vector<ModelInput> model_inputs(const std::vector<Dose>& doses, const Model& model, const SubjectModel& subject);
 
-// Input events (no observations) ordered by the same-time rule.
+// Input events (no observations) ordered by the same-time rule; `input` is the index in `inputs`.
 std::vector<TimelineEvent> input_events(const std::vector<ModelInput>& inputs);
 
 // A stretch of time with constant input rates, one per channel. Overlapping inputs add.
@@ -115,6 +136,35 @@ struct InputSegment {
 // Piecewise-constant input covering [0, end] exactly, split at every edge of a constant-rate
 // input. Each segment's rates are summed afresh over the inputs covering it (no running counter).
 std::vector<InputSegment> input_segments(const std::vector<ModelInput>& inputs, Ticks end, int channels);
+
+// A time an observer of the solve must see as a breakpoint, and why.
+struct PlanMark {
+  Ticks time = 0;
+  Mark mark = Mark::none;
+};
+
+// What one subject's solve runs: its model inputs, the constant-input segments between their
+// edges, and every event (input edges, session starts, jumps, marked observations) ordered by the
+// same-time rule. The solve steps from breakpoint to breakpoint and along the output grid; at a
+// breakpoint it applies the events of that time in this order. Events after grid_end are listed
+// (the timeline shows them) but never reached. Rebuilt whole when an as-needed dose is added or an
+// occasion begins.
+struct BreakpointPlan {
+  Ticks grid_step = 0;
+  Ticks grid_end = 0;
+  std::vector<ModelInput> inputs;
+  std::vector<InputSegment> segments;  // cover [0, grid_end]
+  std::vector<TimelineEvent> events;   // ordered by happens_before
+  // The distinct times in [0, grid_end] where a step must end: segment edges (where the summed
+  // input rates change; an input edge that changes no rate is not one), jumps, session starts,
+  // marked observations, and grid_end. Ascending.
+  std::vector<Ticks> breakpoints;
+};
+
+// The plan of these doses for one subject's model, with the observers' marks and the week ends
+// (k weeks, within the grid) and the grid end as marked observations.
+BreakpointPlan breakpoint_plan(const std::vector<Dose>& doses, const Model& model, const SubjectModel& subject,
+                               Ticks grid_step, Ticks grid_end, const std::vector<PlanMark>& marks);
 
 // The channel names of a model, for the timeline ("ketamine.central", "session:placebo").
 std::vector<std::string> channel_names(const Model& model);

@@ -1,0 +1,219 @@
+#include "ketasim/solve/observers.hpp"
+
+#include "ketasim/solve/as_needed_trigger.hpp"
+#include "ketasim/solve/effect_peaks.hpp"
+
+namespace ketasim {
+
+using solve_units::kHoursPerDay;
+using solve_units::kNaN;
+using solve_units::kNgPerMlPerMgPerL;
+
+namespace {
+// Dissociation scores below this count as 0 in the burden integral (score points).
+constexpr double kBurdenFloorScore = 1e-4;
+}  // namespace
+
+void fail_not_finite(const std::string& what, double value, double hours) {
+  const std::string where = " at t = " + format_significant(hours, 10) + " h";
+  if (std::isfinite(value)) {
+    throw SolverError(what + " is " + format_significant(value) + where +
+                      ", beyond the range of the float32 trajectories (3.4e+38)");
+  }
+  throw SolverError(what + " is not finite" + where + " (" + format_value(value) + ")");
+}
+
+OutputReader::OutputReader(const SubjectModel& subject, const MadrsScore* madrs, bool reads_outputs)
+    : subject_(subject), madrs_(madrs), nonnegative_(static_cast<std::size_t>(subject.signals.rows()), 0) {
+  if (!reads_outputs) return;
+  bool positive_system = true;
+  for (Eigen::Index i = 0; i < subject.A.rows(); ++i)
+    for (Eigen::Index j = 0; j < subject.A.cols(); ++j) positive_system &= i == j || subject.A(i, j) >= 0.0;
+  for (Eigen::Index k = 0; k < subject.signals.rows(); ++k)
+    nonnegative_[static_cast<std::size_t>(k)] = positive_system && subject.signals.row(k).minCoeff() >= 0.0;
+}
+
+Metabolites::Metabolites(const Model& model, SubjectMetrics& metrics) : metrics_(metrics) {
+  for (std::size_t d = 0; d < model.drugs().size(); ++d)
+    if (static_cast<int>(d) != model.dosed_drug()) signals_.push_back(model.drugs()[d].plasma_signal);
+  for (std::size_t slot = 0; slot < signals_.size(); ++slot) metrics_.metabolite_cmax_ng_per_ml[slot] = -1.0;
+}
+
+ResponseScores::ResponseScores(const DepressionValues& depression, const SimulationPlan& plan,
+                               const SubjectContext& context, Ticks first_session, Ticks last_session,
+                               bool has_sessions, SubjectMetrics& metrics)
+    : depression_(depression),
+      plan_(plan),
+      context_(context),
+      metrics_(metrics),
+      first_session_(first_session),
+      last_session_(last_session),
+      threshold_((1.0 - plan.response_fraction) * context.baseline_madrs) {
+  metrics_.baseline_madrs = context.baseline_madrs;
+  metrics_.days_in_response = 0.0;
+  end_of_treatment_ = has_sessions ? last_session + kTicksPerDay : -1;
+}
+
+void ResponseScores::add_marks(std::vector<PlanMark>& marks) const {
+  for (const Ticks a : plan_.assessments) marks.push_back({first_session_ + a, Mark::assessment});
+  if (end_of_treatment_ >= 0) marks.push_back({end_of_treatment_, Mark::end_of_treatment});
+}
+
+void ResponseScores::at_point(Ticks t, double score) {
+  if (!std::isfinite(score)) [[unlikely]]
+    fail_not_finite("madrs", score, t);
+  const bool responding = score <= threshold_;
+  if (previous_time_ >= 0) {
+    crossing(t, score, responding);
+  } else if (responding && t >= first_session_) {
+    metrics_.first_response_day = ticks_to_hours(t - first_session_) / kHoursPerDay;
+  }
+  if (t == end_of_treatment_) {
+    metrics_.responder_end_of_treatment = responding ? 1.0 : 0.0;
+    relapse_watch_ = responding;
+  }
+  assessments(t, score);
+  previous_time_ = t;
+  previous_score_ = score;
+  previous_responding_ = responding;
+}
+
+// Since the previous point: the first response, a relapse, and the days in response.
+void ResponseScores::crossing(Ticks t, double score, bool responding) {
+  const double t0 = ticks_to_hours(previous_time_);
+  const double t1 = ticks_to_hours(t);
+  double crossing = t1;
+  if (responding != previous_responding_) {
+    const double d0 = previous_score_ - threshold_;
+    const double d1 = score - threshold_;
+    crossing = d0 == d1 ? t1 : t0 + (t1 - t0) * d0 / (d0 - d1);
+    if (responding && std::isnan(metrics_.first_response_day) && previous_time_ >= first_session_)
+      metrics_.first_response_day = (crossing - ticks_to_hours(first_session_)) / kHoursPerDay;
+    if (!responding && relapse_watch_ && previous_time_ >= end_of_treatment_) {
+      metrics_.relapse_day = (crossing - ticks_to_hours(last_session_)) / kHoursPerDay;
+      metrics_.relapse_observed = 1.0;
+      relapse_watch_ = false;
+    }
+  }
+  if (responding && previous_responding_)
+    metrics_.days_in_response += (t1 - t0) / kHoursPerDay;
+  else if (responding)
+    metrics_.days_in_response += (t1 - crossing) / kHoursPerDay;
+  else if (previous_responding_)
+    metrics_.days_in_response += (crossing - t0) / kHoursPerDay;
+}
+
+void ResponseScores::assessments(Ticks t, double score) {
+  for (std::size_t k = 0; k < plan_.assessments.size(); ++k) {
+    if (first_session_ + plan_.assessments[k] != t) continue;
+    const double observed = std::clamp(score + depression_.residual_sd * context_.residual_normals[k], 0.0, 60.0);
+    metrics_.madrs_at[k] = score;
+    metrics_.madrs_observed_at[k] = observed;
+    metrics_.response_at[k] = observed <= threshold_ ? 1.0 : 0.0;
+    metrics_.remission_at[k] = observed <= plan_.remission_threshold ? 1.0 : 0.0;
+  }
+}
+
+void ResponseScores::finish(Ticks grid_end) {
+  if (relapse_watch_) {  // still in response at the end: censored
+    metrics_.relapse_day = ticks_to_hours(grid_end - last_session_) / kHoursPerDay;
+    metrics_.relapse_observed = 0.0;
+  }
+}
+
+DissociationBurden::DissociationBurden(const LinkValues& link, SubjectMetrics& metrics)
+    : link_(link), floor_(link.input_for(kBurdenFloorScore, 0.0)), metrics_(metrics) {
+  metrics_.dissociation_burden_score_h = 0.0;
+}
+
+void MassBalance::count_sessions(Ticks end) {
+  metrics_.sessions_given = static_cast<double>(
+      std::count_if(doses_.begin(), doses_.end(), [&](const Dose& dose) { return dose.start <= end; }));
+  std::vector<double> given(model_.drugs().size(), 0.0);
+  for (const ModelInput& input : plan_.inputs) {
+    if (input.start > end) continue;
+    const double fraction =
+        input.duration == 0
+            ? 1.0
+            : std::min(1.0, static_cast<double>(end - input.start) / static_cast<double>(input.duration));
+    for (std::size_t d = 0; d < given.size(); ++d)
+      given[d] += input.amount * fraction *
+                  subject_.drug_amount[d].dot(subject_.channels[static_cast<std::size_t>(input.channel)].transpose());
+  }
+  metrics_.dosed_mg = given[static_cast<std::size_t>(model_.dosed_drug())];
+  metrics_.given_mg = given;
+}
+
+EffectPeaks::EffectPeaks(const Model& model, const SubjectModel& subject, double threshold_score, bool peak_links,
+                         SubjectMetrics& metrics)
+    : model_(model),
+      subject_(subject),
+      metrics_(metrics),
+      link_(subject.links[static_cast<std::size_t>(model.dissociation_link())]),
+      driver_signal_(model.dissociation_driver()),
+      effect_signal_(model.dissociation_effect_site()),
+      tolerance_signal_(link_.tolerance_signal),
+      threshold_score_(threshold_score),
+      threshold_(link_.input_for(threshold_score, 0.0)),
+      peak_links_(peak_links),
+      peak_tolerance_(metrics.peak_effect_ng_per_ml.size(), 0.0) {
+  metrics_.time_above_dissociation_h = 0.0;
+}
+
+void EffectPeaks::record_peak_links() {
+  for (std::size_t l = 0; l < subject_.links.size(); ++l) {
+    const LinkValues& link = subject_.links[l];
+    // Only links of the dissociation effect site peak where it peaks.
+    if (link.input_signal != effect_signal_) continue;
+    const double display = model_.link_output(l).display_per_base;
+    for (std::size_t k = 0; k < metrics_.peak_effect_ng_per_ml.size(); ++k) {
+      const double peak = metrics_.peak_effect_ng_per_ml[k] / kNgPerMlPerMgPerL;
+      if (std::isnan(peak)) continue;  // the dose was not given within the grid
+      const double value = link(peak, peak_tolerance_[k]) * display;
+      if (!std::isfinite(value))
+        fail_not_finite("peak_" + model_.links()[l]->name, value, metrics_.peak_effect_time_h[k]);
+      metrics_.peak_link[l][k] = value;
+    }
+  }
+}
+
+AsNeededTrigger::AsNeededTrigger(const TriggeredDosing& dosing, const MadrsScore& madrs, double baseline_madrs,
+                                 Ticks grid_end)
+    : dosing_(dosing),
+      madrs_(madrs),
+      threshold_(dosing.rule.threshold == AsNeeded::Threshold::madrs_above
+                     ? dosing.rule.value
+                     : (1.0 - dosing.rule.value) * baseline_madrs),
+      until_(std::min(grid_end + 1, dosing.rule.until.value_or(grid_end + 1))) {}
+
+void AsNeededTrigger::add_marks(std::vector<PlanMark>& marks, const std::vector<Dose>& doses) const {
+  marks.push_back({dosing_.rule.from, Mark::as_needed_window});
+  for (const Dose& dose : doses) marks.push_back({dose.start + dosing_.rule.min_interval, Mark::as_needed_window});
+}
+
+Ticks AsNeededTrigger::allowed_from(Ticks t, const std::vector<Dose>& doses) const {
+  if (dosing_.rule.max_doses && fired_ >= *dosing_.rule.max_doses) return kNever;
+  Ticks allowed = dosing_.rule.from;
+  for (const Dose& dose : doses) {
+    if (dose.start <= t)
+      allowed = std::max(allowed, dose.start + dosing_.rule.min_interval);
+    else if (dose.triggered)
+      return kNever;
+  }
+  return allowed < until_ ? allowed : kNever;
+}
+
+Dose AsNeededTrigger::fire(Ticks at, std::vector<Dose>& doses, std::size_t most_doses) {
+  Dose dose = dosing_.dose;
+  dose.start = dosing_.rule.dose_time(at);
+  dose.triggered = true;
+  if (doses.size() >= most_doses)
+    throw SolverError("as-needed dosing gave more doses than the arm's bound (" + std::to_string(doses.size()) + ")");
+  const auto position = std::upper_bound(doses.begin(), doses.end(), dose.start,
+                                         [](Ticks time, const Dose& d) { return time < d.start; });
+  doses.insert(position, dose);
+  ++fired_;
+  return dose;
+}
+
+}  // namespace ketasim
