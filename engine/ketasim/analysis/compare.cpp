@@ -20,18 +20,23 @@
 #include "ketasim/base/format.hpp"
 #include "ketasim/base/random_stream.hpp"
 #include "ketasim/base/threads.hpp"
+#include "ketasim/base/time.hpp"
 #include "ketasim/output/result_reader.hpp"
 #include "ketasim/run/run.hpp"
+#include "ketasim/solve/results.hpp"
 
 namespace ketasim {
 namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
-constexpr double kHoursPerDay = 24.0;
-constexpr double kHoursPerWeek = 168.0;
+constexpr double kHoursPerDay = ticks_to_hours(kTicksPerDay);
+constexpr double kHoursPerWeek = ticks_to_hours(kTicksPerWeek);
 // A requested day matches an assessment when it is this close (assessments are whole minutes).
 constexpr double kDayTolerance = 1e-6;
-constexpr std::array<double, 2> kDefaultPriceUsd{400.0, 800.0};
+constexpr std::array<double, 2> kDefaultPriceUsd{kDefaultPricePerSessionUsd[0], kDefaultPricePerSessionUsd[1]};
+// Blood pressure is the link of this name in the shipped PD module (models/modules/ketamine_pd.yaml):
+// the file records no link roles, so its peak metric is found by the link's name.
+constexpr const char* kBloodPressureLink = "sbp_change";
 
 // ---- Reading the file ----------------------------------------------------------------------
 
@@ -48,23 +53,25 @@ std::vector<double> row_maxima(const NumberTable& table) {
 
 void read_dissociation(const FileReader& reader, const H5::Group& metrics, const std::string& metrics_path,
                        std::size_t subjects, double grid_weeks, ArmData& arm) {
-  const bool has_burden = FileReader::has_link(metrics, "dissociation_burden_score_h");
-  if (!has_burden && !FileReader::has_link(metrics, "time_above_dissociation_h"))
-    reader.fail(metrics_path + "/dissociation_burden_score_h",
-                "missing, and so is time_above_dissociation_h (output.metrics must include "
-                "dissociation_burden or time_above_dissociation)");
+  const std::string burden = metric_dataset(MetricId::dissociation_burden);
+  const std::string hours_above = metric_dataset(MetricId::time_above_dissociation);
+  const bool has_burden = FileReader::has_link(metrics, burden);
+  if (!has_burden && !FileReader::has_link(metrics, hours_above))
+    reader.fail(metrics_path + "/" + burden, "missing, and so is " + hours_above +
+                                                 " (output.metrics must include dissociation_burden or "
+                                                 "time_above_dissociation)");
   arm.dissociation_measure =
       has_burden ? DissociationMeasure::burden_score_h : DissociationMeasure::hours_above_threshold;
-  arm.dissociation_per_week = reader.read_vector(
-      metrics, metrics_path, has_burden ? "dissociation_burden_score_h" : "time_above_dissociation_h", subjects);
+  arm.dissociation_per_week = reader.read_vector(metrics, metrics_path, has_burden ? burden : hours_above, subjects);
   for (double& value : arm.dissociation_per_week) value /= grid_weeks;
 }
 
 void read_sessions(const FileReader& reader, const H5::Group& metrics, const H5::Group& arm_group,
                    const std::string& arm_path, std::size_t subjects, double grid_end_h, ArmData& arm) {
-  arm.sessions_from_file = FileReader::has_link(metrics, "sessions_given");
+  const std::string sessions_given = metric_dataset(MetricId::sessions_given);
+  arm.sessions_from_file = FileReader::has_link(metrics, sessions_given);
   if (arm.sessions_from_file) {
-    arm.sessions = reader.read_vector(metrics, arm_path + "/metrics", "sessions_given", subjects);
+    arm.sessions = reader.read_vector(metrics, arm_path + "/metrics", sessions_given, subjects);
     return;
   }
   const H5::Group doses = reader.open_group(arm_group, arm_path, "doses");
@@ -104,15 +111,22 @@ ArmData read_arm(const FileReader& reader, const H5::Group& arms, const std::str
   for (const double status : reader.read_vector(metrics, metrics_path, "status", subjects))
     arm.failed.push_back(status != 0.0);
   const std::size_t assessments = arm.assessment_days.size();
-  arm.response_at = reader.read_columns(metrics, metrics_path, "response_at", subjects, assessments);
-  arm.remission_at = reader.read_columns(metrics, metrics_path, "remission_at", subjects, assessments);
-  arm.days_in_response = reader.read_vector(metrics, metrics_path, "days_in_response", subjects);
-  arm.relapse_day = reader.read_vector(metrics, metrics_path, "relapse_day", subjects);
-  arm.relapse_observed = reader.read_vector(metrics, metrics_path, "relapse_observed", subjects);
+  const auto vector = [&](MetricId id) {
+    return reader.read_vector(metrics, metrics_path, metric_dataset(id), subjects);
+  };
+  const auto columns = [&](MetricId id) {
+    return reader.read_columns(metrics, metrics_path, metric_dataset(id), subjects, assessments);
+  };
+  arm.response_at = columns(MetricId::response_at);
+  arm.remission_at = columns(MetricId::remission_at);
+  arm.days_in_response = vector(MetricId::days_in_response);
+  arm.relapse_day = vector(MetricId::relapse_day);
+  arm.relapse_observed = vector(MetricId::relapse_observed);
   read_dissociation(reader, metrics, metrics_path, subjects, grid_end_h / kHoursPerWeek, arm);
-  const NumberTable sbp = reader.read_numbers(metrics, metrics_path, "peak_sbp_change");
+  const std::string sbp_name = metric_dataset(MetricId::peak_link, kBloodPressureLink);
+  const NumberTable sbp = reader.read_numbers(metrics, metrics_path, sbp_name);
   if (sbp.rows != subjects)
-    reader.fail(metrics_path + "/peak_sbp_change",
+    reader.fail(metrics_path + "/" + sbp_name,
                 "expected " + std::to_string(subjects) + " rows, found " + std::to_string(sbp.rows));
   arm.peak_sbp_rise_mmhg = row_maxima(sbp);
   read_sessions(reader, metrics, group, arm_path, subjects, grid_end_h, arm);

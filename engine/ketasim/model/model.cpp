@@ -174,7 +174,7 @@ Model::Model(const ModelCard& card) : card_(card) {
       outputs_.push_back({link->name, link->dataset, display.unit, display.per_base,
                           link->name + " (" + to_string(link->shape) + " link on " + link->input + ")",
                           OutputKind::link, index});
-      if (link->role == "dissociation" && dissociation_link_ < 0) {
+      if (link->role == LinkRole::dissociation && dissociation_link_ < 0) {
         dissociation_link_ = index;
         dissociation_effect_site_ = find_signal(link->input);
       }

@@ -442,7 +442,8 @@ void parallel_for(unsigned threads, std::size_t count, const Task& task) {
 
 // ---- Layout validation ---------------------------------------------------------------------
 
-void check_names(const std::string& final_path, const std::string& where, const std::vector<ColumnSpec>& columns,
+template <class Column>  // ColumnSpec or MetricColumn
+void check_names(const std::string& final_path, const std::string& where, const std::vector<Column>& columns,
                  std::set<std::string> taken) {
   for (const ColumnSpec& column : columns) {
     const std::string& name = column.name;
@@ -769,8 +770,7 @@ void ResultWriter::State::check_block_shape(const SubjectBlock& block) const {
     reject("the arm has subjects [0, " + std::to_string(subjects_per_arm) + ")");
   }
   const auto rows = static_cast<std::size_t>(block.count);
-  const auto check_sizes = [&](const char* kind, const std::vector<ColumnSpec>& specs, const auto& buffers,
-                               auto width_of) {
+  const auto check_sizes = [&](const char* kind, const auto& specs, const auto& buffers, auto width_of) {
     if (buffers.size() != specs.size()) {
       reject(std::string(kind) + ": " + std::to_string(buffers.size()) + " buffers for " +
              std::to_string(specs.size()) + " columns");
