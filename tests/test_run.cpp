@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "ketasim/base/errors.hpp"
+#include "ketasim/base/threads.hpp"
 #include "ketasim/input/scenario_loader.hpp"
 #include "ketasim/model/model_card.hpp"
 #include "ketasim/run/run.hpp"
@@ -287,4 +288,18 @@ TEST_CASE("metrics are typed: found by id and link role, and the report reads th
   CHECK(report.arms[0].first_dose_peak_dissociation.p50 == quantile(first_dose, 0.5));
   CHECK(report.arms[0].first_dose_peak_dissociation.p95 == quantile(first_dose, 0.95));
   fs::remove(output);
+}
+
+TEST_CASE("parallel_for runs every index once and rethrows a task's exception", "[run]") {
+  std::vector<std::atomic<int>> runs(1000);
+  parallel_for(4, runs.size(), [&](unsigned thread, std::size_t index) {
+    CHECK(thread < 4);
+    ++runs[index];
+  });
+  CHECK(std::all_of(runs.begin(), runs.end(), [](const std::atomic<int>& count) { return count.load() == 1; }));
+  CHECK_THROWS_WITH(parallel_for(3, 100,
+                                 [](unsigned, std::size_t index) {
+                                   if (index == 17) throw IoError("index 17");
+                                 }),
+                    Catch::Contains("index 17"));
 }

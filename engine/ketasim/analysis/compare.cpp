@@ -293,31 +293,6 @@ unsigned resolve_threads(unsigned requested, int samples) {
   return std::max(1u, std::min(available, static_cast<unsigned>(std::max(samples, 1))));
 }
 
-// Runs `work(sample, multiplicity)` for every sample on `threads` threads, each with its own
-// multiplicity buffer: thread t takes the samples t, t + threads, ... (all cost the same).
-// Rethrows the first exception.
-void for_each_sample(int samples, unsigned threads, const std::function<void(int, std::vector<std::uint32_t>&)>& work) {
-  std::atomic<bool> failed{false};
-  std::mutex failure_mutex;
-  std::exception_ptr failure;
-  const auto worker = [&](unsigned thread) {
-    std::vector<std::uint32_t> multiplicity;
-    try {
-      for (int b = static_cast<int>(thread); b < samples && !failed; b += static_cast<int>(threads))
-        work(b, multiplicity);
-    } catch (...) {
-      std::lock_guard lock(failure_mutex);
-      if (!failure) failure = std::current_exception();
-      failed = true;
-    }
-  };
-  {
-    std::vector<std::jthread> pool;  // joined at the end of the scope
-    for (unsigned t = 0; t < threads; ++t) pool.emplace_back(worker, t);
-  }
-  if (failure) std::rethrow_exception(failure);
-}
-
 }  // namespace
 
 std::vector<std::size_t> kept_subjects(const std::vector<bool>& failed_arm, const std::vector<bool>& failed_reference) {
@@ -339,9 +314,12 @@ void draw_multiplicities(std::size_t subjects, std::uint64_t seed, int sample,
 std::vector<BootstrapInterval> paired_bootstrap(std::size_t subjects, int samples, std::uint64_t seed, unsigned threads,
                                                 const std::function<std::vector<double>(Multiplicities)>& differences) {
   std::vector<std::vector<double>> values_of_sample(static_cast<std::size_t>(std::max(samples, 0)));
-  for_each_sample(samples, resolve_threads(threads, samples), [&](int b, std::vector<std::uint32_t>& multiplicity) {
-    draw_multiplicities(subjects, seed, b, multiplicity);
-    values_of_sample[static_cast<std::size_t>(b)] = differences(multiplicity);
+  const unsigned used = resolve_threads(threads, samples);
+  std::vector<std::vector<std::uint32_t>> multiplicities(used);  // one buffer per thread
+  parallel_for(used, values_of_sample.size(), [&](unsigned thread, std::size_t b) {
+    std::vector<std::uint32_t>& multiplicity = multiplicities[thread];
+    draw_multiplicities(subjects, seed, static_cast<int>(b), multiplicity);
+    values_of_sample[b] = differences(multiplicity);
   });
   const std::size_t statistics = values_of_sample.empty() ? 0 : values_of_sample.front().size();
   std::vector<BootstrapInterval> intervals;
