@@ -10,10 +10,12 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "ketasim/base/errors.hpp"
+#include "ketasim/base/threads.hpp"
 #include "ketasim/input/scenario_loader.hpp"
 #include "ketasim/model/model_card.hpp"
 #include "ketasim/run/run.hpp"
@@ -255,4 +257,49 @@ output:
                                           "time_above_dissociation_h", "tmax_h"});
   CHECK_FALSE(h5.exists("/arms/weekly/trajectories/plasma_ketamine_ng_per_ml"));
   fs::remove(output);
+}
+
+TEST_CASE("metrics are typed: found by id and link role, and the report reads the dissociation link's peak", "[run]") {
+  const Scenario scenario = parse_scenario(kTwoArmScenario, "run_test.yaml");
+  const std::vector<ArmLayout> layouts = arm_layouts(scenario);
+  const std::vector<MetricColumn>& metrics = layouts[0].metrics;
+  const auto column = [&](MetricId id, LinkRole role = LinkRole::none) {
+    const std::optional<std::size_t> found = find_metric(metrics, id, role);
+    REQUIRE(found);
+    return metrics[*found];
+  };
+  CHECK(column(MetricId::cmax).name == "cmax_ng_per_ml");
+  CHECK(column(MetricId::solver_path).name == "solver_path");
+  // The card's dissociation link (role: dissociation) and its blood-pressure link (no role) both
+  // have a per-dose peak; the role, not the name, tells them apart.
+  CHECK(column(MetricId::peak_link, LinkRole::dissociation).name == "peak_dissociation");
+  CHECK(column(MetricId::peak_link).name == "peak_sbp_change");
+
+  const fs::path output = temporary_file("typed.h5");
+  const RunReport report = run_to(scenario, output, 2, 64);
+  H5::H5File h5(output.string(), H5F_ACC_RDONLY);
+  const H5::DataSet peaks = h5.openDataSet("/arms/once_weekly/metrics/peak_dissociation");
+  hsize_t shape[2] = {0, 0};
+  peaks.getSpace().getSimpleExtentDims(shape);
+  std::vector<double> values(static_cast<std::size_t>(shape[0] * shape[1]));
+  peaks.read(values.data(), H5::PredType::NATIVE_DOUBLE);
+  std::vector<double> first_dose;
+  for (hsize_t row = 0; row < shape[0]; ++row) first_dose.push_back(values[static_cast<std::size_t>(row * shape[1])]);
+  CHECK(report.arms[0].first_dose_peak_dissociation.p50 == quantile(first_dose, 0.5));
+  CHECK(report.arms[0].first_dose_peak_dissociation.p95 == quantile(first_dose, 0.95));
+  fs::remove(output);
+}
+
+TEST_CASE("parallel_for runs every index once and rethrows a task's exception", "[run]") {
+  std::vector<std::atomic<int>> runs(1000);
+  parallel_for(4, runs.size(), [&](unsigned thread, std::size_t index) {
+    CHECK(thread < 4);
+    ++runs[index];
+  });
+  CHECK(std::all_of(runs.begin(), runs.end(), [](const std::atomic<int>& count) { return count.load() == 1; }));
+  CHECK_THROWS_WITH(parallel_for(3, 100,
+                                 [](unsigned, std::size_t index) {
+                                   if (index == 17) throw IoError("index 17");
+                                 }),
+                    Catch::Contains("index 17"));
 }

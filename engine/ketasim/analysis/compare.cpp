@@ -20,8 +20,10 @@
 #include "ketasim/base/format.hpp"
 #include "ketasim/base/random_stream.hpp"
 #include "ketasim/base/threads.hpp"
+#include "ketasim/base/time.hpp"
 #include "ketasim/output/result_reader.hpp"
 #include "ketasim/run/run.hpp"
+#include "ketasim/solve/results.hpp"
 
 namespace ketasim {
 namespace {
@@ -29,7 +31,10 @@ namespace {
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 // A requested day matches an assessment when it is this close (assessments are whole minutes).
 constexpr double kDayTolerance = 1e-6;
-constexpr std::array<double, 2> kDefaultPriceUsd{400.0, 800.0};
+constexpr std::array<double, 2> kDefaultPriceUsd{kDefaultPricePerSessionUsd[0], kDefaultPricePerSessionUsd[1]};
+// Blood pressure is the link of this name in the shipped PD module (models/modules/ketamine_pd.yaml):
+// the file records no link roles, so its peak metric is found by the link's name.
+constexpr const char* kBloodPressureLink = "sbp_change";
 
 // ---- Reading the file ----------------------------------------------------------------------
 
@@ -46,23 +51,25 @@ std::vector<double> row_maxima(const NumberTable& table) {
 
 void read_dissociation(const FileReader& reader, const H5::Group& metrics, const std::string& metrics_path,
                        std::size_t subjects, double grid_weeks, ArmData& arm) {
-  const bool has_burden = FileReader::has_link(metrics, "dissociation_burden_score_h");
-  if (!has_burden && !FileReader::has_link(metrics, "time_above_dissociation_h"))
-    reader.fail(metrics_path + "/dissociation_burden_score_h",
-                "missing, and so is time_above_dissociation_h (output.metrics must include "
-                "dissociation_burden or time_above_dissociation)");
+  const std::string burden = metric_dataset(MetricId::dissociation_burden);
+  const std::string hours_above = metric_dataset(MetricId::time_above_dissociation);
+  const bool has_burden = FileReader::has_link(metrics, burden);
+  if (!has_burden && !FileReader::has_link(metrics, hours_above))
+    reader.fail(metrics_path + "/" + burden, "missing, and so is " + hours_above +
+                                                 " (output.metrics must include dissociation_burden or "
+                                                 "time_above_dissociation)");
   arm.dissociation_measure =
       has_burden ? DissociationMeasure::burden_score_h : DissociationMeasure::hours_above_threshold;
-  arm.dissociation_per_week = reader.read_vector(
-      metrics, metrics_path, has_burden ? "dissociation_burden_score_h" : "time_above_dissociation_h", subjects);
+  arm.dissociation_per_week = reader.read_vector(metrics, metrics_path, has_burden ? burden : hours_above, subjects);
   for (double& value : arm.dissociation_per_week) value /= grid_weeks;
 }
 
 void read_sessions(const FileReader& reader, const H5::Group& metrics, const H5::Group& arm_group,
                    const std::string& arm_path, std::size_t subjects, double grid_end_h, ArmData& arm) {
-  arm.sessions_from_file = FileReader::has_link(metrics, "sessions_given");
+  const std::string sessions_given = metric_dataset(MetricId::sessions_given);
+  arm.sessions_from_file = FileReader::has_link(metrics, sessions_given);
   if (arm.sessions_from_file) {
-    arm.sessions = reader.read_vector(metrics, arm_path + "/metrics", "sessions_given", subjects);
+    arm.sessions = reader.read_vector(metrics, arm_path + "/metrics", sessions_given, subjects);
     return;
   }
   const H5::Group doses = reader.open_group(arm_group, arm_path, "doses");
@@ -102,15 +109,22 @@ ArmData read_arm(const FileReader& reader, const H5::Group& arms, const std::str
   for (const double status : reader.read_vector(metrics, metrics_path, "status", subjects))
     arm.failed.push_back(status != 0.0);
   const std::size_t assessments = arm.assessment_days.size();
-  arm.response_at = reader.read_columns(metrics, metrics_path, "response_at", subjects, assessments);
-  arm.remission_at = reader.read_columns(metrics, metrics_path, "remission_at", subjects, assessments);
-  arm.days_in_response = reader.read_vector(metrics, metrics_path, "days_in_response", subjects);
-  arm.relapse_day = reader.read_vector(metrics, metrics_path, "relapse_day", subjects);
-  arm.relapse_observed = reader.read_vector(metrics, metrics_path, "relapse_observed", subjects);
+  const auto vector = [&](MetricId id) {
+    return reader.read_vector(metrics, metrics_path, metric_dataset(id), subjects);
+  };
+  const auto columns = [&](MetricId id) {
+    return reader.read_columns(metrics, metrics_path, metric_dataset(id), subjects, assessments);
+  };
+  arm.response_at = columns(MetricId::response_at);
+  arm.remission_at = columns(MetricId::remission_at);
+  arm.days_in_response = vector(MetricId::days_in_response);
+  arm.relapse_day = vector(MetricId::relapse_day);
+  arm.relapse_observed = vector(MetricId::relapse_observed);
   read_dissociation(reader, metrics, metrics_path, subjects, grid_end_h / kHoursPerWeek, arm);
-  const NumberTable sbp = reader.read_numbers(metrics, metrics_path, "peak_sbp_change");
+  const std::string sbp_name = metric_dataset(MetricId::peak_link, kBloodPressureLink);
+  const NumberTable sbp = reader.read_numbers(metrics, metrics_path, sbp_name);
   if (sbp.rows != subjects)
-    reader.fail(metrics_path + "/peak_sbp_change",
+    reader.fail(metrics_path + "/" + sbp_name,
                 "expected " + std::to_string(subjects) + " rows, found " + std::to_string(sbp.rows));
   arm.peak_sbp_rise_mmhg = row_maxima(sbp);
   read_sessions(reader, metrics, group, arm_path, subjects, grid_end_h, arm);
@@ -277,31 +291,6 @@ unsigned resolve_threads(unsigned requested, int samples) {
   return std::max(1u, std::min(available, static_cast<unsigned>(std::max(samples, 1))));
 }
 
-// Runs `work(sample, multiplicity)` for every sample on `threads` threads, each with its own
-// multiplicity buffer: thread t takes the samples t, t + threads, ... (all cost the same).
-// Rethrows the first exception.
-void for_each_sample(int samples, unsigned threads, const std::function<void(int, std::vector<std::uint32_t>&)>& work) {
-  std::atomic<bool> failed{false};
-  std::mutex failure_mutex;
-  std::exception_ptr failure;
-  const auto worker = [&](unsigned thread) {
-    std::vector<std::uint32_t> multiplicity;
-    try {
-      for (int b = static_cast<int>(thread); b < samples && !failed; b += static_cast<int>(threads))
-        work(b, multiplicity);
-    } catch (...) {
-      std::lock_guard lock(failure_mutex);
-      if (!failure) failure = std::current_exception();
-      failed = true;
-    }
-  };
-  {
-    std::vector<std::jthread> pool;  // joined at the end of the scope
-    for (unsigned t = 0; t < threads; ++t) pool.emplace_back(worker, t);
-  }
-  if (failure) std::rethrow_exception(failure);
-}
-
 }  // namespace
 
 std::vector<std::size_t> kept_subjects(const std::vector<bool>& failed_arm, const std::vector<bool>& failed_reference) {
@@ -323,9 +312,12 @@ void draw_multiplicities(std::size_t subjects, std::uint64_t seed, int sample,
 std::vector<BootstrapInterval> paired_bootstrap(std::size_t subjects, int samples, std::uint64_t seed, unsigned threads,
                                                 const std::function<std::vector<double>(Multiplicities)>& differences) {
   std::vector<std::vector<double>> values_of_sample(static_cast<std::size_t>(std::max(samples, 0)));
-  for_each_sample(samples, resolve_threads(threads, samples), [&](int b, std::vector<std::uint32_t>& multiplicity) {
-    draw_multiplicities(subjects, seed, b, multiplicity);
-    values_of_sample[static_cast<std::size_t>(b)] = differences(multiplicity);
+  const unsigned used = resolve_threads(threads, samples);
+  std::vector<std::vector<std::uint32_t>> multiplicities(used);  // one buffer per thread
+  parallel_for(used, values_of_sample.size(), [&](unsigned thread, std::size_t b) {
+    std::vector<std::uint32_t>& multiplicity = multiplicities[thread];
+    draw_multiplicities(subjects, seed, static_cast<int>(b), multiplicity);
+    values_of_sample[b] = differences(multiplicity);
   });
   const std::size_t statistics = values_of_sample.empty() ? 0 : values_of_sample.front().size();
   std::vector<BootstrapInterval> intervals;

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "ketasim/analysis/statistics.hpp"
+#include "ketasim/input/scenario.hpp"  // kDefaultPricePerSessionUsd
 
 namespace ketasim {
 
@@ -38,13 +39,14 @@ struct ArmData {
   std::vector<double> relapse_day;                // d; finite only for responders at end of treatment
   std::vector<double> relapse_observed;           // 1 event, 0 censored
   DissociationMeasure dissociation_measure = DissociationMeasure::burden_score_h;
-  std::vector<double> dissociation_per_week;                  // the measure divided by the grid length in weeks
-  std::vector<double> peak_sbp_rise_mmhg;                     // max over doses of metrics/peak_sbp_change
-  bool sessions_from_file = true;                             // false: nominal doses within the grid (same for all)
-  std::vector<double> sessions;                               // sessions given
-  bool price_from_file = true;                                // false: the default prices
-  std::array<double, 2> price_per_session_usd{400.0, 800.0};  // low, high
-  std::vector<bool> failed;                                   // metrics/status != 0
+  std::vector<double> dissociation_per_week;  // the measure divided by the grid length in weeks
+  std::vector<double> peak_sbp_rise_mmhg;     // max over doses of metrics/peak_sbp_change
+  bool sessions_from_file = true;             // false: nominal doses within the grid (same for all)
+  std::vector<double> sessions;               // sessions given
+  bool price_from_file = true;                // false: the default prices
+  std::array<double, 2> price_per_session_usd{kDefaultPricePerSessionUsd[0],
+                                              kDefaultPricePerSessionUsd[1]};  // low, high
+  std::vector<bool> failed;                                                    // metrics/status != 0
   std::size_t subjects() const { return failed.size(); }
 };
 

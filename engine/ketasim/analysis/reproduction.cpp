@@ -35,38 +35,48 @@ const ArmResults& ScenarioResults::arm(const std::string& name) const {
   throw ModelParameterError("no arm '" + name + "' in the scenario (arms: " + names + ")");
 }
 
-ScenarioResults run_in_memory(const Scenario& scenario, unsigned threads, std::int64_t block_size) {
-  const std::vector<ArmLayout> layouts = arm_layouts(scenario);
-  ScenarioResults results;
-  const auto n = static_cast<std::size_t>(scenario.cohort.size);
-  for (const ArmLayout& layout : layouts) {
-    ArmResults arm;
-    arm.name = layout.name;
-    arm.subjects = scenario.cohort.size;
-    arm.time_h = layout.time_h;
-    arm.assessment_time_h = layout.assessment_time_h;
-    for (const ColumnSpec& column : layout.metrics) {
-      arm.metric_width[column.name] = column.width;
-      arm.metrics[column.name].assign(n * column.width, kNaN);
-    }
-    for (const ColumnSpec& column : layout.subject_columns) {
-      arm.subject_width[column.name] = column.width;
-      arm.subject_columns[column.name].assign(n * column.width, kNaN);
-    }
-    for (const ColumnSpec& column : layout.trajectories)
-      arm.trajectories[column.name].assign(n * layout.time_h.size(), 0.0f);
-    arm.status.assign(n, 0);
-    results.arms.push_back(std::move(arm));
+namespace {
+
+// An arm's results, sized for the cohort, NaN (trajectories 0) until its blocks are copied in.
+ArmResults empty_results(const ArmLayout& layout, std::int64_t subjects) {
+  const auto n = static_cast<std::size_t>(subjects);
+  ArmResults arm;
+  arm.name = layout.name;
+  arm.subjects = subjects;
+  arm.time_h = layout.time_h;
+  arm.assessment_time_h = layout.assessment_time_h;
+  for (const ColumnSpec& column : layout.metrics) {
+    arm.metric_width[column.name] = column.width;
+    arm.metrics[column.name].assign(n * column.width, kNaN);
   }
+  for (const ColumnSpec& column : layout.subject_columns) {
+    arm.subject_width[column.name] = column.width;
+    arm.subject_columns[column.name].assign(n * column.width, kNaN);
+  }
+  for (const ColumnSpec& column : layout.trajectories)
+    arm.trajectories[column.name].assign(n * layout.time_h.size(), 0.0f);
+  arm.status.assign(n, 0);
+  return arm;
+}
+
+}  // namespace
+
+ScenarioResults run_in_memory(const Scenario& scenario, unsigned threads, std::int64_t block_size) {
+  ScenarioResults results;
+  std::vector<ArmLayout> layouts;  // the run's own (RunOptions::on_start), built once
   RunOptions options;
   options.threads = threads;
   options.block_size = block_size;
+  options.on_start = [&](const std::vector<ArmLayout>& run_layouts) {
+    layouts = run_layouts;
+    for (const ArmLayout& layout : layouts) results.arms.push_back(empty_results(layout, scenario.cohort.size));
+  };
   options.on_block = [&](const SubjectBlock& block) {
     ArmResults& arm = results.arms[block.arm];
     const ArmLayout& layout = layouts[block.arm];
     const auto first = static_cast<std::size_t>(block.first_subject);
     const auto rows = static_cast<std::size_t>(block.count);
-    const auto copy_columns = [&](const std::vector<ColumnSpec>& columns, const std::vector<std::vector<double>>& data,
+    const auto copy_columns = [&](const auto& columns, const std::vector<std::vector<double>>& data,
                                   std::map<std::string, std::vector<double>>& into) {
       for (std::size_t c = 0; c < columns.size(); ++c) {
         const std::size_t width = columns[c].width;

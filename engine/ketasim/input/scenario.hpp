@@ -116,6 +116,10 @@ struct ModelChoice {
   std::vector<ParameterOverride> overrides;
 };
 
+// The price of a session (USD, low and high) when a scenario gives none; `compare` assumes it for
+// result files written before prices were.
+inline constexpr double kDefaultPricePerSessionUsd[2] = {400.0, 800.0};
+
 struct Arm {
   std::string name;
   // A model of the arm's own (e.g. intranasal esketamine against IV racemic ketamine, or the
@@ -130,8 +134,8 @@ struct Arm {
   // own stream (draw k for the arm's k-th scheduled session), so arms stay paired.
   double missed_session_probability = 0.0;
   // Price of one session in USD, low and high (for cost and cost per responder in `compare`).
-  double price_low_usd = 400.0;
-  double price_high_usd = 800.0;
+  double price_low_usd = kDefaultPricePerSessionUsd[0];
+  double price_high_usd = kDefaultPricePerSessionUsd[1];
 };
 
 // A covariate's distribution: a fixed value, or a normal truncated to [min, max]. Values are in

@@ -235,7 +235,7 @@ Model::Model(const ModelCard& card) : card_(card) {
 void Model::find_dissociation() {
   for (std::size_t index = 0; index < links_.size(); ++index) {
     const LinkBlock* link = links_[index];
-    if (link->role == "dissociation" && dissociation_link_ < 0) {
+    if (link->role == LinkRole::dissociation && dissociation_link_ < 0) {
       dissociation_link_ = static_cast<int>(index);
       dissociation_effect_site_ = find_signal(link->input);
     }

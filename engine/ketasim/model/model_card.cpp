@@ -325,8 +325,8 @@ LinkBlock read_link(const NodeRef& node, const Resolver& resolve, Signals& signa
   if (const auto unit = node.find("unit")) link.unit = unit->as_string();
   const Dimension output = unit_dimension(node, link.unit);
   if (const auto role = node.find("role")) {
-    link.role = role->as_string();
-    if (link.role != "dissociation") role->fail("unknown role " + role->kind() + "; expected dissociation");
+    if (role->as_string() != "dissociation") role->fail("unknown role " + role->kind() + "; expected dissociation");
+    link.role = LinkRole::dissociation;
   }
   const Dimension input = signals.linear_input(node, "input");
   link.input = node.require("input", "").as_string();

@@ -164,6 +164,9 @@ struct SessionMemoryBlock {
 
 enum class LinkShape { linear, emax, sigmoid_emax };
 std::string to_string(LinkShape shape);
+// What a link stands for beyond its own outputs: the dissociation link drives the threshold
+// metrics and the report's peak dissociation (card key `role`).
+enum class LinkRole { none, dissociation };
 
 // value = f(scale * input): slope * x, or emax * x^hill / (ec50^hill + x^hill) (hill = 1 for
 // emax). With attenuation, emax is divided by (1 + strength * T), T a turnover of x / ec50 with
@@ -173,8 +176,8 @@ struct LinkBlock {
   std::string name;     // signal name, e.g. "dissociation"
   std::string dataset;  // HDF5 trajectory name, e.g. "dissociation_score"
   std::string unit;     // display unit of the value ("", "mmHg", "bpm")
-  std::string role;     // "dissociation" (threshold metrics) or "" (per-dose peaks only)
-  std::string input;    // a signal
+  LinkRole role = LinkRole::none;
+  std::string input;  // a signal
   LinkShape shape = LinkShape::linear;
   ParameterRef scale, slope, emax, ec50, hill;
   ParameterRef attenuation_strength, attenuation_half_life;

@@ -413,36 +413,10 @@ hsize_t summary_columns_per_slab(const ChunkGrid& grid, std::size_t budget_bytes
   return columns;
 }
 
-// Runs task(thread, index) for every index in [0, count) on up to `threads` threads, the calling
-// thread being thread 0 (so that a task can use per-thread scratch). After every thread has
-// stopped, rethrows the first exception a task threw; the remaining indices are then skipped.
-template <class Task>
-void parallel_for(unsigned threads, std::size_t count, const Task& task) {
-  std::atomic<std::size_t> next{0};
-  std::atomic<bool> failed{false};
-  std::mutex failure_mutex;
-  std::exception_ptr failure;
-  const auto work = [&](unsigned thread) {
-    try {
-      for (std::size_t index = next++; index < count && !failed; index = next++) task(thread, index);
-    } catch (...) {
-      const std::lock_guard lock(failure_mutex);
-      if (!failure) failure = std::current_exception();
-      failed = true;
-    }
-  };
-  {
-    std::vector<std::jthread> helpers;  // joined at the end of the scope, also if starting one throws
-    const auto used = static_cast<unsigned>(std::min<std::size_t>(threads, count));
-    for (unsigned thread = 1; thread < used; ++thread) helpers.emplace_back(work, thread);
-    work(0);
-  }
-  if (failure) std::rethrow_exception(failure);
-}
-
 // ---- Layout validation ---------------------------------------------------------------------
 
-void check_names(const std::string& final_path, const std::string& where, const std::vector<ColumnSpec>& columns,
+template <class Column>  // ColumnSpec or MetricColumn
+void check_names(const std::string& final_path, const std::string& where, const std::vector<Column>& columns,
                  std::set<std::string> taken) {
   for (const ColumnSpec& column : columns) {
     const std::string& name = column.name;
@@ -769,8 +743,7 @@ void ResultWriter::State::check_block_shape(const SubjectBlock& block) const {
     reject("the arm has subjects [0, " + std::to_string(subjects_per_arm) + ")");
   }
   const auto rows = static_cast<std::size_t>(block.count);
-  const auto check_sizes = [&](const char* kind, const std::vector<ColumnSpec>& specs, const auto& buffers,
-                               auto width_of) {
+  const auto check_sizes = [&](const char* kind, const auto& specs, const auto& buffers, auto width_of) {
     if (buffers.size() != specs.size()) {
       reject(std::string(kind) + ": " + std::to_string(buffers.size()) + " buffers for " +
              std::to_string(specs.size()) + " columns");

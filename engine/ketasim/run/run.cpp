@@ -48,143 +48,218 @@ struct MetricValues {
   NanMeaning nan = NanMeaning::failure;
 };
 
-// Every per-subject metric, in file order, tagged with the Metric that selects it (none for the
-// always-written solver path). Building the layout and filling a row both go through
-// for_each_selected_metric, so names, widths and values cannot drift apart.
+// Every per-subject metric, in file order, tagged with the Metric (scenario output.metrics) that
+// selects it (none for the always-written ones). Building the layout and filling a row both go
+// through for_each_selected_metric, so ids, names, widths and values cannot drift apart. The
+// metrics come in groups, one function each; a group visits (selector, column, values).
+MetricValues one(const double& value) {
+  return MetricValues{std::span<const double>(&value, 1)};
+}
+MetricValues many(const std::vector<double>& values) {
+  return MetricValues{std::span<const double>(values)};
+}
+MetricValues nan_if_undefined(MetricValues values) {
+  values.nan = NanMeaning::undefined;
+  return values;
+}
+
+MetricColumn metric_column(MetricId id, std::string unit, std::size_t width, std::string description,
+                           std::string_view about = {}, LinkRole role = LinkRole::none) {
+  MetricColumn column;
+  column.name = metric_dataset(id, about);
+  column.unit = std::move(unit);
+  column.width = width;
+  column.description = std::move(description);
+  column.id = id;
+  column.link_role = role;
+  return column;
+}
+
 template <class Visit>
-void for_each_metric(const Model& model, const SimulationPlan& plan, const SubjectMetrics& m, const double& solver_path,
-                     Visit&& visit) {
-  const auto one = [](const double& value) { return MetricValues{std::span<const double>(&value, 1)}; };
-  const auto many = [](const std::vector<double>& values) { return MetricValues{std::span<const double>(values)}; };
-  const auto nan_if_undefined = [](MetricValues values) {
-    values.nan = NanMeaning::undefined;
-    return values;
-  };
-  const std::string drug = model.card().drug;
-  visit(Metric::cmax, ColumnSpec{"cmax_ng_per_ml", "ng/mL", 1, "maximum plasma " + drug + " concentration"},
+void visit_exposure_metrics(const Model& model, const SubjectMetrics& m, Visit&& visit) {
+  const std::string& drug = model.card().drug;
+  visit(Metric::cmax, metric_column(MetricId::cmax, "ng/mL", 1, "maximum plasma " + drug + " concentration"),
         one(m.cmax_ng_per_ml));
-  visit(Metric::cmax, ColumnSpec{"tmax_h", "h", 1, "time of the maximum plasma concentration"}, one(m.tmax_h));
-  visit(Metric::auc,
-        ColumnSpec{"auc_ng_h_per_ml", "ng*h/mL", 1,
-                   "plasma " + drug + " AUC over the whole output grid (exact integral)"},
-        one(m.auc_ng_h_per_ml));
+  visit(Metric::cmax, metric_column(MetricId::tmax, "h", 1, "time of the maximum plasma concentration"), one(m.tmax_h));
+  visit(
+      Metric::auc,
+      metric_column(MetricId::auc, "ng*h/mL", 1, "plasma " + drug + " AUC over the whole output grid (exact integral)"),
+      one(m.auc_ng_h_per_ml));
   visit(Metric::auc_per_week,
-        ColumnSpec{"auc_per_week_ng_h_per_ml", "ng*h/mL", m.auc_per_week_ng_h_per_ml.size(),
-                   "plasma AUC in each week from the start (the last may be partial)"},
+        metric_column(MetricId::auc_per_week, "ng*h/mL", m.auc_per_week_ng_h_per_ml.size(),
+                      "plasma AUC in each week from the start (the last may be partial)"),
         many(m.auc_per_week_ng_h_per_ml));
-  if (model.dissociation_link() >= 0) {
-    const std::size_t doses = m.peak_effect_ng_per_ml.size();
+}
+
+template <class Visit>
+void visit_dissociation_metrics(const Model& model, const SubjectMetrics& m, Visit&& visit) {
+  if (model.dissociation_link() < 0) return;
+  const std::size_t doses = m.peak_effect_ng_per_ml.size();
+  visit(Metric::peak_dissociation,
+        metric_column(MetricId::peak_effect_site, "ng/mL", doses,
+                      "per dose: maximum effect-site concentration from its start to the next dose"),
+        nan_if_undefined(many(m.peak_effect_ng_per_ml)));
+  for (std::size_t l = 0; l < model.links().size(); ++l) {
+    const LinkBlock& link = *model.links()[l];
+    if (model.find_signal(link.input) != model.dissociation_effect_site()) continue;
     visit(Metric::peak_dissociation,
-          ColumnSpec{"peak_effect_site_ng_per_ml", "ng/mL", doses,
-                     "per dose: maximum effect-site concentration from its start to the next dose"},
-          nan_if_undefined(many(m.peak_effect_ng_per_ml)));
-    for (std::size_t l = 0; l < model.links().size(); ++l) {
-      const LinkBlock& link = *model.links()[l];
-      if (model.find_signal(link.input) != model.dissociation_effect_site()) continue;
-      visit(Metric::peak_dissociation,
-            ColumnSpec{"peak_" + link.name, link.unit, doses, "per dose: " + link.name + " at the effect-site maximum"},
-            nan_if_undefined(many(m.peak_link[l])));
-    }
-    visit(Metric::peak_dissociation,
-          ColumnSpec{"peak_dissociation_time_h", "h", doses,
-                     "per dose: time of the effect-site maximum (and peak dissociation)"},
-          nan_if_undefined(many(m.peak_effect_time_h)));
-    visit(Metric::time_above_dissociation,
-          ColumnSpec{"time_above_dissociation_h", "h", 1,
-                     "total time with the dissociation score at or above output.dissociation_threshold"},
-          one(m.time_above_dissociation_h));
-    visit(Metric::dissociation_burden,
-          ColumnSpec{"dissociation_burden_score_h", "h", 1,
-                     "integral of the dissociation score over the output grid (score-hours; trapezoid over the grid "
-                     "and breakpoints)"},
-          one(m.dissociation_burden_score_h));
+          metric_column(MetricId::peak_link, link.unit, doses, "per dose: " + link.name + " at the effect-site maximum",
+                        link.name, link.role),
+          nan_if_undefined(many(m.peak_link[l])));
   }
+  visit(Metric::peak_dissociation,
+        metric_column(MetricId::peak_time, "h", doses,
+                      "per dose: time of the effect-site maximum (and peak dissociation)"),
+        nan_if_undefined(many(m.peak_effect_time_h)));
+  visit(Metric::time_above_dissociation,
+        metric_column(MetricId::time_above_dissociation, "h", 1,
+                      "total time with the dissociation score at or above output.dissociation_threshold"),
+        one(m.time_above_dissociation_h));
+  visit(Metric::dissociation_burden,
+        metric_column(MetricId::dissociation_burden, "h", 1,
+                      "integral of the dissociation score over the output grid (score-hours; trapezoid over the grid "
+                      "and breakpoints)"),
+        one(m.dissociation_burden_score_h));
+}
+
+template <class Visit>
+void visit_dosing_metrics(const Model& model, const SubjectMetrics& m, Visit&& visit) {
   visit(Metric::dosed,
-        ColumnSpec{"dosed_mg", "mg", 1, drug + " given within the output grid (constant-rate inputs pro rata)"},
+        metric_column(MetricId::dosed, "mg", 1,
+                      model.card().drug + " given within the output grid (constant-rate inputs pro rata)"),
         one(m.dosed_mg));
-  visit(Metric::dosed, ColumnSpec{"sessions_given", "", 1, "sessions (drug or placebo) started within the output grid"},
-        one(m.sessions_given));
   visit(Metric::dosed,
-        ColumnSpec{"sessions_missed", "", 1, "scheduled sessions missed (adherence), within the output grid"},
-        one(m.sessions_missed));
-  visit(Metric::dosed, ColumnSpec{"sessions_triggered", "", 1, "sessions given by the arm's as-needed rule"},
+        metric_column(MetricId::sessions_given, "", 1, "sessions (drug or placebo) started within the output grid"),
+        one(m.sessions_given));
+  visit(
+      Metric::dosed,
+      metric_column(MetricId::sessions_missed, "", 1, "scheduled sessions missed (adherence), within the output grid"),
+      one(m.sessions_missed));
+  visit(Metric::dosed, metric_column(MetricId::sessions_triggered, "", 1, "sessions given by the arm's as-needed rule"),
         one(m.sessions_triggered));
+}
+
+template <class Visit>
+void visit_metabolite_metrics(const Model& model, const SubjectMetrics& m, Visit&& visit) {
   std::size_t slot = 0;
   for (std::size_t d = 0; d < model.drugs().size(); ++d) {
     if (static_cast<int>(d) == model.dosed_drug()) continue;
     const std::string& name = model.drugs()[d].name;
     visit(Metric::metabolites,
-          ColumnSpec{"cmax_" + name + "_ng_per_ml", "ng/mL", 1, "maximum plasma " + name + " concentration"},
+          metric_column(MetricId::metabolite_cmax, "ng/mL", 1, "maximum plasma " + name + " concentration", name),
           one(m.metabolite_cmax_ng_per_ml[slot]));
-    visit(Metric::metabolites,
-          ColumnSpec{"tmax_" + name + "_h", "h", 1, "time of the maximum plasma " + name + " concentration"},
-          one(m.metabolite_tmax_h[slot]));
+    visit(
+        Metric::metabolites,
+        metric_column(MetricId::metabolite_tmax, "h", 1, "time of the maximum plasma " + name + " concentration", name),
+        one(m.metabolite_tmax_h[slot]));
     ++slot;
   }
-  if (model.has_depression()) {
-    std::string at = "per assessment (";
-    for (std::size_t k = 0; k < plan.assessments.size(); ++k)
-      at += (k ? ", " : "") + format_duration_h(ticks_to_hours(plan.assessments[k]));
-    at += " after the first session)";
-    const std::size_t a = plan.assessments.size();
-    visit(Metric::response, ColumnSpec{"madrs_baseline", "", 1, "MADRS at baseline"}, one(m.baseline_madrs));
-    visit(Metric::response, ColumnSpec{"madrs_at", "", a, at + ": the model's MADRS (no residual error)"},
-          nan_if_undefined(many(m.madrs_at)));
-    visit(Metric::response,
-          ColumnSpec{"madrs_observed_at", "", a, at + ": observed MADRS (with residual error, in [0, 60])"},
-          nan_if_undefined(many(m.madrs_observed_at)));
-    visit(Metric::response,
-          ColumnSpec{"response_at", "", a, at + ": 1 if the observed MADRS fell by at least the response fraction"},
-          nan_if_undefined(many(m.response_at)));
-    visit(Metric::response,
-          ColumnSpec{"remission_at", "", a, at + ": 1 if the observed MADRS is at or below the remission threshold"},
-          nan_if_undefined(many(m.remission_at)));
-    visit(Metric::response,
-          ColumnSpec{"first_response_day", "d", 1,
-                     "days from the first session to the first response (model MADRS); NaN if none"},
-          nan_if_undefined(one(m.first_response_day)));
-    visit(Metric::response,
-          ColumnSpec{"days_in_response", "d", 1, "days in response (model MADRS) over the output grid"},
-          one(m.days_in_response));
-    visit(Metric::response,
-          ColumnSpec{"responder_end_of_treatment", "", 1,
-                     "1 if in response 1 d after the last session; NaN if past the grid"},
-          nan_if_undefined(one(m.responder_end_of_treatment)));
-    visit(Metric::response,
-          ColumnSpec{"relapse_day", "d", 1,
-                     "responders at the end of treatment: days from the last session to the loss of response (censored "
-                     "at the end of the grid)"},
-          nan_if_undefined(one(m.relapse_day)));
-    visit(Metric::response,
-          ColumnSpec{"relapse_observed", "", 1, "1 if the loss of response happened within the grid, 0 if censored"},
-          nan_if_undefined(one(m.relapse_observed)));
-  }
+}
+
+// Its columns are per assessment: "per assessment (1 d, 2 w after the first session)".
+std::string per_assessment(const SimulationPlan& plan) {
+  std::string at = "per assessment (";
+  for (std::size_t k = 0; k < plan.assessments.size(); ++k)
+    at += (k ? ", " : "") + format_duration_h(ticks_to_hours(plan.assessments[k]));
+  return at + " after the first session)";
+}
+
+template <class Visit>
+void visit_assessment_metrics(const SimulationPlan& plan, const SubjectMetrics& m, Visit&& visit) {
+  const std::string at = per_assessment(plan);
+  const std::size_t a = plan.assessments.size();
+  visit(Metric::response, metric_column(MetricId::madrs_baseline, "", 1, "MADRS at baseline"), one(m.baseline_madrs));
+  visit(Metric::response, metric_column(MetricId::madrs_at, "", a, at + ": the model's MADRS (no residual error)"),
+        nan_if_undefined(many(m.madrs_at)));
+  visit(Metric::response,
+        metric_column(MetricId::madrs_observed_at, "", a, at + ": observed MADRS (with residual error, in [0, 60])"),
+        nan_if_undefined(many(m.madrs_observed_at)));
+  visit(Metric::response,
+        metric_column(MetricId::response_at, "", a,
+                      at + ": 1 if the observed MADRS fell by at least the response fraction"),
+        nan_if_undefined(many(m.response_at)));
+  visit(Metric::response,
+        metric_column(MetricId::remission_at, "", a,
+                      at + ": 1 if the observed MADRS is at or below the remission threshold"),
+        nan_if_undefined(many(m.remission_at)));
+}
+
+template <class Visit>
+void visit_response_course_metrics(const SubjectMetrics& m, Visit&& visit) {
+  visit(Metric::response,
+        metric_column(MetricId::first_response_day, "d", 1,
+                      "days from the first session to the first response (model MADRS); NaN if none"),
+        nan_if_undefined(one(m.first_response_day)));
+  visit(Metric::response,
+        metric_column(MetricId::days_in_response, "d", 1, "days in response (model MADRS) over the output grid"),
+        one(m.days_in_response));
+  visit(Metric::response,
+        metric_column(MetricId::responder_end_of_treatment, "", 1,
+                      "1 if in response 1 d after the last session; NaN if past the grid"),
+        nan_if_undefined(one(m.responder_end_of_treatment)));
+  visit(Metric::response,
+        metric_column(MetricId::relapse_day, "d", 1,
+                      "responders at the end of treatment: days from the last session to the loss of response "
+                      "(censored at the end of the grid)"),
+        nan_if_undefined(one(m.relapse_day)));
+  visit(Metric::response,
+        metric_column(MetricId::relapse_observed, "", 1,
+                      "1 if the loss of response happened within the grid, 0 if censored"),
+        nan_if_undefined(one(m.relapse_observed)));
+}
+
+template <class Visit>
+void visit_mass_balance_metrics(const Model& model, const SubjectMetrics& m, Visit&& visit) {
   const std::size_t drugs = model.drugs().size();
   std::string drug_names;
   for (const DrugSpec& spec : model.drugs()) drug_names += (drug_names.empty() ? "" : ", ") + spec.name;
-  visit(Metric::mass_balance, ColumnSpec{"given_mg", "mg", drugs, "per drug (" + drug_names + "): entered by dosing"},
+  visit(Metric::mass_balance,
+        metric_column(MetricId::given_mg, "mg", drugs, "per drug (" + drug_names + "): entered by dosing"),
         many(m.given_mg));
   visit(Metric::mass_balance,
-        ColumnSpec{"amount_in_body_end_mg", "mg", drugs, "per drug: in the body at the end of the grid"},
+        metric_column(MetricId::amount_in_body_end_mg, "mg", drugs, "per drug: in the body at the end of the grid"),
         many(m.amount_in_body_end_mg));
   visit(Metric::mass_balance,
-        ColumnSpec{"eliminated_mg", "mg", drugs, "per drug: eliminated, metabolised or lost before absorption"},
+        metric_column(MetricId::eliminated_mg, "mg", drugs,
+                      "per drug: eliminated, metabolised or lost before absorption"),
         many(m.eliminated_mg));
-  visit(Metric::mass_balance, ColumnSpec{"formed_mg", "mg", drugs, "per drug: formed from a parent drug"},
+  visit(Metric::mass_balance, metric_column(MetricId::formed_mg, "mg", drugs, "per drug: formed from a parent drug"),
         many(m.formed_mg));
+}
+
+template <class Visit>
+void visit_observation_metrics(const SimulationPlan& plan, const SubjectMetrics& m, Visit&& visit) {
   for (std::size_t v = 0; v < plan.observed.size(); ++v) {
     const ModelOutput& output = *plan.observed[v].output;
     const std::size_t samples = plan.observation_times.size();
     visit(std::optional<Metric>(),
-          ColumnSpec{"ipred_" + output.dataset, output.unit, samples,
-                     "per sampling time (observation_times_h): " + output.name + ", the model's value"},
+          metric_column(MetricId::ipred, output.unit, samples,
+                        "per sampling time (observation_times_h): " + output.name + ", the model's value",
+                        output.dataset),
           many(m.observed_ipred[v]));
     visit(std::optional<Metric>(),
-          ColumnSpec{"dv_" + output.dataset, output.unit, samples,
-                     "per sampling time (observation_times_h): " + output.name + " observed, with residual error"},
+          metric_column(MetricId::dv, output.unit, samples,
+                        "per sampling time (observation_times_h): " + output.name + " observed, with residual error",
+                        output.dataset),
           many(m.observed_dv[v]));
   }
-  visit(std::optional<Metric>(), ColumnSpec{"solver_path", "", 1, "0 = exact stepping, 1 = ODE (Dormand-Prince 5(4))"},
+}
+
+template <class Visit>
+void for_each_metric(const Model& model, const SimulationPlan& plan, const SubjectMetrics& m, const double& solver_path,
+                     Visit&& visit) {
+  visit_exposure_metrics(model, m, visit);
+  visit_dissociation_metrics(model, m, visit);
+  visit_dosing_metrics(model, m, visit);
+  visit_metabolite_metrics(model, m, visit);
+  if (model.has_depression()) {
+    visit_assessment_metrics(plan, m, visit);
+    visit_response_course_metrics(m, visit);
+  }
+  visit_mass_balance_metrics(model, m, visit);
+  visit_observation_metrics(plan, m, visit);
+  visit(std::optional<Metric>(),
+        metric_column(MetricId::solver_path, "", 1, "0 = exact stepping, 1 = ODE (Dormand-Prince 5(4))"),
         one(solver_path));
 }
 
@@ -192,7 +267,7 @@ template <class Visit>
 void for_each_selected_metric(const std::vector<Metric>& selected, const Model& model, const SimulationPlan& plan,
                               const SubjectMetrics& m, const double& solver_path, Visit&& visit) {
   for_each_metric(model, plan, m, solver_path,
-                  [&](std::optional<Metric> metric, const ColumnSpec& spec, const MetricValues& values) {
+                  [&](std::optional<Metric> metric, const MetricColumn& spec, const MetricValues& values) {
                     if (!metric || std::find(selected.begin(), selected.end(), *metric) != selected.end())
                       visit(spec, values);
                   });
@@ -361,26 +436,33 @@ struct ArmPlan {
   std::size_t engine = 0;  // index into the runner's model engines
 };
 
+ArmLayout layout_of(const Scenario& scenario, const Arm& arm, const ModelEngine& engine);
+
 class ScenarioRunner {
  public:
   explicit ScenarioRunner(const Scenario& scenario) : scenario_(scenario) {
-    const auto layouts = arm_layouts(scenario);
-    for (std::size_t a = 0; a < scenario.arms.size(); ++a) {
-      const ModelChoice choice = model_of(scenario, scenario.arms[a]);
+    for (const Arm& arm_spec : scenario.arms) {
+      const ModelChoice choice = model_of(scenario, arm_spec);
       std::size_t engine = 0;
       while (engine < engines_.size() && !same_model(engines_[engine]->choice, choice)) ++engine;
       if (engine == engines_.size()) engines_.push_back(std::make_unique<ModelEngine>(scenario, choice));
-      ArmPlan arm{&scenario.arms[a], layouts[a], most_doses(scenario.arms[a], engines_[engine]->plan.grid_end)};
+      ArmPlan arm{&arm_spec, layout_of(scenario, arm_spec, *engines_[engine]),
+                  most_doses(arm_spec, engines_[engine]->plan.grid_end)};
       arm.engine = engine;
-      for (std::size_t r = 0; r < arm.arm->regimen.size(); ++r)
-        if (arm.arm->regimen[r].as_needed) {
-          arm.as_needed = &arm.arm->regimen[r];
+      for (std::size_t r = 0; r < arm_spec.regimen.size(); ++r)
+        if (arm_spec.regimen[r].as_needed) {
+          arm.as_needed = &arm_spec.regimen[r];
           arm.as_needed_rule = static_cast<int>(r);
         }
       arms_.push_back(std::move(arm));
     }
   }
 
+  std::vector<ArmLayout> layouts() const {
+    std::vector<ArmLayout> layouts;
+    for (const ArmPlan& arm : arms_) layouts.push_back(arm.layout);
+    return layouts;
+  }
   const std::vector<ArmPlan>& arms() const { return arms_; }
   const SimulationPlan& plan() const { return engines_.front()->plan; }
 
@@ -558,11 +640,14 @@ class ScenarioRunner {
   std::vector<ArmPlan> arms_;
 };
 
-// The end-of-run report's values per subject and arm: Cmax, dose-1 dissociation, weekly AUC,
-// hours above the threshold per week, sessions given, and the MADRS change at each assessment.
+// The end-of-run report's values per subject and arm: the kQuantiledPerSubject values of
+// ReportCollector::ArmValues (Cmax, dose-1 dissociation, weekly AUC, hours above the threshold
+// per week, sessions given) and the MADRS change at each assessment.
+constexpr std::size_t kQuantiledPerSubject = 5;
+
 std::size_t report_series(const std::vector<ArmLayout>& layouts) {
   std::size_t series = 0;
-  for (const ArmLayout& layout : layouts) series += 5 + layout.assessment_time_h.size();
+  for (const ArmLayout& layout : layouts) series += kQuantiledPerSubject + layout.assessment_time_h.size();
   return series;
 }
 
@@ -570,6 +655,35 @@ std::size_t report_series(const std::vector<ArmLayout>& layouts) {
 std::size_t report_memory_values(const std::vector<ArmLayout>& layouts, std::size_t memory_bytes) {
   return memory_bytes / sizeof(double) / std::max<std::size_t>(report_series(layouts), 1);
 }
+
+// The mean of the finite values added (NaN if none).
+struct FiniteMean {
+  double sum = 0.0;
+  std::uint64_t count = 0;
+  void add(double value) {
+    if (!std::isfinite(value)) return;
+    sum += value;
+    ++count;
+  }
+  double mean() const { return count ? sum / static_cast<double>(count) : kNaN; }
+};
+
+// The metric columns of an arm that the report reads (nullopt: the arm does not write it).
+struct ReportColumns {
+  explicit ReportColumns(const ArmLayout& layout)
+      : cmax(find_metric(layout.metrics, MetricId::cmax)),
+        auc(find_metric(layout.metrics, MetricId::auc)),
+        peak_dissociation(find_metric(layout.metrics, MetricId::peak_link, LinkRole::dissociation)),
+        time_above(find_metric(layout.metrics, MetricId::time_above_dissociation)),
+        sessions_given(find_metric(layout.metrics, MetricId::sessions_given)),
+        solver_path(find_metric(layout.metrics, MetricId::solver_path)),
+        madrs_baseline(find_metric(layout.metrics, MetricId::madrs_baseline)),
+        madrs_observed_at(find_metric(layout.metrics, MetricId::madrs_observed_at)),
+        response_at(find_metric(layout.metrics, MetricId::response_at)),
+        remission_at(find_metric(layout.metrics, MetricId::remission_at)) {}
+  std::optional<std::size_t> cmax, auc, peak_dissociation, time_above, sessions_given, solver_path;
+  std::optional<std::size_t> madrs_baseline, madrs_observed_at, response_at, remission_at;
+};
 
 // Collects the per-arm figures printed at the end of a run, in memory that does not depend on the
 // cohort size: the values whose quantiles it reports go to QuantileAccumulators (in memory up to
@@ -580,73 +694,47 @@ class ReportCollector {
  public:
   ReportCollector(const Scenario& scenario, const std::vector<ArmPlan>& arms, const SimulationPlan& plan,
                   std::size_t memory_bytes, const std::filesystem::path& spill_directory)
-      : weeks_(ticks_to_hours(plan.grid_end) / kHoursPerWeek) {
+      : weeks_(ticks_to_hours(plan.grid_end) / kHoursPerWeek),
+        method_auto_(scenario.solver.method == SolverMethod::automatic) {
     std::vector<ArmLayout> layouts;
     for (const ArmPlan& arm : arms) layouts.push_back(arm.layout);
     const std::size_t in_memory = report_memory_values(layouts, memory_bytes);
     for (const ArmPlan& arm : arms) {
-      ArmReport report;
+      ArmReport& report = reports_.emplace_back();
       report.name = arm.arm->name;
       report.description = arm.layout.description;
       report.subjects = scenario.cohort.size;
       report.doses = arm.doses;
       report.assessment_h = arm.layout.assessment_time_h;
-      const std::size_t assessments = report.assessment_h.size();
-      reports_.push_back(report);
-      ArmValues& values = values_.emplace_back();
-      for (std::size_t k = 0; k < kValues + assessments; ++k) values.quantiled.emplace_back(in_memory, spill_directory);
-      values.responding.assign(assessments, {});
-      values.remitting.assign(assessments, {});
-      metric_index_.push_back(index_metrics(arm.layout));
+      values_.emplace_back(in_memory, spill_directory, report.assessment_h.size());
+      columns_.emplace_back(arm.layout);
     }
   }
 
   void add(const SubjectBlock& block) {
-    auto& report = reports_[block.arm];
-    ArmValues& values = values_[block.arm];
-    const auto& index = metric_index_[block.arm];
-    const std::size_t doses = report.doses;
-    const std::size_t assessments = report.assessment_h.size();
+    ArmReport& report = reports_[block.arm];
     for (std::int64_t r = 0; r < block.count; ++r) {
       const auto row = static_cast<std::size_t>(r);
       if (block.status[row] != 0) {
         ++report.failed;
         continue;
       }
-      if (block.metrics[index.solver_path][row] == 1.0 && scenario_method_auto_)
-        ++report.ode_fallbacks;  // always written
-      const auto value = [&](std::size_t metric, std::size_t position) {
-        return metric == kAbsent ? kNaN : block.metrics[metric][position];
-      };
-      values.quantiled[0].add(value(index.cmax, row));
-      values.quantiled[1].add(doses > 0 ? value(index.peak_dissociation, row * doses) : kNaN);
-      values.quantiled[2].add(value(index.auc, row) / weeks_);
-      values.quantiled[3].add(value(index.time_above, row) / weeks_);
-      values.quantiled[4].add(value(index.sessions_given, row));
-      for (std::size_t k = 0; k < assessments; ++k) {
-        const std::size_t at = row * assessments + k;
-        values.quantiled[kValues + k].add(value(index.madrs_observed_at, at) - value(index.madrs_baseline, row));
-        values.responding[k].add(value(index.response_at, at));
-        values.remitting[k].add(value(index.remission_at, at));
-      }
+      add_row(block, row);
     }
   }
 
   std::vector<ArmReport> finish() {
-    constexpr std::array<double, 3> kProbabilities{0.05, 0.5, 0.95};
     constexpr std::array<double, 1> kMedian{0.5};
     for (std::size_t a = 0; a < reports_.size(); ++a) {
       ArmReport& report = reports_[a];
       ArmValues& values = values_[a];
-      Quantiles* targets[] = {&report.cmax_ng_per_ml, &report.first_dose_peak_dissociation,
-                              &report.weekly_auc_ng_h_per_ml, &report.dissociation_hours_per_week,
-                              &report.sessions_given};
-      for (std::size_t k = 0; k < kValues; ++k) {
-        const std::vector<double> q = values.quantiled[k].quantiles(kProbabilities);
-        *targets[k] = {q[0], q[1], q[2]};
-      }
+      report.cmax_ng_per_ml = spread_of(values.cmax);
+      report.first_dose_peak_dissociation = spread_of(values.first_dose_peak_dissociation);
+      report.weekly_auc_ng_h_per_ml = spread_of(values.weekly_auc);
+      report.dissociation_hours_per_week = spread_of(values.hours_above_per_week);
+      report.sessions_given = spread_of(values.sessions_given);
       for (std::size_t k = 0; k < report.assessment_h.size(); ++k) {
-        report.madrs_change_median.push_back(values.quantiled[kValues + k].quantiles(kMedian)[0]);
+        report.madrs_change_median.push_back(values.madrs_change[k].quantiles(kMedian)[0]);
         report.response_fraction.push_back(values.responding[k].mean());
         report.remission_fraction.push_back(values.remitting[k].mean());
       }
@@ -654,56 +742,59 @@ class ReportCollector {
     return reports_;
   }
 
-  bool scenario_method_auto_ = true;
-
  private:
-  // Cmax, dose-1 dissociation, weekly AUC, hours above the threshold per week, sessions given
-  // (report_series counts them too)
-  static constexpr std::size_t kValues = 5;
-  static constexpr std::size_t kAbsent = std::numeric_limits<std::size_t>::max();
-  struct MetricIndex {
-    std::size_t cmax = kAbsent, auc = kAbsent, peak_dissociation = kAbsent, time_above = kAbsent, solver_path = kAbsent;
-    std::size_t sessions_given = kAbsent;
-    std::size_t madrs_baseline = kAbsent, madrs_observed_at = kAbsent, response_at = kAbsent, remission_at = kAbsent;
-  };
-  static MetricIndex index_metrics(const ArmLayout& layout) {
-    MetricIndex index;
-    for (std::size_t i = 0; i < layout.metrics.size(); ++i) {
-      const std::string& name = layout.metrics[i].name;
-      if (name == "cmax_ng_per_ml") index.cmax = i;
-      if (name == "auc_ng_h_per_ml") index.auc = i;
-      if (name == "peak_dissociation") index.peak_dissociation = i;
-      if (name == "time_above_dissociation_h") index.time_above = i;
-      if (name == "solver_path") index.solver_path = i;
-      if (name == "sessions_given") index.sessions_given = i;
-      if (name == "madrs_baseline") index.madrs_baseline = i;
-      if (name == "madrs_observed_at") index.madrs_observed_at = i;
-      if (name == "response_at") index.response_at = i;
-      if (name == "remission_at") index.remission_at = i;
-    }
-    return index;
-  }
-  // The mean of the finite values added (NaN if none).
-  struct FiniteMean {
-    double sum = 0.0;
-    std::uint64_t count = 0;
-    void add(double value) {
-      if (!std::isfinite(value)) return;
-      sum += value;
-      ++count;
-    }
-    double mean() const { return count ? sum / static_cast<double>(count) : kNaN; }
-  };
+  // kQuantiledPerSubject accumulators, then one per assessment.
   struct ArmValues {
-    std::vector<QuantileAccumulator> quantiled;  // kValues, then the MADRS change per assessment
-    std::vector<FiniteMean> responding;          // per assessment
+    ArmValues(std::size_t in_memory, const std::filesystem::path& spill, std::size_t assessments)
+        : cmax(in_memory, spill),
+          first_dose_peak_dissociation(in_memory, spill),
+          weekly_auc(in_memory, spill),
+          hours_above_per_week(in_memory, spill),
+          sessions_given(in_memory, spill),
+          responding(assessments),
+          remitting(assessments) {
+      for (std::size_t k = 0; k < assessments; ++k) madrs_change.emplace_back(in_memory, spill);
+    }
+    QuantileAccumulator cmax, first_dose_peak_dissociation, weekly_auc, hours_above_per_week, sessions_given;
+    std::vector<QuantileAccumulator> madrs_change;  // per assessment: observed MADRS - baseline
+    std::vector<FiniteMean> responding;             // per assessment
     std::vector<FiniteMean> remitting;
   };
 
+  static Quantiles spread_of(QuantileAccumulator& values) {
+    constexpr std::array<double, 3> kProbabilities{0.05, 0.5, 0.95};
+    const std::vector<double> q = values.quantiles(kProbabilities);
+    return {q[0], q[1], q[2]};
+  }
+
+  void add_row(const SubjectBlock& block, std::size_t row) {
+    ArmReport& report = reports_[block.arm];
+    ArmValues& values = values_[block.arm];
+    const ReportColumns& columns = columns_[block.arm];
+    const auto value = [&](std::optional<std::size_t> column, std::size_t position) {
+      return column ? block.metrics[*column][position] : kNaN;
+    };
+    if (method_auto_ && value(columns.solver_path, row) == 1.0) ++report.ode_fallbacks;
+    values.cmax.add(value(columns.cmax, row));
+    values.first_dose_peak_dissociation.add(report.doses > 0 ? value(columns.peak_dissociation, row * report.doses)
+                                                             : kNaN);
+    values.weekly_auc.add(value(columns.auc, row) / weeks_);
+    values.hours_above_per_week.add(value(columns.time_above, row) / weeks_);
+    values.sessions_given.add(value(columns.sessions_given, row));
+    const std::size_t assessments = report.assessment_h.size();
+    for (std::size_t k = 0; k < assessments; ++k) {
+      const std::size_t at = row * assessments + k;
+      values.madrs_change[k].add(value(columns.madrs_observed_at, at) - value(columns.madrs_baseline, row));
+      values.responding[k].add(value(columns.response_at, at));
+      values.remitting[k].add(value(columns.remission_at, at));
+    }
+  }
+
   double weeks_;
+  bool method_auto_;  // ODE fallbacks are counted under solver method auto only
   std::vector<ArmReport> reports_;
   std::vector<ArmValues> values_;
-  std::vector<MetricIndex> metric_index_;
+  std::vector<ReportColumns> columns_;
 };
 
 std::int64_t default_block_size(const std::vector<ArmPlan>& arms) {
@@ -717,64 +808,76 @@ std::int64_t default_block_size(const std::vector<ArmPlan>& arms) {
 
 }  // namespace
 
-std::vector<ArmLayout> arm_layouts(const Scenario& scenario) {
-  std::vector<ArmLayout> layouts;
-  for (const Arm& arm : scenario.arms) {
-    const ModelChoice choice = model_of(scenario, arm);
-    const ModelCard* card = &card_of(choice);
-    const Model model(*card);
-    const SimulationPlan plan = SimulationPlan::from(scenario.output, model);
-    ArmLayout layout;
-    layout.model = card->name;
-    for (const ParameterOverride& override_value : choice.overrides) {
-      const int index = card->index_of(override_value.name);
-      if (index < 0)
-        throw ModelParameterError("model " + card->name + " has no parameter '" + override_value.name + "'");
-      const ParameterSpec& spec = card->parameters[static_cast<std::size_t>(index)];
-      layout.model_parameters.push_back({spec.name, to_display_unit(spec, override_value.value), spec.unit});
-    }
-    layout.name = arm.name;
-    layout.description = describe_regimen(arm);
-    for (std::size_t k = 0; k < plan.time_points(); ++k)
-      layout.time_h.push_back(ticks_to_hours(static_cast<Ticks>(k) * plan.grid_step));
-    for (const ModelOutput* output : selected_outputs(scenario, model))
-      layout.trajectories.push_back({output->dataset, output->unit, 1, output->description});
-    const std::vector<Dose> nominal = expand_doses(arm, 1.0);
-    for (const Dose& dose : nominal) {
-      layout.dose_time_h.push_back(ticks_to_hours(dose.start));
-      layout.dose_duration_h.push_back(ticks_to_hours(dose.duration));
-    }
-    if (model.has_depression())
-      for (const Ticks a : plan.assessments) layout.assessment_time_h.push_back(ticks_to_hours(a));
-    for (const Ticks sample : plan.observation_times) layout.observation_time_h.push_back(ticks_to_hours(sample));
-    for (const auto& observed : plan.observed) layout.observed_outputs.push_back(observed.output->name);
-    layout.subject_columns.push_back({"weight_kg", "kg", 1, "body weight"});
-    layout.subject_columns.push_back({"age_y", "y", 1, "age"});
-    layout.subject_columns.push_back({"female", "", 1, "1 female, 0 male"});
-    layout.subject_columns.push_back({"baseline_madrs", "", 1, "MADRS at baseline"});
-    for (const auto& spec : card->parameters)
-      layout.subject_columns.push_back({spec.name, spec.unit, 1, "individual " + spec.description});
-    const std::size_t most = most_doses(arm, plan.grid_end);
-    layout.subject_columns.push_back(
-        {"dose_time_h", "h", most, "start of each dose given, in time order (NaN-padded)"});
-    layout.subject_columns.push_back(
-        {"dose_duration_h", "h", most, "infusion duration of each dose given; 0 for a bolus or intranasal session"});
-    layout.subject_columns.push_back(
-        {"dose_amount_mg", "mg", most, "amount of each dose given (0 for a placebo without an amount)"});
-    layout.subject_columns.push_back(
-        {"dose_route", "", most,
-         "what each dose given gives: 0 no drug (placebo or midazolam), 1 iv_infusion, 2 iv_bolus, 3 intranasal"});
-    layout.price_per_session_usd[0] = arm.price_low_usd;
-    layout.price_per_session_usd[1] = arm.price_high_usd;
-    layout.subject_columns.push_back(
-        {"replicate", "", 1,
-         "trial replicate, 0 ... R-1: replicate r is subjects r*n ... r*n+n-1 (n = subjects_per_replicate)"});
-    const SubjectMetrics sized = sized_metrics(model, plan, most);
-    for_each_selected_metric(scenario.output.metrics, model, plan, sized, kNaN,
-                             [&](const ColumnSpec& spec, const MetricValues&) { layout.metrics.push_back(spec); });
-    layouts.push_back(std::move(layout));
+namespace {
+
+// The model card's parameters the arm's model overrides, in display units.
+std::vector<ParameterValue> overridden_parameters(const ModelChoice& choice, const ModelCard& card) {
+  std::vector<ParameterValue> values;
+  for (const ParameterOverride& override_value : choice.overrides) {
+    const int index = card.index_of(override_value.name);
+    if (index < 0) throw ModelParameterError("model " + card.name + " has no parameter '" + override_value.name + "'");
+    const ParameterSpec& spec = card.parameters[static_cast<std::size_t>(index)];
+    values.push_back({spec.name, to_display_unit(spec, override_value.value), spec.unit});
   }
-  return layouts;
+  return values;
+}
+
+// Covariates, individual parameters, the doses given (per dose, NaN-padded to `most` doses) and
+// the replicate: write_subject_columns fills them in this order.
+std::vector<ColumnSpec> subject_columns(const ModelCard& card, std::size_t most) {
+  std::vector<ColumnSpec> columns{{"weight_kg", "kg", 1, "body weight"},
+                                  {"age_y", "y", 1, "age"},
+                                  {"female", "", 1, "1 female, 0 male"},
+                                  {"baseline_madrs", "", 1, "MADRS at baseline"}};
+  for (const auto& spec : card.parameters)
+    columns.push_back({spec.name, spec.unit, 1, "individual " + spec.description});
+  columns.push_back({"dose_time_h", "h", most, "start of each dose given, in time order (NaN-padded)"});
+  columns.push_back(
+      {"dose_duration_h", "h", most, "infusion duration of each dose given; 0 for a bolus or intranasal session"});
+  columns.push_back({"dose_amount_mg", "mg", most, "amount of each dose given (0 for a placebo without an amount)"});
+  columns.push_back(
+      {"dose_route", "", most,
+       "what each dose given gives: 0 no drug (placebo or midazolam), 1 iv_infusion, 2 iv_bolus, 3 intranasal"});
+  columns.push_back(
+      {"replicate", "", 1,
+       "trial replicate, 0 ... R-1: replicate r is subjects r*n ... r*n+n-1 (n = subjects_per_replicate)"});
+  return columns;
+}
+
+ArmLayout layout_of(const Scenario& scenario, const Arm& arm, const ModelEngine& engine) {
+  const Model& model = engine.model;
+  const SimulationPlan& plan = engine.plan;
+  ArmLayout layout;
+  layout.model = engine.card.name;
+  layout.model_parameters = overridden_parameters(engine.choice, engine.card);
+  layout.name = arm.name;
+  layout.description = describe_regimen(arm);
+  for (std::size_t k = 0; k < plan.time_points(); ++k)
+    layout.time_h.push_back(ticks_to_hours(static_cast<Ticks>(k) * plan.grid_step));
+  for (const ModelOutput* output : engine.outputs)
+    layout.trajectories.push_back({output->dataset, output->unit, 1, output->description});
+  for (const Dose& dose : expand_doses(arm, 1.0)) {
+    layout.dose_time_h.push_back(ticks_to_hours(dose.start));
+    layout.dose_duration_h.push_back(ticks_to_hours(dose.duration));
+  }
+  if (model.has_depression())
+    for (const Ticks a : plan.assessments) layout.assessment_time_h.push_back(ticks_to_hours(a));
+  for (const Ticks sample : plan.observation_times) layout.observation_time_h.push_back(ticks_to_hours(sample));
+  for (const auto& observed : plan.observed) layout.observed_outputs.push_back(observed.output->name);
+  const std::size_t most = most_doses(arm, plan.grid_end);
+  layout.subject_columns = subject_columns(engine.card, most);
+  layout.price_per_session_usd[0] = arm.price_low_usd;
+  layout.price_per_session_usd[1] = arm.price_high_usd;
+  const SubjectMetrics sized = sized_metrics(model, plan, most);
+  for_each_selected_metric(scenario.output.metrics, model, plan, sized, kNaN,
+                           [&](const MetricColumn& column, const MetricValues&) { layout.metrics.push_back(column); });
+  return layout;
+}
+
+}  // namespace
+
+std::vector<ArmLayout> arm_layouts(const Scenario& scenario) {
+  return ScenarioRunner(scenario).layouts();
 }
 
 std::string describe_model(const ArmLayout& layout) {
@@ -859,8 +962,8 @@ RunReport run_scenario(const Scenario& scenario, const RunOptions& options) {
   const auto started = std::chrono::steady_clock::now();
   const ScenarioRunner runner(scenario);
   const unsigned threads = thread_count(options.threads);
-  std::vector<ArmLayout> layouts;
-  for (const ArmPlan& arm : runner.arms()) layouts.push_back(arm.layout);
+  const std::vector<ArmLayout> layouts = runner.layouts();
+  if (options.on_start) options.on_start(layouts);
   // Before any work: where the output may go, and room for the end-of-run report's temporary files.
   if (!options.output_path.empty()) check_output_path(options.output_path, scenario_input_files(scenario));
   const std::filesystem::path spill_directory = options.output_path.empty()
@@ -896,7 +999,6 @@ RunReport run_scenario(const Scenario& scenario, const RunOptions& options) {
   const std::size_t max_in_flight = 2 * static_cast<std::size_t>(threads);
 
   ReportCollector collector(scenario, runner.arms(), runner.plan(), options.report_memory_bytes, spill_directory);
-  collector.scenario_method_auto_ = scenario.solver.method == SolverMethod::automatic;
 
   // What a worker hands to the calling thread for one range of subjects, one block per arm:
   // with an output file the blocks prepared for the writer (trajectory chunks already

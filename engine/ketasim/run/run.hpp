@@ -45,6 +45,9 @@ struct RunOptions {
   // Every finished block of subjects, on the calling thread, in completion order (not subject
   // order): for callers that analyse the results in memory (reproduction checks, calibration).
   std::function<void(const SubjectBlock&)> on_block;
+  // Called once, on the calling thread, before any block: the layout of every arm (as written to
+  // the output file), which the blocks follow.
+  std::function<void(const std::vector<ArmLayout>&)> on_start;
   // The end-of-run report (RunReport) keeps at most this many bytes of per-subject values in
   // memory; beyond, they go to unlinked temporary files in the output's directory (the system's
   // temporary directory without an output file), 8 bytes per subject, arm and reported value

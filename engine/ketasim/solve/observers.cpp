@@ -5,7 +5,6 @@
 
 namespace ketasim {
 
-using solve_units::kHoursPerDay;
 using solve_units::kNaN;
 using solve_units::kNgPerMlPerMgPerL;
 

@@ -35,7 +35,6 @@ namespace ketasim {
 namespace solve_units {
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 constexpr double kNgPerMlPerMgPerL = 1000.0;
-constexpr double kHoursPerDay = 24.0;
 }  // namespace solve_units
 
 // A value of the solution that is not finite, or too large for the file's float32 trajectories,
