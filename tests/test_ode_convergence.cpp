@@ -1,9 +1,9 @@
 // The ODE path (OdePropagator: Boost.Odeint's Dormand-Prince 5(4)) converges as the method
-// promises, against the closed form of a 2-compartment infusion (closed_forms.hpp):
+// promises, against the closed form of a 1-compartment infusion (closed_forms.hpp):
 // - with fixed steps, halving the step divides the error by about 2^5 (observed order 5: the
 //   stepper propagates the fifth-order solution);
 // - with error control, the global error falls in proportion to the tolerance (a decade of
-//   tolerance, about a decade of error), and stays within a small multiple of it.
+//   tolerance, about a decade of error), and stays below it.
 // A wrong stage coefficient, an input added at the wrong time within a step or a lower-order
 // stepper passes a loose comparison with the closed form but not these.
 #include <algorithm>
@@ -25,34 +25,45 @@ constexpr double kDoseMg = 35.0;
 constexpr double kInfusionH = 40.0 / 60.0;
 constexpr double kRateMgPerH = kDoseMg / kInfusionH;
 
-// The state that the infusion enters: the central compartment.
-Eigen::Index central_state(const OdePropagator& propagator) {
-  Eigen::Index central = 0;
-  propagator.channel(0).cwiseAbs().maxCoeff(&central);
-  return central;
+// One compartment with fast elimination (k10 = 12/h). The error of a step comes from what changes
+// within it, and a linear model forgets it at its rates: so the amounts are read while the
+// infusion's start and stop are still fresh (10 min after each, k10 t = 2), where one-minute steps
+// leave errors far above rounding. (Ketamine's own rates are so slow for such steps that the
+// error reaches rounding after one halving.)
+MammillaryEffectParameters fast_one_compartment() {
+  MammillaryEffectParameters p = testing::one_compartment();
+  p.V1_L = 20.0;
+  p.k10_per_h = 12.0;
+  return p;
 }
 
-// The amount in the central compartment at the end of the 40-min infusion and 2 h later, from
-// `advance` called over pieces of `piece_h` hours (with a tolerance that accepts any step, one
-// advance is one Dormand-Prince step of that length).
+constexpr double kReadAfterH = 10.0 / 60.0;
+
+// The amount in the central compartment 10 min into the 40-min infusion and 10 min after its end,
+// from `advance` called over pieces of `piece_h` hours (with a tolerance that accepts any step,
+// one advance of at most 1 min, the propagator's first trial step, is one Dormand-Prince step).
 std::vector<double> central_amounts(const OdePropagator& propagator, double piece_h) {
   const OdePropagator::Input infusing = propagator.input(kRateMgPerH * propagator.channel(0));
   const OdePropagator::Input stopped = propagator.input(StateVector::Zero(infusing.size()));
-  const Eigen::Index central = central_state(propagator);
+  Eigen::Index central = 0;  // the state the infusion enters
+  propagator.channel(0).cwiseAbs().maxCoeff(&central);
   OdePropagator::State state = propagator.initial_state();
-  std::vector<double> amounts;
-  for (const auto& [duration_h, input] : {std::pair{kInfusionH, infusing}, std::pair{2.0, stopped}}) {
-    const auto pieces = static_cast<int>(std::lround(duration_h / piece_h));
+  const auto advance = [&](double duration_h, const OdePropagator::Input& input) {
+    const int pieces = std::max(1, static_cast<int>(std::lround(duration_h / piece_h)));
     for (int k = 0; k < pieces; ++k) propagator.advance(state, duration_h / pieces, input);
-    amounts.push_back(state.x[central]);
-  }
-  return amounts;
+  };
+  advance(kReadAfterH, infusing);
+  const double during = state.x[central];
+  advance(kInfusionH - kReadAfterH, infusing);
+  advance(kReadAfterH, stopped);
+  return {during, state.x[central]};
 }
 
 std::vector<double> closed_form_amounts(const MammillaryEffectParameters& parameters) {
   const testing::Disposition d = testing::disposition(parameters);
   const std::vector<Dose> doses{testing::infusion(0, 40 * kTicksPerMinute, kDoseMg)};
-  return {testing::plasma_at(d, doses, kInfusionH) * d.V1, testing::plasma_at(d, doses, kInfusionH + 2.0) * d.V1};
+  return {testing::plasma_at(d, doses, kReadAfterH) * d.V1,
+          testing::plasma_at(d, doses, kInfusionH + kReadAfterH) * d.V1};
 }
 
 double largest_error(const std::vector<double>& amounts, const std::vector<double>& exact) {
@@ -63,13 +74,13 @@ double largest_error(const std::vector<double>& amounts, const std::vector<doubl
 
 TEST_CASE("ODE path: halving a fixed step divides the error by 2^5 (Dormand-Prince is fifth order)",
           "[ode][convergence]") {
-  const MammillaryEffectParameters parameters = testing::two_compartment();
+  const MammillaryEffectParameters parameters = fast_one_compartment();
   const testing::TestModel test(parameters);
   // A tolerance no step can fail, so that the controller never shrinks a step: each piece of at
   // most 1 min (the propagator's first trial step) is then exactly one step.
   const OdePropagator propagator(test.subject, 1e6, 1e6);
   const std::vector<double> exact = closed_form_amounts(parameters);
-  // Steps of 1 min down to 1/8 min: the errors stay far above rounding (about 1e-13 mg here).
+  // Steps of 1 min down to 1/8 min.
   std::vector<double> errors;
   for (const double step_h : {1.0 / 60.0, 1.0 / 120.0, 1.0 / 240.0, 1.0 / 480.0})
     errors.push_back(largest_error(central_amounts(propagator, step_h), exact));
@@ -80,25 +91,28 @@ TEST_CASE("ODE path: halving a fixed step divides the error by 2^5 (Dormand-Prin
     CHECK(observed_order > 4.6);
     CHECK(observed_order < 5.4);
   }
-  CHECK(errors.back() > 1e-11);  // the last halving still measured the method, not rounding
+  // Measured (g++ 12): 1.5e-7 mg at 1 min, 3.4e-12 mg at 1/8 min, orders 5.2, 5.1, 5.1; rounding
+  // is near 1e-15 mg here, so the last halving still measured the method.
+  CHECK(errors.back() > 1e-13);
 }
 
 TEST_CASE("ODE path: with error control the error scales with the tolerance", "[ode][convergence]") {
-  const MammillaryEffectParameters parameters = testing::two_compartment();
+  const MammillaryEffectParameters parameters = fast_one_compartment();
   const testing::TestModel test(parameters);
   const std::vector<double> exact = closed_form_amounts(parameters);
   const double scale_mg = std::max(exact[0], exact[1]);
-  // rtol from 1e-4 to 1e-9, atol (mg) far below the amounts, so rtol rules; pieces of 20 min,
-  // each integrated adaptively as between two breakpoints of a solve.
+  // rtol from 1e-4 to 1e-9, atol (mg) far below the amounts, so rtol rules; each interval
+  // integrated adaptively in one piece, as between two breakpoints of a solve.
+  constexpr double kWhole = 10.0;
   std::vector<double> tolerances, errors;
   for (double rtol = 1e-4; rtol > 1e-9 * 0.5; rtol /= 10.0) {
     const OdePropagator propagator(test.subject, rtol, rtol * 1e-3);
     tolerances.push_back(rtol);
-    errors.push_back(largest_error(central_amounts(propagator, 1.0 / 3.0), exact) / scale_mg);
+    errors.push_back(largest_error(central_amounts(propagator, kWhole), exact) / scale_mg);
   }
   for (std::size_t i = 0; i < errors.size(); ++i) {
     INFO("rtol " << tolerances[i] << ": relative error " << errors[i]);
-    CHECK(errors[i] < 10.0 * tolerances[i]);
+    CHECK(errors[i] < tolerances[i]);  // measured: 7 to 19 times below
     if (i > 0) {
       // One decade of tolerance: between about half a decade and a decade and a half of error.
       const double decades = std::log10(errors[i - 1] / errors[i]);

@@ -11,7 +11,7 @@
 int main() {
   const std::string text = R"(name: consumer
 model: {name: ketamine_venous}
-cohort: {size: 3, seed: 1}
+cohort: {size: 3, seed: 1, weight: 70 kg, baseline_madrs: 33}
 arms:
   - name: single
     regimen: {route: iv_infusion, dose: 0.5 mg/kg, infusion_duration: 40 min, schedule: [Mon 09:00], for: 1 week}
