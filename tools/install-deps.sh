@@ -11,6 +11,8 @@ packages=(
   # The clang and fuzz presets (docs/testing.md): clang 14, and its runtimes for the sanitizers and
   # libFuzzer (-fsanitize=fuzzer needs libclang-rt-14-dev only, not libfuzzer-14-dev).
   clang-14 libclang-rt-14-dev
+  # The habits checks (docs/testing.md): formatting (ctest habits.format) and tests/habits/tidy.sh.
+  clang-format-14 clang-tidy-14
 )
 missing=()
 for package in "${packages[@]}"; do

@@ -431,6 +431,35 @@ std::string joined_command(int argc, char** argv) {
   return command;
 }
 
+// Data that ships with ketasim (the plot script, the reproduction suite) is looked for beside the
+// running binary first, at KETASIM_DATA_FROM_BIN (share/ketasim relative to bin/, set by
+// tools/CMakeLists.txt), so that an installed tree works wherever it is moved; then in the source
+// tree this binary was built from, for a binary run from its build folder.
+std::vector<std::filesystem::path> data_candidates(const std::filesystem::path& installed,
+                                                   const std::filesystem::path& in_source) {
+  std::vector<std::filesystem::path> candidates;
+  std::error_code error;
+  const std::filesystem::path executable = std::filesystem::read_symlink("/proc/self/exe", error);
+  if (!error) candidates.push_back((executable.parent_path() / KETASIM_DATA_FROM_BIN / installed).lexically_normal());
+  candidates.push_back((std::filesystem::path(KETASIM_SOURCE_DIR) / in_source).lexically_normal());
+  return candidates;
+}
+
+std::filesystem::path find_data(const std::filesystem::path& installed, const std::filesystem::path& in_source,
+                                const std::string& what) {
+  std::string tried;
+  for (const std::filesystem::path& candidate : data_candidates(installed, in_source)) {
+    std::error_code error;
+    if (std::filesystem::exists(candidate, error)) return candidate;
+    tried += (tried.empty() ? "" : ", ") + candidate.string();
+  }
+  throw IoError("cannot find " + what + " (looked for " + tried + ")");
+}
+
+std::filesystem::path find_reproduction_suite() {
+  return find_data("reproduction", std::filesystem::path("benchmarks") / "reproduction", "the reproduction suite");
+}
+
 void print_outcomes(const std::vector<TargetOutcome>& outcomes) {
   std::printf("%-44s %10s %-26s %10s  %s\n", "target", "published", "tolerance", "simulated", "result");
   for (const TargetOutcome& outcome : outcomes) {
@@ -444,7 +473,7 @@ int command_reproduce(std::vector<std::string> files, const std::string& markdow
                       const std::string& command) {
   if (files.empty()) {
     // Every target of the suite, in name order.
-    const std::filesystem::path folder = std::filesystem::path(KETASIM_SOURCE_DIR) / "benchmarks" / "reproduction";
+    const std::filesystem::path folder = find_reproduction_suite();
     for (const auto& entry : std::filesystem::directory_iterator(folder))
       if (entry.is_regular_file() && entry.path().extension() == ".yaml") files.push_back(entry.path().string());
     std::sort(files.begin(), files.end());
@@ -587,18 +616,8 @@ int command_models(std::vector<std::string> words) {
 // script and a Python that can import h5py and matplotlib, then becomes that Python (exec), so the
 // script's exit code is the command's.
 std::filesystem::path find_plot_script() {
-  std::vector<std::filesystem::path> candidates;
-  std::error_code error;
-  const std::filesystem::path executable = std::filesystem::read_symlink("/proc/self/exe", error);
-  if (!error)
-    candidates.push_back(executable.parent_path() / ".." / "share" / "ketasim" / "ketasim_plot.py");  // installed
-  candidates.push_back(std::filesystem::path(KETASIM_SOURCE_DIR) / "tools" / "ketasim_plot.py");      // the source tree
-  std::string tried;
-  for (const std::filesystem::path& candidate : candidates) {
-    if (std::filesystem::is_regular_file(candidate, error)) return candidate.lexically_normal();
-    tried += (tried.empty() ? "" : ", ") + candidate.lexically_normal().string();
-  }
-  throw IoError("cannot find the plotting script ketasim_plot.py (looked for " + tried + ")");
+  return find_data("ketasim_plot.py", std::filesystem::path("tools") / "ketasim_plot.py",
+                   "the plotting script ketasim_plot.py");
 }
 
 // Runs `python -c "import h5py, matplotlib"` quietly; true if it succeeds.
@@ -763,7 +782,13 @@ int main(int argc, char** argv) {
   std::string markdown;
   auto* reproduce =
       app.add_subcommand("reproduce", "Check published results (benchmarks/reproduction/); exit 7 if one fails");
-  reproduce->add_option("targets", target_files, "Target files (default: the whole suite)");
+  std::string suite_folder;
+  try {
+    suite_folder = find_reproduction_suite().string();
+  } catch (const Error& error) {
+    suite_folder = error.what();
+  }
+  reproduce->add_option("targets", target_files, "Target files (default: the whole suite, " + suite_folder + ")");
   reproduce->add_option("--markdown", markdown, "Also write the validation table (e.g. docs/validation.md)")
       ->type_name("FILE")
       ->check(cli::not_empty("a file name"));
