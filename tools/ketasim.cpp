@@ -733,6 +733,215 @@ int command_export(const std::string& result_path, const std::string& arm, bool 
   return 0;
 }
 
+namespace {
+
+// Every value the command line sets, one field per option, for every subcommand.
+struct Arguments {
+  std::string scenario_path, output = "results.h5", arm_name;
+  unsigned threads = 0;
+  std::int64_t subjects = 0, subject_id = 0;
+  bool quiet = false, csv = false;
+  std::string model_word;
+  std::vector<std::string> target_files;
+  std::string markdown;
+  std::string spec_path;
+  bool write = false, check = false;
+  std::string result_path, export_arm, export_output;
+  bool export_all_arms = false;
+  PlotOptions plot;
+  CompareArguments compare;
+  std::string clean_directory = ".";
+  std::string help_topic;
+};
+
+// The subcommands, to see which one was given.
+struct Commands {
+  CLI::App* run = nullptr;
+  CLI::App* validate = nullptr;
+  CLI::App* timeline = nullptr;
+  CLI::App* models = nullptr;
+  CLI::App* reproduce = nullptr;
+  CLI::App* calibrate = nullptr;
+  CLI::App* export_csv = nullptr;
+  CLI::App* plot = nullptr;
+  CLI::App* compare = nullptr;
+  CLI::App* clean = nullptr;
+  CLI::App* help = nullptr;
+};
+
+CLI::Validator threads_value() {
+  return ketasim::cli::whole_number(1, 1024);
+}
+
+// run, validate, timeline: the commands that read a scenario.
+void add_scenario_commands(CLI::App& app, Arguments& a, Commands& commands) {
+  namespace cli = ketasim::cli;
+  auto* run = commands.run = app.add_subcommand("run", "Simulate a scenario and write one HDF5 file");
+  run->add_option("scenario", a.scenario_path, "Scenario YAML file")->required();
+  run->add_option("-o,--output", a.output, "Output HDF5 file (written to a temporary name, renamed on success)")
+      ->capture_default_str()
+      ->type_name("FILE")
+      ->check(cli::not_empty("a file name"));
+  run->add_option("-t,--threads", a.threads,
+                  "Worker threads (default: the CPUs this process may use); results do not depend on it")
+      ->type_name("N")
+      ->check(threads_value());
+  run->add_option("--subjects", a.subjects, "Override the cohort size of the scenario (subjects per replicate)")
+      ->type_name("N")
+      ->check(cli::whole_number(1, static_cast<std::uint64_t>(ketasim::kMaxCohortSize)));
+  run->add_flag("-q,--quiet", a.quiet, "No progress and no summary");
+
+  commands.validate = app.add_subcommand("validate", "Check a scenario without running it");
+  commands.validate->add_option("scenario", a.scenario_path, "Scenario YAML file")->required();
+
+  auto* timeline = commands.timeline = app.add_subcommand("timeline", "Print the expanded dose events of one subject");
+  timeline->add_option("scenario", a.scenario_path, "Scenario YAML file")->required();
+  timeline->add_option("--arm", a.arm_name, "Arm name")->required();
+  timeline->add_option("--subject", a.subject_id, "Subject id (0-based)")->capture_default_str();
+  timeline->add_flag("--csv", a.csv, "CSV instead of an aligned table");
+}
+
+// models, reproduce, calibrate: the commands about the model cards and their evidence.
+void add_model_commands(CLI::App& app, Arguments& a, Commands& commands) {
+  namespace cli = ketasim::cli;
+  auto* models = commands.models =
+      app.add_subcommand("models", "List the built-in model cards, or show one: ketasim models [show] NAME");
+  models->add_option("NAME", a.model_word, "The model card to show in full (`ketasim models` lists them)");
+  models->allow_extras();  // `show NAME`: the second word is an extra (command_models)
+
+  auto* reproduce = commands.reproduce =
+      app.add_subcommand("reproduce", "Check published results (benchmarks/reproduction/); exit 7 if one fails");
+  std::string suite_folder;
+  try {
+    suite_folder = find_reproduction_suite().string();
+  } catch (const Error& error) {
+    suite_folder = error.what();
+  }
+  reproduce->add_option("targets", a.target_files, "Target files (default: the whole suite, " + suite_folder + ")");
+  reproduce->add_option("--markdown", a.markdown, "Also write the validation table (e.g. docs/validation.md)")
+      ->type_name("FILE")
+      ->check(cli::not_empty("a file name"));
+  reproduce->add_option("-t,--threads", a.threads, "Worker threads (default: the CPUs this process may use)")
+      ->type_name("N")
+      ->check(threads_value());
+
+  auto* calibrate = commands.calibrate =
+      app.add_subcommand("calibrate", "Fit model parameters to published results (models/calibration/)");
+  calibrate->add_option("spec", a.spec_path, "Calibration spec, e.g. models/calibration/ketamine_response.yaml")
+      ->required();
+  calibrate->add_flag("--write", a.write, "Write NAME.fit.yaml and NAME.report.md next to the spec");
+  calibrate->add_flag("--check", a.check, "Exit 7 unless the fit reproduces the committed NAME.fit.yaml");
+  calibrate
+      ->add_option("-t,--threads", a.threads,
+                   "Worker threads (default: the CPUs this process may use); results do not depend on it")
+      ->type_name("N")
+      ->check(threads_value());
+  calibrate->add_flag("-q,--quiet", a.quiet, "No progress");
+}
+
+// export and plot: the commands that turn a result file into other files.
+void add_output_commands(CLI::App& app, Arguments& a, Commands& commands) {
+  namespace cli = ketasim::cli;
+  auto* export_csv = commands.export_csv =
+      app.add_subcommand("export", "Write arms of a result file as a NONMEM-style CSV data set (docs/nonmem.md)");
+  export_csv->add_option("results", a.result_path, "Result HDF5 file of `ketasim run`")->required();
+  export_csv->add_option("--arm", a.export_arm, "Arm name (default: the first arm)");
+  export_csv->add_flag("--all-arms", a.export_all_arms,
+                       "Every arm, in scenario order, each subject of each arm with its own ID");
+  export_csv->add_option(
+      "-o,--output", a.export_output,
+      "CSV file, or - for standard output (the default); a file is written to a temporary name, renamed on success");
+
+  auto* plot = commands.plot = app.add_subcommand(
+      "plot", "Draw figures from a result file: trajectories, relapse (Kaplan-Meier), response and remission");
+  plot->add_option("results", a.plot.results_path, "Result file written by `ketasim run`")->required();
+  plot->add_option("-o,--output-dir", a.plot.output_dir, "Folder for the figures (created if missing)")
+      ->capture_default_str();
+  plot->add_option("--format", a.plot.format, "Image format: png or svg")
+      ->check(cli::one_of({"png", "svg"}))
+      ->capture_default_str();
+  plot->add_option("--arms", a.plot.arms, "Arms to show, e.g. A,B (default: all, in scenario order)")
+      ->delimiter(',')
+      ->allow_extra_args(false);
+  plot->add_option("--variables", a.plot.variables,
+                   "Trajectories to show, by dataset name (default: the dosed drug's plasma concentration, "
+                   "dissociation_score, madrs)")
+      ->delimiter(',')
+      ->allow_extra_args(false);
+}
+
+void add_compare_command(CLI::App& app, Arguments& a, Commands& commands) {
+  namespace cli = ketasim::cli;
+  CompareArguments& arguments = a.compare;
+  auto* compare = commands.compare =
+      app.add_subcommand("compare", "Compare the arms of a result file, with paired differences from a reference arm");
+  compare->add_option("file", arguments.file, "Result file written by `ketasim run`")->required();
+  compare->add_option("--reference", arguments.reference, "Reference arm (default: the first arm of the scenario)");
+  compare->add_option("--at", arguments.at,
+                      "Days for the rates, e.g. 1d,15d,28d; the last is the primary day (default: every assessment)");
+  compare->add_option("--format", arguments.format, "table, csv, markdown or json")
+      ->capture_default_str()
+      ->check(cli::one_of({"table", "csv", "markdown", "json"}));
+  compare->add_option("-o,--output", arguments.output, "Write to FILE instead of stdout")
+      ->type_name("FILE")
+      ->check(cli::not_empty("a file name"));
+  compare->add_option("--bootstrap", arguments.bootstrap, "Paired bootstrap resamples")
+      ->capture_default_str()
+      ->check(cli::whole_number(0, 1'000'000));
+  compare->add_option("--seed", arguments.seed, "Seed of the bootstrap (recorded in the output)")
+      ->capture_default_str()
+      ->check(cli::whole_number(0));
+  compare
+      ->add_option("--margin", arguments.margin_pp,
+                   "Trial replicates: percentage points of response rate to beat the reference by")
+      ->capture_default_str()
+      ->check(cli::finite_number());
+  compare
+      ->add_option("-t,--threads", arguments.threads,
+                   "Bootstrap threads (default: the CPUs this process may use); results do not depend on it")
+      ->type_name("N")
+      ->check(threads_value());
+}
+
+// clean and help.
+void add_housekeeping_commands(CLI::App& app, Arguments& a, Commands& commands) {
+  commands.clean =
+      app.add_subcommand("clean", "Remove the temporary files that killed runs of this host left in a directory");
+  commands.clean->add_option("directory", a.clean_directory, "Directory to clean")->capture_default_str();
+
+  commands.help = app.add_subcommand("help", "Show the commands, or the options of one: ketasim help COMMAND");
+  commands.help->add_option("command", a.help_topic, "Command to show the options of");
+}
+
+// Runs the subcommand that was given; its exit code.
+int dispatch(const CLI::App& app, const Commands& commands, const Arguments& a, const std::string& command_line) {
+  if (*commands.help) {
+    std::string problem;
+    const std::string text = ketasim::cli::help_text(app, a.help_topic, problem);
+    if (!problem.empty()) throw ketasim::Error(ketasim::ExitCode::usage, problem);
+    std::cout << text;
+    return 0;
+  }
+  if (*commands.clean) return command_clean(a.clean_directory);
+  if (*commands.run) return command_run(a.scenario_path, a.output, a.threads, a.subjects, a.quiet);
+  if (*commands.validate) return command_validate(a.scenario_path);
+  if (*commands.timeline) return command_timeline(a.scenario_path, a.arm_name, a.subject_id, a.csv);
+  if (*commands.reproduce) return command_reproduce(a.target_files, a.markdown, a.threads, command_line);
+  if (*commands.export_csv) return command_export(a.result_path, a.export_arm, a.export_all_arms, a.export_output);
+  if (*commands.plot) return command_plot(a.plot);
+  if (*commands.compare) return command_compare(a.compare);
+  if (*commands.calibrate) return command_calibrate(a.spec_path, a.write, a.check, a.threads, a.quiet, command_line);
+  if (*commands.models) {
+    std::vector<std::string> words;
+    if (!a.model_word.empty()) words.push_back(a.model_word);
+    for (const std::string& word : commands.models->remaining()) words.push_back(word);
+    return command_models(words);
+  }
+  return 0;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   install_stop_signal_handlers();
   // The name, not argv[0]: usage lines say `ketasim run`, not the path the binary was started by.
@@ -741,143 +950,13 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string("ketasim ") + ketasim::kVersion + " (" + ketasim::kSourceRevision +
                                         ", HDF5 layout " + std::to_string(ketasim::kLayoutVersion) + ")");
   app.require_subcommand(1);
-  namespace cli = ketasim::cli;
-  const CLI::Validator threads_value = cli::whole_number(1, 1024);
-
-  std::string scenario_path, output = "results.h5", arm_name;
-  unsigned threads = 0;
-  std::int64_t subjects = 0, subject_id = 0;
-  bool quiet = false, csv = false;
-
-  auto* run = app.add_subcommand("run", "Simulate a scenario and write one HDF5 file");
-  run->add_option("scenario", scenario_path, "Scenario YAML file")->required();
-  run->add_option("-o,--output", output, "Output HDF5 file (written to a temporary name, renamed on success)")
-      ->capture_default_str()
-      ->type_name("FILE")
-      ->check(cli::not_empty("a file name"));
-  run->add_option("-t,--threads", threads,
-                  "Worker threads (default: the CPUs this process may use); results do not depend on it")
-      ->type_name("N")
-      ->check(threads_value);
-  run->add_option("--subjects", subjects, "Override the cohort size of the scenario (subjects per replicate)")
-      ->type_name("N")
-      ->check(cli::whole_number(1, static_cast<std::uint64_t>(ketasim::kMaxCohortSize)));
-  run->add_flag("-q,--quiet", quiet, "No progress and no summary");
-
-  auto* validate = app.add_subcommand("validate", "Check a scenario without running it");
-  validate->add_option("scenario", scenario_path, "Scenario YAML file")->required();
-
-  auto* timeline = app.add_subcommand("timeline", "Print the expanded dose events of one subject");
-  timeline->add_option("scenario", scenario_path, "Scenario YAML file")->required();
-  timeline->add_option("--arm", arm_name, "Arm name")->required();
-  timeline->add_option("--subject", subject_id, "Subject id (0-based)")->capture_default_str();
-  timeline->add_flag("--csv", csv, "CSV instead of an aligned table");
-
-  auto* models = app.add_subcommand("models", "List the built-in model cards, or show one: ketasim models [show] NAME");
-  std::string model_word;
-  models->add_option("NAME", model_word, "The model card to show in full (`ketasim models` lists them)");
-  models->allow_extras();  // `show NAME`: the second word is an extra (command_models)
-
-  std::vector<std::string> target_files;
-  std::string markdown;
-  auto* reproduce =
-      app.add_subcommand("reproduce", "Check published results (benchmarks/reproduction/); exit 7 if one fails");
-  std::string suite_folder;
-  try {
-    suite_folder = find_reproduction_suite().string();
-  } catch (const Error& error) {
-    suite_folder = error.what();
-  }
-  reproduce->add_option("targets", target_files, "Target files (default: the whole suite, " + suite_folder + ")");
-  reproduce->add_option("--markdown", markdown, "Also write the validation table (e.g. docs/validation.md)")
-      ->type_name("FILE")
-      ->check(cli::not_empty("a file name"));
-  reproduce->add_option("-t,--threads", threads, "Worker threads (default: the CPUs this process may use)")
-      ->type_name("N")
-      ->check(threads_value);
-
-  std::string spec_path;
-  bool write = false, check = false;
-  auto* calibrate_command =
-      app.add_subcommand("calibrate", "Fit model parameters to published results (models/calibration/)");
-  calibrate_command->add_option("spec", spec_path, "Calibration spec, e.g. models/calibration/ketamine_response.yaml")
-      ->required();
-  calibrate_command->add_flag("--write", write, "Write NAME.fit.yaml and NAME.report.md next to the spec");
-  calibrate_command->add_flag("--check", check, "Exit 7 unless the fit reproduces the committed NAME.fit.yaml");
-  calibrate_command
-      ->add_option("-t,--threads", threads,
-                   "Worker threads (default: the CPUs this process may use); results do not depend on it")
-      ->type_name("N")
-      ->check(threads_value);
-  calibrate_command->add_flag("-q,--quiet", quiet, "No progress");
-  std::string result_path, export_arm, export_output;
-  bool export_all_arms = false;
-  auto* export_command =
-      app.add_subcommand("export", "Write arms of a result file as a NONMEM-style CSV data set (docs/nonmem.md)");
-  export_command->add_option("results", result_path, "Result HDF5 file of `ketasim run`")->required();
-  export_command->add_option("--arm", export_arm, "Arm name (default: the first arm)");
-  export_command->add_flag("--all-arms", export_all_arms,
-                           "Every arm, in scenario order, each subject of each arm with its own ID");
-  export_command->add_option(
-      "-o,--output", export_output,
-      "CSV file, or - for standard output (the default); a file is written to a temporary name, renamed on success");
-
-  PlotOptions plot_options;
-  auto* plot = app.add_subcommand(
-      "plot", "Draw figures from a result file: trajectories, relapse (Kaplan-Meier), response and remission");
-  plot->add_option("results", plot_options.results_path, "Result file written by `ketasim run`")->required();
-  plot->add_option("-o,--output-dir", plot_options.output_dir, "Folder for the figures (created if missing)")
-      ->capture_default_str();
-  plot->add_option("--format", plot_options.format, "Image format: png or svg")
-      ->check(cli::one_of({"png", "svg"}))
-      ->capture_default_str();
-  plot->add_option("--arms", plot_options.arms, "Arms to show, e.g. A,B (default: all, in scenario order)")
-      ->delimiter(',')
-      ->allow_extra_args(false);
-  plot->add_option("--variables", plot_options.variables,
-                   "Trajectories to show, by dataset name (default: the dosed drug's plasma concentration, "
-                   "dissociation_score, madrs)")
-      ->delimiter(',')
-      ->allow_extra_args(false);
-  CompareArguments compare_arguments;
-  auto* compare =
-      app.add_subcommand("compare", "Compare the arms of a result file, with paired differences from a reference arm");
-  compare->add_option("file", compare_arguments.file, "Result file written by `ketasim run`")->required();
-  compare->add_option("--reference", compare_arguments.reference,
-                      "Reference arm (default: the first arm of the scenario)");
-  compare->add_option("--at", compare_arguments.at,
-                      "Days for the rates, e.g. 1d,15d,28d; the last is the primary day (default: every assessment)");
-  compare->add_option("--format", compare_arguments.format, "table, csv, markdown or json")
-      ->capture_default_str()
-      ->check(cli::one_of({"table", "csv", "markdown", "json"}));
-  compare->add_option("-o,--output", compare_arguments.output, "Write to FILE instead of stdout")
-      ->type_name("FILE")
-      ->check(cli::not_empty("a file name"));
-  compare->add_option("--bootstrap", compare_arguments.bootstrap, "Paired bootstrap resamples")
-      ->capture_default_str()
-      ->check(cli::whole_number(0, 1'000'000));
-  compare->add_option("--seed", compare_arguments.seed, "Seed of the bootstrap (recorded in the output)")
-      ->capture_default_str()
-      ->check(cli::whole_number(0));
-  compare
-      ->add_option("--margin", compare_arguments.margin_pp,
-                   "Trial replicates: percentage points of response rate to beat the reference by")
-      ->capture_default_str()
-      ->check(cli::finite_number());
-  compare
-      ->add_option("-t,--threads", compare_arguments.threads,
-                   "Bootstrap threads (default: the CPUs this process may use); results do not depend on it")
-      ->type_name("N")
-      ->check(threads_value);
-
-  std::string clean_directory = ".";
-  auto* clean =
-      app.add_subcommand("clean", "Remove the temporary files that killed runs of this host left in a directory");
-  clean->add_option("directory", clean_directory, "Directory to clean")->capture_default_str();
-
-  std::string help_topic;
-  auto* help = app.add_subcommand("help", "Show the commands, or the options of one: ketasim help COMMAND");
-  help->add_option("command", help_topic, "Command to show the options of");
+  Arguments arguments;
+  Commands commands;
+  add_scenario_commands(app, arguments, commands);
+  add_model_commands(app, arguments, commands);
+  add_output_commands(app, arguments, commands);
+  add_compare_command(app, arguments, commands);
+  add_housekeeping_commands(app, arguments, commands);
 
   try {
     app.parse(argc, argv);
@@ -893,29 +972,7 @@ int main(int argc, char** argv) {
   }
 
   try {
-    if (*help) {
-      std::string problem;
-      const std::string text = ketasim::cli::help_text(app, help_topic, problem);
-      if (!problem.empty()) throw ketasim::Error(ketasim::ExitCode::usage, problem);
-      std::cout << text;
-      return 0;
-    }
-    if (*clean) return command_clean(clean_directory);
-    if (*run) return command_run(scenario_path, output, threads, subjects, quiet);
-    if (*validate) return command_validate(scenario_path);
-    if (*timeline) return command_timeline(scenario_path, arm_name, subject_id, csv);
-    if (*reproduce) return command_reproduce(target_files, markdown, threads, joined_command(argc, argv));
-    if (*export_command) return command_export(result_path, export_arm, export_all_arms, export_output);
-    if (*plot) return command_plot(plot_options);
-    if (*compare) return command_compare(compare_arguments);
-    if (*calibrate_command)
-      return command_calibrate(spec_path, write, check, threads, quiet, joined_command(argc, argv));
-    if (*models) {
-      std::vector<std::string> words;
-      if (!model_word.empty()) words.push_back(model_word);
-      for (const std::string& word : models->remaining()) words.push_back(word);
-      return command_models(words);
-    }
+    return dispatch(app, commands, arguments, joined_command(argc, argv));
   } catch (const ketasim::ScenarioError& error) {
     std::cerr << error.what() << '\n';  // already "file:line:column: error: key: ..."
     return static_cast<int>(error.code());
@@ -926,5 +983,4 @@ int main(int argc, char** argv) {
     std::cerr << "internal error: " << error.what() << '\n';
     return static_cast<int>(ketasim::ExitCode::internal);
   }
-  return 0;
 }

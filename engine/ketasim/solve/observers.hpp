@@ -45,6 +45,9 @@ constexpr double kNgPerMlPerMgPerL = 1000.0;
 }
 
 // A point of the solution, shown to the observers once the plan's events at t are applied.
+// SolvePoint::grid_index of a point that is not on the output grid.
+inline constexpr std::size_t kOffGrid = std::numeric_limits<std::size_t>::max();
+
 template <class Propagator>
 struct SolvePoint {
   Ticks t = 0;
@@ -55,6 +58,8 @@ struct SolvePoint {
   // reached by a whole grid step with nothing else there (the hot path).
   bool edge = false;
   std::span<const TimelineEvent> events;  // the plan's events at t (empty off an edge)
+  // Which point of the output grid t is (0, 1, ...), or kOffGrid: the solve keeps the one count.
+  std::size_t grid_index = kOffGrid;
 
   double signal(int k) const { return propagator.signal(state, k); }
 };
@@ -357,31 +362,23 @@ class Sampler : public ObserverDefaults {
 // The trajectories: one row per requested output, written at each grid point.
 class GridWriter : public ObserverDefaults {
  public:
-  GridWriter(const TrajectoryRows& rows, Ticks grid_step, std::size_t time_points, const OutputReader& reader)
-      : rows_(rows), grid_step_(grid_step), time_points_(time_points), reader_(reader) {}
+  GridWriter(const TrajectoryRows& rows, const OutputReader& reader) : rows_(rows), reader_(reader) {}
 
   template <class Propagator>
   [[gnu::always_inline]] void at_point(const SolvePoint<Propagator>& at) {
-    if (at.t != next_time_) return;
+    if (at.grid_index == kOffGrid) return;
     for (const TrajectoryRow& row : rows_) {
       const double value = reader_.value(*row.output, at);
       const auto stored = static_cast<float>(value);
       if (!std::isfinite(stored)) [[unlikely]]
         fail_not_finite(row.output->name, value, at.t);
-      row.values[index_] = stored;
+      row.values[at.grid_index] = stored;
     }
-    ++index_;
-    // index * step, never accumulated; past the last point, never again.
-    next_time_ = index_ < time_points_ ? static_cast<Ticks>(index_) * grid_step_ : std::numeric_limits<Ticks>::max();
   }
 
  private:
   const TrajectoryRows& rows_;
-  Ticks grid_step_;
-  std::size_t time_points_;
   const OutputReader& reader_;
-  std::size_t index_ = 0;
-  Ticks next_time_ = 0;
 };
 
 // What went in and where it went, per drug, and the sessions given (mass balance, dosed_mg).

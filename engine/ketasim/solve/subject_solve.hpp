@@ -173,7 +173,7 @@ void SubjectSolve<Propagator>::add_observers(const TrajectoryRows& rows) {
   if (link >= 0 && plan.dissociation_burden) burden.emplace(subject_.links[static_cast<std::size_t>(link)], metrics_);
   if (!plan.observation_times.empty()) sampler.emplace(plan, context_, *reader_, metrics_);
   if (link >= 0) effect.emplace(model_, subject_, plan.dissociation_threshold, plan.peak_links, metrics_);
-  if (!rows.empty()) grid.emplace(rows, plan.grid_step, plan.time_points(), *reader_);
+  if (!rows.empty()) grid.emplace(rows, *reader_);
   balance.emplace(model_, subject_, plan_, doses_, metrics_);
 }
 
@@ -262,9 +262,10 @@ void SubjectSolve<Propagator>::visit_breakpoint() {
 template <class Propagator>
 inline void SubjectSolve<Propagator>::visit(bool edge, std::span<const TimelineEvent> events) {
   started_ = true;
-  const Point point{t_, *propagator_, state_, edge, events};
+  const bool on_grid = t_ == next_grid_;
+  const Point point{t_, *propagator_, state_, edge, events, on_grid ? grid_index_ : kOffGrid};
   each_observer([&](auto& observer) __attribute__((always_inline)) { observer.at_point(point); });
-  if (t_ == next_grid_) {
+  if (on_grid) {
     ++grid_index_;
     next_grid_ = grid_index_ < grid_points_ ? static_cast<Ticks>(grid_index_) * simulation_.grid_step
                                             : std::numeric_limits<Ticks>::max();
