@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Figures from a ketasim result file (docs/hdf5-layout.md): `ketasim plot` runs this script.
 
-    /usr/bin/python3 tools/ketasim_plot.py results.h5 [-o DIR] [--format png|svg]
-                                           [--arms A,B] [--variables NAME,NAME]
-                                           [--layout-versions 2,3]
+    /usr/bin/python3 share/ketasim/ketasim_plot.py results.h5 [-o DIR] [--format png|svg]
+                                                   [--arms A,B] [--variables NAME,NAME]
+                                                   [--layout-versions 2,3]
 
 writes three figures into DIR, named after the scenario:
 
@@ -19,6 +19,11 @@ In three steps, so that a bad file or a failure never leaves some figures new an
 everything the figures need is read from the file and checked (types, shapes, values) into plain
 arrays, and the file is closed; then every figure is drawn in memory; only then are they written,
 each to a temporary name in DIR, and renamed into place once all are written.
+
+Without --layout-versions the script reads the layout versions of the ketasim it comes with, from
+ketasim_layout.py beside it: CMake writes that file next to the copies of this script in share/ketasim
+of the build folder and of the installation. The source tree's tools/ketasim_plot.py has none beside
+it and needs --layout-versions.
 
 Exit codes follow ketasim's (docs/cli.md): 2 command-line misuse (unknown arm or variable), 6 a file
 that cannot be read or used (missing, not HDF5, a dataset or attribute missing or of the wrong type,
@@ -61,9 +66,6 @@ except ImportError as missing:
     sys.stderr.write(f"ketasim plot: error: {sys.executable}: {missing}: {MISSING_MODULES_HINT}\n")
     sys.exit(EXIT_IO)
 
-# `ketasim plot` passes the layout versions its own readers accept (--layout-versions, from
-# ketasim::kOldestReadableLayoutVersion to kLayoutVersion); this is only for the script run on its own.
-DEFAULT_LAYOUT_VERSIONS = (2, 3)
 FIRST_LAYOUT_WITH_SUBJECT_DOSES = 3  # subjects/dose_time_h
 QUANTILES = ("p05", "p50", "p95")
 DEFAULT_VARIABLES = ("dissociation_score", "madrs")  # after the dosed drug's plasma concentration
@@ -431,6 +433,20 @@ class PlotData:
     panels: list        # Panel, each with a Band in every arm
     units: dict         # panel label -> units
     figures: list       # the kinds to draw, among "trajectories", "relapse", "outcomes"
+
+
+def default_layout_versions():
+    """The layout versions read when ketasim does not pass them (--layout-versions): those of the ketasim
+    this script comes with, from ketasim::kOldestReadableLayoutVersion to kLayoutVersion. CMake writes
+    them from engine/ketasim/base/version.hpp.in, where the numbers are written, into ketasim_layout.py
+    beside the copies of this script it makes (the build folder's share/ketasim, the installed one)."""
+    try:
+        import ketasim_layout
+    except ImportError:
+        raise PlotError("no ketasim_layout.py beside this script to say which layout versions to read (the "
+                        "copy in tools/ of the source tree has none): pass --layout-versions, or run the copy in "
+                        "share/ketasim of the build folder or of the installation", EXIT_USAGE) from None
+    return tuple(range(ketasim_layout.OLDEST_READABLE_LAYOUT_VERSION, ketasim_layout.LAYOUT_VERSION + 1))
 
 
 @dataclass
@@ -993,8 +1009,8 @@ def parse_arguments(argv):
                              "concentration, dissociation_score, madrs)")
     parser.add_argument("--layout-versions", type=layout_version_list, metavar="V,V",
                         help="layout versions to read; `ketasim plot` passes those its own readers accept. "
-                             "Run on its own, the script reads "
-                             f"{','.join(map(str, DEFAULT_LAYOUT_VERSIONS))} by default")
+                             "Run on its own, the script reads those of the ketasim it comes with by default "
+                             "(ketasim_layout.py beside it)")
     return parser.parse_args(argv)
 
 
@@ -1004,11 +1020,11 @@ def interrupt(signal_number, frame):
 
 def main(argv=None):
     arguments = parse_arguments(argv)
-    layout_versions = LayoutVersions(arguments.layout_versions or DEFAULT_LAYOUT_VERSIONS,
-                                     from_ketasim=arguments.layout_versions is not None)
     plt.rcParams["svg.hashsalt"] = "ketasim"  # stable SVG element ids
     previous_handler = signal.signal(signal.SIGTERM, interrupt)
     try:
+        layout_versions = LayoutVersions(arguments.layout_versions or default_layout_versions(),
+                                         from_ketasim=arguments.layout_versions is not None)
         data = read_plot_data(arguments.results, comma_list(arguments.arms), comma_list(arguments.variables),
                               layout_versions)
         for path in write_figures(data, arguments.output_dir, arguments.format):
