@@ -67,6 +67,7 @@ except ImportError as missing:
     sys.exit(EXIT_IO)
 
 FIRST_LAYOUT_WITH_SUBJECT_DOSES = 3  # subjects/dose_time_h
+HOURS_PER_DAY = 24.0  # the file's times are in hours, the figures' in days
 QUANTILES = ("p05", "p50", "p95")
 DEFAULT_VARIABLES = ("dissociation_score", "madrs")  # after the dosed drug's plasma concentration
 PROVENANCE = ("scenario_name", "model", "ketasim_version", "source_revision")
@@ -603,7 +604,7 @@ def read_arm(reader, arm, subjects, version, root_model, panels, figures):
     solved = status == 0
     nominal = reader.vector(f"{base}/doses/time_h")
     reader.require(f"{base}/doses/time_h", nominal, np.isfinite(nominal) & (nominal >= 0.0), "dose times of 0 h or later")
-    data = ArmData(arm, model, time_h / 24.0, int(np.count_nonzero(~solved)), nominal / 24.0,
+    data = ArmData(arm, model, time_h / HOURS_PER_DAY, int(np.count_nonzero(~solved)), nominal / HOURS_PER_DAY,
                    read_given_doses(reader, arm, subjects, version, nominal))
     for panel in panels:
         data.bands[panel.label] = read_band(reader, arm, panel.datasets[arm], time_h.size)
@@ -689,14 +690,14 @@ def read_given_doses(reader, arm, subjects, version, nominal, rows_per_read=ROWS
         same = (slab == expected) | (np.isnan(slab) & np.isnan(expected))
         varies = varies or not bool(np.all(same))
         if np.any(np.isfinite(slab)):
-            last_day = max(last_day, float(np.nanmax(slab)) / 24.0)
+            last_day = max(last_day, float(np.nanmax(slab)) / HOURS_PER_DAY)
     if not varies:
         return None
     bin_days = max(1, math.ceil((last_day + 1.0) / MAX_DOSE_STRIP_BINS))
     counts = np.zeros(int(last_day // bin_days) + 1, dtype=np.int64)
     for start in range(0, subjects, rows_per_read):
         slab = reader.read_rows(dataset, path, slice(start, start + rows_per_read)).ravel()
-        days = slab[np.isfinite(slab)] / 24.0
+        days = slab[np.isfinite(slab)] / HOURS_PER_DAY
         counts += np.bincount((days // bin_days).astype(np.int64), minlength=counts.size)[:counts.size]
     return GivenDoses(bin_days, counts)
 
@@ -719,7 +720,7 @@ def read_outcomes(reader, data, subjects, solved):
     base = f"/arms/{data.name}"
     assessments_h = reader.vector(f"{base}/assessments_h")
     check_times(reader, f"{base}/assessments_h", assessments_h, "assessment times")
-    data.assessment_days = assessments_h / 24.0
+    data.assessment_days = assessments_h / HOURS_PER_DAY
     for name in ("response_at", "remission_at"):
         path = f"{base}/metrics/{name}"
         values = reader.per_subject(path, subjects, assessments_h.size, f"the length of {base}/assessments_h")
