@@ -9,7 +9,10 @@
                                                     drug in one panel, each arm's model in the title
 
 Exits 1 with the failed checks listed. Needs numpy and h5py (Debian: /usr/bin/python3 with
-python3-h5py and python3-matplotlib).
+python3-h5py and python3-matplotlib). The script under test is the one in the folder named by the
+environment variable KETASIM_PLOT_DIR (ctest sets it to the build folder's share/ketasim, where CMake
+puts the script with its ketasim_layout.py), else tools/ of the source tree (then the checks of the
+script's default layout versions fail: that copy has none).
 """
 
 import contextlib
@@ -25,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-TOOLS = Path(__file__).resolve().parents[1] / "tools"
+TOOLS = Path(os.environ.get("KETASIM_PLOT_DIR") or Path(__file__).resolve().parents[1] / "tools")
 sys.path.insert(0, str(TOOLS))
 import ketasim_plot  # noqa: E402  (the module under test)
 
@@ -120,7 +123,7 @@ def run_plot(ketasim, results, output, *options):
 
 
 def run_in_process(arguments):
-    """tools/ketasim_plot.py's main in this process (importing matplotlib once, not per case): its exit
+    """ketasim_plot.py's main in this process (importing matplotlib once, not per case): its exit
     code and standard error; an exception escaping main is what the user would see as a traceback."""
     errors = io.StringIO()
     try:
@@ -502,7 +505,7 @@ def check_model_titles(results, work):
 def read(path, arms=(), variables=("madrs",)):
     """The plot data of a file, as ketasim plot reads it."""
     return ketasim_plot.read_plot_data(str(path), list(arms), list(variables),
-                                       ketasim_plot.LayoutVersions(ketasim_plot.DEFAULT_LAYOUT_VERSIONS, True))
+                                       ketasim_plot.LayoutVersions(ketasim_plot.default_layout_versions(), True))
 
 
 def check_arm_models(results):
@@ -649,6 +652,14 @@ def check_cli_errors(ketasim, results, work):
     code, message = run_in_process([newer, "-o", str(work / "layout4"), "--layout-versions", "4"])
     check(code == 6 and "layout_version 3 is not supported (this ketasim reads layout versions 4)" in message,
           f"--layout-versions 4 and a file of version 3: exit {code}, {message!r}")
+    # The source tree's copy has no ketasim_layout.py beside it: without --layout-versions it says so.
+    source_copy = Path(__file__).resolve().parents[1] / "tools" / "ketasim_plot.py"
+    process = subprocess.run([sys.executable, str(source_copy), newer, "-o", str(work / "source_copy")],
+                             capture_output=True, text=True)
+    check(process.returncode == 2 and "no ketasim_layout.py beside this script" in process.stderr
+          and "--layout-versions" in process.stderr and "Traceback" not in process.stderr,
+          f"the source tree's script without --layout-versions: exit {process.returncode}, {process.stderr!r}")
+    check(not (work / "source_copy").exists(), "the source tree's script without --layout-versions: folder created")
 
     process = subprocess.run([ketasim, "plot", results, "-o", str(work / "arm"), "--arms", "no_such_arm"],
                              capture_output=True, text=True)

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Figures from a ketasim result file (docs/hdf5-layout.md): `ketasim plot` runs this script.
 
-    /usr/bin/python3 tools/ketasim_plot.py results.h5 [-o DIR] [--format png|svg]
-                                           [--arms A,B] [--variables NAME,NAME]
-                                           [--layout-versions 2,3]
+    /usr/bin/python3 share/ketasim/ketasim_plot.py results.h5 [-o DIR] [--format png|svg]
+                                                   [--arms A,B] [--variables NAME,NAME]
+                                                   [--layout-versions 2,3]
 
 writes three figures into DIR, named after the scenario:
 
@@ -19,6 +19,11 @@ In three steps, so that a bad file or a failure never leaves some figures new an
 everything the figures need is read from the file and checked (types, shapes, values) into plain
 arrays, and the file is closed; then every figure is drawn in memory; only then are they written,
 each to a temporary name in DIR, and renamed into place once all are written.
+
+Without --layout-versions the script reads the layout versions of the ketasim it comes with, from
+ketasim_layout.py beside it: CMake writes that file next to the copies of this script in share/ketasim
+of the build folder and of the installation. The source tree's tools/ketasim_plot.py has none beside
+it and needs --layout-versions.
 
 Exit codes follow ketasim's (docs/cli.md): 2 command-line misuse (unknown arm or variable), 6 a file
 that cannot be read or used (missing, not HDF5, a dataset or attribute missing or of the wrong type,
@@ -61,10 +66,8 @@ except ImportError as missing:
     sys.stderr.write(f"ketasim plot: error: {sys.executable}: {missing}: {MISSING_MODULES_HINT}\n")
     sys.exit(EXIT_IO)
 
-# `ketasim plot` passes the layout versions its own readers accept (--layout-versions, from
-# ketasim::kOldestReadableLayoutVersion to kLayoutVersion); this is only for the script run on its own.
-DEFAULT_LAYOUT_VERSIONS = (2, 3)
 FIRST_LAYOUT_WITH_SUBJECT_DOSES = 3  # subjects/dose_time_h
+HOURS_PER_DAY = 24.0  # the file's times are in hours, the figures' in days
 QUANTILES = ("p05", "p50", "p95")
 DEFAULT_VARIABLES = ("dissociation_score", "madrs")  # after the dosed drug's plasma concentration
 PROVENANCE = ("scenario_name", "model", "ketasim_version", "source_revision")
@@ -433,6 +436,20 @@ class PlotData:
     figures: list       # the kinds to draw, among "trajectories", "relapse", "outcomes"
 
 
+def default_layout_versions():
+    """The layout versions read when ketasim does not pass them (--layout-versions): those of the ketasim
+    this script comes with, from ketasim::kOldestReadableLayoutVersion to kLayoutVersion. CMake writes
+    them from engine/ketasim/base/version.hpp.in, where the numbers are written, into ketasim_layout.py
+    beside the copies of this script it makes (the build folder's share/ketasim, the installed one)."""
+    try:
+        import ketasim_layout
+    except ImportError:
+        raise PlotError("no ketasim_layout.py beside this script to say which layout versions to read (the "
+                        "copy in tools/ of the source tree has none): pass --layout-versions, or run the copy in "
+                        "share/ketasim of the build folder or of the installation", EXIT_USAGE) from None
+    return tuple(range(ketasim_layout.OLDEST_READABLE_LAYOUT_VERSION, ketasim_layout.LAYOUT_VERSION + 1))
+
+
 @dataclass
 class LayoutVersions:
     """The layout versions to read, and whether ketasim passed them or they are the script's default."""
@@ -587,7 +604,7 @@ def read_arm(reader, arm, subjects, version, root_model, panels, figures):
     solved = status == 0
     nominal = reader.vector(f"{base}/doses/time_h")
     reader.require(f"{base}/doses/time_h", nominal, np.isfinite(nominal) & (nominal >= 0.0), "dose times of 0 h or later")
-    data = ArmData(arm, model, time_h / 24.0, int(np.count_nonzero(~solved)), nominal / 24.0,
+    data = ArmData(arm, model, time_h / HOURS_PER_DAY, int(np.count_nonzero(~solved)), nominal / HOURS_PER_DAY,
                    read_given_doses(reader, arm, subjects, version, nominal))
     for panel in panels:
         data.bands[panel.label] = read_band(reader, arm, panel.datasets[arm], time_h.size)
@@ -673,14 +690,14 @@ def read_given_doses(reader, arm, subjects, version, nominal, rows_per_read=ROWS
         same = (slab == expected) | (np.isnan(slab) & np.isnan(expected))
         varies = varies or not bool(np.all(same))
         if np.any(np.isfinite(slab)):
-            last_day = max(last_day, float(np.nanmax(slab)) / 24.0)
+            last_day = max(last_day, float(np.nanmax(slab)) / HOURS_PER_DAY)
     if not varies:
         return None
     bin_days = max(1, math.ceil((last_day + 1.0) / MAX_DOSE_STRIP_BINS))
     counts = np.zeros(int(last_day // bin_days) + 1, dtype=np.int64)
     for start in range(0, subjects, rows_per_read):
         slab = reader.read_rows(dataset, path, slice(start, start + rows_per_read)).ravel()
-        days = slab[np.isfinite(slab)] / 24.0
+        days = slab[np.isfinite(slab)] / HOURS_PER_DAY
         counts += np.bincount((days // bin_days).astype(np.int64), minlength=counts.size)[:counts.size]
     return GivenDoses(bin_days, counts)
 
@@ -703,7 +720,7 @@ def read_outcomes(reader, data, subjects, solved):
     base = f"/arms/{data.name}"
     assessments_h = reader.vector(f"{base}/assessments_h")
     check_times(reader, f"{base}/assessments_h", assessments_h, "assessment times")
-    data.assessment_days = assessments_h / 24.0
+    data.assessment_days = assessments_h / HOURS_PER_DAY
     for name in ("response_at", "remission_at"):
         path = f"{base}/metrics/{name}"
         values = reader.per_subject(path, subjects, assessments_h.size, f"the length of {base}/assessments_h")
@@ -993,8 +1010,8 @@ def parse_arguments(argv):
                              "concentration, dissociation_score, madrs)")
     parser.add_argument("--layout-versions", type=layout_version_list, metavar="V,V",
                         help="layout versions to read; `ketasim plot` passes those its own readers accept. "
-                             "Run on its own, the script reads "
-                             f"{','.join(map(str, DEFAULT_LAYOUT_VERSIONS))} by default")
+                             "Run on its own, the script reads those of the ketasim it comes with by default "
+                             "(ketasim_layout.py beside it)")
     return parser.parse_args(argv)
 
 
@@ -1004,11 +1021,11 @@ def interrupt(signal_number, frame):
 
 def main(argv=None):
     arguments = parse_arguments(argv)
-    layout_versions = LayoutVersions(arguments.layout_versions or DEFAULT_LAYOUT_VERSIONS,
-                                     from_ketasim=arguments.layout_versions is not None)
     plt.rcParams["svg.hashsalt"] = "ketasim"  # stable SVG element ids
     previous_handler = signal.signal(signal.SIGTERM, interrupt)
     try:
+        layout_versions = LayoutVersions(arguments.layout_versions or default_layout_versions(),
+                                         from_ketasim=arguments.layout_versions is not None)
         data = read_plot_data(arguments.results, comma_list(arguments.arms), comma_list(arguments.variables),
                               layout_versions)
         for path in write_figures(data, arguments.output_dir, arguments.format):

@@ -4,6 +4,8 @@ import sys
 import h5py
 import numpy as np
 
+HOURS_PER_DAY = 24  # the file's times are in hours
+
 path = sys.argv[1] if len(sys.argv) > 1 else "results.h5"
 with h5py.File(path, "r") as f:
     print(f.attrs["ketasim_version"], f.attrs["source_revision"], f.attrs["model"], f.attrs["seed"])
@@ -16,7 +18,7 @@ with h5py.File(path, "r") as f:
               "| median peak of the summary curve %.0f ng/mL at %.2f h" % (median.max(), t[median.argmax()]),
               "| dose-1 peak dissociation %.1f" % np.median(peak[:, 0]))
         # MADRS at the assessments (hours after the first infusion): change from baseline, response.
-        days = g["assessments_h"][:] / 24
+        days = g["assessments_h"][:] / HOURS_PER_DAY
         change = g["metrics/madrs_observed_at"][:] - g["metrics/madrs_baseline"][:][:, None]
         response = g["metrics/response_at"][:]            # [subject x assessment], 1 = responder
         print("   MADRS change (median) and response by day:",

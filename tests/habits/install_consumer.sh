@@ -6,7 +6,8 @@
 #    ketasim::engine, and runs it;
 #  - checks that the installed ketasim finds its data beside itself: `reproduce --help` names the
 #    suite in <prefix>/share/ketasim/reproduction, and `plot` runs <prefix>/share/ketasim's script
-#    (replaced by a stub here, so that which script ran is visible).
+#    (replaced by a stub here, so that which script ran is visible), whose ketasim_layout.py names
+#    the layout version of `ketasim --version`.
 # usage: install_consumer.sh BUILD_DIR SOURCE_DIR WORK_DIR CXX_COMPILER "CXX_FLAGS"
 set -u
 build=$1 source=$2 work=$3 compiler=$4 flags=$5
@@ -16,7 +17,8 @@ rm -rf "$work" && mkdir -p "$work" || exit 1
 cmake --install "$build" --prefix "$work/first" > "$work/install.log" 2>&1 || { cat "$work/install.log"; exit 1; }
 mv "$work/first" "$work/moved" || exit 1
 prefix=$work/moved
-for file in bin/ketasim share/ketasim/ketasim_plot.py share/ketasim/reproduction/eoi_ketamine_venous.yaml \
+for file in bin/ketasim share/ketasim/ketasim_plot.py share/ketasim/ketasim_layout.py \
+            share/ketasim/reproduction/eoi_ketamine_venous.yaml \
             share/ketasim/reproduction/scenarios/single_infusion.yaml include/ketasim/base/version.hpp \
             include/ketasim/base/revision.hpp include/ketasim/input/scenario_loader.hpp; do
   [ -f "$prefix/$file" ] || fail "not installed: $file"
@@ -44,6 +46,14 @@ fi
 
 ketasim=$prefix/bin/ketasim
 expect 0 "$prefix/share/ketasim/reproduction" reproduce --help
+# The plot script's default layout versions (ketasim_layout.py, tools/CMakeLists.txt) are those of
+# the header the installed ketasim was compiled with.
+layout=$(/usr/bin/python3 -B -c "import sys; sys.path.insert(0, sys.argv[1]); import ketasim_layout; \
+print(ketasim_layout.LAYOUT_VERSION)" "$prefix/share/ketasim")
+case $("$ketasim" --version) in
+  *"HDF5 layout $layout)"*) ;;
+  *) fail "share/ketasim/ketasim_layout.py says layout '$layout', but: $("$ketasim" --version)" ;;
+esac
 cat > "$prefix/share/ketasim/ketasim_plot.py" << 'STUB'
 import sys
 print("installed plot script ran with", sys.argv[-1])

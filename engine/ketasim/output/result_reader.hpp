@@ -13,25 +13,9 @@
 
 #include "ketasim/base/errors.hpp"
 #include "ketasim/base/version.hpp"
+#include "ketasim/output/hdf5_util.hpp"  // QuietHdf5Errors, the guard every reader holds
 
 namespace ketasim {
-
-// HDF5 prints its error stack to stderr by default; while the file is read, errors become
-// IoErrors with their own message instead (the previous handler is restored afterwards).
-class QuietHdf5Errors {
- public:
-  QuietHdf5Errors() {
-    if (H5Eget_auto2(H5E_DEFAULT, &previous_handler_, &previous_data_) < 0) previous_handler_ = nullptr;
-    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
-  }
-  ~QuietHdf5Errors() { H5Eset_auto2(H5E_DEFAULT, previous_handler_, previous_data_); }
-  QuietHdf5Errors(const QuietHdf5Errors&) = delete;
-  QuietHdf5Errors& operator=(const QuietHdf5Errors&) = delete;
-
- private:
-  H5E_auto2_t previous_handler_ = nullptr;
-  void* previous_data_ = nullptr;
-};
 
 // A numeric dataset read whole, as float64, row-major. A rank-1 dataset has one column.
 struct NumberTable {
@@ -190,7 +174,7 @@ inline int read_layout_version(const FileReader& reader, const H5::H5File& file)
   return static_cast<int>(version);
 }
 
-// Opens a result file for reading (inside a QuietHdf5Errors scope): IoError for a missing path, a
+// Opens a result file for reading (inside a QuietHdf5Errors scope, hdf5_util.hpp): IoError for a missing path, a
 // directory or a file that is not HDF5.
 inline H5::H5File open_result_file(const std::string& path) {
   std::error_code error;
