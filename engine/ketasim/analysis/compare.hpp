@@ -1,13 +1,15 @@
 #pragma once
 // `ketasim compare`: the arms of one result file side by side (response, remission, time to
 // relapse, dissociation, blood pressure, sessions, cost), with paired differences against a
-// reference arm. Three stages, each usable alone:
-//   read_result_file  HDF5 (docs/hdf5-layout.md) -> ResultFile, only the datasets needed;
-//   compare_arms      ResultFile + CompareOptions -> Comparison (pure; no HDF5);
-//   format_comparison Comparison -> text (table, csv, markdown, json).
-// The statistics take per-subject vectors, a list of subject indices and how many times each of
-// them counts (a bootstrap resample: how often it was drawn), so they can be tested on vectors
-// written by hand. Quantiles and Kaplan-Meier sort once per list; each resample is one pass.
+// reference arm. Three stages, each usable alone, each in a file of its own:
+//   read_result_file  HDF5 (docs/hdf5-layout.md) -> ResultFile, only the datasets needed
+//                     (compare_read.cpp);
+//   compare_arms      ResultFile + CompareOptions -> Comparison (pure; no HDF5) (compare_build.cpp);
+//   format_comparison Comparison -> text (table, csv, markdown, json) (compare_format.cpp).
+// The statistics (compare_statistics.cpp) take per-subject vectors, a list of subject indices and
+// how many times each of them counts (a bootstrap resample: how often it was drawn), so they can
+// be tested on vectors written by hand. Quantiles and Kaplan-Meier sort once per list
+// (statistics.hpp); each resample is one pass.
 
 #include <array>
 #include <cstdint>
