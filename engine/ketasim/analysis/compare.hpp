@@ -42,7 +42,8 @@ struct ArmData {
   std::vector<double> relapse_observed;           // 1 event, 0 censored
   DissociationMeasure dissociation_measure = DissociationMeasure::burden_score_h;
   std::vector<double> dissociation_per_week;  // the measure divided by the grid length in weeks
-  std::vector<double> peak_sbp_rise_mmhg;     // max over doses of metrics/peak_sbp_change
+  std::vector<double> peak_sbp_rise_mmhg;     // max over doses of metrics/peak_<link>, the link with
+                                              // LinkRole::systolic_blood_pressure in the arm's card
   bool sessions_from_file = true;             // false: nominal doses within the grid (same for all)
   std::vector<double> sessions;               // sessions given
   bool price_from_file = true;                // false: the default prices

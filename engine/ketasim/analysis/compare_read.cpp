@@ -11,6 +11,7 @@
 #include "ketasim/analysis/compare.hpp"
 #include "ketasim/base/errors.hpp"
 #include "ketasim/base/time.hpp"
+#include "ketasim/model/model_card.hpp"
 #include "ketasim/output/result_reader.hpp"
 #include "ketasim/solve/results.hpp"
 
@@ -18,9 +19,6 @@ namespace ketasim {
 namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
-// Blood pressure is the link of this name in the shipped PD module (models/modules/ketamine_pd.yaml):
-// the file records no link roles, so its peak metric is found by the link's name.
-constexpr const char* kBloodPressureLink = "sbp_change";
 
 // The largest finite value of each row (NaN for a row without one, e.g. no dose in the grid).
 std::vector<double> row_maxima(const NumberTable& table) {
@@ -76,7 +74,45 @@ void read_price(const FileReader& reader, const H5::Group& arm_group, const std:
   arm.price_per_session_usd = {price[0], price[1]};
 }
 
-ArmData read_arm(const FileReader& reader, const H5::Group& arms, const std::string& name, std::size_t subjects) {
+std::string read_model_name(const FileReader& reader, const H5::H5Object& object, const std::string& object_path) {
+  const std::vector<std::string> names = reader.read_strings(object, object_path, "model");
+  if (names.size() != 1) reader.fail(object_path + " attribute model", "expected one model name");
+  return names.front();
+}
+
+// The card an arm simulated: the arm's attribute `model`, or the root's in a file written before
+// arms could have a model of their own. Both name a built-in card.
+const ModelCard& arm_card(const FileReader& reader, const H5::Group& arm_group, const std::string& arm_path,
+                          const std::optional<std::string>& file_model) {
+  const bool own = arm_group.attrExists("model");
+  const std::string where = own ? arm_path + " attribute model" : "/ attribute model";
+  std::optional<std::string> name = file_model;
+  if (own) name = read_model_name(reader, arm_group, arm_path);
+  if (!name) reader.fail(where, "missing (compare reads the link roles of the card an arm simulated)");
+  const ModelCard* card = find_builtin_model(*name);
+  if (card == nullptr) reader.fail(where, "model '" + *name + "' is not built into this ketasim");
+  return *card;
+}
+
+// The peak systolic blood pressure rise of each subject over the doses: the per-dose peak metric of
+// the link with the role systolic_blood_pressure in the arm's card. The file records no link roles,
+// so the card it names says which link it is (docs/model-cards.md, links).
+std::vector<double> read_peak_sbp_rise(const FileReader& reader, const H5::Group& metrics,
+                                       const std::string& metrics_path, const ModelCard& card, std::size_t subjects) {
+  const LinkBlock* link = card.link_with_role(LinkRole::systolic_blood_pressure);
+  if (link == nullptr)
+    reader.fail(metrics_path, "model '" + card.name + "' has no link with the role systolic_blood_pressure, whose " +
+                                  "peak compare reports");
+  const std::string name = metric_dataset(MetricId::peak_link, link->name);
+  const NumberTable sbp = reader.read_numbers(metrics, metrics_path, name);
+  if (sbp.rows != subjects)
+    reader.fail(metrics_path + "/" + name,
+                "expected " + std::to_string(subjects) + " rows, found " + std::to_string(sbp.rows));
+  return row_maxima(sbp);
+}
+
+ArmData read_arm(const FileReader& reader, const H5::Group& arms, const std::string& name, std::size_t subjects,
+                 const std::optional<std::string>& file_model) {
   const std::string arm_path = "/arms/" + name;
   if (!FileReader::has_link(arms, name))
     reader.fail(arm_path, "group missing (the root attribute `arms` lists arm '" + name + "')");
@@ -105,12 +141,8 @@ ArmData read_arm(const FileReader& reader, const H5::Group& arms, const std::str
   arm.relapse_day = vector(MetricId::relapse_day);
   arm.relapse_observed = vector(MetricId::relapse_observed);
   read_dissociation(reader, metrics, metrics_path, subjects, grid_end_h / kHoursPerWeek, arm);
-  const std::string sbp_name = metric_dataset(MetricId::peak_link, kBloodPressureLink);
-  const NumberTable sbp = reader.read_numbers(metrics, metrics_path, sbp_name);
-  if (sbp.rows != subjects)
-    reader.fail(metrics_path + "/" + sbp_name,
-                "expected " + std::to_string(subjects) + " rows, found " + std::to_string(sbp.rows));
-  arm.peak_sbp_rise_mmhg = row_maxima(sbp);
+  arm.peak_sbp_rise_mmhg =
+      read_peak_sbp_rise(reader, metrics, metrics_path, arm_card(reader, group, arm_path, file_model), subjects);
   read_sessions(reader, metrics, group, arm_path, subjects, grid_end_h, arm);
   read_price(reader, group, arm_path, arm);
   return arm;
@@ -153,9 +185,11 @@ ResultFile read_result_file(const std::string& path) {
     read_replicates(reader, file, subjects, result);
     const std::vector<std::string> names = reader.read_strings(file, "/", "arms");
     if (names.empty()) reader.fail("/ attribute arms", "expected at least one arm name");
+    std::optional<std::string> file_model;
+    if (file.attrExists("model")) file_model = read_model_name(reader, file, "/");
     const H5::Group arms = reader.open_group(file, "", "arms");
     for (const std::string& name : names)
-      result.arms.push_back(read_arm(reader, arms, name, static_cast<std::size_t>(subjects)));
+      result.arms.push_back(read_arm(reader, arms, name, static_cast<std::size_t>(subjects), file_model));
     return result;
   } catch (const H5::Exception& exception) {
     throw IoError("cannot read result file '" + path + "': " + exception.getDetailMsg());

@@ -164,9 +164,11 @@ struct SessionMemoryBlock {
 
 enum class LinkShape { linear, emax, sigmoid_emax };
 std::string to_string(LinkShape shape);
-// What a link stands for beyond its own outputs: the dissociation link drives the threshold
-// metrics and the report's peak dissociation (card key `role`).
-enum class LinkRole { none, dissociation };
+// What a link stands for beyond its own outputs (card key `role`), so that no stage finds a link by
+// its name: the dissociation link drives the threshold metrics and the report's peak dissociation;
+// the systolic blood pressure link's per-dose peak is what `compare` reports as the peak SBP rise.
+// For each role the first link that has it counts.
+enum class LinkRole { none, dissociation, systolic_blood_pressure };
 
 // value = f(scale * input): slope * x, or emax * x^hill / (ec50^hill + x^hill) (hill = 1 for
 // emax). With attenuation, emax is divided by (1 + strength * T), T a turnover of x / ec50 with
@@ -261,6 +263,12 @@ struct ModelCard {
     for (const Block& block : blocks)
       if (const auto* typed = std::get_if<BlockType>(&block)) found.push_back(typed);
     return found;
+  }
+  // The first link with `role` (the one that counts), or nullptr.
+  const LinkBlock* link_with_role(LinkRole role) const {
+    for (const LinkBlock* link : blocks_of<LinkBlock>())
+      if (link->role == role) return link;
+    return nullptr;
   }
 };
 
