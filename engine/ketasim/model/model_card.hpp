@@ -185,8 +185,13 @@ struct LinkBlock {
   ParameterRef attenuation_strength, attenuation_half_life;
 };
 
+// The MADRS scale's maximum: ten items scored 0 to 6. A property of the scale, not of a card: no
+// card declares it (the depression block has no bound key), so this is the one value the scenario
+// checks, the model's score and the observed scores use.
+inline constexpr double kMadrsMaximum = 60.0;
+
 // MADRS-like score (empirical; docs/model.md):
-//   score = baseline * (1 - placebo(t) - session_magnitude * S(t)) * (1 - drug(t)), in [0, 60]
+//   score = baseline * (1 - placebo(t) - session_magnitude * S(t)) * (1 - drug(t)), in [0, kMadrsMaximum]
 //   placebo(t) = placebo_magnitude * (1 - 2^(-(t - t_first) / onset_half_life)) after the first session
 //   drug(t)    = emax * R^hill / (ec50^hill + R^hill), R the drug input (a turnover)
 // Observed scores add N(0, residual_sd^2) at the assessments.
