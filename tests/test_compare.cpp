@@ -563,6 +563,8 @@ struct FileShape {
   int layout_version = 3;
   bool with_burden = true;  // layout 3 additions: burden, sessions, prices, replicates
   bool with_days_in_response = true;
+  std::string model = "ketamine_venous";  // root attribute `model` ("": none)
+  std::string arm_model = "";             // each arm's attribute `model` ("": none, as before arms had their own)
 };
 
 // Two arms of 4 subjects in 2 replicates, one assessment (day 28 -> [N] shapes) and one dose.
@@ -575,12 +577,15 @@ void write_result(const std::string& path, const FileShape& shape) {
     write_number_attribute(file, "subjects_per_replicate", H5::PredType::NATIVE_INT64, std::int64_t{2});
   }
   H5::StrType text(H5::PredType::C_S1, H5T_VARIABLE);
+  if (!shape.model.empty()) file.createAttribute("model", text, H5::DataSpace(H5S_SCALAR)).write(text, shape.model);
   const std::vector<const char*> names{"second", "first"};  // scenario order, not alphabetical
   const hsize_t arm_count = names.size();
   file.createAttribute("arms", text, H5::DataSpace(1, &arm_count)).write(text, names.data());
   const H5::Group arms = file.createGroup("arms");
   for (std::size_t a = 0; a < names.size(); ++a) {
     const H5::Group arm = arms.createGroup(names[a]);
+    if (!shape.arm_model.empty())
+      arm.createAttribute("model", text, H5::DataSpace(H5S_SCALAR)).write(text, shape.arm_model);
     write_doubles(arm, "time_h", {3}, {0.0, 168.0, 336.0});  // 2 weeks
     write_doubles(arm, "assessments_h", {1}, {28.0 * 24.0});
     const H5::Group doses = arm.createGroup("doses");
@@ -676,4 +681,18 @@ TEST_CASE("the reader: malformed files give IoErrors naming the file and the obj
   write_result(folder / "partial.h5", {.with_days_in_response = false});
   CHECK(io_error_of(folder / "partial.h5").find("partial.h5: /arms/second/metrics/days_in_response: dataset missing") !=
         std::string::npos);
+}
+
+TEST_CASE("the reader finds blood pressure by the link role of the card each arm simulated", "[compare][hdf5]") {
+  const TemporaryFolder folder;
+  // The arm's own card counts over the root's (which need not exist then).
+  write_result(folder / "own.h5", {.model = "no_such_card", .arm_model = "esketamine_intranasal"});
+  CHECK(read_result_file(folder / "own.h5").arms[1].peak_sbp_rise_mmhg[0] == 3.0);
+  // Without a card to read the roles of, there is no telling which peak is the blood pressure.
+  write_result(folder / "unknown.h5", {.model = "no_such_card"});
+  CHECK(io_error_of(folder / "unknown.h5")
+            .find("unknown.h5: / attribute model: model 'no_such_card' is not built into this ketasim") !=
+        std::string::npos);
+  write_result(folder / "none.h5", {.model = ""});
+  CHECK(io_error_of(folder / "none.h5").find("none.h5: / attribute model: missing") != std::string::npos);
 }

@@ -385,6 +385,37 @@ std::vector<std::string_view> every_block_kind(std::index_sequence<Kind...>) {
 
 }  // namespace
 
+TEST_CASE("link roles: a link is found by its role, not its name; an unknown role is refused", "[cards][errors]") {
+  const std::string head =
+      "card: roles\ntitle: t\ncitation: c\ndrug: parent\nparameters:\n"
+      "  V: {value: 100 L, description: d, source: s}\n  CL: {value: 10 L/h, description: d, source: s}\n"
+      "  e: {value: 10 mmHg, description: d, source: s}\n  c: {value: 100 ng/mL, description: d, source: s}\n"
+      "structure:\n  - compartments: {drug: parent, molar_mass: 100, central: {volume: V}, "
+      "elimination: {clearance: CL}}\n";
+  const std::string routes = "routes:\n  iv: {drug: parent}\n";
+  // Two blood-pressure-like links; the second has the role, and its name says nothing.
+  const ModelCard card =
+      card_from(head +
+                "  - link: {name: pressure_a, unit: mmHg, input: plasma_parent, shape: emax, emax: e, ec50: c}\n"
+                "  - link: {name: pressure_b, unit: mmHg, role: systolic_blood_pressure, input: plasma_parent, "
+                "shape: emax, emax: e, ec50: c}\n" +
+                routes);
+  REQUIRE(card.link_with_role(LinkRole::systolic_blood_pressure) != nullptr);
+  CHECK(card.link_with_role(LinkRole::systolic_blood_pressure)->name == "pressure_b");
+  CHECK(card.link_with_role(LinkRole::dissociation) == nullptr);
+  // The shipped PD module marks its systolic link so (compare's peak SBP rise).
+  for (const ModelCard& builtin : builtin_models()) {
+    REQUIRE(builtin.link_with_role(LinkRole::systolic_blood_pressure) != nullptr);
+    CHECK(builtin.link_with_role(LinkRole::systolic_blood_pressure)->name == "sbp_change");
+  }
+  CHECK_THAT(card_error(head +
+                        "  - link: {name: p, unit: mmHg, role: systolic_blood_presure, input: plasma_parent, "
+                        "shape: emax, emax: e, ec50: c}\n" +
+                        routes),
+             Catch::Contains("unknown role 'systolic_blood_presure' (did you mean 'systolic_blood_pressure'?); "
+                             "expected dissociation or systolic_blood_pressure"));
+}
+
 TEST_CASE("every alternative of Block is a block kind of the card language, under its own key", "[cards][errors]") {
   const auto kinds = every_block_kind(std::make_index_sequence<std::variant_size_v<Block>>());
   REQUIRE(kinds.size() == 8);

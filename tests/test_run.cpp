@@ -270,10 +270,12 @@ TEST_CASE("metrics are typed: found by id and link role, and the report reads th
   };
   CHECK(column(MetricId::cmax).name == "cmax_ng_per_ml");
   CHECK(column(MetricId::solver_path).name == "solver_path");
-  // The card's dissociation link (role: dissociation) and its blood-pressure link (no role) both
-  // have a per-dose peak; the role, not the name, tells them apart.
+  // The card's dissociation link (role: dissociation), its systolic blood pressure link (role:
+  // systolic_blood_pressure) and its diastolic one (no role) all have a per-dose peak; the role,
+  // not the name, tells them apart.
   CHECK(column(MetricId::peak_link, LinkRole::dissociation).name == "peak_dissociation");
-  CHECK(column(MetricId::peak_link).name == "peak_sbp_change");
+  CHECK(column(MetricId::peak_link, LinkRole::systolic_blood_pressure).name == "peak_sbp_change");
+  CHECK(column(MetricId::peak_link).name == "peak_dbp_change");
 
   const fs::path output = temporary_file("typed.h5");
   const RunReport report = run_to(scenario, output, 2, 64);

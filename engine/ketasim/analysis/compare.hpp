@@ -1,13 +1,15 @@
 #pragma once
 // `ketasim compare`: the arms of one result file side by side (response, remission, time to
 // relapse, dissociation, blood pressure, sessions, cost), with paired differences against a
-// reference arm. Three stages, each usable alone:
-//   read_result_file  HDF5 (docs/hdf5-layout.md) -> ResultFile, only the datasets needed;
-//   compare_arms      ResultFile + CompareOptions -> Comparison (pure; no HDF5);
-//   format_comparison Comparison -> text (table, csv, markdown, json).
-// The statistics take per-subject vectors, a list of subject indices and how many times each of
-// them counts (a bootstrap resample: how often it was drawn), so they can be tested on vectors
-// written by hand. Quantiles and Kaplan-Meier sort once per list; each resample is one pass.
+// reference arm. Three stages, each usable alone, each in a file of its own:
+//   read_result_file  HDF5 (docs/hdf5-layout.md) -> ResultFile, only the datasets needed
+//                     (compare_read.cpp);
+//   compare_arms      ResultFile + CompareOptions -> Comparison (pure; no HDF5) (compare_build.cpp);
+//   format_comparison Comparison -> text (table, csv, markdown, json) (compare_format.cpp).
+// The statistics (compare_statistics.cpp) take per-subject vectors, a list of subject indices and
+// how many times each of them counts (a bootstrap resample: how often it was drawn), so they can
+// be tested on vectors written by hand. Quantiles and Kaplan-Meier sort once per list
+// (statistics.hpp); each resample is one pass.
 
 #include <array>
 #include <cstdint>
@@ -40,7 +42,8 @@ struct ArmData {
   std::vector<double> relapse_observed;           // 1 event, 0 censored
   DissociationMeasure dissociation_measure = DissociationMeasure::burden_score_h;
   std::vector<double> dissociation_per_week;  // the measure divided by the grid length in weeks
-  std::vector<double> peak_sbp_rise_mmhg;     // max over doses of metrics/peak_sbp_change
+  std::vector<double> peak_sbp_rise_mmhg;     // max over doses of metrics/peak_<link>, the link with
+                                              // LinkRole::systolic_blood_pressure in the arm's card
   bool sessions_from_file = true;             // false: nominal doses within the grid (same for all)
   std::vector<double> sessions;               // sessions given
   bool price_from_file = true;                // false: the default prices

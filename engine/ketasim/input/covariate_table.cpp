@@ -10,9 +10,11 @@
 
 #include "ketasim/base/csv.hpp"
 #include "ketasim/base/errors.hpp"
+#include "ketasim/base/format.hpp"
 #include "ketasim/base/time.hpp"
 #include "ketasim/base/units.hpp"
 #include "ketasim/base/yaml_reader.hpp"
+#include "ketasim/model/model_card.hpp"
 
 namespace ketasim {
 
@@ -218,8 +220,9 @@ class TableParser {
           table_.age_years.push_back(*value);
           break;
         case Role::baseline_madrs:
-          if (*value < 0.0 || *value > 60.0)
-            fail("MADRS " + in_quotes(field.text) + " lies outside the scale's 0 to 60");
+          if (*value < 0.0 || *value > kMadrsMaximum)
+            fail("MADRS " + in_quotes(field.text) + " lies outside the scale's 0 to " +
+                 format_significant(kMadrsMaximum));
           table_.baseline_madrs.push_back(*value);
           break;
         default:

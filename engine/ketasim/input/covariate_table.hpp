@@ -20,7 +20,7 @@ struct CovariateTable {
   std::vector<double> weight_kg;       // kg
   std::vector<double> age_years;       // years
   std::vector<std::int8_t> female;     // 1 female, 0 male
-  std::vector<double> baseline_madrs;  // MADRS points, 0 ... 60
+  std::vector<double> baseline_madrs;  // MADRS points, 0 ... kMadrsMaximum
 
   bool has_weight() const { return !weight_kg.empty(); }
   bool has_age() const { return !age_years.empty(); }

@@ -4,6 +4,7 @@
 #include <cctype>
 #include <cmath>
 
+#include "ketasim/base/format.hpp"
 #include "ketasim/model/model_card.hpp"
 
 namespace ketasim::loader {
@@ -65,7 +66,8 @@ Ticks read_time_point(const NodeRef& node) {
 double read_score(const NodeRef& node, Sign) {
   const double value = node.as_number();
   check_sign(node, value, Sign::non_negative);
-  if (value > 60.0) node.fail(node.kind() + " exceeds the MADRS maximum of 60");
+  if (value > kMadrsMaximum)
+    node.fail(node.kind() + " exceeds the MADRS maximum of " + format_significant(kMadrsMaximum));
   return value;
 }
 

@@ -56,7 +56,7 @@ Ticks to_ticks(const NodeRef& node, const std::string& text, Sign sign);
 Ticks read_duration(const NodeRef& node);    // > 0
 Ticks read_time_point(const NodeRef& node);  // >= 0
 
-// A MADRS score (cohort.baseline_madrs, output.response.remission_at_or_below): 0 to 60 points.
+// A MADRS score (cohort.baseline_madrs, output.response.remission_at_or_below): 0 to kMadrsMaximum points.
 double read_score(const NodeRef& node, Sign = Sign::non_negative);
 
 // The card parameter a map key names; fails at the key, with a suggestion, when there is none.

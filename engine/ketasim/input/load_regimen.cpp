@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <memory>
 
+#include "ketasim/base/format.hpp"
 #include "ketasim/input/dosing_table.hpp"
 #include "ketasim/input/load_common.hpp"
 #include "ketasim/model/model.hpp"
@@ -284,8 +285,8 @@ AsNeeded read_as_needed(const NodeRef& node, const ModelCard& card) {
   if (above) {
     rule.threshold = AsNeeded::Threshold::madrs_above;
     rule.value = above->as_number();
-    if (!(rule.value >= 0.0 && rule.value < 60.0))
-      above->fail("expected a MADRS score in [0, 60), found " + above->kind());
+    if (!(rule.value >= 0.0 && rule.value < kMadrsMaximum))
+      above->fail("expected a MADRS score in [0, " + format_significant(kMadrsMaximum) + "), found " + above->kind());
   } else {
     rule.threshold = AsNeeded::Threshold::improvement_below;
     rule.value = below->as_percentage();

@@ -14,7 +14,6 @@ namespace ketasim {
 namespace {
 
 constexpr double kLn2 = std::numbers::ln2;
-constexpr double kMaxMadrs = 60.0;
 
 // Display unit and factor of a signal, from its base dimension.
 struct Display {
@@ -55,7 +54,7 @@ double DepressionValues::score(double baseline, double hours_since_first, double
     const double powered = hill == 2.0 ? ratio * ratio : std::pow(ratio, hill);
     drug = emax * powered / (1.0 + powered);
   }
-  return std::clamp(baseline * (1.0 - improvement) * (1.0 - drug), 0.0, kMaxMadrs);
+  return std::clamp(baseline * (1.0 - improvement) * (1.0 - drug), 0.0, kMadrsMaximum);
 }
 
 int Model::add_state(const std::string& name) {

@@ -315,6 +315,14 @@ Dimension unit_dimension(const NodeRef& node, const std::string& unit) {
   return parsed->dimension;
 }
 
+LinkRole read_link_role(const NodeRef& role) {
+  const std::string name = role.as_string();
+  if (name == "dissociation") return LinkRole::dissociation;
+  if (name == "systolic_blood_pressure") return LinkRole::systolic_blood_pressure;
+  role.fail("unknown role " + role.kind() + yaml::did_you_mean(name, {"dissociation", "systolic_blood_pressure"}) +
+            "; expected dissociation or systolic_blood_pressure");
+}
+
 LinkBlock read_link(const NodeRef& node, const Resolver& resolve, Signals& signals) {
   node.expect_map("a link {name, input, shape, slope | emax, ec50, hill, ...}");
   node.check_keys(
@@ -324,10 +332,7 @@ LinkBlock read_link(const NodeRef& node, const Resolver& resolve, Signals& signa
   link.dataset = node.find("dataset") ? read_name(node, "dataset", "") : link.name;
   if (const auto unit = node.find("unit")) link.unit = unit->as_string();
   const Dimension output = unit_dimension(node, link.unit);
-  if (const auto role = node.find("role")) {
-    if (role->as_string() != "dissociation") role->fail("unknown role " + role->kind() + "; expected dissociation");
-    link.role = LinkRole::dissociation;
-  }
+  if (const auto role = node.find("role")) link.role = read_link_role(*role);
   const Dimension input = signals.linear_input(node, "input");
   link.input = node.require("input", "").as_string();
   link.scale = resolve.optional(node, "scale", dim::dimensionless);

@@ -164,9 +164,11 @@ struct SessionMemoryBlock {
 
 enum class LinkShape { linear, emax, sigmoid_emax };
 std::string to_string(LinkShape shape);
-// What a link stands for beyond its own outputs: the dissociation link drives the threshold
-// metrics and the report's peak dissociation (card key `role`).
-enum class LinkRole { none, dissociation };
+// What a link stands for beyond its own outputs (card key `role`), so that no stage finds a link by
+// its name: the dissociation link drives the threshold metrics and the report's peak dissociation;
+// the systolic blood pressure link's per-dose peak is what `compare` reports as the peak SBP rise.
+// For each role the first link that has it counts.
+enum class LinkRole { none, dissociation, systolic_blood_pressure };
 
 // value = f(scale * input): slope * x, or emax * x^hill / (ec50^hill + x^hill) (hill = 1 for
 // emax). With attenuation, emax is divided by (1 + strength * T), T a turnover of x / ec50 with
@@ -183,8 +185,13 @@ struct LinkBlock {
   ParameterRef attenuation_strength, attenuation_half_life;
 };
 
+// The MADRS scale's maximum: ten items scored 0 to 6. A property of the scale, not of a card: no
+// card declares it (the depression block has no bound key), so this is the one value the scenario
+// checks, the model's score and the observed scores use.
+inline constexpr double kMadrsMaximum = 60.0;
+
 // MADRS-like score (empirical; docs/model.md):
-//   score = baseline * (1 - placebo(t) - session_magnitude * S(t)) * (1 - drug(t)), in [0, 60]
+//   score = baseline * (1 - placebo(t) - session_magnitude * S(t)) * (1 - drug(t)), in [0, kMadrsMaximum]
 //   placebo(t) = placebo_magnitude * (1 - 2^(-(t - t_first) / onset_half_life)) after the first session
 //   drug(t)    = emax * R^hill / (ec50^hill + R^hill), R the drug input (a turnover)
 // Observed scores add N(0, residual_sd^2) at the assessments.
@@ -261,6 +268,12 @@ struct ModelCard {
     for (const Block& block : blocks)
       if (const auto* typed = std::get_if<BlockType>(&block)) found.push_back(typed);
     return found;
+  }
+  // The first link with `role` (the one that counts), or nullptr.
+  const LinkBlock* link_with_role(LinkRole role) const {
+    for (const LinkBlock* link : blocks_of<LinkBlock>())
+      if (link->role == role) return link;
+    return nullptr;
   }
 };
 

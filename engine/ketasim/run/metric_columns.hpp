@@ -10,6 +10,7 @@
 #include <string_view>
 #include <vector>
 
+#include "ketasim/base/format.hpp"
 #include "ketasim/input/scenario.hpp"
 #include "ketasim/model/model.hpp"
 #include "ketasim/solve/results.hpp"
@@ -141,7 +142,8 @@ void visit_assessment_metrics(const SimulationPlan& plan, const SubjectMetrics& 
   visit(Metric::response, metric_column(MetricId::madrs_at, "", a, at + ": the model's MADRS (no residual error)"),
         nan_if_undefined(many(m.madrs_at)));
   visit(Metric::response,
-        metric_column(MetricId::madrs_observed_at, "", a, at + ": observed MADRS (with residual error, in [0, 60])"),
+        metric_column(MetricId::madrs_observed_at, "", a,
+                      at + ": observed MADRS (with residual error, in [0, " + format_significant(kMadrsMaximum) + "])"),
         nan_if_undefined(many(m.madrs_observed_at)));
   visit(Metric::response,
         metric_column(MetricId::response_at, "", a,

@@ -1,5 +1,6 @@
 #include "ketasim/solve/observers.hpp"
 
+#include "ketasim/model/model_card.hpp"
 #include "ketasim/solve/as_needed_trigger.hpp"
 #include "ketasim/solve/effect_peaks.hpp"
 
@@ -105,7 +106,8 @@ void ResponseScores::crossing(Ticks t, double score, bool responding) {
 void ResponseScores::assessments(Ticks t, double score) {
   for (std::size_t k = 0; k < plan_.assessments.size(); ++k) {
     if (first_session_ + plan_.assessments[k] != t) continue;
-    const double observed = std::clamp(score + depression_.residual_sd * context_.residual_normals[k], 0.0, 60.0);
+    const double observed =
+        std::clamp(score + depression_.residual_sd * context_.residual_normals[k], 0.0, kMadrsMaximum);
     metrics_.madrs_at[k] = score;
     metrics_.madrs_observed_at[k] = observed;
     metrics_.response_at[k] = observed <= threshold_ ? 1.0 : 0.0;

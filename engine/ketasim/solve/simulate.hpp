@@ -72,7 +72,7 @@ struct SubjectMetrics {
   // Response (models with a depression score)
   double baseline_madrs = 0.0;
   std::vector<double> madrs_at;           // per assessment: the model's score
-  std::vector<double> madrs_observed_at;  // with residual error, in [0, 60]
+  std::vector<double> madrs_observed_at;  // with residual error, in [0, kMadrsMaximum]
   std::vector<double> response_at;        // observed: 1 if it fell by >= response_fraction from baseline
   std::vector<double> remission_at;       // observed: 1 if <= remission_threshold
   double first_response_day = 0.0;  // days from the first session to the first response (model score); NaN if none
