@@ -17,9 +17,7 @@ results=$work/export_run/results.h5
 
 case $mode in
   run_small)
-    rm -rf "$work/export_run" && mkdir -p "$work/export_run" || exit 1
-    "$ketasim" run "$source_dir/scenarios/once_vs_twice_weekly.yaml" --subjects 5 -o "$results" --quiet ||
-      fail "the run failed"
+    run_fixture "$work/export_run" 5
     ;;
   unknown_arm)
     expect 2 "once_weekly, twice_weekly" export "$results" --arm nope

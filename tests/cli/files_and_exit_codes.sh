@@ -20,8 +20,8 @@ case $mode in
     expect 3 "" validate "$invalid/duration_given_as_weight_based_dose.yaml"
     ;;
   compare_arguments)
-    rm -rf "$work/compare_arm" && mkdir -p "$work/compare_arm" && cd "$work/compare_arm" || exit 1
-    "$ketasim" run "$scenario" --subjects 4 -o results.h5 --quiet || fail "the run failed"
+    run_fixture "$work/compare_arm" 4
+    cd "$work/compare_arm" || exit 1
     expect 2 "" compare results.h5 --reference nope
     expect 6 "" compare missing.h5
     ;;

@@ -32,6 +32,14 @@ expect_no_temporaries() {
   [ -z "$leftovers" ] || fail "temporary files left in $1: $leftovers"
 }
 
+# run_fixture DIR SUBJECTS: the one small run a group of tests shares, SUBJECTS subjects of the main
+# scenario in DIR/results.h5 (DIR made afresh).
+run_fixture() {
+  rm -rf "$1" && mkdir -p "$1" || exit 1
+  "$ketasim" run "$source_dir/scenarios/once_vs_twice_weekly.yaml" --subjects "$2" -o "$1/results.h5" --quiet ||
+    fail "the run failed"
+}
+
 finish() {
   if [ "$failures" -ne 0 ]; then
     echo "$failures check(s) failed"

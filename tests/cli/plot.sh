@@ -17,9 +17,7 @@ results=$work/plot_run/results.h5
 
 case $mode in
   run_small)
-    rm -rf "$work/plot_run" && mkdir -p "$work/plot_run" || exit 1
-    "$ketasim" run "$source_dir/scenarios/once_vs_twice_weekly.yaml" --subjects 40 -o "$results" --quiet ||
-      fail "the run failed"
+    run_fixture "$work/plot_run" 40
     ;;
   figures)
     format=$5
