@@ -940,9 +940,7 @@ int dispatch(const CLI::App& app, const Commands& commands, const Arguments& a, 
   return 0;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int run_command_line(int argc, char** argv) {
   install_stop_signal_handlers();
   // The name, not argv[0]: usage lines say `ketasim run`, not the path the binary was started by.
   CLI::App app{"ketasim: PK/PD simulation of ketamine therapy for virtual patient cohorts", "ketasim"};
@@ -983,4 +981,19 @@ int main(int argc, char** argv) {
     std::cerr << "internal error: " << error.what() << '\n';
     return static_cast<int>(ketasim::ExitCode::internal);
   }
+}
+
+}  // namespace
+
+// Anything that escapes (e.g. std::bad_alloc while the commands are set up) is an internal error
+// with its exit code, never std::terminate.
+int main(int argc, char** argv) {
+  try {
+    return run_command_line(argc, argv);
+  } catch (const std::exception& error) {
+    std::cerr << "internal error: " << error.what() << '\n';
+  } catch (...) {
+    std::cerr << "internal error: an unknown exception\n";
+  }
+  return static_cast<int>(ketasim::ExitCode::internal);
 }

@@ -25,7 +25,7 @@ inline constexpr double ticks_to_hours(Ticks t) {
 
 // The same units in hours, for code that works in hours (solvers, metrics, units, display). A year
 // is 365.25 days: the unit "y" and ages.
-inline constexpr double kMinutesPerHour = static_cast<double>(kTicksPerHour / kTicksPerMinute);
+inline constexpr double kMinutesPerHour = static_cast<double>(kTicksPerHour) / static_cast<double>(kTicksPerMinute);
 inline constexpr double kHoursPerDay = ticks_to_hours(kTicksPerDay);
 inline constexpr double kHoursPerWeek = ticks_to_hours(kTicksPerWeek);
 inline constexpr double kHoursPerYear = 365.25 * kHoursPerDay;

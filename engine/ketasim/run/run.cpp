@@ -212,7 +212,7 @@ class BlockPipeline {
     changed_.notify_all();
   }
 
-  void stop(std::exception_ptr error) {
+  void stop(const std::exception_ptr& error) {
     {
       std::lock_guard lock(mutex_);
       abort_ = true;

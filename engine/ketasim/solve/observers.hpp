@@ -44,10 +44,10 @@ constexpr double kNgPerMlPerMgPerL = 1000.0;
   fail_not_finite(what, value, ticks_to_hours(t));
 }
 
-// A point of the solution, shown to the observers once the plan's events at t are applied.
 // SolvePoint::grid_index of a point that is not on the output grid.
 inline constexpr std::size_t kOffGrid = std::numeric_limits<std::size_t>::max();
 
+// A point of the solution, shown to the observers once the plan's events at t are applied.
 template <class Propagator>
 struct SolvePoint {
   Ticks t = 0;
