@@ -282,7 +282,7 @@ class ResponseScores {
 
 class Response : public ObserverDefaults {
  public:
-  Response(const MadrsScore& madrs, ResponseScores scores) : madrs_(madrs), scores_(std::move(scores)) {}
+  Response(const MadrsScore& madrs, ResponseScores scores) : madrs_(madrs), scores_(scores) {}
   void add_marks(std::vector<PlanMark>& marks) const { scores_.add_marks(marks); }
   template <class Propagator>
   [[gnu::always_inline]] void at_point(const SolvePoint<Propagator>& at) {
