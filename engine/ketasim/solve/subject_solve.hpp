@@ -79,7 +79,9 @@ class SubjectSolve {
 
   void add_observers(const TrajectoryRows& rows);
   void visit_breakpoint();
-  // The hot path, once per grid point: inlined into the loop.
+  // The hot path: whole grid steps up to the last grid point before `before`, where nothing but
+  // the grid happens (no event, no segment change, no mark, no as-needed rule).
+  void grid_steps(Ticks before);
   [[gnu::always_inline]] void visit(bool edge, std::span<const TimelineEvent> events);
   [[gnu::always_inline]] bool step(Ticks next);
   void begin_occasion(int dose);
@@ -211,6 +213,10 @@ void SubjectSolve<Propagator>::run() {
     visit_breakpoint();
     while (t_ < plan_.grid_end) {
       const Ticks breakpoint = plan_.breakpoints[breakpoint_];
+      if (!trigger_ && next_grid_ - t_ == plan_.grid_step) {
+        grid_steps(breakpoint);
+        if (t_ >= plan_.grid_end) break;
+      }
       const Ticks next = std::min(next_grid_, breakpoint);
       const Ticks from = t_;
       if (!step(next)) continue;  // interrupted by the as-needed rule: the plan changed
@@ -257,6 +263,26 @@ void SubjectSolve<Propagator>::visit_breakpoint() {
   while (plan_.breakpoints[breakpoint_] <= t_) ++breakpoint_;
   while (plan_.segments[segment_].end <= t_) ++segment_;
   if (trigger_) trigger_->update_allowed(t_, doses_);
+}
+
+template <class Propagator>
+void SubjectSolve<Propagator>::grid_steps(Ticks before) {
+  const Ticks grid_step = plan_.grid_step;
+  const Input& input = segment_input_[segment_];
+  const Propagator& propagator = *propagator_;
+  // next_grid_ < before <= grid_end: the grid index stays in range.
+  while (next_grid_ < before) {
+    const State start = state_;
+    propagator.advance(state_, grid_factors_, input);
+    const Step step{t_, grid_step, propagator, start, state_, input};
+    each_observer([&](auto& observer) __attribute__((always_inline)) { observer.over_step(step); });
+    t_ = next_grid_;
+    const Point point{t_, propagator, state_, false, {}, grid_index_};
+    each_observer([&](auto& observer) __attribute__((always_inline)) { observer.at_point(point); });
+    ++grid_index_;
+    next_grid_ = static_cast<Ticks>(grid_index_) * grid_step;
+  }
+  started_ = true;
 }
 
 template <class Propagator>
