@@ -287,11 +287,16 @@ TEST_CASE("links and the depression score follow their formulas", "[cards]") {
   depression.background_rate_per_h = kLn2 / 24.0;
   CHECK(depression.score(30.0, -1.0, 0.0, 0.0, false) == 30.0);  // before treatment
   // One day in: half the placebo, half the background, the session memory 2, drug input = ec50.
-  const double expected = 30.0 * (1.0 - 0.1 - 0.05 - 0.2) * (1.0 - 0.3);
+  // The components are shares of the possible improvement: (1 - 0.1 * 2)(1 - 0.1)(1 - 0.05).
+  const double expected = 30.0 * (1.0 - 0.2) * (1.0 - 0.1) * (1.0 - 0.05) * (1.0 - 0.3);
   CHECK(depression.score(30.0, 24.0, 100.0, 2.0, true) == Approx(expected));
-  CHECK(depression.score(30.0, 24.0, 100.0, 2.0, false) == Approx(30.0 * (1.0 - 0.1 - 0.2) * 0.7));
-  depression.placebo = -5.0;  // a patient who worsens a lot stays within the scale
-  CHECK(depression.score(50.0, 1e6, 0.0, 0.0, false) == 60.0);
+  CHECK(depression.score(30.0, 24.0, 100.0, 2.0, false) == Approx(30.0 * (1.0 - 0.2) * (1.0 - 0.1) * 0.7));
+  // No share of improvement beyond all of it or below none: the score stays within [0, baseline]
+  // whatever the components' values (a subject drawn far in a tail, many session memories).
+  depression.placebo = -5.0;
+  CHECK(depression.score(50.0, 1e6, 0.0, 0.0, false) == 50.0);
+  depression.placebo = 0.2;
+  CHECK(depression.score(30.0, 24.0, 0.0, 50.0, false) == 0.0);
 }
 
 TEST_CASE("Kaplan-Meier: survival and the median against hand-computed cases", "[statistics]") {

@@ -494,6 +494,32 @@ int command_reproduce(std::vector<std::string> files, const std::string& markdow
   return 0;
 }
 
+// The committed fit, evaluated once: the targets on the calibration cohorts and the objective,
+// which must be the one the fit recorded. Any change of the model, the engine or a fitted target
+// that moves the fit shows here in seconds, where a refit from the start takes many minutes.
+int command_verify_fit(const std::string& spec_path, unsigned threads) {
+  const CalibrationSpec spec = load_calibration(spec_path);
+  const std::string fit_path = std::filesystem::path(spec_path).replace_extension().string() + ".fit.yaml";
+  const std::string text = read_text_file(fit_path, "fit file", kMaxYamlFileBytes);
+  const auto committed = read_fit_values(text, spec, fit_path);
+  std::vector<double> values;
+  for (std::size_t i = 0; i < spec.parameters.size(); ++i) {
+    if (i >= committed.size() || committed[i].first != spec.parameters[i].name)
+      throw Error(ExitCode::check_failed, fit_path + ": its fitted values do not match the parameters of " + spec_path +
+                                              " (refit with --write)");
+    values.push_back(committed[i].second);
+  }
+  if (committed.size() != spec.parameters.size())
+    throw Error(ExitCode::check_failed, fit_path + ": it has more fitted values than " + spec_path + " has parameters");
+  const double recorded = read_fit_objective(text, fit_path);
+  const FitEvaluation evaluation = evaluate_fit(spec, values, threads);
+  print_outcomes(evaluation.outcomes);
+  const bool same = std::abs(evaluation.objective - recorded) <= 1e-9 * std::max(1.0, std::abs(recorded));
+  std::printf("objective at the committed fit %.17g, recorded %.17g: %s\n", evaluation.objective, recorded,
+              same ? "the same" : "DIFFERENT (the model, the engine or a target changed since the fit)");
+  return same ? 0 : static_cast<int>(ExitCode::check_failed);
+}
+
 int command_calibrate(const std::string& spec_path, bool write, bool check, unsigned threads, bool quiet,
                       const std::string& command) {
   const CalibrationSpec spec = load_calibration(spec_path);
@@ -745,7 +771,7 @@ struct Arguments {
   std::vector<std::string> target_files;
   std::string markdown;
   std::string spec_path;
-  bool write = false, check = false;
+  bool write = false, check = false, verify = false;
   std::string result_path, export_arm, export_output;
   bool export_all_arms = false;
   PlotOptions plot;
@@ -830,7 +856,14 @@ void add_model_commands(CLI::App& app, Arguments& a, Commands& commands) {
   calibrate->add_option("spec", a.spec_path, "Calibration spec, e.g. models/calibration/ketamine_response.yaml")
       ->required();
   calibrate->add_flag("--write", a.write, "Write NAME.fit.yaml and NAME.report.md next to the spec");
-  calibrate->add_flag("--check", a.check, "Exit 7 unless the fit reproduces the committed NAME.fit.yaml");
+  calibrate->add_flag("--check", a.check,
+                      "Refit from the start; exit 7 unless it reproduces the committed NAME.fit.yaml");
+  calibrate
+      ->add_flag("--verify", a.verify,
+                 "No fit: evaluate the targets at the committed NAME.fit.yaml; exit 7 unless the objective is the one "
+                 "recorded there")
+      ->excludes("--write")
+      ->excludes("--check");
   calibrate
       ->add_option("-t,--threads", a.threads,
                    "Worker threads (default: the CPUs this process may use); results do not depend on it")
@@ -930,6 +963,7 @@ int dispatch(const CLI::App& app, const Commands& commands, const Arguments& a, 
   if (*commands.export_csv) return command_export(a.result_path, a.export_arm, a.export_all_arms, a.export_output);
   if (*commands.plot) return command_plot(a.plot);
   if (*commands.compare) return command_compare(a.compare);
+  if (*commands.calibrate && a.verify) return command_verify_fit(a.spec_path, a.threads);
   if (*commands.calibrate) return command_calibrate(a.spec_path, a.write, a.check, a.threads, a.quiet, command_line);
   if (*commands.models) {
     std::vector<std::string> words;

@@ -1,5 +1,6 @@
 #include "ketasim/analysis/calibration.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -34,12 +35,50 @@ double to_display(const ModelCard& card, const CalibratedParameter& parameter, d
 
 }  // namespace
 
+namespace {
+
+// The fitted targets and the rest of the suite. The split is by whole studies: a study with a
+// fitted target has every target fitted, so that the validation set holds only studies the fit
+// never saw; each fitted target says which calibration fits it (`fitted_by`), so that the suite's
+// validation table can tell them apart.
+void read_targets(const NodeRef& root, CalibrationSpec& spec) {
+  const std::filesystem::path folder = std::filesystem::path(spec.file).parent_path();
+  const NodeRef list = root.require("targets", "reproduction target files, relative to this file");
+  std::vector<std::string> fitted_files;
+  for (const NodeRef& target : list.items("target files")) {
+    spec.targets.push_back(load_target((folder / target.as_string()).string()));
+    if (spec.targets.back().fitted_by != spec.name)
+      target.fail("target " + in_quotes(spec.targets.back().name) + " is fitted here but its file does not say " +
+                  "`fitted_by: " + spec.name + "`");
+    fitted_files.push_back(std::filesystem::weakly_canonical(spec.targets.back().file).string());
+  }
+  if (spec.targets.empty()) root.fail("a calibration needs at least one target");
+  const NodeRef suite = root.require("suite", "the folder of the whole reproduction suite, relative to this file");
+  std::error_code error;
+  if (!std::filesystem::is_directory(folder / suite.as_string(), error)) suite.fail("not a folder");
+  for (ReproductionTarget& target : load_suite(folder / suite.as_string())) {
+    const bool listed = std::find(fitted_files.begin(), fitted_files.end(),
+                                  std::filesystem::weakly_canonical(target.file).string()) != fitted_files.end();
+    if (listed) continue;
+    if (target.fitted_by == spec.name)
+      list.fail("target " + in_quotes(target.name) + " (" + target.file + ") says `fitted_by: " + spec.name +
+                "` but is not listed here");
+    for (const ReproductionTarget& fitted : spec.targets)
+      if (fitted.study == target.study)
+        list.fail("study " + in_quotes(target.study) + " is split: " + in_quotes(fitted.name) + " is fitted but " +
+                  in_quotes(target.name) + " is not; fit a study whole or leave it out whole");
+    spec.validation.push_back(std::move(target));
+  }
+}
+
+}  // namespace
+
 CalibrationSpec load_calibration(const std::string& path) {
   const std::string text = read_text_file(path, "calibration spec", kMaxYamlFileBytes);
   const NodeRef root = yaml::load_document(text, path);
-  root.expect_map("a calibration spec (calibration, model, seed, subjects, parameters, targets)");
+  root.expect_map("a calibration spec (calibration, model, seed, subjects, parameters, suite, targets)");
   root.check_keys({"calibration", "description", "model", "seed", "subjects", "algorithm", "max_evaluations",
-                   "relative_tolerance", "parameters", "targets"});
+                   "relative_tolerance", "parameters", "suite", "targets"});
   CalibrationSpec spec;
   spec.file = path;
   spec.name = root.require("calibration", "its name").as_string();
@@ -88,11 +127,7 @@ CalibrationSpec load_calibration(const std::string& path) {
       node.fail("expected min < max and start within [min, max]");
     spec.parameters.push_back(parameter);
   }
-  const std::filesystem::path folder = std::filesystem::path(path).parent_path();
-  for (const NodeRef& target :
-       root.require("targets", "reproduction target files, relative to this file").items("target files"))
-    spec.targets.push_back(load_target((folder / target.as_string()).string()));
-  if (spec.targets.empty()) root.fail("a calibration needs at least one target");
+  read_targets(root, spec);
   return spec;
 }
 
@@ -279,6 +314,18 @@ std::vector<std::pair<std::string, double>> read_fit_values(const std::string& f
     values.emplace_back(entry.key, entry.value.as_quantity(dimension).value);
   }
   return values;
+}
+
+double read_fit_objective(const std::string& fit_yaml_text, const std::string& source_name) {
+  const NodeRef root = yaml::load_document(fit_yaml_text, source_name);
+  return root.require("objective", "the objective at the fitted values").as_number();
+}
+
+FitEvaluation evaluate_fit(const CalibrationSpec& spec, const std::vector<double>& values, unsigned threads) {
+  FitEvaluation evaluation;
+  evaluation.outcomes = evaluate_targets(spec.targets, options_for(spec, values, threads));
+  evaluation.objective = objective_of(evaluation.outcomes);
+  return evaluation;
 }
 
 }  // namespace ketasim

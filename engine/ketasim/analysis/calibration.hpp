@@ -40,7 +40,8 @@ struct CalibrationSpec {
   int max_evaluations = 300;
   double relative_tolerance = 1e-4;  // on the parameters (log scale), stopping criterion
   std::vector<CalibratedParameter> parameters;
-  std::vector<ReproductionTarget> targets;
+  std::vector<ReproductionTarget> targets;     // fitted
+  std::vector<ReproductionTarget> validation;  // the rest of the suite: no fit sees them
 };
 
 CalibrationSpec load_calibration(const std::string& path);
@@ -67,5 +68,16 @@ std::string calibration_report(const CalibrationSpec& spec, const CalibrationRes
 std::vector<std::pair<std::string, double>> read_fit_values(const std::string& fit_yaml_text,
                                                             const CalibrationSpec& spec,
                                                             const std::string& source_name);
+
+// The objective recorded in a fit file.
+double read_fit_objective(const std::string& fit_yaml_text, const std::string& source_name);
+
+// The targets and the objective at given values (base units, in spec order): what a fit
+// evaluates at each step, once.
+struct FitEvaluation {
+  std::vector<TargetOutcome> outcomes;
+  double objective = 0.0;
+};
+FitEvaluation evaluate_fit(const CalibrationSpec& spec, const std::vector<double>& values, unsigned threads);
 
 }  // namespace ketasim

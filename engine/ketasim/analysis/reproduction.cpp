@@ -332,12 +332,25 @@ ReproductionTarget load_target(const std::string& path) {
   const std::string text = read_text_file(path, "reproduction target", kMaxYamlFileBytes);
   const NodeRef root = yaml::load_document(text, path);
   root.expect_map("a reproduction target (target, title, source, scenario, statistic, expected, tolerance)");
-  root.check_keys({"target", "title", "source", "scenario", "statistic", "expected", "tolerance", "known_miss"});
+  root.check_keys({"target", "title", "source", "study", "evidence", "fitted_by", "scenario", "statistic", "expected",
+                   "tolerance", "known_miss"});
   ReproductionTarget target;
   target.file = path;
   target.name = root.require("target", "a name").as_string();
   target.title = root.require("title", "what is compared").as_string();
   target.source = root.require("source", "the publication").as_string();
+  target.study = root.require("study", "the study the figure comes from, e.g. \"Murrough 2013\"").as_string();
+  const NodeRef evidence = root.require("evidence", "verified or recalled");
+  if (evidence.as_string() == "verified")
+    target.evidence = Evidence::verified;
+  else if (evidence.as_string() == "recalled")
+    target.evidence = Evidence::recalled;
+  else
+    evidence.fail(
+        "expected verified (read in the publication or its abstract) or recalled (from a secondary "
+        "text or memory), not " +
+        in_quotes(evidence.as_string()));
+  if (const auto fitted = root.find("fitted_by")) target.fitted_by = fitted->as_string();
   const NodeRef scenario = root.require("scenario", "the scenario file, relative to this one");
   target.scenario_file = (std::filesystem::path(path).parent_path() / scenario.as_string()).string();
   target.statistic = read_statistic(root.require("statistic", "what is computed from the simulated cohort"));
@@ -345,6 +358,16 @@ ReproductionTarget load_target(const std::string& path) {
   target.tolerance = read_tolerance(root.require("tolerance", "how close the simulation must be"));
   if (const auto miss = root.find("known_miss")) target.known_miss = miss->as_string();
   return target;
+}
+
+std::vector<ReproductionTarget> load_suite(const std::filesystem::path& folder) {
+  std::vector<std::string> files;
+  for (const auto& entry : std::filesystem::directory_iterator(folder))
+    if (entry.is_regular_file() && entry.path().extension() == ".yaml") files.push_back(entry.path().string());
+  std::sort(files.begin(), files.end());
+  std::vector<ReproductionTarget> targets;
+  for (const std::string& file : files) targets.push_back(load_target(file));
+  return targets;
 }
 
 std::vector<TargetOutcome> evaluate_targets(const std::vector<ReproductionTarget>& targets,
@@ -403,6 +426,28 @@ std::string TargetOutcome::verdict() const {
   return target->known_miss.empty() ? "FAIL" : "known miss";
 }
 
+namespace {
+
+// One table of outcomes, with its pass count.
+std::string outcome_table(const std::vector<const TargetOutcome*>& outcomes) {
+  std::string text =
+      "| target | what | source | evidence | published | tolerance | simulated | result |\n"
+      "|---|---|---|---|---|---|---|---|\n";
+  std::size_t passed = 0;
+  for (const TargetOutcome* outcome : outcomes) {
+    const ReproductionTarget& target = *outcome->target;
+    text += "| `" + target.name + "` | " + target.title + " | " + target.source + " | " +
+            (target.evidence == Evidence::verified ? "VERIFIED" : "RECALLED") + " | " +
+            format_significant(target.expected) + " | " + target.tolerance.describe(target.expected) + " (" +
+            target.tolerance.why + ") | " + format_significant(outcome->simulated, 4) + " | " +
+            (outcome->failed() ? "**FAIL**" : outcome->verdict()) + " |\n";
+    passed += outcome->passed ? 1 : 0;
+  }
+  return text + "\n" + std::to_string(passed) + " of " + std::to_string(outcomes.size()) + " pass.\n";
+}
+
+}  // namespace
+
 std::string validation_markdown(const std::vector<TargetOutcome>& outcomes, const std::string& command) {
   std::string text =
       "# Validation: published results reproduced\n\n"
@@ -411,20 +456,25 @@ std::string validation_markdown(const std::vector<TargetOutcome>& outcomes, cons
       "`; do not edit by hand. Each row is a target file in\n"
       "[benchmarks/reproduction/](../benchmarks/reproduction/): a scenario, a statistic of its simulated\n"
       "cohort, the published value and the tolerance it must meet. `ctest -L reproduction` runs the same\n"
-      "checks. Targets used to calibrate the antidepressant-response proxy (models/calibration/) are\n"
-      "checked here on cohorts drawn with the target's own seed, not the calibration's.\n\n"
-      "| target | what | source | published | tolerance | simulated | result |\n"
-      "|---|---|---|---|---|---|---|\n";
-  std::size_t passed = 0;
-  for (const TargetOutcome& outcome : outcomes) {
-    const ReproductionTarget& target = *outcome.target;
-    text += "| `" + target.name + "` | " + target.title + " | " + target.source + " | " +
-            format_significant(target.expected) + " | " + target.tolerance.describe(target.expected) + " (" +
-            target.tolerance.why + ") | " + format_significant(outcome.simulated, 4) + " | " +
-            (outcome.failed() ? "**FAIL**" : outcome.verdict()) + " |\n";
-    passed += outcome.passed ? 1 : 0;
-  }
-  text += "\n" + std::to_string(passed) + " of " + std::to_string(outcomes.size()) + " targets pass.\n";
+      "checks. Evidence: VERIFIED, the figure was read in the publication or its abstract; RECALLED, it\n"
+      "comes from a secondary text or from memory and still needs checking in the source.\n";
+  std::vector<const TargetOutcome*> fitted;
+  std::vector<const TargetOutcome*> held_out;
+  for (const TargetOutcome& outcome : outcomes)
+    (outcome.target->fitted_by.empty() ? held_out : fitted).push_back(&outcome);
+  if (!fitted.empty())
+    text +=
+        "\n## Calibration targets\n\n"
+        "Fitted (models/calibration/): the calibration chose the model's parameters to meet these. They are\n"
+        "checked here on cohorts drawn with each target's own seed, not the calibration's, so they show\n"
+        "the fit, not the model's ability to predict.\n\n" +
+        outcome_table(fitted);
+  if (!held_out.empty())
+    text +=
+        "\n## Validation targets\n\n"
+        "No fit saw these: whole studies left out of the calibration (a calibration refuses to fit part of\n"
+        "a study). They are the test of the model.\n\n" +
+        outcome_table(held_out);
   std::string misses;
   for (const TargetOutcome& outcome : outcomes)
     if (!outcome.passed && !outcome.target->known_miss.empty())

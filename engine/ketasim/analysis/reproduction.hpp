@@ -14,6 +14,7 @@
 //   expected: -18.4
 //   tolerance: {absolute: 5.5, why: 95% CI of the published mean (SD 12.0, n 18)}
 
+#include <filesystem>
 #include <map>
 #include <optional>
 #include <string>
@@ -87,10 +88,21 @@ struct Tolerance {
   std::string describe(double expected) const;
 };
 
+// How a target's published figure was checked (as in ../shared/science/ketamine.md): read in the
+// publication or its abstract (verified), or taken from a secondary text or memory (recalled).
+enum class Evidence { verified, recalled };
+
 struct ReproductionTarget {
   std::string name;
   std::string title;
   std::string source;
+  // The publication the figure comes from (e.g. "Murrough 2013"): a calibration fits whole studies
+  // and leaves whole studies out, never part of one.
+  std::string study;
+  Evidence evidence = Evidence::recalled;
+  // The calibration that fits this target (its `targets:` list names the file), or empty: a
+  // validation target, which no fit sees.
+  std::string fitted_by;
   std::string file;           // the target file
   std::string scenario_file;  // resolved path
   Statistic statistic;
@@ -129,6 +141,9 @@ std::vector<TargetOutcome> evaluate_targets(const std::vector<ReproductionTarget
                                             const EvaluationOptions& options);
 
 // The Markdown table of docs/validation.md.
+// All the targets of a suite folder (every *.yaml in it), in file-name order.
+std::vector<ReproductionTarget> load_suite(const std::filesystem::path& folder);
+
 std::string validation_markdown(const std::vector<TargetOutcome>& outcomes, const std::string& command);
 
 }  // namespace ketasim

@@ -43,10 +43,15 @@ double LinkValues::input_for(double value, double tolerance) const {
 
 double DepressionValues::score(double baseline, double hours_since_first, double drug_input, double session_memory,
                                bool background_antidepressant) const {
-  double improvement = session_magnitude * session_memory;
+  // Each non-drug component keeps a share of the score in [0, 1]: the components combine as
+  // independent shares of the possible improvement, so no subject is pushed below 0 or above the
+  // baseline by them, however large their between-subject variability.
+  const auto kept = [](double improvement) { return 1.0 - std::clamp(improvement, 0.0, 1.0); };
+  double remaining = kept(session_magnitude * session_memory);
   if (hours_since_first >= 0.0) {
-    improvement += placebo * -std::expm1(-placebo_rate_per_h * hours_since_first);
-    if (background_antidepressant) improvement += background * -std::expm1(-background_rate_per_h * hours_since_first);
+    remaining *= kept(placebo * -std::expm1(-placebo_rate_per_h * hours_since_first));
+    if (background_antidepressant)
+      remaining *= kept(background * -std::expm1(-background_rate_per_h * hours_since_first));
   }
   double drug = 0.0;
   if (drug_input > 0.0) {
@@ -54,7 +59,7 @@ double DepressionValues::score(double baseline, double hours_since_first, double
     const double powered = hill == 2.0 ? ratio * ratio : std::pow(ratio, hill);
     drug = emax * powered / (1.0 + powered);
   }
-  return std::clamp(baseline * (1.0 - improvement) * (1.0 - drug), 0.0, kMadrsMaximum);
+  return std::clamp(baseline * remaining * (1.0 - drug), 0.0, kMadrsMaximum);
 }
 
 int Model::add_state(const std::string& name) {
