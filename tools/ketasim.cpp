@@ -471,14 +471,8 @@ void print_outcomes(const std::vector<TargetOutcome>& outcomes) {
 
 int command_reproduce(std::vector<std::string> files, const std::string& markdown, unsigned threads,
                       const std::string& command) {
-  if (files.empty()) {
-    // Every target of the suite, in name order.
-    const std::filesystem::path folder = find_reproduction_suite();
-    for (const auto& entry : std::filesystem::directory_iterator(folder))
-      if (entry.is_regular_file() && entry.path().extension() == ".yaml") files.push_back(entry.path().string());
-    std::sort(files.begin(), files.end());
-  }
-  if (!markdown.empty()) check_output_path(markdown, files);  // before the suite runs, not after
+  if (files.empty()) files = suite_files(find_reproduction_suite());  // every target of the suite, in name order
+  if (!markdown.empty()) check_output_path(markdown, files);          // before the suite runs, not after
   std::vector<ReproductionTarget> targets;
   for (const std::string& file : files) targets.push_back(load_target(file));
   EvaluationOptions options;

@@ -33,10 +33,6 @@ double to_display(const ModelCard& card, const CalibratedParameter& parameter, d
   return to_display_unit(card.parameters[static_cast<std::size_t>(card.index_of(parameter.name))], base);
 }
 
-}  // namespace
-
-namespace {
-
 // The fitted targets and the rest of the suite. The split is by whole studies: a study with a
 // fitted target has every target fitted, so that the validation set holds only studies the fit
 // never saw; each fitted target says which calibration fits it (`fitted_by`), so that the suite's
@@ -178,9 +174,6 @@ CalibrationResult calibrate(const CalibrationSpec& spec, unsigned threads,
                             const std::function<void(int, double)>& on_evaluation) {
   const std::size_t n = spec.parameters.size();
   CalibrationResult result;
-  const auto evaluate_at = [&](const std::vector<double>& values) {
-    return evaluate_targets(spec.targets, options_for(spec, values, threads));
-  };
   std::vector<double> start(n), lower(n), upper(n), x(n);
   for (std::size_t i = 0; i < n; ++i) {
     start[i] = spec.parameters[i].start;
@@ -188,7 +181,7 @@ CalibrationResult calibrate(const CalibrationSpec& spec, unsigned threads,
     upper[i] = std::log(spec.parameters[i].upper);
     x[i] = std::log(start[i]);
   }
-  result.start_objective = objective_of(evaluate_at(start));
+  result.start_objective = evaluate_fit(spec, start, threads).objective;
 
   const nlopt::algorithm algorithm = spec.algorithm == "sbplx"        ? nlopt::LN_SBPLX
                                      : spec.algorithm == "neldermead" ? nlopt::LN_NELDERMEAD
@@ -203,19 +196,19 @@ CalibrationResult calibrate(const CalibrationSpec& spec, unsigned threads,
   optimiser.set_initial_step(step);
 
   struct Context {
-    const std::function<std::vector<TargetOutcome>(const std::vector<double>&)>* evaluate;
+    const CalibrationSpec* spec;
+    unsigned threads;
     const std::function<void(int, double)>* on_evaluation;
     int evaluations = 0;
   };
-  const std::function<std::vector<TargetOutcome>(const std::vector<double>&)> evaluate_function = evaluate_at;
-  Context context{&evaluate_function, &on_evaluation};
+  Context context{&spec, threads, &on_evaluation};
   const auto objective = [](const std::vector<double>& log_values, std::vector<double>& gradient,
                             void* data) -> double {
     (void)gradient;  // derivative-free algorithms only
     auto& ctx = *static_cast<Context*>(data);
     std::vector<double> values(log_values.size());
     for (std::size_t i = 0; i < values.size(); ++i) values[i] = std::exp(log_values[i]);
-    const double value = objective_of((*ctx.evaluate)(values));
+    const double value = evaluate_fit(*ctx.spec, values, ctx.threads).objective;
     ++ctx.evaluations;
     if (*ctx.on_evaluation) (*ctx.on_evaluation)(ctx.evaluations, value);
     return value;
@@ -247,8 +240,9 @@ CalibrationResult calibrate(const CalibrationSpec& spec, unsigned threads,
   result.fitted.resize(n);
   for (std::size_t i = 0; i < n; ++i) result.fitted[i] = std::exp(x[i]);
   result.evaluations = context.evaluations;
-  result.outcomes = evaluate_at(result.fitted);
-  result.objective = objective_of(result.outcomes);
+  FitEvaluation at_fit = evaluate_fit(spec, result.fitted, threads);
+  result.outcomes = std::move(at_fit.outcomes);
+  result.objective = at_fit.objective;
   return result;
 }
 

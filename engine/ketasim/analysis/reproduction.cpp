@@ -360,13 +360,17 @@ ReproductionTarget load_target(const std::string& path) {
   return target;
 }
 
-std::vector<ReproductionTarget> load_suite(const std::filesystem::path& folder) {
+std::vector<std::string> suite_files(const std::filesystem::path& folder) {
   std::vector<std::string> files;
   for (const auto& entry : std::filesystem::directory_iterator(folder))
     if (entry.is_regular_file() && entry.path().extension() == ".yaml") files.push_back(entry.path().string());
   std::sort(files.begin(), files.end());
+  return files;
+}
+
+std::vector<ReproductionTarget> load_suite(const std::filesystem::path& folder) {
   std::vector<ReproductionTarget> targets;
-  for (const std::string& file : files) targets.push_back(load_target(file));
+  for (const std::string& file : suite_files(folder)) targets.push_back(load_target(file));
   return targets;
 }
 

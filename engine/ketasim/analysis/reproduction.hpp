@@ -140,10 +140,11 @@ struct EvaluationOptions {
 std::vector<TargetOutcome> evaluate_targets(const std::vector<ReproductionTarget>& targets,
                                             const EvaluationOptions& options);
 
-// The Markdown table of docs/validation.md.
-// All the targets of a suite folder (every *.yaml in it), in file-name order.
+// The target files of a suite folder (every *.yaml in it), in file-name order; and the targets.
+std::vector<std::string> suite_files(const std::filesystem::path& folder);
 std::vector<ReproductionTarget> load_suite(const std::filesystem::path& folder);
 
+// The Markdown table of docs/validation.md.
 std::string validation_markdown(const std::vector<TargetOutcome>& outcomes, const std::string& command);
 
 }  // namespace ketasim

@@ -213,10 +213,7 @@ void SubjectSolve<Propagator>::run() {
     visit_breakpoint();
     while (t_ < plan_.grid_end) {
       const Ticks breakpoint = plan_.breakpoints[breakpoint_];
-      if (!trigger_ && next_grid_ - t_ == plan_.grid_step) {
-        grid_steps(breakpoint);
-        if (t_ >= plan_.grid_end) break;
-      }
+      if (!trigger_ && next_grid_ - t_ == plan_.grid_step) grid_steps(breakpoint);  // ends before the breakpoint
       const Ticks next = std::min(next_grid_, breakpoint);
       const Ticks from = t_;
       if (!step(next)) continue;  // interrupted by the as-needed rule: the plan changed
