@@ -267,6 +267,11 @@ struct OutputSpec {
   double dissociation_threshold = 5.0;  // score points, for time_above_dissociation_h
   // MADRS assessments, as times after the start of the first session (e.g. 2 h, 1 d, 15 d).
   std::vector<Ticks> assessments{kTicksPerDay, 7 * kTicksPerDay, 14 * kTicksPerDay};
+  // MADRS assessments relative to every session (output.assessments.after_each_session and
+  // before_each_session): times after each session's start, ascending; and an assessment just
+  // before each session (its events not yet applied). None by default.
+  std::vector<Ticks> assessments_after_each_session;
+  bool assessment_before_each_session = false;
   double response_fraction = 0.5;   // response: a fall of at least this fraction from baseline
   double remission_threshold = 10;  // remission: MADRS at or below this
   ObservationSpec observations;     // none by default

@@ -161,6 +161,20 @@ std::vector<ColumnSpec> subject_columns(const ModelCard& card, std::size_t most)
   return columns;
 }
 
+// Residual errors of the assessments relative to sessions, from the subject's own streams: session
+// k's draws are the same in every arm, however many sessions the arm has.
+void draw_session_normals(SubjectContext& context, const SimulationPlan& plan, std::uint64_t seed,
+                          std::int64_t subject_id, std::size_t sessions) {
+  const auto subject = static_cast<std::uint64_t>(subject_id);
+  if (plan.before_each_session) {
+    RandomStream before(seed, subject, StreamPurpose::before_session);
+    for (std::size_t k = 0; k < sessions; ++k) context.before_session_normals.push_back(before.normal());
+  }
+  RandomStream after(seed, subject, StreamPurpose::after_session);
+  for (std::size_t k = 0; k < sessions * plan.session_assessments.size(); ++k)
+    context.after_session_normals.push_back(after.normal());
+}
+
 ArmLayout layout_of(const Scenario& scenario, const Arm& arm, const ModelEngine& engine) {
   const Model& model = engine.model;
   const SimulationPlan& plan = engine.plan;
@@ -303,6 +317,7 @@ SubjectDoses ScenarioRunner::simulate_one(SubjectBlock& block, std::size_t row, 
   SubjectContext arm_context = prepared.context;
   arm_context.oral_antidepressant = arm.arm->oral_antidepressant;
   arm_context.cancel = cancel;
+  if (plan.assesses_sessions()) draw_session_normals(arm_context, plan, scenario_.cohort.seed, subject.id, arm.doses);
   if (engine.sampler.has_occasion_variability())
     arm_context.occasion_model = [&engine, &subject](int occasion) {
       SubjectModel occasion_system = engine.model.instantiate(engine.sampler.occasion_parameters(subject, occasion));

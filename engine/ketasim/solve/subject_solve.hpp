@@ -54,8 +54,9 @@ class SubjectSolve {
  private:
   // In the order they see each point: that order fixes which failure a subject reports first.
   using Observers = std::tuple<std::optional<SolutionCheck>, std::optional<Exposure>, std::optional<Metabolites>,
-                               std::optional<Response>, std::optional<DissociationBurden>, std::optional<Sampler>,
-                               std::optional<EffectPeaks>, std::optional<GridWriter>, std::optional<MassBalance>>;
+                               std::optional<Response>, std::optional<SessionResponse>,
+                               std::optional<DissociationBurden>, std::optional<Sampler>, std::optional<EffectPeaks>,
+                               std::optional<GridWriter>, std::optional<MassBalance>>;
 
   template <class Tuple>
   struct Checked;
@@ -79,6 +80,8 @@ class SubjectSolve {
 
   void add_observers(const TrajectoryRows& rows);
   void visit_breakpoint();
+  // At a breakpoint where sessions start, before its events: shows the point to the observers.
+  void before_sessions();
   // The hot path: whole grid steps up to the last grid point before `before`, where nothing but
   // the grid happens (no event, no segment change, no mark, no as-needed rule).
   void grid_steps(Ticks before);
@@ -157,7 +160,7 @@ SubjectSolve<Propagator>::SubjectSolve(const Propagator& propagator, const Model
 template <class Propagator>
 void SubjectSolve<Propagator>::add_observers(const TrajectoryRows& rows) {
   const SimulationPlan& plan = simulation_;
-  auto& [check, exposure, metabolites, response, burden, sampler, effect, grid, balance] = observers_;
+  auto& [check, exposure, metabolites, response, sessions, burden, sampler, effect, grid, balance] = observers_;
   const int plasma = model_.drugs()[static_cast<std::size_t>(model_.dosed_drug())].plasma_signal;
   check.emplace(plasma, model_.dissociation_effect_site());
   exposure.emplace(plasma, plan.grid_end, plan.weeks(), metrics_);
@@ -168,6 +171,8 @@ void SubjectSolve<Propagator>::add_observers(const TrajectoryRows& rows) {
                      ResponseScores(madrs_->depression(), plan, context_, has_sessions ? doses_.front().start : 0,
                                     has_sessions ? doses_.back().start : 0, has_sessions, metrics_));
   }
+  if (plan.response && madrs_ && plan.assesses_sessions())
+    sessions.emplace(*madrs_, SessionScores(madrs_->depression(), plan, context_, doses_, metrics_));
   // Metrics without their observer are NaN.
   metrics_.time_above_dissociation_h = solve_units::kNaN;
   metrics_.dissociation_burden_score_h = solve_units::kNaN;
@@ -244,6 +249,7 @@ void SubjectSolve<Propagator>::visit_breakpoint() {
     throw InterruptedError("interrupted");
   const std::vector<TimelineEvent>& events = plan_.events;
   while (event_ < events.size() && events[event_].time < t_) ++event_;  // edges that change no rate
+  before_sessions();
   if (context_.occasion_model) {
     int opening = -1;
     for (std::size_t e = event_; e < events.size() && events[e].time == t_; ++e)
@@ -263,6 +269,18 @@ void SubjectSolve<Propagator>::visit_breakpoint() {
   while (plan_.breakpoints[breakpoint_] <= t_) ++breakpoint_;
   while (plan_.segments[segment_].end <= t_) ++segment_;
   if (trigger_) trigger_->update_allowed(t_, doses_);
+}
+
+template <class Propagator>
+void SubjectSolve<Propagator>::before_sessions() {
+  const std::vector<TimelineEvent>& events = plan_.events;
+  std::size_t end = event_;
+  bool sessions = false;
+  for (; end < events.size() && events[end].time == t_; ++end) sessions |= events[end].kind == EventKind::session_start;
+  if (!sessions) return;
+  const Point point{t_, *propagator_, state_, true,
+                    std::span<const TimelineEvent>(events.data() + event_, end - event_)};
+  each_observer([&](auto& observer) { observer.before_events(point); });
 }
 
 template <class Propagator>
