@@ -2,6 +2,7 @@
 
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -142,4 +143,103 @@ TEST_CASE("tests/scenarios/session_assessments.yaml runs and writes one column p
   const ScenarioResults results = run_in_memory(scenario, 1);
   CHECK(results.arm("twice_weekly").metric_width.at("response_before_session") == 6);
   CHECK(results.arm("weekly").metric_width.at("remission_168h_after_session") == 3);
+}
+
+namespace {
+
+Scenario stop_scenario(const std::string& stop) {
+  return parse_scenario(R"(
+name: stop_rules
+model: {name: ketamine_venous}
+cohort:
+  size: 200
+  seed: 1102
+  weight: {distribution: normal, mean: 80 kg, sd: 15 kg, min: 45 kg, max: 150 kg}
+arms:
+  - name: until
+    regimen: {route: iv_infusion, dose: 0.5 mg/kg, infusion_duration: 40 min,
+              schedule: [Mon 09:00, Wed 09:00, Fri 09:00], for: 4 weeks, stop: )" +
+                            stop + R"(}
+  - name: full
+    regimen: {route: iv_infusion, dose: 0.5 mg/kg, infusion_duration: 40 min,
+              schedule: [Mon 09:00, Wed 09:00, Fri 09:00], count: 6}
+output:
+  grid: {every: 30 min, for: 5 weeks}
+  variables: []
+  assessments: {after_first: [1 d], before_each_session: true}
+)",
+                        "stop.yaml");
+}
+
+// Checks every subject of the stopped arm against its own assessments before each session: the
+// series stops at the first session k >= 1 whose assessment meets the rule, else runs to the cap.
+void check_stops(const ArmResults& arm, const std::string& assessment, const std::function<bool(double)>& met,
+                 std::size_t cap) {
+  const std::size_t width = arm.metric_width.at(assessment);
+  std::size_t stopped = 0;
+  for (std::size_t i = 0; i < 200; ++i) {
+    std::size_t k = 1;
+    while (k < cap && !met(at(arm, assessment, i, k))) ++k;
+    INFO("subject " << i << " stops before session " << k);
+    const double given = at(arm, "sessions_given", i, 0);
+    if (k < cap) {
+      ++stopped;
+      CHECK(at(arm, "stopped_early", i, 0) == 1.0);
+      CHECK(at(arm, "sessions_to_response", i, 0) == static_cast<double>(k));
+      CHECK(given == static_cast<double>(k));
+      // The assessment that stopped the series was made; no later one was.
+      CHECK(std::isfinite(at(arm, assessment, i, k)));
+      if (k + 1 < width) CHECK(std::isnan(at(arm, assessment, i, k + 1)));
+    } else {
+      CHECK(at(arm, "stopped_early", i, 0) == 0.0);
+      CHECK(std::isnan(at(arm, "sessions_to_response", i, 0)));
+      CHECK(given == static_cast<double>(cap));
+    }
+  }
+  CHECK(stopped > 20);
+  CHECK(stopped < 190);
+}
+
+}  // namespace
+
+TEST_CASE("a stop rule ends the series at the first session before which response is observed", "[stop][response]") {
+  const ScenarioResults results =
+      run_in_memory(stop_scenario("{when: response, observed: true, assessed: before_each_session, "
+                                  "at_most: 6 sessions}"),
+                    2);
+  check_stops(
+      results.arm("until"), "response_before_session", [](double response) { return response == 1.0; }, 6);
+  // An arm without a stop rule writes the columns too: never stopped.
+  const ArmResults& full = results.arm("full");
+  for (std::size_t i = 0; i < 200; ++i) {
+    CHECK(at(full, "stopped_early", i, 0) == 0.0);
+    CHECK(std::isnan(at(full, "sessions_to_response", i, 0)));
+  }
+}
+
+TEST_CASE("a stop rule on remission of the model's score", "[stop][response]") {
+  const ScenarioResults results = run_in_memory(stop_scenario("{when: remission, observed: false, at_most: 8}"), 2);
+  check_stops(
+      results.arm("until"), "madrs_before_session", [](double madrs) { return madrs <= 10.0; }, 8);
+}
+
+TEST_CASE("stop rules: bad values name the file, line and key", "[scenario][stop]") {
+  const auto message = [](const std::string& stop) {
+    try {
+      stop_scenario(stop);
+    } catch (const ScenarioError& error) {
+      return std::string(error.what());
+    }
+    return std::string("accepted");
+  };
+  CHECK_THAT(message("{when: respons}"), Catch::Contains("stop.yaml:11:") &&
+                                             Catch::Contains("arms[0].regimen.stop.when") &&
+                                             Catch::Contains("did you mean 'response'"));
+  CHECK_THAT(message("{when: response, assessed: after_each_session}"),
+             Catch::Contains("arms[0].regimen.stop.assessed") && Catch::Contains("expected before_each_session"));
+  CHECK_THAT(message("{when: response, at_most: 0 sessions}"), Catch::Contains("arms[0].regimen.stop.at_most"));
+  CHECK_THAT(message("{when: response, at_most: six}"), Catch::Contains("arms[0].regimen.stop.at_most"));
+  CHECK_THAT(message("{when: response, observed: maybe}"), Catch::Contains("arms[0].regimen.stop.observed"));
+  CHECK_THAT(message("{when: response, until: 3}"), Catch::Contains("unknown key 'until'"));
+  CHECK_THAT(message("{observed: true}"), Catch::Contains("missing required key 'when'"));
 }

@@ -199,6 +199,19 @@ void visit_session_metrics(const SimulationPlan& plan, const SubjectMetrics& m, 
   }
 }
 
+// Stop rules (written in every arm when some arm has one).
+template <class Visit>
+void visit_stop_metrics(const SimulationPlan& plan, const SubjectMetrics& m, Visit&& visit) {
+  if (!plan.stop_metrics) return;
+  visit(Metric::response,
+        metric_column(MetricId::sessions_to_response, "", 1,
+                      "sessions of the series given when its stop rule ended it; NaN if it did not"),
+        nan_if_undefined(one(m.sessions_to_response)));
+  visit(Metric::response,
+        metric_column(MetricId::stopped_early, "", 1, "1 if the arm's stop rule ended the series, else 0"),
+        one(m.stopped_early));
+}
+
 template <class Visit>
 void visit_response_course_metrics(const SubjectMetrics& m, Visit&& visit) {
   visit(Metric::response,
@@ -271,6 +284,7 @@ void for_each_metric(const Model& model, const SimulationPlan& plan, const Subje
     visit_assessment_metrics(plan, m, visit);
     visit_response_course_metrics(m, visit);
     visit_session_metrics(plan, m, visit);
+    visit_stop_metrics(plan, m, visit);
   }
   visit_mass_balance_metrics(model, m, visit);
   visit_observation_metrics(plan, m, visit);

@@ -166,7 +166,7 @@ std::vector<ColumnSpec> subject_columns(const ModelCard& card, std::size_t most)
 void draw_session_normals(SubjectContext& context, const SimulationPlan& plan, std::uint64_t seed,
                           std::int64_t subject_id, std::size_t sessions) {
   const auto subject = static_cast<std::uint64_t>(subject_id);
-  if (plan.before_each_session) {
+  if (plan.before_each_session || context.stop) {
     RandomStream before(seed, subject, StreamPurpose::before_session);
     for (std::size_t k = 0; k < sessions; ++k) context.before_session_normals.push_back(before.normal());
   }
@@ -214,6 +214,8 @@ ModelEngine::ModelEngine(const Scenario& scenario, const ModelChoice& model_choi
       sampler(scenario, choice, card),
       plan(SimulationPlan::from(scenario.output, model)),
       outputs(selected_outputs(scenario, model)) {
+  for (const Arm& arm : scenario.arms)
+    for (const DosingRule& rule : arm.regimen) plan.stop_metrics |= rule.stop.has_value();
   const SubjectModel typical = model.instantiate(sampler.typical_parameters());
   states = observed_states(scenario, model, plan, outputs, typical, sampler.variable_parameters());
   if (static_cast<int>(states.size()) == typical.states) states.clear();  // nothing to drop
@@ -317,7 +319,12 @@ SubjectDoses ScenarioRunner::simulate_one(SubjectBlock& block, std::size_t row, 
   SubjectContext arm_context = prepared.context;
   arm_context.oral_antidepressant = arm.arm->oral_antidepressant;
   arm_context.cancel = cancel;
-  if (plan.assesses_sessions()) draw_session_normals(arm_context, plan, scenario_.cohort.seed, subject.id, arm.doses);
+  for (const DosingRule& rule : arm.arm->regimen) {
+    arm_context.stop_series.push_back(rule.stop ? 1 : 0);
+    if (rule.stop) arm_context.stop = &*rule.stop;
+  }
+  if (plan.assesses_sessions() || arm_context.stop)
+    draw_session_normals(arm_context, plan, scenario_.cohort.seed, subject.id, arm.doses);
   if (engine.sampler.has_occasion_variability())
     arm_context.occasion_model = [&engine, &subject](int occasion) {
       SubjectModel occasion_system = engine.model.instantiate(engine.sampler.occasion_parameters(subject, occasion));

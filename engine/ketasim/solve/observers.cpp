@@ -114,6 +114,11 @@ void ResponseScores::assessments(Ticks t, double score) {
   }
 }
 
+void ResponseScores::treatment_stopped(Ticks at, Ticks last_given) {
+  last_session_ = last_given;
+  end_of_treatment_ = std::max(last_given + kTicksPerDay, at);
+}
+
 void ResponseScores::finish(Ticks grid_end) {
   if (relapse_watch_) {  // still in response at the end: censored
     metrics_.relapse_day = ticks_to_hours(grid_end - last_session_) / kHoursPerDay;

@@ -266,6 +266,9 @@ class ResponseScores {
   void add_marks(std::vector<PlanMark>& marks) const;
   void at_point(Ticks t, double score);
   void finish(Ticks grid_end);
+  // A stop rule ended the series at `at`: the treatment's last session is `last_given`, and its end
+  // is 1 d after it or `at`, whichever is later.
+  void treatment_stopped(Ticks at, Ticks last_given);
 
  private:
   void crossing(Ticks t, double score, bool responding);
@@ -289,6 +292,7 @@ class Response : public ObserverDefaults {
  public:
   Response(const MadrsScore& madrs, ResponseScores scores) : madrs_(madrs), scores_(scores) {}
   void add_marks(std::vector<PlanMark>& marks) const { scores_.add_marks(marks); }
+  void treatment_stopped(Ticks at, Ticks last_given) { scores_.treatment_stopped(at, last_given); }
   template <class Propagator>
   [[gnu::always_inline]] void at_point(const SolvePoint<Propagator>& at) {
     scores_.at_point(at.t, madrs_.at(at.propagator, at.t, at.state));

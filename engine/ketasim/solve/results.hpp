@@ -50,6 +50,8 @@ enum class MetricId {
   responder_end_of_treatment,
   relapse_day,
   relapse_observed,
+  sessions_to_response,  // stop rules
+  stopped_early,
   madrs_before_session,  // per session
   madrs_observed_before_session,
   response_before_session,
@@ -67,8 +69,11 @@ enum class MetricId {
   solver_path,
 };
 
-// The names of the per-session assessments: "<what>_before_session", "<what>_<about>_after_session".
+// The names of the stop-rule metrics and the per-session assessments ("<what>_before_session",
+// "<what>_<about>_after_session").
 inline std::string session_metric_dataset(MetricId id, const std::string& about) {
+  if (id == MetricId::sessions_to_response) return "sessions_to_response";
+  if (id == MetricId::stopped_early) return "stopped_early";
   const bool before = id == MetricId::madrs_before_session || id == MetricId::madrs_observed_before_session ||
                       id == MetricId::response_before_session || id == MetricId::remission_before_session;
   std::string what = "madrs";
@@ -136,6 +141,8 @@ inline std::string metric_dataset(MetricId id, std::string_view about = {}) {
       return "relapse_day";
     case MetricId::relapse_observed:
       return "relapse_observed";
+    case MetricId::sessions_to_response:
+    case MetricId::stopped_early:
     case MetricId::madrs_before_session:
     case MetricId::madrs_observed_before_session:
     case MetricId::response_before_session:

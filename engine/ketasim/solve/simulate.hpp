@@ -41,6 +41,7 @@ struct SimulationPlan {
   std::size_t time_points() const { return static_cast<std::size_t>(grid_end / grid_step) + 1; }
   // Weeks for AUC per week; the last one is partial when grid_end is not a whole number of weeks.
   std::size_t weeks() const { return static_cast<std::size_t>((grid_end + kTicksPerWeek - 1) / kTicksPerWeek); }
+  bool stop_metrics = false;  // sessions_to_response and stopped_early (some arm has a stop rule)
   bool assesses_sessions() const { return before_each_session || !session_assessments.empty(); }
   static SimulationPlan from(const OutputSpec& output);
   // The same plan with output.observations resolved against the model's outputs.
@@ -93,8 +94,10 @@ struct SubjectMetrics {
   double days_in_response = 0.0;    // days with the model score in response
   double responder_end_of_treatment = 0.0;  // 1 if in response 1 d after the last session (NaN past the grid)
   double relapse_day = 0.0;  // responders: days from the last session to the loss of response (censored at the end)
-  double relapse_observed = 0.0;                  // 1 if the loss of response happened within the grid, 0 if censored
-  SessionAssessments before_session;              // just before each session (output.assessments)
+  double relapse_observed = 0.0;      // 1 if the loss of response happened within the grid, 0 if censored
+  double sessions_to_response = 0.0;  // stop rule: sessions of the series given when it stopped; NaN if it did not
+  double stopped_early = 0.0;         // 1 if a stop rule ended the series, else 0
+  SessionAssessments before_session;  // just before each session (output.assessments)
   std::vector<SessionAssessments> after_session;  // per time after each session (SimulationPlan::session_assessments)
   // Mass balance, per drug (model order), mg
   std::vector<double> amount_in_body_end_mg;
@@ -126,6 +129,9 @@ struct SubjectContext {
   std::vector<double> before_session_normals;
   std::vector<double> after_session_normals;
   const TriggeredDosing* as_needed = nullptr;  // the arm's as-needed rule, if any
+  // The arm's stop rule, if any, and which rules of the regimen its series is (by Dose::rule).
+  const StopRule* stop = nullptr;
+  std::vector<char> stop_series;
   // Inter-occasion variability: the subject's system during occasion k (from its k-th session
   // on); empty without. Only parameters of the dynamics vary (occasion_variability_problem).
   std::function<SubjectModel(int)> occasion_model;

@@ -82,6 +82,9 @@ class SubjectSolve {
   void visit_breakpoint();
   // At a breakpoint where sessions start, before its events: shows the point to the observers.
   void before_sessions();
+  // The arm's stop rule, before the sessions starting at t: when the subject is in response (or
+  // remission) now, the series' sessions from t on are removed and the plan rebuilt.
+  void check_stop(std::span<const TimelineEvent> events);
   // The hot path: whole grid steps up to the last grid point before `before`, where nothing but
   // the grid happens (no event, no segment change, no mark, no as-needed rule).
   void grid_steps(Ticks before);
@@ -127,6 +130,7 @@ class SubjectSolve {
   std::optional<MadrsScore> madrs_;
   std::optional<OutputReader> reader_;
   std::optional<AsNeededTrigger> trigger_;
+  bool stopped_ = false;  // the stop rule ended the series
   Observers observers_;
 };
 
@@ -153,6 +157,8 @@ SubjectSolve<Propagator>::SubjectSolve(const Propagator& propagator, const Model
   if (subject.depression) madrs_.emplace(*subject.depression, context, has_sessions, first_session);
   reader_.emplace(subject, madrs_ ? &*madrs_ : nullptr, !rows.empty() || !plan.observed.empty());
   if (context.as_needed && madrs_) trigger_.emplace(*context.as_needed, *madrs_, context.baseline_madrs, plan.grid_end);
+  if (context.stop && !madrs_) throw SolverError("a stop rule needs a model with a depression score");
+  if (simulation_.stop_metrics) metrics_.stopped_early = 0.0;
   add_observers(rows);
   replan(std::nullopt);
 }
@@ -278,9 +284,44 @@ void SubjectSolve<Propagator>::before_sessions() {
   bool sessions = false;
   for (; end < events.size() && events[end].time == t_; ++end) sessions |= events[end].kind == EventKind::session_start;
   if (!sessions) return;
-  const Point point{t_, *propagator_, state_, true,
-                    std::span<const TimelineEvent>(events.data() + event_, end - event_)};
+  const std::span<const TimelineEvent> at_t(events.data() + event_, end - event_);
+  const Point point{t_, *propagator_, state_, true, at_t};
   each_observer([&](auto& observer) { observer.before_events(point); });
+  if (context_.stop && !stopped_) check_stop(at_t);
+}
+
+template <class Propagator>
+void SubjectSolve<Propagator>::check_stop(std::span<const TimelineEvent> events) {
+  const auto in_series = [&](const Dose& dose) {
+    return !dose.triggered && context_.stop_series[static_cast<std::size_t>(dose.rule)] != 0;
+  };
+  int session = -1;
+  for (const TimelineEvent& event : events)
+    if (session < 0 && event.kind == EventKind::session_start &&
+        in_series(doses_[static_cast<std::size_t>(event.dose)]))
+      session = event.dose;
+  if (session < 0) return;
+  const auto given =
+      std::count_if(doses_.begin(), doses_.end(), [&](const Dose& dose) { return dose.start < t_ && in_series(dose); });
+  if (given == 0) return;  // the series starts with a session whatever the score
+  const double score = madrs_->at(*propagator_, t_, state_);
+  const double assessed = context_.stop->observed
+                              ? observed_madrs(score, madrs_->depression().residual_sd,
+                                               context_.before_session_normals[static_cast<std::size_t>(session)])
+                              : score;
+  const bool met = context_.stop->when == StopRule::When::response
+                       ? assessed <= (1.0 - simulation_.response_fraction) * context_.baseline_madrs
+                       : assessed <= simulation_.remission_threshold;
+  if (!met) return;
+  std::erase_if(doses_, [&](const Dose& dose) { return dose.start >= t_ && in_series(dose); });
+  stopped_ = true;
+  metrics_.stopped_early = 1.0;
+  metrics_.sessions_to_response = static_cast<double>(given);
+  Ticks last_given = 0;
+  for (const Dose& dose : doses_)
+    if (dose.start < t_) last_given = std::max(last_given, dose.start);
+  if (auto& response = std::get<std::optional<Response>>(observers_)) response->treatment_stopped(t_, last_given);
+  replan(std::nullopt);
 }
 
 template <class Propagator>
