@@ -696,3 +696,27 @@ TEST_CASE("the reader finds blood pressure by the link role of the card each arm
   write_result(folder / "none.h5", {.model = ""});
   CHECK(io_error_of(folder / "none.h5").find("none.h5: / attribute model: missing") != std::string::npos);
 }
+
+TEST_CASE("compare reports the share stopped early and the median sessions to response of stop rules",
+          "[compare][stop]") {
+  ArmData a = make_arm("until", {1, 0, 1, 0});
+  ArmData b = make_arm("stop_later", {1, 1, 1, 0});
+  a.stopped_early = {1, 0, 1, 1};
+  a.sessions_to_response = {2, kNaN, 4, 3};
+  b.stopped_early = {0, 1, 1, 0};
+  b.sessions_to_response = {kNaN, 5, 6, kNaN};
+  CompareOptions options;
+  options.bootstrap = 200;
+  const Comparison c = compare_arms(make_file({a, b}), options);
+  const OutcomeLine& stopped = line_of(c, "stopped_early", "percent");
+  CHECK(stopped.arms[0].value == Approx(75.0));
+  CHECK(stopped.arms[1].value == Approx(50.0));
+  CHECK(stopped.differences[1].value == Approx(-25.0));
+  const OutcomeLine& sessions = line_of(c, "sessions_to_response", "median");
+  CHECK(sessions.arms[0].value == Approx(3.0));
+  CHECK(sessions.arms[1].value == Approx(5.5));
+  CHECK(sessions.differences[1].value == Approx(2.5));
+  // Files without stop rules have no such lines.
+  const Comparison plain = compare_arms(make_file({make_arm("a", {1, 0}), make_arm("b", {0, 1})}), options);
+  for (const OutcomeLine& line : plain.lines) CHECK(line.outcome != "stopped_early");
+}

@@ -46,7 +46,10 @@ struct ArmData {
                                               // LinkRole::systolic_blood_pressure in the arm's card
   bool sessions_from_file = true;             // false: nominal doses within the grid (same for all)
   std::vector<double> sessions;               // sessions given
-  bool price_from_file = true;                // false: the default prices
+  // Stop rules (metrics/stopped_early, sessions_to_response); empty when the file has none.
+  std::vector<double> stopped_early;         // 1, 0, NaN
+  std::vector<double> sessions_to_response;  // NaN when not stopped
+  bool price_from_file = true;               // false: the default prices
   std::array<double, 2> price_per_session_usd{kDefaultPricePerSessionUsd[0],
                                               kDefaultPricePerSessionUsd[1]};  // low, high
   std::vector<bool> failed;                                                    // metrics/status != 0

@@ -337,9 +337,26 @@ class ComparisonBuilder {
     return specs;
   }
 
+  // Stop rules, when every arm has their metrics (a scenario with a stop rule writes them in every arm).
+  std::vector<EstimateSpec> stop_specs() const {
+    std::vector<EstimateSpec> specs;
+    for (const ArmData& a : file_.arms)
+      if (a.stopped_early.empty()) return specs;
+    specs.push_back(differenced(make_line("stopped_early", kNaN, "percent", "stopped early by the stop rule", "%", 1),
+                                "pp",
+                                [this](std::size_t a, Subjects s) { return rate_statistic(arm(a).stopped_early, s); }));
+    EstimateSpec sessions = differenced(
+        make_line("sessions_to_response", kNaN, "median", "sessions to response, median (stopped subjects)", "sessions",
+                  1),
+        "sessions", [this](std::size_t a, Subjects s) { return median_statistic(arm(a).sessions_to_response, s); });
+    sessions.may_be_undefined = true;  // an arm without a stop rule, or where none stopped
+    specs.push_back(std::move(sessions));
+    return specs;
+  }
+
   void add_estimates() {
     std::vector<EstimateSpec> specs = rate_specs();
-    for (std::vector<EstimateSpec> group : {response_duration_specs(), safety_specs(), cost_specs()})
+    for (std::vector<EstimateSpec> group : {response_duration_specs(), stop_specs(), safety_specs(), cost_specs()})
       for (EstimateSpec& spec : group) specs.push_back(std::move(spec));
 
     const std::size_t arms = file_.arms.size();

@@ -26,6 +26,8 @@ enum class StreamPurpose : std::uint32_t {
   bootstrap = 9,               // `ketasim compare`: resampled subject indices, one stream per bootstrap replicate
   correlated_covariates = 10,  // weight, age, baseline MADRS together (cohort.correlations)
   cohort_row = 11,             // the row of cohort.from_csv a subject takes (when resampled)
+  before_session = 12,         // residual errors of the assessments before each session: one per session
+  after_session = 13,          // residual errors of the assessments after each session: per session, per time
   first_occasion = 1u << 16,   // occasion k (inter-occasion variability) draws from purpose first_occasion + k
 };
 

@@ -116,6 +116,43 @@ std::vector<std::string> read_variables(const NodeRef& node, const ModelCard& ca
   return chosen;
 }
 
+// A list of times, strictly ascending; `positive`: each > 0 (a duration), else >= 0.
+std::vector<Ticks> read_ascending_times(const NodeRef& node, const std::string& what, bool positive) {
+  std::vector<Ticks> times;
+  const auto items = node.items(what);
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    const Ticks t = positive ? read_duration(items[i]) : read_time_point(items[i]);
+    if (i > 0 && t <= times.back())
+      items[i].fail("assessment times must be in ascending order without repeats: " + items[i].kind() + " follows " +
+                    items[i - 1].kind());
+    times.push_back(t);
+  }
+  return times;
+}
+
+// output.assessments: a list of times after the first session, or a map {after_first: [...],
+// after_each_session: [...], before_each_session: true} (after_first keeps its default when absent).
+void read_assessments(const NodeRef& node, OutputSpec& output) {
+  const std::string after_first = "assessment times after the first session (e.g. [2 h, 1 d, 15 d])";
+  if (!node.is_map()) {
+    output.assessments = read_ascending_times(node, after_first, false);
+    return;
+  }
+  node.check_keys({"after_first", "after_each_session", "before_each_session"});
+  if (node.node.size() == 0)
+    node.fail("an empty assessments map; give after_first, after_each_session or before_each_session");
+  if (const auto first = node.find("after_first"))
+    output.assessments = read_ascending_times(*first, after_first, false);
+  if (const auto each = node.find("after_each_session")) {
+    output.assessments_after_each_session =
+        read_ascending_times(*each, "durations after the start of each session (e.g. [24 h])", true);
+    if (output.assessments_after_each_session.empty())
+      each->fail("after_each_session lists no times; give at least one (e.g. [24 h]) or remove the key");
+  }
+  if (const auto before = node.find("before_each_session"))
+    output.assessment_before_each_session = before->as_boolean();
+}
+
 }  // namespace
 
 OutputSpec read_output(const NodeRef& node, const ModelCard& card) {
@@ -139,17 +176,7 @@ OutputSpec read_output(const NodeRef& node, const ModelCard& card) {
     output.dissociation_threshold = threshold->as_number();
     check_sign(*threshold, output.dissociation_threshold, Sign::non_negative);
   }
-  if (const auto assessments = node.find("assessments")) {
-    output.assessments.clear();
-    const auto items = assessments->items("assessment times after the first session (e.g. [2 h, 1 d, 15 d])");
-    for (std::size_t i = 0; i < items.size(); ++i) {
-      const Ticks t = read_time_point(items[i]);
-      if (i > 0 && t <= output.assessments.back())
-        items[i].fail("assessment times must be in ascending order without repeats: " + items[i].kind() + " follows " +
-                      items[i - 1].kind());
-      output.assessments.push_back(t);
-    }
-  }
+  if (const auto assessments = node.find("assessments")) read_assessments(*assessments, output);
   if (const auto response = node.find("response")) {
     response->expect_map("{fraction: 50%, remission_at_or_below: 10}");
     response->check_keys({"fraction", "remission_at_or_below"});

@@ -438,12 +438,40 @@ std::shared_ptr<const DosingTable> read_doses_from(const NodeRef& node, const Mo
   }
 }
 
+// stop: {when: response | remission, observed: true, assessed: before_each_session, at_most: 6 sessions}
+StopRule read_stop(const NodeRef& node) {
+  node.expect_map("a stop rule {when: response, observed: true, assessed: before_each_session, at_most: 6 sessions}");
+  node.check_keys({"when", "observed", "assessed", "at_most"});
+  StopRule stop;
+  const NodeRef when = node.require("when", "when: response or when: remission");
+  const std::string what = when.scalar("response or remission");
+  if (what == "remission")
+    stop.when = StopRule::When::remission;
+  else if (what != "response")
+    when.fail("expected response or remission, found " + when.kind() +
+              yaml::did_you_mean(what, {"response", "remission"}));
+  if (const auto observed = node.find("observed")) stop.observed = observed->as_boolean();
+  if (const auto assessed = node.find("assessed"))
+    if (assessed->scalar("before_each_session") != "before_each_session")
+      assessed->fail("a stop rule is assessed before each session; expected before_each_session, found " +
+                     assessed->kind());
+  if (const auto at_most = node.find("at_most")) {
+    std::string text = at_most->scalar("a number of sessions, e.g. 6 sessions");
+    for (const std::string suffix : {" sessions", " session"})
+      if (text.size() > suffix.size() && text.ends_with(suffix)) text.resize(text.size() - suffix.size());
+    NodeRef count = *at_most;
+    count.node = YAML::Node(text);
+    stop.at_most = static_cast<int>(count.as_integer(1, kMaxDoseCount));
+  }
+  return stop;
+}
+
 // A dosing rule: what is given (route, drug, dose) and when: one schedule, consecutive phases, as
 // needed, or per subject from a dosing table. Phases expand into one rule each.
 std::vector<DosingRule> read_rule(const NodeRef& node, const ModelCard& card, const std::string& scenario_dir) {
   node.expect_map("a dosing rule (a map with route, dose, infusion_duration, schedule, ...)");
   node.check_keys({"route", "drug", "dose", "max_dose", "infusion_duration", "schedule", "start", "for", "count",
-                   "phases", "as_needed", "doses_from"});
+                   "phases", "as_needed", "doses_from", "stop"});
   DosingRule rule;
   rule.where = node.where;
   const std::vector<std::string> timings{"schedule", "phases", "as_needed", "doses_from"};
@@ -456,6 +484,11 @@ std::vector<DosingRule> read_rule(const NodeRef& node, const ModelCard& card, co
     given[1].fail("a dosing rule takes one of schedule, phases, as_needed or doses_from; this one has several");
   const auto doses_from = node.find("doses_from");
   read_dose_part(node, card, rule, doses_from.has_value());
+  if (const auto stop = node.find("stop")) {
+    if (!node.find("schedule") && !node.find("phases"))
+      stop->fail("a stop rule ends a scheduled series; an as-needed rule or a dosing table cannot have one");
+    rule.stop = read_stop(*stop);
+  }
   if (node.find("schedule")) {
     read_schedule_part(node, rule);
     return {rule};
@@ -537,8 +570,13 @@ std::vector<Arm> read_arms(const NodeRef& node, const ModelCard& card, const std
       if (rules.empty()) regimen.fail("the regimen lists no dosing rules");
     }
     std::optional<NodeRef> as_needed;
+    std::optional<NodeRef> stop;
     for (const auto& rule : rules) {
       for (DosingRule& read : read_rule(rule, *arm_card, scenario_dir)) arm.regimen.push_back(std::move(read));
+      if (arm.regimen.back().stop) {
+        if (stop) rule.fail("an arm has at most one stop rule (the other is at " + stop->path + ")");
+        stop = rule;
+      }
       if (arm.regimen.back().as_needed) {
         if (as_needed) rule.fail("an arm has at most one as-needed rule (the other is at " + as_needed->path + ")");
         as_needed = rule;

@@ -67,6 +67,16 @@ struct AsNeeded {
   Ticks dose_time(Ticks crossing) const;
 };
 
+// A stop rule of a scheduled series (a dosing rule's `stop`): treat until response or remission is
+// assessed just before a session (from the second session of the series on); the series' remaining
+// sessions are then not given. `at_most` caps the sessions of the series given.
+struct StopRule {
+  enum class When { response, remission };
+  When when = When::response;
+  bool observed = true;  // on the observed MADRS (with residual error), else on the model's
+  std::optional<int> at_most;
+};
+
 // One dose of a NONMEM-style dosing table (EVID 1 rows).
 struct TableDose {
   Ticks time = 0;
@@ -100,6 +110,7 @@ struct DosingRule {
   std::optional<double> max_dose_mg;         // cap of weight-based doses (e.g. 0.5 mg/kg, at most 60 mg)
   std::optional<AsNeeded> as_needed;         // ScheduleKind::as_needed
   std::shared_ptr<const DosingTable> table;  // ScheduleKind::table
+  std::optional<StopRule> stop;              // the series this rule gives stops by this rule (all phases of a rule)
   SourceLocation where;                      // the rule's YAML node, for messages raised after loading
 
   // Upper bound of the doses this rule gives a subject over a grid ending at grid_end.
@@ -267,6 +278,11 @@ struct OutputSpec {
   double dissociation_threshold = 5.0;  // score points, for time_above_dissociation_h
   // MADRS assessments, as times after the start of the first session (e.g. 2 h, 1 d, 15 d).
   std::vector<Ticks> assessments{kTicksPerDay, 7 * kTicksPerDay, 14 * kTicksPerDay};
+  // MADRS assessments relative to every session (output.assessments.after_each_session and
+  // before_each_session): times after each session's start, ascending; and an assessment just
+  // before each session (its events not yet applied). None by default.
+  std::vector<Ticks> assessments_after_each_session;
+  bool assessment_before_each_session = false;
   double response_fraction = 0.5;   // response: a fall of at least this fraction from baseline
   double remission_threshold = 10;  // remission: MADRS at or below this
   ObservationSpec observations;     // none by default

@@ -25,6 +25,12 @@ std::string per_assessment(const SimulationPlan& plan) {
   return at + " after the first session)";
 }
 
+std::string session_time_label(Ticks after) {
+  if (after % kTicksPerHour == 0) return std::to_string(after / kTicksPerHour) + "h";
+  if (after % kTicksPerMinute == 0) return std::to_string(after / kTicksPerMinute) + "min";
+  return std::to_string(after) + "ms";
+}
+
 std::string first_non_finite_metric(const std::vector<Metric>& selected, const Model& model, const SimulationPlan& plan,
                                     const SubjectMetrics& m) {
   std::string problem;

@@ -4,6 +4,7 @@
 // values cannot drift apart. Internal to run/.
 
 #include <algorithm>
+#include <array>
 #include <optional>
 #include <span>
 #include <string>
@@ -155,6 +156,62 @@ void visit_assessment_metrics(const SimulationPlan& plan, const SubjectMetrics& 
         nan_if_undefined(many(m.remission_at)));
 }
 
+// "24h", "90min": a time after each session, as it names datasets.
+std::string session_time_label(Ticks after);
+
+// One group of per-session assessments (before each session, or a time after each).
+template <class Visit>
+void visit_session_assessments(const SessionAssessments& a, const std::array<MetricId, 4>& ids, std::string_view about,
+                               const std::string& when, Visit&& visit) {
+  const std::size_t sessions = a.madrs.size();
+  visit(Metric::response, metric_column(ids[0], "", sessions, when + ": the model's MADRS (no residual error)", about),
+        nan_if_undefined(many(a.madrs)));
+  visit(Metric::response,
+        metric_column(
+            ids[1], "", sessions,
+            when + ": observed MADRS (with residual error, in [0, " + format_significant(kMadrsMaximum) + "])", about),
+        nan_if_undefined(many(a.observed)));
+  visit(Metric::response,
+        metric_column(ids[2], "", sessions, when + ": 1 if the observed MADRS fell by at least the response fraction",
+                      about),
+        nan_if_undefined(many(a.response)));
+  visit(Metric::response,
+        metric_column(ids[3], "", sessions, when + ": 1 if the observed MADRS is at or below the remission threshold",
+                      about),
+        nan_if_undefined(many(a.remission)));
+}
+
+// Assessments relative to each session: one column per session (NaN for a session not given).
+template <class Visit>
+void visit_session_metrics(const SimulationPlan& plan, const SubjectMetrics& m, Visit&& visit) {
+  if (plan.before_each_session)
+    visit_session_assessments(m.before_session,
+                              {MetricId::madrs_before_session, MetricId::madrs_observed_before_session,
+                               MetricId::response_before_session, MetricId::remission_before_session},
+                              "", "per session: just before its start", visit);
+  for (std::size_t j = 0; j < plan.session_assessments.size(); ++j) {
+    const Ticks after = plan.session_assessments[j];
+    visit_session_assessments(m.after_session[j],
+                              {MetricId::madrs_after_session, MetricId::madrs_observed_after_session,
+                               MetricId::response_after_session, MetricId::remission_after_session},
+                              session_time_label(after),
+                              "per session: " + format_duration_h(ticks_to_hours(after)) + " after its start", visit);
+  }
+}
+
+// Stop rules (written in every arm when some arm has one).
+template <class Visit>
+void visit_stop_metrics(const SimulationPlan& plan, const SubjectMetrics& m, Visit&& visit) {
+  if (!plan.stop_metrics) return;
+  visit(Metric::response,
+        metric_column(MetricId::sessions_to_response, "", 1,
+                      "sessions of the series given when its stop rule ended it; NaN if it did not"),
+        nan_if_undefined(one(m.sessions_to_response)));
+  visit(Metric::response,
+        metric_column(MetricId::stopped_early, "", 1, "1 if the arm's stop rule ended the series, else 0"),
+        one(m.stopped_early));
+}
+
 template <class Visit>
 void visit_response_course_metrics(const SubjectMetrics& m, Visit&& visit) {
   visit(Metric::response,
@@ -226,6 +283,8 @@ void for_each_metric(const Model& model, const SimulationPlan& plan, const Subje
   if (model.has_depression()) {
     visit_assessment_metrics(plan, m, visit);
     visit_response_course_metrics(m, visit);
+    visit_session_metrics(plan, m, visit);
+    visit_stop_metrics(plan, m, visit);
   }
   visit_mass_balance_metrics(model, m, visit);
   visit_observation_metrics(plan, m, visit);

@@ -161,6 +161,20 @@ std::vector<ColumnSpec> subject_columns(const ModelCard& card, std::size_t most)
   return columns;
 }
 
+// Residual errors of the assessments relative to sessions, from the subject's own streams: session
+// k's draws are the same in every arm, however many sessions the arm has.
+void draw_session_normals(SubjectContext& context, const SimulationPlan& plan, std::uint64_t seed,
+                          std::int64_t subject_id, std::size_t sessions) {
+  const auto subject = static_cast<std::uint64_t>(subject_id);
+  if (plan.before_each_session || context.stop) {
+    RandomStream before(seed, subject, StreamPurpose::before_session);
+    for (std::size_t k = 0; k < sessions; ++k) context.before_session_normals.push_back(before.normal());
+  }
+  RandomStream after(seed, subject, StreamPurpose::after_session);
+  for (std::size_t k = 0; k < sessions * plan.session_assessments.size(); ++k)
+    context.after_session_normals.push_back(after.normal());
+}
+
 ArmLayout layout_of(const Scenario& scenario, const Arm& arm, const ModelEngine& engine) {
   const Model& model = engine.model;
   const SimulationPlan& plan = engine.plan;
@@ -200,6 +214,8 @@ ModelEngine::ModelEngine(const Scenario& scenario, const ModelChoice& model_choi
       sampler(scenario, choice, card),
       plan(SimulationPlan::from(scenario.output, model)),
       outputs(selected_outputs(scenario, model)) {
+  for (const Arm& arm : scenario.arms)
+    for (const DosingRule& rule : arm.regimen) plan.stop_metrics |= rule.stop.has_value();
   const SubjectModel typical = model.instantiate(sampler.typical_parameters());
   states = observed_states(scenario, model, plan, outputs, typical, sampler.variable_parameters());
   if (static_cast<int>(states.size()) == typical.states) states.clear();  // nothing to drop
@@ -303,6 +319,12 @@ SubjectDoses ScenarioRunner::simulate_one(SubjectBlock& block, std::size_t row, 
   SubjectContext arm_context = prepared.context;
   arm_context.oral_antidepressant = arm.arm->oral_antidepressant;
   arm_context.cancel = cancel;
+  for (const DosingRule& rule : arm.arm->regimen) {
+    arm_context.stop_series.push_back(rule.stop ? 1 : 0);
+    if (rule.stop) arm_context.stop = &*rule.stop;
+  }
+  if (plan.assesses_sessions() || arm_context.stop)
+    draw_session_normals(arm_context, plan, scenario_.cohort.seed, subject.id, arm.doses);
   if (engine.sampler.has_occasion_variability())
     arm_context.occasion_model = [&engine, &subject](int occasion) {
       SubjectModel occasion_system = engine.model.instantiate(engine.sampler.occasion_parameters(subject, occasion));

@@ -106,8 +106,7 @@ void ResponseScores::crossing(Ticks t, double score, bool responding) {
 void ResponseScores::assessments(Ticks t, double score) {
   for (std::size_t k = 0; k < plan_.assessments.size(); ++k) {
     if (first_session_ + plan_.assessments[k] != t) continue;
-    const double observed =
-        std::clamp(score + depression_.residual_sd * context_.residual_normals[k], 0.0, kMadrsMaximum);
+    const double observed = observed_madrs(score, depression_.residual_sd, context_.residual_normals[k]);
     metrics_.madrs_at[k] = score;
     metrics_.madrs_observed_at[k] = observed;
     metrics_.response_at[k] = observed <= threshold_ ? 1.0 : 0.0;
@@ -115,11 +114,60 @@ void ResponseScores::assessments(Ticks t, double score) {
   }
 }
 
+void ResponseScores::treatment_stopped(Ticks at, Ticks last_given) {
+  last_session_ = last_given;
+  end_of_treatment_ = std::max(last_given + kTicksPerDay, at);
+}
+
 void ResponseScores::finish(Ticks grid_end) {
   if (relapse_watch_) {  // still in response at the end: censored
     metrics_.relapse_day = ticks_to_hours(grid_end - last_session_) / kHoursPerDay;
     metrics_.relapse_observed = 0.0;
   }
+}
+
+SessionScores::SessionScores(const DepressionValues& depression, const SimulationPlan& plan,
+                             const SubjectContext& context, const std::vector<Dose>& doses, SubjectMetrics& metrics)
+    : depression_(depression),
+      plan_(plan),
+      context_(context),
+      doses_(doses),
+      metrics_(metrics),
+      threshold_((1.0 - plan.response_fraction) * context.baseline_madrs) {}
+
+void SessionScores::add_marks(std::vector<PlanMark>& marks) const {
+  for (const Dose& dose : doses_)
+    for (const Ticks after : plan_.session_assessments) marks.push_back({dose.start + after, Mark::assessment});
+}
+
+void SessionScores::before_session(int session, double score) {
+  const auto k = static_cast<std::size_t>(session);
+  if (k < metrics_.before_session.madrs.size())
+    record(metrics_.before_session, k, score, context_.before_session_normals[k]);
+}
+
+void SessionScores::after_sessions(Ticks t, double score) {
+  const std::size_t offsets = plan_.session_assessments.size();
+  for (std::size_t j = 0; j < offsets; ++j) {
+    const Ticks start = t - plan_.session_assessments[j];
+    auto dose =
+        std::lower_bound(doses_.begin(), doses_.end(), start, [](const Dose& d, Ticks time) { return d.start < time; });
+    for (; dose != doses_.end() && dose->start == start; ++dose) {
+      const auto k = static_cast<std::size_t>(dose - doses_.begin());
+      if (k < metrics_.after_session[j].madrs.size())
+        record(metrics_.after_session[j], k, score, context_.after_session_normals[k * offsets + j]);
+    }
+  }
+}
+
+void SessionScores::record(SessionAssessments& into, std::size_t session, double score, double normal) const {
+  if (!std::isfinite(score)) [[unlikely]]
+    fail_not_finite("madrs", score, ticks_to_hours(doses_[session].start));
+  const double observed = observed_madrs(score, depression_.residual_sd, normal);
+  into.madrs[session] = score;
+  into.observed[session] = observed;
+  into.response[session] = observed <= threshold_ ? 1.0 : 0.0;
+  into.remission[session] = observed <= plan_.remission_threshold ? 1.0 : 0.0;
 }
 
 DissociationBurden::DissociationBurden(const LinkValues& link, SubjectMetrics& metrics)

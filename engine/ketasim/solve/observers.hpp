@@ -8,7 +8,9 @@
 //   over_step(step)  the step that led to the next point, at a constant input (for metrics that
 //                    need more than the points, like the exact maximum between two of them);
 //   finish(point)    the end of the grid;
-//   add_marks(marks) times the observer must see as breakpoints (assessments, sampling times).
+//   add_marks(marks) times the observer must see as breakpoints (assessments, sampling times);
+//   before_events(point)  a breakpoint where sessions start, before its events are applied (the
+//                    state just before the sessions: assessments before each session).
 //
 // Observers get the propagator with every point and step, so an occasion that changes the
 // propagator midway (inter-occasion variability) needs nothing from them. A new metric is a new
@@ -83,6 +85,7 @@ concept SolveObserver = requires(Observer& observer, const SolvePoint<Propagator
   observer.over_step(step);
   observer.finish(point);
   observer.add_marks(marks);
+  observer.before_events(point);
 };
 
 // The parts of the interface most observers do not need.
@@ -92,6 +95,8 @@ struct ObserverDefaults {
   template <class Point>
   void finish(const Point&) {}
   void add_marks(std::vector<PlanMark>&) const {}
+  template <class Point>
+  void before_events(const Point&) {}
 };
 
 // A link's value (display units aside) in a state.
@@ -261,6 +266,9 @@ class ResponseScores {
   void add_marks(std::vector<PlanMark>& marks) const;
   void at_point(Ticks t, double score);
   void finish(Ticks grid_end);
+  // A stop rule ended the series at `at`: the treatment's last session is `last_given`, and its end
+  // is 1 d after it or `at`, whichever is later.
+  void treatment_stopped(Ticks at, Ticks last_given);
 
  private:
   void crossing(Ticks t, double score, bool responding);
@@ -284,6 +292,7 @@ class Response : public ObserverDefaults {
  public:
   Response(const MadrsScore& madrs, ResponseScores scores) : madrs_(madrs), scores_(scores) {}
   void add_marks(std::vector<PlanMark>& marks) const { scores_.add_marks(marks); }
+  void treatment_stopped(Ticks at, Ticks last_given) { scores_.treatment_stopped(at, last_given); }
   template <class Propagator>
   [[gnu::always_inline]] void at_point(const SolvePoint<Propagator>& at) {
     scores_.at_point(at.t, madrs_.at(at.propagator, at.t, at.state));
@@ -296,6 +305,60 @@ class Response : public ObserverDefaults {
  private:
   const MadrsScore& madrs_;
   ResponseScores scores_;
+};
+
+// An assessed MADRS with residual error: score + residual_sd * normal, kept within the scale.
+inline double observed_madrs(double score, double residual_sd, double normal) {
+  return std::clamp(score + residual_sd * normal, 0.0, kMadrsMaximum);
+}
+
+// The MADRS assessed relative to each session (output.assessments after_each_session and
+// before_each_session): the score arithmetic, which knows no propagator. Session k is the k-th
+// dose of the subject's dose list, a place that never changes once the session starts (doses added
+// or removed during the solve all lie after the current time).
+class SessionScores {
+ public:
+  SessionScores(const DepressionValues& depression, const SimulationPlan& plan, const SubjectContext& context,
+                const std::vector<Dose>& doses, SubjectMetrics& metrics);
+  // Every session's start plus each time after it.
+  void add_marks(std::vector<PlanMark>& marks) const;
+  bool before_each_session() const { return plan_.before_each_session; }
+  bool after_each_session() const { return !plan_.session_assessments.empty(); }
+  void before_session(int session, double score);
+  // At a breakpoint t: the sessions assessed now (session start + a time after it == t).
+  void after_sessions(Ticks t, double score);
+
+ private:
+  void record(SessionAssessments& into, std::size_t session, double score, double normal) const;
+
+  const DepressionValues& depression_;
+  const SimulationPlan& plan_;
+  const SubjectContext& context_;
+  const std::vector<Dose>& doses_;
+  SubjectMetrics& metrics_;
+  double threshold_;
+};
+
+class SessionResponse : public ObserverDefaults {
+ public:
+  SessionResponse(const MadrsScore& madrs, SessionScores scores) : madrs_(madrs), scores_(scores) {}
+  void add_marks(std::vector<PlanMark>& marks) const { scores_.add_marks(marks); }
+  template <class Propagator>
+  void before_events(const SolvePoint<Propagator>& at) {
+    if (!scores_.before_each_session()) return;
+    for (const TimelineEvent& event : at.events)
+      if (event.kind == EventKind::session_start)
+        scores_.before_session(event.dose, madrs_.at(at.propagator, at.t, at.state));
+  }
+  template <class Propagator>
+  [[gnu::always_inline]] void at_point(const SolvePoint<Propagator>& at) {
+    // Assessment times are breakpoints, so only edges can be one.
+    if (at.edge && scores_.after_each_session()) scores_.after_sessions(at.t, madrs_.at(at.propagator, at.t, at.state));
+  }
+
+ private:
+  const MadrsScore& madrs_;
+  SessionScores scores_;
 };
 
 // The integral of the dissociation score over the points (trapezoid).

@@ -50,6 +50,16 @@ enum class MetricId {
   responder_end_of_treatment,
   relapse_day,
   relapse_observed,
+  sessions_to_response,  // stop rules
+  stopped_early,
+  madrs_before_session,  // per session
+  madrs_observed_before_session,
+  response_before_session,
+  remission_before_session,
+  madrs_after_session,  // per session, one dataset per time after it (`about`: the time, e.g. 24h)
+  madrs_observed_after_session,
+  response_after_session,
+  remission_after_session,
   given_mg,  // per drug
   amount_in_body_end_mg,
   eliminated_mg,
@@ -58,6 +68,21 @@ enum class MetricId {
   dv,
   solver_path,
 };
+
+// The names of the stop-rule metrics and the per-session assessments ("<what>_before_session",
+// "<what>_<about>_after_session").
+inline std::string session_metric_dataset(MetricId id, const std::string& about) {
+  if (id == MetricId::sessions_to_response) return "sessions_to_response";
+  if (id == MetricId::stopped_early) return "stopped_early";
+  const bool before = id == MetricId::madrs_before_session || id == MetricId::madrs_observed_before_session ||
+                      id == MetricId::response_before_session || id == MetricId::remission_before_session;
+  std::string what = "madrs";
+  if (id == MetricId::madrs_observed_before_session || id == MetricId::madrs_observed_after_session)
+    what = "madrs_observed";
+  if (id == MetricId::response_before_session || id == MetricId::response_after_session) what = "response";
+  if (id == MetricId::remission_before_session || id == MetricId::remission_after_session) what = "remission";
+  return before ? what + "_before_session" : what + "_" + about + "_after_session";
+}
 
 // A metric's dataset name (docs/hdf5-layout.md). Metrics of which an arm has one per link, drug
 // or observed output are named after it (`about`: the link's name, the drug's name, the output's
@@ -116,6 +141,17 @@ inline std::string metric_dataset(MetricId id, std::string_view about = {}) {
       return "relapse_day";
     case MetricId::relapse_observed:
       return "relapse_observed";
+    case MetricId::sessions_to_response:
+    case MetricId::stopped_early:
+    case MetricId::madrs_before_session:
+    case MetricId::madrs_observed_before_session:
+    case MetricId::response_before_session:
+    case MetricId::remission_before_session:
+    case MetricId::madrs_after_session:
+    case MetricId::madrs_observed_after_session:
+    case MetricId::response_after_session:
+    case MetricId::remission_after_session:
+      return session_metric_dataset(id, of);
     case MetricId::given_mg:
       return "given_mg";
     case MetricId::amount_in_body_end_mg:

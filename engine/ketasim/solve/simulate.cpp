@@ -20,6 +20,8 @@ SimulationPlan SimulationPlan::from(const OutputSpec& output) {
   plan.grid_end = output.grid_end - output.grid_end % output.grid_step;
   plan.dissociation_threshold = output.dissociation_threshold;
   plan.assessments = output.assessments;
+  plan.session_assessments = output.assessments_after_each_session;
+  plan.before_each_session = output.assessment_before_each_session;
   plan.response_fraction = output.response_fraction;
   plan.remission_threshold = output.remission_threshold;
   plan.metabolites =
@@ -43,6 +45,10 @@ SimulationPlan SimulationPlan::from(const OutputSpec& output, const Model& model
   return plan;
 }
 
+void SessionAssessments::assign(std::size_t sessions, double value) {
+  for (std::vector<double>* column : {&madrs, &observed, &response, &remission}) column->assign(sessions, value);
+}
+
 SubjectMetrics sized_metrics(const Model& model, const SimulationPlan& plan, std::size_t doses) {
   SubjectMetrics m;
   m.cmax_ng_per_ml = m.tmax_h = m.auc_ng_h_per_ml = m.time_above_dissociation_h = m.dosed_mg = kNaN;
@@ -56,11 +62,15 @@ SubjectMetrics sized_metrics(const Model& model, const SimulationPlan& plan, std
   m.metabolite_tmax_h.assign(drugs - 1, kNaN);
   m.baseline_madrs = m.first_response_day = m.days_in_response = kNaN;
   m.responder_end_of_treatment = m.relapse_day = m.relapse_observed = kNaN;
+  m.sessions_to_response = m.stopped_early = kNaN;
   const std::size_t assessments = plan.assessments.size();
   m.madrs_at.assign(assessments, kNaN);
   m.madrs_observed_at.assign(assessments, kNaN);
   m.response_at.assign(assessments, kNaN);
   m.remission_at.assign(assessments, kNaN);
+  if (plan.before_each_session) m.before_session.assign(doses, kNaN);
+  m.after_session.resize(plan.session_assessments.size());
+  for (SessionAssessments& after : m.after_session) after.assign(doses, kNaN);
   m.amount_in_body_end_mg.assign(drugs, kNaN);
   m.eliminated_mg.assign(drugs, kNaN);
   m.formed_mg.assign(drugs, kNaN);

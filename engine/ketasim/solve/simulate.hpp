@@ -25,8 +25,10 @@ struct ObservedOutput {
 struct SimulationPlan {
   Ticks grid_step = 0;
   Ticks grid_end = 0;
-  double dissociation_threshold = 0.0;  // score points
-  std::vector<Ticks> assessments;       // after the start of the first session
+  double dissociation_threshold = 0.0;     // score points
+  std::vector<Ticks> assessments;          // after the start of the first session
+  std::vector<Ticks> session_assessments;  // after the start of each session
+  bool before_each_session = false;        // an assessment just before each session
   double response_fraction = 0.5;
   double remission_threshold = 10.0;
   bool metabolites = true;               // metabolite Cmax/Tmax
@@ -39,6 +41,8 @@ struct SimulationPlan {
   std::size_t time_points() const { return static_cast<std::size_t>(grid_end / grid_step) + 1; }
   // Weeks for AUC per week; the last one is partial when grid_end is not a whole number of weeks.
   std::size_t weeks() const { return static_cast<std::size_t>((grid_end + kTicksPerWeek - 1) / kTicksPerWeek); }
+  bool stop_metrics = false;  // sessions_to_response and stopped_early (some arm has a stop rule)
+  bool assesses_sessions() const { return before_each_session || !session_assessments.empty(); }
   static SimulationPlan from(const OutputSpec& output);
   // The same plan with output.observations resolved against the model's outputs.
   static SimulationPlan from(const OutputSpec& output, const Model& model);
@@ -50,6 +54,17 @@ struct TrajectoryRow {
   float* values = nullptr;
 };
 using TrajectoryRows = std::vector<TrajectoryRow>;
+
+// MADRS assessments, one per session (in the order the sessions were given; NaN for a session not
+// given or an assessment past the grid).
+struct SessionAssessments {
+  std::vector<double> madrs;      // the model's score
+  std::vector<double> observed;   // with residual error, in [0, kMadrsMaximum]
+  std::vector<double> response;   // observed: 1 if it fell by >= response_fraction from baseline
+  std::vector<double> remission;  // observed: 1 if <= remission_threshold
+
+  void assign(std::size_t sessions, double value);
+};
 
 // Per-subject metrics (docs/model.md defines each). Concentrations in ng/mL, times in h unless
 // the name says days, link values in their display units.
@@ -79,7 +94,11 @@ struct SubjectMetrics {
   double days_in_response = 0.0;    // days with the model score in response
   double responder_end_of_treatment = 0.0;  // 1 if in response 1 d after the last session (NaN past the grid)
   double relapse_day = 0.0;  // responders: days from the last session to the loss of response (censored at the end)
-  double relapse_observed = 0.0;  // 1 if the loss of response happened within the grid, 0 if censored
+  double relapse_observed = 0.0;      // 1 if the loss of response happened within the grid, 0 if censored
+  double sessions_to_response = 0.0;  // stop rule: sessions of the series given when it stopped; NaN if it did not
+  double stopped_early = 0.0;         // 1 if a stop rule ended the series, else 0
+  SessionAssessments before_session;  // just before each session (output.assessments)
+  std::vector<SessionAssessments> after_session;  // per time after each session (SimulationPlan::session_assessments)
   // Mass balance, per drug (model order), mg
   std::vector<double> amount_in_body_end_mg;
   std::vector<double> eliminated_mg;  // left the drug: eliminated, metabolised, or lost before absorption
@@ -103,9 +122,16 @@ struct TriggeredDosing {
 struct SubjectContext {
   double baseline_madrs = 0.0;
   bool oral_antidepressant = false;
-  std::vector<double> residual_normals;        // one standard normal draw per assessment
-  std::vector<double> observation_normals;     // one per observed variable and sampling time (variable-major)
+  std::vector<double> residual_normals;     // one standard normal draw per assessment
+  std::vector<double> observation_normals;  // one per observed variable and sampling time (variable-major)
+  // Residual errors of the assessments relative to sessions, per session k: before_session_normals[k],
+  // after_session_normals[k * session_assessments + j] (empty without such assessments).
+  std::vector<double> before_session_normals;
+  std::vector<double> after_session_normals;
   const TriggeredDosing* as_needed = nullptr;  // the arm's as-needed rule, if any
+  // The arm's stop rule, if any, and which rules of the regimen its series is (by Dose::rule).
+  const StopRule* stop = nullptr;
+  std::vector<char> stop_series;
   // Inter-occasion variability: the subject's system during occasion k (from its k-th session
   // on); empty without. Only parameters of the dynamics vary (occasion_variability_problem).
   std::function<SubjectModel(int)> occasion_model;

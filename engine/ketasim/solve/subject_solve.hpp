@@ -54,8 +54,9 @@ class SubjectSolve {
  private:
   // In the order they see each point: that order fixes which failure a subject reports first.
   using Observers = std::tuple<std::optional<SolutionCheck>, std::optional<Exposure>, std::optional<Metabolites>,
-                               std::optional<Response>, std::optional<DissociationBurden>, std::optional<Sampler>,
-                               std::optional<EffectPeaks>, std::optional<GridWriter>, std::optional<MassBalance>>;
+                               std::optional<Response>, std::optional<SessionResponse>,
+                               std::optional<DissociationBurden>, std::optional<Sampler>, std::optional<EffectPeaks>,
+                               std::optional<GridWriter>, std::optional<MassBalance>>;
 
   template <class Tuple>
   struct Checked;
@@ -79,6 +80,11 @@ class SubjectSolve {
 
   void add_observers(const TrajectoryRows& rows);
   void visit_breakpoint();
+  // At a breakpoint where sessions start, before its events: shows the point to the observers.
+  void before_sessions();
+  // The arm's stop rule, before the sessions starting at t: when the subject is in response (or
+  // remission) now, the series' sessions from t on are removed and the plan rebuilt.
+  void check_stop(std::span<const TimelineEvent> events);
   // The hot path: whole grid steps up to the last grid point before `before`, where nothing but
   // the grid happens (no event, no segment change, no mark, no as-needed rule).
   void grid_steps(Ticks before);
@@ -124,6 +130,7 @@ class SubjectSolve {
   std::optional<MadrsScore> madrs_;
   std::optional<OutputReader> reader_;
   std::optional<AsNeededTrigger> trigger_;
+  bool stopped_ = false;  // the stop rule ended the series
   Observers observers_;
 };
 
@@ -150,6 +157,8 @@ SubjectSolve<Propagator>::SubjectSolve(const Propagator& propagator, const Model
   if (subject.depression) madrs_.emplace(*subject.depression, context, has_sessions, first_session);
   reader_.emplace(subject, madrs_ ? &*madrs_ : nullptr, !rows.empty() || !plan.observed.empty());
   if (context.as_needed && madrs_) trigger_.emplace(*context.as_needed, *madrs_, context.baseline_madrs, plan.grid_end);
+  if (context.stop && !madrs_) throw SolverError("a stop rule needs a model with a depression score");
+  if (simulation_.stop_metrics) metrics_.stopped_early = 0.0;
   add_observers(rows);
   replan(std::nullopt);
 }
@@ -157,7 +166,7 @@ SubjectSolve<Propagator>::SubjectSolve(const Propagator& propagator, const Model
 template <class Propagator>
 void SubjectSolve<Propagator>::add_observers(const TrajectoryRows& rows) {
   const SimulationPlan& plan = simulation_;
-  auto& [check, exposure, metabolites, response, burden, sampler, effect, grid, balance] = observers_;
+  auto& [check, exposure, metabolites, response, sessions, burden, sampler, effect, grid, balance] = observers_;
   const int plasma = model_.drugs()[static_cast<std::size_t>(model_.dosed_drug())].plasma_signal;
   check.emplace(plasma, model_.dissociation_effect_site());
   exposure.emplace(plasma, plan.grid_end, plan.weeks(), metrics_);
@@ -168,6 +177,8 @@ void SubjectSolve<Propagator>::add_observers(const TrajectoryRows& rows) {
                      ResponseScores(madrs_->depression(), plan, context_, has_sessions ? doses_.front().start : 0,
                                     has_sessions ? doses_.back().start : 0, has_sessions, metrics_));
   }
+  if (plan.response && madrs_ && plan.assesses_sessions())
+    sessions.emplace(*madrs_, SessionScores(madrs_->depression(), plan, context_, doses_, metrics_));
   // Metrics without their observer are NaN.
   metrics_.time_above_dissociation_h = solve_units::kNaN;
   metrics_.dissociation_burden_score_h = solve_units::kNaN;
@@ -241,6 +252,7 @@ void SubjectSolve<Propagator>::visit_breakpoint() {
     throw InterruptedError("interrupted");
   const std::vector<TimelineEvent>& events = plan_.events;
   while (event_ < events.size() && events[event_].time < t_) ++event_;  // edges that change no rate
+  before_sessions();
   if (context_.occasion_model) {
     int opening = -1;
     for (std::size_t e = event_; e < events.size() && events[e].time == t_; ++e)
@@ -260,6 +272,53 @@ void SubjectSolve<Propagator>::visit_breakpoint() {
   while (plan_.breakpoints[breakpoint_] <= t_) ++breakpoint_;
   while (plan_.segments[segment_].end <= t_) ++segment_;
   if (trigger_) trigger_->update_allowed(t_, doses_);
+}
+
+template <class Propagator>
+void SubjectSolve<Propagator>::before_sessions() {
+  const std::vector<TimelineEvent>& events = plan_.events;
+  std::size_t end = event_;
+  bool sessions = false;
+  for (; end < events.size() && events[end].time == t_; ++end) sessions |= events[end].kind == EventKind::session_start;
+  if (!sessions) return;
+  const std::span<const TimelineEvent> at_t(events.data() + event_, end - event_);
+  const Point point{t_, *propagator_, state_, true, at_t};
+  each_observer([&](auto& observer) { observer.before_events(point); });
+  if (context_.stop && !stopped_) check_stop(at_t);
+}
+
+template <class Propagator>
+void SubjectSolve<Propagator>::check_stop(std::span<const TimelineEvent> events) {
+  const auto in_series = [&](const Dose& dose) {
+    return !dose.triggered && context_.stop_series[static_cast<std::size_t>(dose.rule)] != 0;
+  };
+  int session = -1;
+  for (const TimelineEvent& event : events)
+    if (session < 0 && event.kind == EventKind::session_start &&
+        in_series(doses_[static_cast<std::size_t>(event.dose)]))
+      session = event.dose;
+  if (session < 0) return;
+  const auto given =
+      std::count_if(doses_.begin(), doses_.end(), [&](const Dose& dose) { return dose.start < t_ && in_series(dose); });
+  if (given == 0) return;  // the series starts with a session whatever the score
+  const double score = madrs_->at(*propagator_, t_, state_);
+  const double assessed = context_.stop->observed
+                              ? observed_madrs(score, madrs_->depression().residual_sd,
+                                               context_.before_session_normals[static_cast<std::size_t>(session)])
+                              : score;
+  const bool met = context_.stop->when == StopRule::When::response
+                       ? assessed <= (1.0 - simulation_.response_fraction) * context_.baseline_madrs
+                       : assessed <= simulation_.remission_threshold;
+  if (!met) return;
+  std::erase_if(doses_, [&](const Dose& dose) { return dose.start >= t_ && in_series(dose); });
+  stopped_ = true;
+  metrics_.stopped_early = 1.0;
+  metrics_.sessions_to_response = static_cast<double>(given);
+  Ticks last_given = 0;
+  for (const Dose& dose : doses_)
+    if (dose.start < t_) last_given = std::max(last_given, dose.start);
+  if (auto& response = std::get<std::optional<Response>>(observers_)) response->treatment_stopped(t_, last_given);
+  replan(std::nullopt);
 }
 
 template <class Propagator>

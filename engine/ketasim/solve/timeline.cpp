@@ -152,6 +152,20 @@ std::vector<Dose> expand_doses(const Arm& arm, double weight_kg) {
   return doses;
 }
 
+namespace {
+// A stop rule's at_most: the series gives at most that many sessions (counted after adherence).
+void cap_stopped_series(const Arm& arm, std::vector<Dose>& doses) {
+  for (const DosingRule& rule : arm.regimen) {
+    if (!rule.stop || !rule.stop->at_most) continue;
+    int given = 0;
+    std::erase_if(doses, [&](const Dose& dose) {
+      return arm.regimen[static_cast<std::size_t>(dose.rule)].stop && ++given > *rule.stop->at_most;
+    });
+    return;  // an arm has one stop rule
+  }
+}
+}  // namespace
+
 SubjectDoses subject_doses(const Arm& arm, double weight_kg, std::int64_t subject_id, std::uint64_t seed) {
   SubjectDoses result;
   std::vector<Dose> scheduled = expand_doses(arm, weight_kg);
@@ -179,6 +193,7 @@ SubjectDoses subject_doses(const Arm& arm, double weight_kg, std::int64_t subjec
     }
   }
   sort_by_start(result.doses);
+  cap_stopped_series(arm, result.doses);
   return result;
 }
 
