@@ -720,3 +720,28 @@ TEST_CASE("compare reports the share stopped early and the median sessions to re
   const Comparison plain = compare_arms(make_file({make_arm("a", {1, 0}), make_arm("b", {0, 1})}), options);
   for (const OutcomeLine& line : plain.lines) CHECK(line.outcome != "stopped_early");
 }
+
+TEST_CASE("compare reports relapse at visits among the subjects at risk", "[compare][relapse]") {
+  ArmData a = make_arm("maintenance", {1, 0, 1, 0, 1});
+  ArmData b = make_arm("placebo", {1, 1, 1, 0, 1});
+  // Subject 3 is not at risk (NaN); in a, one relapse of four at risk; in b, three.
+  a.relapse_visits_day = {14, 28, 28, kNaN, 7};
+  a.relapse_visits_observed = {0, 0, 0, kNaN, 1};
+  b.relapse_visits_day = {7, 7, 28, kNaN, 14};
+  b.relapse_visits_observed = {1, 1, 0, kNaN, 1};
+  CompareOptions options;
+  options.bootstrap = 200;
+  const Comparison c = compare_arms(make_file({a, b}), options);
+  const OutcomeLine& share = line_of(c, "relapse_at_visits", "percent");
+  CHECK(share.arms[0].value == Approx(25.0));
+  CHECK(share.arms[1].value == Approx(75.0));
+  CHECK(share.differences[1].value == Approx(50.0));
+  // Kaplan-Meier in b: 4 at risk, 2 events at 7 d leave S = 0.5 until the next event at 14 d: the
+  // median is the midpoint, 10.5 d (as R's survival package defines it).
+  CHECK(line_of(c, "time_to_relapse_at_visits", "km_median").arms[1].value == Approx(10.5));
+  CHECK(line_of(c, "time_to_relapse_at_visits", "at_risk").arms[0].value == 4.0);
+  CHECK(line_of(c, "time_to_relapse_at_visits", "relapses_observed").arms[1].value == 3.0);
+  // Files without relapse visits have no such lines.
+  const Comparison plain = compare_arms(make_file({make_arm("a", {1, 0}), make_arm("b", {0, 1})}), options);
+  for (const OutcomeLine& line : plain.lines) CHECK(line.outcome.find("at_visits") == std::string::npos);
+}

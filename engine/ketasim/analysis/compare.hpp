@@ -46,6 +46,10 @@ struct ArmData {
                                               // LinkRole::systolic_blood_pressure in the arm's card
   bool sessions_from_file = true;             // false: nominal doses within the grid (same for all)
   std::vector<double> sessions;               // sessions given
+  // Relapse at visits (metrics/relapse_visits_day, relapse_visits_observed; output.relapse): finite
+  // for the subjects at risk; empty when the file has none.
+  std::vector<double> relapse_visits_day;
+  std::vector<double> relapse_visits_observed;
   // Stop rules (metrics/stopped_early, sessions_to_response); empty when the file has none.
   std::vector<double> stopped_early;         // 1, 0, NaN
   std::vector<double> sessions_to_response;  // NaN when not stopped

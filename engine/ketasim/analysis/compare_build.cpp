@@ -6,6 +6,7 @@
 #include <cmath>
 #include <functional>
 #include <limits>
+#include <numeric>
 #include <sstream>
 #include <tuple>
 #include <utility>
@@ -337,6 +338,36 @@ class ComparisonBuilder {
     return specs;
   }
 
+  bool relapse_at_visits() const {
+    return std::all_of(file_.arms.begin(), file_.arms.end(),
+                       [](const ArmData& a) { return !a.relapse_visits_day.empty(); });
+  }
+
+  // Relapse at visits (output.relapse), when every arm has its metrics: among the subjects at risk
+  // at the first visit, the share relapsing by the last visit and the Kaplan-Meier median.
+  std::vector<EstimateSpec> relapse_visit_specs() const {
+    std::vector<EstimateSpec> specs;
+    if (!relapse_at_visits()) return specs;
+    EstimateSpec share = differenced(
+        make_line("relapse_at_visits", kNaN, "percent", "relapsed at visits, of those at risk", "%", 1), "pp",
+        [this](std::size_t a, Subjects s) { return rate_statistic(arm(a).relapse_visits_observed, s); });
+    share.may_be_undefined = true;  // no subject at risk in a resample
+    specs.push_back(std::move(share));
+    EstimateSpec median =
+        differenced(make_line("time_to_relapse_at_visits", kNaN, "km_median",
+                              "time to relapse at visits, KM median [95% CI]", "d", 1, IntervalKind::ci95),
+                    "d", [this](std::size_t a, Subjects s) {
+                      return km_median_statistic(arm(a).relapse_visits_day, arm(a).relapse_visits_observed, s);
+                    });
+    median.may_be_undefined = true;
+    median.interval = [this](std::size_t a, Subjects s) {
+      const KaplanMeier km = km_of(arm(a).relapse_visits_day, arm(a).relapse_visits_observed, s);
+      return std::pair{km.median_lower, km.median_upper};
+    };
+    specs.push_back(std::move(median));
+    return specs;
+  }
+
   // Stop rules, when every arm has their metrics (a scenario with a stop rule writes them in every arm).
   std::vector<EstimateSpec> stop_specs() const {
     std::vector<EstimateSpec> specs;
@@ -356,7 +387,8 @@ class ComparisonBuilder {
 
   void add_estimates() {
     std::vector<EstimateSpec> specs = rate_specs();
-    for (std::vector<EstimateSpec> group : {response_duration_specs(), stop_specs(), safety_specs(), cost_specs()})
+    for (std::vector<EstimateSpec> group :
+         {response_duration_specs(), relapse_visit_specs(), stop_specs(), safety_specs(), cost_specs()})
       for (EstimateSpec& spec : group) specs.push_back(std::move(spec));
 
     const std::size_t arms = file_.arms.size();
@@ -435,6 +467,10 @@ class ComparisonBuilder {
     OutcomeLine at_risk = make_line("time_to_relapse", kNaN, "responders_end_of_treatment",
                                     "responders at end of treatment (KM sample)", "subjects", 0);
     OutcomeLine events = make_line("time_to_relapse", kNaN, "relapses_observed", "relapses observed", "subjects", 0);
+    OutcomeLine visit_at_risk = make_line("time_to_relapse_at_visits", kNaN, "at_risk",
+                                          "at risk of relapse at visits (first visit)", "subjects", 0);
+    OutcomeLine visit_events =
+        make_line("time_to_relapse_at_visits", kNaN, "relapses_observed", "relapses at visits", "subjects", 0);
     const auto count = [](double n) { return Cell{n, kNaN, kNaN}; };
     for (std::size_t a = 0; a < file_.arms.size(); ++a) {
       const std::vector<std::size_t> solved = solved_subjects(arm(a));
@@ -449,12 +485,20 @@ class ComparisonBuilder {
       for (const int e : km.events) relapses += e;
       at_risk.arms.push_back(count(static_cast<double>(finite_values(arm(a).relapse_day, solved).size())));
       events.arms.push_back(count(relapses));
+      if (relapse_at_visits()) {
+        visit_at_risk.arms.push_back(
+            count(static_cast<double>(finite_values(arm(a).relapse_visits_day, solved).size())));
+        const std::vector<double> observed = finite_values(arm(a).relapse_visits_observed, solved);
+        visit_events.arms.push_back(count(std::accumulate(observed.begin(), observed.end(), 0.0)));
+      }
       if (solved.size() < arm(a).subjects())
         comparison_.notes.push_back("arm " + arm(a).name + ": " + std::to_string(arm(a).subjects() - solved.size()) +
                                     " failed subjects excluded (from the arm, and from the pairs of its differences)");
     }
     for (OutcomeLine* line : {&at_risk, &events, &analysed, &failed, &excluded})
       comparison_.lines.push_back(std::move(*line));
+    if (relapse_at_visits())
+      for (OutcomeLine* line : {&visit_at_risk, &visit_events}) comparison_.lines.push_back(std::move(*line));
   }
 
   const ResultFile& file_;

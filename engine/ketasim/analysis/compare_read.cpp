@@ -144,6 +144,10 @@ ArmData read_arm(const FileReader& reader, const H5::Group& arms, const std::str
   arm.peak_sbp_rise_mmhg =
       read_peak_sbp_rise(reader, metrics, metrics_path, arm_card(reader, group, arm_path, file_model), subjects);
   read_sessions(reader, metrics, group, arm_path, subjects, grid_end_h, arm);
+  if (FileReader::has_link(metrics, metric_dataset(MetricId::relapse_visits_day))) {
+    arm.relapse_visits_day = vector(MetricId::relapse_visits_day);
+    arm.relapse_visits_observed = vector(MetricId::relapse_visits_observed);
+  }
   if (FileReader::has_link(metrics, metric_dataset(MetricId::stopped_early))) {
     arm.stopped_early = vector(MetricId::stopped_early);
     arm.sessions_to_response = vector(MetricId::sessions_to_response);

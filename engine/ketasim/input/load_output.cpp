@@ -153,6 +153,85 @@ void read_assessments(const NodeRef& node, OutputSpec& output) {
     output.assessment_before_each_session = before->as_boolean();
 }
 
+constexpr std::size_t kMaxRelapseVisits = 100'000;
+
+// output.relapse.visits: a list of times after the first session, or {from, every, until}.
+std::vector<Ticks> read_visits(const NodeRef& node, const OutputSpec& output) {
+  std::vector<Ticks> visits;
+  if (!node.is_map()) {
+    visits = read_ascending_times(node, "visit times after the first session (e.g. [28 d, 35 d, 42 d])", false);
+  } else {
+    node.check_keys({"from", "every", "until"});
+    const Ticks from = read_time_point(node.require("from", "the first visit, e.g. from: 28 d"));
+    const NodeRef every_node = node.require("every", "the time between visits, e.g. every: 7 d");
+    const Ticks every = read_duration(every_node);
+    Ticks until = output.grid_end;
+    if (const auto last = node.find("until")) {
+      until = read_time_point(*last);
+      if (until < from)
+        last->fail("the visits end (" + format_hours(until) + ") before they start (" + format_hours(from) + ")");
+    }
+    if ((until - from) / every + 1 > static_cast<Ticks>(kMaxRelapseVisits))
+      every_node.fail("gives more than " + std::to_string(kMaxRelapseVisits) + " visits; use a longer interval");
+    for (Ticks t = from; t <= until; t += every) visits.push_back(t);
+  }
+  if (visits.size() < 2)
+    node.fail("relapse needs at least two visits: the first decides who is at risk, later ones who relapses");
+  if (visits.size() > kMaxRelapseVisits) node.fail("more than " + std::to_string(kMaxRelapseVisits) + " visits");
+  if (visits.back() > output.grid_end)
+    node.fail("the last visit (" + format_hours(visits.back()) +
+              " after the first session) lies after the end of the output grid (" + format_hours(output.grid_end) +
+              ")");
+  return visits;
+}
+
+// output.relapse: {visits, among, threshold, consecutive, dated}
+RelapseVisits read_relapse(const NodeRef& node, const OutputSpec& output) {
+  node.expect_map(
+      "a relapse definition {visits: {from: 28 d, every: 7 d}, among: responders, threshold: {madrs_at_least: 22}, "
+      "consecutive: 2}");
+  node.check_keys({"visits", "among", "threshold", "consecutive", "dated"});
+  RelapseVisits relapse;
+  relapse.visits = read_visits(node.require("visits", "visits: {from: 28 d, every: 7 d} or a list of times"), output);
+  if (const auto among = node.find("among")) {
+    const std::string text = among->scalar("responders or remitters");
+    if (text == "remitters")
+      relapse.among = RelapseVisits::Among::remitters;
+    else if (text != "responders")
+      among->fail("expected responders or remitters (at the first visit), found " + among->kind() +
+                  yaml::did_you_mean(text, {"responders", "remitters"}));
+  }
+  if (const auto threshold = node.find("threshold")) {
+    const std::string expected = "{madrs_at_least: 22} or {improvement_below: 50%}";
+    threshold->expect_map(expected);
+    threshold->check_keys({"madrs_at_least", "improvement_below"});
+    const auto at_least = threshold->find("madrs_at_least");
+    const auto below = threshold->find("improvement_below");
+    if (at_least.has_value() == below.has_value()) threshold->fail("give exactly one of " + expected);
+    if (at_least) {
+      relapse.threshold = RelapseVisits::Threshold::madrs_at_least;
+      relapse.value = read_score(*at_least, Sign::positive);
+    } else {
+      relapse.threshold = RelapseVisits::Threshold::improvement_below;
+      relapse.value = below->as_percentage();
+      if (!(relapse.value > 0.0 && relapse.value <= 1.0))
+        below->fail(below->kind() + " must lie above 0% and at most 100%");
+    }
+  }
+  if (const auto consecutive = node.find("consecutive")) {
+    const std::int64_t visits_after_first = static_cast<std::int64_t>(relapse.visits.size()) - 1;
+    relapse.consecutive = static_cast<int>(consecutive->as_integer(1, visits_after_first));
+  }
+  if (const auto dated = node.find("dated")) {
+    const std::string text = dated->scalar("first_visit or last_visit");
+    if (text == "last_visit")
+      relapse.dated = RelapseVisits::Dated::last;
+    else if (text != "first_visit")
+      dated->fail("expected first_visit or last_visit (of the consecutive visits), found " + dated->kind() +
+                  yaml::did_you_mean(text, {"first_visit", "last_visit"}));
+  }
+  return relapse;
+}
 }  // namespace
 
 OutputSpec read_output(const NodeRef& node, const ModelCard& card) {
@@ -160,7 +239,7 @@ OutputSpec read_output(const NodeRef& node, const ModelCard& card) {
       "a map of output settings (grid, variables, metrics, dissociation_threshold, assessments, "
       "response); remove the key for defaults");
   node.check_keys(
-      {"grid", "variables", "metrics", "dissociation_threshold", "assessments", "response", "observations"});
+      {"grid", "variables", "metrics", "dissociation_threshold", "assessments", "response", "observations", "relapse"});
   OutputSpec output;
   if (const auto grid = node.find("grid")) read_grid(*grid, output);
   if (const auto variables = node.find("variables")) output.variables = read_variables(*variables, card);
@@ -190,6 +269,13 @@ OutputSpec read_output(const NodeRef& node, const ModelCard& card) {
   }
   if (const auto observations = node.find("observations"))
     output.observations = read_observations(*observations, card, output);
+  if (const auto relapse = node.find("relapse")) {
+    if (!Model(card).has_depression())
+      relapse->fail("model " + in_quotes(card.name) + " has no depression score; relapse at visits needs one");
+    if (std::find(output.metrics.begin(), output.metrics.end(), Metric::response) == output.metrics.end())
+      relapse->fail("relapse at visits is a response metric, but output.metrics does not list response");
+    output.relapse = read_relapse(*relapse, output);
+  }
   return output;
 }
 

@@ -259,6 +259,27 @@ struct ObservationSpec {
   std::vector<ObservedVariable> variables;
 };
 
+// Relapse on observed scores at scheduled visits (output.relapse), as relapse-prevention trials
+// define it, besides the continuous loss of response (relapse_day). Visits are times after the
+// first session; the first visit decides who is at risk (observed response or remission there);
+// a relapse is `consecutive` visits in a row, after the first, whose observed MADRS meets the
+// threshold, dated at the first (or last) visit of that run.
+struct RelapseVisits {
+  enum class Among { responders, remitters };
+  enum class Threshold {
+    loss_of_response,   // improvement from baseline below the response fraction (as relapse_day)
+    madrs_at_least,     // observed MADRS >= value
+    improvement_below,  // improvement from baseline below the fraction `value`
+  };
+  enum class Dated { first, last };
+  std::vector<Ticks> visits;  // after the first session, ascending, at least two
+  Among among = Among::responders;
+  Threshold threshold = Threshold::loss_of_response;
+  double value = 0.0;
+  int consecutive = 1;
+  Dated dated = Dated::first;
+};
+
 struct OutputSpec {
   Ticks grid_step = 5 * kTicksPerMinute;
   Ticks grid_end = 21 * kTicksPerDay;  // the grid is 0, step, 2*step, ... up to and including end
@@ -283,9 +304,10 @@ struct OutputSpec {
   // before each session (its events not yet applied). None by default.
   std::vector<Ticks> assessments_after_each_session;
   bool assessment_before_each_session = false;
-  double response_fraction = 0.5;   // response: a fall of at least this fraction from baseline
-  double remission_threshold = 10;  // remission: MADRS at or below this
-  ObservationSpec observations;     // none by default
+  double response_fraction = 0.5;        // response: a fall of at least this fraction from baseline
+  double remission_threshold = 10;       // remission: MADRS at or below this
+  ObservationSpec observations;          // none by default
+  std::optional<RelapseVisits> relapse;  // relapse at visits; none by default
 };
 
 enum class SolverMethod {

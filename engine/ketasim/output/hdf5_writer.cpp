@@ -263,6 +263,10 @@ void ResultWriter::State::define_arm(const ArmLayout& layout) {
     hdf5::write_vector(group, "observation_times_h", layout.observation_time_h, "h",
                        "sampling times of the simulated observations (metrics ipred_* and dv_*), hours from the start");
     hdf5::set_text_array_attribute(group, "observed_outputs", layout.observed_outputs);
+    if (!layout.relapse_visit_time_h.empty())
+      hdf5::write_vector(group, "relapse_visits_h", layout.relapse_visit_time_h, "h",
+                         "visits of output.relapse, hours after the start of the first session (columns of "
+                         "metrics/madrs_observed_at_visit)");
     define_trajectories(group, arm);
   });
   arms.push_back(std::move(arm));
@@ -519,9 +523,9 @@ ResultSizeEstimate estimate_result_size(const std::vector<ArmLayout>& arms, std:
     for (const ColumnSpec& column : arm.subject_columns) width += column.width;
     for (const ColumnSpec& column : arm.metrics) width += column.width;
     columns += subjects * (width * sizeof(double) + sizeof(std::int64_t) + sizeof(std::int8_t) + kMessageSlotBytes);
-    columns +=
-        (time_points + 2 * arm.dose_time_h.size() + arm.assessment_time_h.size() + arm.observation_time_h.size()) *
-        sizeof(double);
+    columns += (time_points + 2 * arm.dose_time_h.size() + arm.assessment_time_h.size() +
+                arm.observation_time_h.size() + arm.relapse_visit_time_h.size()) *
+               sizeof(double);
   }
   ResultSizeEstimate estimate;
   estimate.least_bytes = columns + summaries + static_cast<std::uintmax_t>(trajectories / kBestRatio);

@@ -199,6 +199,30 @@ void visit_session_metrics(const SimulationPlan& plan, const SubjectMetrics& m, 
   }
 }
 
+// Relapse at visits (output.relapse).
+template <class Visit>
+void visit_relapse_visit_metrics(const SimulationPlan& plan, const SubjectMetrics& m, Visit&& visit) {
+  if (!plan.relapse) return;
+  visit(Metric::response,
+        metric_column(MetricId::madrs_observed_at_visit, "", plan.relapse->visits.size(),
+                      "per visit (relapse_visits_h): observed MADRS, with residual error"),
+        nan_if_undefined(many(m.madrs_observed_at_visit)));
+  visit(Metric::response,
+        metric_column(MetricId::relapse_visits_at_risk, "", 1,
+                      "1 if at risk of relapse (observed response or remission at the first visit), else 0; NaN "
+                      "if the first visit is past the grid"),
+        nan_if_undefined(one(m.relapse_visits_at_risk)));
+  visit(Metric::response,
+        metric_column(MetricId::relapse_visits_day, "d", 1,
+                      "at risk: days from the first visit to the relapse at visits, or to the last visit within "
+                      "the grid (censored)"),
+        nan_if_undefined(one(m.relapse_visits_day)));
+  visit(Metric::response,
+        metric_column(MetricId::relapse_visits_observed, "", 1,
+                      "at risk: 1 if a relapse at visits was observed, 0 if censored"),
+        nan_if_undefined(one(m.relapse_visits_observed)));
+}
+
 // Stop rules (written in every arm when some arm has one).
 template <class Visit>
 void visit_stop_metrics(const SimulationPlan& plan, const SubjectMetrics& m, Visit&& visit) {
@@ -283,6 +307,7 @@ void for_each_metric(const Model& model, const SimulationPlan& plan, const Subje
   if (model.has_depression()) {
     visit_assessment_metrics(plan, m, visit);
     visit_response_course_metrics(m, visit);
+    visit_relapse_visit_metrics(plan, m, visit);
     visit_session_metrics(plan, m, visit);
     visit_stop_metrics(plan, m, visit);
   }

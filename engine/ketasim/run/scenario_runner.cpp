@@ -193,6 +193,8 @@ ArmLayout layout_of(const Scenario& scenario, const Arm& arm, const ModelEngine&
   }
   if (model.has_depression())
     for (const Ticks a : plan.assessments) layout.assessment_time_h.push_back(ticks_to_hours(a));
+  if (model.has_depression() && plan.response && plan.relapse)
+    for (const Ticks v : plan.relapse->visits) layout.relapse_visit_time_h.push_back(ticks_to_hours(v));
   for (const Ticks sample : plan.observation_times) layout.observation_time_h.push_back(ticks_to_hours(sample));
   for (const auto& observed : plan.observed) layout.observed_outputs.push_back(observed.output->name);
   const std::size_t most = most_doses(arm, plan.grid_end);
@@ -284,6 +286,11 @@ ScenarioRunner::PreparedSubject ScenarioRunner::prepare(const ModelEngine& engin
   RandomStream observation(scenario_.cohort.seed, static_cast<std::uint64_t>(subject_id), StreamPurpose::observations);
   for (std::size_t k = 0; k < plan.observed.size() * plan.observation_times.size(); ++k)
     prepared.context.observation_normals.push_back(observation.normal());
+  if (plan.relapse) {
+    RandomStream visits(scenario_.cohort.seed, static_cast<std::uint64_t>(subject_id), StreamPurpose::relapse_visits);
+    for (std::size_t k = 0; k < plan.relapse->visits.size(); ++k)
+      prepared.context.visit_normals.push_back(visits.normal());
+  }
   return prepared;
 }
 

@@ -56,6 +56,8 @@ ResponseScores::ResponseScores(const DepressionValues& depression, const Simulat
 
 void ResponseScores::add_marks(std::vector<PlanMark>& marks) const {
   for (const Ticks a : plan_.assessments) marks.push_back({first_session_ + a, Mark::assessment});
+  if (plan_.relapse)
+    for (const Ticks v : plan_.relapse->visits) marks.push_back({first_session_ + v, Mark::assessment});
   if (end_of_treatment_ >= 0) marks.push_back({end_of_treatment_, Mark::end_of_treatment});
 }
 
@@ -73,6 +75,9 @@ void ResponseScores::at_point(Ticks t, double score) {
     relapse_watch_ = responding;
   }
   assessments(t, score);
+  if (plan_.relapse && next_visit_ < plan_.relapse->visits.size() &&
+      t == first_session_ + plan_.relapse->visits[next_visit_])
+    visit(next_visit_++, score);
   previous_time_ = t;
   previous_score_ = score;
   previous_responding_ = responding;
@@ -112,6 +117,45 @@ void ResponseScores::assessments(Ticks t, double score) {
     metrics_.response_at[k] = observed <= threshold_ ? 1.0 : 0.0;
     metrics_.remission_at[k] = observed <= plan_.remission_threshold ? 1.0 : 0.0;
   }
+}
+
+void ResponseScores::visit(std::size_t k, double score) {
+  const RelapseVisits& relapse = *plan_.relapse;
+  const double observed = observed_madrs(score, depression_.residual_sd, context_.visit_normals[k]);
+  metrics_.madrs_observed_at_visit[k] = observed;
+  if (k == 0) {
+    const bool at_risk = relapse.among == RelapseVisits::Among::responders ? observed <= threshold_
+                                                                           : observed <= plan_.remission_threshold;
+    metrics_.relapse_visits_at_risk = at_risk ? 1.0 : 0.0;
+    visit_watch_ = at_risk;
+    if (at_risk) metrics_.relapse_visits_day = metrics_.relapse_visits_observed = 0.0;
+    return;
+  }
+  if (!visit_watch_) return;
+  const auto days_since_first = [&](std::size_t visit) {
+    return ticks_to_hours(relapse.visits[visit] - relapse.visits[0]) / kHoursPerDay;
+  };
+  metrics_.relapse_visits_day = days_since_first(k);  // censored here unless a relapse follows
+  visit_run_ = relapsing_at_visit(observed) ? visit_run_ + 1 : 0;
+  if (visit_run_ < relapse.consecutive) return;
+  const std::size_t dated =
+      relapse.dated == RelapseVisits::Dated::first ? k + 1 - static_cast<std::size_t>(relapse.consecutive) : k;
+  metrics_.relapse_visits_day = days_since_first(dated);
+  metrics_.relapse_visits_observed = 1.0;
+  visit_watch_ = false;
+}
+
+bool ResponseScores::relapsing_at_visit(double observed) const {
+  const RelapseVisits& relapse = *plan_.relapse;
+  switch (relapse.threshold) {
+    case RelapseVisits::Threshold::loss_of_response:
+      return observed > threshold_;
+    case RelapseVisits::Threshold::madrs_at_least:
+      return observed >= relapse.value;
+    case RelapseVisits::Threshold::improvement_below:
+      return observed > (1.0 - relapse.value) * context_.baseline_madrs;
+  }
+  return false;
 }
 
 void ResponseScores::treatment_stopped(Ticks at, Ticks last_given) {

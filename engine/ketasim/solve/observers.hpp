@@ -273,6 +273,9 @@ class ResponseScores {
  private:
   void crossing(Ticks t, double score, bool responding);
   void assessments(Ticks t, double score);
+  // Relapse at visits (output.relapse): visit k at time t.
+  void visit(std::size_t k, double score);
+  bool relapsing_at_visit(double observed) const;
 
   const DepressionValues& depression_;
   const SimulationPlan& plan_;
@@ -286,6 +289,9 @@ class ResponseScores {
   double previous_score_ = 0.0;
   bool previous_responding_ = false;
   bool relapse_watch_ = false;
+  std::size_t next_visit_ = 0;  // output.relapse: the next visit to assess
+  bool visit_watch_ = false;    // at risk and not relapsed yet
+  int visit_run_ = 0;           // consecutive visits meeting the relapse threshold
 };
 
 class Response : public ObserverDefaults {

@@ -50,6 +50,10 @@ enum class MetricId {
   responder_end_of_treatment,
   relapse_day,
   relapse_observed,
+  madrs_observed_at_visit,  // output.relapse: per visit
+  relapse_visits_at_risk,
+  relapse_visits_day,
+  relapse_visits_observed,
   sessions_to_response,  // stop rules
   stopped_early,
   madrs_before_session,  // per session
@@ -141,6 +145,14 @@ inline std::string metric_dataset(MetricId id, std::string_view about = {}) {
       return "relapse_day";
     case MetricId::relapse_observed:
       return "relapse_observed";
+    case MetricId::madrs_observed_at_visit:
+      return "madrs_observed_at_visit";
+    case MetricId::relapse_visits_at_risk:
+      return "relapse_visits_at_risk";
+    case MetricId::relapse_visits_day:
+      return "relapse_visits_day";
+    case MetricId::relapse_visits_observed:
+      return "relapse_visits_observed";
     case MetricId::sessions_to_response:
     case MetricId::stopped_early:
     case MetricId::madrs_before_session:
@@ -210,6 +222,7 @@ struct ArmLayout {
   std::vector<double> dose_duration_h;        // 0 for a bolus
   std::vector<double> assessment_time_h;      // MADRS assessments, hours after the first session
   std::vector<double> observation_time_h;     // sampling times of output.observations, hours from the start
+  std::vector<double> relapse_visit_time_h;   // output.relapse's visits, hours after the first session
   std::vector<std::string> observed_outputs;  // the outputs observed there, in the scenario's order
   double price_per_session_usd[2] = {kDefaultPricePerSessionUsd[0], kDefaultPricePerSessionUsd[1]};  // low, high
 };

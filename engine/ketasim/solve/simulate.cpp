@@ -24,6 +24,7 @@ SimulationPlan SimulationPlan::from(const OutputSpec& output) {
   plan.before_each_session = output.assessment_before_each_session;
   plan.response_fraction = output.response_fraction;
   plan.remission_threshold = output.remission_threshold;
+  plan.relapse = output.relapse;
   plan.metabolites =
       std::find(output.metrics.begin(), output.metrics.end(), Metric::metabolites) != output.metrics.end();
   plan.response = std::find(output.metrics.begin(), output.metrics.end(), Metric::response) != output.metrics.end();
@@ -63,6 +64,8 @@ SubjectMetrics sized_metrics(const Model& model, const SimulationPlan& plan, std
   m.baseline_madrs = m.first_response_day = m.days_in_response = kNaN;
   m.responder_end_of_treatment = m.relapse_day = m.relapse_observed = kNaN;
   m.sessions_to_response = m.stopped_early = kNaN;
+  m.relapse_visits_at_risk = m.relapse_visits_day = m.relapse_visits_observed = kNaN;
+  m.madrs_observed_at_visit.assign(plan.relapse ? plan.relapse->visits.size() : 0, kNaN);
   const std::size_t assessments = plan.assessments.size();
   m.madrs_at.assign(assessments, kNaN);
   m.madrs_observed_at.assign(assessments, kNaN);

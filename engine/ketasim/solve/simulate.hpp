@@ -37,6 +37,7 @@ struct SimulationPlan {
   bool peak_links = true;                // the links at each dose's effect-site peak (peak_dissociation metric)
   std::vector<Ticks> observation_times;  // sampling times (output.observations), ascending
   std::vector<ObservedOutput> observed;  // resolved against the model by with_observations()
+  std::optional<RelapseVisits> relapse;  // relapse at visits (output.relapse)
 
   std::size_t time_points() const { return static_cast<std::size_t>(grid_end / grid_step) + 1; }
   // Weeks for AUC per week; the last one is partial when grid_end is not a whole number of weeks.
@@ -94,7 +95,15 @@ struct SubjectMetrics {
   double days_in_response = 0.0;    // days with the model score in response
   double responder_end_of_treatment = 0.0;  // 1 if in response 1 d after the last session (NaN past the grid)
   double relapse_day = 0.0;  // responders: days from the last session to the loss of response (censored at the end)
-  double relapse_observed = 0.0;      // 1 if the loss of response happened within the grid, 0 if censored
+  double relapse_observed = 0.0;  // 1 if the loss of response happened within the grid, 0 if censored
+  // Relapse at visits (output.relapse): the observed MADRS at each visit; 1 if at risk (observed
+  // response or remission at the first visit), else 0 (NaN if the first visit is past the grid);
+  // for those at risk, days from the first visit to the relapse or to the last visit within the
+  // grid (censored), and 1 for a relapse, 0 if censored.
+  std::vector<double> madrs_observed_at_visit;
+  double relapse_visits_at_risk = 0.0;
+  double relapse_visits_day = 0.0;
+  double relapse_visits_observed = 0.0;
   double sessions_to_response = 0.0;  // stop rule: sessions of the series given when it stopped; NaN if it did not
   double stopped_early = 0.0;         // 1 if a stop rule ended the series, else 0
   SessionAssessments before_session;  // just before each session (output.assessments)
@@ -128,6 +137,7 @@ struct SubjectContext {
   // after_session_normals[k * session_assessments + j] (empty without such assessments).
   std::vector<double> before_session_normals;
   std::vector<double> after_session_normals;
+  std::vector<double> visit_normals;           // one per visit of output.relapse
   const TriggeredDosing* as_needed = nullptr;  // the arm's as-needed rule, if any
   // The arm's stop rule, if any, and which rules of the regimen its series is (by Dose::rule).
   const StopRule* stop = nullptr;
