@@ -285,18 +285,46 @@ TEST_CASE("links and the depression score follow their formulas", "[cards]") {
   depression.session_magnitude = 0.1;
   depression.background = 0.1;
   depression.background_rate_per_h = kLn2 / 24.0;
-  CHECK(depression.score(30.0, -1.0, 0.0, 0.0, false) == 30.0);  // before treatment
+  const AntidepressantCourse started;                              // with the first session
+  CHECK(depression.score(30.0, -1.0, 0.0, 0.0, nullptr) == 30.0);  // before treatment
   // One day in: half the placebo, half the background, the session memory 2, drug input = ec50.
   // The components are shares of the possible improvement: (1 - 0.1 * 2)(1 - 0.1)(1 - 0.05).
   const double expected = 30.0 * (1.0 - 0.2) * (1.0 - 0.1) * (1.0 - 0.05) * (1.0 - 0.3);
-  CHECK(depression.score(30.0, 24.0, 100.0, 2.0, true) == Approx(expected));
-  CHECK(depression.score(30.0, 24.0, 100.0, 2.0, false) == Approx(30.0 * (1.0 - 0.2) * (1.0 - 0.1) * 0.7));
+  CHECK(depression.score(30.0, 24.0, 100.0, 2.0, &started) == Approx(expected));
+  CHECK(depression.score(30.0, 24.0, 100.0, 2.0, nullptr) == Approx(30.0 * (1.0 - 0.2) * (1.0 - 0.1) * 0.7));
   // No share of improvement beyond all of it or below none: the score stays within [0, baseline]
   // whatever the components' values (a subject drawn far in a tail, many session memories).
   depression.placebo = -5.0;
-  CHECK(depression.score(50.0, 1e6, 0.0, 0.0, false) == 50.0);
+  CHECK(depression.score(50.0, 1e6, 0.0, 0.0, nullptr) == 50.0);
   depression.placebo = 0.2;
-  CHECK(depression.score(30.0, 24.0, 0.0, 50.0, false) == 0.0);
+  CHECK(depression.score(30.0, 24.0, 0.0, 50.0, nullptr) == 0.0);
+
+  // Antidepressant courses, without the other components (onset and offset half-life 1 d).
+  depression.placebo = 0.0;
+  depression.session_magnitude = 0.0;
+  depression.background = 0.2;
+  const auto score = [&](const AntidepressantCourse& course, double hours) {
+    return depression.score(30.0, hours, 0.0, 0.0, &course);
+  };
+  CHECK(score(started, 24.0) == Approx(30.0 * (1.0 - 0.2 * 0.5)));
+  // Stable, at its full effect (in the baseline): nothing changes until it is stopped; then the
+  // effect halves each day and the score rises towards 30 / (1 - 0.2) = 37.5.
+  AntidepressantCourse stable{-std::numeric_limits<double>::infinity()};
+  CHECK(score(stable, 24.0 * 30) == Approx(30.0));
+  stable.stopped_h = 48.0;
+  CHECK(score(stable, 48.0) == Approx(30.0));
+  CHECK(score(stable, 72.0) == Approx(30.0 * (1.0 - 0.2 * 0.5) / 0.8));
+  CHECK(score(stable, 1e5) == Approx(37.5));
+  // A lead-in: started 1 d before the first session, the baseline has half its effect; a day later,
+  // three quarters: 30 (1 - 0.15) / (1 - 0.1).
+  const AntidepressantCourse lead_in{-24.0};
+  CHECK(score(lead_in, 0.0) == Approx(30.0));
+  CHECK(score(lead_in, 24.0) == Approx(30.0 * (1.0 - 0.2 * 0.75) / (1.0 - 0.2 * 0.5)));
+  // Started a day after the first session, stopped two days later.
+  const AntidepressantCourse later{24.0, 72.0};
+  CHECK(score(later, 24.0) == Approx(30.0));
+  CHECK(score(later, 72.0) == Approx(30.0 * (1.0 - 0.2 * 0.75)));
+  CHECK(score(later, 96.0) == Approx(30.0 * (1.0 - 0.2 * 0.375)));
 }
 
 TEST_CASE("Kaplan-Meier: survival and the median against hand-computed cases", "[statistics]") {

@@ -322,6 +322,38 @@ Eigen::MatrixXd read_covariate_correlations(const NodeRef& node, const Cohort& c
   return correlation;
 }
 
+// cohort.screening: true, or {madrs_at_least: 22, madrs_at_most: 52}
+Screening read_screening(const NodeRef& node, const Cohort& cohort, const ModelCard& card) {
+  if (!Model(card).has_depression())
+    node.fail("model " + in_quotes(card.name) + " has no depression score; a screening MADRS needs one");
+  Screening screening;
+  if (!node.is_map()) {
+    if (!node.as_boolean())
+      node.fail("screening: false is the default; remove the key, or give true or inclusion bounds");
+    return screening;
+  }
+  node.check_keys({"madrs_at_least", "madrs_at_most"});
+  if (const auto least = node.find("madrs_at_least")) screening.at_least = read_score(*least);
+  if (const auto most = node.find("madrs_at_most")) {
+    screening.at_most = read_score(*most);
+    if (screening.at_least && *screening.at_most < *screening.at_least)
+      most->fail("the inclusion bounds are empty: at most " + yaml::format_number(*screening.at_most) +
+                 " but at least " + yaml::format_number(*screening.at_least));
+  }
+  if (!screening.at_least && !screening.at_most)
+    node.fail("give madrs_at_least, madrs_at_most or both (or screening: true for no inclusion bounds)");
+  // Screening again redraws the baseline from its own distribution: not from a table column, nor
+  // jointly with weight and age.
+  if (cohort.table && cohort.table->has_baseline_madrs())
+    node.fail("inclusion bounds redraw the baseline MADRS of a subject screened out, but it comes from " +
+              cohort.table->file + "; select the patients in the file instead");
+  if (cohort.covariate_correlation.size() > 0)
+    node.fail(
+        "inclusion bounds redraw the baseline MADRS of a subject screened out, which cohort.correlations draws "
+        "jointly with weight and age; bound the baseline with baseline_madrs: {min, max} instead");
+  return screening;
+}
+
 }  // namespace
 
 Cohort read_cohort(const NodeRef& node, const ModelCard& card, const fs::path& scenario_directory) {
@@ -329,7 +361,7 @@ Cohort read_cohort(const NodeRef& node, const ModelCard& card, const fs::path& s
       "a map of cohort settings (size, seed, weight, age, female_fraction, baseline_madrs, variability, "
       "correlations, from_csv, replicates, occasion_variability)");
   node.check_keys({"size", "seed", "weight", "age", "female_fraction", "baseline_madrs", "variability", "correlations",
-                   "from_csv", "replicates", "occasion_variability"});
+                   "from_csv", "replicates", "occasion_variability", "screening"});
   std::vector<std::string> given_keys;
   for (const MapEntry& entry : node.entries()) given_keys.push_back(entry.key);
   Cohort cohort;
@@ -381,6 +413,7 @@ Cohort read_cohort(const NodeRef& node, const ModelCard& card, const fs::path& s
   }
   if (const auto correlations = node.find("correlations"))
     cohort.covariate_correlation = read_covariate_correlations(*correlations, cohort, given_keys);
+  if (const auto screening = node.find("screening")) cohort.screening = read_screening(*screening, cohort, card);
   return cohort;
 }
 

@@ -466,6 +466,45 @@ StopRule read_stop(const NodeRef& node) {
   return stop;
 }
 
+// A time from the first session that may lie before it ("-6 weeks").
+Ticks read_signed_time(const NodeRef& node) {
+  const std::string text = node.scalar("a time from the first session, e.g. -6 weeks or 0 d");
+  const std::string_view trimmed = trim(text);
+  if (!trimmed.starts_with('-')) return read_time_point(node);
+  return -to_ticks(node, std::string(trim(trimmed.substr(1))), Sign::positive);
+}
+
+// oral_antidepressant: true (started with the treatment), false, stable, or
+// {started: -6 weeks | stable, stopped: 8 weeks}
+std::optional<OralAntidepressant> read_oral_antidepressant(const NodeRef& node) {
+  const std::string expected =
+      "true (started with the first session), false, stable, or {started: -6 weeks, stopped: 8 weeks}";
+  OralAntidepressant course;
+  if (!node.is_map()) {
+    const std::string text = node.scalar(expected);
+    if (text == "stable") {
+      course.stable = true;
+      return course;
+    }
+    if (text == "true") return course;
+    if (text != "false") node.fail("expected " + expected + ", found " + node.kind());
+    return std::nullopt;
+  }
+  node.check_keys({"started", "stopped"});
+  const NodeRef started = node.require("started", "started: 0 d (with the first session), -6 weeks, or stable");
+  if (started.scalar("a time or stable") == "stable")
+    course.stable = true;
+  else
+    course.started = read_signed_time(started);
+  if (const auto stopped = node.find("stopped")) {
+    course.stopped = read_signed_time(*stopped);
+    if (!course.stable && *course.stopped <= course.started)
+      stopped->fail("the antidepressant is stopped (" + format_hours(*course.stopped) + ") before it is started (" +
+                    format_hours(course.started) + ")");
+  }
+  return course;
+}
+
 // A dosing rule: what is given (route, drug, dose) and when: one schedule, consecutive phases, as
 // needed, or per subject from a dosing table. Phases expand into one rule each.
 std::vector<DosingRule> read_rule(const NodeRef& node, const ModelCard& card, const std::string& scenario_dir) {
@@ -582,7 +621,8 @@ std::vector<Arm> read_arms(const NodeRef& node, const ModelCard& card, const std
         as_needed = rule;
       }
     }
-    if (const auto background = item.find("oral_antidepressant")) arm.oral_antidepressant = background->as_boolean();
+    if (const auto background = item.find("oral_antidepressant"))
+      arm.oral_antidepressant = read_oral_antidepressant(*background);
     if (const auto missed = item.find("missed_session_probability")) {
       arm.missed_session_probability = missed->as_percentage();
       if (!(arm.missed_session_probability >= 0.0 && arm.missed_session_probability < 1.0))

@@ -127,6 +127,14 @@ struct ModelChoice {
   std::vector<ParameterOverride> overrides;
 };
 
+struct OralAntidepressant {
+  bool stable = false;           // on it long before, at its full effect
+  Ticks started = 0;             // when not stable: from the first session (negative: before it)
+  std::optional<Ticks> stopped;  // from the first session
+
+  bool operator==(const OralAntidepressant&) const = default;
+};
+
 // The price of a session (USD, low and high) when a scenario gives none; `compare` assumes it for
 // result files written before prices were.
 inline constexpr double kDefaultPricePerSessionUsd[2] = {400.0, 800.0};
@@ -139,8 +147,11 @@ struct Arm {
   // of the parameters its card shares with the scenario's).
   std::optional<ModelChoice> model;
   std::vector<DosingRule> regimen;
-  // An oral antidepressant started with the treatment adds the model's background improvement.
-  bool oral_antidepressant = false;
+  // An oral antidepressant (the model's background improvement): started at a time relative to
+  // the first session (0: with the treatment; negative: a lead-in), or stable (long before, at
+  // its full effect, which the baseline includes); optionally stopped at a time after the first
+  // session. Unset: none.
+  std::optional<OralAntidepressant> oral_antidepressant;
   // Adherence: each scheduled session is missed with this probability, drawn from the subject's
   // own stream (draw k for the arm's k-th scheduled session), so arms stay paired.
   double missed_session_probability = 0.0;
@@ -175,6 +186,16 @@ struct Variability {
   bool from_card = true;                // also apply the card's variability (for parameters not listed here)
 };
 
+// An observed screening score (cohort.screening): the MADRS at screening is the model's baseline
+// plus the residual error of the card (madrs_residual_sd), and it is the baseline response,
+// relapse and the improvement thresholds are measured from, as in trials. Optional inclusion
+// bounds on it: a subject outside them is screened again, a new baseline and error drawn from its
+// own stream, so the enrolled subjects' model baselines regress towards the mean.
+struct Screening {
+  std::optional<double> at_least;  // MADRS points
+  std::optional<double> at_most;
+};
+
 // Patients' covariates read from a CSV file at load (cohort.from_csv); covariate_table.hpp.
 struct CovariateTable;
 
@@ -203,6 +224,7 @@ struct Cohort {
   CovariateDistribution baseline_madrs{CovariateDistribution::Kind::truncated_normal, 33.0, 33.0, 5.0, 20.0, 50.0};
   Variability variability;
   OccasionVariability occasion_variability;
+  std::optional<Screening> screening;  // unset: response is measured from the model's baseline
   // Correlation matrix of weight, age and baseline MADRS (rows in that order), drawn together by
   // a Gaussian copula; 0 x 0 when cohort.correlations is not given, and each covariate is then
   // drawn by rejection from its own stream (the draws of scenarios written before correlations).

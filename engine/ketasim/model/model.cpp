@@ -41,8 +41,16 @@ double LinkValues::input_for(double value, double tolerance) const {
   return ec50 * std::pow(powered, 1.0 / hill) / scale;
 }
 
+double AntidepressantCourse::effect_fraction(double hours, double rate_per_h) const {
+  if (hours < since_h) return 0.0;
+  const double on_until = std::min(hours, stopped_h);
+  double fraction = std::isinf(since_h) ? 1.0 : -std::expm1(-rate_per_h * (on_until - since_h));
+  if (hours > stopped_h) fraction *= std::exp(-rate_per_h * (hours - stopped_h));
+  return fraction;
+}
+
 double DepressionValues::score(double baseline, double hours_since_first, double drug_input, double session_memory,
-                               bool background_antidepressant) const {
+                               const AntidepressantCourse* antidepressant) const {
   // Each non-drug component keeps a share of the score in [0, 1]: the components combine as
   // independent shares of the possible improvement, so no subject is pushed below 0 or above the
   // baseline by them, however large their between-subject variability.
@@ -50,8 +58,14 @@ double DepressionValues::score(double baseline, double hours_since_first, double
   double remaining = kept(session_magnitude * session_memory);
   if (hours_since_first >= 0.0) {
     remaining *= kept(placebo * -std::expm1(-placebo_rate_per_h * hours_since_first));
-    if (background_antidepressant)
-      remaining *= kept(background * -std::expm1(-background_rate_per_h * hours_since_first));
+    if (antidepressant) {
+      // Relative to the first session, whose score (the baseline) has the effect it had then: an
+      // antidepressant at its full effect changes nothing until it is stopped, and stopping it
+      // raises the score towards baseline / (1 - background).
+      const double at_start = kept(background * antidepressant->effect_fraction(0.0, background_rate_per_h));
+      const double now = kept(background * antidepressant->effect_fraction(hours_since_first, background_rate_per_h));
+      remaining *= at_start > 0.0 ? now / at_start : 1.0;
+    }
   }
   double drug = 0.0;
   if (drug_input > 0.0) {
@@ -580,9 +594,10 @@ std::string occasion_variability_problem(const Model& model, const std::vector<d
   for (std::size_t l = 0; l < a.links.size(); ++l)
     for (const double x : {1e-4, 1e-3, 1e-2, 1e-1, 1.0})
       if (a.links[l](x, x) != b.links[l](x, x)) return "it changes a pharmacodynamic link";
+  const AntidepressantCourse started;
   if (a.depression)
     for (const double x : {0.0, 1.0, 10.0, 100.0})
-      if (a.depression->score(30.0, 100.0, x, 1.0, true) != b.depression->score(30.0, 100.0, x, 1.0, true))
+      if (a.depression->score(30.0, 100.0, x, 1.0, &started) != b.depression->score(30.0, 100.0, x, 1.0, &started))
         return "it changes the depression score";
   return "";
 }

@@ -11,6 +11,7 @@
 #include <Eigen/Core>
 #include <array>
 #include <cmath>
+#include <limits>
 #include <optional>
 #include <span>
 #include <string>
@@ -88,6 +89,17 @@ struct LinkValues {
   double input_for(double value, double tolerance) const;
 };
 
+// An oral antidepressant's course, in hours from the first session: started at `since_h`
+// (-infinity: long before, at its full effect) and stopped at `stopped_h` (+infinity: never).
+struct AntidepressantCourse {
+  double since_h = 0.0;
+  double stopped_h = std::numeric_limits<double>::infinity();
+
+  // The share of its full effect at `hours` (from the first session), with first-order onset
+  // and offset at `rate_per_h`.
+  double effect_fraction(double hours, double rate_per_h) const;
+};
+
 struct DepressionValues {
   int drug_signal = 0;
   int session_signal = -1;
@@ -98,9 +110,10 @@ struct DepressionValues {
   double residual_sd = 0.0;
 
   // The noise-free score at `hours_since_first` (negative: before treatment) with the drug input
-  // signal and the session memory at their current values.
+  // signal and the session memory at their current values; `antidepressant` null without one.
+  // The baseline is the score at the first session, with the antidepressant's effect there.
   double score(double baseline, double hours_since_first, double drug_input, double session_memory,
-               bool background_antidepressant) const;
+               const AntidepressantCourse* antidepressant) const;
 };
 
 // One subject's numbers.

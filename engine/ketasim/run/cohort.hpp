@@ -11,6 +11,7 @@
 
 #include <Eigen/Core>
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 #include "ketasim/input/scenario.hpp"
@@ -24,6 +25,7 @@ struct Subject {
   double age_years = 0.0;
   bool female = false;
   double baseline_madrs = 0.0;
+  double screening_madrs = std::numeric_limits<double>::quiet_NaN();  // cohort.screening: observed at screening
   std::int64_t table_row = -1;     // the row of cohort.from_csv this subject is; -1 without a table
   std::vector<double> parameters;  // individual values in card order, base units
 };

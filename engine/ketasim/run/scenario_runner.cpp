@@ -9,6 +9,7 @@
 #include "ketasim/base/random_stream.hpp"
 #include "ketasim/model/blocks.hpp"
 #include "ketasim/run/metric_columns.hpp"
+#include "ketasim/solve/observers.hpp"
 
 namespace ketasim {
 
@@ -51,7 +52,14 @@ std::string describe_regimen(const Arm& arm) {
   }
   if (arm.missed_session_probability > 0.0)
     text += "; each scheduled session missed with probability " + format_significant(arm.missed_session_probability);
-  if (arm.oral_antidepressant) text += "; oral antidepressant started";
+  if (const auto& background = arm.oral_antidepressant) {
+    text += background->stable
+                ? "; on a stable oral antidepressant"
+                : "; oral antidepressant started " +
+                      (background->started == 0 ? std::string("with the first session")
+                                                : "at " + format_duration_h(ticks_to_hours(background->started)));
+    if (background->stopped) text += ", stopped at " + format_duration_h(ticks_to_hours(*background->stopped));
+  }
   return text;
 }
 
@@ -141,11 +149,14 @@ std::vector<ParameterValue> overridden_parameters(const ModelChoice& choice, con
 
 // Covariates, individual parameters, the doses given (per dose, NaN-padded to `most` doses) and
 // the replicate: write_subject_columns fills them in this order.
-std::vector<ColumnSpec> subject_columns(const ModelCard& card, std::size_t most) {
+std::vector<ColumnSpec> subject_columns(const ModelCard& card, std::size_t most, bool screening) {
   std::vector<ColumnSpec> columns{{"weight_kg", "kg", 1, "body weight"},
                                   {"age_y", "y", 1, "age"},
                                   {"female", "", 1, "1 female, 0 male"},
                                   {"baseline_madrs", "", 1, "MADRS at baseline"}};
+  if (screening)
+    columns.push_back({"screening_madrs", "", 1,
+                       "observed MADRS at screening (baseline plus residual error): response is measured from it"});
   for (const auto& spec : card.parameters)
     columns.push_back({spec.name, spec.unit, 1, "individual " + spec.description});
   columns.push_back({"dose_time_h", "h", most, "start of each dose given, in time order (NaN-padded)"});
@@ -198,7 +209,7 @@ ArmLayout layout_of(const Scenario& scenario, const Arm& arm, const ModelEngine&
   for (const Ticks sample : plan.observation_times) layout.observation_time_h.push_back(ticks_to_hours(sample));
   for (const auto& observed : plan.observed) layout.observed_outputs.push_back(observed.output->name);
   const std::size_t most = most_doses(arm, plan.grid_end);
-  layout.subject_columns = subject_columns(engine.card, most);
+  layout.subject_columns = subject_columns(engine.card, most, scenario.cohort.screening.has_value());
   layout.price_per_session_usd[0] = arm.price_low_usd;
   layout.price_per_session_usd[1] = arm.price_high_usd;
   const SubjectMetrics sized = sized_metrics(model, plan, most);
@@ -268,6 +279,23 @@ SubjectSchedule ScenarioRunner::schedule(std::size_t arm, std::int64_t subject_i
   return result;
 }
 
+// cohort.screening: the subject's observed screening score, the model's baseline plus a residual
+// error from the subject's screening stream. A subject outside the inclusion bounds is screened
+// again: a new baseline from the cohort's distribution and a new error, from the same stream.
+void ScenarioRunner::screen(Subject& subject, const Screening& screening, double residual_sd) const {
+  constexpr int kMostAttempts = 10'000;
+  RandomStream stream(scenario_.cohort.seed, static_cast<std::uint64_t>(subject.id), StreamPurpose::screening);
+  for (int attempt = 0; attempt < kMostAttempts; ++attempt) {
+    if (attempt > 0) subject.baseline_madrs = truncated_normal_at(scenario_.cohort.baseline_madrs, stream.normal());
+    subject.screening_madrs = observed_madrs(subject.baseline_madrs, residual_sd, stream.normal());
+    if (screening.at_least.value_or(0.0) <= subject.screening_madrs &&
+        subject.screening_madrs <= screening.at_most.value_or(kMadrsMaximum))
+      return;
+  }
+  throw ModelParameterError("no screening score within the inclusion bounds in " + std::to_string(kMostAttempts) +
+                            " attempts: the bounds are too narrow for the baseline distribution and residual error");
+}
+
 ScenarioRunner::PreparedSubject ScenarioRunner::prepare(const ModelEngine& engine, std::int64_t subject_id) const {
   PreparedSubject prepared;
   prepared.subject = engine.sampler.draw(subject_id);
@@ -278,7 +306,15 @@ ScenarioRunner::PreparedSubject ScenarioRunner::prepare(const ModelEngine& engin
   } catch (const Error& error) {
     prepared.model_problem = error.what();
   }
+  if (scenario_.cohort.screening && prepared.model && prepared.model->depression) {
+    try {
+      screen(prepared.subject, *scenario_.cohort.screening, prepared.model->depression->residual_sd);
+    } catch (const Error& error) {
+      prepared.model_problem = error.what();
+    }
+  }
   prepared.context.baseline_madrs = prepared.subject.baseline_madrs;
+  if (scenario_.cohort.screening) prepared.context.screening_madrs = prepared.subject.screening_madrs;
   // Residual errors come from the subject's own stream: the same draws in every arm.
   RandomStream residuals(scenario_.cohort.seed, static_cast<std::uint64_t>(subject_id), StreamPurpose::residuals);
   for (std::size_t k = 0; k < plan.assessments.size(); ++k)
@@ -324,7 +360,13 @@ SubjectDoses ScenarioRunner::simulate_one(SubjectBlock& block, std::size_t row, 
   std::vector<Dose>& doses = given.doses;
   std::optional<TriggeredDosing> as_needed;
   SubjectContext arm_context = prepared.context;
-  arm_context.oral_antidepressant = arm.arm->oral_antidepressant;
+  if (const auto& background = arm.arm->oral_antidepressant) {
+    AntidepressantCourse course;
+    course.since_h =
+        background->stable ? -std::numeric_limits<double>::infinity() : ticks_to_hours(background->started);
+    if (background->stopped) course.stopped_h = ticks_to_hours(*background->stopped);
+    arm_context.oral_antidepressant = course;
+  }
   arm_context.cancel = cancel;
   for (const DosingRule& rule : arm.arm->regimen) {
     arm_context.stop_series.push_back(rule.stop ? 1 : 0);
@@ -388,6 +430,7 @@ void ScenarioRunner::write_subject_columns(SubjectBlock& block, std::size_t row,
   block.subject_columns[column++][row] = subject.age_years;
   block.subject_columns[column++][row] = subject.female ? 1.0 : 0.0;
   block.subject_columns[column++][row] = subject.baseline_madrs;
+  if (scenario_.cohort.screening) block.subject_columns[column++][row] = subject.screening_madrs;
   for (std::size_t p = 0; p < card_.parameters.size(); ++p)
     block.subject_columns[column++][row] = to_display_unit(card_.parameters[p], subject.parameters[p]);
   for (const auto field : {&Dose::start, &Dose::duration}) {

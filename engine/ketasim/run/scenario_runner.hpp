@@ -77,6 +77,8 @@ class ScenarioRunner {
   };
 
   PreparedSubject prepare(const ModelEngine& engine, std::int64_t subject_id) const;
+  // cohort.screening: sets the subject's screening score (and, when screened again, its baseline).
+  void screen(Subject& subject, const Screening& screening, double residual_sd) const;
   void allocate(SubjectBlock& block, std::size_t arm, SubjectRange range) const;
 
   // Simulates one subject of one arm into row `row` of the block; returns the doses it was given.

@@ -121,7 +121,7 @@ class MadrsScore {
     const double first = ticks_to_hours(first_session_);
     const double since_first = has_sessions_ && hours >= first ? hours - first : -1.0;
     return depression_.score(context_.baseline_madrs, since_first, propagator.signal(state, depression_.drug_signal),
-                             session, context_.oral_antidepressant);
+                             session, context_.oral_antidepressant ? &*context_.oral_antidepressant : nullptr);
   }
   template <class Propagator>
   double at(const Propagator& propagator, Ticks t, const typename Propagator::State& state) const {

@@ -130,8 +130,12 @@ struct TriggeredDosing {
 // What one subject brings besides its model.
 struct SubjectContext {
   double baseline_madrs = 0.0;
-  bool oral_antidepressant = false;
-  std::vector<double> residual_normals;     // one standard normal draw per assessment
+  std::optional<double> screening_madrs;  // observed at screening (cohort.screening)
+  // The baseline response, relapse and improvement thresholds are measured from: the observed
+  // screening score with cohort.screening, else the model's baseline.
+  double reference_madrs() const { return screening_madrs.value_or(baseline_madrs); }
+  std::optional<AntidepressantCourse> oral_antidepressant;  // the arm's, if any
+  std::vector<double> residual_normals;                     // one standard normal draw per assessment
   std::vector<double> observation_normals;  // one per observed variable and sampling time (variable-major)
   // Residual errors of the assessments relative to sessions, per session k: before_session_normals[k],
   // after_session_normals[k * session_assessments + j] (empty without such assessments).

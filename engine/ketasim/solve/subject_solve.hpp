@@ -156,7 +156,8 @@ SubjectSolve<Propagator>::SubjectSolve(const Propagator& propagator, const Model
   const Ticks first_session = has_sessions ? doses.front().start : 0;
   if (subject.depression) madrs_.emplace(*subject.depression, context, has_sessions, first_session);
   reader_.emplace(subject, madrs_ ? &*madrs_ : nullptr, !rows.empty() || !plan.observed.empty());
-  if (context.as_needed && madrs_) trigger_.emplace(*context.as_needed, *madrs_, context.baseline_madrs, plan.grid_end);
+  if (context.as_needed && madrs_)
+    trigger_.emplace(*context.as_needed, *madrs_, context.reference_madrs(), plan.grid_end);
   if (context.stop && !madrs_) throw SolverError("a stop rule needs a model with a depression score");
   if (simulation_.stop_metrics) metrics_.stopped_early = 0.0;
   add_observers(rows);
@@ -307,7 +308,7 @@ void SubjectSolve<Propagator>::check_stop(std::span<const TimelineEvent> events)
                                                context_.before_session_normals[static_cast<std::size_t>(session)])
                               : score;
   const bool met = context_.stop->when == StopRule::When::response
-                       ? assessed <= (1.0 - simulation_.response_fraction) * context_.baseline_madrs
+                       ? assessed <= (1.0 - simulation_.response_fraction) * context_.reference_madrs()
                        : assessed <= simulation_.remission_threshold;
   if (!met) return;
   std::erase_if(doses_, [&](const Dose& dose) { return dose.start >= t_ && in_series(dose); });
