@@ -28,6 +28,7 @@ enum class StreamPurpose : std::uint32_t {
   cohort_row = 11,             // the row of cohort.from_csv a subject takes (when resampled)
   before_session = 12,         // residual errors of the assessments before each session: one per session
   after_session = 13,          // residual errors of the assessments after each session: per session, per time
+  continuation = 14,           // residual error of a given_if rule's assessment (responder-only continuation)
   first_occasion = 1u << 16,   // occasion k (inter-occasion variability) draws from purpose first_occasion + k
 };
 

@@ -63,6 +63,7 @@ SubjectMetrics sized_metrics(const Model& model, const SimulationPlan& plan, std
   m.baseline_madrs = m.first_response_day = m.days_in_response = kNaN;
   m.responder_end_of_treatment = m.relapse_day = m.relapse_observed = kNaN;
   m.sessions_to_response = m.stopped_early = kNaN;
+  m.titrated = m.titration_session = m.continued = kNaN;
   const std::size_t assessments = plan.assessments.size();
   m.madrs_at.assign(assessments, kNaN);
   m.madrs_observed_at.assign(assessments, kNaN);
