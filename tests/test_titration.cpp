@@ -183,7 +183,10 @@ TEST_CASE("titrations: bad values name the file, line and key", "[scenario][titr
 
 namespace {
 
-Scenario continuation_scenario(const std::string& given_if, const std::string& maintenance_start = "2 weeks") {
+// The maintenance: four sessions from week 2 (Tuesdays), given if `given_if`; `timing` replaces
+// its schedule keys.
+Scenario continuation_scenario(const std::string& given_if,
+                               const std::string& timing = "schedule: [Tue 09:00], start: 2 weeks, count: 4") {
   return parse_scenario(R"(
 name: continuation
 model: {name: ketamine_venous}
@@ -197,8 +200,8 @@ arms:
       - {route: iv_infusion, dose: 0.5 mg/kg, infusion_duration: 40 min,
          schedule: [Mon 09:00, Wed 09:00, Fri 09:00], count: 6}
       - {route: iv_infusion, dose: 0.5 mg/kg, infusion_duration: 40 min,
-         schedule: [Tue 09:00], start: )" +
-                            maintenance_start + R"(, count: 4, given_if: )" + given_if + R"(}
+         )" + timing + R"(, given_if: )" +
+                            given_if + R"(}
   - name: everyone
     regimen:
       - {route: iv_infusion, dose: 0.5 mg/kg, infusion_duration: 40 min,
@@ -237,6 +240,13 @@ std::size_t check_sessions_follow_decision(const ArmResults& arm) {
   return continued;
 }
 
+constexpr double kAssessmentH = 14 * 24 + 9;  // 14 d after the first session, Mon 09:00
+
+// Subject i in response by the model's score at the assessment.
+bool model_responder(const ArmResults& arm, std::size_t i) {
+  return madrs_at_hour(arm, i, kAssessmentH) <= 0.5 * at(arm, "madrs_baseline", i);
+}
+
 }  // namespace
 
 TEST_CASE("given_if on the model's score: exactly the responders at the assessment get the maintenance",
@@ -245,11 +255,9 @@ TEST_CASE("given_if on the model's score: exactly the responders at the assessme
       run_in_memory(continuation_scenario("{when: response, observed: false, assessed_at: 14 d}"), 2);
   const ArmResults& arm = results.arm("responders_only");
   check_sessions_follow_decision(arm);
-  const double assessment_h = 14 * 24 + 9;  // 14 d after the first session, Mon 09:00
   for (std::size_t i = 0; i < kSubjects; ++i) {
     INFO("subject " << i);
-    const double baseline = at(arm, "madrs_baseline", i);
-    const bool responder = madrs_at_hour(arm, i, assessment_h) <= 0.5 * baseline;
+    const bool responder = model_responder(arm, i);
     CHECK(at(arm, "continued", i) == (responder ? 1.0 : 0.0));
     // A subject not continued ends the treatment at the assessment: not in response there.
     if (!responder) {
@@ -257,7 +265,7 @@ TEST_CASE("given_if on the model's score: exactly the responders at the assessme
       CHECK(std::isnan(at(arm, "relapse_day", i)));
     }
     // Until the maintenance the arms are the same patient under the same doses.
-    CHECK(madrs_at_hour(arm, i, assessment_h) == madrs_at_hour(results.arm("everyone"), i, assessment_h));
+    CHECK(madrs_at_hour(arm, i, kAssessmentH) == madrs_at_hour(results.arm("everyone"), i, kAssessmentH));
   }
   for (std::size_t i = 0; i < kSubjects; ++i) CHECK(std::isnan(at(results.arm("everyone"), "continued", i)));
 }
@@ -270,8 +278,14 @@ TEST_CASE("given_if on the observed score: its own residual draw, mostly agreein
   check_sessions_follow_decision(arm);
   std::size_t disagree = 0;
   for (std::size_t i = 0; i < kSubjects; ++i) {
-    const bool responder = madrs_at_hour(arm, i, 14 * 24 + 9) <= 0.5 * at(arm, "madrs_baseline", i);
-    disagree += (at(arm, "continued", i) == 1.0) != responder ? 1 : 0;
+    disagree += (at(arm, "continued", i) == 1.0) != model_responder(arm, i) ? 1 : 0;
+    // The end of treatment: 1 d after the last session given or the assessment, whichever is later
+    // (the assessment, for a subject not continued); 1 d after the last maintenance session else.
+    const double end_h = at(arm, "continued", i) == 1.0 ? at(arm, "dose_time_h", i, 9) + 24.0 : kAssessmentH;
+    const bool responding = madrs_at_hour(arm, i, end_h) <= 0.5 * at(arm, "madrs_baseline", i);
+    INFO("subject " << i << ", end of treatment at " << end_h << " h");
+    CHECK(at(arm, "responder_end_of_treatment", i) == (responding ? 1.0 : 0.0));
+    if (responding) CHECK(std::isfinite(at(arm, "relapse_day", i)));
   }
   CHECK(disagree > 0);   // the residual error decides for some subjects
   CHECK(disagree < 60);  // but not for most
@@ -284,10 +298,22 @@ TEST_CASE("given_if on remission continues fewer subjects than on response", "[c
       run_in_memory(continuation_scenario("{when: remission, observed: false, assessed_at: 14 d}"), 2);
   for (std::size_t i = 0; i < kSubjects; ++i) {
     const ArmResults& arm = remission.arm("responders_only");
-    const bool remitted = madrs_at_hour(arm, i, 14 * 24 + 9) <= 10.0;
+    const bool remitted = madrs_at_hour(arm, i, kAssessmentH) <= 10.0;
     CHECK(at(arm, "continued", i) == (remitted ? 1.0 : 0.0));
     CHECK(at(arm, "continued", i) <= at(response.arm("responders_only"), "continued", i));
   }
+}
+
+TEST_CASE("given_if conditions every phase of its rule", "[continuation][response]") {
+  // Two Tuesdays, then every 2 weeks twice: four sessions, as in the schedule above.
+  const ScenarioResults results =
+      run_in_memory(continuation_scenario("{when: response, observed: false, assessed_at: 14 d}",
+                                          "start: 2 weeks, phases: [{schedule: [Tue 09:00], for: 2 weeks}, "
+                                          "{schedule: every 2 weeks, count: 2}]"),
+                    2);
+  const ArmResults& arm = results.arm("responders_only");
+  check_sessions_follow_decision(arm);
+  for (std::size_t i = 0; i < kSubjects; ++i) CHECK(at(arm, "continued", i) == (model_responder(arm, i) ? 1.0 : 0.0));
 }
 
 TEST_CASE("tests/scenarios/responder_continuation.yaml runs and continues some subjects", "[continuation]") {
@@ -302,7 +328,8 @@ TEST_CASE("tests/scenarios/responder_continuation.yaml runs and continues some s
 }
 
 TEST_CASE("given_if: bad values name the file, line and key", "[scenario][continuation]") {
-  const auto message = [](const std::string& given_if, const std::string& start = "2 weeks") {
+  const auto message = [](const std::string& given_if,
+                          const std::string& start = "schedule: [Tue 09:00], start: 2 weeks, count: 4") {
     try {
       continuation_scenario(given_if, start);
     } catch (const ScenarioError& error) {
@@ -310,7 +337,7 @@ TEST_CASE("given_if: bad values name the file, line and key", "[scenario][contin
     }
     return std::string("accepted");
   };
-  CHECK_THAT(message("{when: response, assessed_at: 14 d}", "1 week"),
+  CHECK_THAT(message("{when: response, assessed_at: 14 d}", "schedule: [Tue 09:00], start: 1 week, count: 4"),
              Catch::Contains("continuation.yaml:14:") && Catch::Contains("arms[0].regimen[1].given_if") &&
                  Catch::Contains("must come after its assessment"));
   CHECK_THAT(message("{when: respons, assessed_at: 14 d}"),
