@@ -745,3 +745,26 @@ TEST_CASE("compare reports relapse at visits among the subjects at risk", "[comp
   const Comparison plain = compare_arms(make_file({make_arm("a", {1, 0}), make_arm("b", {0, 1})}), options);
   for (const OutcomeLine& line : plain.lines) CHECK(line.outcome.find("at_visits") == std::string::npos);
 }
+
+TEST_CASE("compare reports the share titrated and the share continued", "[compare][titration][continuation]") {
+  ArmData a = make_arm("titrated", {1, 0, 1, 0});
+  ArmData b = make_arm("fixed", {1, 1, 1, 0});
+  a.titrated = {1, 0, 1, 1};
+  b.titrated = {0, 0, 0, 0};  // as the reader gives an arm without a titration
+  a.continued = {1, 0, 0, 1};
+  b.continued = {kNaN, kNaN, kNaN, kNaN};  // an arm without a given_if rule
+  CompareOptions options;
+  options.bootstrap = 200;
+  const Comparison c = compare_arms(make_file({a, b}), options);
+  const OutcomeLine& titrated = line_of(c, "titrated", "percent");
+  CHECK(titrated.arms[0].value == Approx(75.0));
+  CHECK(titrated.arms[1].value == Approx(0.0));
+  CHECK(titrated.differences[1].value == Approx(-75.0));
+  const OutcomeLine& continued = line_of(c, "continued", "percent");
+  CHECK(continued.arms[0].value == Approx(50.0));
+  CHECK(std::isnan(continued.arms[1].value));
+  CHECK(std::isnan(continued.differences[1].value));
+  // Files without either rule have no such lines.
+  const Comparison plain = compare_arms(make_file({make_arm("a", {1, 0}), make_arm("b", {0, 1})}), options);
+  for (const OutcomeLine& line : plain.lines) CHECK((line.outcome != "titrated" && line.outcome != "continued"));
+}

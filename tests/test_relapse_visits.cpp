@@ -183,3 +183,33 @@ TEST_CASE("relapse at visits: bad values name the file, line and key", "[scenari
   CHECK_THAT(message("{visits: [21 d, 28 d], dated: first_vist}"), Catch::Contains("did you mean 'first_visit'"));
   CHECK_THAT(message("{visits: [21 d, 28 d], confirm: 2}"), Catch::Contains("unknown key 'confirm'"));
 }
+
+TEST_CASE("scenarios/relapse_prevention.yaml: responders continue, the same subjects are at risk in every arm",
+          "[relapse][continuation]") {
+  Scenario scenario = load_scenario_file(std::string(KETASIM_SOURCE_DIR) + "/scenarios/relapse_prevention.yaml");
+  scenario.cohort.set_subjects_per_replicate(200);
+  scenario.output.variables = std::vector<std::string>{};
+  const ScenarioResults results = run_in_memory(scenario, 2);
+  const ArmResults& weekly = results.arm("weekly_ketamine");
+  std::size_t relapses[3] = {0, 0, 0};
+  std::size_t continued = 0;
+  for (std::size_t i = 0; i < 200; ++i) {
+    INFO("subject " << i);
+    std::size_t a = 0;
+    for (const char* name : {"weekly_ketamine", "fortnightly_ketamine", "weekly_saline"}) {
+      const ArmResults& arm = results.arm(name);
+      // Induction is the same: the same decision to continue and the same population at risk.
+      CHECK(at(arm, "continued", i) == at(weekly, "continued", i));
+      CHECK(at(arm, "relapse_visits_at_risk", i) == at(weekly, "relapse_visits_at_risk", i));
+      // Subjects not continued get the 8 induction infusions only.
+      if (at(arm, "continued", i) == 0.0) CHECK(at(arm, "sessions_given", i) == 8.0);
+      if (at(arm, "relapse_visits_observed", i) == 1.0) ++relapses[a];
+      ++a;
+    }
+    continued += at(weekly, "continued", i) == 1.0;
+  }
+  CHECK(continued > 60);
+  CHECK(continued < 180);
+  // Saline maintenance loses more of the responders than weekly ketamine does.
+  CHECK(relapses[2] > relapses[0]);
+}

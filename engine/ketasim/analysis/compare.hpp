@@ -53,7 +53,11 @@ struct ArmData {
   // Stop rules (metrics/stopped_early, sessions_to_response); empty when the file has none.
   std::vector<double> stopped_early;         // 1, 0, NaN
   std::vector<double> sessions_to_response;  // NaN when not stopped
-  bool price_from_file = true;               // false: the default prices
+  // Titrations (metrics/titrated) and given_if rules (metrics/continued): 1, 0, NaN in an arm
+  // without one; empty when the file has none.
+  std::vector<double> titrated;
+  std::vector<double> continued;
+  bool price_from_file = true;  // false: the default prices
   std::array<double, 2> price_per_session_usd{kDefaultPricePerSessionUsd[0],
                                               kDefaultPricePerSessionUsd[1]};  // low, high
   std::vector<bool> failed;                                                    // metrics/status != 0

@@ -385,10 +385,30 @@ class ComparisonBuilder {
     return specs;
   }
 
+  // Titrations and given_if rules: the share titrated and the share continued, when the file has
+  // their metrics (written in every arm when some arm has the rule).
+  std::vector<EstimateSpec> design_specs() const {
+    std::vector<EstimateSpec> specs;
+    const auto has = [this](std::vector<double> ArmData::*values) {
+      return std::none_of(file_.arms.begin(), file_.arms.end(), [&](const ArmData& a) { return (a.*values).empty(); });
+    };
+    if (has(&ArmData::titrated))
+      specs.push_back(differenced(make_line("titrated", kNaN, "percent", "titrated to the new dose", "%", 1), "pp",
+                                  [this](std::size_t a, Subjects s) { return rate_statistic(arm(a).titrated, s); }));
+    if (has(&ArmData::continued)) {
+      EstimateSpec continued =
+          differenced(make_line("continued", kNaN, "percent", "continued (given_if met at its assessment)", "%", 1),
+                      "pp", [this](std::size_t a, Subjects s) { return rate_statistic(arm(a).continued, s); });
+      continued.may_be_undefined = true;  // an arm without a given_if rule
+      specs.push_back(std::move(continued));
+    }
+    return specs;
+  }
+
   void add_estimates() {
     std::vector<EstimateSpec> specs = rate_specs();
     for (std::vector<EstimateSpec> group :
-         {response_duration_specs(), relapse_visit_specs(), stop_specs(), safety_specs(), cost_specs()})
+         {response_duration_specs(), relapse_visit_specs(), stop_specs(), design_specs(), safety_specs(), cost_specs()})
       for (EstimateSpec& spec : group) specs.push_back(std::move(spec));
 
     const std::size_t arms = file_.arms.size();

@@ -152,6 +152,17 @@ ArmData read_arm(const FileReader& reader, const H5::Group& arms, const std::str
     arm.stopped_early = vector(MetricId::stopped_early);
     arm.sessions_to_response = vector(MetricId::sessions_to_response);
   }
+  // An arm without a titration (every value NaN) titrated no one: 0, so that the paired difference
+  // against it is the other arm's share. An arm without a given_if rule stays NaN (n/a): whether
+  // its subjects "continued" depends on what it gives after the induction.
+  const auto zero_if_absent = [](std::vector<double> values) {
+    if (std::none_of(values.begin(), values.end(), [](double v) { return std::isfinite(v); }))
+      std::fill(values.begin(), values.end(), 0.0);
+    return values;
+  };
+  if (FileReader::has_link(metrics, metric_dataset(MetricId::titrated)))
+    arm.titrated = zero_if_absent(vector(MetricId::titrated));
+  if (FileReader::has_link(metrics, metric_dataset(MetricId::continued))) arm.continued = vector(MetricId::continued);
   read_price(reader, group, arm_path, arm);
   return arm;
 }

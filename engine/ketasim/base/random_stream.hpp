@@ -28,10 +28,10 @@ enum class StreamPurpose : std::uint32_t {
   cohort_row = 11,             // the row of cohort.from_csv a subject takes (when resampled)
   before_session = 12,         // residual errors of the assessments before each session: one per session
   after_session = 13,          // residual errors of the assessments after each session: per session, per time
-  relapse_visits = 20,
-  screening = 21,  // cohort.screening: per attempt, a residual error (and from the second, a baseline)         //
-                   // residual errors of output.relapse's visits: one per visit
-  first_occasion = 1u << 16,  // occasion k (inter-occasion variability) draws from purpose first_occasion + k
+  continuation = 14,           // residual error of a given_if rule's assessment (responder-only continuation)
+  relapse_visits = 20,         // residual errors of output.relapse's visits: one per visit
+  screening = 21,              // cohort.screening: per attempt, a residual error (and from the second, a baseline)
+  first_occasion = 1u << 16,   // occasion k (inter-occasion variability) draws from purpose first_occasion + k
 };
 
 // The stream of a subject's occasion k (its k-th session): one normal per occasion parameter.

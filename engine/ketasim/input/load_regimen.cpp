@@ -8,6 +8,8 @@
 #include <cmath>
 #include <filesystem>
 #include <memory>
+#include <optional>
+#include <tuple>
 
 #include "ketasim/base/format.hpp"
 #include "ketasim/input/dosing_table.hpp"
@@ -438,23 +440,39 @@ std::shared_ptr<const DosingTable> read_doses_from(const NodeRef& node, const Mo
   }
 }
 
+// when: response | remission (a stop rule, given_if).
+StopRule::When read_when(const NodeRef& node) {
+  const NodeRef when = node.require("when", "when: response or when: remission");
+  const std::string what = when.scalar("response or remission");
+  if (what == "remission") return StopRule::When::remission;
+  if (what != "response")
+    when.fail("expected response or remission, found " + when.kind() +
+              yaml::did_you_mean(what, {"response", "remission"}));
+  return StopRule::When::response;
+}
+
+// assessed: before_each_session, the only value for now (a stop rule, a titration).
+void check_assessed_before_each_session(const NodeRef& node, const std::string& what) {
+  if (const auto assessed = node.find("assessed"))
+    if (assessed->scalar("before_each_session") != "before_each_session")
+      assessed->fail(what + " is assessed before each session; expected before_each_session, found " +
+                     assessed->kind());
+}
+
+// Rules decided on the MADRS during the solve need a model with one.
+void require_depression(const NodeRef& node, const ModelCard& card, const std::string& what) {
+  if (card.blocks_of<DepressionBlock>().empty())
+    node.fail("model " + in_quotes(card.name) + " has no depression score to decide " + what + " by");
+}
+
 // stop: {when: response | remission, observed: true, assessed: before_each_session, at_most: 6 sessions}
 StopRule read_stop(const NodeRef& node) {
   node.expect_map("a stop rule {when: response, observed: true, assessed: before_each_session, at_most: 6 sessions}");
   node.check_keys({"when", "observed", "assessed", "at_most"});
   StopRule stop;
-  const NodeRef when = node.require("when", "when: response or when: remission");
-  const std::string what = when.scalar("response or remission");
-  if (what == "remission")
-    stop.when = StopRule::When::remission;
-  else if (what != "response")
-    when.fail("expected response or remission, found " + when.kind() +
-              yaml::did_you_mean(what, {"response", "remission"}));
+  stop.when = read_when(node);
   if (const auto observed = node.find("observed")) stop.observed = observed->as_boolean();
-  if (const auto assessed = node.find("assessed"))
-    if (assessed->scalar("before_each_session") != "before_each_session")
-      assessed->fail("a stop rule is assessed before each session; expected before_each_session, found " +
-                     assessed->kind());
+  check_assessed_before_each_session(node, "a stop rule");
   if (const auto at_most = node.find("at_most")) {
     std::string text = at_most->scalar("a number of sessions, e.g. 6 sessions");
     for (const std::string suffix : {" sessions", " session"})
@@ -505,12 +523,68 @@ std::optional<OralAntidepressant> read_oral_antidepressant(const NodeRef& node) 
   return course;
 }
 
+// titrate: {to: 0.75 mg/kg, when: {improvement_below: 50%}, observed: true, assessed:
+// before_each_session, from_session: 2, unless: {peak_dissociation_above: 30}}
+Titration read_titrate(const NodeRef& node, const DosingRule& rule, const ModelCard& card) {
+  node.expect_map("a titration {to: 0.75 mg/kg, when: {improvement_below: 50%}, from_session: 3}");
+  node.check_keys({"to", "when", "observed", "assessed", "from_session", "unless"});
+  require_depression(node, card, "a titration");
+  Titration titration;
+  const NodeRef to = node.require("to", "the new dose, e.g. to: 0.75 mg/kg");
+  titration.to = read_dose(to);
+  const auto basis = [](DoseBasis b) { return std::string(b == DoseBasis::flat ? "mg" : "mg/kg"); };
+  if (titration.to.basis != rule.dose.basis)
+    to.fail("the new dose must be in " + basis(rule.dose.basis) + " like the rule's dose, found " + to.kind());
+  if (titration.to.value == rule.dose.value)
+    to.fail("the new dose " + to.kind() + " is the rule's dose; give another amount or remove titrate");
+  if (rule.route == Route::intranasal && rule.drug == DoseDrug::model_drug)
+    check_intranasal_devices(to, titration.to, card);
+  const NodeRef when = node.require("when", "the condition, e.g. when: {improvement_below: 50%}");
+  when.expect_map("a condition {improvement_below: 50%} (the improvement from baseline assessed before a session)");
+  when.check_keys({"improvement_below"});
+  const NodeRef below = when.require("improvement_below", "e.g. improvement_below: 50%");
+  titration.improvement_below = below.as_percentage();
+  if (!(titration.improvement_below > 0.0 && titration.improvement_below <= 1.0))
+    below.fail("expected an improvement in (0%, 100%], found " + below.kind());
+  if (const auto observed = node.find("observed")) titration.observed = observed->as_boolean();
+  check_assessed_before_each_session(node, "a titration");
+  if (const auto from = node.find("from_session")) {
+    titration.from_session = static_cast<int>(from->as_integer(1, kMaxDoseCount));
+    if (titration.from_session < 2)
+      from->fail("expected a session of 2 or later (the first session is given before any assessment), found " +
+                 from->kind());
+  }
+  if (const auto unless = node.find("unless")) {
+    unless->expect_map("a tolerability bar {peak_dissociation_above: 30}");
+    unless->check_keys({"peak_dissociation_above"});
+    const NodeRef above = unless->require("peak_dissociation_above", "e.g. peak_dissociation_above: 30");
+    if (!card.link_with_role(LinkRole::dissociation))
+      above.fail("model " + in_quotes(card.name) + " has no dissociation score to bar a titration by");
+    titration.peak_dissociation_above = above.as_number();
+    check_sign(above, *titration.peak_dissociation_above, Sign::non_negative);
+  }
+  return titration;
+}
+
+// given_if: {when: response | remission, observed: true, assessed_at: 28 d}
+ContinuationCondition read_given_if(const NodeRef& node, const ModelCard& card) {
+  node.expect_map("a condition {when: response, observed: true, assessed_at: 28 d}");
+  node.check_keys({"when", "observed", "assessed_at"});
+  require_depression(node, card, "a responder-only continuation");
+  ContinuationCondition condition;
+  condition.when = read_when(node);
+  if (const auto observed = node.find("observed")) condition.observed = observed->as_boolean();
+  condition.assessed_at =
+      read_duration(node.require("assessed_at", "the assessment's time after the arm's first session, e.g. 28 d"));
+  return condition;
+}
+
 // A dosing rule: what is given (route, drug, dose) and when: one schedule, consecutive phases, as
 // needed, or per subject from a dosing table. Phases expand into one rule each.
 std::vector<DosingRule> read_rule(const NodeRef& node, const ModelCard& card, const std::string& scenario_dir) {
   node.expect_map("a dosing rule (a map with route, dose, infusion_duration, schedule, ...)");
   node.check_keys({"route", "drug", "dose", "max_dose", "infusion_duration", "schedule", "start", "for", "count",
-                   "phases", "as_needed", "doses_from", "stop"});
+                   "phases", "as_needed", "doses_from", "stop", "titrate", "given_if"});
   DosingRule rule;
   rule.where = node.where;
   const std::vector<std::string> timings{"schedule", "phases", "as_needed", "doses_from"};
@@ -527,6 +601,18 @@ std::vector<DosingRule> read_rule(const NodeRef& node, const ModelCard& card, co
     if (!node.find("schedule") && !node.find("phases"))
       stop->fail("a stop rule ends a scheduled series; an as-needed rule or a dosing table cannot have one");
     rule.stop = read_stop(*stop);
+  }
+  if (const auto titrate = node.find("titrate")) {
+    if (!node.find("schedule"))
+      titrate->fail(
+          "a titration changes the dose of a weekly, interval or explicit schedule; an as-needed rule, a dosing "
+          "table or phases (which set their own doses) cannot have one");
+    rule.titrate = read_titrate(*titrate, rule, card);
+  }
+  if (const auto given_if = node.find("given_if")) {
+    if (!node.find("schedule") && !node.find("phases"))
+      given_if->fail("given_if conditions a scheduled series; an as-needed rule or a dosing table cannot have one");
+    rule.given_if = read_given_if(*given_if, card);
   }
   if (node.find("schedule")) {
     read_schedule_part(node, rule);
@@ -549,6 +635,45 @@ std::vector<DosingRule> read_rule(const NodeRef& node, const ModelCard& card, co
   rule.schedule = ScheduleKind::table;
   rule.table = read_doses_from(*doses_from, card, rule, scenario_dir);
   return {rule};
+}
+
+// The first session of a weekly, interval or explicit schedule, from the simulation start.
+Ticks first_session(const DosingRule& rule) {
+  switch (rule.schedule) {
+    case ScheduleKind::explicit_times:
+      return rule.start + rule.explicit_times.front();
+    case ScheduleKind::weekly:
+      return rule.start + rule.weekly_slots.front().time_in_week();
+    case ScheduleKind::interval:
+    case ScheduleKind::as_needed:
+    case ScheduleKind::table:
+      break;
+  }
+  return rule.start;
+}
+
+// given_if: the assessment is timed from the arm's first scheduled session (of the rules given
+// unconditionally), and every session of the conditional rule comes after it.
+void time_continuation(const NodeRef& node, std::vector<DosingRule>& regimen) {
+  std::optional<Ticks> first;
+  for (const DosingRule& rule : regimen) {
+    if (rule.given_if || rule.schedule == ScheduleKind::as_needed || rule.schedule == ScheduleKind::table) continue;
+    first = std::min(first.value_or(first_session(rule)), first_session(rule));
+  }
+  const NodeRef given_if = node.require("given_if", "");
+  if (!first)
+    given_if.fail(
+        "given_if needs an induction: another scheduled rule in the arm, from whose first session the assessment "
+        "is timed");
+  for (DosingRule& rule : regimen) {
+    if (!rule.given_if) continue;
+    rule.given_if->assessment_time = *first + rule.given_if->assessed_at;
+    if (first_session(rule) <= rule.given_if->assessment_time)
+      given_if.fail("the rule's first session (" + format_hours(first_session(rule)) +
+                    " from the simulation start) must come after its assessment (" +
+                    format_hours(rule.given_if->assessment_time) + ": " + format_hours(rule.given_if->assessed_at) +
+                    " after the arm's first session); move the rule's start or assess earlier");
+  }
 }
 
 void check_arm_name(const NodeRef& node, const std::string& name) {
@@ -610,17 +735,25 @@ std::vector<Arm> read_arms(const NodeRef& node, const ModelCard& card, const std
     }
     std::optional<NodeRef> as_needed;
     std::optional<NodeRef> stop;
+    std::optional<NodeRef> titrate;
+    std::optional<NodeRef> given_if;
     for (const auto& rule : rules) {
       for (DosingRule& read : read_rule(rule, *arm_card, scenario_dir)) arm.regimen.push_back(std::move(read));
-      if (arm.regimen.back().stop) {
-        if (stop) rule.fail("an arm has at most one stop rule (the other is at " + stop->path + ")");
-        stop = rule;
+      const DosingRule& read = arm.regimen.back();
+      for (auto [present, first, what] : {std::tuple(read.stop.has_value(), &stop, "stop rule"),
+                                          std::tuple(read.titrate.has_value(), &titrate, "titration"),
+                                          std::tuple(read.given_if.has_value(), &given_if, "given_if rule")}) {
+        if (!present) continue;
+        if (*first)
+          rule.fail(std::string("an arm has at most one ") + what + " (the other is at " + (*first)->path + ")");
+        *first = rule;
       }
       if (arm.regimen.back().as_needed) {
         if (as_needed) rule.fail("an arm has at most one as-needed rule (the other is at " + as_needed->path + ")");
         as_needed = rule;
       }
     }
+    if (given_if) time_continuation(*given_if, arm.regimen);
     if (const auto background = item.find("oral_antidepressant"))
       arm.oral_antidepressant = read_oral_antidepressant(*background);
     if (const auto missed = item.find("missed_session_probability")) {

@@ -77,6 +77,30 @@ struct StopRule {
   std::optional<int> at_most;
 };
 
+// A titration of a scheduled series (a dosing rule's `titrate`): before each session from
+// `from_session` on (1-based, of the series' sessions given), a subject not titrated yet whose
+// assessed improvement from baseline is below `improvement_below` gets `to` at this session and
+// every later one of the series (one step, never back), unless the peak dissociation score of the
+// series' previous session exceeded `peak_dissociation_above`.
+struct Titration {
+  DoseAmount to;  // the same basis as the rule's dose; the rule's max_dose caps it too
+  double improvement_below = 0.5;
+  bool observed = true;  // on the observed MADRS (with residual error), else on the model's
+  int from_session = 2;
+  std::optional<double> peak_dissociation_above;  // score points of the model's dissociation link
+};
+
+// Responder-only continuation (a dosing rule's `given_if`): the rule's sessions are given only to
+// subjects in response (remission) at one assessment, `assessed_at` after the arm's first
+// scheduled session (the nominal schedule's, whether or not the subject attended it). Every
+// session of the rule starts after the assessment (checked at load).
+struct ContinuationCondition {
+  StopRule::When when = StopRule::When::response;
+  bool observed = true;       // on the observed MADRS (its own residual draw), else on the model's
+  Ticks assessed_at = 0;      // as written: after the arm's first scheduled session
+  Ticks assessment_time = 0;  // from the simulation start (the first scheduled session + assessed_at)
+};
+
 // One dose of a NONMEM-style dosing table (EVID 1 rows).
 struct TableDose {
   Ticks time = 0;
@@ -111,7 +135,9 @@ struct DosingRule {
   std::optional<AsNeeded> as_needed;         // ScheduleKind::as_needed
   std::shared_ptr<const DosingTable> table;  // ScheduleKind::table
   std::optional<StopRule> stop;              // the series this rule gives stops by this rule (all phases of a rule)
-  SourceLocation where;                      // the rule's YAML node, for messages raised after loading
+  std::optional<Titration> titrate;          // the series' dose changes by this rule (weekly, interval, explicit)
+  std::optional<ContinuationCondition> given_if;  // the series is given only if this holds (all phases of a rule)
+  SourceLocation where;                           // the rule's YAML node, for messages raised after loading
 
   // Upper bound of the doses this rule gives a subject over a grid ending at grid_end.
   std::size_t most_doses(Ticks grid_end) const;

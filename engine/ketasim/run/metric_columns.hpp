@@ -236,6 +236,27 @@ void visit_stop_metrics(const SimulationPlan& plan, const SubjectMetrics& m, Vis
         one(m.stopped_early));
 }
 
+// Titrations and given_if rules (written in every arm when some arm has one; NaN in the others).
+template <class Visit>
+void visit_titration_metrics(const SimulationPlan& plan, const SubjectMetrics& m, Visit&& visit) {
+  if (plan.titration_metrics) {
+    visit(Metric::response,
+          metric_column(MetricId::titrated, "", 1,
+                        "1 if the arm's titration changed the dose, else 0; NaN in an arm without one"),
+          nan_if_undefined(one(m.titrated)));
+    visit(Metric::response,
+          metric_column(MetricId::titration_session, "", 1,
+                        "the series' session (1-based) from which the titrated dose was given; NaN if none"),
+          nan_if_undefined(one(m.titration_session)));
+  }
+  if (plan.continuation_metrics)
+    visit(Metric::response,
+          metric_column(MetricId::continued, "", 1,
+                        "1 if the arm's given_if rule was given (response or remission at its assessment), 0 if "
+                        "not; NaN in an arm without one or an assessment past the grid"),
+          nan_if_undefined(one(m.continued)));
+}
+
 template <class Visit>
 void visit_response_course_metrics(const SubjectMetrics& m, Visit&& visit) {
   visit(Metric::response,
@@ -310,6 +331,7 @@ void for_each_metric(const Model& model, const SimulationPlan& plan, const Subje
     visit_relapse_visit_metrics(plan, m, visit);
     visit_session_metrics(plan, m, visit);
     visit_stop_metrics(plan, m, visit);
+    visit_titration_metrics(plan, m, visit);
   }
   visit_mass_balance_metrics(model, m, visit);
   visit_observation_metrics(plan, m, visit);

@@ -177,7 +177,7 @@ std::vector<ColumnSpec> subject_columns(const ModelCard& card, std::size_t most,
 void draw_session_normals(SubjectContext& context, const SimulationPlan& plan, std::uint64_t seed,
                           std::int64_t subject_id, std::size_t sessions) {
   const auto subject = static_cast<std::uint64_t>(subject_id);
-  if (plan.before_each_session || context.stop) {
+  if (plan.before_each_session || context.stop || context.titration) {
     RandomStream before(seed, subject, StreamPurpose::before_session);
     for (std::size_t k = 0; k < sessions; ++k) context.before_session_normals.push_back(before.normal());
   }
@@ -228,7 +228,11 @@ ModelEngine::ModelEngine(const Scenario& scenario, const ModelChoice& model_choi
       plan(SimulationPlan::from(scenario.output, model)),
       outputs(selected_outputs(scenario, model)) {
   for (const Arm& arm : scenario.arms)
-    for (const DosingRule& rule : arm.regimen) plan.stop_metrics |= rule.stop.has_value();
+    for (const DosingRule& rule : arm.regimen) {
+      plan.stop_metrics |= rule.stop.has_value();
+      plan.titration_metrics |= rule.titrate.has_value();
+      plan.continuation_metrics |= rule.given_if.has_value();
+    }
   const SubjectModel typical = model.instantiate(sampler.typical_parameters());
   states = observed_states(scenario, model, plan, outputs, typical, sampler.variable_parameters());
   if (static_cast<int>(states.size()) == typical.states) states.clear();  // nothing to drop
@@ -368,12 +372,21 @@ SubjectDoses ScenarioRunner::simulate_one(SubjectBlock& block, std::size_t row, 
     arm_context.oral_antidepressant = course;
   }
   arm_context.cancel = cancel;
-  for (const DosingRule& rule : arm.arm->regimen) {
-    arm_context.stop_series.push_back(rule.stop ? 1 : 0);
-    if (rule.stop) arm_context.stop = &*rule.stop;
-  }
-  if (plan.assesses_sessions() || arm_context.stop)
+  arm_context.stop = SeriesRule<StopRule>::of(*arm.arm, &DosingRule::stop);
+  arm_context.titration = SeriesRule<Titration>::of(*arm.arm, &DosingRule::titrate);
+  arm_context.continuation = SeriesRule<ContinuationCondition>::of(*arm.arm, &DosingRule::given_if);
+  if (plan.assesses_sessions() || arm_context.stop || arm_context.titration)
     draw_session_normals(arm_context, plan, scenario_.cohort.seed, subject.id, arm.doses);
+  for (const DosingRule& rule : arm.arm->regimen) {
+    if (!rule.titrate) continue;
+    DosingRule titrated = rule;
+    titrated.dose = rule.titrate->to;
+    arm_context.titrated_dose_mg = dose_amount_mg(titrated, subject.weight_kg);
+  }
+  if (arm_context.continuation)
+    arm_context.continuation_normal =
+        RandomStream(scenario_.cohort.seed, static_cast<std::uint64_t>(subject.id), StreamPurpose::continuation)
+            .normal();
   if (engine.sampler.has_occasion_variability())
     arm_context.occasion_model = [&engine, &subject](int occasion) {
       SubjectModel occasion_system = engine.model.instantiate(engine.sampler.occasion_parameters(subject, occasion));

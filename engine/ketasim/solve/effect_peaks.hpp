@@ -49,6 +49,9 @@ class EffectPeaks : public ObserverDefaults {
     effect_ = effect_end;
   }
 
+  // Link `link` of the effect site (display units) at dose k's peak so far; NaN before the dose.
+  double peak_score(std::size_t link, std::size_t dose) const;
+
   // The links of the effect site at each dose's peak (peak_dissociation and its kin).
   template <class Propagator>
   void finish(const SolvePoint<Propagator>&) {

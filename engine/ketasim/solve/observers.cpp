@@ -253,16 +253,18 @@ EffectPeaks::EffectPeaks(const Model& model, const SubjectModel& subject, double
   metrics_.time_above_dissociation_h = 0.0;
 }
 
+double EffectPeaks::peak_score(std::size_t link, std::size_t dose) const {
+  const double peak = metrics_.peak_effect_ng_per_ml[dose] / kNgPerMlPerMgPerL;
+  return subject_.links[link](peak, peak_tolerance_[dose]) * model_.link_output(link).display_per_base;
+}
+
 void EffectPeaks::record_peak_links() {
   for (std::size_t l = 0; l < subject_.links.size(); ++l) {
-    const LinkValues& link = subject_.links[l];
     // Only links of the dissociation effect site peak where it peaks.
-    if (link.input_signal != effect_signal_) continue;
-    const double display = model_.link_output(l).display_per_base;
+    if (subject_.links[l].input_signal != effect_signal_) continue;
     for (std::size_t k = 0; k < metrics_.peak_effect_ng_per_ml.size(); ++k) {
-      const double peak = metrics_.peak_effect_ng_per_ml[k] / kNgPerMlPerMgPerL;
-      if (std::isnan(peak)) continue;  // the dose was not given within the grid
-      const double value = link(peak, peak_tolerance_[k]) * display;
+      if (std::isnan(metrics_.peak_effect_ng_per_ml[k])) continue;  // the dose was not given within the grid
+      const double value = peak_score(l, k);
       if (!std::isfinite(value))
         fail_not_finite("peak_" + model_.links()[l]->name, value, metrics_.peak_effect_time_h[k]);
       metrics_.peak_link[l][k] = value;

@@ -56,6 +56,9 @@ enum class MetricId {
   relapse_visits_observed,
   sessions_to_response,  // stop rules
   stopped_early,
+  titrated,  // titration
+  titration_session,
+  continued,             // responder-only continuation (given_if)
   madrs_before_session,  // per session
   madrs_observed_before_session,
   response_before_session,
@@ -153,6 +156,12 @@ inline std::string metric_dataset(MetricId id, std::string_view about = {}) {
       return "relapse_visits_day";
     case MetricId::relapse_visits_observed:
       return "relapse_visits_observed";
+    case MetricId::titrated:
+      return "titrated";
+    case MetricId::titration_session:
+      return "titration_session";
+    case MetricId::continued:
+      return "continued";
     case MetricId::sessions_to_response:
     case MetricId::stopped_early:
     case MetricId::madrs_before_session:

@@ -66,6 +66,7 @@ SubjectMetrics sized_metrics(const Model& model, const SimulationPlan& plan, std
   m.sessions_to_response = m.stopped_early = kNaN;
   m.relapse_visits_at_risk = m.relapse_visits_day = m.relapse_visits_observed = kNaN;
   m.madrs_observed_at_visit.assign(plan.relapse ? plan.relapse->visits.size() : 0, kNaN);
+  m.titrated = m.titration_session = m.continued = kNaN;
   const std::size_t assessments = plan.assessments.size();
   m.madrs_at.assign(assessments, kNaN);
   m.madrs_observed_at.assign(assessments, kNaN);

@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <functional>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -42,7 +43,9 @@ struct SimulationPlan {
   std::size_t time_points() const { return static_cast<std::size_t>(grid_end / grid_step) + 1; }
   // Weeks for AUC per week; the last one is partial when grid_end is not a whole number of weeks.
   std::size_t weeks() const { return static_cast<std::size_t>((grid_end + kTicksPerWeek - 1) / kTicksPerWeek); }
-  bool stop_metrics = false;  // sessions_to_response and stopped_early (some arm has a stop rule)
+  bool stop_metrics = false;          // sessions_to_response and stopped_early (some arm has a stop rule)
+  bool titration_metrics = false;     // titrated and titration_session (some arm has a titration)
+  bool continuation_metrics = false;  // continued (some arm has a given_if rule)
   bool assesses_sessions() const { return before_each_session || !session_assessments.empty(); }
   static SimulationPlan from(const OutputSpec& output);
   // The same plan with output.observations resolved against the model's outputs.
@@ -106,6 +109,9 @@ struct SubjectMetrics {
   double relapse_visits_observed = 0.0;
   double sessions_to_response = 0.0;  // stop rule: sessions of the series given when it stopped; NaN if it did not
   double stopped_early = 0.0;         // 1 if a stop rule ended the series, else 0
+  double titrated = 0.0;              // 1 if the titration changed the dose, 0 if not; NaN without one
+  double titration_session = 0.0;     // the series' session (1-based) from which the new dose was given; NaN if none
+  double continued = 0.0;             // given_if: 1 if the conditional sessions were given, 0 if not; NaN without
   SessionAssessments before_session;  // just before each session (output.assessments)
   std::vector<SessionAssessments> after_session;  // per time after each session (SimulationPlan::session_assessments)
   // Mass balance, per drug (model order), mg
@@ -127,6 +133,28 @@ struct TriggeredDosing {
   Dose dose;  // the session a trigger gives (amount for this subject); its start is set when it fires
 };
 
+// A rule of an arm decided on its scheduled series during the solve (a stop rule, a titration, a
+// given_if condition): the rule (null: the arm has none), and which rules of the regimen are its
+// series, by Dose::rule (every phase of the rule that has it).
+template <class Rule>
+struct SeriesRule {
+  const Rule* rule = nullptr;
+  std::vector<char> series;
+
+  explicit operator bool() const { return rule != nullptr; }
+  const Rule* operator->() const { return rule; }
+  bool holds(const Dose& dose) const { return !dose.triggered && series[static_cast<std::size_t>(dose.rule)] != 0; }
+  // The arm's rule that has `member` (an arm has at most one of each).
+  static SeriesRule of(const Arm& arm, const std::optional<Rule> DosingRule::*member) {
+    SeriesRule found;
+    for (const DosingRule& rule : arm.regimen) {
+      found.series.push_back((rule.*member).has_value() ? 1 : 0);
+      if ((rule.*member).has_value()) found.rule = &*(rule.*member);
+    }
+    return found;
+  }
+};
+
 // What one subject brings besides its model.
 struct SubjectContext {
   double baseline_madrs = 0.0;
@@ -143,9 +171,12 @@ struct SubjectContext {
   std::vector<double> after_session_normals;
   std::vector<double> visit_normals;           // one per visit of output.relapse
   const TriggeredDosing* as_needed = nullptr;  // the arm's as-needed rule, if any
-  // The arm's stop rule, if any, and which rules of the regimen its series is (by Dose::rule).
-  const StopRule* stop = nullptr;
-  std::vector<char> stop_series;
+  // The arm's rules decided during the solve, each with the rules of the regimen its series is.
+  SeriesRule<StopRule> stop;
+  SeriesRule<Titration> titration;
+  double titrated_dose_mg = 0.0;  // the titration's new dose for this subject (capped by max_dose)
+  SeriesRule<ContinuationCondition> continuation;
+  double continuation_normal = 0.0;  // the residual error of the continuation's assessment
   // Inter-occasion variability: the subject's system during occasion k (from its k-th session
   // on); empty without. Only parameters of the dynamics vary (occasion_variability_problem).
   std::function<SubjectModel(int)> occasion_model;

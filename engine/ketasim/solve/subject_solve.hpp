@@ -82,9 +82,29 @@ class SubjectSolve {
   void visit_breakpoint();
   // At a breakpoint where sessions start, before its events: shows the point to the observers.
   void before_sessions();
+  // The plan's events at t not applied yet (the span changes with the plan).
+  std::span<const TimelineEvent> events_now() const;
   // The arm's stop rule, before the sessions starting at t: when the subject is in response (or
   // remission) now, the series' sessions from t on are removed and the plan rebuilt.
   void check_stop(std::span<const TimelineEvent> events);
+  // The arm's titration, before the sessions starting at t: when the subject's improvement is
+  // below the bar now (and the previous session's dissociation not above its own), the series'
+  // sessions from t on get the new dose and the plan is rebuilt.
+  void check_titration(std::span<const TimelineEvent> events);
+  // The arm's given_if rule at its assessment: when the subject is not in response (remission),
+  // the rule's sessions are removed, the treatment ends with the sessions left, the plan is rebuilt.
+  void decide_continuation();
+  // The session of a series starting now (its index in the dose list), or -1; and how many
+  // sessions of the series were given before now.
+  template <class Rule>
+  int series_session(const SeriesRule<Rule>& rule, std::span<const TimelineEvent> events) const;
+  template <class Rule>
+  std::ptrdiff_t given_before(const SeriesRule<Rule>& rule) const;
+  // The MADRS now, with the residual error `normal` when observed; in response or remission by it.
+  double assessed_madrs(bool observed, double normal) const;
+  bool meets(StopRule::When when, double assessed) const;
+  // A rule ended the treatment early: its last session is the last one left.
+  void treatment_ended();
   // The hot path: whole grid steps up to the last grid point before `before`, where nothing but
   // the grid happens (no event, no segment change, no mark, no as-needed rule).
   void grid_steps(Ticks before);
@@ -130,7 +150,9 @@ class SubjectSolve {
   std::optional<MadrsScore> madrs_;
   std::optional<OutputReader> reader_;
   std::optional<AsNeededTrigger> trigger_;
-  bool stopped_ = false;  // the stop rule ended the series
+  bool stopped_ = false;               // the stop rule ended the series
+  bool titrated_ = false;              // the titration changed the dose
+  bool continuation_pending_ = false;  // the given_if rule's assessment lies ahead
   Observers observers_;
 };
 
@@ -158,8 +180,11 @@ SubjectSolve<Propagator>::SubjectSolve(const Propagator& propagator, const Model
   reader_.emplace(subject, madrs_ ? &*madrs_ : nullptr, !rows.empty() || !plan.observed.empty());
   if (context.as_needed && madrs_)
     trigger_.emplace(*context.as_needed, *madrs_, context.reference_madrs(), plan.grid_end);
-  if (context.stop && !madrs_) throw SolverError("a stop rule needs a model with a depression score");
+  if ((context.stop || context.titration || context.continuation) && !madrs_)
+    throw SolverError("a stop rule, a titration or a given_if rule needs a model with a depression score");
   if (simulation_.stop_metrics) metrics_.stopped_early = 0.0;
+  if (context.titration) metrics_.titrated = 0.0;
+  continuation_pending_ = static_cast<bool>(context.continuation);
   add_observers(rows);
   replan(std::nullopt);
 }
@@ -196,6 +221,7 @@ void SubjectSolve<Propagator>::replan(std::optional<EventKind> applied) {
   std::vector<PlanMark> marks;
   each_observer([&](const auto& observer) { observer.add_marks(marks); });
   if (trigger_) trigger_->add_marks(marks, doses_);
+  if (continuation_pending_) marks.push_back({context_.continuation->assessment_time, Mark::assessment});
   plan_ = breakpoint_plan(doses_, model_, *system_, simulation_.grid_step, simulation_.grid_end, marks);
   segment_input_.clear();
   for (const InputSegment& segment : plan_.segments) {
@@ -253,6 +279,7 @@ void SubjectSolve<Propagator>::visit_breakpoint() {
     throw InterruptedError("interrupted");
   const std::vector<TimelineEvent>& events = plan_.events;
   while (event_ < events.size() && events[event_].time < t_) ++event_;  // edges that change no rate
+  if (continuation_pending_ && t_ == context_.continuation->assessment_time) decide_continuation();
   before_sessions();
   if (context_.occasion_model) {
     int opening = -1;
@@ -276,50 +303,121 @@ void SubjectSolve<Propagator>::visit_breakpoint() {
 }
 
 template <class Propagator>
-void SubjectSolve<Propagator>::before_sessions() {
+std::span<const TimelineEvent> SubjectSolve<Propagator>::events_now() const {
   const std::vector<TimelineEvent>& events = plan_.events;
   std::size_t end = event_;
-  bool sessions = false;
-  for (; end < events.size() && events[end].time == t_; ++end) sessions |= events[end].kind == EventKind::session_start;
-  if (!sessions) return;
-  const std::span<const TimelineEvent> at_t(events.data() + event_, end - event_);
+  while (end < events.size() && events[end].time == t_) ++end;
+  return {events.data() + event_, end - event_};
+}
+
+template <class Propagator>
+void SubjectSolve<Propagator>::before_sessions() {
+  const std::span<const TimelineEvent> at_t = events_now();
+  if (std::none_of(at_t.begin(), at_t.end(),
+                   [](const TimelineEvent& event) { return event.kind == EventKind::session_start; }))
+    return;
   const Point point{t_, *propagator_, state_, true, at_t};
   each_observer([&](auto& observer) { observer.before_events(point); });
-  if (context_.stop && !stopped_) check_stop(at_t);
+  // Each check may rebuild the plan: the events at t are read again for the next.
+  if (context_.stop && !stopped_) check_stop(events_now());
+  if (context_.titration && !titrated_) check_titration(events_now());
+}
+
+template <class Propagator>
+template <class Rule>
+int SubjectSolve<Propagator>::series_session(const SeriesRule<Rule>& rule,
+                                             std::span<const TimelineEvent> events) const {
+  for (const TimelineEvent& event : events)
+    if (event.kind == EventKind::session_start && rule.holds(doses_[static_cast<std::size_t>(event.dose)]))
+      return event.dose;
+  return -1;
+}
+
+template <class Propagator>
+template <class Rule>
+std::ptrdiff_t SubjectSolve<Propagator>::given_before(const SeriesRule<Rule>& rule) const {
+  return std::count_if(doses_.begin(), doses_.end(),
+                       [&](const Dose& dose) { return dose.start < t_ && rule.holds(dose); });
+}
+
+template <class Propagator>
+double SubjectSolve<Propagator>::assessed_madrs(bool observed, double normal) const {
+  const double score = madrs_->at(*propagator_, t_, state_);
+  return observed ? observed_madrs(score, madrs_->depression().residual_sd, normal) : score;
+}
+
+template <class Propagator>
+bool SubjectSolve<Propagator>::meets(StopRule::When when, double assessed) const {
+  return when == StopRule::When::response
+             ? assessed <= (1.0 - simulation_.response_fraction) * context_.reference_madrs()
+             : assessed <= simulation_.remission_threshold;
+}
+
+template <class Propagator>
+void SubjectSolve<Propagator>::treatment_ended() {
+  if (doses_.empty()) return;
+  Ticks last = 0;
+  for (const Dose& dose : doses_) last = std::max(last, dose.start);
+  if (auto& response = std::get<std::optional<Response>>(observers_)) response->treatment_stopped(t_, last);
 }
 
 template <class Propagator>
 void SubjectSolve<Propagator>::check_stop(std::span<const TimelineEvent> events) {
-  const auto in_series = [&](const Dose& dose) {
-    return !dose.triggered && context_.stop_series[static_cast<std::size_t>(dose.rule)] != 0;
-  };
-  int session = -1;
-  for (const TimelineEvent& event : events)
-    if (session < 0 && event.kind == EventKind::session_start &&
-        in_series(doses_[static_cast<std::size_t>(event.dose)]))
-      session = event.dose;
+  const int session = series_session(context_.stop, events);
   if (session < 0) return;
-  const auto given =
-      std::count_if(doses_.begin(), doses_.end(), [&](const Dose& dose) { return dose.start < t_ && in_series(dose); });
+  const std::ptrdiff_t given = given_before(context_.stop);
   if (given == 0) return;  // the series starts with a session whatever the score
-  const double score = madrs_->at(*propagator_, t_, state_);
-  const double assessed = context_.stop->observed
-                              ? observed_madrs(score, madrs_->depression().residual_sd,
-                                               context_.before_session_normals[static_cast<std::size_t>(session)])
-                              : score;
-  const bool met = context_.stop->when == StopRule::When::response
-                       ? assessed <= (1.0 - simulation_.response_fraction) * context_.reference_madrs()
-                       : assessed <= simulation_.remission_threshold;
-  if (!met) return;
-  std::erase_if(doses_, [&](const Dose& dose) { return dose.start >= t_ && in_series(dose); });
+  const double assessed =
+      assessed_madrs(context_.stop->observed, context_.before_session_normals[static_cast<std::size_t>(session)]);
+  if (!meets(context_.stop->when, assessed)) return;
+  std::erase_if(doses_, [&](const Dose& dose) { return dose.start >= t_ && context_.stop.holds(dose); });
   stopped_ = true;
   metrics_.stopped_early = 1.0;
   metrics_.sessions_to_response = static_cast<double>(given);
-  Ticks last_given = 0;
-  for (const Dose& dose : doses_)
-    if (dose.start < t_) last_given = std::max(last_given, dose.start);
-  if (auto& response = std::get<std::optional<Response>>(observers_)) response->treatment_stopped(t_, last_given);
+  treatment_ended();
   replan(std::nullopt);
+}
+
+template <class Propagator>
+void SubjectSolve<Propagator>::check_titration(std::span<const TimelineEvent> events) {
+  const SeriesRule<Titration>& titration = context_.titration;
+  const int session = series_session(titration, events);
+  if (session < 0) return;
+  const std::ptrdiff_t given = given_before(titration);
+  if (given + 1 < titration->from_session) return;
+  const double assessed =
+      assessed_madrs(titration->observed, context_.before_session_normals[static_cast<std::size_t>(session)]);
+  // An improvement below the bar: (baseline - assessed) / baseline < improvement_below.
+  if (!(assessed > (1.0 - titration->improvement_below) * context_.reference_madrs())) return;
+  if (titration->peak_dissociation_above) {
+    std::optional<std::size_t> previous;  // the series' session before this one
+    for (std::size_t d = 0; d < doses_.size(); ++d)
+      if (doses_[d].start < t_ && titration.holds(doses_[d])) previous = d;
+    const auto& peaks = std::get<std::optional<EffectPeaks>>(observers_);
+    if (previous && peaks &&
+        peaks->peak_score(static_cast<std::size_t>(model_.dissociation_link()), *previous) >
+            *titration->peak_dissociation_above)
+      return;
+  }
+  for (Dose& dose : doses_)
+    if (dose.start >= t_ && titration.holds(dose)) dose.amount_mg = context_.titrated_dose_mg;
+  titrated_ = true;
+  metrics_.titrated = 1.0;
+  metrics_.titration_session = static_cast<double>(given + 1);
+  replan(std::nullopt);
+}
+
+template <class Propagator>
+void SubjectSolve<Propagator>::decide_continuation() {
+  continuation_pending_ = false;
+  const ContinuationCondition& condition = *context_.continuation.rule;
+  const bool continued = meets(condition.when, assessed_madrs(condition.observed, context_.continuation_normal));
+  metrics_.continued = continued ? 1.0 : 0.0;
+  if (!continued) {
+    std::erase_if(doses_, [&](const Dose& dose) { return context_.continuation.holds(dose); });
+    treatment_ended();
+  }
+  replan(std::nullopt);  // without the assessment's mark
 }
 
 template <class Propagator>
