@@ -229,18 +229,23 @@ class ComparisonBuilder {
     specs.push_back(
         differenced(make_line("days_in_response", kNaN, "median", "days in response, median", "d", 1), "d",
                     [this](std::size_t a, Subjects s) { return median_statistic(arm(a).days_in_response, s); }));
-    EstimateSpec relapse = differenced(make_line("time_to_relapse", kNaN, "km_median",
-                                                 "time to relapse, KM median [95% CI]", "d", 1, IntervalKind::ci95),
-                                       "d", [this](std::size_t a, Subjects s) {
-                                         return km_median_statistic(arm(a).relapse_day, arm(a).relapse_observed, s);
-                                       });
-    relapse.may_be_undefined = true;
-    relapse.interval = [this](std::size_t a, Subjects s) {
-      const KaplanMeier km = km_of(arm(a).relapse_day, arm(a).relapse_observed, s);
+    specs.push_back(km_median_spec("time_to_relapse", "time to relapse, KM median [95% CI]", &ArmData::relapse_day,
+                                   &ArmData::relapse_observed));
+    return specs;
+  }
+
+  // The Kaplan-Meier median of a time to event (days) with its 95% CI, differenced between arms.
+  EstimateSpec km_median_spec(const std::string& outcome, const std::string& label, std::vector<double> ArmData::*time,
+                              std::vector<double> ArmData::*event) const {
+    EstimateSpec spec = differenced(
+        make_line(outcome, kNaN, "km_median", label, "d", 1, IntervalKind::ci95), "d",
+        [this, time, event](std::size_t a, Subjects s) { return km_median_statistic(arm(a).*time, arm(a).*event, s); });
+    spec.may_be_undefined = true;
+    spec.interval = [this, time, event](std::size_t a, Subjects s) {
+      const KaplanMeier km = km_of(arm(a).*time, arm(a).*event, s);
       return std::pair{km.median_lower, km.median_upper};
     };
-    specs.push_back(std::move(relapse));
-    return specs;
+    return spec;
   }
 
   std::vector<EstimateSpec> safety_specs() {
@@ -353,18 +358,8 @@ class ComparisonBuilder {
         [this](std::size_t a, Subjects s) { return rate_statistic(arm(a).relapse_visits_observed, s); });
     share.may_be_undefined = true;  // no subject at risk in a resample
     specs.push_back(std::move(share));
-    EstimateSpec median =
-        differenced(make_line("time_to_relapse_at_visits", kNaN, "km_median",
-                              "time to relapse at visits, KM median [95% CI]", "d", 1, IntervalKind::ci95),
-                    "d", [this](std::size_t a, Subjects s) {
-                      return km_median_statistic(arm(a).relapse_visits_day, arm(a).relapse_visits_observed, s);
-                    });
-    median.may_be_undefined = true;
-    median.interval = [this](std::size_t a, Subjects s) {
-      const KaplanMeier km = km_of(arm(a).relapse_visits_day, arm(a).relapse_visits_observed, s);
-      return std::pair{km.median_lower, km.median_upper};
-    };
-    specs.push_back(std::move(median));
+    specs.push_back(km_median_spec("time_to_relapse_at_visits", "time to relapse at visits, KM median [95% CI]",
+                                   &ArmData::relapse_visits_day, &ArmData::relapse_visits_observed));
     return specs;
   }
 
