@@ -324,8 +324,7 @@ Eigen::MatrixXd read_covariate_correlations(const NodeRef& node, const Cohort& c
 
 // cohort.screening: true, or {madrs_at_least: 22, madrs_at_most: 52}
 Screening read_screening(const NodeRef& node, const Cohort& cohort, const ModelCard& card) {
-  if (!Model(card).has_depression())
-    node.fail("model " + in_quotes(card.name) + " has no depression score; a screening MADRS needs one");
+  require_depression(node, card, "measure a screening MADRS by");
   Screening screening;
   if (!node.is_map()) {
     if (!node.as_boolean())

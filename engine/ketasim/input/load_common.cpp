@@ -71,6 +71,11 @@ double read_score(const NodeRef& node, Sign) {
   return value;
 }
 
+void require_depression(const NodeRef& node, const ModelCard& card, const std::string& purpose) {
+  if (card.blocks_of<DepressionBlock>().empty())
+    node.fail("model " + in_quotes(card.name) + " has no depression score to " + purpose);
+}
+
 const ParameterSpec& card_parameter(const ModelCard& card, const MapEntry& entry) {
   const int index = card.index_of(entry.key);
   if (index < 0) {

@@ -59,6 +59,10 @@ Ticks read_time_point(const NodeRef& node);  // >= 0
 // A MADRS score (cohort.baseline_madrs, output.response.remission_at_or_below): 0 to kMadrsMaximum points.
 double read_score(const NodeRef& node, Sign = Sign::non_negative);
 
+// Fails at `node` unless the card has a depression score, which `purpose` needs ("trigger
+// as-needed dosing", "define relapse at visits by", ...).
+void require_depression(const NodeRef& node, const ModelCard& card, const std::string& purpose);
+
 // The card parameter a map key names; fails at the key, with a suggestion, when there is none.
 const ParameterSpec& card_parameter(const ModelCard& card, const MapEntry& entry);
 

@@ -270,8 +270,7 @@ OutputSpec read_output(const NodeRef& node, const ModelCard& card) {
   if (const auto observations = node.find("observations"))
     output.observations = read_observations(*observations, card, output);
   if (const auto relapse = node.find("relapse")) {
-    if (!Model(card).has_depression())
-      relapse->fail("model " + in_quotes(card.name) + " has no depression score; relapse at visits needs one");
+    require_depression(*relapse, card, "define relapse at visits by");
     if (std::find(output.metrics.begin(), output.metrics.end(), Metric::response) == output.metrics.end())
       relapse->fail("relapse at visits is a response metric, but output.metrics does not list response");
     output.relapse = read_relapse(*relapse, output);

@@ -274,8 +274,7 @@ void read_dose_part(const NodeRef& node, const ModelCard& card, DosingRule& rule
 AsNeeded read_as_needed(const NodeRef& node, const ModelCard& card) {
   node.expect_map("a map {madrs_above: 22, from: 3 weeks, min_interval: 7 d, max_doses: 6}");
   node.check_keys({"madrs_above", "improvement_below", "from", "until", "min_interval", "max_doses", "delay", "slots"});
-  if (card.blocks_of<DepressionBlock>().empty())
-    node.fail("model " + in_quotes(card.name) + " has no depression score to trigger as-needed dosing");
+  require_depression(node, card, "trigger as-needed dosing");
   AsNeeded rule;
   const auto above = node.find("madrs_above");
   const auto below = node.find("improvement_below");
@@ -459,12 +458,6 @@ void check_assessed_before_each_session(const NodeRef& node, const std::string& 
                      assessed->kind());
 }
 
-// Rules decided on the MADRS during the solve need a model with one.
-void require_depression(const NodeRef& node, const ModelCard& card, const std::string& what) {
-  if (card.blocks_of<DepressionBlock>().empty())
-    node.fail("model " + in_quotes(card.name) + " has no depression score to decide " + what + " by");
-}
-
 // stop: {when: response | remission, observed: true, assessed: before_each_session, at_most: 6 sessions}
 StopRule read_stop(const NodeRef& node) {
   node.expect_map("a stop rule {when: response, observed: true, assessed: before_each_session, at_most: 6 sessions}");
@@ -528,7 +521,7 @@ std::optional<OralAntidepressant> read_oral_antidepressant(const NodeRef& node) 
 Titration read_titrate(const NodeRef& node, const DosingRule& rule, const ModelCard& card) {
   node.expect_map("a titration {to: 0.75 mg/kg, when: {improvement_below: 50%}, from_session: 3}");
   node.check_keys({"to", "when", "observed", "assessed", "from_session", "unless"});
-  require_depression(node, card, "a titration");
+  require_depression(node, card, "decide a titration by");
   Titration titration;
   const NodeRef to = node.require("to", "the new dose, e.g. to: 0.75 mg/kg");
   titration.to = read_dose(to);
@@ -570,7 +563,7 @@ Titration read_titrate(const NodeRef& node, const DosingRule& rule, const ModelC
 ContinuationCondition read_given_if(const NodeRef& node, const ModelCard& card) {
   node.expect_map("a condition {when: response, observed: true, assessed_at: 28 d}");
   node.check_keys({"when", "observed", "assessed_at"});
-  require_depression(node, card, "a responder-only continuation");
+  require_depression(node, card, "decide a responder-only continuation by");
   ContinuationCondition condition;
   condition.when = read_when(node);
   if (const auto observed = node.find("observed")) condition.observed = observed->as_boolean();

@@ -252,6 +252,16 @@ ScenarioRunner::ScenarioRunner(const Scenario& scenario) : scenario_(scenario) {
         arm.as_needed = &arm_spec.regimen[r];
         arm.as_needed_rule = static_cast<int>(r);
       }
+    arm.stop = SeriesRule<StopRule>::of(arm_spec, &DosingRule::stop);
+    arm.titration = SeriesRule<Titration>::of(arm_spec, &DosingRule::titrate);
+    arm.continuation = SeriesRule<ContinuationCondition>::of(arm_spec, &DosingRule::given_if);
+    if (const auto& background = arm_spec.oral_antidepressant) {
+      AntidepressantCourse course;
+      course.since_h =
+          background->stable ? -std::numeric_limits<double>::infinity() : ticks_to_hours(background->started);
+      if (background->stopped) course.stopped_h = ticks_to_hours(*background->stopped);
+      arm.antidepressant = course;
+    }
     arms_.push_back(std::move(arm));
   }
 }
@@ -364,17 +374,11 @@ SubjectDoses ScenarioRunner::simulate_one(SubjectBlock& block, std::size_t row, 
   std::vector<Dose>& doses = given.doses;
   std::optional<TriggeredDosing> as_needed;
   SubjectContext arm_context = prepared.context;
-  if (const auto& background = arm.arm->oral_antidepressant) {
-    AntidepressantCourse course;
-    course.since_h =
-        background->stable ? -std::numeric_limits<double>::infinity() : ticks_to_hours(background->started);
-    if (background->stopped) course.stopped_h = ticks_to_hours(*background->stopped);
-    arm_context.oral_antidepressant = course;
-  }
+  arm_context.oral_antidepressant = arm.antidepressant;
   arm_context.cancel = cancel;
-  arm_context.stop = SeriesRule<StopRule>::of(*arm.arm, &DosingRule::stop);
-  arm_context.titration = SeriesRule<Titration>::of(*arm.arm, &DosingRule::titrate);
-  arm_context.continuation = SeriesRule<ContinuationCondition>::of(*arm.arm, &DosingRule::given_if);
+  arm_context.stop = arm.stop;
+  arm_context.titration = arm.titration;
+  arm_context.continuation = arm.continuation;
   if (plan.assesses_sessions() || arm_context.stop || arm_context.titration)
     draw_session_normals(arm_context, plan, scenario_.cohort.seed, subject.id, arm.doses);
   for (const DosingRule& rule : arm.arm->regimen) {

@@ -46,6 +46,12 @@ struct ArmPlan {
   const DosingRule* as_needed = nullptr;
   int as_needed_rule = -1;
   std::size_t engine = 0;  // index into the runner's model engines
+  // What every subject of the arm shares in its context: the rules decided during the solve and
+  // the oral antidepressant's course.
+  SeriesRule<StopRule> stop{};
+  SeriesRule<Titration> titration{};
+  SeriesRule<ContinuationCondition> continuation{};
+  std::optional<AntidepressantCourse> antidepressant{};
 };
 
 class ScenarioRunner {

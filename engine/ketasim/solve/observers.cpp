@@ -48,7 +48,7 @@ ResponseScores::ResponseScores(const DepressionValues& depression, const Simulat
       metrics_(metrics),
       first_session_(first_session),
       last_session_(last_session),
-      threshold_((1.0 - plan.response_fraction) * context.reference_madrs()) {
+      threshold_(context.improvement_bar(plan.response_fraction)) {
   metrics_.baseline_madrs = context.baseline_madrs;
   metrics_.days_in_response = 0.0;
   end_of_treatment_ = has_sessions ? last_session + kTicksPerDay : -1;
@@ -153,7 +153,7 @@ bool ResponseScores::relapsing_at_visit(double observed) const {
     case RelapseVisits::Threshold::madrs_at_least:
       return observed >= relapse.value;
     case RelapseVisits::Threshold::improvement_below:
-      return observed > (1.0 - relapse.value) * context_.reference_madrs();
+      return observed > context_.improvement_bar(relapse.value);
   }
   return false;
 }
@@ -177,7 +177,7 @@ SessionScores::SessionScores(const DepressionValues& depression, const Simulatio
       context_(context),
       doses_(doses),
       metrics_(metrics),
-      threshold_((1.0 - plan.response_fraction) * context.reference_madrs()) {}
+      threshold_(context.improvement_bar(plan.response_fraction)) {}
 
 void SessionScores::add_marks(std::vector<PlanMark>& marks) const {
   for (const Dose& dose : doses_)

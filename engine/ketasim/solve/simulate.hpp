@@ -162,6 +162,8 @@ struct SubjectContext {
   // The baseline response, relapse and improvement thresholds are measured from: the observed
   // screening score with cohort.screening, else the model's baseline.
   double reference_madrs() const { return screening_madrs.value_or(baseline_madrs); }
+  // The MADRS at or below which the improvement from the reference is at least `fraction`.
+  double improvement_bar(double fraction) const { return (1.0 - fraction) * reference_madrs(); }
   std::optional<AntidepressantCourse> oral_antidepressant;  // the arm's, if any
   std::vector<double> residual_normals;                     // one standard normal draw per assessment
   std::vector<double> observation_normals;  // one per observed variable and sampling time (variable-major)

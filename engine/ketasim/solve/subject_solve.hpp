@@ -348,9 +348,8 @@ double SubjectSolve<Propagator>::assessed_madrs(bool observed, double normal) co
 
 template <class Propagator>
 bool SubjectSolve<Propagator>::meets(StopRule::When when, double assessed) const {
-  return when == StopRule::When::response
-             ? assessed <= (1.0 - simulation_.response_fraction) * context_.reference_madrs()
-             : assessed <= simulation_.remission_threshold;
+  return when == StopRule::When::response ? assessed <= context_.improvement_bar(simulation_.response_fraction)
+                                          : assessed <= simulation_.remission_threshold;
 }
 
 template <class Propagator>
@@ -388,7 +387,7 @@ void SubjectSolve<Propagator>::check_titration(std::span<const TimelineEvent> ev
   const double assessed =
       assessed_madrs(titration->observed, context_.before_session_normals[static_cast<std::size_t>(session)]);
   // An improvement below the bar: (baseline - assessed) / baseline < improvement_below.
-  if (!(assessed > (1.0 - titration->improvement_below) * context_.reference_madrs())) return;
+  if (!(assessed > context_.improvement_bar(titration->improvement_below))) return;
   if (titration->peak_dissociation_above) {
     std::optional<std::size_t> previous;  // the series' session before this one
     for (std::size_t d = 0; d < doses_.size(); ++d)
