@@ -285,26 +285,37 @@ TEST_CASE("links and the depression score follow their formulas", "[cards]") {
   depression.session_magnitude = 0.1;
   depression.background = 0.1;
   depression.background_rate_per_h = kLn2 / 24.0;
-  const AntidepressantCourse started;                              // with the first session
-  CHECK(depression.score(30.0, -1.0, 0.0, 0.0, nullptr) == 30.0);  // before treatment
+  const AntidepressantCourse started;                                   // with the first session
+  CHECK(depression.score(30.0, -1.0, 0.0, 0.0, 0.0, nullptr) == 30.0);  // before treatment
   // One day in: half the placebo, half the background, the session memory 2, drug input = ec50.
   // The components are shares of the possible improvement: (1 - 0.1 * 2)(1 - 0.1)(1 - 0.05).
   const double expected = 30.0 * (1.0 - 0.2) * (1.0 - 0.1) * (1.0 - 0.05) * (1.0 - 0.3);
-  CHECK(depression.score(30.0, 24.0, 100.0, 2.0, &started) == Approx(expected));
-  CHECK(depression.score(30.0, 24.0, 100.0, 2.0, nullptr) == Approx(30.0 * (1.0 - 0.2) * (1.0 - 0.1) * 0.7));
+  CHECK(depression.score(30.0, 24.0, 100.0, 0.0, 2.0, &started) == Approx(expected));
+  CHECK(depression.score(30.0, 24.0, 100.0, 0.0, 2.0, nullptr) == Approx(30.0 * (1.0 - 0.2) * (1.0 - 0.1) * 0.7));
+  // Without a sustained component its input is ignored; with one, it is a further independent
+  // share: at its ec50 (hill 3), half of emax 0.4, so the drug keeps (1 - 0.3)(1 - 0.2).
+  CHECK(depression.score(30.0, 24.0, 100.0, 7.0, 2.0, nullptr) == Approx(30.0 * (1.0 - 0.2) * (1.0 - 0.1) * 0.7));
+  depression.sustained_signal = 1;
+  depression.sustained_emax = 0.4;
+  depression.sustained_ec50 = 7.0;
+  depression.sustained_hill = 3.0;
+  CHECK(depression.score(30.0, 24.0, 100.0, 7.0, 2.0, nullptr) == Approx(30.0 * (1.0 - 0.2) * (1.0 - 0.1) * 0.7 * 0.8));
+  CHECK(depression.score(30.0, 24.0, 0.0, 14.0, 0.0, nullptr) ==
+        Approx(30.0 * (1.0 - 0.2 * 0.5) * (1.0 - 0.4 * 8.0 / 9.0)));
+  depression.sustained_signal = -1;
   // No share of improvement beyond all of it or below none: the score stays within [0, baseline]
   // whatever the components' values (a subject drawn far in a tail, many session memories).
   depression.placebo = -5.0;
-  CHECK(depression.score(50.0, 1e6, 0.0, 0.0, nullptr) == 50.0);
+  CHECK(depression.score(50.0, 1e6, 0.0, 0.0, 0.0, nullptr) == 50.0);
   depression.placebo = 0.2;
-  CHECK(depression.score(30.0, 24.0, 0.0, 50.0, nullptr) == 0.0);
+  CHECK(depression.score(30.0, 24.0, 0.0, 0.0, 50.0, nullptr) == 0.0);
 
   // Antidepressant courses, without the other components (onset and offset half-life 1 d).
   depression.placebo = 0.0;
   depression.session_magnitude = 0.0;
   depression.background = 0.2;
   const auto score = [&](const AntidepressantCourse& course, double hours) {
-    return depression.score(30.0, hours, 0.0, 0.0, &course);
+    return depression.score(30.0, hours, 0.0, 0.0, 0.0, &course);
   };
   CHECK(score(started, 24.0) == Approx(30.0 * (1.0 - 0.2 * 0.5)));
   // Stable, at its full effect (in the baseline): nothing changes until it is stopped; then the
@@ -465,4 +476,29 @@ TEST_CASE("every alternative of Block is a block kind of the card language, unde
   CHECK_THAT(card_error("card: bad\ntitle: t\ncitation: c\ndrug: parent\nparameters: {}\nstructure: [5]\n"),
              Catch::Contains("a block: a map with one key (compartments, depot, effect_site, turnover, sum, "
                              "session_memory, link or depression)"));
+}
+
+TEST_CASE("depression: a sustained component is read with its own input and parameters", "[cards][errors]") {
+  const std::string head =
+      "card: sustained\ntitle: t\ncitation: c\ndrug: parent\nparameters:\n"
+      "  V: {value: 100 L, description: d, source: s}\n  CL: {value: 10 L/h, description: d, source: s}\n"
+      "  th: {value: 2 d, description: d, source: s}\n  e: {value: 0.5, description: d, source: s}\n"
+      "  c: {value: 50 ng*h/mL, description: d, source: s}\n  h: {value: 2, description: d, source: s}\n"
+      "  p: {value: 0.1, description: d, source: s}\n  r: {value: 3, description: d, source: s}\n"
+      "structure:\n  - compartments: {drug: parent, molar_mass: 100, central: {volume: V}, "
+      "elimination: {clearance: CL}}\n"
+      "  - turnover: {name: fast, input: plasma_parent, half_life: th}\n"
+      "  - turnover: {name: slow, input: fast, half_life: th, form: equilibrating}\n"
+      "  - depression:\n      name: madrs\n      drug: {input: fast, emax: e, ec50: c, hill: h}\n";
+  const std::string tail =
+      "      placebo: {magnitude: p, onset_half_life: th}\n      residual_sd: r\n"
+      "routes:\n  iv: {drug: parent}\n";
+  const ModelCard card = card_from(head + "      sustained: {input: slow, emax: e, ec50: c, hill: h}\n" + tail);
+  const auto* depression = std::get_if<DepressionBlock>(&card.blocks.back());
+  REQUIRE(depression != nullptr);
+  CHECK(depression->sustained_input == "slow");
+  CHECK(std::get_if<DepressionBlock>(&card_from(head + tail).blocks.back())->sustained_input.empty());
+  CHECK_THAT(card_error(head + "      sustained: {input: fast, emax: e, ec50: c, hill: h}\n" + tail),
+             Catch::Contains("the sustained input must differ from the drug input (fast)"));
+  CHECK_THAT(card_error(head + "      sustained: {input: slow, emax: e, ec50: c}\n" + tail), Catch::Contains("hill"));
 }

@@ -29,6 +29,14 @@ Display display_of_unit(const std::string& unit) {
 
 const Display kNgPerMl{"ng/mL", 1000.0};
 
+// emax * (x / ec50)^hill / (1 + (x / ec50)^hill), 0 for x <= 0.
+double sigmoid_emax(double x, double emax, double ec50, double hill) {
+  if (!(x > 0.0)) return 0.0;
+  const double ratio = x / ec50;
+  const double powered = hill == 2.0 ? ratio * ratio : std::pow(ratio, hill);
+  return emax * powered / (1.0 + powered);
+}
+
 }  // namespace
 
 double LinkValues::input_for(double value, double tolerance) const {
@@ -49,8 +57,8 @@ double AntidepressantCourse::effect_fraction(double hours, double rate_per_h) co
   return fraction;
 }
 
-double DepressionValues::score(double baseline, double hours_since_first, double drug_input, double session_memory,
-                               const AntidepressantCourse* antidepressant) const {
+double DepressionValues::score(double baseline, double hours_since_first, double drug_input, double sustained_input,
+                               double session_memory, const AntidepressantCourse* antidepressant) const {
   // Each non-drug component keeps a share of the score in [0, 1]: the components combine as
   // independent shares of the possible improvement, so no subject is pushed below 0 or above the
   // baseline by them, however large their between-subject variability.
@@ -67,13 +75,11 @@ double DepressionValues::score(double baseline, double hours_since_first, double
       remaining *= at_start > 0.0 ? now / at_start : 1.0;
     }
   }
-  double drug = 0.0;
-  if (drug_input > 0.0) {
-    const double ratio = drug_input / ec50;
-    const double powered = hill == 2.0 ? ratio * ratio : std::pow(ratio, hill);
-    drug = emax * powered / (1.0 + powered);
-  }
-  return std::clamp(baseline * remaining * (1.0 - drug), 0.0, kMadrsMaximum);
+  // The fast and the sustained drug components, too, are independent shares of the improvement.
+  double drug_kept = 1.0 - sigmoid_emax(drug_input, emax, ec50, hill);
+  if (sustained_signal >= 0)
+    drug_kept *= 1.0 - sigmoid_emax(sustained_input, sustained_emax, sustained_ec50, sustained_hill);
+  return std::clamp(baseline * remaining * drug_kept, 0.0, kMadrsMaximum);
 }
 
 int Model::add_state(const std::string& name) {
@@ -516,6 +522,12 @@ void Model::Assembly::operator()(const DepressionBlock& depression) {
   values.emax = fraction(depression.drug_emax);
   values.ec50 = positive(depression.drug_ec50);
   values.hill = positive(depression.drug_hill);
+  if (!depression.sustained_input.empty()) {
+    values.sustained_signal = signal(depression.sustained_input);
+    values.sustained_emax = fraction(depression.sustained_emax);
+    values.sustained_ec50 = positive(depression.sustained_ec50);
+    values.sustained_hill = positive(depression.sustained_hill);
+  }
   values.placebo = value(depression.placebo_magnitude);
   values.placebo_rate_per_h = kLn2 / positive(depression.placebo_onset_half_life);
   if (!depression.session_input.empty()) {
@@ -597,7 +609,8 @@ std::string occasion_variability_problem(const Model& model, const std::vector<d
   const AntidepressantCourse started;
   if (a.depression)
     for (const double x : {0.0, 1.0, 10.0, 100.0})
-      if (a.depression->score(30.0, 100.0, x, 1.0, &started) != b.depression->score(30.0, 100.0, x, 1.0, &started))
+      if (a.depression->score(30.0, 100.0, x, x, 1.0, &started) !=
+          b.depression->score(30.0, 100.0, x, x, 1.0, &started))
         return "it changes the depression score";
   return "";
 }

@@ -104,16 +104,19 @@ struct DepressionValues {
   int drug_signal = 0;
   int session_signal = -1;
   double emax = 0.0, ec50 = 1.0, hill = 1.0;
+  int sustained_signal = -1;  // -1: no sustained component
+  double sustained_emax = 0.0, sustained_ec50 = 1.0, sustained_hill = 1.0;
   double placebo = 0.0, placebo_rate_per_h = 0.0;
   double session_magnitude = 0.0;
   double background = 0.0, background_rate_per_h = 0.0;
   double residual_sd = 0.0;
 
-  // The noise-free score at `hours_since_first` (negative: before treatment) with the drug input
-  // signal and the session memory at their current values; `antidepressant` null without one.
-  // The baseline is the score at the first session, with the antidepressant's effect there.
-  double score(double baseline, double hours_since_first, double drug_input, double session_memory,
-               const AntidepressantCourse* antidepressant) const;
+  // The noise-free score at `hours_since_first` (negative: before treatment) with the drug input,
+  // sustained input (ignored without a sustained component) and session memory at their current
+  // values; `antidepressant` null without one. The baseline is the score at the first session,
+  // with the antidepressant's effect there.
+  double score(double baseline, double hours_since_first, double drug_input, double sustained_input,
+               double session_memory, const AntidepressantCourse* antidepressant) const;
 };
 
 // One subject's numbers.

@@ -367,8 +367,8 @@ LinkBlock read_link(const NodeRef& node, const Resolver& resolve, Signals& signa
 }
 
 DepressionBlock read_depression(const NodeRef& node, const Resolver& resolve, Signals& signals) {
-  node.expect_map("a depression block {name, drug, placebo, session, background, residual_sd}");
-  node.check_keys({"name", "drug", "placebo", "session", "background", "residual_sd"});
+  node.expect_map("a depression block {name, drug, sustained, placebo, session, background, residual_sd}");
+  node.check_keys({"name", "drug", "sustained", "placebo", "session", "background", "residual_sd"});
   DepressionBlock block;
   block.name = read_name(node, "name", "e.g. madrs");
   const NodeRef drug = node.require("drug", "{input: plasticity, emax: resp_emax, ec50: resp_ec50, hill: resp_hill}");
@@ -379,6 +379,17 @@ DepressionBlock read_depression(const NodeRef& node, const Resolver& resolve, Si
   block.drug_emax = resolve.require(drug, "emax", dim::dimensionless);
   block.drug_ec50 = resolve.require(drug, "ec50", input);
   block.drug_hill = resolve.require(drug, "hill", dim::dimensionless);
+  if (const auto sustained = node.find("sustained")) {
+    sustained->expect_map("{input: consolidation, emax: resp_sustained_emax, ec50: resp_sustained_ec50, hill: ...}");
+    sustained->check_keys({"input", "emax", "ec50", "hill"});
+    const Dimension sustained_dimension = signals.linear_input(*sustained, "input");
+    block.sustained_input = sustained->require("input", "").as_string();
+    if (block.sustained_input == block.drug_input)
+      sustained->fail("the sustained input must differ from the drug input (" + block.drug_input + ")");
+    block.sustained_emax = resolve.require(*sustained, "emax", dim::dimensionless);
+    block.sustained_ec50 = resolve.require(*sustained, "ec50", sustained_dimension);
+    block.sustained_hill = resolve.require(*sustained, "hill", dim::dimensionless);
+  }
   const NodeRef placebo =
       node.require("placebo", "{magnitude: placebo_magnitude, onset_half_life: placebo_onset_half_life}");
   placebo.expect_map("{magnitude, onset_half_life}");

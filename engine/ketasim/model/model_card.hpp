@@ -193,13 +193,17 @@ inline constexpr double kMadrsMaximum = 60.0;
 // MADRS-like score (empirical; docs/model.md):
 //   score = baseline * (1 - placebo(t) - session_magnitude * S(t)) * (1 - drug(t)), in [0, kMadrsMaximum]
 //   placebo(t) = placebo_magnitude * (1 - 2^(-(t - t_first) / onset_half_life)) after the first session
-//   drug(t)    = emax * R^hill / (ec50^hill + R^hill), R the drug input (a turnover)
+//   drug(t)    = 1 - (1 - fast(t)) * (1 - sustained(t)), each an Emax of its own input:
+//   fast(t)    = emax * R^hill / (ec50^hill + R^hill), R the drug input (a turnover)
+//   sustained(t) likewise of the optional sustained input (0 without one)
 // Observed scores add N(0, residual_sd^2) at the assessments.
 struct DepressionBlock {
   static constexpr std::string_view kind = "depression";
   std::string name;  // "madrs"
   std::string drug_input;
   ParameterRef drug_emax, drug_ec50, drug_hill;
+  std::string sustained_input;  // a second, independent drug component (e.g. consolidation), or "" for none
+  ParameterRef sustained_emax, sustained_ec50, sustained_hill;
   ParameterRef placebo_magnitude, placebo_onset_half_life;
   std::string session_input;  // a session_memory, or "" for none
   ParameterRef session_magnitude;

@@ -112,6 +112,7 @@ std::vector<int> observed_states(const Scenario& scenario, const Model& model, c
   const auto add_depression = [&] {
     const DepressionValues& depression = *typical.depression;
     signals.push_back(depression.drug_signal);
+    if (depression.sustained_signal >= 0) signals.push_back(depression.sustained_signal);
     if (depression.session_signal >= 0) signals.push_back(depression.session_signal);
   };
   if (plan.metabolites)

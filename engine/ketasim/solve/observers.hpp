@@ -120,8 +120,11 @@ class MadrsScore {
     const double session = depression_.session_signal >= 0 ? propagator.signal(state, depression_.session_signal) : 0.0;
     const double first = ticks_to_hours(first_session_);
     const double since_first = has_sessions_ && hours >= first ? hours - first : -1.0;
+    const double sustained =
+        depression_.sustained_signal >= 0 ? propagator.signal(state, depression_.sustained_signal) : 0.0;
     return depression_.score(context_.baseline_madrs, since_first, propagator.signal(state, depression_.drug_signal),
-                             session, context_.oral_antidepressant ? &*context_.oral_antidepressant : nullptr);
+                             sustained, session,
+                             context_.oral_antidepressant ? &*context_.oral_antidepressant : nullptr);
   }
   template <class Propagator>
   double at(const Propagator& propagator, Ticks t, const typename Propagator::State& state) const {
