@@ -127,5 +127,17 @@ void write_rows(const H5::DataSet& dataset, const H5::DataType& memory_type, con
   dataset.write(data, memory_type, memory_space, file_space);
 }
 
+void read_rows(const H5::DataSet& dataset, const H5::DataType& memory_type, void* data, hsize_t first_row, hsize_t rows,
+               hsize_t width, bool is_matrix) {
+  if (rows == 0 || width == 0) return;
+  H5::DataSpace file_space = dataset.getSpace();
+  const std::array<hsize_t, 2> start{first_row, 0};
+  const std::array<hsize_t, 2> count{rows, width};
+  const int rank = is_matrix ? 2 : 1;
+  file_space.selectHyperslab(H5S_SELECT_SET, count.data(), start.data());
+  const H5::DataSpace memory_space(rank, count.data());
+  dataset.read(data, memory_type, memory_space, file_space);
+}
+
 }  // namespace hdf5
 }  // namespace ketasim
