@@ -10,6 +10,8 @@
 #                                another cohort size, another build, a missing, duplicated or
 #                                overlapping shard, shards of different splits, an input as the
 #                                output: each a clear error, no output file, no temporary left
+#   slurm_scripts SCENARIO SUBJECTS  tools/slurm's array task and merge job, with Slurm's variables
+#                                set by hand, give the whole run's file; an array not 1-COUNT is refused
 # usage: shards.sh KETASIM SOURCE_DIR WORK_DIR MODE SCENARIO [SUBJECTS]
 set -u
 ketasim=$1
@@ -122,6 +124,27 @@ case $mode in
     # The shards themselves merge (the refusals above were for what was wrong, not for these).
     "$ketasim" merge s2.h5 s1.h5 s3.h5 -o out.h5 --quiet || fail "the good shards do not merge"
     [ -f out.h5 ] || fail "the good merge wrote no out.h5"
+    ;;
+  slurm_scripts)
+    # tools/slurm's scripts as a job array's tasks see them (Slurm's variables set by hand; a real
+    # cluster is not needed to check what they run), then the merge job.
+    slurm="$source_dir/tools/slurm"
+    export KETASIM="$ketasim"
+    "$ketasim" run "$scenario" --subjects "$subjects" -o whole.h5 --quiet || fail "the whole run failed"
+    for i in 1 2 3; do
+      SLURM_ARRAY_TASK_ID=$i SLURM_ARRAY_TASK_COUNT=3 SLURM_ARRAY_TASK_MIN=1 SLURM_ARRAY_TASK_MAX=3 \
+        sh "$slurm/ketasim-shard.sbatch" "$scenario" big --subjects "$subjects" || fail "array task $i failed"
+    done
+    [ "$(attribute big.shard-3.h5 shard_index)" = 3 ] || fail "task 3 did not write shard 3: $(ls)"
+    sh "$slurm/ketasim-merge.sbatch" big > /dev/null || fail "the merge job failed"
+    /usr/bin/python3 "$source_dir/tests/cli/same_datasets.py" whole.h5 big.h5 || fail "the merged file differs"
+    output=$(SLURM_ARRAY_TASK_ID=2 SLURM_ARRAY_TASK_COUNT=3 SLURM_ARRAY_TASK_MIN=2 SLURM_ARRAY_TASK_MAX=4 \
+      sh "$slurm/ketasim-shard.sbatch" "$scenario" wrong 2>&1) && fail "an array 2-4 was accepted"
+    case $output in
+      *"submit it as --array=1-COUNT"*) ;;
+      *) fail "an array 2-4: $output" ;;
+    esac
+    [ -e wrong.shard-2.h5 ] && fail "an array 2-4 wrote a shard"
     ;;
   *)
     echo "unknown mode $mode"
