@@ -123,8 +123,8 @@ SubjectRange simulated_subjects(const Scenario& scenario, const std::optional<Sh
   return shard_subjects(total, *shard);
 }
 
-// The provenance the writer stores at the root of the file.
-RunInfo run_info(const Scenario& scenario, const std::optional<Shard>& shard) {
+// The provenance the writer stores at the root of the file; `subjects`: the shard's, with one.
+RunInfo run_info(const Scenario& scenario, const std::optional<Shard>& shard, SubjectRange subjects) {
   RunInfo info;
   info.scenario_file = scenario.source_file;
   info.scenario_yaml = scenario.yaml_text;
@@ -137,20 +137,20 @@ RunInfo run_info(const Scenario& scenario, const std::optional<Shard>& shard) {
   info.solver_method = to_string(scenario.solver.method);
   info.solver_rtol = scenario.solver.rtol;
   info.solver_atol = scenario.solver.atol;
-  if (shard) info.shard = RunInfo::ShardPart{*shard, simulated_subjects(scenario, shard)};
+  if (shard) info.shard = RunInfo::ShardPart{*shard, subjects};
   return info;
 }
 
 // The writer of a run with an output file (refused first if the file cannot fit); none without.
 std::optional<ResultWriter> open_writer(const Scenario& scenario, const RunOptions& options,
-                                        const std::vector<ArmLayout>& layouts, unsigned threads) {
+                                        const std::vector<ArmLayout>& layouts, SubjectRange subjects,
+                                        unsigned threads) {
   if (options.output_path.empty()) return std::nullopt;
-  const SubjectRange subjects = simulated_subjects(scenario, options.shard);
   refuse_if_it_cannot_fit(space_for(layouts, subjects.count, options.output_path), options.output_path);
   ResultWriterOptions writer_options;
   writer_options.summary_threads = threads;
   writer_options.cancel = options.cancel;
-  return std::make_optional<ResultWriter>(options.output_path, run_info(scenario, options.shard), layouts,
+  return std::make_optional<ResultWriter>(options.output_path, run_info(scenario, options.shard, subjects), layouts,
                                           scenario.cohort.size, writer_options);
 }
 
@@ -333,7 +333,7 @@ RunReport run_scenario(const Scenario& scenario, const RunOptions& options) {
                                                     : std::filesystem::absolute(options.output_path).parent_path();
   check_temporary_space(scenario, spill_directory,
                         report_temporary_bytes(layouts, subjects.count, options.report_memory_bytes));
-  std::optional<ResultWriter> writer = open_writer(scenario, options, layouts, threads);
+  std::optional<ResultWriter> writer = open_writer(scenario, options, layouts, subjects, threads);
 
   ReportCollector collector(scenario, runner.arms(), runner.plan(), subjects.count, options.report_memory_bytes,
                             spill_directory);
