@@ -152,6 +152,22 @@ TEST_CASE("subject blocks and shares cover every subject exactly once", "[blocks
   }
 }
 
+TEST_CASE("shards are counted from 1 and tile the subjects in order", "[blocks]") {
+  CHECK(parse_shard("3/100") == Shard{3, 100});
+  CHECK(parse_shard("1/1") == Shard{1, 1});
+  CHECK(parse_shard("100/100") == Shard{100, 100});
+  for (const char* wrong : {"0/3", "4/3", "3", "3/", "/3", "-1/3", "+1/3", "1/-3", " 1/3", "1/3 ", "1.0/3", "a/b",
+                            "1/3/4", "1//3", "", "1/99999999999999999999", "1/1099511627777"})
+    CHECK_FALSE(parse_shard(wrong));
+  // 10 subjects in 3 shards: 4, 3, 3, contiguous, in shard order; the same shares as share_of.
+  CHECK(shard_subjects(10, {1, 3}) == SubjectRange{0, 4});
+  CHECK(shard_subjects(10, {2, 3}) == SubjectRange{4, 3});
+  CHECK(shard_subjects(10, {3, 3}) == SubjectRange{7, 3});
+  CHECK(shard_subjects(10, {1, 1}) == SubjectRange{0, 10});
+  CHECK_THROWS(shard_subjects(10, {0, 3}));
+  CHECK_THROWS(shard_subjects(10, {4, 3}));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Correlated covariates, cohorts from a CSV file, trial replicates
 

@@ -553,6 +553,47 @@ TEST_CASE("ResultWriter rejects a block that does not fit and stays usable", "[h
   }
 }
 
+TEST_CASE("ResultWriter writes a shard: its subjects' rows with their ids, no summaries, its place", "[hdf5]") {
+  const TemporaryDirectory directory;
+  const fs::path path = directory / "result.shard-2.h5";
+  const std::vector<ArmLayout> arms = make_layout();
+  RunInfo info = make_info(10);
+  info.shard = RunInfo::ShardPart{{2, 3}, {4, 3}};  // shard 2/3 of 10: subjects 4, 5, 6
+  {
+    ResultWriter writer(path.string(), info, arms, 10);
+    CHECK_THROWS_WITH(writer.write(make_block(arms, 0, 3, 2)),
+                      Catch::Contains("the file holds subjects [4, 7) of every arm"));
+    CHECK_THROWS_WITH(writer.write(make_block(arms, 0, 6, 2)),
+                      Catch::Contains("the file holds subjects [4, 7) of every arm"));
+    writer.write(make_block(arms, 0, 5, 2));
+    CHECK_THROWS_WITH(writer.write(make_block(arms, 0, 6, 1)), Catch::Contains("subject 6 of arm"));
+    writer.write(writer.prepare(make_block(arms, 0, 4, 1)));
+    for (std::size_t arm = 1; arm + 1 < arms.size(); ++arm) writer.write(make_block(arms, arm, 4, 3));
+    CHECK_THROWS_WITH(writer.finish(), Catch::Contains("3 of 3 subjects of arm") && Catch::Contains("subject 4)"));
+  }
+  CHECK_FALSE(fs::exists(path));
+  {
+    ResultWriter writer(path.string(), info, arms, 10);
+    for (std::size_t arm = 0; arm < arms.size(); ++arm) writer.write(make_block(arms, arm, 4, 3));
+    writer.finish();
+  }
+  const H5::H5File file(path.string(), H5F_ACC_RDONLY);
+  CHECK(number_attribute<std::int64_t>(file, "subjects_per_arm", H5::PredType::NATIVE_INT64) == 10);
+  CHECK(number_attribute<std::int64_t>(file, "shard_index", H5::PredType::NATIVE_INT64) == 2);
+  CHECK(number_attribute<std::int64_t>(file, "shard_count", H5::PredType::NATIVE_INT64) == 3);
+  CHECK(number_attribute<std::int64_t>(file, "shard_first_subject", H5::PredType::NATIVE_INT64) == 4);
+  CHECK(number_attribute<std::int64_t>(file, "shard_subjects", H5::PredType::NATIVE_INT64) == 3);
+  const std::string arm = "/arms/weekly_0.5mg_per_kg";
+  CHECK(read_all<std::int64_t>(file, arm + "/subjects/id", H5::PredType::NATIVE_INT64) ==
+        std::vector<std::int64_t>{4, 5, 6});
+  const auto values = read_all<float>(file, arm + "/trajectories/concentration_ng_per_ml", H5::PredType::NATIVE_FLOAT);
+  REQUIRE(values.size() == 3 * 4);
+  for (std::int64_t row = 0; row < 3; ++row)
+    for (std::size_t t = 0; t < 4; ++t)
+      CHECK(values[static_cast<std::size_t>(row) * 4 + t] == trajectory_value(0, 0, 4 + row, t));
+  CHECK_FALSE(file.nameExists(arm + "/summary"));
+}
+
 TEST_CASE("ResultWriter fails in the constructor when the output directory is missing or not writable", "[hdf5]") {
   const TemporaryDirectory directory;
   const std::vector<ArmLayout> arms = make_layout();

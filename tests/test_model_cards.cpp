@@ -429,7 +429,7 @@ std::vector<std::string_view> every_block_kind(std::index_sequence<Kind...>) {
 
 }  // namespace
 
-TEST_CASE("link roles: a link is found by its role, not its name; an unknown role is refused", "[cards][errors]") {
+TEST_CASE("link roles: a link is found by its role, not its name, an unknown role is refused", "[cards][errors]") {
   const std::string head =
       "card: roles\ntitle: t\ncitation: c\ndrug: parent\nparameters:\n"
       "  V: {value: 100 L, description: d, source: s}\n  CL: {value: 10 L/h, description: d, source: s}\n"

@@ -155,7 +155,7 @@ TEST_CASE("observation (EVID 0) and other-event (EVID 2) rows give no dose and a
              Catch::Contains("t.csv:3:") && Catch::Contains("DV"));
 }
 
-TEST_CASE("dose rows: CMT must be the route's compartment, MDV 1, no DV; RATE -1 and -2 without DUR are refused",
+TEST_CASE("dose rows: CMT must be the route's compartment, MDV 1, no DV, RATE -1 and -2 without DUR are refused",
           "[nonmem][table]") {
   const TempDir dir("dose_row");
   const std::string header = "ID,TIME,AMT,RATE,CMT,EVID,MDV,DV\n";
@@ -342,7 +342,7 @@ TEST_CASE("export: ARM and IPRED columns, DVID in the scenario's order, CMT of t
   CHECK(observations == 3 * 2 * 2);
 }
 
-TEST_CASE("export: placebo sessions give no drug, even with a recorded dose; intranasal devices enter their depots",
+TEST_CASE("export: placebo sessions give no drug, even with a recorded dose, intranasal devices enter their depots",
           "[nonmem][export]") {
   const TempDir dir("export_routes");
   const std::string placebo = run_to_file(dir, "ketamine_venous",

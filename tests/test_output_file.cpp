@@ -274,6 +274,33 @@ TEST_CASE("the default thread count is the CPUs the affinity mask allows", "[out
   REQUIRE(sched_setaffinity(0, sizeof original, &original) == 0);
 }
 
+TEST_CASE("SLURM_CPUS_PER_TASK caps the default thread count, and a value that is not a count is an error",
+          "[output]") {
+  CHECK_FALSE(slurm_cpus_per_task(nullptr));
+  CHECK_FALSE(slurm_cpus_per_task(""));
+  CHECK(slurm_cpus_per_task("1") == 1U);
+  CHECK(slurm_cpus_per_task("16") == 16U);
+  for (const char* wrong : {"0", "-1", "2x", " 2", "1.5", "abc", "99999999999"}) {
+    INFO(wrong);
+    try {
+      slurm_cpus_per_task(wrong);
+      FAIL("accepted");
+    } catch (const Error& error) {
+      CHECK(error.code() == ExitCode::usage);
+      CHECK_THAT(error.what(), Catch::Contains("SLURM_CPUS_PER_TASK is '" + std::string(wrong) + "'"));
+    }
+  }
+  const unsigned cpus = default_thread_count();
+  REQUIRE(::setenv("SLURM_CPUS_PER_TASK", "1", 1) == 0);
+  CHECK(default_thread_count() == 1);
+  CHECK(thread_count(0) == 1);
+  CHECK(thread_count(2) == 2);  // --threads wins
+  REQUIRE(::setenv("SLURM_CPUS_PER_TASK", "4096", 1) == 0);
+  CHECK(default_thread_count() == cpus);  // a cap, never more than the mask allows
+  REQUIRE(::unsetenv("SLURM_CPUS_PER_TASK") == 0);
+  CHECK(default_thread_count() == cpus);
+}
+
 namespace {
 
 const char* kSmallScenario = R"(

@@ -119,7 +119,7 @@ TEST_CASE("max_dose caps weight-based doses and only those", "[regimen]") {
 }
 
 TEST_CASE(
-    "a missed-session probability of 0 gives exactly the arm without it; 50% misses about half, the same sessions in "
+    "a missed-session probability of 0 gives exactly the arm without it, 50% misses about half, the same sessions in "
     "twin arms",
     "[regimen][adherence]") {
   const std::string rule = dose_rule("schedule: [Mon 09:00, Thu 09:00], for: 3 weeks");
@@ -360,7 +360,7 @@ TEST_CASE("observations carry residual error of the requested size, the same dra
 }
 
 TEST_CASE(
-    "inter-occasion variability: 0% changes nothing; exact and ODE paths agree; per occasion, CL_k x AUC_k adds up to "
+    "inter-occasion variability: 0% changes nothing, exact and ODE paths agree, per occasion, CL_k x AUC_k adds up to "
     "the dose",
     "[occasions]") {
   const std::string head = kHeader;

@@ -265,7 +265,7 @@ TEST_CASE("model overrides are stored in base units", "[scenario][model]") {
   CHECK(overrides[4].value == Approx(0.5));
 }
 
-TEST_CASE("output and solver settings are read; omitted ones keep their defaults", "[scenario]") {
+TEST_CASE("output and solver settings are read, omitted ones keep their defaults", "[scenario]") {
   const std::string base =
       "name: t\n"
       "model: {name: ketamine_clements_2cmt}\n"

@@ -153,7 +153,7 @@ output:
 
 }  // namespace
 
-TEST_CASE("a stable antidepressant is in the baseline; stopping it raises the score; started ones improve it",
+TEST_CASE("a stable antidepressant is in the baseline, stopping it raises the score, started ones improve it",
           "[antidepressant][response]") {
   const ScenarioResults results = run_in_memory(antidepressant_scenario(), 2);
   const auto& none = results.arm("none").trajectories.at("madrs");

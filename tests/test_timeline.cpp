@@ -81,7 +81,7 @@ TEST_CASE("an observation at the time of a bolus sees the bolus", "[timeline]") 
   CHECK(run.metrics.tmax_h == 1.0);
 }
 
-TEST_CASE("overlapping infusions add their rates; back-to-back ones leave no gap", "[timeline]") {
+TEST_CASE("overlapping infusions add their rates, back-to-back ones leave no gap", "[timeline]") {
   const auto segments = input_segments(
       iv_inputs({infusion(0, 60 * kTicksPerMinute, 60.0), infusion(30 * kTicksPerMinute, 60 * kTicksPerMinute, 30.0),
                  infusion(90 * kTicksPerMinute, 30 * kTicksPerMinute, 15.0)}),

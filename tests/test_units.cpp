@@ -90,7 +90,7 @@ TEST_CASE("the time units are the time constants, exactly", "[units]") {
   CHECK(ketasim::ticks_to_hours(ketasim::kTicksPerMinute) == 1.0 / 60.0);
 }
 
-TEST_CASE("a percentage is a dimensionless fraction; a plain number is dimensionless", "[units]") {
+TEST_CASE("a percentage is a dimensionless fraction, a plain number is dimensionless", "[units]") {
   CHECK(value_of("30%", dim::dimensionless) == Approx(0.3));
   CHECK(value_of("30 %", dim::dimensionless) == Approx(0.3));
   CHECK(value_of("1.5", dim::dimensionless) == Approx(1.5));

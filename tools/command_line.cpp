@@ -8,6 +8,7 @@
 #include <string_view>
 
 #include "ketasim/base/yaml_reader.hpp"
+#include "ketasim/model/blocks.hpp"
 
 namespace ketasim::cli {
 namespace {
@@ -147,6 +148,14 @@ CLI::Validator one_of(std::vector<std::string> allowed) {
 CLI::Validator not_empty(const std::string& what) {
   return CLI::Validator([what](std::string& text) { return text.empty() ? not_allowed(text, what) : std::string(); },
                         what);
+}
+
+CLI::Validator shard_value() {
+  const std::string expected =
+      "INDEX/COUNT, whole numbers with 1 <= INDEX <= COUNT (e.g. 3/100: the third of 100 shards)";
+  return CLI::Validator(
+      [expected](std::string& text) { return parse_shard(text) ? std::string() : not_allowed(text, expected); },
+      expected);
 }
 
 const CLI::App* selected_command(const CLI::App& app) {

@@ -17,6 +17,7 @@ CLI::Validator whole_number(std::uint64_t least, std::uint64_t most = std::numer
 CLI::Validator finite_number();
 CLI::Validator one_of(std::vector<std::string> allowed);  // with a did-you-mean
 CLI::Validator not_empty(const std::string& what);        // e.g. "a file name"
+CLI::Validator shard_value();                             // INDEX/COUNT (ketasim::parse_shard)
 
 // What is wrong with the arguments CLI11 could not place (an unknown command or option, a word too
 // many), or "" when there is none. A command that allows extras (`models [show] NAME`) takes its

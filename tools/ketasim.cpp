@@ -29,8 +29,10 @@
 #include "ketasim/base/version.hpp"
 #include "ketasim/base/yaml_reader.hpp"
 #include "ketasim/input/scenario_loader.hpp"
+#include "ketasim/model/blocks.hpp"
 #include "ketasim/model/model.hpp"
 #include "ketasim/model/model_card.hpp"
+#include "ketasim/output/merge.hpp"
 #include "ketasim/output/nonmem_export.hpp"
 #include "ketasim/output/output_file.hpp"
 #include "ketasim/run/cohort.hpp"
@@ -83,13 +85,20 @@ std::string format_quantiles(const Quantiles& q, int decimals) {
   return text;
 }
 
-void print_summary(const RunReport& report, const Scenario& scenario, const std::string& output) {
-  std::printf("\n%s: %s per arm, %s, %.1f s on %s (%.0f subject-arms/s)\n", scenario.name.c_str(),
-              plural(report.subjects_per_arm, "subject").c_str(),
+void print_summary(const RunReport& report, const Scenario& scenario, const std::string& output,
+                   const std::optional<Shard>& shard) {
+  std::string subjects = plural(report.subjects_per_arm, "subject") + " per arm";
+  if (shard) {
+    subjects = "shard " + std::to_string(shard->index) + "/" + std::to_string(shard->count) + ": subjects " +
+               std::to_string(report.subjects.first) + "-" +
+               std::to_string(report.subjects.first + report.subjects.count - 1) + " of " + subjects;
+  }
+  std::printf("\n%s: %s, %s, %.1f s on %s (%.0f subject-arms/s)\n", scenario.name.c_str(), subjects.c_str(),
               plural(static_cast<std::int64_t>(report.arms.size()), "arm").c_str(), report.elapsed_seconds,
               plural(report.threads, "thread").c_str(),
-              static_cast<double>(report.subjects_per_arm * static_cast<std::int64_t>(report.arms.size())) /
+              static_cast<double>(report.subjects.count * static_cast<std::int64_t>(report.arms.size())) /
                   std::max(report.elapsed_seconds, 1e-9));
+  if (shard) std::printf("(the figures below are of this shard's subjects; `ketasim merge` makes the whole file)\n");
   // The arm column is as wide as the longest arm name (at least 18).
   int name_width = 18;
   for (const ArmReport& arm : report.arms) name_width = std::max(name_width, static_cast<int>(arm.name.size()));
@@ -130,7 +139,7 @@ void print_summary(const RunReport& report, const Scenario& scenario, const std:
       std::printf("note: arm %s: %lld subjects were solved by the ODE path (exact stepping not possible)\n",
                   arm.name.c_str(), static_cast<long long>(arm.ode_fallbacks));
   }
-  if (!output.empty()) std::printf("results: %s\n", output.c_str());
+  if (!output.empty()) std::printf("%s: %s\n", shard ? "shard file" : "results", output.c_str());
 }
 
 // The progress of a run on a terminal: one line rewritten in place, ended when the run ends (also
@@ -158,7 +167,27 @@ class ProgressLine {
       std::snprintf(text, sizeof text, "simulating: %lld/%lld subjects  %.0f subject-arms/s  %s left",
                     static_cast<long long>(p.subjects_done), static_cast<long long>(p.subjects_total), rate,
                     format_duration(left).c_str());
-    } else if (p.phase == Progress::Phase::summaries) {
+    } else {
+      show_finish({p.summaries_done, p.summaries_total});
+      return;
+    }
+    std::fprintf(stderr, "\r%-78s", text);
+    open_ = true;
+  }
+
+  void show(const MergeProgress& p) {
+    if (p.copied) return show_finish(p.finish);
+    char text[160];
+    std::snprintf(text, sizeof text, "merging: %lld/%lld subject-arms copied",
+                  static_cast<long long>(p.subject_arms_done), static_cast<long long>(p.subject_arms_total));
+    std::fprintf(stderr, "\r%-78s", text);
+    open_ = true;
+  }
+
+  // The summary pass and the rename, which `run` and `merge` share.
+  void show_finish(const FinishProgress& p) {
+    char text[160];
+    if (p.summaries_done < p.summaries_total) {
       std::snprintf(text, sizeof text, "summaries: %zu/%zu variables (per-time quantiles over subjects)",
                     p.summaries_done, p.summaries_total);
     } else {
@@ -174,9 +203,10 @@ class ProgressLine {
 
 // A run that writes a lot says so before it starts (and warns when the disk may be too small;
 // when it certainly is, run_scenario refuses the run with the whole story).
-void print_output_space(const Scenario& scenario, const std::string& output, bool quiet) {
+void print_output_space(const Scenario& scenario, const std::string& output, bool quiet,
+                        const std::optional<Shard>& shard) {
   constexpr std::uintmax_t kLargeOutputBytes = 100'000'000;
-  const OutputSpace space = output_space(scenario, output);
+  const OutputSpace space = output_space(scenario, output, shard);
   if (space.certainly_too_small()) return;
   if (space.maybe_too_small()) {
     std::fprintf(stderr,
@@ -227,17 +257,30 @@ int command_clean(const std::string& directory) {
   return 0;
 }
 
-int command_run(const std::string& scenario_path, const std::string& output, unsigned threads, std::int64_t subjects,
-                bool quiet) {
-  Scenario scenario = load_scenario_file(scenario_path);
-  if (subjects > 0) scenario.cohort.set_subjects_per_replicate(subjects);
+struct RunArguments {
+  std::string scenario_path;
+  std::string output = "results.h5";
+  unsigned threads = 0;
+  std::int64_t subjects = 0;
+  std::string shard;  // INDEX/COUNT, or "" for the whole run
+  bool quiet = false;
+};
+
+int command_run(const RunArguments& arguments) {
+  const std::string& output = arguments.output;
+  const bool quiet = arguments.quiet;
+  Scenario scenario = load_scenario_file(arguments.scenario_path);
+  if (arguments.subjects > 0) scenario.cohort.set_subjects_per_replicate(arguments.subjects);
+  const std::optional<Shard> shard =
+      arguments.shard.empty() ? std::nullopt : parse_shard(arguments.shard);  // checked by the option
   // Whatever can refuse the run does so before anything is simulated (run_scenario checks again).
   check_output_path(output, scenario_input_files(scenario));
   note_stale_temporaries(output);
-  print_output_space(scenario, output, quiet);
+  print_output_space(scenario, output, quiet, shard);
   RunOptions options;
   options.output_path = output;
-  options.threads = threads;
+  options.threads = arguments.threads;
+  options.shard = shard;
   options.cancel = &g_interrupted;
   ProgressLine progress_line;
   if (!quiet && isatty(STDERR_FILENO))
@@ -248,12 +291,31 @@ int command_run(const std::string& scenario_path, const std::string& output, uns
   progress_line.end();
   if (g_interrupted)  // during the final flush and rename, where the run no longer checks
     std::fprintf(stderr, "note: the interruption came when %s was already complete: it is kept\n", output.c_str());
-  if (!quiet) print_summary(report, scenario, output);
+  if (!quiet) print_summary(report, scenario, output, shard);
   for (const ArmReport& arm : report.arms)
     if (arm.subjects > 0 && arm.failed == arm.subjects) {
       std::fprintf(stderr, "error: every subject of arm %s failed to solve\n", arm.name.c_str());
       return static_cast<int>(ExitCode::solver);
     }
+  return 0;
+}
+
+// `ketasim merge`: shard files → one result file (merge.hpp checks them all before writing).
+int command_merge(const std::vector<std::string>& shards, const std::string& output, unsigned threads, bool quiet) {
+  MergeOptions options;
+  options.threads = threads;
+  ProgressLine progress_line;
+  if (!quiet && isatty(STDERR_FILENO))
+    options.on_progress = [&progress_line](const MergeProgress& p) { progress_line.show(p); };
+  const MergeReport report = merge_shards(shards, output, options);
+  progress_line.end();
+  if (!quiet) {
+    std::printf("%s: merged %s into %s: %s per arm, %s, %.1f s on %s\n", report.scenario_name.c_str(),
+                plural(static_cast<std::int64_t>(report.shards), "shard").c_str(), output.c_str(),
+                plural(report.subjects_per_arm, "subject").c_str(),
+                plural(static_cast<std::int64_t>(report.arms), "arm").c_str(), report.elapsed_seconds,
+                plural(report.threads, "thread").c_str());
+  }
   return 0;
 }
 
@@ -758,6 +820,9 @@ namespace {
 // Every value the command line sets, one field per option, for every subcommand.
 struct Arguments {
   std::string scenario_path, output = "results.h5", arm_name;
+  std::string shard;
+  std::vector<std::string> merge_inputs;
+  std::string merge_output;
   unsigned threads = 0;
   std::int64_t subjects = 0, subject_id = 0;
   bool quiet = false, csv = false;
@@ -777,6 +842,7 @@ struct Arguments {
 // The subcommands, to see which one was given.
 struct Commands {
   CLI::App* run = nullptr;
+  CLI::App* merge = nullptr;
   CLI::App* validate = nullptr;
   CLI::App* timeline = nullptr;
   CLI::App* models = nullptr;
@@ -809,7 +875,27 @@ void add_scenario_commands(CLI::App& app, Arguments& a, Commands& commands) {
   run->add_option("--subjects", a.subjects, "Override the cohort size of the scenario (subjects per replicate)")
       ->type_name("N")
       ->check(cli::whole_number(1, static_cast<std::uint64_t>(ketasim::kMaxCohortSize)));
+  run->add_option("--shard", a.shard,
+                  "Compute only shard INDEX of COUNT (1 <= INDEX <= COUNT) of every arm's subjects, into a shard file "
+                  "for `ketasim merge`")
+      ->type_name("INDEX/COUNT")
+      ->check(cli::shard_value());
   run->add_flag("-q,--quiet", a.quiet, "No progress and no summary");
+
+  auto* merge = commands.merge =
+      app.add_subcommand("merge", "Merge the shard files of a split run (run --shard) into one result file");
+  merge->add_option("shards", a.merge_inputs, "Shard files, every shard of the split once, in any order")->required();
+  merge->add_option("-o,--output", a.merge_output, "Output HDF5 file (written to a temporary name, renamed on success)")
+      ->required()
+      ->type_name("FILE")
+      ->check(cli::not_empty("a file name"));
+  merge
+      ->add_option("-t,--threads", a.threads,
+                   "Compression and summary threads (default: the CPUs this process may use); the file does not "
+                   "depend on it")
+      ->type_name("N")
+      ->check(threads_value());
+  merge->add_flag("-q,--quiet", a.quiet, "No progress and no summary");
 
   commands.validate = app.add_subcommand("validate", "Check a scenario without running it");
   commands.validate->add_option("scenario", a.scenario_path, "Scenario YAML file")->required();
@@ -950,7 +1036,8 @@ int dispatch(const CLI::App& app, const Commands& commands, const Arguments& a, 
     return 0;
   }
   if (*commands.clean) return command_clean(a.clean_directory);
-  if (*commands.run) return command_run(a.scenario_path, a.output, a.threads, a.subjects, a.quiet);
+  if (*commands.run) return command_run({a.scenario_path, a.output, a.threads, a.subjects, a.shard, a.quiet});
+  if (*commands.merge) return command_merge(a.merge_inputs, a.merge_output, a.threads, a.quiet);
   if (*commands.validate) return command_validate(a.scenario_path);
   if (*commands.timeline) return command_timeline(a.scenario_path, a.arm_name, a.subject_id, a.csv);
   if (*commands.reproduce) return command_reproduce(a.target_files, a.markdown, a.threads, command_line);

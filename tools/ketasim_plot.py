@@ -478,6 +478,9 @@ def collect_plot_data(reader, requested_arms, requested_variables, layout_versio
                         "use the ketasim that wrote it")
     provenance = {key: reader.text_attribute("/", key) for key in PROVENANCE}
     arm_names = read_arm_names(reader)
+    if "shard_index" in reader.file.attrs:
+        raise PlotError(f"{reader.path}: one shard of a split run (`ketasim run --shard`), with some of the subjects "
+                        "and no summaries; merge the shards first: ketasim merge SHARD_FILES... -o RESULTS.h5")
     subjects = reader.integer_attribute("/", "subjects_per_arm")
     if subjects <= 0:
         reader.fail("/ attribute subjects_per_arm", f"expected at least 1 subject, found {subjects}: nothing to plot")

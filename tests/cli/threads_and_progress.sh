@@ -11,6 +11,11 @@ mode=$4
 . "$(dirname "$0")/lib.sh"
 rm -rf "$work" && mkdir -p "$work" && cd "$work" || exit 1
 
+# The root attribute `threads` of a result file.
+threads_of() {
+  /usr/bin/python3 -c 'import sys, h5py; print(int(h5py.File(sys.argv[1], "r").attrs["threads"]))' "$1" 2>&1
+}
+
 case $mode in
   affinity)
     command -v taskset >/dev/null || { echo "no taskset: skipped"; exit 77; }
@@ -19,6 +24,17 @@ case $mode in
       *" on 1 thread ("*) ;;
       *) fail "taskset -c 0: the run does not say 'on 1 thread': $output" ;;
     esac
+    # The file records the threads the run used (workers and summary pass): its provenance.
+    [ "$(threads_of results.h5)" = 1 ] || fail "taskset -c 0: the attribute threads is '$(threads_of results.h5)', not 1"
+    taskset -c 0 "$ketasim" run "$scenario" --subjects 4 --threads 3 -o given.h5 --quiet || fail "--threads 3 failed"
+    [ "$(threads_of given.h5)" = 3 ] || fail "--threads 3: the attribute threads is '$(threads_of given.h5)'"
+    # A Slurm job step without CPU binding: SLURM_CPUS_PER_TASK caps the default.
+    SLURM_CPUS_PER_TASK=1 "$ketasim" run "$scenario" --subjects 4 -o slurm.h5 --quiet || fail "the Slurm run failed"
+    [ "$(threads_of slurm.h5)" = 1 ] || fail "SLURM_CPUS_PER_TASK=1: the attribute threads is '$(threads_of slurm.h5)'"
+    export SLURM_CPUS_PER_TASK=two  # exported: an assignment before a shell function may persist or not
+    expect 2 "SLURM_CPUS_PER_TASK is 'two'" run "$scenario" --subjects 4 -o wrong.h5 --quiet
+    unset SLURM_CPUS_PER_TASK
+    [ -e wrong.h5 ] && fail "a run refused for SLURM_CPUS_PER_TASK wrote wrong.h5"
     ;;
   progress)
     # `script` gives the run a terminal, where it shows its progress.

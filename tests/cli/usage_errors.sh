@@ -10,7 +10,7 @@ one_arm=$3
 . "$(dirname "$0")/lib.sh"
 
 expect 2 "unknown command 'rnu'; did you mean 'run'?" rnu x
-expect 2 "missing command; expected one of run, validate" 
+expect 2 "missing command; expected one of run, merge, validate" 
 expect 2 "run: unknown option '--subjcts'; did you mean '--subjects'?" run "$scenario" --subjcts 3
 expect 2 "run: --subjects: '0' is not allowed; expected a whole number from 1 to 1099511627776" run "$scenario" --subjects 0
 expect 2 "run: --subjects: 'many' is not allowed; expected a whole number" run "$scenario" --subjects many

@@ -7,14 +7,21 @@
 #include <cstddef>
 #include <exception>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <vector>
 
 namespace ketasim {
 
 // The CPUs this process may run on: its affinity mask (sched_getaffinity), which `taskset`,
-// Slurm's CPU binding and cgroup cpusets set, rather than every core of the machine. At least 1.
+// Slurm's CPU binding and cgroup cpusets set, rather than every core of the machine; at most
+// SLURM_CPUS_PER_TASK when Slurm sets it (a job step without CPU binding has no smaller mask).
+// At least 1. Throws Error(usage) when SLURM_CPUS_PER_TASK is set but not a count of CPUs.
 unsigned default_thread_count();
+
+// SLURM_CPUS_PER_TASK's value `value` (getenv's result) as a count: nullopt when unset or empty;
+// Error(usage), naming the variable and its value, when it is not a whole number of at least 1.
+std::optional<unsigned> slurm_cpus_per_task(const char* value);
 
 // `requested` when it is not 0, otherwise default_thread_count().
 unsigned thread_count(unsigned requested);

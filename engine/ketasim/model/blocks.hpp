@@ -1,8 +1,10 @@
 #pragma once
-// How subjects are split: into contiguous blocks for threads and for writing, and (next) into
-// contiguous shares for MPI ranks. One small function each, tested on their own.
+// How subjects are split: into contiguous blocks for threads and for writing, into contiguous
+// shares for shards of a run (and, next, MPI ranks). One small function each, tested on their own.
 
 #include <cstdint>
+#include <optional>
+#include <string_view>
 #include <vector>
 
 namespace ketasim {
@@ -23,5 +25,22 @@ SubjectRange block_of(SubjectRange range, std::int64_t block_size, std::int64_t 
 // The contiguous share of worker `part` (0-based) among `parts`: shares differ by at most one
 // subject, earlier parts take the extra ones, and together they cover [0, total) exactly.
 SubjectRange share_of(std::int64_t total, std::int64_t parts, std::int64_t part);
+
+// One shard of a run split into `count` (`ketasim run --shard INDEX/COUNT`), counted from 1 as
+// Slurm array tasks usually are (`--array=1-COUNT`).
+struct Shard {
+  std::int64_t index = 1;  // 1 ... count
+  std::int64_t count = 1;
+  friend bool operator==(const Shard&, const Shard&) = default;
+};
+
+// The subjects of every arm that `shard` computes: share_of(total, count, index - 1), so the shards
+// of a split cover [0, total) exactly, in order, each subject once.
+SubjectRange shard_subjects(std::int64_t total, Shard shard);
+
+// "INDEX/COUNT" with whole numbers 1 <= INDEX <= COUNT <= kMaxShards (no signs, spaces or other
+// characters); nullopt for anything else.
+inline constexpr std::int64_t kMaxShards = std::int64_t{1} << 40;  // the most subjects an arm may have
+std::optional<Shard> parse_shard(std::string_view text);
 
 }  // namespace ketasim

@@ -115,16 +115,36 @@ void write_vector(const H5::Group& parent, const std::string& name, const std::v
   dataset.close();  // closing writes the data: a failure must throw, not be printed by the destructor
 }
 
-void write_rows(const H5::DataSet& dataset, const H5::DataType& memory_type, const void* data, hsize_t first_row,
-                hsize_t rows, hsize_t width, bool is_matrix) {
-  if (rows == 0 || width == 0) return;
+namespace {
+
+// Rows [first_row, first_row + rows) of a [N] or [N x width] dataset, and the memory they occupy.
+struct RowSelection {
+  H5::DataSpace file_space;
+  H5::DataSpace memory_space;
+};
+
+RowSelection select_rows(const H5::DataSet& dataset, hsize_t first_row, hsize_t rows, hsize_t width, bool is_matrix) {
   H5::DataSpace file_space = dataset.getSpace();
   const std::array<hsize_t, 2> start{first_row, 0};
   const std::array<hsize_t, 2> count{rows, width};
-  const int rank = is_matrix ? 2 : 1;
   file_space.selectHyperslab(H5S_SELECT_SET, count.data(), start.data());
-  const H5::DataSpace memory_space(rank, count.data());
-  dataset.write(data, memory_type, memory_space, file_space);
+  return {file_space, H5::DataSpace(is_matrix ? 2 : 1, count.data())};
+}
+
+}  // namespace
+
+void write_rows(const H5::DataSet& dataset, const H5::DataType& memory_type, const void* data, hsize_t first_row,
+                hsize_t rows, hsize_t width, bool is_matrix) {
+  if (rows == 0 || width == 0) return;
+  const RowSelection selection = select_rows(dataset, first_row, rows, width, is_matrix);
+  dataset.write(data, memory_type, selection.memory_space, selection.file_space);
+}
+
+void read_rows(const H5::DataSet& dataset, const H5::DataType& memory_type, void* data, hsize_t first_row, hsize_t rows,
+               hsize_t width, bool is_matrix) {
+  if (rows == 0 || width == 0) return;
+  const RowSelection selection = select_rows(dataset, first_row, rows, width, is_matrix);
+  dataset.read(data, memory_type, selection.memory_space, selection.file_space);
 }
 
 }  // namespace hdf5

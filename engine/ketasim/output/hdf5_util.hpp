@@ -134,6 +134,9 @@ void write_vector(const H5::Group& parent, const std::string& name, const std::v
 // Rows [first_row, first_row + rows) of a [N] (is_matrix false, width 1) or [N x width] dataset.
 void write_rows(const H5::DataSet& dataset, const H5::DataType& memory_type, const void* data, hsize_t first_row,
                 hsize_t rows, hsize_t width, bool is_matrix);
+// The same rows read into `data` (rows x width values of `memory_type`).
+void read_rows(const H5::DataSet& dataset, const H5::DataType& memory_type, void* data, hsize_t first_row, hsize_t rows,
+               hsize_t width, bool is_matrix);
 
 }  // namespace hdf5
 }  // namespace ketasim

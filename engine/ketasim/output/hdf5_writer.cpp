@@ -14,6 +14,7 @@
 #include <utility>
 
 #include "ketasim/base/errors.hpp"
+#include "ketasim/base/threads.hpp"
 #include "ketasim/base/version.hpp"
 #include "ketasim/output/chunk_codec.hpp"
 #include "ketasim/output/hdf5_file_driver.hpp"
@@ -48,6 +49,13 @@ void check_layout(const std::string& final_path, const RunInfo& info, const std:
                   " but the run info says " + std::to_string(info.subjects_per_arm));
   }
   if (arms.empty()) throw IoError(final_path + ": cannot define the output: the run has no arms");
+  if (info.shard) {
+    const SubjectRange& part = info.shard->subjects;
+    if (part.first < 0 || part.count < 0 || part.first > subjects_per_arm - part.count)
+      throw IoError(final_path + ": cannot define the output: shard subjects [" + std::to_string(part.first) + ", " +
+                    std::to_string(part.first + part.count) + ") are outside [0, " + std::to_string(subjects_per_arm) +
+                    ")");
+  }
   std::vector<ColumnSpec> arm_names;
   for (const ArmLayout& arm : arms) arm_names.push_back({arm.name, "", 1, ""});
   check_names(final_path, "the arms", arm_names, {});
@@ -150,6 +158,11 @@ struct ResultWriter::State {
   AtomicOutputFile output;
   std::string temporary_path;
   std::int64_t subjects_per_arm = 0;
+  // The rows the file holds: subjects [first_stored, first_stored + stored) of every arm, all of
+  // them unless the file is a shard (RunInfo::shard); row r is subject first_stored + r.
+  std::int64_t first_stored = 0;
+  std::int64_t stored = 0;
+  bool with_summaries = true;  // a shard has none: they are computed over every shard by the merge
   ResultWriterOptions options;
   std::vector<ArmLayout> layouts;
 
@@ -172,6 +185,8 @@ struct ResultWriter::State {
 
   void create_file();
   void write_root_attributes(const RunInfo& info);
+  void write_shard_attributes(const RunInfo::ShardPart& shard);
+  void write_merge_attributes(const std::vector<RunInfo::MergedShard>& shards);
   void define_arm(const ArmLayout& layout);  // layout: an element of `layouts`
   void define_subjects(const H5::Group& arm_group, ArmDatasets& arm) const;
   void define_metrics(const H5::Group& arm_group, ArmDatasets& arm) const;
@@ -183,7 +198,7 @@ struct ResultWriter::State {
   void write_trajectory_rows(const ArmDatasets& arm, hsize_t first, hsize_t rows,
                              const std::vector<std::vector<float>>& trajectories) const;
   void write_subject_columns(const ArmDatasets& arm, const SubjectBlock& block) const;
-  static void mark_written(ArmDatasets& arm, const SubjectBlock& block);
+  void mark_written(ArmDatasets& arm, const SubjectBlock& block) const;
   void check_every_subject_written() const;
   void write_summary(const ArmDatasets& arm, std::size_t trajectory);
   void close_file();
@@ -227,6 +242,42 @@ void ResultWriter::State::write_root_attributes(const RunInfo& info) {
     hdf5::set_number_attribute(*file, "solver_atol", H5::PredType::IEEE_F64LE, H5::PredType::NATIVE_DOUBLE,
                                info.solver_atol);
     hdf5::set_text_attribute(*file, "created_utc", utc_now_iso8601());
+    hdf5::set_text_attribute(*file, "host", this_host());
+    hdf5::set_number_attribute(*file, "threads", H5::PredType::STD_I64LE, H5::PredType::NATIVE_INT64,
+                               static_cast<std::int64_t>(options.summary_threads));
+  });
+  if (info.shard) write_shard_attributes(*info.shard);
+  if (!info.merged_from.empty()) write_merge_attributes(info.merged_from);
+}
+
+// What `ketasim merge` checks and needs (docs/hdf5-layout.md, "Shard files").
+void ResultWriter::State::write_shard_attributes(const RunInfo::ShardPart& shard) {
+  hdf5_calls("write the shard attributes", [&] {
+    const auto set = [&](const char* name, std::int64_t value) {
+      hdf5::set_number_attribute(*file, name, H5::PredType::STD_I64LE, H5::PredType::NATIVE_INT64, value);
+    };
+    set("shard_index", shard.shard.index);
+    set("shard_count", shard.shard.count);
+    set("shard_first_subject", shard.subjects.first);
+    set("shard_subjects", shard.subjects.count);
+  });
+}
+
+// Provenance of a merged file: where each shard was computed, in subject order.
+void ResultWriter::State::write_merge_attributes(const std::vector<RunInfo::MergedShard>& shards) {
+  std::vector<std::string> paths, hosts, created;
+  std::vector<double> threads;
+  for (const RunInfo::MergedShard& shard : shards) {
+    paths.push_back(shard.path);
+    hosts.push_back(shard.host);
+    created.push_back(shard.created_utc);
+    threads.push_back(static_cast<double>(shard.threads));
+  }
+  hdf5_calls("write the merge attributes", [&] {
+    hdf5::set_text_array_attribute(*file, "merged_shard_files", paths);
+    hdf5::set_text_array_attribute(*file, "merged_shard_hosts", hosts);
+    hdf5::set_text_array_attribute(*file, "merged_shard_created_utc", created);
+    hdf5::set_float_array_attribute(*file, "merged_shard_threads", threads);
   });
 }
 
@@ -273,7 +324,7 @@ void ResultWriter::State::define_arm(const ArmLayout& layout) {
 }
 
 void ResultWriter::State::define_subjects(const H5::Group& arm_group, ArmDatasets& arm) const {
-  const auto subjects = static_cast<hsize_t>(subjects_per_arm);
+  const auto subjects = static_cast<hsize_t>(stored);
   const H5::Group group = arm_group.createGroup("subjects");
   arm.subject_id = hdf5::create_dataset(group, "id", H5::PredType::STD_I64LE, {subjects}, "",
                                         "subject id (row index within the arm)");
@@ -286,7 +337,7 @@ void ResultWriter::State::define_subjects(const H5::Group& arm_group, ArmDataset
 }
 
 void ResultWriter::State::define_metrics(const H5::Group& arm_group, ArmDatasets& arm) const {
-  const auto subjects = static_cast<hsize_t>(subjects_per_arm);
+  const auto subjects = static_cast<hsize_t>(stored);
   const H5::Group group = arm_group.createGroup("metrics");
   for (const ColumnSpec& column : arm.layout->metrics) {
     arm.metrics.push_back(
@@ -301,17 +352,18 @@ void ResultWriter::State::define_metrics(const H5::Group& arm_group, ArmDatasets
 }
 
 void ResultWriter::State::define_trajectories(const H5::Group& arm_group, ArmDatasets& arm) const {
-  const auto subjects = static_cast<hsize_t>(subjects_per_arm);
+  const auto subjects = static_cast<hsize_t>(stored);
   const hsize_t time_points = arm.layout->time_h.size();
   const H5::DSetCreatPropList creation = trajectory_creation(subjects, time_points);
   const H5::DSetAccPropList access = trajectory_access(subjects, time_points);
   const H5::Group trajectories = arm_group.createGroup("trajectories");
-  const H5::Group summary = arm_group.createGroup("summary");
+  std::optional<H5::Group> summary;
+  if (with_summaries) summary = arm_group.createGroup("summary");
   for (const ColumnSpec& column : arm.layout->trajectories) {
     arm.trajectories.push_back(hdf5::create_dataset(trajectories, column.name, H5::PredType::IEEE_F32LE,
                                                     {subjects, time_points}, column.unit, column.description, creation,
                                                     access));
-    arm.summaries.push_back(define_summary_datasets(summary, column, time_points));
+    if (summary) arm.summaries.push_back(define_summary_datasets(*summary, column, time_points));
   }
 }
 
@@ -329,8 +381,11 @@ void ResultWriter::State::check_block_shape(const SubjectBlock& block) const {
   const auto reject = [&](const std::string& problem) { reject_block(final_path, block, problem); };
   if (block.arm >= layouts.size()) reject("there are only " + std::to_string(layouts.size()) + " arms");
   const ArmLayout& layout = layouts[block.arm];
-  if (block.first_subject < 0 || block.count < 0 || block.first_subject > subjects_per_arm - block.count) {
-    reject("the arm has subjects [0, " + std::to_string(subjects_per_arm) + ")");
+  if (block.first_subject < first_stored || block.count < 0 ||
+      block.first_subject - first_stored > stored - block.count) {
+    reject(stored == subjects_per_arm ? "the arm has subjects [0, " + std::to_string(subjects_per_arm) + ")"
+                                      : "the file holds subjects [" + std::to_string(first_stored) + ", " +
+                                            std::to_string(first_stored + stored) + ") of every arm");
   }
   const auto rows = static_cast<std::size_t>(block.count);
   const auto check_sizes = [&](const char* kind, const auto& specs, const auto& buffers, auto width_of) {
@@ -366,11 +421,13 @@ void ResultWriter::State::check_block_shape(const SubjectBlock& block) const {
 // The block's arm and range are valid (check_block_shape).
 void ResultWriter::State::check_not_written(const SubjectBlock& block) const {
   const ArmDatasets& arm = arms[block.arm];
-  const std::int64_t end = block.first_subject + block.count;
-  const std::int64_t subject = arm.written.first_written(block.first_subject, end);
-  if (subject != end) {
-    reject_block(final_path, block,
-                 "subject " + std::to_string(subject) + " of arm '" + arm.layout->name + "' was already written");
+  const std::int64_t first = block.first_subject - first_stored;  // rows
+  const std::int64_t end = first + block.count;
+  const std::int64_t row = arm.written.first_written(first, end);
+  if (row != end) {
+    reject_block(
+        final_path, block,
+        "subject " + std::to_string(first_stored + row) + " of arm '" + arm.layout->name + "' was already written");
   }
 }
 
@@ -384,7 +441,7 @@ void ResultWriter::State::write_trajectory_rows(const ArmDatasets& arm, hsize_t 
 
 // Everything of the block but its trajectories.
 void ResultWriter::State::write_subject_columns(const ArmDatasets& arm, const SubjectBlock& block) const {
-  const auto first = static_cast<hsize_t>(block.first_subject);
+  const auto first = static_cast<hsize_t>(block.first_subject - first_stored);
   const auto rows = static_cast<hsize_t>(block.count);
   const auto write_columns = [&](const std::vector<ColumnDataset>& columns, const auto& buffers) {
     for (std::size_t i = 0; i < columns.size(); ++i) {
@@ -403,15 +460,16 @@ void ResultWriter::State::write_subject_columns(const ArmDatasets& arm, const Su
   hdf5::write_rows(arm.message, hdf5::utf8_text_type(), messages.data(), first, rows, 1, false);
 }
 
-void ResultWriter::State::mark_written(ArmDatasets& arm, const SubjectBlock& block) {
-  arm.written.add(block.first_subject, block.first_subject + block.count);
+void ResultWriter::State::mark_written(ArmDatasets& arm, const SubjectBlock& block) const {
+  const std::int64_t first = block.first_subject - first_stored;  // rows
+  arm.written.add(first, first + block.count);
 }
 
 void ResultWriter::State::write_block(const SubjectBlock& block) {
   ArmDatasets& arm = arms[block.arm];
   hdf5_calls("write subjects of arm '" + arm.layout->name + "'", [&] {
-    write_trajectory_rows(arm, static_cast<hsize_t>(block.first_subject), static_cast<hsize_t>(block.count),
-                          block.trajectories);
+    write_trajectory_rows(arm, static_cast<hsize_t>(block.first_subject - first_stored),
+                          static_cast<hsize_t>(block.count), block.trajectories);
     write_subject_columns(arm, block);
   });
   mark_written(arm, block);
@@ -437,10 +495,10 @@ void ResultWriter::State::write_prepared_block(const PreparedBlock& block) {
 
 void ResultWriter::State::check_every_subject_written() const {
   for (const ArmDatasets& arm : arms) {
-    if (arm.written.count() == subjects_per_arm) continue;
-    const std::int64_t first_missing = arm.written.first_missing();
-    throw IoError(final_path + ": cannot finish the output: " + std::to_string(subjects_per_arm - arm.written.count()) +
-                  " of " + std::to_string(subjects_per_arm) + " subjects of arm '" + arm.layout->name +
+    if (arm.written.count() == stored) continue;
+    const std::int64_t first_missing = first_stored + arm.written.first_missing();
+    throw IoError(final_path + ": cannot finish the output: " + std::to_string(stored - arm.written.count()) + " of " +
+                  std::to_string(stored) + " subjects of arm '" + arm.layout->name +
                   "' were never written (the first is subject " + std::to_string(first_missing) + ")");
   }
 }
@@ -449,8 +507,7 @@ void ResultWriter::State::check_every_subject_written() const {
 void ResultWriter::State::write_summary(const ArmDatasets& arm, std::size_t trajectory) {
   TrajectorySummaries summaries(options, hdf5_calls);
   summaries.write(
-      arm.trajectories[trajectory], static_cast<hsize_t>(subjects_per_arm), arm.layout->time_h.size(),
-      arm.summaries[trajectory],
+      arm.trajectories[trajectory], static_cast<hsize_t>(stored), arm.layout->time_h.size(), arm.summaries[trajectory],
       "summarize trajectory '" + arm.layout->trajectories[trajectory].name + "' of arm '" + arm.layout->name + "'");
 }
 
@@ -540,7 +597,15 @@ ResultWriter::ResultWriter(std::string final_path, const RunInfo& info, std::vec
     : state_(std::make_unique<State>(std::move(final_path), info)) {
   State& state = *state_;
   state.subjects_per_arm = subjects_per_arm;
+  state.stored = subjects_per_arm;
+  if (info.shard) {
+    state.first_stored = info.shard->subjects.first;
+    state.stored = info.shard->subjects.count;
+    state.with_summaries = false;
+  }
   state.options = options;
+  // Resolved once: the `threads` attribute records what the summary pass then uses.
+  state.options.summary_threads = thread_count(options.summary_threads);
   check_layout(state.final_path, info, arms, subjects_per_arm);
   state.layouts = std::move(arms);  // never resized again: the arms' datasets point into it
 
@@ -584,8 +649,8 @@ PreparedBlock ResultWriter::prepare(SubjectBlock block) const {
   const State& state = *state_;  // only what the constructor set; nothing here may touch HDF5
   state.check_block_shape(block);
   const ArmLayout& layout = state.layouts[block.arm];
-  const ChunkGrid grid = ChunkGrid::of(static_cast<hsize_t>(state.subjects_per_arm), layout.time_h.size());
-  const auto first = static_cast<hsize_t>(block.first_subject);
+  const ChunkGrid grid = ChunkGrid::of(static_cast<hsize_t>(state.stored), layout.time_h.size());
+  const auto first = static_cast<hsize_t>(block.first_subject - state.first_stored);  // rows of the file
   const auto end = first + static_cast<hsize_t>(block.count);
   const WholeChunkRows whole = whole_chunk_rows(grid, first, end);
 
@@ -637,12 +702,12 @@ void ResultWriter::finish(const std::function<void(const FinishProgress&)>& on_p
   state.phase = State::Phase::failed;  // until the rename succeeds; the destructor then cleans up
   state.check_every_subject_written();
   FinishProgress progress;
-  for (const ArmDatasets& arm : state.arms) progress.summaries_total += arm.trajectories.size();
+  for (const ArmDatasets& arm : state.arms) progress.summaries_total += arm.summaries.size();
   const auto report = [&] {
     if (on_progress) on_progress(progress);
   };
   for (const ArmDatasets& arm : state.arms) {
-    for (std::size_t trajectory = 0; trajectory < arm.trajectories.size(); ++trajectory) {
+    for (std::size_t trajectory = 0; trajectory < arm.summaries.size(); ++trajectory) {
       report();
       state.write_summary(arm, trajectory);
       ++progress.summaries_done;

@@ -41,13 +41,13 @@ class PreparedBlock {
   // One trajectory chunk as stored in the file (all filters applied).
   struct Chunk {
     std::size_t trajectory = 0;         // index into ArmLayout::trajectories
-    std::int64_t first_subject = 0;     // the chunk's first row
+    std::int64_t first_subject = 0;     // the chunk's first row of the file (a subject, except in a shard)
     std::int64_t first_time_point = 0;  // the chunk's first column
     std::vector<unsigned char> bytes;   // shuffled, then deflated
   };
   // Consecutive rows written uncompressed; [trajectory][row * time points + t].
   struct Rows {
-    std::int64_t first_subject = 0;
+    std::int64_t first_subject = 0;  // the first row of the file (a subject, except in a shard)
     std::int64_t count = 0;
     std::vector<std::vector<float>> trajectories;
   };
@@ -93,7 +93,9 @@ struct ResultWriterOptions {
   // force many slabs, or the selection.
   std::size_t summary_memory_bytes = std::size_t{256} << 20;
   // Threads that decompress the trajectories and compute the quantiles in finish(); 0 =
-  // default_thread_count() (threads.hpp). The summaries do not depend on it.
+  // default_thread_count() (threads.hpp), resolved by the constructor. The file records it as the
+  // root attribute `threads` (the run passes the thread count of its workers too). The summaries
+  // do not depend on it.
   unsigned summary_threads = 0;
   // When set and it becomes true, finish() stops its summary pass with InterruptedError (checked
   // a few times a second at least), and the writer is unusable, as after any failure.
@@ -125,7 +127,9 @@ ResultSizeEstimate estimate_result_size(const std::vector<ArmLayout>& arms, std:
 class ResultWriter {
  public:
   // Creates a temporary file next to the final one (AtomicOutputFile, output_file.hpp) and
-  // defines every dataset. Throws IoError if `final_path` breaks a rule of check_output_path
+  // defines every dataset. With info.shard, the file is a shard (docs/hdf5-layout.md, "Shard
+  // files"): its datasets hold the rows of the shard's subjects only, blocks give subject ids of
+  // the whole arm, and there are no summaries. Throws IoError if `final_path` breaks a rule of check_output_path
   // (its directory missing or not writable; a directory, device, link, read-only file or the
   // scenario file info.scenario_file at that name), if the layout cannot be represented (empty, duplicate or reserved
   // names; dose vectors of different lengths; info.subjects_per_arm != subjects_per_arm) or if HDF5 fails.

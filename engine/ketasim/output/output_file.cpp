@@ -47,21 +47,6 @@ std::string mode_text(mode_t mode) {
   return text.data();
 }
 
-// Host names are letters, digits, '-' and '.', but nothing stops an administrator from setting
-// others; a '/' would make the temporary name a path.
-std::string this_host() {
-  std::array<char, 256> name{};
-  if (::gethostname(name.data(), name.size() - 1) != 0) return "unknown-host";
-  std::string host(name.data());
-  for (char& c : host) {
-    const bool plain =
-        (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '.';
-    if (!plain) c = '_';
-  }
-  if (host.empty()) host = "unknown-host";
-  return host.substr(0, kMaxHostLength);
-}
-
 std::string random_suffix() {
   static constexpr std::string_view kAlphabet = "abcdefghijklmnopqrstuvwxyz0123456789";
   std::random_device device;
@@ -181,6 +166,21 @@ void check_existing_target(const std::string& path, const std::vector<std::strin
 }
 
 }  // namespace
+
+// Host names are letters, digits, '-' and '.', but nothing stops an administrator from setting
+// others; a '/' would make the temporary name a path.
+std::string this_host() {
+  std::array<char, 256> name{};
+  if (::gethostname(name.data(), name.size() - 1) != 0) return "unknown-host";
+  std::string host(name.data());
+  for (char& c : host) {
+    const bool plain =
+        (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '.';
+    if (!plain) c = '_';
+  }
+  if (host.empty()) host = "unknown-host";
+  return host.substr(0, kMaxHostLength);
+}
 
 void check_output_path(const std::string& path, const std::vector<std::string>& input_files) {
   if (path.empty()) throw Error(ExitCode::usage, "the output path is empty: give a file name, e.g. results.h5");

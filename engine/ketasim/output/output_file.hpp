@@ -25,6 +25,11 @@ void check_output_path(const std::string& path, const std::vector<std::string>& 
 // f_bavail); nullopt when the file system does not say.
 std::optional<std::uintmax_t> free_space_for(const std::string& path);
 
+// This host's name as ketasim writes it (in temporary names and in a result file's `host`
+// attribute): gethostname(), characters other than letters, digits, '-' and '.' replaced by '_',
+// at most 64 bytes; "unknown-host" when there is none.
+std::string this_host();
+
 // The temporary name of `final_name`: "<prefix>.ketasim-tmp.<host>.<pid>.<random>", in the same
 // directory. The host and process id let a later run tell a temporary left by a killed process
 // from one still being written (stale_temporaries); `final_name` is cut so that the whole name

@@ -174,15 +174,27 @@ inline int read_layout_version(const FileReader& reader, const H5::H5File& file)
   return static_cast<int>(version);
 }
 
-// Opens a result file for reading (inside a QuietHdf5Errors scope, hdf5_util.hpp): IoError for a missing path, a
-// directory or a file that is not HDF5.
-inline H5::H5File open_result_file(const std::string& path) {
+// Opens an HDF5 file for reading (inside a QuietHdf5Errors scope, hdf5_util.hpp): IoError
+// "cannot open WHAT 'PATH': ..." for a missing path, a directory or a file that is not HDF5.
+inline H5::H5File open_hdf5_for_reading(const std::string& path, const std::string& what) {
   std::error_code error;
-  if (!std::filesystem::exists(path, error)) throw IoError("cannot open result file '" + path + "': no such file");
+  if (!std::filesystem::exists(path, error)) throw IoError("cannot open " + what + " '" + path + "': no such file");
   if (!std::filesystem::is_regular_file(path, error))
-    throw IoError("cannot open result file '" + path + "': not a regular file");
-  if (H5Fis_hdf5(path.c_str()) <= 0) throw IoError("cannot open result file '" + path + "': not an HDF5 file");
+    throw IoError("cannot open " + what + " '" + path + "': not a regular file");
+  if (H5Fis_hdf5(path.c_str()) <= 0) throw IoError("cannot open " + what + " '" + path + "': not an HDF5 file");
   return H5::H5File(path, H5F_ACC_RDONLY);
+}
+
+// Opens a result file for reading, as open_hdf5_for_reading; a shard file (`ketasim run --shard`)
+// holds some subjects only and no summaries, and is refused with what to do.
+inline H5::H5File open_result_file(const std::string& path) {
+  H5::H5File file = open_hdf5_for_reading(path, "result file");
+  if (file.attrExists("shard_index")) {
+    throw IoError("cannot use result file '" + path +
+                  "': it is one shard of a split run (`ketasim run --shard`), with some of the subjects and no "
+                  "summaries; merge the shards first: ketasim merge SHARD_FILES... -o RESULTS.h5");
+  }
+  return file;
 }
 
 }  // namespace ketasim

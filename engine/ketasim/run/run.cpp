@@ -63,8 +63,9 @@ void refuse_if_it_cannot_fit(const OutputSpace& space, const std::string& output
 
 }  // namespace
 
-OutputSpace output_space(const Scenario& scenario, const std::string& output_path) {
-  return space_for(arm_layouts(scenario), scenario.cohort.size, output_path);
+OutputSpace output_space(const Scenario& scenario, const std::string& output_path, const std::optional<Shard>& shard) {
+  const std::int64_t subjects = shard ? shard_subjects(scenario.cohort.size, *shard).count : scenario.cohort.size;
+  return space_for(arm_layouts(scenario), subjects, output_path);
 }
 
 std::string describe_output_space(const OutputSpace& space, const std::string& output_path) {
@@ -106,8 +107,24 @@ std::int64_t default_block_size(const std::vector<ArmPlan>& arms) {
   return static_cast<std::int64_t>(std::clamp<std::size_t>(target / 64 * 64, 64, 4096));
 }
 
-// The provenance the writer stores at the root of the file.
-RunInfo run_info(const Scenario& scenario) {
+// The subjects of every arm the run simulates: the whole cohort, or the shard's share of it.
+SubjectRange simulated_subjects(const Scenario& scenario, const std::optional<Shard>& shard) {
+  const std::int64_t total = scenario.cohort.size;
+  if (!shard) return {0, total};
+  const std::string given = std::to_string(shard->index) + "/" + std::to_string(shard->count);
+  if (shard->index < 1 || shard->index > shard->count)
+    throw Error(ExitCode::usage, "--shard " + given + ": expected INDEX/COUNT with 1 <= INDEX <= COUNT");
+  if (shard->count > total) {
+    throw Error(ExitCode::usage, "--shard " + given + ": " + std::to_string(shard->count) + " shards of " +
+                                     std::to_string(total) + " subjects per arm would leave shards without subjects; " +
+                                     "split " + scenario.source_file + " into at most " + std::to_string(total) +
+                                     " shards");
+  }
+  return shard_subjects(total, *shard);
+}
+
+// The provenance the writer stores at the root of the file; `subjects`: the shard's, with one.
+RunInfo run_info(const Scenario& scenario, const std::optional<Shard>& shard, SubjectRange subjects) {
   RunInfo info;
   info.scenario_file = scenario.source_file;
   info.scenario_yaml = scenario.yaml_text;
@@ -120,19 +137,21 @@ RunInfo run_info(const Scenario& scenario) {
   info.solver_method = to_string(scenario.solver.method);
   info.solver_rtol = scenario.solver.rtol;
   info.solver_atol = scenario.solver.atol;
+  if (shard) info.shard = RunInfo::ShardPart{*shard, subjects};
   return info;
 }
 
 // The writer of a run with an output file (refused first if the file cannot fit); none without.
 std::optional<ResultWriter> open_writer(const Scenario& scenario, const RunOptions& options,
-                                        const std::vector<ArmLayout>& layouts, unsigned threads) {
+                                        const std::vector<ArmLayout>& layouts, SubjectRange subjects,
+                                        unsigned threads) {
   if (options.output_path.empty()) return std::nullopt;
-  refuse_if_it_cannot_fit(space_for(layouts, scenario.cohort.size, options.output_path), options.output_path);
+  refuse_if_it_cannot_fit(space_for(layouts, subjects.count, options.output_path), options.output_path);
   ResultWriterOptions writer_options;
   writer_options.summary_threads = threads;
   writer_options.cancel = options.cancel;
-  return std::make_optional<ResultWriter>(options.output_path, run_info(scenario), layouts, scenario.cohort.size,
-                                          writer_options);
+  return std::make_optional<ResultWriter>(options.output_path, run_info(scenario, options.shard, subjects), layouts,
+                                          scenario.cohort.size, writer_options);
 }
 
 // What a worker hands to the calling thread for one range of subjects, one block per arm: with an
@@ -151,11 +170,11 @@ struct FinishedRange {
 class BlockPipeline {
  public:
   BlockPipeline(const ScenarioRunner& runner, const RunOptions& options, const ResultWriter* writer,
-                std::int64_t cohort_size, unsigned threads)
+                SubjectRange subjects, unsigned threads)
       : runner_(runner),
         options_(options),
         writer_(writer),
-        cohort_{0, cohort_size},
+        cohort_(subjects),
         block_size_(options.block_size > 0 ? options.block_size : default_block_size(runner.arms())),
         blocks_(static_cast<std::size_t>(block_count(cohort_, block_size_))),
         max_in_flight_(2 * static_cast<std::size_t>(threads)),
@@ -304,6 +323,7 @@ RunReport run_scenario(const Scenario& scenario, const RunOptions& options) {
   const auto started = std::chrono::steady_clock::now();
   const ScenarioRunner runner(scenario);
   const unsigned threads = thread_count(options.threads);
+  const SubjectRange subjects = simulated_subjects(scenario, options.shard);  // refuses a shard it cannot honour
   const std::vector<ArmLayout> layouts = runner.layouts();
   if (options.on_start) options.on_start(layouts);
   // Before any work: where the output may go, and room for the end-of-run report's temporary files.
@@ -312,14 +332,15 @@ RunReport run_scenario(const Scenario& scenario, const RunOptions& options) {
                                                     ? std::filesystem::temp_directory_path()
                                                     : std::filesystem::absolute(options.output_path).parent_path();
   check_temporary_space(scenario, spill_directory,
-                        report_temporary_bytes(layouts, scenario.cohort.size, options.report_memory_bytes));
-  std::optional<ResultWriter> writer = open_writer(scenario, options, layouts, threads);
+                        report_temporary_bytes(layouts, subjects.count, options.report_memory_bytes));
+  std::optional<ResultWriter> writer = open_writer(scenario, options, layouts, subjects, threads);
 
-  ReportCollector collector(scenario, runner.arms(), runner.plan(), options.report_memory_bytes, spill_directory);
+  ReportCollector collector(scenario, runner.arms(), runner.plan(), subjects.count, options.report_memory_bytes,
+                            spill_directory);
   Progress progress;
-  progress.subjects_total = scenario.cohort.size;
+  progress.subjects_total = subjects.count;
   progress.arms = runner.arms().size();
-  BlockPipeline pipeline(runner, options, writer ? &*writer : nullptr, scenario.cohort.size, threads);
+  BlockPipeline pipeline(runner, options, writer ? &*writer : nullptr, subjects, threads);
   pipeline.run([&](FinishedRange&& range) {
     for (PreparedBlock& block : range.prepared) {
       collector.add(block.columns());
@@ -339,6 +360,7 @@ RunReport run_scenario(const Scenario& scenario, const RunOptions& options) {
   RunReport report;
   report.arms = collector.finish();
   report.subjects_per_arm = scenario.cohort.size;
+  report.subjects = subjects;
   report.threads = threads;
   report.elapsed_seconds = seconds_since(started);
   return report;

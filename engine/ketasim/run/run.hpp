@@ -35,8 +35,11 @@ struct Progress {
 };
 
 struct RunOptions {
-  std::string output_path;                           // "" = simulate and summarise without writing a file
-  unsigned threads = 0;                              // 0 = default_thread_count() (threads.hpp)
+  std::string output_path;  // "" = simulate and summarise without writing a file
+  unsigned threads = 0;     // 0 = default_thread_count() (threads.hpp)
+  // Only this shard of every arm's subjects (shard_subjects, blocks.hpp); the output file is then
+  // a shard file for `ketasim merge`. Refused (Error, usage) with more shards than subjects.
+  std::optional<Shard> shard;
   std::int64_t block_size = 0;                       // 0 = chosen from the size of a subject's output
   std::function<void(const Progress&)> on_progress;  // called from the calling thread
   // When set and it becomes true (e.g. from a signal handler), the run stops at the next block,
@@ -81,7 +84,8 @@ struct ArmReport {
 
 struct RunReport {
   std::vector<ArmReport> arms;
-  std::int64_t subjects_per_arm = 0;
+  std::int64_t subjects_per_arm = 0;  // of the scenario's cohort
+  SubjectRange subjects;              // those simulated: all, or the shard's (RunOptions::shard)
   unsigned threads = 0;
   double elapsed_seconds = 0.0;
 };
@@ -103,7 +107,9 @@ struct OutputSpace {
   bool certainly_too_small() const { return free_bytes && size.least_bytes > *free_bytes; }
   bool maybe_too_small() const { return free_bytes && size.expected_bytes > *free_bytes; }
 };
-OutputSpace output_space(const Scenario& scenario, const std::string& output_path);
+// With `shard`, of the shard's file (shard_subjects; the shard must be valid for the scenario).
+OutputSpace output_space(const Scenario& scenario, const std::string& output_path,
+                         const std::optional<Shard>& shard = std::nullopt);
 
 // "about 1.07 GB (at most 3.9 GB uncompressed)", and the free space when known.
 std::string describe_output_space(const OutputSpace& space, const std::string& output_path);

@@ -32,7 +32,8 @@ std::size_t report_memory_values(const std::vector<ArmLayout>& layouts, std::siz
 }  // namespace
 
 ReportCollector::ReportCollector(const Scenario& scenario, const std::vector<ArmPlan>& arms, const SimulationPlan& plan,
-                                 std::size_t memory_bytes, const std::filesystem::path& spill_directory)
+                                 std::int64_t subjects, std::size_t memory_bytes,
+                                 const std::filesystem::path& spill_directory)
     : weeks_(ticks_to_hours(plan.grid_end) / kHoursPerWeek),
       method_auto_(scenario.solver.method == SolverMethod::automatic) {
   std::vector<ArmLayout> layouts;
@@ -42,7 +43,7 @@ ReportCollector::ReportCollector(const Scenario& scenario, const std::vector<Arm
     ArmReport& report = reports_.emplace_back();
     report.name = arm.arm->name;
     report.description = arm.layout.description;
-    report.subjects = scenario.cohort.size;
+    report.subjects = subjects;
     report.doses = arm.doses;
     report.assessment_h = arm.layout.assessment_time_h;
     values_.emplace_back(in_memory, spill_directory, report.assessment_h.size());

@@ -53,8 +53,9 @@ struct ReportColumns {
 // order and the result does not depend on the order the blocks finish in).
 class ReportCollector {
  public:
+  // `subjects`: of each arm, those the run simulates (a shard's share, or the whole cohort).
   ReportCollector(const Scenario& scenario, const std::vector<ArmPlan>& arms, const SimulationPlan& plan,
-                  std::size_t memory_bytes, const std::filesystem::path& spill_directory);
+                  std::int64_t subjects, std::size_t memory_bytes, const std::filesystem::path& spill_directory);
 
   void add(const SubjectBlock& block);
 

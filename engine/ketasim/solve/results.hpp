@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "ketasim/input/scenario.hpp"    // kDefaultPricePerSessionUsd
+#include "ketasim/model/blocks.hpp"      // Shard, SubjectRange
 #include "ketasim/model/model_card.hpp"  // LinkRole
 
 namespace ketasim {
@@ -249,6 +250,21 @@ struct RunInfo {
   std::string solver_method;
   double solver_rtol = 0.0;
   double solver_atol = 0.0;
+  // A shard of a split run (`ketasim run --shard`): the file holds the rows of these subjects
+  // only, and no summaries (`ketasim merge` computes them over every shard).
+  struct ShardPart {
+    Shard shard;
+    SubjectRange subjects;
+  };
+  std::optional<ShardPart> shard;
+  // A merged file (`ketasim merge`): the shards it was made from, in subject order.
+  struct MergedShard {
+    std::string path;  // as given to merge
+    std::string host;
+    std::int64_t threads = 0;
+    std::string created_utc;
+  };
+  std::vector<MergedShard> merged_from;
 };
 
 // Consecutive subjects [first_subject, first_subject + count) of one arm. Row-major buffers.
