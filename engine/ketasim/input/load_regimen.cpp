@@ -459,9 +459,10 @@ void check_assessed_before_each_session(const NodeRef& node, const std::string& 
 }
 
 // stop: {when: response | remission, observed: true, assessed: before_each_session, at_most: 6 sessions}
-StopRule read_stop(const NodeRef& node) {
+StopRule read_stop(const NodeRef& node, const ModelCard& card) {
   node.expect_map("a stop rule {when: response, observed: true, assessed: before_each_session, at_most: 6 sessions}");
   node.check_keys({"when", "observed", "assessed", "at_most"});
+  require_depression(node, card, "decide a stop by");
   StopRule stop;
   stop.when = read_when(node);
   if (const auto observed = node.find("observed")) stop.observed = observed->as_boolean();
@@ -593,7 +594,7 @@ std::vector<DosingRule> read_rule(const NodeRef& node, const ModelCard& card, co
   if (const auto stop = node.find("stop")) {
     if (!node.find("schedule") && !node.find("phases"))
       stop->fail("a stop rule ends a scheduled series; an as-needed rule or a dosing table cannot have one");
-    rule.stop = read_stop(*stop);
+    rule.stop = read_stop(*stop, card);
   }
   if (const auto titrate = node.find("titrate")) {
     if (!node.find("schedule"))
