@@ -8,8 +8,10 @@
 #include <exception>
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <optional>
+#include <stdexcept>
 #include <thread>
 
 #include "ketasim/base/format.hpp"
@@ -17,6 +19,7 @@
 #include "ketasim/input/covariate_table.hpp"
 #include "ketasim/model/blocks.hpp"
 #include "ketasim/output/hdf5_writer.hpp"
+#include "ketasim/output/journal.hpp"
 #include "ketasim/output/output_file.hpp"
 #include "ketasim/run/run_report.hpp"
 #include "ketasim/run/scenario_runner.hpp"
@@ -158,6 +161,7 @@ std::optional<ResultWriter> open_writer(const Scenario& scenario, const RunOptio
 // output file the blocks prepared for the writer (trajectory chunks already compressed, on the
 // worker), without one the blocks themselves.
 struct FinishedRange {
+  std::int64_t index = 0;  // of the block (block_of)
   std::int64_t subjects = 0;
   std::vector<PreparedBlock> prepared;
   std::vector<SubjectBlock> blocks;
@@ -167,16 +171,19 @@ struct FinishedRange {
 // thread, which writes them: at most two ranges per thread in flight, so memory is bounded by the
 // blocks in flight, not by the cohort. The first failure of a worker or of the calling thread
 // stops every worker and is rethrown; a cancellation (RunOptions::cancel) throws InterruptedError.
+// The blocks marked in `done` (read back from a journal) are not simulated.
 class BlockPipeline {
  public:
   BlockPipeline(const ScenarioRunner& runner, const RunOptions& options, const ResultWriter* writer,
-                SubjectRange subjects, unsigned threads)
+                SubjectRange subjects, std::int64_t block_size, const std::vector<bool>& done, unsigned threads)
       : runner_(runner),
         options_(options),
         writer_(writer),
         cohort_(subjects),
-        block_size_(options.block_size > 0 ? options.block_size : default_block_size(runner.arms())),
+        block_size_(block_size),
         blocks_(static_cast<std::size_t>(block_count(cohort_, block_size_))),
+        done_(done),
+        pending_(static_cast<std::size_t>(std::count(done.begin(), done.end(), false))),
         max_in_flight_(2 * static_cast<std::size_t>(threads)),
         threads_(threads) {}
 
@@ -185,7 +192,7 @@ class BlockPipeline {
     std::vector<std::jthread> pool;
     for (unsigned i = 0; i < threads_; ++i) pool.emplace_back([this] { work(); });
     try {
-      for (std::size_t handed = 0; handed < blocks_; ++handed) {
+      for (std::size_t handed = 0; handed < pending_; ++handed) {
         std::optional<FinishedRange> range = next_finished();
         if (!range) break;
         const std::int64_t subjects = range->subjects;
@@ -248,6 +255,7 @@ class BlockPipeline {
       {
         std::unique_lock lock(mutex_);
         changed_.wait(lock, [&] { return abort_ || in_flight_ < max_in_flight_; });
+        while (next_range_ < blocks_ && done_[next_range_]) ++next_range_;
         if (abort_ || cancelled() || next_range_ >= blocks_) return;
         index = next_range_++;
         ++in_flight_;
@@ -269,7 +277,8 @@ class BlockPipeline {
 
   FinishedRange simulate(std::size_t index) const {
     const SubjectRange subjects = block_of(cohort_, block_size_, static_cast<std::int64_t>(index));
-    FinishedRange range{subjects.count, {}, runner_.simulate(subjects, options_.cancel)};
+    FinishedRange range{
+        static_cast<std::int64_t>(index), subjects.count, {}, runner_.simulate(subjects, options_.cancel)};
     if (writer_ && !options_.on_block) {
       for (SubjectBlock& block : range.blocks) range.prepared.push_back(writer_->prepare(std::move(block)));
       range.blocks.clear();
@@ -283,6 +292,8 @@ class BlockPipeline {
   const SubjectRange cohort_;
   const std::int64_t block_size_;
   const std::size_t blocks_;
+  const std::vector<bool>& done_;
+  const std::size_t pending_;
   const std::size_t max_in_flight_;
   const unsigned threads_;
   std::int64_t subjects_done_ = 0;  // handed to the calling thread; only it touches this
@@ -319,12 +330,96 @@ void finish_writer(ResultWriter& writer, const RunOptions& options, Progress& pr
 
 }  // namespace
 
+namespace {
+
+void note(const RunOptions& options, const std::string& text) {
+  if (options.on_note) options.on_note(text);
+}
+
+// The identity of this run, which its journal records: the tables it reads are checksummed (the
+// scenario's text is in the run's RunInfo).
+JournalIdentity journal_identity_of(const Scenario& scenario, const RunOptions& options, SubjectRange subjects,
+                                    std::int64_t block_size, const std::vector<ArmLayout>& layouts) {
+  const std::vector<std::string> inputs = scenario_input_files(scenario);
+  return journal_identity(run_info(scenario, options.shard, subjects), options.shard, subjects, block_size, layouts,
+                          std::vector<std::string>(inputs.begin() + 1, inputs.end()));
+}
+
+// The journal a run resumes from, checked before anything is written: locked, its identity that of
+// this run. nullopt when there is none (the run starts afresh). Refuses an existing journal when the
+// run does not resume: it holds the work of an interrupted run, which is never overwritten.
+struct JournalSource {
+  JournalLock lock;
+  std::unique_ptr<JournalReader> reader;
+};
+
+std::optional<JournalSource> find_journal(const RunOptions& options, const JournalIdentity& identity) {
+  const std::string path = journal_path_for(options.output_path);
+  std::error_code error;
+  if (options.output_path.empty() || !std::filesystem::exists(std::filesystem::symlink_status(path, error))) {
+    if (options.journal == RunOptions::Journal::resume) note(options, "no journal " + path + ": starting afresh");
+    return std::nullopt;
+  }
+  if (options.journal != RunOptions::Journal::resume) {
+    throw IoError(path + ": the journal of an interrupted run of " + options.output_path +
+                  " exists: pass --resume to continue that run from it, or delete it to start afresh");
+  }
+  JournalSource source{JournalLock(path), nullptr};
+  source.reader = std::make_unique<JournalReader>(path);
+  const std::string difference = identity_difference(source.reader->identity(), identity);
+  if (!difference.empty()) {
+    throw IoError(path + ": the journal is of another run: " + difference +
+                  "; resume with the same scenario, seed, --subjects, --shard and ketasim build, or delete the "
+                  "journal to start afresh");
+  }
+  return source;
+}
+
+// The blocks of the journal written into the output (and counted in the report) instead of being
+// simulated; the journal is then cut to its valid records and reopened for the blocks to come.
+JournalWriter replay_journal(JournalSource&& source, const RunOptions& options, ResultWriter& writer,
+                             ReportCollector& collector, std::vector<bool>& done, Progress& progress) {
+  JournalReader& reader = *source.reader;
+  std::int64_t blocks = 0;
+  while (std::optional<JournaledBlock> block = reader.next()) {
+    if (options.cancel != nullptr && options.cancel->load())
+      throw InterruptedError("interrupted while reading the journal back; the journal is unchanged");
+    for (JournaledArm& arm : block->arms) {
+      PreparedBlock prepared = writer.restore(std::move(arm.columns), std::move(arm.chunks), std::move(arm.rows));
+      collector.add(prepared.columns());
+      writer.write(std::move(prepared));
+    }
+    done[static_cast<std::size_t>(block->index)] = true;
+    progress.subjects_done += block->arms.empty() ? 0 : block->arms.front().columns.count;
+    ++blocks;
+  }
+  std::string text = "resuming from " + journal_path_for(options.output_path) + ": " + std::to_string(blocks) + " of " +
+                     std::to_string(done.size()) + " blocks (" + std::to_string(progress.subjects_done) +
+                     " subjects of every arm) read back";
+  if (!reader.discarded_reason().empty())
+    text += "; discarded its last " + std::to_string(reader.discarded_bytes()) + " bytes: " + reader.discarded_reason();
+  note(options, text);
+  return JournalWriter::reopen(std::move(source.lock), reader.valid_bytes(), blocks);
+}
+
+}  // namespace
+
+RunInterrupted::RunInterrupted(std::int64_t blocks_done, std::int64_t blocks_total, std::string journal_path)
+    : InterruptedError("interrupted after " + std::to_string(blocks_done) + " of " + std::to_string(blocks_total) +
+                       " blocks; " + journal_path + " keeps them: resume with --resume"),
+      blocks_done_(blocks_done),
+      blocks_total_(blocks_total),
+      journal_path_(std::move(journal_path)) {}
+
 RunReport run_scenario(const Scenario& scenario, const RunOptions& options) {
   const auto started = std::chrono::steady_clock::now();
   const ScenarioRunner runner(scenario);
   const unsigned threads = thread_count(options.threads);
   const SubjectRange subjects = simulated_subjects(scenario, options.shard);  // refuses a shard it cannot honour
   const std::vector<ArmLayout> layouts = runner.layouts();
+  const bool journaled = options.journal != RunOptions::Journal::none;
+  if (journaled && (options.output_path.empty() || options.on_block))
+    throw std::invalid_argument("run_scenario: a journal needs an output file and no on_block");
   if (options.on_start) options.on_start(layouts);
   // Before any work: where the output may go, and room for the end-of-run report's temporary files.
   if (!options.output_path.empty()) check_output_path(options.output_path, scenario_input_files(scenario));
@@ -333,6 +428,11 @@ RunReport run_scenario(const Scenario& scenario, const RunOptions& options) {
                                                     : std::filesystem::absolute(options.output_path).parent_path();
   check_temporary_space(scenario, spill_directory,
                         report_temporary_bytes(layouts, subjects.count, options.report_memory_bytes));
+  const std::int64_t block_size = options.block_size > 0 ? options.block_size : default_block_size(runner.arms());
+  const JournalIdentity identity =
+      journaled ? journal_identity_of(scenario, options, subjects, block_size, layouts) : JournalIdentity{};
+  // Also without a journal of its own, a run refuses to run over the journal of an interrupted one.
+  std::optional<JournalSource> journal_source = find_journal(options, identity);
   std::optional<ResultWriter> writer = open_writer(scenario, options, layouts, subjects, threads);
 
   ReportCollector collector(scenario, runner.arms(), runner.plan(), subjects.count, options.report_memory_bytes,
@@ -340,22 +440,51 @@ RunReport run_scenario(const Scenario& scenario, const RunOptions& options) {
   Progress progress;
   progress.subjects_total = subjects.count;
   progress.arms = runner.arms().size();
-  BlockPipeline pipeline(runner, options, writer ? &*writer : nullptr, subjects, threads);
-  pipeline.run([&](FinishedRange&& range) {
-    for (PreparedBlock& block : range.prepared) {
-      collector.add(block.columns());
-      writer->write(std::move(block));
+  std::vector<bool> done(static_cast<std::size_t>(block_count(subjects, block_size)), false);
+  std::optional<JournalWriter> journal;
+  try {
+    if (journal_source)
+      journal = replay_journal(std::move(*journal_source), options, *writer, collector, done, progress);
+    else if (journaled)
+      journal = JournalWriter::create(journal_path_for(options.output_path), identity);
+    journal_source.reset();
+    BlockPipeline pipeline(runner, options, writer ? &*writer : nullptr, subjects, block_size, done, threads);
+    pipeline.run([&](FinishedRange&& range) {
+      if (journal) journal->append(range.index, range.prepared);
+      for (PreparedBlock& block : range.prepared) {
+        collector.add(block.columns());
+        writer->write(std::move(block));
+      }
+      for (const SubjectBlock& block : range.blocks) {
+        collector.add(block);
+        if (options.on_block) options.on_block(block);
+        if (writer) writer->write(block);
+      }
+      progress.subjects_done += range.subjects;
+      progress.elapsed_seconds = seconds_since(started);
+      if (options.on_progress) options.on_progress(progress);
+    });
+    if (writer) finish_writer(*writer, options, progress, started);
+  } catch (const InterruptedError&) {
+    if (!journal || journal->blocks_written() == 0) {
+      if (journal) journal->remove();  // nothing to resume from: a stopped run leaves nothing behind
+      throw;
     }
-    for (const SubjectBlock& block : range.blocks) {
-      collector.add(block);
-      if (options.on_block) options.on_block(block);
-      if (writer) writer->write(block);
+    throw RunInterrupted(journal->blocks_written(), static_cast<std::int64_t>(done.size()),
+                         journal_path_for(options.output_path));
+  } catch (...) {
+    if (journal && journal->blocks_written() == 0) {
+      try {
+        journal->remove();
+      } catch (const IoError&) {  // the first failure is the one to report
+      }
+    } else if (journal) {
+      note(options, journal_path_for(options.output_path) + " keeps " + std::to_string(journal->blocks_written()) +
+                        " of " + std::to_string(done.size()) + " blocks: rerun with --resume to continue from them");
     }
-    progress.subjects_done += range.subjects;
-    progress.elapsed_seconds = seconds_since(started);
-    if (options.on_progress) options.on_progress(progress);
-  });
-  if (writer) finish_writer(*writer, options, progress, started);
+    throw;
+  }
+  if (journal) journal->remove();  // the output is complete and renamed
 
   RunReport report;
   report.arms = collector.finish();

@@ -51,11 +51,36 @@ struct RunOptions {
   // Called once, on the calling thread, before any block: the layout of every arm (as written to
   // the output file), which the blocks follow.
   std::function<void(const std::vector<ArmLayout>&)> on_start;
+  // A journal of the finished blocks next to the output (journal.hpp; docs/hpc.md, "Resume"), so
+  // that an interrupted run can continue: `write` starts one (refusing, IoError, an existing
+  // journal: it holds an interrupted run's work); `resume` continues from an existing one (IoError
+  // when it is of another run) or, without one, starts afresh. The journal is removed once the
+  // output is renamed into place; a run interrupted after some blocks keeps it (RunInterrupted).
+  // Needs an output path and no on_block. With `none`, a run with an output file still refuses
+  // the journal of an interrupted run of it.
+  enum class Journal { none, write, resume };
+  Journal journal = Journal::none;
+  // Notes for the user, on the calling thread: what a resume read back, a resume without a journal.
+  std::function<void(const std::string&)> on_note;
   // The end-of-run report (RunReport) keeps at most this many bytes of per-subject values in
   // memory; beyond, they go to unlinked temporary files in the output's directory (the system's
   // temporary directory without an output file), 8 bytes per subject, arm and reported value
   // (5 + the assessments). The quantiles are exact either way.
   std::size_t report_memory_bytes = std::size_t{64} << 20;
+};
+
+// A journaled run stopped by RunOptions::cancel after some blocks: the journal keeps them.
+class RunInterrupted : public InterruptedError {
+ public:
+  RunInterrupted(std::int64_t blocks_done, std::int64_t blocks_total, std::string journal_path);
+  std::int64_t blocks_done() const { return blocks_done_; }
+  std::int64_t blocks_total() const { return blocks_total_; }
+  const std::string& journal_path() const { return journal_path_; }
+
+ private:
+  std::int64_t blocks_done_;
+  std::int64_t blocks_total_;
+  std::string journal_path_;
 };
 
 struct Quantiles {
