@@ -303,3 +303,17 @@ TEST_CASE("ResultWriter::restore takes only the chunks and rows prepare() makes 
   columns.metrics[0].pop_back();
   CHECK_THROWS_AS(writer.restore(columns, block3.chunks(), block3.uncompressed_rows()), IoError);
 }
+
+TEST_CASE("Journal: its name is the output's with .journal, cut to fit the file system's limit", "[journal]") {
+  CHECK(journal_path_for("out.h5") == "out.h5.journal");
+  CHECK(journal_path_for("runs/big.shard-3.h5") == "runs/big.shard-3.h5.journal");
+  const JournalDirectory directory;
+  const std::string long_a = directory.file(std::string(250, 'a') + "_1.h5");  // 255 bytes: the limit
+  const std::string long_b = directory.file(std::string(250, 'a') + "_2.h5");
+  const std::string journal_a = fs::path(journal_path_for(long_a)).filename().string();
+  CHECK(journal_a.size() <= 255);
+  CHECK(journal_a.ends_with(".journal"));
+  CHECK(fs::path(journal_path_for(long_a)).parent_path() == fs::path(long_a).parent_path());
+  CHECK(journal_path_for(long_a) != journal_path_for(long_b));  // the cut names stay each output's own
+  CHECK_NOTHROW(JournalWriter::create(journal_path_for(long_a), identity()));
+}

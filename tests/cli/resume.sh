@@ -150,7 +150,10 @@ case $mode in
     wait_for_a_block part.shard-2.h5.journal
     kill -KILL "$run_pid"
     wait "$run_pid"
-    "$ketasim" run "$scenario" "$@" --shard 2/3 --resume -o part.shard-2.h5 || fail "--resume of the shard failed"
+    "$ketasim" run "$scenario" "$@" --shard 2/3 --resume -o part.shard-2.h5 2> resume.stderr || fail "--resume of the shard failed"
+    cat resume.stderr
+    grep -q "resuming from part.shard-2.h5.journal: [1-9][0-9]* of 9 blocks" resume.stderr ||
+      fail "the shard did not resume from its journaled blocks"
     same_as reference.shard-2.h5 part.shard-2.h5 "the resumed shard"
     [ -e part.shard-2.h5.journal ] && fail "the shard's journal was left after it finished"
     ;;

@@ -9,9 +9,12 @@
 #include <algorithm>
 #include <bit>
 #include <cerrno>
+#include <climits>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <string_view>
 #include <utility>
 
 #include "ketasim/base/errors.hpp"
@@ -376,7 +379,20 @@ void frame_record(std::string& buffer, RecordKind kind) {
 }  // namespace
 
 std::string journal_path_for(const std::string& output_path) {
-  return output_path + ".journal";
+  constexpr std::string_view kSuffix = ".journal";
+  const std::filesystem::path output(output_path);
+  const std::string name = output.filename().string();
+  const std::filesystem::path directory = output.parent_path().empty() ? "." : output.parent_path();
+  const long limit = ::pathconf(directory.c_str(), _PC_NAME_MAX);
+  const std::size_t name_max = limit > 0 ? static_cast<std::size_t>(limit) : std::size_t{NAME_MAX};
+  if (name.size() + kSuffix.size() <= name_max) return output_path + std::string(kSuffix);
+  // Too long for the file system: the name cut, and made the output's own again by its CRC-32.
+  char crc[16];
+  std::snprintf(crc, sizeof crc, "~%08x", static_cast<unsigned>(crc32_of(name.data(), name.size())));
+  std::size_t keep = name_max > kSuffix.size() + 9 ? name_max - kSuffix.size() - 9 : 0;
+  while (keep > 0 && (static_cast<unsigned char>(name[keep]) & 0xC0) == 0x80) --keep;  // not inside a UTF-8 character
+  const std::string cut = name.substr(0, keep) + crc + std::string(kSuffix);
+  return output.parent_path().empty() ? cut : (output.parent_path() / cut).string();
 }
 
 JournalIdentity journal_identity(const RunInfo& run, std::optional<Shard> shard, SubjectRange subjects,

@@ -32,7 +32,8 @@ namespace ketasim {
 
 inline constexpr std::uint32_t kJournalFormatVersion = 1;
 
-// The journal of `output_path`: "<output_path>.journal".
+// The journal of `output_path`: "<output_path>.journal"; when that name is too long for the file
+// system, the output's name is cut and followed by "~" and its CRC-32 in hex, then ".journal".
 std::string journal_path_for(const std::string& output_path);
 
 // What a journal's blocks depend on: the same fields `ketasim merge` checks to refuse shards of
