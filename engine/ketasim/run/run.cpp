@@ -402,6 +402,33 @@ JournalWriter replay_journal(JournalSource&& source, const RunOptions& options, 
   return JournalWriter::reopen(std::move(source.lock), reader.valid_bytes(), blocks);
 }
 
+// Called in a handler: rethrows the run's failure. A journal with blocks stays for --resume (an
+// interruption then becomes RunInterrupted, any other failure gets a note); one without any is
+// removed, since there is nothing to resume from.
+[[noreturn]] void rethrow_keeping_journal(std::optional<JournalWriter>& journal, const RunOptions& options,
+                                          std::int64_t blocks_total) {
+  const std::string path = journal_path_for(options.output_path);
+  if (journal && journal->blocks_written() == 0) {
+    try {
+      journal->remove();
+    } catch (const IoError&) {  // the run's own failure is the one to report
+    }
+    journal.reset();
+  }
+  try {
+    throw;
+  } catch (const InterruptedError&) {
+    if (!journal) throw;
+    throw RunInterrupted(journal->blocks_written(), blocks_total, path);
+  } catch (...) {
+    if (journal) {
+      note(options, path + " keeps " + std::to_string(journal->blocks_written()) + " of " +
+                        std::to_string(blocks_total) + " blocks: rerun with --resume to continue from them");
+    }
+    throw;
+  }
+}
+
 }  // namespace
 
 RunInterrupted::RunInterrupted(std::int64_t blocks_done, std::int64_t blocks_total, std::string journal_path)
@@ -465,24 +492,8 @@ RunReport run_scenario(const Scenario& scenario, const RunOptions& options) {
       if (options.on_progress) options.on_progress(progress);
     });
     if (writer) finish_writer(*writer, options, progress, started);
-  } catch (const InterruptedError&) {
-    if (!journal || journal->blocks_written() == 0) {
-      if (journal) journal->remove();  // nothing to resume from: a stopped run leaves nothing behind
-      throw;
-    }
-    throw RunInterrupted(journal->blocks_written(), static_cast<std::int64_t>(done.size()),
-                         journal_path_for(options.output_path));
   } catch (...) {
-    if (journal && journal->blocks_written() == 0) {
-      try {
-        journal->remove();
-      } catch (const IoError&) {  // the first failure is the one to report
-      }
-    } else if (journal) {
-      note(options, journal_path_for(options.output_path) + " keeps " + std::to_string(journal->blocks_written()) +
-                        " of " + std::to_string(done.size()) + " blocks: rerun with --resume to continue from them");
-    }
-    throw;
+    rethrow_keeping_journal(journal, options, static_cast<std::int64_t>(done.size()));
   }
   if (journal) journal->remove();  // the output is complete and renamed
 
