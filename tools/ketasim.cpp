@@ -99,11 +99,16 @@ void print_summary(const RunReport& report, const Scenario& scenario, const std:
                std::to_string(report.subjects.first) + "-" +
                std::to_string(report.subjects.first + report.subjects.count - 1) + " of " + subjects;
   }
+  const std::int64_t simulated = report.subjects.count - report.subjects_resumed;
   std::printf("\n%s: %s, %s, %.1f s on %s (%.0f subject-arms/s)\n", scenario.name.c_str(), subjects.c_str(),
               plural(static_cast<std::int64_t>(report.arms.size()), "arm").c_str(), report.elapsed_seconds,
               plural(report.threads, "thread").c_str(),
-              static_cast<double>(report.subjects.count * static_cast<std::int64_t>(report.arms.size())) /
+              static_cast<double>(simulated * static_cast<std::int64_t>(report.arms.size())) /
                   std::max(report.elapsed_seconds, 1e-9));
+  if (report.subjects_resumed > 0) {
+    std::printf("(resumed: %lld subjects of every arm read back from the journal, %lld simulated now)\n",
+                static_cast<long long>(report.subjects_resumed), static_cast<long long>(simulated));
+  }
   if (shard) std::printf("(the figures below are of this shard's subjects; `ketasim merge` makes the whole file)\n");
   // The arm column is as wide as the longest arm name (at least 18).
   int name_width = 18;
@@ -165,11 +170,13 @@ class ProgressLine {
   void show(const Progress& p) {
     char text[160];
     if (p.phase == Progress::Phase::simulating) {
-      const double subject_arms = static_cast<double>(p.subjects_done) * static_cast<double>(p.arms);
+      // The rate of the simulation: subjects read back from a journal took no simulating.
+      const double subject_arms =
+          static_cast<double>(p.subjects_done - p.subjects_resumed) * static_cast<double>(p.arms);
       const double rate = subject_arms / std::max(p.elapsed_seconds, 1e-9);
-      const double left = p.subjects_done > 0 ? static_cast<double>(p.subjects_total - p.subjects_done) *
-                                                    static_cast<double>(p.arms) / rate
-                                              : std::nan("");
+      const double left = subject_arms > 0 ? static_cast<double>(p.subjects_total - p.subjects_done) *
+                                                 static_cast<double>(p.arms) / rate
+                                           : std::nan("");
       std::snprintf(text, sizeof text, "simulating: %lld/%lld subjects  %.0f subject-arms/s  %s left",
                     static_cast<long long>(p.subjects_done), static_cast<long long>(p.subjects_total), rate,
                     format_duration(left).c_str());

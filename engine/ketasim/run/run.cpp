@@ -391,6 +391,7 @@ JournalWriter replay_journal(JournalSource&& source, const RunOptions& options, 
     }
     done[static_cast<std::size_t>(block->index)] = true;
     progress.subjects_done += block->arms.empty() ? 0 : block->arms.front().columns.count;
+    progress.subjects_resumed = progress.subjects_done;
     ++blocks;
   }
   std::string text = "resuming from " + journal_path_for(options.output_path) + ": " + std::to_string(blocks) + " of " +
@@ -501,6 +502,7 @@ RunReport run_scenario(const Scenario& scenario, const RunOptions& options) {
   report.arms = collector.finish();
   report.subjects_per_arm = scenario.cohort.size;
   report.subjects = subjects;
+  report.subjects_resumed = progress.subjects_resumed;
   report.threads = threads;
   report.elapsed_seconds = seconds_since(started);
   return report;

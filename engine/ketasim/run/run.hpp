@@ -28,8 +28,9 @@ struct Progress {
   Phase phase = Phase::simulating;
   std::int64_t subjects_done = 0;  // subjects with every arm simulated
   std::int64_t subjects_total = 0;
-  std::size_t arms = 0;            // subject-arms simulated = subjects_done * arms
-  std::size_t summaries_done = 0;  // Phase::summaries: trajectory summaries (one per trajectory and arm)
+  std::int64_t subjects_resumed = 0;  // of subjects_done, those read back from a journal (not simulated now)
+  std::size_t arms = 0;               // subject-arms simulated = subjects_done * arms
+  std::size_t summaries_done = 0;     // Phase::summaries: trajectory summaries (one per trajectory and arm)
   std::size_t summaries_total = 0;
   double elapsed_seconds = 0.0;
 };
@@ -111,6 +112,7 @@ struct RunReport {
   std::vector<ArmReport> arms;
   std::int64_t subjects_per_arm = 0;  // of the scenario's cohort
   SubjectRange subjects;              // those simulated: all, or the shard's (RunOptions::shard)
+  std::int64_t subjects_resumed = 0;  // of them, those read back from a journal (RunOptions::journal)
   unsigned threads = 0;
   double elapsed_seconds = 0.0;
 };
