@@ -545,7 +545,7 @@ JournalReader::JournalReader(const std::string& path) : file_(std::make_unique<F
     refuse("its identity record: " + error.what);
   }
   valid_bytes_ += sizeof frame + bytes;
-  seen_.assign(static_cast<std::size_t>(block_count(identity_.subjects, identity_.block_size)), false);
+  blocks_ = block_count(identity_.subjects, identity_.block_size);
 }
 
 JournalReader::~JournalReader() = default;
@@ -581,10 +581,9 @@ std::optional<JournaledBlock> JournalReader::next() {
   } catch (const DecodeError& error) {
     return discard("a record that does not decode: " + error.what);
   }
-  if (block.index < 0 || static_cast<std::size_t>(block.index) >= seen_.size())
+  if (block.index < 0 || block.index >= blocks_)
     return discard("block " + std::to_string(block.index) + ", which the run does not have");
-  if (seen_[static_cast<std::size_t>(block.index)])
-    return discard("block " + std::to_string(block.index) + " a second time");
+  if (seen_.contains(block.index)) return discard("block " + std::to_string(block.index) + " a second time");
   if (block.arms.size() != identity_.arms.size())
     return discard("a block of " + std::to_string(block.arms.size()) + " arms");
   const SubjectRange subjects = block_of(identity_.subjects, identity_.block_size, block.index);
@@ -593,7 +592,7 @@ std::optional<JournaledBlock> JournalReader::next() {
     if (columns.arm != arm || columns.first_subject != subjects.first || columns.count != subjects.count)
       return discard("block " + std::to_string(block.index) + " with other subjects than its range");
   }
-  seen_[static_cast<std::size_t>(block.index)] = true;
+  seen_.insert(block.index);
   valid_bytes_ += sizeof frame + bytes;
   return block;
 }

@@ -22,6 +22,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include "ketasim/model/blocks.hpp"
@@ -108,7 +109,8 @@ class JournalReader {
   JournalIdentity identity_;
   std::uint64_t file_bytes_ = 0;
   std::uint64_t valid_bytes_ = 0;
-  std::vector<bool> seen_;
+  std::int64_t blocks_ = 0;                // of the run, from its identity
+  std::unordered_set<std::int64_t> seen_;  // the blocks read: memory grows with the journal, not the run
   std::string discarded_reason_;
 };
 
