@@ -54,11 +54,15 @@ OutputSpace space_for(const std::vector<ArmLayout>& layouts, std::int64_t subjec
   return {estimate_result_size(layouts, subjects_per_arm), free_space_for(output_path)};
 }
 
-// Before anything is simulated: a file that cannot fit would fail after all the work.
-void refuse_if_it_cannot_fit(const OutputSpace& space, const std::string& output_path) {
-  if (!space.certainly_too_small()) return;
+// Before anything is simulated: a file that cannot fit would fail after all the work. A journal
+// (RunOptions::journal) holds about what the file does, beside it until the file is complete.
+void refuse_if_it_cannot_fit(const OutputSpace& space, const std::string& output_path, bool with_journal) {
+  const std::uintmax_t least_bytes = (with_journal ? 2 : 1) * space.size.least_bytes;
+  if (!space.free_bytes || least_bytes <= *space.free_bytes) return;
   throw IoError(output_path + ": not enough space: the result file needs at least " +
-                format_bytes(space.size.least_bytes) + " (" + describe_output_space(space, output_path) +
+                format_bytes(space.size.least_bytes) +
+                (with_journal ? ", and its journal as much again while the run goes (`--no-journal`: none)" : "") +
+                " (" + describe_output_space(space, output_path) +
                 "). Free some space, write it elsewhere, simulate fewer subjects, or write the metrics only "
                 "(`variables: []` under `output:` in the scenario: " +
                 format_bytes(space.size.without_trajectories_bytes) + ")");
@@ -149,7 +153,8 @@ std::optional<ResultWriter> open_writer(const Scenario& scenario, const RunOptio
                                         const std::vector<ArmLayout>& layouts, SubjectRange subjects,
                                         unsigned threads) {
   if (options.output_path.empty()) return std::nullopt;
-  refuse_if_it_cannot_fit(space_for(layouts, subjects.count, options.output_path), options.output_path);
+  refuse_if_it_cannot_fit(space_for(layouts, subjects.count, options.output_path), options.output_path,
+                          options.journal != RunOptions::Journal::none);
   ResultWriterOptions writer_options;
   writer_options.summary_threads = threads;
   writer_options.cancel = options.cancel;

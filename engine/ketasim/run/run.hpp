@@ -119,7 +119,8 @@ struct RunReport {
 
 // With an output path, checks before simulating anything that the path may be written
 // (check_output_path, output_file.hpp: not the scenario or one of its tables, ...) and that the
-// file can fit (output_space); throws IoError otherwise.
+// file can fit (output_space), with its journal (RunOptions::journal) as much again; throws IoError
+// otherwise.
 RunReport run_scenario(const Scenario& scenario, const RunOptions& options);
 
 // The files a scenario reads: the scenario file, cohort.from_csv and every doses_from table.
