@@ -45,15 +45,21 @@ using namespace ketasim;
 
 // Ctrl-C, SIGTERM (Slurm's time limit, `timeout`), SIGHUP (the terminal closed) or SIGQUIT during
 // `run` asks the run to stop cleanly: it stops at its next check, removes its temporary file and
-// exits with 130. A second signal, or any signal during another command, removes the temporary
-// files at once and exits with 130: `timeout` and `kill -- -PGID` signal a process twice (itself
-// and its group), and a second Ctrl-C must not leave gigabytes behind either.
+// exits with 128 + the signal's number (SIGTERM: 143), its journal kept for `--resume`. A second
+// signal, or any signal during another command, removes the temporary files at once and exits with
+// 130: `timeout` and `kill -- -PGID` signal a process twice (itself and its group), and a second
+// Ctrl-C must not leave gigabytes behind either.
 std::atomic<bool> g_interrupted{false};
 std::atomic<bool> g_run_polls_interruption{false};
+std::atomic<int> g_stop_signal{0};  // the signal that stopped the run
 static_assert(std::atomic<bool>::is_always_lock_free, "used from a signal handler");
+static_assert(std::atomic<int>::is_always_lock_free, "used from a signal handler");
 
-extern "C" void on_stop_signal(int) {
-  if (g_run_polls_interruption.load() && !g_interrupted.exchange(true)) return;
+extern "C" void on_stop_signal(int signal_number) {
+  if (g_run_polls_interruption.load() && !g_interrupted.load()) {
+    g_stop_signal.store(signal_number);
+    if (!g_interrupted.exchange(true)) return;
+  }
   remove_registered_temporaries();  // async-signal-safe, as is _exit
   _exit(static_cast<int>(ExitCode::interrupted));
 }
@@ -93,11 +99,16 @@ void print_summary(const RunReport& report, const Scenario& scenario, const std:
                std::to_string(report.subjects.first) + "-" +
                std::to_string(report.subjects.first + report.subjects.count - 1) + " of " + subjects;
   }
+  const std::int64_t simulated = report.subjects.count - report.subjects_resumed;
   std::printf("\n%s: %s, %s, %.1f s on %s (%.0f subject-arms/s)\n", scenario.name.c_str(), subjects.c_str(),
               plural(static_cast<std::int64_t>(report.arms.size()), "arm").c_str(), report.elapsed_seconds,
               plural(report.threads, "thread").c_str(),
-              static_cast<double>(report.subjects.count * static_cast<std::int64_t>(report.arms.size())) /
+              static_cast<double>(simulated * static_cast<std::int64_t>(report.arms.size())) /
                   std::max(report.elapsed_seconds, 1e-9));
+  if (report.subjects_resumed > 0) {
+    std::printf("(resumed: %lld subjects of every arm read back from the journal, %lld simulated now)\n",
+                static_cast<long long>(report.subjects_resumed), static_cast<long long>(simulated));
+  }
   if (shard) std::printf("(the figures below are of this shard's subjects; `ketasim merge` makes the whole file)\n");
   // The arm column is as wide as the longest arm name (at least 18).
   int name_width = 18;
@@ -159,11 +170,13 @@ class ProgressLine {
   void show(const Progress& p) {
     char text[160];
     if (p.phase == Progress::Phase::simulating) {
-      const double subject_arms = static_cast<double>(p.subjects_done) * static_cast<double>(p.arms);
+      // The rate of the simulation: subjects read back from a journal took no simulating.
+      const double subject_arms =
+          static_cast<double>(p.subjects_done - p.subjects_resumed) * static_cast<double>(p.arms);
       const double rate = subject_arms / std::max(p.elapsed_seconds, 1e-9);
-      const double left = p.subjects_done > 0 ? static_cast<double>(p.subjects_total - p.subjects_done) *
-                                                    static_cast<double>(p.arms) / rate
-                                              : std::nan("");
+      const double left = subject_arms > 0 ? static_cast<double>(p.subjects_total - p.subjects_done) *
+                                                 static_cast<double>(p.arms) / rate
+                                           : std::nan("");
       std::snprintf(text, sizeof text, "simulating: %lld/%lld subjects  %.0f subject-arms/s  %s left",
                     static_cast<long long>(p.subjects_done), static_cast<long long>(p.subjects_total), rate,
                     format_duration(left).c_str());
@@ -262,9 +275,40 @@ struct RunArguments {
   std::string output = "results.h5";
   unsigned threads = 0;
   std::int64_t subjects = 0;
-  std::string shard;  // INDEX/COUNT, or "" for the whole run
+  std::string shard;            // INDEX/COUNT, or "" for the whole run
+  std::int64_t block_size = 0;  // 0: the run's default
+  bool resume = false;
+  bool no_journal = false;
   bool quiet = false;
+  std::string command_line;  // as typed, each word quoted for a shell if it needs it
 };
+
+const char* signal_name(int signal_number) {
+  switch (signal_number) {
+    case SIGINT:
+      return "SIGINT";
+    case SIGTERM:
+      return "SIGTERM";
+    case SIGHUP:
+      return "SIGHUP";
+    case SIGQUIT:
+      return "SIGQUIT";
+    default:
+      return "a signal";
+  }
+}
+
+// 128 + the signal that stopped the run, as shells report a process a signal ended (SIGTERM: 143).
+int stopped_exit_code() {
+  const int signal_number = g_stop_signal.load();
+  return signal_number > 0 ? 128 + signal_number : static_cast<int>(ExitCode::interrupted);
+}
+
+// The command that continues `command_line`, which ran a run that was stopped.
+std::string resume_command(const std::string& command_line) {
+  const bool has_resume = (" " + command_line + " ").find(" --resume ") != std::string::npos;
+  return has_resume ? command_line : command_line + " --resume";
+}
 
 int command_run(const RunArguments& arguments) {
   const std::string& output = arguments.output;
@@ -281,12 +325,34 @@ int command_run(const RunArguments& arguments) {
   options.output_path = output;
   options.threads = arguments.threads;
   options.shard = shard;
+  options.block_size = arguments.block_size;
   options.cancel = &g_interrupted;
+  options.journal = arguments.resume       ? RunOptions::Journal::resume
+                    : arguments.no_journal ? RunOptions::Journal::none
+                                           : RunOptions::Journal::write;
   ProgressLine progress_line;
+  options.on_note = [&progress_line](const std::string& text) {
+    progress_line.end();
+    std::fprintf(stderr, "ketasim: %s\n", text.c_str());
+  };
   if (!quiet && isatty(STDERR_FILENO))
     options.on_progress = [&progress_line](const Progress& p) { progress_line.show(p); };
   g_run_polls_interruption = true;
-  const RunReport report = run_scenario(scenario, options);
+  RunReport report;
+  try {
+    report = run_scenario(scenario, options);
+  } catch (const RunInterrupted& stopped) {
+    progress_line.end();
+    std::fprintf(stderr, "ketasim: stopped by %s after %lld of %lld blocks; %s keeps them; resume with: %s\n",
+                 signal_name(g_stop_signal.load()), static_cast<long long>(stopped.blocks_done()),
+                 static_cast<long long>(stopped.blocks_total()), stopped.journal_path().c_str(),
+                 resume_command(arguments.command_line).c_str());
+    return stopped_exit_code();
+  } catch (const InterruptedError& stopped) {
+    progress_line.end();
+    std::fprintf(stderr, "ketasim: error: %s\n", stopped.what());
+    return stopped_exit_code();
+  }
   g_run_polls_interruption = false;
   progress_line.end();
   if (g_interrupted)  // during the final flush and rename, where the run no longer checks
@@ -490,6 +556,25 @@ void print_card(const ModelCard& card) {
 std::string joined_command(int argc, char** argv) {
   std::string command = "ketasim";
   for (int i = 1; i < argc; ++i) command += std::string(" ") + argv[i];
+  return command;
+}
+
+// The same, each word that a shell would split or expand in single quotes, for a line to copy.
+std::string shell_command(int argc, char** argv) {
+  std::string command = "ketasim";
+  for (int i = 1; i < argc; ++i) {
+    const std::string word = argv[i];
+    const bool plain = !word.empty() && word.find_first_not_of(
+                                            "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                            "0123456789-_./=:,+@%") == std::string::npos;
+    if (plain) {
+      command += " " + word;
+      continue;
+    }
+    command += " '";
+    for (const char c : word) command += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    command += "'";
+  }
   return command;
 }
 
@@ -821,6 +906,8 @@ namespace {
 struct Arguments {
   std::string scenario_path, output = "results.h5", arm_name;
   std::string shard;
+  std::int64_t block_size = 0;
+  bool resume = false, no_journal = false;
   std::vector<std::string> merge_inputs;
   std::string merge_output;
   unsigned threads = 0;
@@ -880,6 +967,18 @@ void add_scenario_commands(CLI::App& app, Arguments& a, Commands& commands) {
                   "for `ketasim merge`")
       ->type_name("INDEX/COUNT")
       ->check(cli::shard_value());
+  run->add_option(
+         "--block-size", a.block_size,
+         "Subjects per block: the unit of work of a thread and of the journal, what an interruption loses "
+         "at most (default: about 16 MiB of trajectories, 64 to 4096 subjects); the file does not depend on it")
+      ->type_name("N")
+      ->check(cli::whole_number(1, 1 << 20));
+  auto* resume = run->add_flag("--resume", a.resume,
+                               "Continue an interrupted run from the journal next to its output (OUTPUT.journal): its "
+                               "finished blocks are read back, the others simulated; without a journal, start afresh");
+  run->add_flag("--no-journal", a.no_journal,
+                "Keep no journal of the finished blocks: an interrupted run cannot be resumed (saves its disk space)")
+      ->excludes(resume);
   run->add_flag("-q,--quiet", a.quiet, "No progress and no summary");
 
   auto* merge = commands.merge =
@@ -1027,7 +1126,8 @@ void add_housekeeping_commands(CLI::App& app, Arguments& a, Commands& commands) 
 }
 
 // Runs the subcommand that was given; its exit code.
-int dispatch(const CLI::App& app, const Commands& commands, const Arguments& a, const std::string& command_line) {
+int dispatch(const CLI::App& app, const Commands& commands, const Arguments& a, const std::string& command_line,
+             const std::string& shell_line) {
   if (*commands.help) {
     std::string problem;
     const std::string text = ketasim::cli::help_text(app, a.help_topic, problem);
@@ -1036,7 +1136,9 @@ int dispatch(const CLI::App& app, const Commands& commands, const Arguments& a, 
     return 0;
   }
   if (*commands.clean) return command_clean(a.clean_directory);
-  if (*commands.run) return command_run({a.scenario_path, a.output, a.threads, a.subjects, a.shard, a.quiet});
+  if (*commands.run)
+    return command_run({a.scenario_path, a.output, a.threads, a.subjects, a.shard, a.block_size, a.resume, a.no_journal,
+                        a.quiet, shell_line});
   if (*commands.merge) return command_merge(a.merge_inputs, a.merge_output, a.threads, a.quiet);
   if (*commands.validate) return command_validate(a.scenario_path);
   if (*commands.timeline) return command_timeline(a.scenario_path, a.arm_name, a.subject_id, a.csv);
@@ -1085,7 +1187,7 @@ int run_command_line(int argc, char** argv) {
   }
 
   try {
-    return dispatch(app, commands, arguments, joined_command(argc, argv));
+    return dispatch(app, commands, arguments, joined_command(argc, argv), shell_command(argc, argv));
   } catch (const ketasim::ScenarioError& error) {
     std::cerr << error.what() << '\n';  // already "file:line:column: error: key: ..."
     return static_cast<int>(error.code());

@@ -1,7 +1,8 @@
 #!/bin/sh
 # A run whose result file cannot fit is refused before anything is simulated, with exit 6, a
 # message that gives the sizes, the free space and `variables: []`, and nothing left behind; the
-# same run with `variables: []` fits and runs. On a 2 MB tmpfs: skipped (exit 77) where mounting
+# same run with `variables: []` fits and runs; a run whose file fits but not its journal beside it
+# is refused, and runs with --no-journal. On a 2 MB tmpfs: skipped (exit 77) where mounting
 # is not allowed (not root, no tmpfs).
 # usage: space_check.sh KETASIM SCENARIO WORK_DIR
 set -u
@@ -23,6 +24,13 @@ expect 6 "small/results.h5: not enough space: the result file needs at least" ru
 expect 6 "free in 'small'" run "$scenario" --subjects 200 -q -o small/results.h5
 expect 6 "\`variables: []\` under \`output:\` in the scenario" run "$scenario" --subjects 200 -q -o small/results.h5
 [ -z "$(ls -A small)" ] || fail "the refused run left files: $(ls -A small)"
+
+# 10 subjects: the file fits (at least 1.65 MB), but not with its journal beside it (issue 12).
+expect 6 "and its journal as much again while the run goes" run "$scenario" --subjects 10 -q -o small/results.h5
+[ -z "$(ls -A small)" ] || fail "the refused run left files: $(ls -A small)"
+expect 0 "" run "$scenario" --subjects 10 -q --no-journal -o small/results.h5
+[ -f small/results.h5 ] || fail "the run without a journal wrote no file"
+rm -f small/results.h5
 
 sed 's/^output:$/output:\n  variables: []/' "$scenario" > metrics_only.yaml
 grep -q 'variables: \[\]' metrics_only.yaml || fail "could not make the metrics-only scenario"

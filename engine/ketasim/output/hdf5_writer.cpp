@@ -191,7 +191,9 @@ struct ResultWriter::State {
   void define_subjects(const H5::Group& arm_group, ArmDatasets& arm) const;
   void define_metrics(const H5::Group& arm_group, ArmDatasets& arm) const;
   void define_trajectories(const H5::Group& arm_group, ArmDatasets& arm) const;
-  void check_block_shape(const SubjectBlock& block) const;  // thread-safe
+  // Thread-safe. Without `with_trajectories`, the block's trajectories are not checked (a block
+  // restored from a journal has them as chunks and rows).
+  void check_block_shape(const SubjectBlock& block, bool with_trajectories = true) const;
   void check_not_written(const SubjectBlock& block) const;
   void write_block(const SubjectBlock& block);
   void write_prepared_block(const PreparedBlock& block);
@@ -377,7 +379,7 @@ namespace {
 
 }  // namespace
 
-void ResultWriter::State::check_block_shape(const SubjectBlock& block) const {
+void ResultWriter::State::check_block_shape(const SubjectBlock& block, bool with_trajectories) const {
   const auto reject = [&](const std::string& problem) { reject_block(final_path, block, problem); };
   if (block.arm >= layouts.size()) reject("there are only " + std::to_string(layouts.size()) + " arms");
   const ArmLayout& layout = layouts[block.arm];
@@ -403,7 +405,7 @@ void ResultWriter::State::check_block_shape(const SubjectBlock& block) const {
   };
   const auto width = [](const ColumnSpec& spec) { return spec.width; };
   const auto time_points = [&](const ColumnSpec&) { return layout.time_h.size(); };
-  check_sizes("trajectory", layout.trajectories, block.trajectories, time_points);
+  if (with_trajectories) check_sizes("trajectory", layout.trajectories, block.trajectories, time_points);
   check_sizes("subject column", layout.subject_columns, block.subject_columns, width);
   check_sizes("metric", layout.metrics, block.metrics, width);
   if (block.status.size() != rows || block.message.size() != rows) {
@@ -680,6 +682,57 @@ PreparedBlock ResultWriter::prepare(SubjectBlock block) const {
   keep_rows(whole.stop, end);
   block.trajectories.clear();
   prepared.columns_ = std::move(block);
+  return prepared;
+}
+
+PreparedBlock ResultWriter::restore(SubjectBlock columns, std::vector<PreparedBlock::Chunk> chunks,
+                                    std::vector<PreparedBlock::Rows> rows) const {
+  if (!state_) throw IoError("ResultWriter::restore: the writer was moved from");
+  const State& state = *state_;
+  state.check_block_shape(columns, false);
+  const auto reject = [&](const std::string& problem) { reject_block(state.final_path, columns, problem); };
+  if (!columns.trajectories.empty()) reject("a restored block holds its trajectories in chunks and rows only");
+  // Exactly the chunks and rows prepare() makes of this block, in its order.
+  const ArmLayout& layout = state.layouts[columns.arm];
+  const ChunkGrid grid = ChunkGrid::of(static_cast<hsize_t>(state.stored), layout.time_h.size());
+  const auto first = static_cast<hsize_t>(columns.first_subject - state.first_stored);
+  const auto end = first + static_cast<hsize_t>(columns.count);
+  const WholeChunkRows whole = whole_chunk_rows(grid, first, end);
+  std::size_t next_chunk = 0;
+  for (std::size_t trajectory = 0; trajectory < layout.trajectories.size(); ++trajectory) {
+    for (hsize_t row = whole.begin; row < whole.stop; row += grid.chunk_rows) {
+      for (hsize_t column = 0; column < grid.time_points; column += grid.chunk_columns) {
+        const bool expected = next_chunk < chunks.size() && chunks[next_chunk].trajectory == trajectory &&
+                              chunks[next_chunk].first_subject == static_cast<std::int64_t>(row) &&
+                              chunks[next_chunk].first_time_point == static_cast<std::int64_t>(column) &&
+                              !chunks[next_chunk].bytes.empty();
+        if (!expected) reject("its trajectory chunks are not those of its subjects");
+        ++next_chunk;
+      }
+    }
+  }
+  if (next_chunk != chunks.size()) reject("it has more trajectory chunks than its subjects fill");
+  std::size_t next_rows = 0;
+  const auto expect_rows = [&](hsize_t begin, hsize_t stop) {
+    if (begin == stop) return;
+    const bool expected =
+        next_rows < rows.size() && rows[next_rows].first_subject == static_cast<std::int64_t>(begin) &&
+        rows[next_rows].count == static_cast<std::int64_t>(stop - begin) &&
+        rows[next_rows].trajectories.size() == layout.trajectories.size() &&
+        std::all_of(
+            rows[next_rows].trajectories.begin(), rows[next_rows].trajectories.end(),
+            [&](const std::vector<float>& values) { return values.size() == (stop - begin) * grid.time_points; });
+    if (!expected) reject("its uncompressed trajectory rows are not those of its subjects");
+    ++next_rows;
+  };
+  expect_rows(first, whole.begin);
+  expect_rows(whole.stop, end);
+  if (next_rows != rows.size()) reject("it has more uncompressed trajectory rows than subjects");
+  PreparedBlock prepared;
+  prepared.writer_state_ = state_.get();
+  prepared.columns_ = std::move(columns);
+  prepared.chunks_ = std::move(chunks);
+  prepared.uncompressed_rows_ = std::move(rows);
   return prepared;
 }
 

@@ -157,6 +157,13 @@ class ResultWriter {
   // Throws IoError if the block does not match the layout.
   PreparedBlock prepare(SubjectBlock block) const;
 
+  // A prepared block rebuilt from its parts, as PreparedBlock's accessors give them (a block read
+  // back from a run's journal, journal.hpp): the chunks and rows must be exactly those prepare()
+  // makes of a block of these subjects (their places and sizes are checked, the compressed bytes
+  // are not: the journal checks them with a CRC). Throws IoError, as prepare() does, otherwise.
+  PreparedBlock restore(SubjectBlock columns, std::vector<PreparedBlock::Chunk> chunks,
+                        std::vector<PreparedBlock::Rows> rows) const;
+
   // Writes a block made by this writer's prepare(); the file gets the same contents as
   // write(const SubjectBlock&) of the original block would give it. Rejects with IoError, before
   // writing anything, a block from another writer or whose subjects were already written.

@@ -8,8 +8,10 @@
 #include <exception>
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <optional>
+#include <stdexcept>
 #include <thread>
 
 #include "ketasim/base/format.hpp"
@@ -17,6 +19,7 @@
 #include "ketasim/input/covariate_table.hpp"
 #include "ketasim/model/blocks.hpp"
 #include "ketasim/output/hdf5_writer.hpp"
+#include "ketasim/output/journal.hpp"
 #include "ketasim/output/output_file.hpp"
 #include "ketasim/run/run_report.hpp"
 #include "ketasim/run/scenario_runner.hpp"
@@ -51,11 +54,15 @@ OutputSpace space_for(const std::vector<ArmLayout>& layouts, std::int64_t subjec
   return {estimate_result_size(layouts, subjects_per_arm), free_space_for(output_path)};
 }
 
-// Before anything is simulated: a file that cannot fit would fail after all the work.
-void refuse_if_it_cannot_fit(const OutputSpace& space, const std::string& output_path) {
-  if (!space.certainly_too_small()) return;
+// Before anything is simulated: a file that cannot fit would fail after all the work. A journal
+// (RunOptions::journal) holds about what the file does, beside it until the file is complete.
+void refuse_if_it_cannot_fit(const OutputSpace& space, const std::string& output_path, bool with_journal) {
+  const std::uintmax_t least_bytes = (with_journal ? 2 : 1) * space.size.least_bytes;
+  if (!space.free_bytes || least_bytes <= *space.free_bytes) return;
   throw IoError(output_path + ": not enough space: the result file needs at least " +
-                format_bytes(space.size.least_bytes) + " (" + describe_output_space(space, output_path) +
+                format_bytes(space.size.least_bytes) +
+                (with_journal ? ", and its journal as much again while the run goes (`--no-journal`: none)" : "") +
+                " (" + describe_output_space(space, output_path) +
                 "). Free some space, write it elsewhere, simulate fewer subjects, or write the metrics only "
                 "(`variables: []` under `output:` in the scenario: " +
                 format_bytes(space.size.without_trajectories_bytes) + ")");
@@ -146,7 +153,8 @@ std::optional<ResultWriter> open_writer(const Scenario& scenario, const RunOptio
                                         const std::vector<ArmLayout>& layouts, SubjectRange subjects,
                                         unsigned threads) {
   if (options.output_path.empty()) return std::nullopt;
-  refuse_if_it_cannot_fit(space_for(layouts, subjects.count, options.output_path), options.output_path);
+  refuse_if_it_cannot_fit(space_for(layouts, subjects.count, options.output_path), options.output_path,
+                          options.journal != RunOptions::Journal::none);
   ResultWriterOptions writer_options;
   writer_options.summary_threads = threads;
   writer_options.cancel = options.cancel;
@@ -158,6 +166,7 @@ std::optional<ResultWriter> open_writer(const Scenario& scenario, const RunOptio
 // output file the blocks prepared for the writer (trajectory chunks already compressed, on the
 // worker), without one the blocks themselves.
 struct FinishedRange {
+  std::int64_t index = 0;  // of the block (block_of)
   std::int64_t subjects = 0;
   std::vector<PreparedBlock> prepared;
   std::vector<SubjectBlock> blocks;
@@ -167,16 +176,19 @@ struct FinishedRange {
 // thread, which writes them: at most two ranges per thread in flight, so memory is bounded by the
 // blocks in flight, not by the cohort. The first failure of a worker or of the calling thread
 // stops every worker and is rethrown; a cancellation (RunOptions::cancel) throws InterruptedError.
+// The blocks marked in `done` (read back from a journal) are not simulated.
 class BlockPipeline {
  public:
   BlockPipeline(const ScenarioRunner& runner, const RunOptions& options, const ResultWriter* writer,
-                SubjectRange subjects, unsigned threads)
+                SubjectRange subjects, std::int64_t block_size, const std::vector<bool>& done, unsigned threads)
       : runner_(runner),
         options_(options),
         writer_(writer),
         cohort_(subjects),
-        block_size_(options.block_size > 0 ? options.block_size : default_block_size(runner.arms())),
+        block_size_(block_size),
         blocks_(static_cast<std::size_t>(block_count(cohort_, block_size_))),
+        done_(done),
+        pending_(static_cast<std::size_t>(std::count(done.begin(), done.end(), false))),
         max_in_flight_(2 * static_cast<std::size_t>(threads)),
         threads_(threads) {}
 
@@ -185,7 +197,7 @@ class BlockPipeline {
     std::vector<std::jthread> pool;
     for (unsigned i = 0; i < threads_; ++i) pool.emplace_back([this] { work(); });
     try {
-      for (std::size_t handed = 0; handed < blocks_; ++handed) {
+      for (std::size_t handed = 0; handed < pending_; ++handed) {
         std::optional<FinishedRange> range = next_finished();
         if (!range) break;
         const std::int64_t subjects = range->subjects;
@@ -248,6 +260,7 @@ class BlockPipeline {
       {
         std::unique_lock lock(mutex_);
         changed_.wait(lock, [&] { return abort_ || in_flight_ < max_in_flight_; });
+        while (next_range_ < blocks_ && done_[next_range_]) ++next_range_;
         if (abort_ || cancelled() || next_range_ >= blocks_) return;
         index = next_range_++;
         ++in_flight_;
@@ -269,7 +282,8 @@ class BlockPipeline {
 
   FinishedRange simulate(std::size_t index) const {
     const SubjectRange subjects = block_of(cohort_, block_size_, static_cast<std::int64_t>(index));
-    FinishedRange range{subjects.count, {}, runner_.simulate(subjects, options_.cancel)};
+    FinishedRange range{
+        static_cast<std::int64_t>(index), subjects.count, {}, runner_.simulate(subjects, options_.cancel)};
     if (writer_ && !options_.on_block) {
       for (SubjectBlock& block : range.blocks) range.prepared.push_back(writer_->prepare(std::move(block)));
       range.blocks.clear();
@@ -283,6 +297,8 @@ class BlockPipeline {
   const SubjectRange cohort_;
   const std::int64_t block_size_;
   const std::size_t blocks_;
+  const std::vector<bool>& done_;
+  const std::size_t pending_;
   const std::size_t max_in_flight_;
   const unsigned threads_;
   std::int64_t subjects_done_ = 0;  // handed to the calling thread; only it touches this
@@ -319,12 +335,124 @@ void finish_writer(ResultWriter& writer, const RunOptions& options, Progress& pr
 
 }  // namespace
 
+namespace {
+
+void note(const RunOptions& options, const std::string& text) {
+  if (options.on_note) options.on_note(text);
+}
+
+// The identity of this run, which its journal records: the tables it reads are checksummed (the
+// scenario's text is in the run's RunInfo).
+JournalIdentity journal_identity_of(const Scenario& scenario, const RunOptions& options, SubjectRange subjects,
+                                    std::int64_t block_size, const std::vector<ArmLayout>& layouts) {
+  const std::vector<std::string> inputs = scenario_input_files(scenario);
+  return journal_identity(run_info(scenario, options.shard, subjects), options.shard, subjects, block_size, layouts,
+                          std::vector<std::string>(inputs.begin() + 1, inputs.end()));
+}
+
+// The journal a run resumes from, checked before anything is written: locked, its identity that of
+// this run. nullopt when there is none (the run starts afresh). Refuses an existing journal when the
+// run does not resume: it holds the work of an interrupted run, which is never overwritten.
+struct JournalSource {
+  JournalLock lock;
+  std::unique_ptr<JournalReader> reader;
+};
+
+std::optional<JournalSource> find_journal(const RunOptions& options, const JournalIdentity& identity) {
+  const std::string path = journal_path_for(options.output_path);
+  std::error_code error;
+  if (options.output_path.empty() || !std::filesystem::exists(std::filesystem::symlink_status(path, error))) {
+    if (options.journal == RunOptions::Journal::resume) note(options, "no journal " + path + ": starting afresh");
+    return std::nullopt;
+  }
+  if (options.journal != RunOptions::Journal::resume) {
+    throw IoError(path + ": the journal of an interrupted run of " + options.output_path +
+                  " exists: pass --resume to continue that run from it, or delete it to start afresh");
+  }
+  JournalSource source{JournalLock(path), nullptr};
+  source.reader = std::make_unique<JournalReader>(path);
+  const std::string difference = identity_difference(source.reader->identity(), identity);
+  if (!difference.empty()) {
+    throw IoError(path + ": the journal is of another run: " + difference +
+                  "; resume with the same scenario, seed, --subjects, --shard and ketasim build, or delete the "
+                  "journal to start afresh");
+  }
+  return source;
+}
+
+// The blocks of the journal written into the output (and counted in the report) instead of being
+// simulated; the journal is then cut to its valid records and reopened for the blocks to come.
+JournalWriter replay_journal(JournalSource&& source, const RunOptions& options, ResultWriter& writer,
+                             ReportCollector& collector, std::vector<bool>& done, Progress& progress) {
+  JournalReader& reader = *source.reader;
+  std::int64_t blocks = 0;
+  while (std::optional<JournaledBlock> block = reader.next()) {
+    if (options.cancel != nullptr && options.cancel->load())
+      throw InterruptedError("interrupted while reading the journal back; the journal is unchanged");
+    for (JournaledArm& arm : block->arms) {
+      PreparedBlock prepared = writer.restore(std::move(arm.columns), std::move(arm.chunks), std::move(arm.rows));
+      collector.add(prepared.columns());
+      writer.write(std::move(prepared));
+    }
+    done[static_cast<std::size_t>(block->index)] = true;
+    progress.subjects_done += block->arms.empty() ? 0 : block->arms.front().columns.count;
+    progress.subjects_resumed = progress.subjects_done;
+    ++blocks;
+  }
+  std::string text = "resuming from " + journal_path_for(options.output_path) + ": " + std::to_string(blocks) + " of " +
+                     std::to_string(done.size()) + " blocks (" + std::to_string(progress.subjects_done) +
+                     " subjects of every arm) read back";
+  if (!reader.discarded_reason().empty())
+    text += "; discarded its last " + std::to_string(reader.discarded_bytes()) + " bytes: " + reader.discarded_reason();
+  note(options, text);
+  return JournalWriter::reopen(std::move(source.lock), reader.valid_bytes(), blocks);
+}
+
+// Called in a handler: rethrows the run's failure. A journal with blocks stays for --resume (an
+// interruption then becomes RunInterrupted, any other failure gets a note); one without any is
+// removed, since there is nothing to resume from.
+[[noreturn]] void rethrow_keeping_journal(std::optional<JournalWriter>& journal, const RunOptions& options,
+                                          std::int64_t blocks_total) {
+  const std::string path = journal_path_for(options.output_path);
+  if (journal && journal->blocks_written() == 0) {
+    try {
+      journal->remove();
+    } catch (const IoError&) {  // the run's own failure is the one to report
+    }
+    journal.reset();
+  }
+  try {
+    throw;
+  } catch (const InterruptedError&) {
+    if (!journal) throw;
+    throw RunInterrupted(journal->blocks_written(), blocks_total, path);
+  } catch (...) {
+    if (journal) {
+      note(options, path + " keeps " + std::to_string(journal->blocks_written()) + " of " +
+                        std::to_string(blocks_total) + " blocks: rerun with --resume to continue from them");
+    }
+    throw;
+  }
+}
+
+}  // namespace
+
+RunInterrupted::RunInterrupted(std::int64_t blocks_done, std::int64_t blocks_total, std::string journal_path)
+    : InterruptedError("interrupted after " + std::to_string(blocks_done) + " of " + std::to_string(blocks_total) +
+                       " blocks; " + journal_path + " keeps them: resume with --resume"),
+      blocks_done_(blocks_done),
+      blocks_total_(blocks_total),
+      journal_path_(std::move(journal_path)) {}
+
 RunReport run_scenario(const Scenario& scenario, const RunOptions& options) {
   const auto started = std::chrono::steady_clock::now();
   const ScenarioRunner runner(scenario);
   const unsigned threads = thread_count(options.threads);
   const SubjectRange subjects = simulated_subjects(scenario, options.shard);  // refuses a shard it cannot honour
   const std::vector<ArmLayout> layouts = runner.layouts();
+  const bool journaled = options.journal != RunOptions::Journal::none;
+  if (journaled && (options.output_path.empty() || options.on_block))
+    throw std::invalid_argument("run_scenario: a journal needs an output file and no on_block");
   if (options.on_start) options.on_start(layouts);
   // Before any work: where the output may go, and room for the end-of-run report's temporary files.
   if (!options.output_path.empty()) check_output_path(options.output_path, scenario_input_files(scenario));
@@ -333,6 +461,11 @@ RunReport run_scenario(const Scenario& scenario, const RunOptions& options) {
                                                     : std::filesystem::absolute(options.output_path).parent_path();
   check_temporary_space(scenario, spill_directory,
                         report_temporary_bytes(layouts, subjects.count, options.report_memory_bytes));
+  const std::int64_t block_size = options.block_size > 0 ? options.block_size : default_block_size(runner.arms());
+  const JournalIdentity identity =
+      journaled ? journal_identity_of(scenario, options, subjects, block_size, layouts) : JournalIdentity{};
+  // Also without a journal of its own, a run refuses to run over the journal of an interrupted one.
+  std::optional<JournalSource> journal_source = find_journal(options, identity);
   std::optional<ResultWriter> writer = open_writer(scenario, options, layouts, subjects, threads);
 
   ReportCollector collector(scenario, runner.arms(), runner.plan(), subjects.count, options.report_memory_bytes,
@@ -340,27 +473,41 @@ RunReport run_scenario(const Scenario& scenario, const RunOptions& options) {
   Progress progress;
   progress.subjects_total = subjects.count;
   progress.arms = runner.arms().size();
-  BlockPipeline pipeline(runner, options, writer ? &*writer : nullptr, subjects, threads);
-  pipeline.run([&](FinishedRange&& range) {
-    for (PreparedBlock& block : range.prepared) {
-      collector.add(block.columns());
-      writer->write(std::move(block));
-    }
-    for (const SubjectBlock& block : range.blocks) {
-      collector.add(block);
-      if (options.on_block) options.on_block(block);
-      if (writer) writer->write(block);
-    }
-    progress.subjects_done += range.subjects;
-    progress.elapsed_seconds = seconds_since(started);
-    if (options.on_progress) options.on_progress(progress);
-  });
-  if (writer) finish_writer(*writer, options, progress, started);
+  std::vector<bool> done(static_cast<std::size_t>(block_count(subjects, block_size)), false);
+  std::optional<JournalWriter> journal;
+  try {
+    if (journal_source)
+      journal = replay_journal(std::move(*journal_source), options, *writer, collector, done, progress);
+    else if (journaled)
+      journal = JournalWriter::create(journal_path_for(options.output_path), identity);
+    journal_source.reset();
+    BlockPipeline pipeline(runner, options, writer ? &*writer : nullptr, subjects, block_size, done, threads);
+    pipeline.run([&](FinishedRange&& range) {
+      if (journal) journal->append(range.index, range.prepared);
+      for (PreparedBlock& block : range.prepared) {
+        collector.add(block.columns());
+        writer->write(std::move(block));
+      }
+      for (const SubjectBlock& block : range.blocks) {
+        collector.add(block);
+        if (options.on_block) options.on_block(block);
+        if (writer) writer->write(block);
+      }
+      progress.subjects_done += range.subjects;
+      progress.elapsed_seconds = seconds_since(started);
+      if (options.on_progress) options.on_progress(progress);
+    });
+    if (writer) finish_writer(*writer, options, progress, started);
+  } catch (...) {
+    rethrow_keeping_journal(journal, options, static_cast<std::int64_t>(done.size()));
+  }
+  if (journal) journal->remove();  // the output is complete and renamed
 
   RunReport report;
   report.arms = collector.finish();
   report.subjects_per_arm = scenario.cohort.size;
   report.subjects = subjects;
+  report.subjects_resumed = progress.subjects_resumed;
   report.threads = threads;
   report.elapsed_seconds = seconds_since(started);
   return report;

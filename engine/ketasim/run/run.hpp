@@ -28,8 +28,9 @@ struct Progress {
   Phase phase = Phase::simulating;
   std::int64_t subjects_done = 0;  // subjects with every arm simulated
   std::int64_t subjects_total = 0;
-  std::size_t arms = 0;            // subject-arms simulated = subjects_done * arms
-  std::size_t summaries_done = 0;  // Phase::summaries: trajectory summaries (one per trajectory and arm)
+  std::int64_t subjects_resumed = 0;  // of subjects_done, those read back from a journal (not simulated now)
+  std::size_t arms = 0;               // subject-arms simulated = subjects_done * arms
+  std::size_t summaries_done = 0;     // Phase::summaries: trajectory summaries (one per trajectory and arm)
   std::size_t summaries_total = 0;
   double elapsed_seconds = 0.0;
 };
@@ -51,11 +52,36 @@ struct RunOptions {
   // Called once, on the calling thread, before any block: the layout of every arm (as written to
   // the output file), which the blocks follow.
   std::function<void(const std::vector<ArmLayout>&)> on_start;
+  // A journal of the finished blocks next to the output (journal.hpp; docs/hpc.md, "Resume"), so
+  // that an interrupted run can continue: `write` starts one (refusing, IoError, an existing
+  // journal: it holds an interrupted run's work); `resume` continues from an existing one (IoError
+  // when it is of another run) or, without one, starts afresh. The journal is removed once the
+  // output is renamed into place; a run interrupted after some blocks keeps it (RunInterrupted).
+  // Needs an output path and no on_block. With `none`, a run with an output file still refuses
+  // the journal of an interrupted run of it.
+  enum class Journal { none, write, resume };
+  Journal journal = Journal::none;
+  // Notes for the user, on the calling thread: what a resume read back, a resume without a journal.
+  std::function<void(const std::string&)> on_note;
   // The end-of-run report (RunReport) keeps at most this many bytes of per-subject values in
   // memory; beyond, they go to unlinked temporary files in the output's directory (the system's
   // temporary directory without an output file), 8 bytes per subject, arm and reported value
   // (5 + the assessments). The quantiles are exact either way.
   std::size_t report_memory_bytes = std::size_t{64} << 20;
+};
+
+// A journaled run stopped by RunOptions::cancel after some blocks: the journal keeps them.
+class RunInterrupted : public InterruptedError {
+ public:
+  RunInterrupted(std::int64_t blocks_done, std::int64_t blocks_total, std::string journal_path);
+  std::int64_t blocks_done() const { return blocks_done_; }
+  std::int64_t blocks_total() const { return blocks_total_; }
+  const std::string& journal_path() const { return journal_path_; }
+
+ private:
+  std::int64_t blocks_done_;
+  std::int64_t blocks_total_;
+  std::string journal_path_;
 };
 
 struct Quantiles {
@@ -86,13 +112,15 @@ struct RunReport {
   std::vector<ArmReport> arms;
   std::int64_t subjects_per_arm = 0;  // of the scenario's cohort
   SubjectRange subjects;              // those simulated: all, or the shard's (RunOptions::shard)
+  std::int64_t subjects_resumed = 0;  // of them, those read back from a journal (RunOptions::journal)
   unsigned threads = 0;
   double elapsed_seconds = 0.0;
 };
 
 // With an output path, checks before simulating anything that the path may be written
 // (check_output_path, output_file.hpp: not the scenario or one of its tables, ...) and that the
-// file can fit (output_space); throws IoError otherwise.
+// file can fit (output_space), with its journal (RunOptions::journal) as much again; throws IoError
+// otherwise.
 RunReport run_scenario(const Scenario& scenario, const RunOptions& options);
 
 // The files a scenario reads: the scenario file, cohort.from_csv and every doses_from table.
