@@ -9,6 +9,9 @@
 #                                alone failing (its shard file's name taken by a directory): every
 #                                rank exits non-zero, no output file; the rank that finished keeps its
 #                                shard, and `--resume` then ends with the single-process file
+#   sigterm SCENARIO SUBJECTS    SIGTERM to mpirun (as Slurm sends before a time limit) stops every
+#                                rank with its journal kept and no output; `--resume` on the same
+#                                ranks ends with the single-process file
 # Exits 77 (skipped) when mpirun is absent.
 # usage: mpi.sh KETASIM SOURCE_DIR WORK_DIR MODE SCENARIO SUBJECTS
 set -u
@@ -94,6 +97,30 @@ case $mode in
     # Other commands refuse to run on several ranks (each rank would write the same file).
     ranks_run 2 merge single.h5 -o merged.h5 > merge.log 2>&1 && fail "mpirun -n 2 ketasim merge exited 0"
     grep -q "only \`ketasim run\` runs on several MPI ranks" merge.log || { fail "merge on 2 ranks: no clear refusal"; cat merge.log; }
+    ;;
+  sigterm)
+    # mpirun itself in the background (not a shell function, whose subshell $! would name).
+    mpirun --oversubscribe -n 2 "$ketasim" run "$scenario" --subjects "$subjects" --block-size 16 -t 1 -o out.h5 \
+      > stopped.log 2>&1 &
+    launcher=$!
+    waited=0
+    until [ -e out.h5.rank-1-of-2.h5.journal ] && [ -e out.h5.rank-2-of-2.h5.journal ] || [ $waited -ge 300 ]; do
+      sleep 0.1
+      waited=$((waited + 1))
+    done
+    sleep 1
+    kill -TERM $launcher
+    wait $launcher && fail "mpirun stopped by SIGTERM exited 0 (did the run end before the signal?)"
+    [ "$(grep -c 'stopped by SIGTERM' stopped.log)" = 2 ] || { fail "not both ranks stopped by SIGTERM"; cat stopped.log; }
+    [ -e out.h5 ] && fail "a stopped run wrote out.h5"
+    [ -e out.h5.rank-1-of-2.h5.journal ] && [ -e out.h5.rank-2-of-2.h5.journal ] || fail "the ranks' journals were not kept"
+    expect_no_temporaries .
+    ranks_run 2 run "$scenario" --subjects "$subjects" --block-size 16 -t 1 -o out.h5 --resume > resumed.log 2>&1 ||
+      { fail "--resume after SIGTERM failed"; cat resumed.log; }
+    grep -q "resuming from out.h5.rank-1-of-2.h5.journal" resumed.log || { fail "rank 0 did not resume"; cat resumed.log; }
+    same_as_single out.h5
+    leftovers=$(ls -A | grep -e '\.rank-' -e '\.journal')
+    [ -z "$leftovers" ] || fail "the resumed run left $leftovers"
     ;;
   *)
     echo "unknown mode $mode"
