@@ -32,16 +32,19 @@
 #include "ketasim/model/blocks.hpp"
 #include "ketasim/model/model.hpp"
 #include "ketasim/model/model_card.hpp"
+#include "ketasim/output/journal.hpp"
 #include "ketasim/output/merge.hpp"
 #include "ketasim/output/nonmem_export.hpp"
 #include "ketasim/output/output_file.hpp"
 #include "ketasim/run/cohort.hpp"
 #include "ketasim/run/run.hpp"
 #include "ketasim/solve/timeline.hpp"
+#include "mpi_job.hpp"
 
 namespace {
 
 using namespace ketasim;
+using ketasim::cli::MpiJob;
 
 // Ctrl-C, SIGTERM (Slurm's time limit, `timeout`), SIGHUP (the terminal closed) or SIGQUIT during
 // `run` asks the run to stop cleanly: it stops at its next check, removes its temporary file and
@@ -281,6 +284,7 @@ struct RunArguments {
   bool no_journal = false;
   bool quiet = false;
   std::string command_line;  // as typed, each word quoted for a shell if it needs it
+  bool summary = true;       // false: the progress only (the shard of an MPI rank, quiet or not)
 };
 
 const char* signal_name(int signal_number) {
@@ -357,13 +361,139 @@ int command_run(const RunArguments& arguments) {
   progress_line.end();
   if (g_interrupted)  // during the final flush and rename, where the run no longer checks
     std::fprintf(stderr, "note: the interruption came when %s was already complete: it is kept\n", output.c_str());
-  if (!quiet) print_summary(report, scenario, output, shard);
+  if (!quiet && arguments.summary) print_summary(report, scenario, output, shard);
   for (const ArmReport& arm : report.arms)
     if (arm.subjects > 0 && arm.failed == arm.subjects) {
       std::fprintf(stderr, "error: every subject of arm %s failed to solve\n", arm.name.c_str());
       return static_cast<int>(ExitCode::solver);
     }
   return 0;
+}
+
+// The message and exit code of the exception being handled, as the command line reports it.
+struct Failure {
+  int exit_code = 0;
+  std::string message;  // the line to print on stderr
+};
+
+Failure current_failure() {
+  try {
+    throw;
+  } catch (const ScenarioError& error) {
+    return {static_cast<int>(error.code()), error.what()};  // already "file:line:column: error: key: ..."
+  } catch (const Error& error) {
+    return {static_cast<int>(error.code()), std::string("ketasim: error: ") + error.what()};
+  } catch (const std::exception& error) {
+    return {static_cast<int>(ExitCode::internal), std::string("internal error: ") + error.what()};
+  }
+}
+
+// The shard file of rank `rank` (from 0) of `ranks`, beside the output; its journal beside it.
+std::string rank_shard_path(const std::string& output, int rank, int ranks) {
+  return output + ".rank-" + std::to_string(rank + 1) + "-of-" + std::to_string(ranks) + ".h5";
+}
+
+// Whether a rank's shard file or journal is there: what a run with `--resume` goes on from.
+bool any_rank_work_kept(const std::string& output, int ranks) {
+  for (int r = 0; r < ranks; ++r) {
+    const std::string shard = rank_shard_path(output, r, ranks);
+    std::error_code ignored;
+    if (std::filesystem::exists(shard, ignored) || std::filesystem::exists(journal_path_for(shard), ignored))
+      return true;
+  }
+  return false;
+}
+
+// Rank 0 of `mpirun -n R ketasim run`, once every rank has written its shard: merges them into the
+// output and removes them; on failure keeps them and says how to merge them. The exit code.
+int merge_rank_shards(const RunArguments& arguments, int ranks) {
+  std::vector<std::string> shards;
+  for (int r = 0; r < ranks; ++r) shards.push_back(rank_shard_path(arguments.output, r, ranks));
+  try {
+    MergeOptions options;
+    options.threads = arguments.threads;
+    options.mpi_ranks = ranks;
+    options.cancel = &g_interrupted;
+    ProgressLine progress_line;
+    if (!arguments.quiet && isatty(STDERR_FILENO))
+      options.on_progress = [&progress_line](const MergeProgress& p) { progress_line.show(p); };
+    g_run_polls_interruption = true;
+    const MergeReport report = merge_shards(shards, arguments.output, options);
+    g_run_polls_interruption = false;
+    progress_line.end();
+    for (const std::string& shard : shards) {
+      std::error_code ignored;  // the output is complete; a shard left behind is only disk space
+      std::filesystem::remove(shard, ignored);
+    }
+    if (!arguments.quiet) {
+      std::printf("%s: %s per arm, %s, on %d MPI ranks; merged in %.1f s on %s\nresults: %s\n",
+                  report.scenario_name.c_str(), plural(report.subjects_per_arm, "subject").c_str(),
+                  plural(static_cast<std::int64_t>(report.arms), "arm").c_str(), ranks, report.elapsed_seconds,
+                  plural(report.threads, "thread").c_str(), arguments.output.c_str());
+    }
+    return 0;
+  } catch (...) {
+    const Failure failure = current_failure();
+    std::fprintf(
+        stderr,
+        "%s\nketasim: the shard files of the ranks are kept; `ketasim merge %s.rank-*-of-%d.h5 -o %s` merges them\n",
+        failure.message.c_str(), arguments.output.c_str(), ranks, arguments.output.c_str());
+    return failure.exit_code;
+  }
+}
+
+// `mpirun -n R ketasim run`: rank r computes shard r+1/R into a shard file beside the output (with
+// its own journal, so `--resume` resumes every rank), the ranks agree that every shard succeeded,
+// then rank 0 merges the shards into the output (temporary name, rename) and removes them. A
+// failure on any rank makes every rank exit non-zero with no output written (docs/hpc.md, "MPI").
+int command_run_on_ranks(const RunArguments& arguments, const MpiJob& mpi) {
+  const bool lead = mpi.rank() == 0;
+  if (!arguments.shard.empty())
+    throw Error(ExitCode::usage, "--shard cannot be given to a run on several MPI ranks: the ranks split the run");
+  RunArguments rank_arguments = arguments;
+  rank_arguments.output = rank_shard_path(arguments.output, mpi.rank(), mpi.ranks());
+  rank_arguments.shard = std::to_string(mpi.rank() + 1) + "/" + std::to_string(mpi.ranks());
+  rank_arguments.quiet = arguments.quiet || !lead;  // rank 0 alone shows progress
+  rank_arguments.summary = false;                   // a shard's figures are not the run's
+  Failure failure;
+  try {
+    // The final output is checked on every rank before anything is simulated, so that a path no
+    // rank may write fails them all at once.
+    const Scenario scenario = load_scenario_file(arguments.scenario_path);
+    check_output_path(arguments.output, scenario_input_files(scenario));
+    // A rank whose shard file is complete (they appear whole, by rename) keeps it on --resume: the
+    // merge refuses it if it is not a shard of this very run.
+    if (arguments.resume && std::filesystem::is_regular_file(rank_arguments.output)) {
+      std::fprintf(stderr, "ketasim: MPI rank %d: %s is complete: kept\n", mpi.rank(), rank_arguments.output.c_str());
+    } else {
+      failure.exit_code = command_run(rank_arguments);
+    }
+  } catch (...) {
+    failure = current_failure();
+  }
+  // Every rank learns whether all succeeded. Rank 0's error is printed, and that of a rank whose exit
+  // code differs from rank 0's: the same code is, but for rare cases, the same error on every rank
+  // (the scenario, the output path), printed once rather than R times.
+  const int worst = mpi.largest_over_ranks(failure.exit_code);
+  const int rank_zero_code = mpi.from_rank_zero(failure.exit_code);
+  if (!failure.message.empty() && (lead || failure.exit_code != rank_zero_code)) {
+    std::fprintf(stderr, "%s%s\n", lead ? "" : ("MPI rank " + std::to_string(mpi.rank()) + ": ").c_str(),
+                 failure.message.c_str());
+  }
+  if (worst != 0) {
+    if (lead && failure.exit_code == 0)
+      std::fprintf(stderr, "ketasim: error: another MPI rank failed (exit %d); %s not written\n", worst,
+                   arguments.output.c_str());
+    if (lead && any_rank_work_kept(arguments.output, mpi.ranks()))
+      std::fprintf(stderr,
+                   "ketasim: the shard files and journals of the ranks (%s.rank-*) are kept: `--resume` goes on "
+                   "from them\n",
+                   arguments.output.c_str());
+    return worst;
+  }
+
+  // Rank 0 merges; every rank exits with the merge's code.
+  return mpi.from_rank_zero(lead ? merge_rank_shards(arguments, mpi.ranks()) : 0);
 }
 
 // `ketasim merge`: shard files → one result file (merge.hpp checks them all before writing).
@@ -1127,7 +1257,11 @@ void add_housekeeping_commands(CLI::App& app, Arguments& a, Commands& commands) 
 
 // Runs the subcommand that was given; its exit code.
 int dispatch(const CLI::App& app, const Commands& commands, const Arguments& a, const std::string& command_line,
-             const std::string& shell_line) {
+             const std::string& shell_line, const MpiJob& mpi) {
+  if (mpi.several_ranks() && !*commands.run) {
+    throw ketasim::Error(ketasim::ExitCode::usage, "only `ketasim run` runs on several MPI ranks (this job has " +
+                                                       std::to_string(mpi.ranks()) + ")");
+  }
   if (*commands.help) {
     std::string problem;
     const std::string text = ketasim::cli::help_text(app, a.help_topic, problem);
@@ -1136,9 +1270,11 @@ int dispatch(const CLI::App& app, const Commands& commands, const Arguments& a, 
     return 0;
   }
   if (*commands.clean) return command_clean(a.clean_directory);
-  if (*commands.run)
-    return command_run({a.scenario_path, a.output, a.threads, a.subjects, a.shard, a.block_size, a.resume, a.no_journal,
-                        a.quiet, shell_line});
+  if (*commands.run) {
+    const RunArguments run{a.scenario_path, a.output,     a.threads, a.subjects, a.shard, a.block_size,
+                           a.resume,        a.no_journal, a.quiet,   shell_line, true};
+    return mpi.several_ranks() ? command_run_on_ranks(run, mpi) : command_run(run);
+  }
   if (*commands.merge) return command_merge(a.merge_inputs, a.merge_output, a.threads, a.quiet);
   if (*commands.validate) return command_validate(a.scenario_path);
   if (*commands.timeline) return command_timeline(a.scenario_path, a.arm_name, a.subject_id, a.csv);
@@ -1158,6 +1294,14 @@ int dispatch(const CLI::App& app, const Commands& commands, const Arguments& a, 
 }
 
 int run_command_line(int argc, char** argv) {
+  // MPI first (only under an MPI launcher), so that the stop signals are ours whatever it installs.
+  std::optional<MpiJob> mpi;
+  try {
+    mpi.emplace();
+  } catch (const ketasim::Error& error) {
+    std::cerr << "ketasim: error: " << error.what() << '\n';
+    return static_cast<int>(error.code());
+  }
   install_stop_signal_handlers();
   // The name, not argv[0]: usage lines say `ketasim run`, not the path the binary was started by.
   CLI::App app{"ketasim: PK/PD simulation of ketamine therapy for virtual patient cohorts", "ketasim"};
@@ -1187,16 +1331,11 @@ int run_command_line(int argc, char** argv) {
   }
 
   try {
-    return dispatch(app, commands, arguments, joined_command(argc, argv), shell_command(argc, argv));
-  } catch (const ketasim::ScenarioError& error) {
-    std::cerr << error.what() << '\n';  // already "file:line:column: error: key: ..."
-    return static_cast<int>(error.code());
-  } catch (const ketasim::Error& error) {
-    std::cerr << "ketasim: error: " << error.what() << '\n';
-    return static_cast<int>(error.code());
-  } catch (const std::exception& error) {
-    std::cerr << "internal error: " << error.what() << '\n';
-    return static_cast<int>(ketasim::ExitCode::internal);
+    return dispatch(app, commands, arguments, joined_command(argc, argv), shell_command(argc, argv), *mpi);
+  } catch (...) {
+    const Failure failure = current_failure();
+    std::cerr << failure.message << '\n';
+    return failure.exit_code;
   }
 }
 

@@ -250,6 +250,12 @@ void ResultWriter::State::write_root_attributes(const RunInfo& info) {
   });
   if (info.shard) write_shard_attributes(*info.shard);
   if (!info.merged_from.empty()) write_merge_attributes(info.merged_from);
+  if (info.mpi_ranks > 0) {
+    hdf5_calls("write the attribute mpi_ranks", [&] {
+      hdf5::set_number_attribute(*file, "mpi_ranks", H5::PredType::STD_I64LE, H5::PredType::NATIVE_INT64,
+                                 info.mpi_ranks);
+    });
+  }
 }
 
 // What `ketasim merge` checks and needs (docs/hdf5-layout.md, "Shard files").

@@ -265,6 +265,8 @@ struct RunInfo {
     std::string created_utc;
   };
   std::vector<MergedShard> merged_from;
+  // A file of `mpirun -n R ketasim run` (merged from its ranks' shards): R; 0 otherwise.
+  std::int64_t mpi_ranks = 0;
 };
 
 // Consecutive subjects [first_subject, first_subject + count) of one arm. Row-major buffers.
