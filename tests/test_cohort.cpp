@@ -485,3 +485,38 @@ TEST_CASE("replicates of a CSV cohort in order repeat the file's patients with n
   scenario.cohort.set_subjects_per_replicate(10);
   CHECK(CohortSampler(scenario, *find_builtin_model(scenario.model.name)).draw(10).table_row == 0);
 }
+
+TEST_CASE("a random effect drawn last leaves every other draw of every subject as it was", "[cohort]") {
+  // ketamine_pd's ad_magnitude has {logit_sd, order: last}: the same card without that variability
+  // must give every subject the same values of every other parameter; drawn in parameter order
+  // instead, it would shift the draws of the parameters after it (the card's pharmacokinetics).
+  Scenario scenario;
+  scenario.model.name = "ketamine_venous";
+  scenario.cohort.size = 200;
+  scenario.cohort.seed = 4242;
+  scenario.cohort.variability.from_card = true;
+  const ModelCard& shipped = *find_builtin_model(scenario.model.name);
+  const auto ad = static_cast<std::size_t>(shipped.index_of("ad_magnitude"));
+  REQUIRE(shipped.parameters[ad].iiv.kind == IivKind::logit_normal);
+  REQUIRE(shipped.parameters[ad].iiv.drawn_last);
+  ModelCard without = shipped;
+  without.parameters[ad].iiv = Iiv{};
+  ModelCard in_order = shipped;
+  in_order.parameters[ad].iiv.drawn_last = false;
+  const CohortSampler with_last(scenario, shipped), with_none(scenario, without), with_in_order(scenario, in_order);
+  int other_parameters_changed_in_order = 0;
+  std::vector<double> ad_values;
+  for (int i = 0; i < 200; ++i) {
+    const Subject a = with_last.draw(i), b = with_none.draw(i), c = with_in_order.draw(i);
+    for (std::size_t p = 0; p < a.parameters.size(); ++p) {
+      if (p == ad) continue;
+      CHECK(a.parameters[p] == b.parameters[p]);
+      if (c.parameters[p] != b.parameters[p]) ++other_parameters_changed_in_order;
+    }
+    CHECK(b.parameters[ad] == shipped.parameters[ad].value);
+    ad_values.push_back(a.parameters[ad]);
+    CHECK((a.parameters[ad] > 0.0 && a.parameters[ad] < 1.0));
+  }
+  CHECK(std::set<double>(ad_values.begin(), ad_values.end()).size() == ad_values.size());
+  CHECK(other_parameters_changed_in_order > 0);
+}

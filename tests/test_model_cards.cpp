@@ -502,3 +502,62 @@ TEST_CASE("depression: a sustained component is read with its own input and para
              Catch::Contains("the sustained input must differ from the drug input (fast)"));
   CHECK_THAT(card_error(head + "      sustained: {input: slow, emax: e, ec50: c}\n" + tail), Catch::Contains("hill"));
 }
+
+TEST_CASE("a card's own calibration applies after its module's, for that card only", "[cards][calibration]") {
+  // The module's calibration fits a and b; the card's fits b again and c. The card's value of b wins.
+  const CardSources sources{
+      [](std::string_view name) {
+        return name == "m" ? std::string(
+                                 "module: m\ncalibration: [fit_m]\nparameters:\n"
+                                 "  a: {value: 1, description: d, source: s}\n"
+                                 "  b: {value: 2, description: d, source: s}\nstructure: []\n")
+                           : std::string();
+      },
+      [](std::string_view name) {
+        if (name == "fit_m") return std::string("calibration: fit_m\nfitted:\n  a: 10\n  b: 20\n");
+        if (name == "fit_card")
+          return std::string("calibration: fit_card\nfitted:\n  b: 200\n  c: 300\n  c.iiv: 0.5\n");
+        return std::string();
+      }};
+  const std::string card_text =
+      "card: own\ntitle: t\ncitation: c\ndrug: parent\ninclude: [m]\ncalibration: fit_card\nparameters:\n"
+      "  V: {value: 100 L, description: d, source: s}\n  CL: {value: 10 L/h, description: d, source: s}\n"
+      "  c: {value: 3, description: d, source: s}\n"
+      "structure:\n  - compartments: {drug: parent, molar_mass: 100, central: {volume: V}, "
+      "elimination: {clearance: CL}}\nroutes:\n  iv: {drug: parent}\n";
+  const ModelCard card = parse_model_card(card_text, "own.yaml", sources);
+  const auto value = [&](const char* name) { return card.parameters[static_cast<std::size_t>(card.index_of(name))]; };
+  CHECK(card.calibrations == std::vector<std::string>{"fit_m", "fit_card"});
+  CHECK(value("a").value == 10.0);
+  CHECK(value("a").calibrated_by == "fit_m");
+  CHECK(value("b").value == 200.0);
+  CHECK(value("b").calibrated_by == "fit_card");
+  CHECK(value("c").value == 300.0);
+  CHECK(value("c").iiv.kind == IivKind::log_normal);
+  CHECK(value("c").iiv.magnitude == 0.5);
+  CHECK(value("V").calibrated_by.empty());
+
+  // The module's own calibration named again by the card is refused.
+  std::string twice = card_text;
+  twice.replace(twice.find("calibration: fit_card"), 21, "calibration: fit_m");
+  CHECK_THROWS_WITH(parse_model_card(twice, "own.yaml", sources),
+                    Catch::Contains("own.yaml:6:") && Catch::Contains("already a module's calibration"));
+}
+
+TEST_CASE("iiv order: only last, and only with a kind of variability", "[cards][errors]") {
+  const auto card_with = [](const std::string& iiv) {
+    return card_from(
+        "card: o\ntitle: t\ncitation: c\ndrug: parent\nparameters:\n"
+        "  V: {value: 100 L, iiv: " +
+        iiv +
+        ", description: d, source: s}\n  CL: {value: 10 L/h, description: d, source: s}\n"
+        "structure:\n  - compartments: {drug: parent, molar_mass: 100, central: {volume: V}, "
+        "elimination: {clearance: CL}}\nroutes:\n  iv: {drug: parent}\n");
+  };
+  const ModelCard last = card_with("{cv: 30%, order: last}");
+  CHECK(last.parameters[0].iiv.drawn_last);
+  CHECK(last.parameters[0].iiv.kind == IivKind::log_normal);
+  CHECK_FALSE(card_with("{cv: 30%}").parameters[0].iiv.drawn_last);
+  CHECK_THROWS_WITH(card_with("{cv: 30%, order: first}"), Catch::Contains("expected last"));
+  CHECK_THROWS_WITH(card_with("{order: last}"), Catch::Contains("give exactly one of cv, logit_sd or sd"));
+}

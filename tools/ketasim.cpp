@@ -644,10 +644,10 @@ void print_card(const ModelCard& card) {
   if (!card.included_modules.empty()) {
     std::string modules;
     for (const std::string& module : card.included_modules) modules += (modules.empty() ? "" : ", ") + module;
-    std::printf(
-        "  modules: %s%s\n", modules.c_str(),
-        card.calibration.empty() ? "" : ("; calibrated by `ketasim calibrate " + card.calibration + "`").c_str());
+    std::printf("  modules: %s\n", modules.c_str());
   }
+  for (const std::string& calibration : card.calibrations)
+    std::printf("  calibrated by `ketasim calibrate %s`\n", calibration.c_str());
   std::printf("  %-28s %12s %-8s %5s %-14s %s\n", "parameter", "value", "unit", "allom", "IIV", "description [source]");
   for (const ParameterSpec& spec : card.parameters) {
     std::string source = spec.source;

@@ -36,7 +36,8 @@ double to_display(const ModelCard& card, const CalibratedParameter& parameter, d
 // The fitted targets and the rest of the suite. The split is by whole studies: a study with a
 // fitted target has every target fitted, so that the validation set holds only studies the fit
 // never saw; each fitted target says which calibration fits it (`fitted_by`), so that the suite's
-// validation table can tell them apart.
+// validation table can tell them apart. Another calibration's targets are neither fitted nor
+// validation here.
 void read_targets(const NodeRef& root, CalibrationSpec& spec) {
   const std::filesystem::path folder = std::filesystem::path(spec.file).parent_path();
   const NodeRef list = root.require("targets", "reproduction target files, relative to this file");
@@ -59,6 +60,7 @@ void read_targets(const NodeRef& root, CalibrationSpec& spec) {
     if (target.fitted_by == spec.name)
       list.fail("target " + in_quotes(target.name) + " (" + target.file + ") says `fitted_by: " + spec.name +
                 "` but is not listed here");
+    if (!target.fitted_by.empty()) continue;  // another calibration's (e.g. another card's) target
     for (const ReproductionTarget& fitted : spec.targets)
       if (fitted.study == target.study)
         list.fail("study " + in_quotes(target.study) + " is split: " + in_quotes(fitted.name) + " is fitted but " +

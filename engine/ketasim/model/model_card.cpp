@@ -75,21 +75,33 @@ Iiv read_iiv(const NodeRef& node, const ParameterSpec& spec) {
     if (!(cv >= 0.0 && cv <= 5.0)) node.fail(node.kind() + " lies outside 0% to 500%");
     return cv == 0.0 ? Iiv{} : Iiv{IivKind::log_normal, cv};
   }
-  node.expect_map("a CV (e.g. 30%), {logit_sd: 0.7} or {sd: 0.1}");
-  node.check_keys({"cv", "logit_sd", "sd"});
-  const auto entries = node.entries();
+  node.expect_map("a CV (e.g. 30%), {logit_sd: 0.7} or {sd: 0.1}, optionally with order: last");
+  node.check_keys({"cv", "logit_sd", "sd", "order"});
+  bool drawn_last = false;
+  if (const auto order = node.find("order")) {
+    if (order->as_string() != "last")
+      order->fail("expected last (drawn after the subject's other random effects), not " + order->kind());
+    drawn_last = true;
+  }
+  std::vector<MapEntry> entries = node.entries();
+  std::erase_if(entries, [](const MapEntry& entry) { return entry.key == "order"; });
   if (entries.size() != 1) node.fail("give exactly one of cv, logit_sd or sd");
   const MapEntry& entry = entries.front();
-  if (entry.key == "cv") return read_iiv(entry.value, spec);
-  if (entry.key == "logit_sd") {
+  Iiv iiv;
+  if (entry.key == "cv") {
+    iiv = read_iiv(entry.value, spec);
+  } else if (entry.key == "logit_sd") {
     const double sd = entry.value.as_number();
     if (!(sd >= 0.0)) entry.value.fail("a standard deviation must not be negative");
-    return Iiv{IivKind::logit_normal, sd};
+    iiv = Iiv{IivKind::logit_normal, sd};
+  } else {
+    const double sd =
+        spec.dimension == dim::dimensionless ? entry.value.as_number() : entry.value.as_quantity(spec.dimension).value;
+    if (!(sd >= 0.0)) entry.value.fail("a standard deviation must not be negative");
+    iiv = Iiv{IivKind::normal, sd};
   }
-  const double sd =
-      spec.dimension == dim::dimensionless ? entry.value.as_number() : entry.value.as_quantity(spec.dimension).value;
-  if (!(sd >= 0.0)) entry.value.fail("a standard deviation must not be negative");
-  return Iiv{IivKind::normal, sd};
+  iiv.drawn_last = drawn_last && iiv.kind != IivKind::none;
+  return iiv;
 }
 
 ParameterSpec read_parameter(const MapEntry& entry) {
@@ -736,8 +748,8 @@ void apply_calibration(const std::string& name, const CardSources& sources, std:
 ModelCard parse_model_card(const std::string& yaml_text, const std::string& source_name, const CardSources& sources) {
   const NodeRef root = yaml::load_document(yaml_text, source_name);
   root.expect_map("a model card (card, title, citation, drug, parameters, structure, routes)");
-  root.check_keys({"card", "title", "citation", "sampling", "drug", "reference_weight", "include", "parameters",
-                   "structure", "routes", "residual_error", "notes"});
+  root.check_keys({"card", "title", "citation", "sampling", "drug", "reference_weight", "include", "calibration",
+                   "parameters", "structure", "routes", "residual_error", "notes"});
   ModelCard card;
   card.source_file = source_name;
   card.name = read_name(root, "card", "the card's name, e.g. card: ketamine_venous");
@@ -761,7 +773,12 @@ ModelCard parse_model_card(const std::string& yaml_text, const std::string& sour
       module_root.expect_map("a module (module, parameters, structure)");
       module_root.check_keys({"module", "description", "calibration", "parameters", "structure"});
       read_parameters(module_root.require("parameters", "its parameters"), card.parameters, false);
-      if (const auto calibration = module_root.find("calibration")) card.calibration = calibration->as_string();
+      // `calibration: NAME` or a list of names, applied in order.
+      if (const auto calibration = module_root.find("calibration")) {
+        const std::vector<NodeRef> names =
+            calibration->is_sequence() ? calibration->items("calibration names") : std::vector<NodeRef>{*calibration};
+        for (const NodeRef& name : names) card.calibrations.push_back(name.as_string());
+      }
       for (const NodeRef& block : module_root.require("structure", "its blocks").items("blocks"))
         structure.push_back(block);
       card.included_modules.push_back(module);
@@ -769,7 +786,14 @@ ModelCard parse_model_card(const std::string& yaml_text, const std::string& sour
     }
   }
   read_parameters(root.require("parameters", "the card's parameters"), card.parameters, true);
-  if (!card.calibration.empty()) apply_calibration(card.calibration, sources, card.parameters);
+  // The card's own calibration (e.g. esketamine's response fitted to esketamine trials) comes last.
+  if (const auto calibration = root.find("calibration")) {
+    const std::string name = read_name(root, "calibration", "the name of the card's own calibration");
+    if (std::find(card.calibrations.begin(), card.calibrations.end(), name) != card.calibrations.end())
+      calibration->fail("calibration " + in_quotes(name) + " is already a module's calibration");
+    card.calibrations.push_back(name);
+  }
+  for (const std::string& calibration : card.calibrations) apply_calibration(calibration, sources, card.parameters);
 
   // The card's own blocks come before the modules': a module reads the card's drug.
   std::vector<NodeRef> own = root.require("structure", "the card's blocks").items("blocks");

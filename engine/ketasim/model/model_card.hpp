@@ -40,6 +40,10 @@ enum class IivKind {
 struct Iiv {
   IivKind kind = IivKind::none;
   double magnitude = 0.0;
+  // Drawn after every other random effect of the subject (`order: last`), not in parameter order:
+  // variability added to a published card then leaves every other draw, and earlier results, as
+  // they were.
+  bool drawn_last = false;
   friend bool operator==(const Iiv&, const Iiv&) = default;
 };
 
@@ -258,7 +262,10 @@ struct ModelCard {
   RouteEntries routes;
   std::vector<ResidualError> residual_errors;
   std::vector<std::string> included_modules;
-  std::string calibration;  // the calibration whose fitted values the card uses, if any
+  // The calibrations whose fitted values the card uses, in the order they are applied: its modules'
+  // (`calibration:` of a module), then its own (`calibration:` of the card), whose values replace
+  // a module calibration's for the parameters both fit.
+  std::vector<std::string> calibrations;
   std::string notes;
   std::string source_file;  // models/NAME.yaml
 

@@ -55,6 +55,10 @@ std::vector<RandomEffect> random_effects(const Variability& variability, const M
     if (iiv.kind == IivKind::none || std::any_of(effects.begin(), effects.end(), listed)) continue;
     effects.push_back({static_cast<int>(p), iiv.kind, omega(iiv.kind, iiv.magnitude), -1});
   }
+  // `order: last`: after the others, which keep the draws they had without it.
+  std::stable_partition(effects.begin(), effects.end(), [&](const RandomEffect& effect) {
+    return effect.cv_entry >= 0 || !card.parameters[static_cast<std::size_t>(effect.parameter)].iiv.drawn_last;
+  });
   return effects;
 }
 
