@@ -20,6 +20,13 @@ scenario=$4
 subjects=$5
 stopped_subjects=$6  # a run long enough to be stopped by SIGTERM in the middle
 . "$(dirname "$0")/lib.sh"
+# The jobs run in the work directory: every path they are given must be absolute.
+for path in "$ketasim" "$source_dir" "$work" "$scenario"; do
+  case $path in
+    /*) ;;
+    *) echo "FAIL: $path: give absolute paths (the jobs run in $work)"; exit 2 ;;
+  esac
+done
 PATH=$PATH:/usr/sbin:/sbin  # the daemons, for a caller whose PATH lacks them
 if ! command -v slurmctld > /dev/null 2>&1; then
   echo "SKIP: slurmctld is not installed (run tools/install-deps.sh: it installs slurm-wlm and munge)"
@@ -73,7 +80,7 @@ stop_cluster() {
   rm -rf "$cluster"
 }
 trap stop_cluster EXIT
-trap 'exit 1' INT TERM HUP
+trap 'echo "FAIL: stopped by a signal"; exit 1' INT TERM HUP
 
 # A TCP port free on this host now (the kernel's choice), for a daemon to listen on.
 free_port() {
