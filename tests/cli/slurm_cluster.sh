@@ -159,6 +159,9 @@ if [ "$state" != idle ]; then
   exit 1
 fi
 echo "cluster up: node $node, $cpus CPUs, SLURM_CONF=$SLURM_CONF"
+# ketasim-shard.sbatch asks for 2 CPUs per task, and the MPI job for 2 tasks: a node of fewer CPUs
+# could never start them (the test would only time out).
+[ "${cpus:-0}" -ge 2 ] || { echo "FAIL: slurmd -C reports $cpus CPUs; the test's jobs need 2"; exit 1; }
 
 attribute() {
   /usr/bin/python3 -c 'import sys, h5py; print(h5py.File(sys.argv[1], "r").attrs.get(sys.argv[2]))' "$1" "$2" 2>&1
@@ -203,10 +206,8 @@ submitted=$(sh "$slurm/submit-shards.sh" "$scenario" array 3 --subjects "$subjec
   fail "submit-shards.sh failed: $submitted"
 echo "$submitted"
 merge_job=$(echo "$submitted" | sed -n 's/.*merge: job \([0-9]*\) .*/\1/p')
-# (b) The MPI job: 2 tasks of 1 CPU (--overcommit on a node of 1 CPU: 2 ranks on it).
-overcommit=
-[ "${cpus:-0}" -ge 2 ] || overcommit=--overcommit
-mpi_job=$(sbatch --parsable --ntasks=2 --cpus-per-task=1 $overcommit "$slurm/ketasim.sbatch" "$scenario" mpi.h5 \
+# (b) The MPI job: 2 tasks of 1 CPU.
+mpi_job=$(sbatch --parsable --ntasks=2 --cpus-per-task=1 "$slurm/ketasim.sbatch" "$scenario" mpi.h5 \
   --subjects "$subjects" 2>&1) || fail "sbatch ketasim.sbatch failed: $mpi_job"
 mpi_job=${mpi_job%%;*}
 
@@ -235,7 +236,7 @@ expect_no_temporaries .
 # from the journals, is requeued, goes on again and writes the single-process file.
 "$ketasim" run "$scenario" --subjects "$stopped_subjects" --block-size 16 -o stopped_single.h5 --quiet ||
   fail "the single-process run of $stopped_subjects subjects failed"
-stopped_job=$(sbatch --parsable --ntasks=2 --cpus-per-task=1 $overcommit "$slurm/ketasim.sbatch" "$scenario" stopped.h5 \
+stopped_job=$(sbatch --parsable --ntasks=2 --cpus-per-task=1 "$slurm/ketasim.sbatch" "$scenario" stopped.h5 \
   --subjects "$stopped_subjects" --block-size 16 2>&1) || fail "sbatch ketasim.sbatch failed: $stopped_job"
 stopped_job=${stopped_job%%;*}
 waited=0
@@ -252,7 +253,7 @@ if wait_job "$stopped_job" "the MPI job stopped by SIGTERM" FAILED; then
     { fail "the stopped job does not show the srun command that resumes it"; cat "$log"; }
   grep -q "under Slurm: submit the job again with --resume" "$log" || { fail "the stopped job does not say to submit it again"; cat "$log"; }
   [ -e stopped.h5 ] && fail "the stopped job wrote stopped.h5"
-  resumed_job=$(sbatch --parsable --ntasks=2 --cpus-per-task=1 $overcommit "$slurm/ketasim.sbatch" "$scenario" stopped.h5 \
+  resumed_job=$(sbatch --parsable --ntasks=2 --cpus-per-task=1 "$slurm/ketasim.sbatch" "$scenario" stopped.h5 \
     --subjects "$stopped_subjects" --block-size 16 2>&1) || fail "sbatch ketasim.sbatch (again) failed: $resumed_job"
   resumed_job=${resumed_job%%;*}
   log=ketasim-$resumed_job.log
@@ -286,7 +287,7 @@ fi
 
 # (d) srun without an MPI plugin starts plain processes: `run` refuses rather than have each task
 # write the whole run into one file.
-output=$(timeout 120 srun --mpi=none --ntasks=2 --cpus-per-task=1 $overcommit "$ketasim" run "$scenario" \
+output=$(timeout 120 srun --mpi=none --ntasks=2 --cpus-per-task=1 "$ketasim" run "$scenario" \
   --subjects "$subjects" -o bare.h5 2>&1) && fail "srun --mpi=none -n 2 ketasim run exited 0"
 case $output in
   *"srun started 2 tasks without an MPI plugin"*) ;;
