@@ -372,6 +372,14 @@ int command_run(const RunArguments& arguments) {
   } catch (const InterruptedError& stopped) {
     progress_line.end();
     std::fprintf(stderr, "ketasim: error: %s\n", stopped.what());
+    // Stopped outside the blocks (reading the journal back, the summary pass): a journal kept is
+    // resumed from as after a stop between blocks.
+    std::error_code ignored;
+    if (std::filesystem::exists(journal_path_for(output), ignored)) {
+      std::fprintf(stderr, "ketasim: %s keeps the finished blocks; resume with: %s\n", journal_path_for(output).c_str(),
+                   resume_command(arguments).c_str());
+      print_slurm_resume_note();
+    }
     return stopped_exit_code();
   }
   g_run_polls_interruption = false;
@@ -507,6 +515,9 @@ int command_run_on_ranks(const RunArguments& arguments, const MpiJob& mpi) {
                    "ketasim: the shard files and journals of the ranks (%s.rank-*) are kept: `--resume` goes on "
                    "from them\n",
                    arguments.output.c_str());
+    // No rank exits before every rank has printed its messages: a non-zero exit ends the others
+    // under `srun --kill-on-bad-exit` (tools/slurm/ketasim.sbatch), and mpirun may do the same.
+    mpi.wait_for_all();
     return worst;
   }
 

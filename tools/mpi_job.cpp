@@ -90,4 +90,10 @@ int MpiJob::from_rank_zero(int value) const {
   return value;
 }
 
+void MpiJob::wait_for_all() const {
+#ifdef KETASIM_WITH_MPI
+  if (initialised_) MPI_Barrier(MPI_COMM_WORLD);
+#endif
+}
+
 }  // namespace ketasim::cli

@@ -33,6 +33,8 @@ class MpiJob {
   int largest_over_ranks(int value) const;
   // Collective: rank 0's `value`, on every rank.
   int from_rank_zero(int value) const;
+  // Collective: returns when every rank has called it (a barrier).
+  void wait_for_all() const;
 
  private:
   int rank_ = 0;

@@ -253,12 +253,17 @@ if wait_job "$stopped_job" "the MPI job stopped by SIGTERM" FAILED; then
     { fail "the stopped job does not show the srun command that resumes it"; cat "$log"; }
   grep -q "under Slurm: submit the job again with --resume" "$log" || { fail "the stopped job does not say to submit it again"; cat "$log"; }
   [ -e stopped.h5 ] && fail "the stopped job wrote stopped.h5"
+  journal_1=stopped.h5.rank-1-of-2.h5.journal
+  journal_2=stopped.h5.rank-2-of-2.h5.journal
+  stopped_sizes="$(wc -c < $journal_1) $(wc -c < $journal_2)"
   resumed_job=$(sbatch --parsable --ntasks=2 --cpus-per-task=1 "$slurm/ketasim.sbatch" "$scenario" stopped.h5 \
     --subjects "$stopped_subjects" --block-size 16 2>&1) || fail "sbatch ketasim.sbatch (again) failed: $resumed_job"
   resumed_job=${resumed_job%%;*}
   log=ketasim-$resumed_job.log
+  # Both ranks have read their journal back and journaled a new block: both journals have grown.
+  grown() { set -- $stopped_sizes; [ "$(wc -c < $journal_1)" -gt "$1" ] && [ "$(wc -c < $journal_2)" -gt "$2" ]; }
   waited=0
-  until grep -q "resuming from stopped.h5.rank-1-of-2.h5.journal" "$log" 2> /dev/null || [ $waited -ge 600 ]; do
+  until grown 2> /dev/null || [ $waited -ge 600 ]; do
     sleep 0.1
     waited=$((waited + 1))
   done
@@ -282,6 +287,8 @@ if wait_job "$stopped_job" "the MPI job stopped by SIGTERM" FAILED; then
     grep -q "resuming from stopped.h5.rank-1-of-2.h5.journal" "$log" ||
       { fail "the requeued job did not resume"; cat "$log"; }
     same_as_single stopped.h5 stopped_single.h5
+    leftovers=$(ls -A | grep -e '\.rank-' -e '\.journal')
+    [ -z "$leftovers" ] || fail "the requeued job left $leftovers"
   fi
 fi
 
