@@ -6,6 +6,10 @@ packages=(
   libboost-dev libeigen3-dev libhdf5-dev hdf5-tools libyaml-cpp-dev
   catch2 libcli11-dev librandom123-dev libbenchmark-dev libnlopt-cxx-dev
   libopenmpi-dev openmpi-bin
+  # Slurm and its authentication (docs/hpc.md): the test cli.slurm_cluster starts a one-node cluster
+  # on this host (munged, slurmctld, slurmd) to run tools/slurm's scripts for real. Debian 12 has
+  # Slurm 22.05, whose srun --mpi=pmix starts Debian's OpenMPI ranks.
+  slurm-wlm munge
   python3 python3-h5py python3-matplotlib
   python3-pandas r-cran-hdf5r  # readers of the result file in the tests of docs/hdf5-layout.md
   # The clang and fuzz presets (docs/testing.md): clang 14, and its runtimes for the sanitizers and

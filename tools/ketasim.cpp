@@ -12,6 +12,7 @@
 #include <cmath>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -283,8 +284,9 @@ struct RunArguments {
   bool resume = false;
   bool no_journal = false;
   bool quiet = false;
-  std::string command_line;  // as typed, each word quoted for a shell if it needs it
-  bool summary = true;       // false: the progress only (the shard of an MPI rank, quiet or not)
+  std::string command_line;    // as typed, each word quoted for a shell if it needs it
+  bool summary = true;         // false: the progress only (the shard of an MPI rank, quiet or not)
+  std::string launch_command;  // an MPI rank's launcher ("mpirun -n 4"), before command_line to resume
 };
 
 const char* signal_name(int signal_number) {
@@ -308,10 +310,24 @@ int stopped_exit_code() {
   return signal_number > 0 ? 128 + signal_number : static_cast<int>(ExitCode::interrupted);
 }
 
-// The command that continues `command_line`, which ran a run that was stopped.
-std::string resume_command(const std::string& command_line) {
-  const bool has_resume = (" " + command_line + " ").find(" --resume ") != std::string::npos;
-  return has_resume ? command_line : command_line + " --resume";
+// The command that continues a run that was stopped: its command line with --resume, after its MPI
+// launcher (`mpirun -n 4 ketasim run ... --resume`: the ranks resume together, each its own shard).
+std::string resume_command(const RunArguments& arguments) {
+  const std::string& line = arguments.command_line;
+  const bool has_resume = (" " + line + " ").find(" --resume ") != std::string::npos;
+  const std::string command = has_resume ? line : line + " --resume";
+  return arguments.launch_command.empty() ? command : arguments.launch_command + " " + command;
+}
+
+// Under Slurm the stopped run is a job, whose own command is what resumes it (SIGTERM comes before
+// a time limit, which Slurm does not requeue; a pre-emption or node failure requeues a job
+// submitted with --requeue, and its --resume then goes on by itself).
+void print_slurm_resume_note() {
+  if (std::getenv("SLURM_JOB_ID") == nullptr) return;
+  std::fprintf(stderr,
+               "ketasim: under Slurm: submit the job again with --resume in its command (tools/slurm's scripts "
+               "have it); a job submitted with --requeue is requeued after a pre-emption or a node failure and "
+               "resumes by itself\n");
 }
 
 int command_run(const RunArguments& arguments) {
@@ -350,11 +366,20 @@ int command_run(const RunArguments& arguments) {
     std::fprintf(stderr, "ketasim: stopped by %s after %lld of %lld blocks; %s keeps them; resume with: %s\n",
                  signal_name(g_stop_signal.load()), static_cast<long long>(stopped.blocks_done()),
                  static_cast<long long>(stopped.blocks_total()), stopped.journal_path().c_str(),
-                 resume_command(arguments.command_line).c_str());
+                 resume_command(arguments).c_str());
+    print_slurm_resume_note();
     return stopped_exit_code();
   } catch (const InterruptedError& stopped) {
     progress_line.end();
     std::fprintf(stderr, "ketasim: error: %s\n", stopped.what());
+    // Stopped outside the blocks (reading the journal back, the summary pass): a journal kept is
+    // resumed from as after a stop between blocks.
+    std::error_code ignored;
+    if (std::filesystem::exists(journal_path_for(output), ignored)) {
+      std::fprintf(stderr, "ketasim: %s keeps the finished blocks; resume with: %s\n", journal_path_for(output).c_str(),
+                   resume_command(arguments).c_str());
+      print_slurm_resume_note();
+    }
     return stopped_exit_code();
   }
   g_run_polls_interruption = false;
@@ -455,6 +480,7 @@ int command_run_on_ranks(const RunArguments& arguments, const MpiJob& mpi) {
   rank_arguments.shard = std::to_string(mpi.rank() + 1) + "/" + std::to_string(mpi.ranks());
   rank_arguments.quiet = arguments.quiet || !lead;  // rank 0 alone shows progress
   rank_arguments.summary = false;                   // a shard's figures are not the run's
+  rank_arguments.launch_command = mpi.launch_command();
   Failure failure;
   try {
     // The final output is checked on every rank before anything is simulated, so that a path no
@@ -489,6 +515,9 @@ int command_run_on_ranks(const RunArguments& arguments, const MpiJob& mpi) {
                    "ketasim: the shard files and journals of the ranks (%s.rank-*) are kept: `--resume` goes on "
                    "from them\n",
                    arguments.output.c_str());
+    // No rank exits before every rank has printed its messages: a non-zero exit ends the others
+    // under `srun --kill-on-bad-exit` (tools/slurm/ketasim.sbatch), and mpirun may do the same.
+    mpi.wait_for_all();
     return worst;
   }
 
@@ -1262,6 +1291,15 @@ int dispatch(const CLI::App& app, const Commands& commands, const Arguments& a, 
     throw ketasim::Error(ketasim::ExitCode::usage, "only `ketasim run` runs on several MPI ranks (this job has " +
                                                        std::to_string(mpi.ranks()) + ")");
   }
+  if (mpi.srun_tasks_without_mpi() > 1 && *commands.run && a.shard.empty()) {
+    throw ketasim::Error(ketasim::ExitCode::usage,
+                         "srun started " + std::to_string(mpi.srun_tasks_without_mpi()) +
+                             " tasks without an MPI plugin (no PMIx or PMI in the environment): each would run the "
+                             "whole run into " +
+                             a.output +
+                             "; launch them with `srun --mpi=pmix` (tools/slurm/ketasim.sbatch, docs/hpc.md), or "
+                             "give each task its own --shard");
+  }
   if (*commands.help) {
     std::string problem;
     const std::string text = ketasim::cli::help_text(app, a.help_topic, problem);
@@ -1272,7 +1310,7 @@ int dispatch(const CLI::App& app, const Commands& commands, const Arguments& a, 
   if (*commands.clean) return command_clean(a.clean_directory);
   if (*commands.run) {
     const RunArguments run{a.scenario_path, a.output,     a.threads, a.subjects, a.shard, a.block_size,
-                           a.resume,        a.no_journal, a.quiet,   shell_line, true};
+                           a.resume,        a.no_journal, a.quiet,   shell_line, true,    ""};
     return mpi.several_ranks() ? command_run_on_ranks(run, mpi) : command_run(run);
   }
   if (*commands.merge) return command_merge(a.merge_inputs, a.merge_output, a.threads, a.quiet);

@@ -22,16 +22,26 @@ class MpiJob {
   int rank() const { return rank_; }  // from 0
   int ranks() const { return ranks_; }
   bool several_ranks() const { return ranks_ > 1; }
+  // The command that starts this job's ranks again, to put before `ketasim run ...` in a resume
+  // hint: "mpirun -n 4", "srun --mpi=pmix -n 4"; "" for a single process.
+  const std::string& launch_command() const { return launch_command_; }
+  // The tasks of a Slurm job step that srun started without an MPI plugin (no PMI or PMIx in the
+  // environment): each is a plain process, unaware of the others. 0 outside such a step.
+  int srun_tasks_without_mpi() const { return srun_tasks_without_mpi_; }
 
   // Collective: the largest of every rank's `value`.
   int largest_over_ranks(int value) const;
   // Collective: rank 0's `value`, on every rank.
   int from_rank_zero(int value) const;
+  // Collective: returns when every rank has called it (a barrier).
+  void wait_for_all() const;
 
  private:
   int rank_ = 0;
   int ranks_ = 1;
   bool initialised_ = false;
+  std::string launch_command_;
+  int srun_tasks_without_mpi_ = 0;
 };
 
 }  // namespace ketasim::cli

@@ -10,8 +10,9 @@
 #                                rank exits non-zero, no output file; the rank that finished keeps its
 #                                shard, and `--resume` then ends with the single-process file
 #   sigterm SCENARIO SUBJECTS    SIGTERM to mpirun (as Slurm sends before a time limit) stops every
-#                                rank with its journal kept and no output; `--resume` on the same
-#                                ranks ends with the single-process file
+#                                rank with its journal kept and no output, each showing the command
+#                                that resumes (mpirun -n 2 ketasim run ... --resume); `--resume` on
+#                                the same ranks ends with the single-process file
 # Exits 77 (skipped) when mpirun is absent.
 # usage: mpi.sh KETASIM SOURCE_DIR WORK_DIR MODE SCENARIO SUBJECTS
 set -u
@@ -112,6 +113,15 @@ case $mode in
     kill -TERM $launcher
     wait $launcher && fail "mpirun stopped by SIGTERM exited 0 (did the run end before the signal?)"
     [ "$(grep -c 'stopped by SIGTERM' stopped.log)" = 2 ] || { fail "not both ranks stopped by SIGTERM"; cat stopped.log; }
+    # The command each rank shows to resume is the whole job's: mpirun with the ranks, then --resume.
+    hint="resume with: mpirun -n 2 ketasim run $scenario --subjects $subjects --block-size 16 -t 1 -o out.h5 --resume"
+    [ "$(grep -F "$hint" stopped.log | grep -c -e '^ketasim: stopped by SIGTERM after ')" = 2 ] ||
+      { fail "not both ranks show the resume command '$hint'"; cat stopped.log; }
+    # Outside Slurm, no word of it (tests/cli/slurm_cluster.sh checks the note a Slurm job shows).
+    if [ -z "${SLURM_JOB_ID:-}" ] && grep -q "under Slurm" stopped.log; then
+      fail "a run outside Slurm speaks of Slurm"
+      cat stopped.log
+    fi
     [ -e out.h5 ] && fail "a stopped run wrote out.h5"
     [ -e out.h5.rank-1-of-2.h5.journal ] && [ -e out.h5.rank-2-of-2.h5.journal ] || fail "the ranks' journals were not kept"
     expect_no_temporaries .
