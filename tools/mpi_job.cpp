@@ -1,8 +1,10 @@
 #include "mpi_job.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <string>
+#include <thread>
 
 #include "ketasim/base/errors.hpp"
 
@@ -22,6 +24,20 @@ int launcher_ranks() {
   }
   return std::getenv("PMIX_RANK") != nullptr ? 1 : 0;
 }
+
+#ifdef KETASIM_WITH_MPI
+// Waits for a non-blocking collective by testing it every 10 ms: a rank waiting for another (rank 0
+// writing the output, the slowest rank) sleeps rather than spins in MPI's progress loop, which
+// would take a core from the ranks still working on the same node.
+void wait_sleeping(MPI_Request& request) {
+  int completed = 0;
+  while (true) {
+    MPI_Test(&request, &completed, MPI_STATUS_IGNORE);
+    if (completed) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
+#endif
 
 }  // namespace
 
@@ -53,7 +69,9 @@ int MpiJob::largest_over_ranks(int value) const {
 #ifdef KETASIM_WITH_MPI
   if (initialised_) {
     int largest = value;
-    MPI_Allreduce(&value, &largest, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    MPI_Request request = MPI_REQUEST_NULL;
+    MPI_Iallreduce(&value, &largest, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD, &request);
+    wait_sleeping(request);
     return largest;
   }
 #endif
@@ -62,7 +80,11 @@ int MpiJob::largest_over_ranks(int value) const {
 
 int MpiJob::from_rank_zero(int value) const {
 #ifdef KETASIM_WITH_MPI
-  if (initialised_) MPI_Bcast(&value, 1, MPI_INT, 0, MPI_COMM_WORLD);
+  if (initialised_) {
+    MPI_Request request = MPI_REQUEST_NULL;
+    MPI_Ibcast(&value, 1, MPI_INT, 0, MPI_COMM_WORLD, &request);
+    wait_sleeping(request);
+  }
 #endif
   return value;
 }

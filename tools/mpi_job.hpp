@@ -26,7 +26,8 @@ class MpiJob {
   int ranks() const { return ranks_; }
   bool several_ranks() const { return ranks_ > 1; }
 
-  // Collective: the largest of every rank's `value`.
+  // Collective: the largest of every rank's `value`. Waits sleeping (a non-blocking collective tested
+  // every 10 ms), not spinning: a rank waiting for the others leaves its core to them.
   int largest_over_ranks(int value) const;
   // Collective: rank 0's `value`, on every rank.
   int from_rank_zero(int value) const;
