@@ -318,7 +318,7 @@ output:
 
 }  // namespace
 
-TEST_CASE("a run reports simulating, then the summaries of each variable, then the rename", "[output][run]") {
+TEST_CASE("a run reports simulating, then the summaries of each variable, the rename, the report", "[output][run]") {
   const Scenario scenario = parse_scenario(kSmallScenario, "phases.yaml");
   const Folder folder;
   std::vector<Progress> seen;
@@ -346,8 +346,12 @@ TEST_CASE("a run reports simulating, then the summaries of each variable, then t
   }
   CHECK(summaries_seen);
   CHECK(last_done == variables - 1);
-  CHECK(seen.back().phase == Progress::Phase::closing);
-  CHECK(seen.back().summaries_done == variables);
+  // The rename, then the end-of-run statistics over the 130 subjects: the last thing a run does.
+  REQUIRE(seen.size() >= 2);
+  CHECK(seen[seen.size() - 2].phase == Progress::Phase::closing);
+  CHECK(seen[seen.size() - 2].summaries_done == variables);
+  CHECK(seen.back().phase == Progress::Phase::report);
+  CHECK(seen.back().subjects_done == 130);
 }
 
 TEST_CASE("a run cancelled during the summaries writes nothing", "[output][run]") {

@@ -18,6 +18,7 @@
 #include "ketasim/base/threads.hpp"
 #include "ketasim/input/scenario_loader.hpp"
 #include "ketasim/model/model_card.hpp"
+#include "ketasim/output/journal.hpp"
 #include "ketasim/run/run.hpp"
 
 using namespace ketasim;
@@ -304,4 +305,88 @@ TEST_CASE("parallel_for runs every index once and rethrows a task's exception", 
                                    if (index == 17) throw IoError("index 17");
                                  }),
                     Catch::Contains("index 17"));
+}
+
+TEST_CASE("rank_block_size gives each MPI rank about 8 blocks, in multiples of 64, within the default", "[run][mpi]") {
+  CHECK(rank_block_size(4096, 20000, 2) == 1280);      // 20000 / 16 = 1250, rounded up to 64
+  CHECK(rank_block_size(4096, 1'000'000, 2) == 4096);  // enough blocks already
+  CHECK(rank_block_size(4096, 100, 4) == 64);          // never below one chunk row
+  CHECK(rank_block_size(256, 1'000'000, 64) == 256);   // never above the default
+  CHECK(rank_block_size(4096, 20000, 1) == 2560);      // 20000 / 8
+}
+
+// Rank r of R simulates the blocks b with b mod R = r into its journal and writes no file; the
+// output written from the R journals has the datasets of the run done whole, bit for bit. A rank's
+// journal missing blocks (the rank interrupted) or given as another rank's is refused, nothing
+// written; the interrupted rank resumes from its journal.
+TEST_CASE("MPI ranks: interleaved blocks into journals, the output written from them equals the whole run",
+          "[run][mpi]") {
+  const Scenario scenario = parse_scenario(kTwoArmScenario, "run_test.yaml");
+  const fs::path folder = temporary_file("ranks");
+  fs::create_directories(folder);
+  const fs::path whole = folder / "whole.h5", out = folder / "out.h5";
+  run_to(scenario, whole, 2, 16);
+  constexpr std::int64_t kRanks = 3;
+  std::vector<std::string> journals;
+  const auto run_rank = [&](std::int64_t rank, RunOptions::Journal journal, const std::atomic<bool>* cancel) {
+    const fs::path rank_file = folder / ("out.h5.rank-" + std::to_string(rank + 1) + ".h5");
+    RunOptions options;
+    options.output_path = rank_file.string();
+    options.threads = 1;
+    options.block_size = 16;  // 150 subjects: 10 blocks; rank 0 has 0, 3, 6, 9 (the last of 6 subjects)
+    options.journal = journal;
+    options.rank = RankBlocks{rank, kRanks};
+    options.cancel = cancel;
+    std::int64_t total = 0;
+    options.on_progress = [&](const Progress& p) { total = p.subjects_total; };
+    run_scenario(scenario, options);
+    CHECK(total == (rank == 0 ? 16 * 3 + 6 : 16 * 3));  // its blocks' subjects
+    CHECK_FALSE(fs::exists(rank_file));
+    return journal_path_for(rank_file.string());
+  };
+  for (std::int64_t rank = 0; rank < 2; ++rank) journals.push_back(run_rank(rank, RunOptions::Journal::write, nullptr));
+  // Rank 2 stopped after its first block: its journal keeps that one.
+  const fs::path rank_3 = folder / "out.h5.rank-3.h5";
+  {
+    std::atomic<bool> cancel{false};
+    RunOptions options;
+    options.output_path = rank_3.string();
+    options.threads = 1;
+    options.block_size = 16;
+    options.journal = RunOptions::Journal::write;
+    options.rank = RankBlocks{2, kRanks};
+    options.cancel = &cancel;
+    options.on_progress = [&](const Progress& p) {
+      if (p.subjects_done == 16) cancel = true;
+    };
+    CHECK_THROWS_AS(run_scenario(scenario, options), RunInterrupted);
+  }
+  journals.push_back(journal_path_for(rank_3.string()));
+  RunOptions options;
+  options.output_path = out.string();
+  options.block_size = 16;
+  options.rank_journals = journals;
+  CHECK_THROWS_WITH(run_scenario(scenario, options), Catch::Contains("lack 2 of 10 blocks"));
+  CHECK_FALSE(fs::exists(out));
+  run_rank(2, RunOptions::Journal::resume, nullptr);
+  options.rank_journals = {journals[1], journals[0], journals[2]};  // not in rank order
+  CHECK_THROWS_WITH(run_scenario(scenario, options), Catch::Contains("not the journal of rank 0 of this run"));
+  CHECK_FALSE(fs::exists(out));
+  options.rank_journals = journals;
+  options.rank_busy_seconds = {1.0, 2.0, 3.0};
+  run_scenario(scenario, options);
+  const auto layouts = arm_layouts(scenario);
+  const auto a = numeric_datasets(whole, layouts);
+  const auto b = numeric_datasets(out, layouts);
+  REQUIRE(a.size() == b.size());
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    INFO(a[i].first);
+    const bool identical = a[i].second == b[i].second;
+    CHECK(identical);
+  }
+  std::vector<std::string> left;  // the journals removed with the output complete, no temporary file
+  for (const auto& entry : fs::directory_iterator(folder)) left.push_back(entry.path().filename().string());
+  std::sort(left.begin(), left.end());
+  CHECK(left == std::vector<std::string>{"out.h5", "whole.h5"});
+  fs::remove_all(folder);
 }

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cmath>
 #include <csignal>
 #include <cstdio>
@@ -16,8 +17,10 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "command_line.hpp"
@@ -46,6 +49,8 @@ namespace {
 
 using namespace ketasim;
 using ketasim::cli::MpiJob;
+using ketasim::cli::RankCount;
+using ketasim::cli::RankProgress;
 
 // Ctrl-C, SIGTERM (Slurm's time limit, `timeout`), SIGHUP (the terminal closed) or SIGQUIT during
 // `run` asks the run to stop cleanly: it stops at its next check, removes its temporary file and
@@ -95,8 +100,9 @@ std::string format_quantiles(const Quantiles& q, int decimals) {
   return text;
 }
 
+// `run_line`, when given, replaces the line that says how the run went (a run on MPI ranks).
 void print_summary(const RunReport& report, const Scenario& scenario, const std::string& output,
-                   const std::optional<Shard>& shard) {
+                   const std::optional<Shard>& shard, const std::string& run_line = "") {
   std::string subjects = plural(report.subjects_per_arm, "subject") + " per arm";
   if (shard) {
     subjects = "shard " + std::to_string(shard->index) + "/" + std::to_string(shard->count) + ": subjects " +
@@ -104,11 +110,15 @@ void print_summary(const RunReport& report, const Scenario& scenario, const std:
                std::to_string(report.subjects.first + report.subjects.count - 1) + " of " + subjects;
   }
   const std::int64_t simulated = report.subjects.count - report.subjects_resumed;
-  std::printf("\n%s: %s, %s, %.1f s on %s (%.0f subject-arms/s)\n", scenario.name.c_str(), subjects.c_str(),
-              plural(static_cast<std::int64_t>(report.arms.size()), "arm").c_str(), report.elapsed_seconds,
-              plural(report.threads, "thread").c_str(),
-              static_cast<double>(simulated * static_cast<std::int64_t>(report.arms.size())) /
-                  std::max(report.elapsed_seconds, 1e-9));
+  if (!run_line.empty()) {
+    std::printf("\n%s\n", run_line.c_str());
+  } else {
+    std::printf("\n%s: %s, %s, %.1f s on %s (%.0f subject-arms/s)\n", scenario.name.c_str(), subjects.c_str(),
+                plural(static_cast<std::int64_t>(report.arms.size()), "arm").c_str(), report.elapsed_seconds,
+                plural(report.threads, "thread").c_str(),
+                static_cast<double>(simulated * static_cast<std::int64_t>(report.arms.size())) /
+                    std::max(report.elapsed_seconds, 1e-9));
+  }
   if (report.subjects_resumed > 0) {
     std::printf("(resumed: %lld subjects of every arm read back from the journal, %lld simulated now)\n",
                 static_cast<long long>(report.subjects_resumed), static_cast<long long>(simulated));
@@ -173,7 +183,17 @@ class ProgressLine {
 
   void show(const Progress& p) {
     char text[160];
-    if (p.phase == Progress::Phase::simulating) {
+    if (p.phase == Progress::Phase::journals) {
+      const std::string what = p.journals > 1
+                                   ? "merging " + plural(static_cast<std::int64_t>(p.journals), "rank journal")
+                                   : std::string("reading back the journal");
+      std::snprintf(text, sizeof text, "%s: %lld/%lld subjects", what.c_str(), static_cast<long long>(p.subjects_done),
+                    static_cast<long long>(p.subjects_total));
+    } else if (p.phase == Progress::Phase::report) {
+      std::snprintf(text, sizeof text, "summarising %s x %s: the end-of-run statistics",
+                    plural(p.subjects_total, "subject").c_str(),
+                    plural(static_cast<std::int64_t>(p.arms), "arm").c_str());
+    } else if (p.phase == Progress::Phase::simulating) {
       // The rate of the simulation: subjects read back from a journal took no simulating.
       const double subject_arms =
           static_cast<double>(p.subjects_done - p.subjects_resumed) * static_cast<double>(p.arms);
@@ -185,28 +205,29 @@ class ProgressLine {
                     static_cast<long long>(p.subjects_done), static_cast<long long>(p.subjects_total), rate,
                     format_duration(left).c_str());
     } else {
-      show_finish({p.summaries_done, p.summaries_total});
+      show_finish({p.summaries_done, p.summaries_total}, p.subjects_total);
       return;
     }
     std::fprintf(stderr, "\r%-78s", text);
     open_ = true;
   }
 
-  void show(const MergeProgress& p) {
-    if (p.copied) return show_finish(p.finish);
+  // `what`: "2 rank files", "3 shard files"; `subjects_per_arm`: 0 when not known.
+  void show(const MergeProgress& p, const std::string& what, std::int64_t subjects_per_arm = 0) {
+    if (p.copied) return show_finish(p.finish, subjects_per_arm);
     char text[160];
-    std::snprintf(text, sizeof text, "merging: %lld/%lld subject-arms copied",
+    std::snprintf(text, sizeof text, "merging %s: %lld/%lld subject-arms copied", what.c_str(),
                   static_cast<long long>(p.subject_arms_done), static_cast<long long>(p.subject_arms_total));
     std::fprintf(stderr, "\r%-78s", text);
     open_ = true;
   }
 
-  // The summary pass and the rename, which `run` and `merge` share.
-  void show_finish(const FinishProgress& p) {
+  // The summary pass and the rename, which `run` and `merge` share; `subjects`: 0 when not known.
+  void show_finish(const FinishProgress& p, std::int64_t subjects) {
     char text[160];
     if (p.summaries_done < p.summaries_total) {
-      std::snprintf(text, sizeof text, "summaries: %zu/%zu variables (per-time quantiles over subjects)",
-                    p.summaries_done, p.summaries_total);
+      std::snprintf(text, sizeof text, "summaries: %zu/%zu variables (per-time quantiles over %s)", p.summaries_done,
+                    p.summaries_total, subjects > 0 ? plural(subjects, "subject").c_str() : "the subjects");
     } else {
       std::snprintf(text, sizeof text, "renaming: flushing the file to disk and renaming it into place");
     }
@@ -284,10 +305,23 @@ struct RunArguments {
   bool resume = false;
   bool no_journal = false;
   bool quiet = false;
-  std::string command_line;    // as typed, each word quoted for a shell if it needs it
-  bool summary = true;         // false: the progress only (the shard of an MPI rank, quiet or not)
+  bool progress = false;     // --progress: the progress line also when stderr is not a terminal
+  std::string command_line;  // as typed, each word quoted for a shell if it needs it
   std::string launch_command;  // an MPI rank's launcher ("mpirun -n 4"), before command_line to resume
+  bool summary = true;       // false: the progress only (the shard of an MPI rank, quiet or not)
+  // The shard of an MPI rank: what its progress adds to the job's (rank 0: the job's progress to
+  // show, summed over the ranks; the other ranks publish theirs and show nothing), and the line,
+  // which the rank keeps open after its shard while it waits for the others.
+  std::function<Progress(const Progress&)> job_progress;
+  ProgressLine* progress_line = nullptr;
+  std::optional<RankBlocks> rank;  // the blocks of this MPI rank only, into its journal (RunOptions::rank)
 };
+
+// Whether a command shows its progress line: on a terminal, or when asked (`--progress`: under
+// mpirun, whose ranks write to pipes, or in a batch job's log).
+bool shows_progress(bool quiet, bool forced) {
+  return !quiet && (forced || isatty(STDERR_FILENO));
+}
 
 const char* signal_name(int signal_number) {
   switch (signal_number) {
@@ -340,23 +374,30 @@ int command_run(const RunArguments& arguments) {
   // Whatever can refuse the run does so before anything is simulated (run_scenario checks again).
   check_output_path(output, scenario_input_files(scenario));
   note_stale_temporaries(output);
-  print_output_space(scenario, output, quiet, shard);
+  if (!arguments.rank) print_output_space(scenario, output, quiet, shard);  // a rank writes its journal only
   RunOptions options;
   options.output_path = output;
   options.threads = arguments.threads;
   options.shard = shard;
+  options.rank = arguments.rank;
   options.block_size = arguments.block_size;
   options.cancel = &g_interrupted;
   options.journal = arguments.resume       ? RunOptions::Journal::resume
                     : arguments.no_journal ? RunOptions::Journal::none
                                            : RunOptions::Journal::write;
-  ProgressLine progress_line;
+  ProgressLine own_line;
+  ProgressLine& progress_line = arguments.progress_line != nullptr ? *arguments.progress_line : own_line;
   options.on_note = [&progress_line](const std::string& text) {
     progress_line.end();
     std::fprintf(stderr, "ketasim: %s\n", text.c_str());
   };
-  if (!quiet && isatty(STDERR_FILENO))
-    options.on_progress = [&progress_line](const Progress& p) { progress_line.show(p); };
+  const bool show = shows_progress(quiet, arguments.progress);
+  if (show || arguments.job_progress) {
+    options.on_progress = [&progress_line, &arguments, show](const Progress& p) {
+      const Progress shown = arguments.job_progress ? arguments.job_progress(p) : p;
+      if (show) progress_line.show(shown);
+    };
+  }
   g_run_polls_interruption = true;
   RunReport report;
   try {
@@ -383,7 +424,8 @@ int command_run(const RunArguments& arguments) {
     return stopped_exit_code();
   }
   g_run_polls_interruption = false;
-  progress_line.end();
+  // An MPI rank's line stays open: rank 0 goes on showing the job's progress on it.
+  if (arguments.progress_line == nullptr || g_interrupted) progress_line.end();
   if (g_interrupted)  // during the final flush and rename, where the run no longer checks
     std::fprintf(stderr, "note: the interruption came when %s was already complete: it is kept\n", output.c_str());
   if (!quiet && arguments.summary) print_summary(report, scenario, output, shard);
@@ -413,125 +455,258 @@ Failure current_failure() {
   }
 }
 
-// The shard file of rank `rank` (from 0) of `ranks`, beside the output; its journal beside it.
-std::string rank_shard_path(const std::string& output, int rank, int ranks) {
+// The name of rank `rank` (from 0) of `ranks` beside the output: its journal is this name's
+// (journal_path_for), and its writer's temporary file is made beside it.
+std::string rank_path(const std::string& output, int rank, int ranks) {
   return output + ".rank-" + std::to_string(rank + 1) + "-of-" + std::to_string(ranks) + ".h5";
 }
 
-// Whether a rank's shard file or journal is there: what a run with `--resume` goes on from.
+// The journals of the ranks, in rank order.
+std::vector<std::string> rank_journals(const std::string& output, int ranks) {
+  std::vector<std::string> journals;
+  for (int r = 0; r < ranks; ++r) journals.push_back(journal_path_for(rank_path(output, r, ranks)));
+  return journals;
+}
+
+// Whether a rank's journal is there: what a run with `--resume` goes on from.
 bool any_rank_work_kept(const std::string& output, int ranks) {
-  for (int r = 0; r < ranks; ++r) {
-    const std::string shard = rank_shard_path(output, r, ranks);
+  for (const std::string& journal : rank_journals(output, ranks)) {
     std::error_code ignored;
-    if (std::filesystem::exists(shard, ignored) || std::filesystem::exists(journal_path_for(shard), ignored))
-      return true;
+    if (std::filesystem::exists(journal, ignored)) return true;
   }
   return false;
 }
 
-// Rank 0 of `mpirun -n R ketasim run`, once every rank has written its shard: merges them into the
-// output and removes them; on failure keeps them and says how to merge them. The exit code.
-int merge_rank_shards(const RunArguments& arguments, int ranks) {
-  std::vector<std::string> shards;
-  for (int r = 0; r < ranks; ++r) shards.push_back(rank_shard_path(arguments.output, r, ranks));
+// "ranks busy 45.0 s, 30.2 s (idle 17% of the ranks' time)": each rank's busy seconds, and the
+// share of the ranks' time (R x the slowest rank's) spent waiting for the slowest.
+std::string describe_rank_balance(const std::vector<double>& busy_seconds) {
+  std::string text = "ranks busy";
+  double slowest = 0.0, busy = 0.0;
+  for (std::size_t r = 0; r < busy_seconds.size(); ++r) {
+    char figure[32];
+    std::snprintf(figure, sizeof figure, "%s %.1f s", r == 0 ? "" : ",", busy_seconds[r]);
+    text += figure;
+    slowest = std::max(slowest, busy_seconds[r]);
+    busy += busy_seconds[r];
+  }
+  const double available = slowest * static_cast<double>(busy_seconds.size());
+  char idle[64];
+  std::snprintf(idle, sizeof idle, " (idle %.0f%% of the ranks' time)",
+                available > 0 ? 100.0 * (1.0 - busy / available) : 0.0);
+  return text + idle;
+}
+
+// What rank 0 of `mpirun -n R ketasim run` knows of the job once every rank is done.
+struct RankJob {
+  int ranks = 0;
+  std::vector<double> busy_seconds;  // per rank
+  double seconds = 0.0;              // since rank 0 started
+};
+
+// Rank 0, once every rank has journaled its blocks: writes the output from the ranks' journals
+// (temporary name, rename) and removes them; on failure keeps them and says how to go on. The
+// summary is the whole run's. The exit code.
+int write_from_rank_journals(const RunArguments& arguments, const Scenario& scenario, const RankJob& job,
+                             ProgressLine& progress_line) {
   try {
-    MergeOptions options;
+    RunOptions options;
+    options.output_path = arguments.output;
     options.threads = arguments.threads;
-    options.mpi_ranks = ranks;
+    options.block_size = arguments.block_size;
+    options.journal = RunOptions::Journal::none;
+    options.rank_journals = rank_journals(arguments.output, job.ranks);
+    options.rank_busy_seconds = job.busy_seconds;
     options.cancel = &g_interrupted;
-    ProgressLine progress_line;
-    if (!arguments.quiet && isatty(STDERR_FILENO))
-      options.on_progress = [&progress_line](const MergeProgress& p) { progress_line.show(p); };
+    options.on_note = [&progress_line](const std::string& text) {
+      progress_line.end();
+      std::fprintf(stderr, "ketasim: %s\n", text.c_str());
+    };
+    if (shows_progress(arguments.quiet, arguments.progress))
+      options.on_progress = [&progress_line](const Progress& p) { progress_line.show(p); };
     g_run_polls_interruption = true;
-    const MergeReport report = merge_shards(shards, arguments.output, options);
+    const RunReport report = run_scenario(scenario, options);
     g_run_polls_interruption = false;
     progress_line.end();
-    for (const std::string& shard : shards) {
-      std::error_code ignored;  // the output is complete; a shard left behind is only disk space
-      std::filesystem::remove(shard, ignored);
-    }
     if (!arguments.quiet) {
-      std::printf("%s: %s per arm, %s, on %d MPI ranks; merged in %.1f s on %s\nresults: %s\n",
-                  report.scenario_name.c_str(), plural(report.subjects_per_arm, "subject").c_str(),
-                  plural(static_cast<std::int64_t>(report.arms), "arm").c_str(), ranks, report.elapsed_seconds,
-                  plural(report.threads, "thread").c_str(), arguments.output.c_str());
+      const double seconds = job.seconds + report.elapsed_seconds;
+      char line[512];
+      std::snprintf(line, sizeof line,
+                    "%s: %s per arm, %s, %.1f s on %d MPI ranks x %s (%.0f subject-arms/s); %s; "
+                    "the file written from their journals in %.1f s",
+                    scenario.name.c_str(), plural(report.subjects_per_arm, "subject").c_str(),
+                    plural(static_cast<std::int64_t>(report.arms.size()), "arm").c_str(), seconds, job.ranks,
+                    plural(arguments.threads > 0 ? arguments.threads : report.threads, "thread").c_str(),
+                    static_cast<double>(report.subjects.count * static_cast<std::int64_t>(report.arms.size())) /
+                        std::max(seconds, 1e-9),
+                    describe_rank_balance(job.busy_seconds).c_str(), report.elapsed_seconds);
+      print_summary(report, scenario, arguments.output, std::nullopt, line);
     }
     return 0;
   } catch (...) {
+    progress_line.end();
     const Failure failure = current_failure();
-    std::fprintf(
-        stderr,
-        "%s\nketasim: the shard files of the ranks are kept; `ketasim merge %s.rank-*-of-%d.h5 -o %s` merges them\n",
-        failure.message.c_str(), arguments.output.c_str(), ranks, arguments.output.c_str());
+    std::fprintf(stderr,
+                 "%s\nketasim: the journals of the ranks (%s.rank-*.journal) are kept: the same mpirun "
+                 "command with --resume goes on from them\n",
+                 failure.message.c_str(), arguments.output.c_str());
     return failure.exit_code;
   }
 }
 
-// `mpirun -n R ketasim run`: rank r computes shard r+1/R into a shard file beside the output (with
-// its own journal, so `--resume` resumes every rank), the ranks agree that every shard succeeded,
-// then rank 0 merges the shards into the output (temporary name, rename) and removes them. A
-// failure on any rank makes every rank exit non-zero with no output written (docs/hpc.md, "MPI").
-int command_run_on_ranks(const RunArguments& arguments, const MpiJob& mpi) {
-  const bool lead = mpi.rank() == 0;
-  if (!arguments.shard.empty())
-    throw Error(ExitCode::usage, "--shard cannot be given to a run on several MPI ranks: the ranks split the run");
-  RunArguments rank_arguments = arguments;
-  rank_arguments.output = rank_shard_path(arguments.output, mpi.rank(), mpi.ranks());
-  rank_arguments.shard = std::to_string(mpi.rank() + 1) + "/" + std::to_string(mpi.ranks());
-  rank_arguments.quiet = arguments.quiet || !lead;  // rank 0 alone shows progress
-  rank_arguments.summary = false;                   // a shard's figures are not the run's
-  rank_arguments.launch_command = mpi.launch_command();
-  Failure failure;
-  try {
-    // The final output is checked on every rank before anything is simulated, so that a path no
-    // rank may write fails them all at once.
-    const Scenario scenario = load_scenario_file(arguments.scenario_path);
-    check_output_path(arguments.output, scenario_input_files(scenario));
-    // A rank whose shard file is complete (they appear whole, by rename) keeps it on --resume: the
-    // merge refuses it if it is not a shard of this very run.
-    if (arguments.resume && std::filesystem::is_regular_file(rank_arguments.output)) {
-      std::fprintf(stderr, "ketasim: MPI rank %d: %s is complete: kept\n", mpi.rank(), rank_arguments.output.c_str());
-    } else {
-      failure.exit_code = command_run(rank_arguments);
-    }
-  } catch (...) {
-    failure = current_failure();
+// The progress of one rank of `mpirun -n R ketasim run`: its own count, which the other ranks send
+// to rank 0 (RankProgress), and on rank 0 the whole job's, shown on its one line.
+class JobProgress {
+ public:
+  JobProgress(const MpiJob& mpi, bool show)
+      : rank_progress_(mpi), ranks_(mpi.ranks()), lead_(mpi.rank() == 0), show_(show) {}
+
+  void set_job(std::int64_t subjects_per_arm, std::size_t arms) {
+    job_subjects_ = subjects_per_arm;
+    last_.arms = arms;
   }
-  // Every rank learns whether all succeeded. Rank 0's error is printed, and that of a rank whose exit
-  // code differs from rank 0's: the same code is, but for rare cases, the same error on every rank
-  // (the scenario, the output path), printed once rather than R times.
+  ProgressLine& line() { return line_; }
+
+  // The progress of this rank's run: rank 0 gets the job's (to show), the others publish theirs.
+  Progress on_rank_progress(const Progress& rank) {
+    if (rank.phase == Progress::Phase::journals || rank.phase == Progress::Phase::simulating) {
+      own_ = {rank.subjects_done, rank.subjects_resumed};
+      last_ = rank;
+    }
+    if (!lead_) {
+      rank_progress_.publish(own_);
+      return rank;
+    }
+    return job_progress();
+  }
+
+  // Once this rank is done (`failed` or not): the other ranks send their last count; rank 0 shows
+  // the job's progress until every rank is done (polling, so that it does not spin in the reduction
+  // that follows while it waits) and returns what it knows of the job.
+  RankJob finish(bool failed) {
+    RankJob job;
+    job.ranks = ranks_;
+    const double busy_seconds = seconds();
+    if (!lead_) {
+      rank_progress_.publish_last(own_, busy_seconds);
+    } else {
+      while (true) {
+        const Progress shown = job_progress();
+        if (show_ && !failed) line_.show(shown);
+        if (rank_progress_.all_ranks_done()) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+      job.busy_seconds = rank_progress_.busy_seconds(busy_seconds);
+      job.seconds = seconds();
+    }
+    line_.end();
+    return job;
+  }
+
+ private:
+  double seconds() const { return std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count(); }
+
+  // The subjects of every rank, simulating until the last rank is done.
+  Progress job_progress() {
+    Progress job = last_;
+    const RankCount count = rank_progress_.job_count(own_);
+    job.phase = Progress::Phase::simulating;
+    job.subjects_done = count.subjects_done;
+    job.subjects_resumed = count.subjects_resumed;
+    job.subjects_total = job_subjects_;
+    job.elapsed_seconds = seconds();
+    return job;
+  }
+
+  RankProgress rank_progress_;  // collective to make: every rank makes its JobProgress at the same point
+  const int ranks_;
+  const bool lead_;
+  const bool show_;
+  const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
+  RankCount own_;                  // this rank's subjects done, as its run reports them
+  Progress last_;                  // this rank's last progress (its arms, for the rate)
+  std::int64_t job_subjects_ = 0;  // of every arm, over every rank: the cohort's size
+  ProgressLine line_;              // rank 0's, for the whole job
+};
+
+// After every rank is done, on every rank: the errors (rank 0's, and that of a rank whose exit code
+// differs from rank 0's: the same code is, but for rare cases, the same error on every rank, printed
+// once rather than R times) and, on rank 0, what is kept. The worst exit code of the ranks.
+int report_rank_failures(const Failure& failure, const RunArguments& arguments, const MpiJob& mpi) {
+  const bool lead = mpi.rank() == 0;
   const int worst = mpi.largest_over_ranks(failure.exit_code);
   const int rank_zero_code = mpi.from_rank_zero(failure.exit_code);
   if (!failure.message.empty() && (lead || failure.exit_code != rank_zero_code)) {
     std::fprintf(stderr, "%s%s\n", lead ? "" : ("MPI rank " + std::to_string(mpi.rank()) + ": ").c_str(),
                  failure.message.c_str());
   }
-  if (worst != 0) {
-    if (lead && failure.exit_code == 0)
+  if (worst != 0 && lead) {
+    if (failure.exit_code == 0)
       std::fprintf(stderr, "ketasim: error: another MPI rank failed (exit %d); %s not written\n", worst,
                    arguments.output.c_str());
-    if (lead && any_rank_work_kept(arguments.output, mpi.ranks()))
+    if (any_rank_work_kept(arguments.output, mpi.ranks()))
       std::fprintf(stderr,
-                   "ketasim: the shard files and journals of the ranks (%s.rank-*) are kept: `--resume` goes on "
-                   "from them\n",
+                   "ketasim: the journals of the ranks (%s.rank-*.journal) are kept: `--resume` goes on from them\n",
                    arguments.output.c_str());
-    // No rank exits before every rank has printed its messages: a non-zero exit ends the others
-    // under `srun --kill-on-bad-exit` (tools/slurm/ketasim.sbatch), and mpirun may do the same.
-    mpi.wait_for_all();
-    return worst;
   }
+  // No rank exits before every rank has printed its messages: a non-zero exit ends the others
+  // under `srun --kill-on-bad-exit` (tools/slurm/ketasim.sbatch), and mpirun may do the same.
+  if (worst != 0) mpi.wait_for_all();
+  return worst;
+}
 
-  // Rank 0 merges; every rank exits with the merge's code.
-  return mpi.from_rank_zero(lead ? merge_rank_shards(arguments, mpi.ranks()) : 0);
+// `mpirun -n R ketasim run`: rank r simulates the blocks b of the cohort with b mod R = r into its
+// journal beside the output (so `--resume` resumes every rank), the ranks agree that every rank
+// succeeded, then rank 0 writes the output from the journals (temporary name, rename) and removes
+// them. A failure on any rank makes every rank exit non-zero with no output written (docs/hpc.md,
+// "MPI"). Rank 0 shows the progress of the whole job.
+int command_run_on_ranks(const RunArguments& arguments, const MpiJob& mpi) {
+  const bool lead = mpi.rank() == 0;
+  if (!arguments.shard.empty())
+    throw Error(ExitCode::usage, "--shard cannot be given to a run on several MPI ranks: the ranks split the run");
+  if (arguments.no_journal) {
+    throw Error(ExitCode::usage,
+                "--no-journal cannot be given to a run on several MPI ranks: each rank hands its blocks to rank 0 "
+                "in its journal");
+  }
+  JobProgress progress(mpi, lead && shows_progress(arguments.quiet, arguments.progress));  // collective
+  RunArguments rank_arguments = arguments;
+  rank_arguments.output = rank_path(arguments.output, mpi.rank(), mpi.ranks());
+  rank_arguments.rank = RankBlocks{mpi.rank(), mpi.ranks()};
+  rank_arguments.quiet = arguments.quiet || !lead;  // rank 0 alone shows progress
+  rank_arguments.summary = false;                   // a rank's figures are not the run's
+  rank_arguments.launch_command = mpi.launch_command();
+  rank_arguments.progress_line = &progress.line();
+  rank_arguments.job_progress = [&progress](const Progress& p) { return progress.on_rank_progress(p); };
+  std::optional<Scenario> scenario;
+  Failure failure;
+  try {
+    // The final output is checked on every rank before anything is simulated, so that a path no
+    // rank may write fails them all at once.
+    scenario = load_scenario_file(arguments.scenario_path);
+    if (arguments.subjects > 0) scenario->cohort.set_subjects_per_replicate(arguments.subjects);
+    progress.set_job(scenario->cohort.size, scenario->arms.size());
+    check_output_path(arguments.output, scenario_input_files(*scenario));
+    if (lead) print_output_space(*scenario, arguments.output, arguments.quiet, std::nullopt);
+    failure.exit_code = command_run(rank_arguments);
+  } catch (...) {
+    failure = current_failure();
+  }
+  const RankJob job = progress.finish(failure.exit_code != 0);
+  const int worst = report_rank_failures(failure, arguments, mpi);
+  if (worst != 0) return worst;
+  // Rank 0 writes the output; every rank exits with its code.
+  return mpi.from_rank_zero(lead ? write_from_rank_journals(arguments, *scenario, job, progress.line()) : 0);
 }
 
 // `ketasim merge`: shard files → one result file (merge.hpp checks them all before writing).
-int command_merge(const std::vector<std::string>& shards, const std::string& output, unsigned threads, bool quiet) {
+int command_merge(const std::vector<std::string>& shards, const std::string& output, unsigned threads, bool quiet,
+                  bool progress) {
   MergeOptions options;
   options.threads = threads;
   ProgressLine progress_line;
-  if (!quiet && isatty(STDERR_FILENO))
-    options.on_progress = [&progress_line](const MergeProgress& p) { progress_line.show(p); };
+  const std::string what = plural(static_cast<std::int64_t>(shards.size()), "shard file");
+  if (shows_progress(quiet, progress))
+    options.on_progress = [&progress_line, &what](const MergeProgress& p) { progress_line.show(p, what); };
   const MergeReport report = merge_shards(shards, output, options);
   progress_line.end();
   if (!quiet) {
@@ -1072,6 +1247,7 @@ struct Arguments {
   unsigned threads = 0;
   std::int64_t subjects = 0, subject_id = 0;
   bool quiet = false, csv = false;
+  bool progress = false;
   std::string model_word;
   std::vector<std::string> target_files;
   std::string markdown;
@@ -1138,7 +1314,11 @@ void add_scenario_commands(CLI::App& app, Arguments& a, Commands& commands) {
   run->add_flag("--no-journal", a.no_journal,
                 "Keep no journal of the finished blocks: an interrupted run cannot be resumed (saves its disk space)")
       ->excludes(resume);
-  run->add_flag("-q,--quiet", a.quiet, "No progress and no summary");
+  auto* run_quiet = run->add_flag("-q,--quiet", a.quiet, "No progress and no summary");
+  run->add_flag("--progress", a.progress,
+                "Show the progress line also when standard error is not a terminal (under mpirun, whose ranks "
+                "write to pipes: rank 0 shows the whole job's)")
+      ->excludes(run_quiet);
 
   auto* merge = commands.merge =
       app.add_subcommand("merge", "Merge the shard files of a split run (run --shard) into one result file");
@@ -1153,7 +1333,9 @@ void add_scenario_commands(CLI::App& app, Arguments& a, Commands& commands) {
                    "depend on it")
       ->type_name("N")
       ->check(threads_value());
-  merge->add_flag("-q,--quiet", a.quiet, "No progress and no summary");
+  auto* merge_quiet = merge->add_flag("-q,--quiet", a.quiet, "No progress and no summary");
+  merge->add_flag("--progress", a.progress, "Show the progress line also when standard error is not a terminal")
+      ->excludes(merge_quiet);
 
   commands.validate = app.add_subcommand("validate", "Check a scenario without running it");
   commands.validate->add_option("scenario", a.scenario_path, "Scenario YAML file")->required();
@@ -1309,11 +1491,21 @@ int dispatch(const CLI::App& app, const Commands& commands, const Arguments& a, 
   }
   if (*commands.clean) return command_clean(a.clean_directory);
   if (*commands.run) {
-    const RunArguments run{a.scenario_path, a.output,     a.threads, a.subjects, a.shard, a.block_size,
-                           a.resume,        a.no_journal, a.quiet,   shell_line, true,    ""};
+    RunArguments run;
+    run.scenario_path = a.scenario_path;
+    run.output = a.output;
+    run.threads = a.threads;
+    run.subjects = a.subjects;
+    run.shard = a.shard;
+    run.block_size = a.block_size;
+    run.resume = a.resume;
+    run.no_journal = a.no_journal;
+    run.quiet = a.quiet;
+    run.progress = a.progress;
+    run.command_line = shell_line;
     return mpi.several_ranks() ? command_run_on_ranks(run, mpi) : command_run(run);
   }
-  if (*commands.merge) return command_merge(a.merge_inputs, a.merge_output, a.threads, a.quiet);
+  if (*commands.merge) return command_merge(a.merge_inputs, a.merge_output, a.threads, a.quiet, a.progress);
   if (*commands.validate) return command_validate(a.scenario_path);
   if (*commands.timeline) return command_timeline(a.scenario_path, a.arm_name, a.subject_id, a.csv);
   if (*commands.reproduce) return command_reproduce(a.target_files, a.markdown, a.threads, command_line);

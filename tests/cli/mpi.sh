@@ -1,18 +1,21 @@
 #!/bin/sh
-# `mpirun -n R ketasim run` (docs/hpc.md, "MPI"): the ranks split the subjects into shard files
-# beside the output, rank 0 merges them into the one result file.
+# `mpirun -n R ketasim run` (docs/hpc.md, "MPI"): the ranks simulate interleaved blocks of the
+# subjects into their journals beside the output, rank 0 writes the one result file from them.
 #   identical SCENARIO SUBJECTS  mpirun -n 1, 2 and 3 (oversubscribed) each write the datasets of the
 #                                single-process run, bit for bit (same_datasets.py); compare prints
-#                                the same; mpi_ranks is recorded; no shard file, journal or temporary
-#                                is left
+#                                the same; mpi_ranks is recorded; no rank journal or temporary is left
 #   failures SCENARIO SUBJECTS   an output directory that does not exist, a bad scenario, and one rank
-#                                alone failing (its shard file's name taken by a directory): every
+#                                alone failing (its rank file's name taken by a directory): every
 #                                rank exits non-zero, no output file; the rank that finished keeps its
-#                                shard, and `--resume` then ends with the single-process file
+#                                journal, and `--resume` then ends with the single-process file
 #   sigterm SCENARIO SUBJECTS    SIGTERM to mpirun (as Slurm sends before a time limit) stops every
 #                                rank with its journal kept and no output, each showing the command
 #                                that resumes (mpirun -n 2 ketasim run ... --resume); `--resume` on
 #                                the same ranks ends with the single-process file
+#   progress SCENARIO SUBJECTS   mpirun -n 2 with --progress: one progress line for the whole job, on
+#                                rank 0 alone (every count is of all ranks' subjects, and reaches
+#                                that total), then the merge and summaries named; each rank's busy
+#                                time in the summary and the file (mpi_rank_busy_seconds)
 # Exits 77 (skipped) when mpirun is absent.
 # usage: mpi.sh KETASIM SOURCE_DIR WORK_DIR MODE SCENARIO SUBJECTS
 set -u
@@ -86,15 +89,17 @@ case $mode in
     grep -q "another MPI rank failed" one.log || { fail "rank 0 does not say that another rank failed"; cat one.log; }
     grep -q "MPI rank 1: ketasim: error: .*out.h5.rank-2-of-2.h5" one.log || { fail "rank 1's error is not shown"; cat one.log; }
     [ -e out.h5 ] && fail "a run with a failed rank wrote out.h5"
-    [ -f out.h5.rank-1-of-2.h5 ] || fail "rank 0's finished shard file was not kept"
+    [ -f out.h5.rank-1-of-2.h5.journal ] || fail "rank 0's journal was not kept"
     expect_no_temporaries .
-    # Once the cause is gone, --resume keeps rank 0's shard and ends with the single-process file.
+    # Once the cause is gone, --resume reads rank 0's journal back and ends with the single-process file.
     rmdir out.h5.rank-2-of-2.h5
     ranks_run 2 run "$scenario" --subjects "$subjects" --block-size 16 -o out.h5 --resume > resumed.log 2>&1 ||
       { fail "--resume after the failed rank failed"; cat resumed.log; }
-    grep -q "out.h5.rank-1-of-2.h5 is complete: kept" resumed.log || { fail "rank 0's shard was not kept"; cat resumed.log; }
+    grep -q "resuming from out.h5.rank-1-of-2.h5.journal: [1-9][0-9]* of [1-9][0-9]* blocks of this rank" resumed.log ||
+      { fail "rank 0's journal was not read back"; cat resumed.log; }
     same_as_single out.h5
-    [ -e out.h5.rank-1-of-2.h5 ] && fail "the shard files were not removed after the merge"
+    leftovers=$(ls -A | grep -e '\.rank-' -e '\.journal')
+    [ -z "$leftovers" ] || fail "the resumed run left $leftovers"
     # Other commands refuse to run on several ranks (each rank would write the same file).
     ranks_run 2 merge single.h5 -o merged.h5 > merge.log 2>&1 && fail "mpirun -n 2 ketasim merge exited 0"
     grep -q "only \`ketasim run\` runs on several MPI ranks" merge.log || { fail "merge on 2 ranks: no clear refusal"; cat merge.log; }
@@ -131,6 +136,31 @@ case $mode in
     same_as_single out.h5
     leftovers=$(ls -A | grep -e '\.rank-' -e '\.journal')
     [ -z "$leftovers" ] || fail "the resumed run left $leftovers"
+    ;;
+  progress)
+    ranks_run 2 run "$scenario" --subjects "$subjects" --block-size 16 -t 1 -o out.h5 --progress > run.log 2> shown.raw ||
+      { fail "mpirun -n 2 --progress failed"; cat run.log shown.raw; }
+    tr '\r' '\n' < shown.raw > shown.txt
+    same_as_single out.h5
+    total=$(/usr/bin/python3 -c 'import sys, h5py; print(int(h5py.File(sys.argv[1], "r").attrs["subjects_per_arm"]))' single.h5)
+    # Every count shown is out of the whole job's subjects: a rank showing its own shard's progress
+    # (rank 1, or rank 0 without the others' counts) would show another total.
+    counts=$(grep -o 'simulating: [0-9]*/[0-9]* subjects' shown.txt | sed 's/simulating: //; s/ subjects//' | sort -u)
+    [ -n "$counts" ] || { fail "no progress line shown"; cat shown.txt; }
+    others=$(printf '%s\n' "$counts" | grep -v "/$total\$")
+    [ -z "$others" ] || fail "progress lines out of another total than the job's $total: $others"
+    printf '%s\n' "$counts" | grep -q "^$total/$total\$" || fail "the progress never reached $total/$total: $counts"
+    for text in "merging 2 rank journals: " "summaries: " "over $total subjects" "renaming: flushing the file"; do
+      grep -q -F "$text" shown.txt || { fail "the progress lacks '$text'"; cat shown.txt; }
+    done
+    grep -q "ranks busy [0-9.]* s, [0-9.]* s (idle [0-9]*% of the ranks' time)" run.log ||
+      { fail "the summary does not give each rank's busy time"; cat run.log; }
+    busy=$(/usr/bin/python3 -c 'import sys, h5py; b = h5py.File(sys.argv[1], "r").attrs["mpi_rank_busy_seconds"]; print(len(b), all(x > 0 for x in b))' out.h5 2>&1)
+    [ "$busy" = "2 True" ] || fail "mpi_rank_busy_seconds: '$busy', not 2 positive values"
+    # Without --progress nothing is shown (the ranks write to pipes, not a terminal).
+    ranks_run 2 run "$scenario" --subjects "$subjects" --block-size 16 -t 1 -o quiet.h5 > quiet.log 2> quiet.err ||
+      fail "mpirun -n 2 without --progress failed"
+    grep -q "simulating:" quiet.err && fail "a progress line without --progress and without a terminal"
     ;;
   *)
     echo "unknown mode $mode"

@@ -13,7 +13,7 @@ import numpy as np
 
 # Root attributes that may differ between a whole run and a merge of its shards (docs/hdf5-layout.md).
 PROVENANCE = {"created_utc", "host", "threads", "merged_shard_files", "merged_shard_hosts",
-              "merged_shard_created_utc", "merged_shard_threads", "mpi_ranks"}
+              "merged_shard_created_utc", "merged_shard_threads", "mpi_ranks", "mpi_rank_busy_seconds"}
 
 
 def same_value(a, b):

@@ -40,9 +40,25 @@ case $mode in
     # `script` gives the run a terminal, where it shows its progress.
     command -v script >/dev/null || { echo "no script(1): skipped"; exit 77; }
     script -qec "\"$ketasim\" run \"$scenario\" --subjects 70 --threads 2 -o results.h5" /dev/null | tr '\r' '\n' > shown.txt
-    for text in "simulating: 70/70 subjects" "subject-arms/s" "summaries: 0/" "variables" "renaming: flushing the file to disk"; do
+    for text in "simulating: 70/70 subjects" "subject-arms/s" "summaries: 0/" "variables (per-time quantiles over 70 subjects)" \
+      "renaming: flushing the file to disk" "summarising 70 subjects x 2 arms: the end-of-run statistics"; do
       grep -q -F "$text" shown.txt || fail "the progress lacks '$text'"
     done
+    # The phases in the order the run goes through them, the end-of-run statistics last.
+    grep -o -e "simulating: 70/70" -e "summaries: 0/" -e "renaming: " -e "summarising 70" shown.txt | uniq | tr '\n' ';' > order.txt
+    [ "$(cat order.txt)" = "simulating: 70/70;summaries: 0/;renaming: ;summarising 70;" ] ||
+      fail "the phases came in another order: $(cat order.txt)"
+    # --progress shows it where stderr is not a terminal (a batch job's log, mpirun's pipes);
+    # without it, nothing.
+    "$ketasim" run "$scenario" --subjects 70 --threads 2 -o forced.h5 --progress 2> forced.txt > /dev/null || fail "--progress failed"
+    tr '\r' '\n' < forced.txt | grep -q -F "simulating: 70/70 subjects" || fail "--progress shows no progress in a file"
+    "$ketasim" run "$scenario" --subjects 70 --threads 2 -o plain.h5 2> plain.txt > /dev/null || fail "the run failed"
+    grep -q "simulating:" plain.txt && fail "a progress line in a file without --progress"
+    # A merge names what it merges.
+    "$ketasim" run "$scenario" --subjects 70 --shard 1/2 -o s1.h5 -q && "$ketasim" run "$scenario" --subjects 70 --shard 2/2 -o s2.h5 -q ||
+      fail "the shard runs failed"
+    "$ketasim" merge s1.h5 s2.h5 -o merged.h5 --progress 2> merged.txt > /dev/null || fail "merge --progress failed"
+    tr '\r' '\n' < merged.txt | grep -q -F "merging 2 shard files: " || fail "the merge's progress does not say what it merges"
     grep -q -e "subjects/s" shown.txt && fail "a rate in subjects/s"
     grep -q -E "[0-9.]+ s on 2 threads \([0-9]+ subject-arms/s\)" shown.txt || fail "the summary's rate is not in subject-arms/s"
     ;;

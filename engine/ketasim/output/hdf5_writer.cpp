@@ -254,6 +254,8 @@ void ResultWriter::State::write_root_attributes(const RunInfo& info) {
     hdf5_calls("write the attribute mpi_ranks", [&] {
       hdf5::set_number_attribute(*file, "mpi_ranks", H5::PredType::STD_I64LE, H5::PredType::NATIVE_INT64,
                                  info.mpi_ranks);
+      if (!info.mpi_rank_busy_seconds.empty())
+        hdf5::set_float_array_attribute(*file, "mpi_rank_busy_seconds", info.mpi_rank_busy_seconds);
     });
   }
 }

@@ -506,7 +506,6 @@ MergeReport merge_shards(const std::vector<std::string>& shard_paths, const std:
 
   RunInfo info = shards.front().info;
   for (const ShardFile& shard : shards) info.merged_from.push_back(shard.provenance);
-  info.mpi_ranks = options.mpi_ranks;
   ResultWriterOptions writer_options;
   writer_options.summary_threads = threads;
   writer_options.summary_memory_bytes = options.summary_memory_bytes;

@@ -39,9 +39,6 @@ struct MergeOptions {
   std::size_t summary_memory_bytes = ResultWriterOptions{}.summary_memory_bytes;
   std::function<void(const MergeProgress&)> on_progress;  // on the calling thread
   const std::atomic<bool>* cancel = nullptr;              // as RunOptions::cancel
-  // The shards are those of the ranks of `mpirun -n R ketasim run`: R, recorded as the root
-  // attribute mpi_ranks (0: a merge of shards run otherwise, no such attribute).
-  std::int64_t mpi_ranks = 0;
 };
 
 struct MergeReport {

@@ -86,6 +86,12 @@ std::string describe_output_space(const OutputSpace& space, const std::string& o
   return text;
 }
 
+std::int64_t rank_block_size(std::int64_t default_size, std::int64_t subjects, std::int64_t ranks) {
+  constexpr std::int64_t kBlocksPerRank = 8;
+  const std::int64_t wanted = (subjects + kBlocksPerRank * ranks - 1) / (kBlocksPerRank * ranks);
+  return std::clamp<std::int64_t>((wanted + 63) / 64 * 64, 64, std::max<std::int64_t>(default_size, 64));
+}
+
 SubjectSchedule subject_schedule(const Scenario& scenario, std::size_t arm, std::int64_t subject_id) {
   return ScenarioRunner(scenario).schedule(arm, subject_id);
 }
@@ -148,18 +154,36 @@ RunInfo run_info(const Scenario& scenario, const std::optional<Shard>& shard, Su
   return info;
 }
 
+// Whose journal it is: a shard's (its shard), rank r's of R (r+1/R, over the whole cohort), or
+// none (a whole run).
+std::optional<Shard> journal_place(const RunOptions& options) {
+  if (options.rank) return Shard{options.rank->rank + 1, options.rank->ranks};
+  return options.shard;
+}
+
 // The writer of a run with an output file (refused first if the file cannot fit); none without.
 std::optional<ResultWriter> open_writer(const Scenario& scenario, const RunOptions& options,
                                         const std::vector<ArmLayout>& layouts, SubjectRange subjects,
                                         unsigned threads) {
   if (options.output_path.empty()) return std::nullopt;
-  refuse_if_it_cannot_fit(space_for(layouts, subjects.count, options.output_path), options.output_path,
-                          options.journal != RunOptions::Journal::none);
+  if (options.rank) {
+    // A rank writes its journal only (its writer prepares the blocks and is never finished): about
+    // its share of the file.
+    const std::int64_t share = (subjects.count + options.rank->ranks - 1) / options.rank->ranks;
+    refuse_if_it_cannot_fit(space_for(layouts, share, options.output_path), options.output_path, false);
+  } else {
+    refuse_if_it_cannot_fit(space_for(layouts, subjects.count, options.output_path), options.output_path,
+                            options.journal != RunOptions::Journal::none);
+  }
   ResultWriterOptions writer_options;
   writer_options.summary_threads = threads;
   writer_options.cancel = options.cancel;
-  return std::make_optional<ResultWriter>(options.output_path, run_info(scenario, options.shard, subjects), layouts,
-                                          scenario.cohort.size, writer_options);
+  RunInfo info = run_info(scenario, options.shard, subjects);
+  if (!options.rank_journals.empty()) {
+    info.mpi_ranks = static_cast<std::int64_t>(options.rank_journals.size());
+    info.mpi_rank_busy_seconds = options.rank_busy_seconds;
+  }
+  return std::make_optional<ResultWriter>(options.output_path, info, layouts, scenario.cohort.size, writer_options);
 }
 
 // What a worker hands to the calling thread for one range of subjects, one block per arm: with an
@@ -192,13 +216,14 @@ class BlockPipeline {
         max_in_flight_(2 * static_cast<std::size_t>(threads)),
         threads_(threads) {}
 
-  // Runs every block; `consume` is called on the calling thread for each finished range.
-  void run(const std::function<void(FinishedRange&&)>& consume) {
+  // Runs every block; `consume` is called on the calling thread for each finished range, `waiting`
+  // (if set) about every 100 ms while the calling thread waits for one.
+  void run(const std::function<void(FinishedRange&&)>& consume, const std::function<void()>& waiting = {}) {
     std::vector<std::jthread> pool;
     for (unsigned i = 0; i < threads_; ++i) pool.emplace_back([this] { work(); });
     try {
       for (std::size_t handed = 0; handed < pending_; ++handed) {
-        std::optional<FinishedRange> range = next_finished();
+        std::optional<FinishedRange> range = next_finished(waiting);
         if (!range) break;
         const std::int64_t subjects = range->subjects;
         consume(std::move(*range));
@@ -221,17 +246,23 @@ class BlockPipeline {
                             std::to_string(cohort_.count) + " subjects; nothing written");
   }
 
-  // The next range a worker finished; nullopt once the run is aborted.
-  std::optional<FinishedRange> next_finished() {
-    std::unique_lock lock(mutex_);
-    // A signal handler cannot notify the condition variable: poll for cancellation.
-    do {
-      if (cancelled()) throw interrupted();
-    } while (!changed_.wait_for(lock, std::chrono::milliseconds(100), [&] { return abort_ || !finished_.empty(); }));
-    if (abort_) return std::nullopt;
-    FinishedRange range = std::move(finished_.front());
-    finished_.pop_front();
-    return range;
+  // The next range a worker finished; nullopt once the run is aborted. `waiting` is called, without
+  // the lock, each time 100 ms pass without one.
+  std::optional<FinishedRange> next_finished(const std::function<void()>& waiting) {
+    while (true) {
+      {
+        std::unique_lock lock(mutex_);
+        // A signal handler cannot notify the condition variable: poll for cancellation.
+        if (cancelled()) throw interrupted();
+        if (changed_.wait_for(lock, std::chrono::milliseconds(100), [&] { return abort_ || !finished_.empty(); })) {
+          if (abort_) return std::nullopt;
+          FinishedRange range = std::move(finished_.front());
+          finished_.pop_front();
+          return range;
+        }
+      }
+      if (waiting) waiting();
+    }
   }
 
   // A consumed range leaves room for another in flight.
@@ -344,9 +375,10 @@ void note(const RunOptions& options, const std::string& text) {
 // The identity of this run, which its journal records: the tables it reads are checksummed (the
 // scenario's text is in the run's RunInfo).
 JournalIdentity journal_identity_of(const Scenario& scenario, const RunOptions& options, SubjectRange subjects,
-                                    std::int64_t block_size, const std::vector<ArmLayout>& layouts) {
+                                    std::int64_t block_size, const std::vector<ArmLayout>& layouts,
+                                    std::optional<Shard> place) {
   const std::vector<std::string> inputs = scenario_input_files(scenario);
-  return journal_identity(run_info(scenario, options.shard, subjects), options.shard, subjects, block_size, layouts,
+  return journal_identity(run_info(scenario, options.shard, subjects), place, subjects, block_size, layouts,
                           std::vector<std::string>(inputs.begin() + 1, inputs.end()));
 }
 
@@ -380,28 +412,48 @@ std::optional<JournalSource> find_journal(const RunOptions& options, const Journ
   return source;
 }
 
-// The blocks of the journal written into the output (and counted in the report) instead of being
-// simulated; the journal is then cut to its valid records and reopened for the blocks to come.
-JournalWriter replay_journal(JournalSource&& source, const RunOptions& options, ResultWriter& writer,
-                             ReportCollector& collector, std::vector<bool>& done, Progress& progress) {
-  JournalReader& reader = *source.reader;
+// Reads the blocks of a journal back: each is checked by the writer (restore), counted in the
+// report and marked done, and written into the output unless the run is a rank's (which writes
+// none). The number of blocks read.
+std::int64_t read_back(JournalReader& reader, const std::string& path, const RunOptions& options, ResultWriter& writer,
+                       ReportCollector& collector, std::vector<bool>& done, Progress& progress,
+                       std::chrono::steady_clock::time_point started) {
   std::int64_t blocks = 0;
   while (std::optional<JournaledBlock> block = reader.next()) {
     if (options.cancel != nullptr && options.cancel->load())
       throw InterruptedError("interrupted while reading the journal back; the journal is unchanged");
+    if (done[static_cast<std::size_t>(block->index)])  // another rank's block, or one read already
+      throw IoError(path + ": block " + std::to_string(block->index) +
+                    " is not this journal's to hold: another rank's, or in two journals");
     for (JournaledArm& arm : block->arms) {
       PreparedBlock prepared = writer.restore(std::move(arm.columns), std::move(arm.chunks), std::move(arm.rows));
       collector.add(prepared.columns());
-      writer.write(std::move(prepared));
+      if (!options.rank) writer.write(std::move(prepared));
     }
     done[static_cast<std::size_t>(block->index)] = true;
     progress.subjects_done += block->arms.empty() ? 0 : block->arms.front().columns.count;
     progress.subjects_resumed = progress.subjects_done;
+    progress.elapsed_seconds = seconds_since(started);
+    if (options.on_progress) options.on_progress(progress);
     ++blocks;
   }
+  return blocks;
+}
+
+// The blocks of the journal read back (read_back) instead of being simulated; the journal is then
+// cut to its valid records and reopened for the blocks to come.
+JournalWriter replay_journal(JournalSource&& source, const RunOptions& options, ResultWriter& writer,
+                             ReportCollector& collector, std::vector<bool>& done, Progress& progress,
+                             std::chrono::steady_clock::time_point started, std::int64_t own_blocks) {
+  JournalReader& reader = *source.reader;
+  progress.phase = Progress::Phase::journals;
+  progress.journals = 1;
+  const std::int64_t blocks =
+      read_back(reader, journal_path_for(options.output_path), options, writer, collector, done, progress, started);
+  progress.phase = Progress::Phase::simulating;
   std::string text = "resuming from " + journal_path_for(options.output_path) + ": " + std::to_string(blocks) + " of " +
-                     std::to_string(done.size()) + " blocks (" + std::to_string(progress.subjects_done) +
-                     " subjects of every arm) read back";
+                     std::to_string(own_blocks) + (options.rank ? " blocks of this rank (" : " blocks (") +
+                     std::to_string(progress.subjects_done) + " subjects of every arm) read back";
   if (!reader.discarded_reason().empty())
     text += "; discarded its last " + std::to_string(reader.discarded_bytes()) + " bytes: " + reader.discarded_reason();
   note(options, text);
@@ -444,70 +496,171 @@ RunInterrupted::RunInterrupted(std::int64_t blocks_done, std::int64_t blocks_tot
       blocks_total_(blocks_total),
       journal_path_(std::move(journal_path)) {}
 
+namespace {
+
+// Rank 0 of an MPI run: every rank's journal read back into the output, in rank order (each checked
+// to be rank r+1/R's journal of this very run); IoError when a block is in none of them.
+void read_rank_journals(const Scenario& scenario, const RunOptions& options, SubjectRange subjects,
+                        std::int64_t block_size, const std::vector<ArmLayout>& layouts, ResultWriter& writer,
+                        ReportCollector& collector, std::vector<bool>& done, Progress& progress,
+                        std::chrono::steady_clock::time_point started) {
+  const auto ranks = static_cast<std::int64_t>(options.rank_journals.size());
+  progress.phase = Progress::Phase::journals;
+  progress.journals = options.rank_journals.size();
+  for (std::int64_t rank = 0; rank < ranks; ++rank) {
+    const std::string& path = options.rank_journals[static_cast<std::size_t>(rank)];
+    const JournalLock lock(path);  // no rank may still be appending to it
+    JournalReader reader(path);
+    const JournalIdentity identity =
+        journal_identity_of(scenario, options, subjects, block_size, layouts, Shard{rank + 1, ranks});
+    const std::string difference = identity_difference(reader.identity(), identity);
+    if (!difference.empty())
+      throw IoError(path + ": not the journal of rank " + std::to_string(rank) + " of this run: " + difference);
+    read_back(reader, path, options, writer, collector, done, progress, started);
+    if (!reader.discarded_reason().empty())
+      throw IoError(path + ": its last " + std::to_string(reader.discarded_bytes()) +
+                    " bytes are damaged: " + reader.discarded_reason() + "; --resume simulates those blocks again");
+  }
+  const auto missing = std::count(done.begin(), done.end(), false);
+  if (missing > 0) {
+    throw IoError("the journals of the " + std::to_string(ranks) + " MPI ranks lack " + std::to_string(missing) +
+                  " of " + std::to_string(done.size()) + " blocks; --resume simulates them");
+  }
+  progress.phase = Progress::Phase::simulating;
+}
+
+// Where the end-of-run report's values go beyond RunOptions::report_memory_bytes.
+std::filesystem::path spill_directory_for(const RunOptions& options) {
+  return options.output_path.empty() ? std::filesystem::temp_directory_path()
+                                     : std::filesystem::absolute(options.output_path).parent_path();
+}
+
+// The combinations of options run_scenario does not take (a programming error of the caller).
+void check_run_options(const RunOptions& options) {
+  const bool journaled = options.journal != RunOptions::Journal::none;
+  const bool from_ranks = !options.rank_journals.empty();
+  if (journaled && (options.output_path.empty() || options.on_block))
+    throw std::invalid_argument("run_scenario: a journal needs an output file and no on_block");
+  if (options.rank && (!journaled || options.shard || from_ranks || options.rank->ranks < 1 || options.rank->rank < 0 ||
+                       options.rank->rank >= options.rank->ranks))
+    throw std::invalid_argument("run_scenario: a rank needs a journal, no shard and a rank within its ranks");
+  if (from_ranks && (journaled || options.shard || options.output_path.empty() || options.on_block))
+    throw std::invalid_argument("run_scenario: the rank journals need an output file, no journal, shard or on_block");
+}
+
+// The run's block size: as given, else the default, made smaller on MPI ranks (rank_block_size).
+std::int64_t run_block_size(const RunOptions& options, const std::vector<ArmPlan>& arms, std::int64_t subjects) {
+  if (options.block_size > 0) return options.block_size;
+  const std::int64_t ranks =
+      options.rank ? options.rank->ranks : static_cast<std::int64_t>(options.rank_journals.size());
+  return ranks > 1 ? rank_block_size(default_block_size(arms), subjects, ranks) : default_block_size(arms);
+}
+
+// A rank simulates its blocks only: the others are marked done, for it. Its blocks (all, without a
+// rank), and their subjects in `progress`.
+std::int64_t mark_own_blocks(const RunOptions& options, SubjectRange subjects, std::int64_t block_size,
+                             std::vector<bool>& done, Progress& progress) {
+  progress.subjects_total = subjects.count;
+  if (!options.rank) return static_cast<std::int64_t>(done.size());
+  std::int64_t own_blocks = 0;
+  progress.subjects_total = 0;
+  for (std::size_t b = 0; b < done.size(); ++b) {
+    done[b] = static_cast<std::int64_t>(b) % options.rank->ranks != options.rank->rank;
+    if (done[b]) continue;
+    ++own_blocks;
+    progress.subjects_total += block_of(subjects, block_size, static_cast<std::int64_t>(b)).count;
+  }
+  return own_blocks;
+}
+
+// Once the output is complete and renamed, its journal and the ranks' journals are no longer needed.
+// A rank keeps its journal: rank 0 writes the output from it.
+void remove_journals(std::optional<JournalWriter>& journal, const RunOptions& options) {
+  if (journal && !options.rank) journal->remove();
+  for (const std::string& path : options.rank_journals) {
+    std::error_code error;
+    if (!std::filesystem::remove(path, error) && error)
+      note(options, path + ": cannot remove it (" + error.message() + "); the output is complete: delete it");
+  }
+}
+
+}  // namespace
+
 RunReport run_scenario(const Scenario& scenario, const RunOptions& options) {
   const auto started = std::chrono::steady_clock::now();
   const ScenarioRunner runner(scenario);
   const unsigned threads = thread_count(options.threads);
   const SubjectRange subjects = simulated_subjects(scenario, options.shard);  // refuses a shard it cannot honour
   const std::vector<ArmLayout> layouts = runner.layouts();
+  check_run_options(options);
   const bool journaled = options.journal != RunOptions::Journal::none;
-  if (journaled && (options.output_path.empty() || options.on_block))
-    throw std::invalid_argument("run_scenario: a journal needs an output file and no on_block");
+  const bool from_ranks = !options.rank_journals.empty();
   if (options.on_start) options.on_start(layouts);
   // Before any work: where the output may go, and room for the end-of-run report's temporary files.
   if (!options.output_path.empty()) check_output_path(options.output_path, scenario_input_files(scenario));
-  const std::filesystem::path spill_directory = options.output_path.empty()
-                                                    ? std::filesystem::temp_directory_path()
-                                                    : std::filesystem::absolute(options.output_path).parent_path();
+  const std::filesystem::path spill_directory = spill_directory_for(options);
   check_temporary_space(scenario, spill_directory,
                         report_temporary_bytes(layouts, subjects.count, options.report_memory_bytes));
-  const std::int64_t block_size = options.block_size > 0 ? options.block_size : default_block_size(runner.arms());
+  const std::int64_t block_size = run_block_size(options, runner.arms(), subjects.count);
   const JournalIdentity identity =
-      journaled ? journal_identity_of(scenario, options, subjects, block_size, layouts) : JournalIdentity{};
+      journaled ? journal_identity_of(scenario, options, subjects, block_size, layouts, journal_place(options))
+                : JournalIdentity{};
   // Also without a journal of its own, a run refuses to run over the journal of an interrupted one.
   std::optional<JournalSource> journal_source = find_journal(options, identity);
   std::optional<ResultWriter> writer = open_writer(scenario, options, layouts, subjects, threads);
-
   ReportCollector collector(scenario, runner.arms(), runner.plan(), subjects.count, options.report_memory_bytes,
                             spill_directory);
   Progress progress;
-  progress.subjects_total = subjects.count;
   progress.arms = runner.arms().size();
   std::vector<bool> done(static_cast<std::size_t>(block_count(subjects, block_size)), false);
+  const std::int64_t own_blocks = mark_own_blocks(options, subjects, block_size, done, progress);
   std::optional<JournalWriter> journal;
   try {
+    if (from_ranks)
+      read_rank_journals(scenario, options, subjects, block_size, layouts, *writer, collector, done, progress, started);
     if (journal_source)
-      journal = replay_journal(std::move(*journal_source), options, *writer, collector, done, progress);
+      journal =
+          replay_journal(std::move(*journal_source), options, *writer, collector, done, progress, started, own_blocks);
     else if (journaled)
       journal = JournalWriter::create(journal_path_for(options.output_path), identity);
     journal_source.reset();
-    BlockPipeline pipeline(runner, options, writer ? &*writer : nullptr, subjects, block_size, done, threads);
-    pipeline.run([&](FinishedRange&& range) {
-      if (journal) journal->append(range.index, range.prepared);
-      for (PreparedBlock& block : range.prepared) {
-        collector.add(block.columns());
-        writer->write(std::move(block));
-      }
-      for (const SubjectBlock& block : range.blocks) {
-        collector.add(block);
-        if (options.on_block) options.on_block(block);
-        if (writer) writer->write(block);
-      }
-      progress.subjects_done += range.subjects;
+    // After each block, and between blocks (large blocks of slow subjects take seconds): the rate and
+    // the time left stay current, and a caller that gathers the progress of other processes gets called.
+    const auto report_progress = [&] {
       progress.elapsed_seconds = seconds_since(started);
       if (options.on_progress) options.on_progress(progress);
-    });
-    if (writer) finish_writer(*writer, options, progress, started);
+    };
+    BlockPipeline pipeline(runner, options, writer ? &*writer : nullptr, subjects, block_size, done, threads);
+    pipeline.run(
+        [&](FinishedRange&& range) {
+          if (journal) journal->append(range.index, range.prepared);
+          for (PreparedBlock& block : range.prepared) {
+            collector.add(block.columns());
+            if (!options.rank) writer->write(std::move(block));
+          }
+          for (const SubjectBlock& block : range.blocks) {
+            collector.add(block);
+            if (options.on_block) options.on_block(block);
+            if (writer) writer->write(block);
+          }
+          progress.subjects_done += range.subjects;
+          report_progress();
+        },
+        report_progress);
+    // A rank's writer only prepared its blocks: it is not finished, and removes its temporary file.
+    if (writer && !options.rank) finish_writer(*writer, options, progress, started);
   } catch (...) {
-    rethrow_keeping_journal(journal, options, static_cast<std::int64_t>(done.size()));
+    rethrow_keeping_journal(journal, options, own_blocks);
   }
-  if (journal) journal->remove();  // the output is complete and renamed
-
+  writer.reset();
+  remove_journals(journal, options);
+  progress.phase = Progress::Phase::report;
+  if (options.on_progress) options.on_progress(progress);
   RunReport report;
   report.arms = collector.finish();
   report.subjects_per_arm = scenario.cohort.size;
   report.subjects = subjects;
-  report.subjects_resumed = progress.subjects_resumed;
+  report.subjects_resumed = from_ranks ? 0 : progress.subjects_resumed;  // the ranks' journals were not a resume
   report.threads = threads;
   report.elapsed_seconds = seconds_since(started);
   return report;

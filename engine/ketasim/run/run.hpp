@@ -23,9 +23,14 @@ namespace ketasim {
 // What a run is doing, for a progress line. After the simulation, a run with an output file
 // computes the per-time summaries of every trajectory (reading the file back), then closes the
 // file, flushes it to disk and renames it: for large runs these take minutes, not an instant.
+// Last, every run computes the end-of-run statistics over its subjects (the report). While
+// simulating, on_progress is called after each block and about every 100 ms between blocks.
+// Before simulating, a run that resumes reads its journal back (`journals` = 1), and the output of
+// MPI ranks is written from their journals (`journals` = the ranks) with nothing simulated.
 struct Progress {
-  enum class Phase { simulating, summaries, closing };
+  enum class Phase { journals, simulating, summaries, closing, report };
   Phase phase = Phase::simulating;
+  std::size_t journals = 0;        // Phase::journals: how many are read
   std::int64_t subjects_done = 0;  // subjects with every arm simulated
   std::int64_t subjects_total = 0;
   std::int64_t subjects_resumed = 0;  // of subjects_done, those read back from a journal (not simulated now)
@@ -34,6 +39,19 @@ struct Progress {
   std::size_t summaries_total = 0;
   double elapsed_seconds = 0.0;
 };
+
+// One rank of `mpirun -n R ketasim run` (docs/hpc.md, "MPI"): block b of the cohort is rank
+// (b mod R)'s, so that subjects whose cost differs along the cohort (as-needed dosing, a dosing
+// table, the ODE fallback) are spread over every rank rather than left to one.
+struct RankBlocks {
+  std::int64_t rank = 0;  // from 0
+  std::int64_t ranks = 1;
+};
+
+// The block size of a run on `ranks` MPI ranks when none is given: the default (about 16 MiB of
+// trajectories, 64 to 4096 subjects), made smaller when needed, to a multiple of 64, so that each
+// rank has about 8 blocks or more to balance with.
+std::int64_t rank_block_size(std::int64_t default_size, std::int64_t subjects, std::int64_t ranks);
 
 struct RunOptions {
   std::string output_path;  // "" = simulate and summarise without writing a file
@@ -63,6 +81,16 @@ struct RunOptions {
   Journal journal = Journal::none;
   // Notes for the user, on the calling thread: what a resume read back, a resume without a journal.
   std::function<void(const std::string&)> on_note;
+  // With `rank`, the run simulates only that rank's blocks (RankBlocks) into its journal
+  // (journal_path_for(output_path); `journal` must be write or resume) and writes no output file:
+  // the journal, kept when the rank is done, is what the rank hands to rank 0. Not with `shard`.
+  std::optional<RankBlocks> rank;
+  // Rank 0 after every rank is done: the journals of the ranks, in rank order. The output is written
+  // from their blocks, nothing is simulated; IoError (nothing written, the journals kept) when one is
+  // of another run or a block is in none of them. They are removed once the output is renamed into
+  // place. The file records `rank_journals.size()` as mpi_ranks and `rank_busy_seconds`.
+  std::vector<std::string> rank_journals;
+  std::vector<double> rank_busy_seconds;
   // The end-of-run report (RunReport) keeps at most this many bytes of per-subject values in
   // memory; beyond, they go to unlinked temporary files in the output's directory (the system's
   // temporary directory without an output file), 8 bytes per subject, arm and reported value

@@ -265,8 +265,11 @@ struct RunInfo {
     std::string created_utc;
   };
   std::vector<MergedShard> merged_from;
-  // A file of `mpirun -n R ketasim run` (merged from its ranks' shards): R; 0 otherwise.
+  // A file of `mpirun -n R ketasim run` (written from its ranks' journals): R; 0 otherwise.
   std::int64_t mpi_ranks = 0;
+  // With mpi_ranks: the seconds each rank was busy (rank 0 first), from its start to its journal
+  // complete; the ranks that finished early idled the difference to the slowest.
+  std::vector<double> mpi_rank_busy_seconds;
 };
 
 // Consecutive subjects [first_subject, first_subject + count) of one arm. Row-major buffers.
