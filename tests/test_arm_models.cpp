@@ -198,12 +198,34 @@ TEST_CASE("an arm of another card is the same patient: covariates and the random
   const ScenarioResults results = run_in_memory(scenario);
   const ArmResults& iv = results.arm("iv");
   const ArmResults& nasal = results.arm("nasal");
-  for (const char* name :
-       {"weight_kg", "age_y", "female", "baseline_madrs", "resp_ec50", "resp_emax", "placebo_magnitude"}) {
+  for (const char* name : {"weight_kg", "age_y", "female", "baseline_madrs", "placebo_magnitude"}) {
     INFO(name);
     CHECK(identical_bits(iv.subject_columns.at(name), nasal.subject_columns.at(name)));
   }
   CHECK(identical_bits(iv.metrics.at("madrs_baseline"), nasal.metrics.at("madrs_baseline")));
+  // The esketamine card has its own typical resp_ec50 and resp_emax (calibration
+  // esketamine_response): the same eta gives the same ratio to the typical value (log-normal) and
+  // the same logit shift (logit-normal).
+  const auto typical = [](const char* card, const char* name) {
+    const ModelCard& model = *find_builtin_model(card);
+    return model.parameters[static_cast<std::size_t>(model.index_of(name))].value;
+  };
+  const auto logit = [](double p) { return std::log(p / (1.0 - p)); };
+  const double ec50_iv = typical("ketamine_venous", "resp_ec50"),
+               ec50_nasal = typical("esketamine_intranasal", "resp_ec50");
+  const double emax_iv = typical("ketamine_venous", "resp_emax"),
+               emax_nasal = typical("esketamine_intranasal", "resp_emax");
+  REQUIRE(ec50_iv != ec50_nasal);
+  const std::vector<double>& ec50_a = iv.subject_columns.at("resp_ec50");
+  const std::vector<double>& ec50_b = nasal.subject_columns.at("resp_ec50");
+  const std::vector<double>& emax_a = iv.subject_columns.at("resp_emax");
+  const std::vector<double>& emax_b = nasal.subject_columns.at("resp_emax");
+  REQUIRE(ec50_a.size() == ec50_b.size());
+  for (std::size_t i = 0; i < ec50_a.size(); ++i) {
+    INFO("subject " << i);
+    CHECK(std::log(ec50_a[i] / ec50_iv) == Approx(std::log(ec50_b[i] / ec50_nasal)).margin(1e-9));
+    CHECK(logit(emax_a[i]) - logit(emax_iv) == Approx(logit(emax_b[i]) - logit(emax_nasal)).margin(1e-9));
+  }
 }
 
 TEST_CASE("the result file records each arm's card and parameter values", "[arm_models][hdf5]") {

@@ -305,10 +305,10 @@ struct RunArguments {
   bool resume = false;
   bool no_journal = false;
   bool quiet = false;
-  bool progress = false;     // --progress: the progress line also when stderr is not a terminal
-  std::string command_line;  // as typed, each word quoted for a shell if it needs it
+  bool progress = false;       // --progress: the progress line also when stderr is not a terminal
+  std::string command_line;    // as typed, each word quoted for a shell if it needs it
   std::string launch_command;  // an MPI rank's launcher ("mpirun -n 4"), before command_line to resume
-  bool summary = true;       // false: the progress only (the shard of an MPI rank, quiet or not)
+  bool summary = true;         // false: the progress only (the shard of an MPI rank, quiet or not)
   // The shard of an MPI rank: what its progress adds to the job's (rank 0: the job's progress to
   // show, summed over the ranks; the other ranks publish theirs and show nothing), and the line,
   // which the rank keeps open after its shard while it waits for the others.
