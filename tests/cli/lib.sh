@@ -48,3 +48,20 @@ finish() {
   echo "all checks passed"
   exit 0
 }
+
+# Waits until every FILE exists, polling every 0.1 s, at most TENTHS polls (the files may never
+# come: the caller's next check then fails with its own message).
+# usage: wait_for_files TENTHS FILE...
+wait_for_files() {
+  tenths=$1
+  shift
+  waited=0
+  while [ $waited -lt "$tenths" ]; do
+    missing=0
+    for file in "$@"; do [ -e "$file" ] || missing=1; done
+    [ $missing = 0 ] && return 0
+    sleep 0.1
+    waited=$((waited + 1))
+  done
+  return 1
+}

@@ -109,11 +109,7 @@ case $mode in
     mpirun --oversubscribe -n 2 "$ketasim" run "$scenario" --subjects "$subjects" --block-size 16 -t 1 -o out.h5 \
       > stopped.log 2>&1 &
     launcher=$!
-    waited=0
-    until [ -e out.h5.rank-1-of-2.h5.journal ] && [ -e out.h5.rank-2-of-2.h5.journal ] || [ $waited -ge 300 ]; do
-      sleep 0.1
-      waited=$((waited + 1))
-    done
+    wait_for_files 300 out.h5.rank-1-of-2.h5.journal out.h5.rank-2-of-2.h5.journal
     sleep 1
     kill -TERM $launcher
     wait $launcher && fail "mpirun stopped by SIGTERM exited 0 (did the run end before the signal?)"

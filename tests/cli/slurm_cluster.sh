@@ -239,11 +239,7 @@ expect_no_temporaries .
 stopped_job=$(sbatch --parsable --ntasks=2 --cpus-per-task=1 "$slurm/ketasim.sbatch" "$scenario" stopped.h5 \
   --subjects "$stopped_subjects" --block-size 16 2>&1) || fail "sbatch ketasim.sbatch failed: $stopped_job"
 stopped_job=${stopped_job%%;*}
-waited=0
-until [ -e stopped.h5.rank-1-of-2.h5.journal ] && [ -e stopped.h5.rank-2-of-2.h5.journal ] || [ $waited -ge 600 ]; do
-  sleep 0.1
-  waited=$((waited + 1))
-done
+wait_for_files 600 stopped.h5.rank-1-of-2.h5.journal stopped.h5.rank-2-of-2.h5.journal
 sleep 1
 scancel --signal=TERM "$stopped_job" || fail "scancel --signal=TERM $stopped_job failed"
 if wait_job "$stopped_job" "the MPI job stopped by SIGTERM" FAILED; then
