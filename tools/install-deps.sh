@@ -10,6 +10,9 @@ packages=(
   # on this host (munged, slurmctld, slurmd) to run tools/slurm's scripts for real. Debian 12 has
   # Slurm 22.05, whose srun --mpi=pmix starts Debian's OpenMPI ranks.
   slurm-wlm munge
+  # GNU time (/usr/bin/time -f '%e %M': wall time and peak resident memory of each process) for
+  # benchmarks/scaling/run.sh and benchmarks/load_balance/run.sh.
+  time
   python3 python3-h5py python3-matplotlib
   python3-pandas r-cran-hdf5r  # readers of the result file in the tests of docs/hdf5-layout.md
   # The clang and fuzz presets (docs/testing.md): clang 14, and its runtimes for the sanitizers and
