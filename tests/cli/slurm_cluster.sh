@@ -39,8 +39,21 @@ rm -rf "$work" && mkdir -p "$work" && cd "$work" || exit 1
 
 # The cluster's files: a short path, since munged's socket path must fit a sockaddr_un; searchable
 # by all, since munged refuses a socket in a directory that is not.
+# A cluster left by a run of this script that was killed (SIGKILL, e.g. a ctest timeout, leaves no
+# trap to stop it): its daemons are stopped and its files removed. Only one whose script is gone:
+# another run of this script may be going on beside this one.
+for left in /tmp/ketasim-slurm.*; do
+  [ -f "$left/owner.pid" ] || continue
+  kill -0 "$(cat "$left/owner.pid")" 2> /dev/null && continue
+  for pid_file in "$left/slurmd.pid" "$left/slurmctld.pid" "$left/munge/munged.pid"; do
+    [ -f "$pid_file" ] && kill -TERM "$(cat "$pid_file")" 2> /dev/null &&
+      echo "note: stopped $(basename "$pid_file" .pid) (pid $(cat "$pid_file")) left by a killed run in $left"
+  done
+  rm -rf "$left"
+done
 cluster=$(mktemp -d /tmp/ketasim-slurm.XXXXXX) || exit 1
 chmod 755 "$cluster" || exit 1
+echo $$ > "$cluster/owner.pid"
 munged_pid=
 slurmctld_pid=
 slurmd_pid=
