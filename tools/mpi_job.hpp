@@ -2,7 +2,8 @@
 // The MPI job a `ketasim` process may be one rank of (docs/hpc.md, "MPI"). MPI is initialised only
 // when an MPI launcher started the process (its environment says so: mpirun, or srun with PMI or
 // PMIx), so a plain `ketasim` never loads MPI's runtime and prints nothing of it. Only the CLI
-// links MPI; the engine knows nothing of ranks (a rank computes a shard, rank 0 merges).
+// links MPI; the engine knows nothing of ranks (a rank simulates its interleaved blocks into its
+// journal, rank 0 writes the file from the journals).
 
 #include <cstdint>
 #include <memory>
@@ -52,7 +53,7 @@ class MpiJob {
 // Subjects of every arm done by one rank (or, summed, by the job).
 struct RankCount {
   std::int64_t subjects_done = 0;
-  std::int64_t subjects_resumed = 0;  // of them, read back from a journal or a complete shard file
+  std::int64_t subjects_resumed = 0;  // of them, read back from the rank's journal
 };
 
 // The progress of every rank, gathered on rank 0 for its one progress line (docs/hpc.md, "MPI").
@@ -61,7 +62,7 @@ struct RankCount {
 // the count waits for the next call, which replaces it), and rank 0 takes what has arrived
 // (MPI_Iprobe) whenever it draws its line. MPI is called from the main thread only (the run's
 // progress callback runs there). Each rank ends with one last message: its count and the seconds it
-// was busy, which rank 0 waits for before the merge (the load balance, measured). Without MPI, or
+// was busy, which rank 0 waits for before it writes the file (the load balance, measured). Without MPI, or
 // on one rank, it does nothing.
 class RankProgress {
  public:
